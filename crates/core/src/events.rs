@@ -1,0 +1,160 @@
+//! The event bus: one bounded broadcast of typed [`HubEvent`]s.
+//!
+//! Producers never wait: the bus is a ring. A subscriber that falls behind loses its oldest
+//! events and receives one [`HubEvent::Lagged`] saying how many, then carries on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::registration::protocol::DbOperation;
+
+/// Something that happened in the hub, for the dashboard, the tray and notifications.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HubEvent {
+    /// A project's first socket registered (it was offline or never seen).
+    ProjectOnline {
+        path: String,
+        name: String,
+        sockets: usize,
+    },
+    /// A project's last socket went away.
+    ProjectOffline { path: String, name: String },
+    /// A registered MCP server reported a change to its database.
+    DbOperation {
+        project_path: String,
+        #[serde(flatten)]
+        operation: DbOperation,
+    },
+    /// This subscriber fell behind and `missed` events were dropped for it.
+    Lagged { missed: u64 },
+}
+
+impl HubEvent {
+    /// The `type` tag, used as the SSE event name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ProjectOnline { .. } => "project_online",
+            Self::ProjectOffline { .. } => "project_offline",
+            Self::DbOperation { .. } => "db_operation",
+            Self::Lagged { .. } => "lagged",
+        }
+    }
+}
+
+/// An event as delivered: numbered in publish order and stamped.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stamped {
+    /// Strictly increasing per bus; 0 for the synthetic `lagged` event.
+    pub seq: u64,
+    /// RFC 3339.
+    pub timestamp: String,
+    #[serde(flatten)]
+    pub event: HubEvent,
+}
+
+/// Cheap handle to the bus; clone freely.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Arc<Stamped>>,
+    /// Source of `seq`; shared so that every clone numbers from the same counter.
+    seq: Arc<AtomicU64>,
+}
+
+/// Default number of events a subscriber may fall behind before it starts losing them.
+pub const DEFAULT_CAPACITY: usize = 4096;
+
+impl EventBus {
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Self {
+            tx,
+            seq: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Publishes to every current subscriber; never blocks, never fails.
+    pub fn publish(&self, event: HubEvent) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let stamped = Stamped {
+            seq,
+            timestamp: crate::now_rfc3339(),
+            event,
+        };
+        tracing::debug!(seq, kind = stamped.event.kind(), "hub event");
+        // An error only means nobody is listening right now.
+        let _ = self.tx.send(Arc::new(stamped));
+    }
+
+    pub fn subscribe(&self) -> Subscriber {
+        Subscriber {
+            rx: self.tx.subscribe(),
+        }
+    }
+}
+
+/// One consumer's view of the bus.
+#[derive(Debug)]
+pub struct Subscriber {
+    rx: broadcast::Receiver<Arc<Stamped>>,
+}
+
+impl Subscriber {
+    /// The next event, a `Lagged` event after a gap, or `None` once the bus is gone.
+    pub async fn recv(&mut self) -> Option<Arc<Stamped>> {
+        match self.rx.recv().await {
+            Ok(ev) => Some(ev),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Some(Arc::new(Stamped {
+                seq: 0,
+                timestamp: crate::now_rfc3339(),
+                event: HubEvent::Lagged { missed },
+            })),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// Turns the subscriber into a stream (for SSE).
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Arc<Stamped>> + Send {
+        futures_util::stream::unfold(self, |mut sub| async move {
+            sub.recv().await.map(|ev| (ev, sub))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offline(i: usize) -> HubEvent {
+        HubEvent::ProjectOffline {
+            path: format!("/p/{i}"),
+            name: format!("p{i}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_is_told_how_many_it_lost_and_producer_never_waits() {
+        let bus = EventBus::new(4);
+        let mut slow = bus.subscribe();
+        for i in 0..10 {
+            bus.publish(offline(i)); // would block forever here if the bus could
+        }
+        let first = slow.recv().await.unwrap();
+        assert_eq!(first.event, HubEvent::Lagged { missed: 6 });
+        let next = slow.recv().await.unwrap();
+        assert_eq!(next.event, offline(6));
+        assert_eq!(next.seq, 7);
+    }
+
+    #[test]
+    fn events_serialize_with_a_type_tag() {
+        let json = serde_json::to_value(offline(1)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"project_offline","path":"/p/1","name":"p1"})
+        );
+    }
+}

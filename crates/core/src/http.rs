@@ -1,0 +1,262 @@
+//! HTTP surface: the router, the local-only guard, and the read API for the dashboard.
+//!
+//! Handlers here are thin: they read shared state and render it. Protocol work lives in the
+//! domain modules (`registration`, later `mcp`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRef, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::{Stream, StreamExt};
+use serde_json::json;
+
+use crate::registration::{self, ProjectView, RegistrationServer};
+use crate::server::Hub;
+
+/// How often an idle SSE stream sends a comment so proxies and clients keep it open.
+pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Shared state of every handler: a cheap clone.
+#[derive(Debug, Clone)]
+pub struct AppState(pub(crate) Arc<Hub>);
+
+impl FromRef<AppState> for Arc<RegistrationServer> {
+    fn from_ref(state: &AppState) -> Self {
+        state.0.registration.clone()
+    }
+}
+
+/// The whole HTTP app. Pure: tests drive it with `oneshot`, `serve` mounts it.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/ws/mcp", get(registration::upgrade))
+        .route("/api/projects", get(projects))
+        .route("/api/events", get(events))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), local_only))
+        .with_state(state)
+}
+
+/// An HTTP error with a stable code: `{"error":{"code","message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Which `Host` and `Origin` values are ours.
+#[derive(Debug, Clone)]
+pub struct LocalGuard {
+    port: u16,
+    extra_origins: Vec<String>,
+}
+
+const LOOPBACK_NAMES: [&str; 3] = ["127.0.0.1", "localhost", "[::1]"];
+/// Origins of the desktop app's own webview (Tauri on Linux/macOS and on Windows).
+const WEBVIEW_ORIGINS: [&str; 3] = [
+    "tauri://localhost",
+    "http://tauri.localhost",
+    "https://tauri.localhost",
+];
+
+impl LocalGuard {
+    pub fn new(port: u16, extra_origins: Vec<String>) -> Self {
+        Self {
+            port,
+            extra_origins: extra_origins
+                .into_iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    /// `Host` must be a loopback name with our port: anything else is DNS rebinding or a
+    /// request meant for someone else.
+    pub fn host_ok(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        let (name, port_ok) = match host.rsplit_once(':') {
+            Some((name, port)) if !port.contains(']') => {
+                (name.to_owned(), port.parse::<u16>() == Ok(self.port))
+            }
+            _ => (host.clone(), self.port == 80),
+        };
+        port_ok && LOOPBACK_NAMES.contains(&name.as_str())
+    }
+
+    /// A present `Origin` must be our own page (any loopback name, our port), the desktop
+    /// webview, or one the config names.
+    pub fn origin_ok(&self, origin: &str) -> bool {
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        if WEBVIEW_ORIGINS.contains(&origin.as_str()) || self.extra_origins.contains(&origin) {
+            return true;
+        }
+        origin
+            .strip_prefix("http://")
+            .is_some_and(|authority| self.host_ok(authority))
+    }
+}
+
+async fn local_only(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let guard = &state.0.guard;
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    match host {
+        Some(h) if guard.host_ok(&h) => {}
+        other => {
+            tracing::warn!(host = ?other, path = %req.uri().path(), "refused: foreign Host");
+            return ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "foreign_host",
+                format!(
+                    "Host {:?} is not this gateway; Switchboard answers only 127.0.0.1, localhost \
+                     or [::1] on port {}",
+                    other.unwrap_or_default(),
+                    guard.port
+                ),
+            )
+            .into_response();
+        }
+    }
+    if let Some(origin) = origin(req.headers())
+        && !guard.origin_ok(&origin)
+    {
+        tracing::warn!(%origin, path = %req.uri().path(), "refused: foreign Origin");
+        return ApiError::forbidden(
+            "foreign_origin",
+            format!("Origin {origin:?} is not allowed to use this gateway"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn origin(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("<not text>").to_owned())
+}
+
+async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let hub = &state.0;
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_ms": hub.started.elapsed().as_millis() as u64,
+        "projects_online": hub.registration.registry().online_count(),
+        "registration_sockets": hub.registration.open_sockets(),
+    }))
+}
+
+async fn projects(State(state): State<AppState>) -> Json<Vec<ProjectView>> {
+    Json(state.0.registration.registry().projects())
+}
+
+/// `GET /api/events`: every HubEvent as SSE, `event:` its type, `id:` its sequence number.
+async fn events(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = state
+        .0
+        .bus
+        .subscribe()
+        .into_stream()
+        .map(|ev| {
+            let mut frame = Event::default().event(ev.event.kind());
+            if ev.seq > 0 {
+                frame = frame.id(ev.seq.to_string());
+            }
+            Ok(frame
+                .json_data(&*ev)
+                .unwrap_or_else(|e| Event::default().comment(format!("unserializable: {e}"))))
+        })
+        .take_until(state.0.shutdown.clone().cancelled_owned());
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE).text("keep-alive"))
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        let g = LocalGuard::new(11391, vec![]);
+        for ok in ["127.0.0.1:11391", "localhost:11391", "[::1]:11391", "LOCALHOST:11391"] {
+            assert!(g.host_ok(ok), "{ok}");
+        }
+        for bad in [
+            "evil.com:11391",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "localhost.evil.com:11391",
+            "127.0.0.2:11391",
+            "[::1]",
+            "",
+        ] {
+            assert!(!g.host_ok(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        let g = LocalGuard::new(11391, vec!["https://Example.org/".into()]);
+        for ok in [
+            "http://127.0.0.1:11391",
+            "http://localhost:11391/",
+            "tauri://localhost",
+            "https://example.org",
+        ] {
+            assert!(g.origin_ok(ok), "{ok}");
+        }
+        for bad in [
+            "http://evil.com",
+            "null",
+            "http://localhost:3000",
+            "https://127.0.0.1:11391",
+            "file://",
+        ] {
+            assert!(!g.origin_ok(bad), "{bad}");
+        }
+    }
+}

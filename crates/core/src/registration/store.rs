@@ -1,0 +1,350 @@
+//! The project registry on disk: SQLite (WAL) in the data dir, written by one thread.
+//!
+//! Async code never touches the connection: it sends whole rows over a bounded channel to the
+//! writer thread, which commits them in batches. A full channel makes the sender wait (the
+//! registration path is never faster than the disk for long); a register waits for its commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags, params};
+use tokio::sync::{mpsc, oneshot};
+
+/// The file name inside the data dir.
+pub const FILE_NAME: &str = "registry.db";
+
+/// Jobs waiting for the writer; senders wait when it is full.
+const QUEUE: usize = 1024;
+/// Rows committed in one transaction at most.
+const BATCH: usize = 512;
+
+/// One project as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectRow {
+    pub path: String,
+    pub name: String,
+    pub db_path: String,
+    pub agent: Option<String>,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub online: bool,
+    pub sockets: u32,
+    /// JSON of the last `db_operation` (with its project path stripped).
+    pub last_db_operation: Option<String>,
+    pub last_db_operation_ms: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the data directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("project registry database {path} cannot be opened: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "project registry database {path} is corrupt ({detail}); move it aside and Switchboard \
+         will start with an empty registry"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("project registry write failed: {0}")]
+    Write(String),
+    #[error("the project registry writer has stopped")]
+    Gone,
+}
+
+type Ack = oneshot::Sender<Result<(), String>>;
+
+#[derive(Debug)]
+enum Job {
+    Save(Box<ProjectRow>, Option<Ack>),
+}
+
+/// Handle to the registry database; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+impl Store {
+    /// Opens (or creates) `dir/registry.db`, marks every project offline (nothing is connected
+    /// to a process that just started) and returns the rows it holds.
+    pub fn open(dir: &Path) -> Result<(Self, Vec<ProjectRow>), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(FILE_NAME);
+        let fail = |source: rusqlite::Error| {
+            if is_corruption(&source) {
+                StoreError::Corrupt {
+                    path: path.clone(),
+                    detail: source.to_string(),
+                }
+            } else {
+                StoreError::Open {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        };
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(fail)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(fail)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(fail)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(fail)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(fail)?;
+        if check != "ok" {
+            return Err(StoreError::Corrupt {
+                path,
+                detail: check,
+            });
+        }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS projects (
+                path TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                db_path TEXT NOT NULL,
+                agent TEXT,
+                first_seen_ms INTEGER NOT NULL,
+                last_seen_ms INTEGER NOT NULL,
+                online INTEGER NOT NULL DEFAULT 0,
+                socket_count INTEGER NOT NULL DEFAULT 0,
+                last_db_operation TEXT,
+                last_db_operation_ms INTEGER
+            );
+            UPDATE projects SET online = 0, socket_count = 0;",
+        )
+        .map_err(fail)?;
+        let rows = load(&conn).map_err(fail)?;
+
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("registry-writer".into())
+            .spawn(move || write_loop(conn, rx))
+            .map_err(|source| StoreError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        Ok((
+            Self {
+                path,
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+            },
+            rows,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Job>> {
+        self.tx.lock().expect("store lock").clone()
+    }
+
+    /// Saves a row and waits until it is committed.
+    pub async fn save(&self, row: ProjectRow) -> Result<(), StoreError> {
+        let tx = self.sender().ok_or(StoreError::Gone)?;
+        let (ack, done) = oneshot::channel();
+        tx.send(Job::Save(Box::new(row), Some(ack)))
+            .await
+            .map_err(|_| StoreError::Gone)?;
+        done.await
+            .map_err(|_| StoreError::Gone)?
+            .map_err(StoreError::Write)
+    }
+
+    /// Queues a row without waiting for the commit (presence changes, db operations). A failed
+    /// write is logged by the writer.
+    pub async fn save_later(&self, row: ProjectRow) {
+        if let Some(tx) = self.sender()
+            && tx.send(Job::Save(Box::new(row), None)).await.is_err()
+        {
+            tracing::warn!("project registry writer has stopped; change not saved");
+        }
+    }
+
+    /// Lets the writer finish what is queued and waits for it (bounded by the caller).
+    pub async fn close(&self) {
+        self.tx.lock().expect("store lock").take();
+        let writer = self.writer.lock().expect("store lock").take();
+        if let Some(handle) = writer {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+fn load(conn: &Connection) -> rusqlite::Result<Vec<ProjectRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT path, name, db_path, agent, first_seen_ms, last_seen_ms, online, socket_count,
+                last_db_operation, last_db_operation_ms
+         FROM projects ORDER BY last_seen_ms DESC",
+    )?;
+    stmt.query_map([], |r| {
+        Ok(ProjectRow {
+            path: r.get(0)?,
+            name: r.get(1)?,
+            db_path: r.get(2)?,
+            agent: r.get(3)?,
+            first_seen_ms: r.get(4)?,
+            last_seen_ms: r.get(5)?,
+            online: r.get(6)?,
+            sockets: r.get(7)?,
+            last_db_operation: r.get(8)?,
+            last_db_operation_ms: r.get(9)?,
+        })
+    })?
+    .collect()
+}
+
+fn upsert(conn: &Connection, row: &ProjectRow) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO projects (path, name, db_path, agent, first_seen_ms, last_seen_ms, online,
+                               socket_count, last_db_operation, last_db_operation_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT(path) DO UPDATE SET
+            name = excluded.name, db_path = excluded.db_path, agent = excluded.agent,
+            last_seen_ms = excluded.last_seen_ms, online = excluded.online,
+            socket_count = excluded.socket_count,
+            last_db_operation = excluded.last_db_operation,
+            last_db_operation_ms = excluded.last_db_operation_ms",
+    )?;
+    stmt.execute(params![
+        row.path,
+        row.name,
+        row.db_path,
+        row.agent,
+        row.first_seen_ms,
+        row.last_seen_ms,
+        row.online,
+        row.sockets,
+        row.last_db_operation,
+        row.last_db_operation_ms,
+    ])?;
+    Ok(())
+}
+
+fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        let committed = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            for Job::Save(row, _) in &batch {
+                results.push(upsert(&tx, row).map_err(|e| e.to_string()));
+            }
+            tx.commit()
+        })();
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "project registry commit failed");
+        }
+        for (i, Job::Save(row, ack)) in batch.into_iter().enumerate() {
+            let result = match (&committed, results.get(i)) {
+                (Err(e), _) => Err(e.to_string()),
+                (Ok(()), Some(Err(e))) => Err(e.clone()),
+                (Ok(()), _) => Ok(()),
+            };
+            if let Err(e) = &result {
+                tracing::error!(path = %row.path, error = %e, "project registry write failed");
+            }
+            if let Some(ack) = ack {
+                let _ = ack.send(result);
+            }
+        }
+    }
+    // A clean checkpoint so the WAL does not linger after a graceful exit.
+    let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(path: &str) -> ProjectRow {
+        ProjectRow {
+            path: path.into(),
+            name: "p".into(),
+            db_path: format!("{path}/db"),
+            agent: None,
+            first_seen_ms: 1,
+            last_seen_ms: 2,
+            online: true,
+            sockets: 2,
+            last_db_operation: None,
+            last_db_operation_ms: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_survive_reopen_and_come_back_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, rows) = Store::open(dir.path()).unwrap();
+        assert!(rows.is_empty());
+        store.save(row("/a")).await.unwrap();
+        let mut later = row("/a");
+        later.first_seen_ms = 99; // first_seen is kept from the first insert
+        later.last_seen_ms = 50;
+        store.save(later).await.unwrap();
+        store.close().await;
+
+        let (_store, rows) = Store::open(dir.path()).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].first_seen_ms, 1);
+        assert_eq!(rows[0].last_seen_ms, 50);
+        assert!(!rows[0].online);
+        assert_eq!(rows[0].sockets, 0);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), vec![0x5a; 8192]).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&*dir.path().join(FILE_NAME).to_string_lossy()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unusable_directory_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain-file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Store::open(&file.join("data")).unwrap_err();
+        assert!(err.to_string().contains("plain-file"), "{err}");
+    }
+}

@@ -1,0 +1,163 @@
+//! `serve`: the one entry point that the headless binary, the desktop shell and every test
+//! call. It opens the state, mounts the router on the given listener, and on shutdown drains:
+//! sockets say goodbye, streams end, the registry is flushed, each step bounded in time.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigError};
+use crate::events::{self, EventBus};
+use crate::http::{AppState, LocalGuard, router};
+use crate::registration::store::{Store, StoreError};
+use crate::registration::{RegistrationServer, Registry};
+
+/// How long shutdown waits for connections and sockets to finish their goodbyes.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the gateway could not start (or stopped).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "refusing to listen on {0}: Switchboard is local-only; use a loopback address such as \
+         127.0.0.1"
+    )]
+    NotLoopback(SocketAddr),
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    pub(crate) bus: EventBus,
+    pub(crate) registration: Arc<RegistrationServer>,
+    pub(crate) guard: LocalGuard,
+    pub(crate) started: Instant,
+    /// Root of the shutdown tree: streams and sockets watch it.
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// A gateway whose state is open but which is not yet serving. The desktop shell uses this to
+/// subscribe to events before serving; `serve` is `open` then `run`.
+#[derive(Debug)]
+pub struct Gateway {
+    hub: Arc<Hub>,
+    tasks: TaskTracker,
+    data_dir: PathBuf,
+}
+
+impl Gateway {
+    /// Opens the data dir and the registry for a server that will listen on `local`.
+    pub fn open(
+        config: &Config,
+        local: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ServeError> {
+        if !local.ip().is_loopback() {
+            return Err(ServeError::NotLoopback(local));
+        }
+        let data_dir = config.resolved_data_dir()?;
+        let (store, rows) = Store::open(&data_dir)?;
+        tracing::info!(
+            db = %store.path().display(),
+            known_projects = rows.len(),
+            "project registry open"
+        );
+        let bus = EventBus::new(events::DEFAULT_CAPACITY);
+        let registry = Registry::new(
+            store,
+            rows,
+            bus.clone(),
+            config.registration.max_sockets_per_project,
+        );
+        let tasks = TaskTracker::new();
+        let registration = Arc::new(RegistrationServer::new(
+            registry,
+            config.registration.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        let hub = Arc::new(Hub {
+            bus,
+            registration,
+            guard: LocalGuard::new(local.port(), config.http.allowed_origins.clone()),
+            started: Instant::now(),
+            shutdown,
+        });
+        Ok(Self {
+            hub,
+            tasks,
+            data_dir,
+        })
+    }
+
+    /// The event bus, for consumers outside the HTTP API (tray, notifications).
+    pub fn bus(&self) -> EventBus {
+        self.hub.bus.clone()
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains.
+    pub async fn run(self, listener: TcpListener) -> Result<(), ServeError> {
+        let shutdown = self.hub.shutdown.clone();
+        let app = router(AppState(self.hub.clone()))
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future();
+        tokio::pin!(server);
+        tokio::select! {
+            biased;
+            result = &mut server => result?,
+            () = shutdown.cancelled() => {
+                tracing::info!("shutting down");
+                match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+                    Ok(result) => result?,
+                    Err(_) => tracing::warn!("HTTP connections still open after the drain timeout"),
+                }
+            }
+        }
+        self.tasks.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.tasks.len(),
+                "sockets still closing after the drain timeout"
+            );
+        }
+        let store = self.hub.registration.registry().store();
+        if tokio::time::timeout(DRAIN_TIMEOUT, store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("project registry writer did not finish in time");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Runs Switchboard on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let local = listener.local_addr()?;
+    Gateway::open(&config, local, shutdown)?.run(listener).await
+}
