@@ -222,7 +222,12 @@ mod tests {
     #[test]
     fn hosts() {
         let g = LocalGuard::new(11391, vec![]);
-        for ok in ["127.0.0.1:11391", "localhost:11391", "[::1]:11391", "LOCALHOST:11391"] {
+        for ok in [
+            "127.0.0.1:11391",
+            "localhost:11391",
+            "[::1]:11391",
+            "LOCALHOST:11391",
+        ] {
             assert!(g.host_ok(ok), "{ok}");
         }
         for bad in [

@@ -9,7 +9,11 @@ use switchboard_core::{Config, serve};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "switchboard", version, about = "The local hub for MCP servers and clients")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "The local hub for MCP servers and clients"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -86,7 +86,10 @@ pub(crate) async fn upgrade(
     if !peer.ip().is_loopback() {
         return ApiError::forbidden(
             "foreign_peer",
-            format!("registration is open to loopback peers only, not {}", peer.ip()),
+            format!(
+                "registration is open to loopback peers only, not {}",
+                peer.ip()
+            ),
         )
         .into_response();
     }
@@ -200,10 +203,8 @@ impl Socket {
         let cfg = self.server.config.clone();
         let shutdown = self.server.shutdown.clone();
         let retire = self.retire.clone();
-        let mut ping = tokio::time::interval_at(
-            Instant::now() + cfg.ping_interval(),
-            cfg.ping_interval(),
-        );
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + cfg.ping_interval(), cfg.ping_interval());
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let idle = tokio::time::sleep(cfg.idle_timeout());
         tokio::pin!(idle);
@@ -370,7 +371,9 @@ impl Socket {
                 if let Flow::Stop(end) = self.refuse(err).await {
                     return Flow::Stop(end);
                 }
-                return self.reply(&ServerMessage::Registered { success: false }).await;
+                return self
+                    .reply(&ServerMessage::Registered { success: false })
+                    .await;
             }
         };
         info.path = canonical.to_string_lossy().into_owned();
@@ -443,14 +446,39 @@ mod tests {
 
     #[tokio::test]
     async fn relative_missing_file_and_temp_paths_are_refused() {
-        assert!(validate_project_path("rel/path").await.unwrap_err().contains("relative"));
+        assert!(
+            validate_project_path("rel/path")
+                .await
+                .unwrap_err()
+                .contains("relative")
+        );
         assert!(validate_project_path("").await.is_err());
-        assert!(validate_project_path("/definitely/not/here").await.unwrap_err().contains("exist"));
+        assert!(
+            validate_project_path("/definitely/not/here")
+                .await
+                .unwrap_err()
+                .contains("exist")
+        );
         let tmp = tempfile::tempdir().unwrap();
-        assert!(validate_project_path(&tmp.path().to_string_lossy()).await.unwrap_err().contains("temporary"));
+        assert!(
+            validate_project_path(&tmp.path().to_string_lossy())
+                .await
+                .unwrap_err()
+                .contains("temporary")
+        );
         let file = std::env::current_exe().unwrap();
-        assert!(validate_project_path(&file.to_string_lossy()).await.unwrap_err().contains("directory"));
+        assert!(
+            validate_project_path(&file.to_string_lossy())
+                .await
+                .unwrap_err()
+                .contains("directory")
+        );
         let here = std::env::current_dir().unwrap();
-        assert_eq!(validate_project_path(&here.to_string_lossy()).await.unwrap(), here.canonicalize().unwrap());
+        assert_eq!(
+            validate_project_path(&here.to_string_lossy())
+                .await
+                .unwrap(),
+            here.canonicalize().unwrap()
+        );
     }
 }

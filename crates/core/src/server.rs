@@ -113,8 +113,8 @@ impl Gateway {
     /// Serves until the shutdown token is cancelled, then drains.
     pub async fn run(self, listener: TcpListener) -> Result<(), ServeError> {
         let shutdown = self.hub.shutdown.clone();
-        let app = router(AppState(self.hub.clone()))
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app =
+            router(AppState(self.hub.clone())).into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future();

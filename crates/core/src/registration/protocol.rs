@@ -225,7 +225,9 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
     if major != PROTOCOL_MAJOR {
         return Err(ProtocolError::new(
             ErrorCode::UnsupportedVersion,
-            format!("protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"),
+            format!(
+                "protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"
+            ),
         )
         .with_details(json!({"supported": PROTOCOL_VERSION, "received": version})));
     }
@@ -276,12 +278,11 @@ pub fn parse(text: &str) -> Result<ClientMessage, ProtocolError> {
         "welcome" | "registered" | "error" => Err(ProtocolError::invalid(format!(
             "`{kind}` is sent by the server, not by clients"
         ))),
-        other => Err(ProtocolError::invalid(format!(
-            "unknown message type {other:?}"
-        ))
-        .with_details(json!({
-            "known_types": ["hello", "register", "ping", "pong", "goodbye", "db_operation"]
-        }))),
+        other => Err(
+            ProtocolError::invalid(format!("unknown message type {other:?}")).with_details(json!({
+                "known_types": ["hello", "register", "ping", "pong", "goodbye", "db_operation"]
+            })),
+        ),
     }
 }
 
@@ -360,7 +361,9 @@ mod tests {
             json!({"operation":"update","entity":"task","affected_ids":[3],"data":{"name":"x"},"project_path":"/home/u/p"}),
         ))
         .unwrap();
-        assert!(matches!(op, ClientMessage::DbOperation { ref project_path, .. } if project_path == "/home/u/p"));
+        assert!(
+            matches!(op, ClientMessage::DbOperation { ref project_path, .. } if project_path == "/home/u/p")
+        );
         assert_eq!(parse(&env("pong", json!({}))).unwrap(), ClientMessage::Pong);
         assert_eq!(
             parse(&env("goodbye", json!({}))).unwrap(),
@@ -385,8 +388,14 @@ mod tests {
             code_of(r#"{"version":"3.1","kind":"x"}"#),
             ErrorCode::UnsupportedVersion
         );
-        assert_eq!(code_of(&env("frobnicate", json!({}))), ErrorCode::InvalidMessage);
-        assert_eq!(code_of(&env("welcome", json!({}))), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code_of(&env("frobnicate", json!({}))),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code_of(&env("welcome", json!({}))),
+            ErrorCode::InvalidMessage
+        );
         assert_eq!(
             code_of(&env("register", json!({"path":"/x"}))),
             ErrorCode::InvalidMessage

@@ -122,21 +122,23 @@ impl Registry {
         let row = {
             let mut projects = self.inner.projects.lock().expect("registry lock");
             let now = now_ms();
-            let project = projects.entry(info.path.clone()).or_insert_with(|| Project {
-                row: ProjectRow {
-                    path: info.path.clone(),
-                    name: info.name.clone(),
-                    db_path: info.db_path.clone(),
-                    agent: info.agent.clone(),
-                    first_seen_ms: now,
-                    last_seen_ms: now,
-                    online: false,
-                    sockets: 0,
-                    last_db_operation: None,
-                    last_db_operation_ms: None,
-                },
-                sockets: Vec::new(),
-            });
+            let project = projects
+                .entry(info.path.clone())
+                .or_insert_with(|| Project {
+                    row: ProjectRow {
+                        path: info.path.clone(),
+                        name: info.name.clone(),
+                        db_path: info.db_path.clone(),
+                        agent: info.agent.clone(),
+                        first_seen_ms: now,
+                        last_seen_ms: now,
+                        online: false,
+                        sockets: 0,
+                        last_db_operation: None,
+                        last_db_operation_ms: None,
+                    },
+                    sockets: Vec::new(),
+                });
             let was_online = !project.sockets.is_empty();
             project.row.name = info.name;
             project.row.db_path = info.db_path;

@@ -334,7 +334,8 @@ mod tests {
         let err = Store::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
         assert!(
-            err.to_string().contains(&*dir.path().join(FILE_NAME).to_string_lossy()),
+            err.to_string()
+                .contains(&*dir.path().join(FILE_NAME).to_string_lossy()),
             "{err}"
         );
     }

@@ -1,0 +1,161 @@
+//! The headless `switchboard` binary as a person runs it: startup line, SIGTERM, and the
+//! errors a person can meet at startup.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+fn spawn_serve(args: &[&str]) -> Child {
+    Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .env("SWITCHBOARD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn switchboard")
+}
+
+/// Waits (bounded) for the child to exit and returns its code and stderr.
+fn finish(mut child: Child, within: Duration) -> (i32, String) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.code().unwrap_or(-1), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("switchboard did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn serve_prints_its_address_and_stops_cleanly_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = spawn_serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data.path().to_string_lossy(),
+    ]);
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    });
+    let line = tokio::time::timeout(WAIT, line)
+        .await
+        .expect("startup line")
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("Switchboard listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    let health: serde_json::Value = reqwest::get(format!("{url}/healthz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+
+    let mut ws = WsClient::connect(&format!("{}/ws/mcp", url.replace("http", "ws"))).await;
+    assert!(ws.register(&project_dir("binary")).await);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (reason, frame) = ws.goodbye().await;
+    assert_eq!(reason, "shutdown");
+    assert_eq!(u16::from(frame.expect("close frame").code), 1001);
+    let (code, stderr) = finish(child, Duration::from_secs(10));
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert!(data.path().join("registry.db").exists());
+}
+
+#[test]
+fn a_corrupt_database_stops_startup_with_a_message_naming_it() {
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("registry.db");
+    std::fs::write(&db, vec![0xAB; 16 * 1024]).unwrap();
+    let child = spawn_serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data.path().to_string_lossy(),
+    ]);
+    let (code, stderr) = finish(child, Duration::from_secs(10));
+    assert_eq!(code, 1);
+    assert!(stderr.contains(&*db.to_string_lossy()), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_port_in_use_is_explained() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let child = spawn_serve(&[
+        "--listen",
+        &addr,
+        "--data-dir",
+        &data.path().to_string_lossy(),
+    ]);
+    let (code, stderr) = finish(child, Duration::from_secs(10));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("already in use"), "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+}
+
+#[test]
+fn a_non_loopback_address_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let child = spawn_serve(&[
+        "--listen",
+        "0.0.0.0:0",
+        "--data-dir",
+        &data.path().to_string_lossy(),
+    ]);
+    let (code, stderr) = finish(child, Duration::from_secs(10));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("local-only"), "{stderr}");
+}
+
+#[test]
+fn a_bad_config_file_is_explained() {
+    let data = tempfile::tempdir().unwrap();
+    let cfg = data.path().join("config.toml");
+    std::fs::write(&cfg, "[registration]\nmax_sokets = 3\n").unwrap();
+    let child = spawn_serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        &cfg.to_string_lossy(),
+        "--data-dir",
+        &data.path().to_string_lossy(),
+    ]);
+    let (code, stderr) = finish(child, Duration::from_secs(10));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("max_sokets") && stderr.contains("config.toml"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests of the core: a real gateway on 127.0.0.1:0, real WebSocket and HTTP
+//! clients. One binary for all of them (see STYLE.md).
+
+#![allow(clippy::unwrap_used)]
+
+mod binary;
+mod http;
+mod persistence;
+mod registration;
+mod support;

@@ -1,0 +1,383 @@
+//! A real gateway on port 0, and clients that speak to it.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchboard_core::{Config, ServeError, serve};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_util::sync::CancellationToken;
+
+/// Every wait in the tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub data_dir: PathBuf,
+    handle: Option<JoinHandle<Result<(), ServeError>>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl TestGateway {
+    pub async fn start() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = temp.path().to_path_buf();
+        let mut gw = Self::in_dir(&dir, tweak).await.expect("gateway starts");
+        gw._temp = Some(temp);
+        gw
+    }
+
+    /// Starts on `data_dir`; `Err` if `serve` fails before it is up.
+    pub async fn in_dir(
+        data_dir: &Path,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Result<Self, ServeError> {
+        let mut config = Config {
+            data_dir: Some(data_dir.to_path_buf()),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let mut handle = tokio::spawn(serve(listener, config, shutdown.clone()));
+        // `serve` fails fast (bad database) or serves: wait until it answers or ends.
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if handle.is_finished() {
+                return match (&mut handle).await.expect("serve task") {
+                    Err(e) => Err(e),
+                    Ok(()) => panic!("serve returned before shutdown"),
+                };
+            }
+            if let Ok(r) = client.get(format!("http://{addr}/healthz")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gateway never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(Self {
+            addr,
+            shutdown,
+            data_dir: data_dir.to_path_buf(),
+            handle: Some(handle),
+            _temp: None,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws/mcp", self.addr)
+    }
+
+    pub async fn ws(&self) -> WsClient {
+        WsClient::connect(&self.ws_url()).await
+    }
+
+    pub async fn projects(&self) -> Vec<Value> {
+        reqwest::get(self.url("/api/projects"))
+            .await
+            .expect("GET /api/projects")
+            .json()
+            .await
+            .expect("projects JSON")
+    }
+
+    pub async fn project(&self, path: &Path) -> Option<Value> {
+        let path = path.to_string_lossy();
+        self.projects()
+            .await
+            .into_iter()
+            .find(|p| p["path"] == *path)
+    }
+
+    pub async fn health(&self) -> Value {
+        reqwest::get(self.url("/healthz"))
+            .await
+            .expect("GET /healthz")
+            .json()
+            .await
+            .expect("health JSON")
+    }
+
+    /// Waits (bounded) until the gateway counts exactly `n` open registration sockets.
+    pub async fn wait_for_sockets(&self, n: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.health().await["registration_sockets"] != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sockets never became {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn events(&self) -> SseClient {
+        SseClient::open(&self.url("/api/events")).await
+    }
+
+    /// Cancels and waits for `serve` to return (bounded).
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        self.shutdown.cancel();
+        let handle = self.handle.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(15), handle)
+            .await
+            .expect("serve returns after shutdown")
+            .expect("serve task")
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A directory that the registration server accepts as a project: it exists and is outside
+/// the temp dir (which the real client never registers).
+pub fn project_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("projects")
+        .join(format!("{name}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("project dir");
+    let dir = dir.canonicalize().expect("canonical");
+    let temp = std::env::temp_dir().canonicalize().expect("temp");
+    assert!(
+        !dir.starts_with(&temp),
+        "CARGO_TARGET_TMPDIR {dir:?} is inside the temp dir; build with a target dir outside it"
+    );
+    dir
+}
+
+pub fn envelope(kind: &str, payload: Value) -> String {
+    json!({
+        "version": "1.0",
+        "type": kind,
+        "payload": payload,
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+    })
+    .to_string()
+}
+
+pub fn project_info(path: &Path) -> Value {
+    json!({
+        "path": path.to_string_lossy(),
+        "name": path.file_name().unwrap().to_string_lossy(),
+        "db_path": path.join(".intent-engine/project.db").to_string_lossy(),
+        "agent": "claude-code",
+        "mcp_connected": true,
+        "is_online": true,
+    })
+}
+
+pub struct WsClient {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio::time::timeout(WAIT, connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        Self { ws }
+    }
+
+    pub async fn connect_with_origin(
+        url: &str,
+        origin: &str,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let mut req = url.into_client_request()?;
+        req.headers_mut()
+            .insert("origin", origin.parse().expect("header"));
+        let (ws, _) = connect_async(req).await?;
+        Ok(Self { ws })
+    }
+
+    pub async fn send(&mut self, kind: &str, payload: Value) {
+        self.send_raw(envelope(kind, payload)).await;
+    }
+
+    pub async fn send_raw(&mut self, text: impl Into<String>) {
+        self.ws
+            .send(Message::text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    /// The next frame of any kind, or `None` when the stream ends.
+    pub async fn frame(&mut self) -> Option<Message> {
+        match tokio::time::timeout(WAIT, self.ws.next())
+            .await
+            .expect("a frame in time")
+        {
+            Some(Ok(m)) => Some(m),
+            Some(Err(_)) | None => None,
+        }
+    }
+
+    /// The next protocol message (text frame) as JSON; panics on anything else.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            match self.frame().await {
+                Some(Message::Text(t)) => {
+                    return serde_json::from_str(&t).expect("JSON from server");
+                }
+                Some(Message::Ping(_) | Message::Pong(_)) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Receives the next message, checks its envelope and type, returns its payload.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let msg = self.recv().await;
+        assert_eq!(msg["type"], kind, "unexpected message {msg}");
+        assert_eq!(msg["version"], "1.0");
+        let ts = msg["timestamp"].as_str().expect("timestamp");
+        chrono::DateTime::parse_from_rfc3339(ts).expect("RFC 3339 timestamp");
+        msg["payload"].clone()
+    }
+
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let p = self.expect("error").await;
+        assert_eq!(p["code"], code, "unexpected error {p}");
+        assert!(p["message"].as_str().is_some_and(|m| !m.is_empty()));
+        p
+    }
+
+    pub async fn hello(&mut self) -> String {
+        self.send(
+            "hello",
+            json!({"entity_type":"mcp_server","capabilities":[]}),
+        )
+        .await;
+        let p = self.expect("welcome").await;
+        p["session_id"].as_str().expect("session id").to_owned()
+    }
+
+    pub async fn register(&mut self, path: &Path) -> bool {
+        self.send("register", project_info(path)).await;
+        let p = self.expect("registered").await;
+        p["success"].as_bool().expect("success flag")
+    }
+
+    /// Reads until the server closes; returns its close frame.
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        loop {
+            match self.frame().await {
+                Some(Message::Close(frame)) => return frame,
+                None => return None,
+                Some(_) => continue,
+            }
+        }
+    }
+
+    /// Like `closed`, but expects `goodbye{reason}` first and returns the reason.
+    pub async fn goodbye(&mut self) -> (String, Option<CloseFrame>) {
+        let p = self.expect("goodbye").await;
+        let reason = p["reason"].as_str().unwrap_or_default().to_owned();
+        (reason, self.closed().await)
+    }
+}
+
+/// A Server-Sent Events reader over a real HTTP response.
+pub struct SseClient {
+    stream:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+}
+
+impl SseClient {
+    pub async fn open(url: &str) -> Self {
+        let resp = reqwest::get(url).await.expect("SSE request");
+        assert!(resp.status().is_success(), "SSE status {}", resp.status());
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(ct.starts_with("text/event-stream"), "{ct}");
+        Self {
+            stream: Box::pin(resp.bytes_stream()),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event's `(event name, data JSON)`, or `None` if none comes within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<(String, Value)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut name = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some((name, serde_json::from_str(&data).expect("event JSON")));
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??;
+            self.buf
+                .push_str(&String::from_utf8_lossy(&chunk.expect("SSE chunk")));
+        }
+    }
+
+    pub async fn next(&mut self) -> (String, Value) {
+        self.next_within(WAIT).await.expect("an event in time")
+    }
+
+    /// Skips events until one named `name` arrives.
+    pub async fn next_named(&mut self, name: &str) -> Value {
+        loop {
+            let (n, data) = self.next().await;
+            if n == name {
+                return data;
+            }
+        }
+    }
+}
+
+/// Sends a raw HTTP/1.1 request and returns the status code: lets a test choose every header.
+pub async fn raw_status(addr: SocketAddr, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"))
+}
