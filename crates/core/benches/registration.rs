@@ -151,7 +151,7 @@ fn main() {
             }))
             .await;
             held.extend(opened);
-            if held.len() % 2000 == 0 {
+            if held.len().is_multiple_of(2000) {
                 eprintln!("  {} open, gateway RSS {} KiB", held.len(), rss_kib(pid));
             }
         }
