@@ -394,7 +394,7 @@ impl Socket {
             }
             Err(e) => {
                 tracing::error!(error = %e, %path, "registration not saved");
-                self.server.registry.detach(self.conn, &path).await;
+                self.server.registry.rollback(self.conn, &path).await;
                 self.project = None;
                 let err = ProtocolError::new(
                     ErrorCode::InternalError,

@@ -38,6 +38,9 @@ struct Project {
     row: ProjectRow,
     /// Oldest first.
     sockets: Vec<Attached>,
+    /// Whether the store has ever committed this project; one that was never saved is
+    /// forgotten again when its first registration fails.
+    saved: bool,
 }
 
 #[derive(Debug)]
@@ -93,6 +96,7 @@ impl Registry {
                     Project {
                         row,
                         sockets: Vec::new(),
+                        saved: true,
                     },
                 )
             })
@@ -138,6 +142,7 @@ impl Registry {
                         last_db_operation_ms: None,
                     },
                     sockets: Vec::new(),
+                    saved: false,
                 });
             let was_online = !project.sockets.is_empty();
             project.row.name = info.name;
@@ -168,7 +173,31 @@ impl Registry {
             }
             project.row.clone()
         };
-        self.inner.store.save(row).await
+        let path = row.path.clone();
+        self.inner.store.save(row).await?;
+        if let Some(p) = self
+            .inner
+            .projects
+            .lock()
+            .expect("registry lock")
+            .get_mut(&path)
+        {
+            p.saved = true;
+        }
+        Ok(())
+    }
+
+    /// Undoes a registration whose save failed: detaches the socket and forgets a project
+    /// that was never saved.
+    pub async fn rollback(&self, conn: ConnId, path: &str) {
+        self.detach(conn, path).await;
+        let mut projects = self.inner.projects.lock().expect("registry lock");
+        if projects
+            .get(path)
+            .is_some_and(|p| !p.saved && p.sockets.is_empty())
+        {
+            projects.remove(path);
+        }
     }
 
     /// Detaches socket `conn` from `path`; the project goes offline with its last socket.

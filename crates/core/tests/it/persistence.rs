@@ -57,3 +57,37 @@ async fn an_unusable_data_dir_is_a_startup_error_naming_it() {
         .expect("refused");
     assert!(err.to_string().contains("blocker"), "{err}");
 }
+
+/// A real write failure, caused through SQLite itself: another connection installs a trigger
+/// that aborts every write to the registry table.
+#[tokio::test]
+async fn a_failed_registry_write_is_an_internal_error_and_nothing_is_half_registered() {
+    let gw = TestGateway::start().await;
+    let db = rusqlite::Connection::open(gw.data_dir.join("registry.db")).unwrap();
+    db.busy_timeout(WAIT).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER no_insert BEFORE INSERT ON projects BEGIN SELECT RAISE(ABORT, 'disk says no'); END;
+         CREATE TRIGGER no_update BEFORE UPDATE ON projects BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+    )
+    .unwrap();
+    let dir = project_dir("write-fails");
+    let mut ws = gw.ws().await;
+    ws.send("register", project_info(&dir)).await;
+    let err = ws.expect_error("internal_error").await;
+    assert!(
+        err["message"].as_str().unwrap().contains("disk says no"),
+        "{err}"
+    );
+    assert_eq!(
+        ws.expect("registered").await,
+        serde_json::json!({"success": false})
+    );
+    assert!(gw.project(&dir).await.is_none(), "not half-registered");
+    assert_eq!(gw.health().await["projects_online"], 0);
+
+    // the fault goes away: the same socket registers
+    db.execute_batch("DROP TRIGGER no_insert; DROP TRIGGER no_update;")
+        .unwrap();
+    assert!(ws.register(&dir).await);
+    assert_eq!(gw.project(&dir).await.unwrap()["online"], true);
+}
