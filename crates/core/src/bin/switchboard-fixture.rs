@@ -1,0 +1,299 @@
+//! `switchboard-fixture`: a small stdio MCP server for Switchboard's tests and benches.
+//!
+//! Newline-delimited JSON-RPC on stdin/stdout, written by hand so that it is fast (the bench's
+//! "direct stdio" floor) and can misbehave on purpose. Tools:
+//! - `echo {text}`, `add {a,b}`, `pid {}`: fast, read-only (safe to replay)
+//! - `slow {steps=10, step_ms=100}`: progress per step, read-only; stops when cancelled
+//! - `slow_write {steps, step_ms}`: like `slow` but destructive (never replayed)
+//! - `fail {message}`: a tool error (`isError: true`)
+//! - `add_tool {name}`: adds an echo tool and sends `notifications/tools/list_changed`
+//! - `stderr {text}`: writes a line to stderr
+//!
+//! Flags: `--name NAME` (serverInfo), `--garbage` (a non-JSON line before every response),
+//! `--exit-immediately` (exit 1 at start, for crash-loop tests).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+struct State {
+    out: mpsc::UnboundedSender<String>,
+    garbage: bool,
+    extra_tools: Mutex<Vec<String>>,
+    /// Requests cancelled by the client (their ids as JSON text).
+    cancelled: Mutex<HashSet<String>>,
+}
+
+impl State {
+    fn send(&self, msg: Value) {
+        if self.garbage {
+            let _ = self.out.send("this is not JSON-RPC, it is garbage".into());
+        }
+        let _ = self.out.send(msg.to_string());
+    }
+
+    fn is_cancelled(&self, id: &Value) -> bool {
+        self.cancelled
+            .lock()
+            .map(|c| c.contains(&id.to_string()))
+            .unwrap_or(false)
+    }
+}
+
+fn tool(name: &str, description: &str, props: Value, annotations: Value) -> Value {
+    json!({
+        "name": name,
+        "description": description,
+        "inputSchema": {"type": "object", "properties": props},
+        "annotations": annotations,
+    })
+}
+
+fn tools(state: &State) -> Vec<Value> {
+    let ro = json!({"readOnlyHint": true});
+    let steps = json!({"steps": {"type": "integer"}, "step_ms": {"type": "integer"}});
+    let mut list = vec![
+        tool(
+            "echo",
+            "Returns its text",
+            json!({"text": {"type": "string"}}),
+            ro.clone(),
+        ),
+        tool(
+            "add",
+            "Adds a and b",
+            json!({"a": {"type": "number"}, "b": {"type": "number"}}),
+            ro.clone(),
+        ),
+        tool("pid", "The server's process id", json!({}), ro.clone()),
+        tool(
+            "slow",
+            "Counts steps with progress (read-only)",
+            steps.clone(),
+            ro.clone(),
+        ),
+        tool(
+            "slow_write",
+            "Counts steps with progress (destructive: never replay)",
+            steps,
+            json!({"readOnlyHint": false, "destructiveHint": true, "idempotentHint": false}),
+        ),
+        tool(
+            "fail",
+            "Returns a tool error",
+            json!({"message": {"type": "string"}}),
+            ro.clone(),
+        ),
+        tool(
+            "add_tool",
+            "Adds an echo tool named `name`",
+            json!({"name": {"type": "string"}}),
+            json!({}),
+        ),
+        tool(
+            "stderr",
+            "Writes text to stderr",
+            json!({"text": {"type": "string"}}),
+            ro.clone(),
+        ),
+    ];
+    for name in state
+        .extra_tools
+        .lock()
+        .map(|t| t.clone())
+        .unwrap_or_default()
+    {
+        list.push(tool(
+            &name,
+            "Added at run time; echoes",
+            json!({"text": {"type": "string"}}),
+            ro.clone(),
+        ));
+    }
+    list
+}
+
+fn text_result(text: impl Into<String>) -> Value {
+    json!({"content": [{"type": "text", "text": text.into()}]})
+}
+
+async fn call_tool(state: Arc<State>, id: Value, params: Value) {
+    let name = params["name"].as_str().unwrap_or_default().to_owned();
+    let args = params.get("arguments").cloned().unwrap_or(json!({}));
+    let token = params.pointer("/_meta/progressToken").cloned();
+    let result = match name.as_str() {
+        "echo" => text_result(args["text"].as_str().unwrap_or_default()),
+        "add" => {
+            let sum = args["a"].as_f64().unwrap_or(0.0) + args["b"].as_f64().unwrap_or(0.0);
+            text_result(sum.to_string())
+        }
+        "pid" => text_result(std::process::id().to_string()),
+        "slow" | "slow_write" => {
+            let steps = args["steps"].as_u64().unwrap_or(10);
+            let step_ms = args["step_ms"].as_u64().unwrap_or(100);
+            for i in 1..=steps {
+                tokio::time::sleep(Duration::from_millis(step_ms)).await;
+                if state.is_cancelled(&id) {
+                    eprintln!("fixture: request {id} cancelled at step {i}");
+                    return; // a cancelled request gets no response
+                }
+                if let Some(token) = &token {
+                    state.send(json!({
+                        "jsonrpc": "2.0",
+                        "method": "notifications/progress",
+                        "params": {"progressToken": token, "progress": i, "total": steps,
+                                   "message": format!("step {i} of {steps}")},
+                    }));
+                }
+            }
+            text_result(format!("done after {steps} steps"))
+        }
+        "fail" => json!({
+            "content": [{"type": "text", "text": args["message"].as_str().unwrap_or("failed")}],
+            "isError": true,
+        }),
+        "add_tool" => {
+            let new = args["name"].as_str().unwrap_or("extra").to_owned();
+            if let Ok(mut t) = state.extra_tools.lock() {
+                t.push(new.clone());
+            }
+            state.send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
+            text_result(format!("added {new}"))
+        }
+        "stderr" => {
+            eprintln!("{}", args["text"].as_str().unwrap_or_default());
+            text_result("ok")
+        }
+        other => {
+            let extra = state
+                .extra_tools
+                .lock()
+                .map(|t| t.contains(&other.to_owned()))
+                .unwrap_or(false);
+            if extra {
+                text_result(args["text"].as_str().unwrap_or_default())
+            } else {
+                state.send(json!({"jsonrpc": "2.0", "id": id,
+                    "error": {"code": -32602, "message": format!("unknown tool {other:?}")}}));
+                return;
+            }
+        }
+    };
+    state.send(json!({"jsonrpc": "2.0", "id": id, "result": result}));
+}
+
+fn handle(state: &Arc<State>, name: &str, msg: Value) {
+    let id = msg.get("id").cloned();
+    let method = msg["method"].as_str().unwrap_or_default();
+    let params = msg.get("params").cloned().unwrap_or(json!({}));
+    let reply = |result: Value| {
+        if let Some(id) = &id {
+            state.send(json!({"jsonrpc": "2.0", "id": id, "result": result}));
+        }
+    };
+    match method {
+        "initialize" => reply(json!({
+            "protocolVersion": params["protocolVersion"].as_str().unwrap_or("2025-11-25"),
+            "capabilities": {"tools": {"listChanged": true}, "resources": {}, "prompts": {}},
+            "serverInfo": {"name": name, "version": "1.0.0"},
+        })),
+        "notifications/initialized" | "notifications/progress" => {}
+        "notifications/cancelled" => {
+            if let (Some(rid), Ok(mut c)) = (params.get("requestId"), state.cancelled.lock()) {
+                c.insert(rid.to_string());
+            }
+        }
+        "ping" => reply(json!({})),
+        "tools/list" => reply(json!({"tools": tools(state)})),
+        "tools/call" => {
+            if let Some(id) = id {
+                tokio::spawn(call_tool(state.clone(), id, params));
+            }
+        }
+        "resources/list" => reply(json!({"resources": [
+            {"uri": "fixture://readme", "name": "readme", "mimeType": "text/plain"}
+        ]})),
+        "resources/read" => {
+            let uri = params["uri"].as_str().unwrap_or_default();
+            if uri == "fixture://readme" {
+                reply(json!({"contents": [{"uri": uri, "mimeType": "text/plain",
+                                           "text": format!("{name} fixture readme")}]}));
+            } else if let Some(id) = &id {
+                state.send(json!({"jsonrpc": "2.0", "id": id,
+                    "error": {"code": -32002, "message": format!("no resource {uri}")}}));
+            }
+        }
+        "prompts/list" => reply(json!({"prompts": [
+            {"name": "greet", "description": "Greets someone", "arguments": [{"name": "who", "required": true}]}
+        ]})),
+        "prompts/get" => {
+            let who = params
+                .pointer("/arguments/who")
+                .and_then(Value::as_str)
+                .unwrap_or("world");
+            reply(
+                json!({"messages": [{"role": "user", "content": {"type": "text", "text": format!("Hello, {who}!")}}]}),
+            );
+        }
+        _ => {
+            if let Some(id) = &id {
+                state.send(json!({"jsonrpc": "2.0", "id": id,
+                    "error": {"code": -32601, "message": format!("method {method:?} not found")}}));
+            }
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--exit-immediately") {
+        eprintln!("fixture: exiting at once as asked");
+        std::process::exit(1);
+    }
+    let name = args
+        .iter()
+        .position(|a| a == "--name")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "switchboard-fixture".into());
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let state = Arc::new(State {
+        out: tx,
+        garbage: args.iter().any(|a| a == "--garbage"),
+        extra_tools: Mutex::new(Vec::new()),
+        cancelled: Mutex::new(HashSet::new()),
+    });
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(line) = rx.recv().await {
+            let mut buf = line.into_bytes();
+            buf.push(b'\n');
+            // batch what is already queued into one write
+            while let Ok(more) = rx.try_recv() {
+                buf.extend_from_slice(more.as_bytes());
+                buf.push(b'\n');
+            }
+            if stdout.write_all(&buf).await.is_err() || stdout.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(&line) {
+            Ok(msg) => handle(&state, &name, msg),
+            Err(e) => state.send(json!({"jsonrpc": "2.0", "id": null,
+                "error": {"code": -32700, "message": format!("parse error: {e}")}})),
+        }
+    }
+    drop(state);
+    let _ = writer.await;
+}
