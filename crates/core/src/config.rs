@@ -3,11 +3,12 @@
 //! The file lives in the platform config dir (`directories`), command-line flags override it,
 //! and state goes to the platform data dir unless the file or a flag names another.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The address Switchboard listens on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:11391";
@@ -22,6 +23,12 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     pub registration: RegistrationConfig,
     pub http: HttpConfig,
+    pub gateway: GatewayConfig,
+    /// The user's MCP servers, supervised and aggregated behind `/mcp`.
+    pub servers: Vec<ServerConfig>,
+    /// The file this config was read from: watched for live changes to `servers`.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -31,7 +38,127 @@ impl Default for Config {
             data_dir: None,
             registration: RegistrationConfig::default(),
             http: HttpConfig::default(),
+            gateway: GatewayConfig::default(),
+            servers: Vec::new(),
+            source: None,
         }
+    }
+}
+
+/// One upstream MCP server: a stdio child process.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Prefix of its tools (`<name>__<tool>`): letters, digits, `-` and `_`, no `__`.
+    pub name: String,
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Per-tool replay contract, overriding the tool's annotations: `"safe"` replays a call
+    /// that was in flight when the server crashed, `"never"` does not.
+    #[serde(default)]
+    pub replay: BTreeMap<String, ReplayContract>,
+    /// Per-call timeout for this server, overriding `gateway.call_timeout_ms`.
+    #[serde(default)]
+    pub call_timeout_ms: Option<u64>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// Whether a tool call may be sent again after the server died while running it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayContract {
+    Safe,
+    Never,
+}
+
+/// Server names are tool-name prefixes, so they are restricted.
+pub fn validate_server_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 32 {
+        return Err(format!("server name {name:?} must be 1 to 32 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "server name {name:?} may contain only letters, digits, '-' and '_'"
+        ));
+    }
+    if name.contains("__") || name.ends_with('_') {
+        return Err(format!(
+            "server name {name:?} may not contain \"__\" or end with '_' (it separates server and tool)"
+        ));
+    }
+    if name == "switchboard" {
+        return Err("server name \"switchboard\" is reserved for built-in tools".into());
+    }
+    Ok(())
+}
+
+/// Limits and timers of the MCP gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Every upstream call ends by then (the caller gets a timeout error).
+    pub call_timeout_ms: u64,
+    /// Time for a server to start and answer `initialize` and `tools/list`.
+    pub start_timeout_ms: u64,
+    /// Crashes within `crash_window_ms` that mark a server `failed` (no more restarts).
+    pub max_crashes: usize,
+    pub crash_window_ms: u64,
+    /// Restart backoff: doubles from the first to the max, with jitter.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Graceful stop: after stdin closes, how long before the child is killed.
+    pub stop_grace_ms: u64,
+    /// Largest `/mcp` request body (413 beyond).
+    pub max_body_bytes: usize,
+    /// Lines of stderr kept per server.
+    pub stderr_lines: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            call_timeout_ms: 120_000,
+            start_timeout_ms: 30_000,
+            max_crashes: 5,
+            crash_window_ms: 60_000,
+            backoff_initial_ms: 250,
+            backoff_max_ms: 30_000,
+            stop_grace_ms: 2_000,
+            max_body_bytes: 4 * 1024 * 1024,
+            stderr_lines: 200,
+        }
+    }
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v.max(1))
+}
+
+impl GatewayConfig {
+    pub fn call_timeout(&self) -> Duration {
+        ms(self.call_timeout_ms)
+    }
+    pub fn start_timeout(&self) -> Duration {
+        ms(self.start_timeout_ms)
+    }
+    pub fn crash_window(&self) -> Duration {
+        ms(self.crash_window_ms)
+    }
+    pub fn stop_grace(&self) -> Duration {
+        ms(self.stop_grace_ms)
     }
 }
 
@@ -103,6 +230,8 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
     #[error("no home directory found, so there is no default {0} dir; pass it explicitly")]
     NoHome(&'static str),
 }
@@ -125,12 +254,38 @@ impl Config {
             }
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
-        Self::parse(&text).map_err(|message| ConfigError::Parse { path, message })
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.clone(),
+            message,
+        })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError::Invalid {
+                path: path.clone(),
+                message,
+            })?;
+        config.source = Some(path);
+        Ok(config)
     }
 
     /// Parses TOML text.
     pub fn parse(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks what the types cannot: server names and their uniqueness.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &self.servers {
+            validate_server_name(&s.name)?;
+            if !seen.insert(s.name.as_str()) {
+                return Err(format!("server name {:?} is used twice", s.name));
+            }
+            if s.command.trim().is_empty() {
+                return Err(format!("server {:?} has an empty command", s.name));
+            }
+        }
+        Ok(())
     }
 
     /// The data dir in force: the configured one or the platform's.
@@ -175,6 +330,26 @@ mod tests {
     fn unknown_keys_are_an_error_naming_the_key() {
         let err = Config::parse("[registration]\nmax_socket = 5\n").unwrap_err();
         assert!(err.contains("max_socket"), "{err}");
+    }
+
+    #[test]
+    fn servers_parse_with_defaults_and_names_are_checked() {
+        let c = Config::parse(
+            "[[servers]]\nname = \"fs\"\ncommand = \"npx\"\nargs = [\"-y\", \"x\"]\n[servers.replay]\nwrite = \"never\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.servers.len(), 1);
+        assert!(c.servers[0].enabled);
+        assert_eq!(c.servers[0].replay["write"], ReplayContract::Never);
+        c.validate().unwrap();
+        for bad in ["a__b", "with space", "", "switchboard", "trail_"] {
+            assert!(validate_server_name(bad).is_err(), "{bad}");
+        }
+        let dup = Config::parse(
+            "[[servers]]\nname = \"a\"\ncommand = \"x\"\n[[servers]]\nname = \"a\"\ncommand = \"y\"\n",
+        )
+        .unwrap();
+        assert!(dup.validate().unwrap_err().contains("twice"));
     }
 
     #[test]

@@ -29,6 +29,45 @@ pub enum HubEvent {
         #[serde(flatten)]
         operation: DbOperation,
     },
+    /// A supervised server changed state (running, restarting, failed, …).
+    ServerState {
+        server: String,
+        state: crate::upstream::ServerState,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A supervised server died or failed to start.
+    ServerCrashed { server: String, reason: String },
+    /// A server's tool list changed (it sent `tools/list_changed`).
+    ServerToolsChanged { server: String, tools: usize },
+    /// A client called a tool.
+    CallStarted {
+        call_id: String,
+        tool: String,
+        server: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<String>,
+    },
+    /// A running call reported progress.
+    CallProgress {
+        call_id: String,
+        progress: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// A call ended: `outcome` is `ok` or `error`.
+    CallFinished {
+        call_id: String,
+        tool: String,
+        server: String,
+        outcome: &'static str,
+        latency_ms: u64,
+        replay_attempts: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// This subscriber fell behind and `missed` events were dropped for it.
     Lagged { missed: u64 },
 }
@@ -40,6 +79,12 @@ impl HubEvent {
             Self::ProjectOnline { .. } => "project_online",
             Self::ProjectOffline { .. } => "project_offline",
             Self::DbOperation { .. } => "db_operation",
+            Self::ServerState { .. } => "server_state",
+            Self::ServerCrashed { .. } => "server_crashed",
+            Self::ServerToolsChanged { .. } => "server_tools_changed",
+            Self::CallStarted { .. } => "call_started",
+            Self::CallProgress { .. } => "call_progress",
+            Self::CallFinished { .. } => "call_finished",
             Self::Lagged { .. } => "lagged",
         }
     }

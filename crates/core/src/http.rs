@@ -40,9 +40,36 @@ pub fn router(state: AppState) -> Router {
         .route("/ws/mcp", get(registration::upgrade))
         .route("/api/projects", get(projects))
         .route("/api/events", get(events))
+        .route("/api/servers", get(servers))
+        .route("/metrics", get(metrics))
+        .nest_service("/mcp", mcp_service(&state))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), local_only))
         .with_state(state)
+}
+
+/// rmcp's Streamable HTTP service (2025-11-25 sessions and 2026-07-28 stateless) around our
+/// aggregating handler. Host and Origin are already checked by `local_only`.
+fn mcp_service(
+    state: &AppState,
+) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+    crate::mcp::Handler,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+> {
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    };
+    let hub = &state.0;
+    let handler = hub.mcp.handler();
+    let config = StreamableHttpServerConfig::default()
+        .disable_allowed_hosts()
+        .with_cancellation_token(hub.shutdown.child_token())
+        .with_max_request_body_bytes(hub.gateway_config.max_body_bytes);
+    StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    )
 }
 
 /// An HTTP error with a stable code: `{"error":{"code","message"}}`.
@@ -179,6 +206,64 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
         "projects_online": hub.registration.registry().online_count(),
         "registration_sockets": hub.registration.open_sockets(),
     }))
+}
+
+async fn servers(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let mcp = &state.0.mcp;
+    let mut health = mcp.health();
+    let tools: Vec<serde_json::Value> = mcp
+        .tools()
+        .into_iter()
+        .map(|t| json!({"name": t.name, "server": t.server, "tool": t.original,
+                        "annotations": t.tool.annotations}))
+        .collect();
+    if let Some(servers) = health["servers"].as_array_mut() {
+        for s in servers {
+            let name = s["name"].as_str().unwrap_or_default().to_owned();
+            if let Some(up) = mcp.upstream(&name) {
+                s["stderr_tail"] = json!(up.stderr_tail());
+                s["command"] = json!(up.config().command);
+            }
+        }
+    }
+    health["tools"] = json!(tools);
+    Json(health)
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(State(state): State<AppState>) -> Response {
+    use std::fmt::Write as _;
+    let hub = &state.0;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP switchboard_up Whether the gateway is serving.\n# TYPE switchboard_up gauge\nswitchboard_up 1");
+    let _ = writeln!(out, "# HELP switchboard_server_running Whether a supervised server is running.\n# TYPE switchboard_server_running gauge");
+    let ups = hub.mcp.upstreams();
+    for up in &ups {
+        let s = up.status();
+        let _ = writeln!(
+            out,
+            "switchboard_server_running{{server=\"{}\",state=\"{}\"}} {}",
+            crate::telemetry::esc(up.name()),
+            s.state.as_str(),
+            u8::from(s.state == crate::upstream::ServerState::Running)
+        );
+    }
+    let _ = writeln!(out, "# HELP switchboard_server_restarts_total Restarts of a supervised server.\n# TYPE switchboard_server_restarts_total counter");
+    for up in &ups {
+        let _ = writeln!(
+            out,
+            "switchboard_server_restarts_total{{server=\"{}\"}} {}",
+            crate::telemetry::esc(up.name()),
+            up.status().restarts
+        );
+    }
+    let _ = writeln!(out, "# HELP switchboard_projects_online Registered projects online.\n# TYPE switchboard_projects_online gauge\nswitchboard_projects_online {}", hub.registration.registry().online_count());
+    hub.mcp.telemetry().prometheus(&mut out);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    )
+        .into_response()
 }
 
 async fn projects(State(state): State<AppState>) -> Json<Vec<ProjectView>> {

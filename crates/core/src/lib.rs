@@ -5,8 +5,12 @@
 //! - [`http`]: the router, the local-only guard (`Host`/`Origin`), the dashboard read API.
 //! - [`registration`]: the IEP v1.0 registration server at `/ws/mcp` and the project registry
 //!   (in memory, written through to SQLite).
+//! - [`store`]: SQLite in the data dir (project registry, call history), one writer thread.
 //! - [`events`]: the bounded broadcast of [`HubEvent`]s that the dashboard, tray and
 //!   notifications consume.
+//! - [`upstream`]: supervised stdio MCP servers (spawn, restart, replay).
+//! - [`mcp`]: the MCP gateway: one aggregated server behind `/mcp`, built on rmcp.
+//! - [`telemetry`]: per-call records (`telemetry.jsonl`, SQLite), counters, `/metrics`.
 //! - [`config`]: the TOML config and the platform directories.
 
 pub mod config;
@@ -14,6 +18,10 @@ pub mod events;
 pub mod http;
 pub mod registration;
 pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;
+pub mod mcp;
 
 pub use config::Config;
 pub use events::{EventBus, HubEvent};

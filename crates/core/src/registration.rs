@@ -7,7 +7,7 @@
 
 pub mod protocol;
 pub mod registry;
-pub mod store;
+
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

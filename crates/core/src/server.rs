@@ -14,8 +14,10 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, ConfigError};
 use crate::events::{self, EventBus};
 use crate::http::{AppState, LocalGuard, router};
-use crate::registration::store::{Store, StoreError};
+use crate::store::{Store, StoreError};
+use crate::mcp::McpGateway;
 use crate::registration::{RegistrationServer, Registry};
+use crate::telemetry::Telemetry;
 
 /// How long shutdown waits for connections and sockets to finish their goodbyes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,6 +34,11 @@ pub enum ServeError {
          127.0.0.1"
     )]
     NotLoopback(SocketAddr),
+    #[error("cannot open {path}: {source}")]
+    Telemetry {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -41,6 +48,8 @@ pub enum ServeError {
 pub(crate) struct Hub {
     pub(crate) bus: EventBus,
     pub(crate) registration: Arc<RegistrationServer>,
+    pub(crate) mcp: McpGateway,
+    pub(crate) gateway_config: crate::config::GatewayConfig,
     pub(crate) guard: LocalGuard,
     pub(crate) started: Instant,
     /// Root of the shutdown tree: streams and sockets watch it.
@@ -68,12 +77,19 @@ impl Gateway {
         }
         let data_dir = config.resolved_data_dir()?;
         let (store, rows) = Store::open(&data_dir)?;
+        let store = Arc::new(store);
         tracing::info!(
             db = %store.path().display(),
             known_projects = rows.len(),
             "project registry open"
         );
         let bus = EventBus::new(events::DEFAULT_CAPACITY);
+        let telemetry = Telemetry::open(&data_dir, store.clone()).map_err(|source| {
+            ServeError::Telemetry {
+                path: data_dir.join(crate::telemetry::FILE_NAME),
+                source,
+            }
+        })?;
         let registry = Registry::new(
             store,
             rows,
@@ -87,9 +103,22 @@ impl Gateway {
             shutdown.clone(),
             tasks.clone(),
         ));
+        let mcp = McpGateway::new(
+            &config.servers,
+            config.gateway.clone(),
+            bus.clone(),
+            telemetry,
+            shutdown.child_token(),
+            tasks.clone(),
+        );
+        if let Some(path) = config.source.clone() {
+            tasks.spawn(watch_config(path, mcp.clone(), shutdown.clone()));
+        }
         let hub = Arc::new(Hub {
             bus,
             registration,
+            mcp,
+            gateway_config: config.gateway.clone(),
             guard: LocalGuard::new(local.port(), config.http.allowed_origins.clone()),
             started: Instant::now(),
             shutdown,
@@ -99,6 +128,11 @@ impl Gateway {
             tasks,
             data_dir,
         })
+    }
+
+    /// The MCP gateway (upstream servers, aggregation).
+    pub fn mcp(&self) -> McpGateway {
+        self.hub.mcp.clone()
     }
 
     /// The event bus, for consumers outside the HTTP API (tray, notifications).
@@ -149,6 +183,38 @@ impl Gateway {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// How often the config file is checked for changes to `[[servers]]`.
+const CONFIG_POLL: Duration = Duration::from_secs(1);
+
+/// Applies edits of the config file's servers live. A file that does not parse is reported
+/// and ignored: the servers keep running as they are.
+async fn watch_config(path: PathBuf, mcp: McpGateway, shutdown: CancellationToken) {
+    let mut last = std::fs::read(&path).ok();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(CONFIG_POLL) => {}
+        }
+        let now = tokio::fs::read(&path).await.ok();
+        if now == last {
+            continue;
+        }
+        last = now.clone();
+        let Some(bytes) = now else {
+            tracing::warn!(path = %path.display(), "config file is gone; servers keep running");
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        match Config::parse(&text).and_then(|c| c.validate().map(|()| c)) {
+            Ok(config) => {
+                tracing::info!(path = %path.display(), servers = config.servers.len(), "config changed; applying servers");
+                mcp.apply(&config.servers);
+            }
+            Err(e) => tracing::error!(path = %path.display(), error = %e, "config change ignored"),
+        }
     }
 }
 

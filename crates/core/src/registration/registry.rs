@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{DbOperation, ProjectInfo};
-use super::store::{ProjectRow, Store, StoreError};
+use crate::store::{ProjectRow, Store, StoreError};
 use crate::events::{EventBus, HubEvent};
 
 /// Identifies one registration socket for the life of the process.
@@ -28,7 +28,7 @@ pub struct Registry {
 #[derive(Debug)]
 struct Inner {
     projects: Mutex<HashMap<String, Project>>,
-    store: Store,
+    store: Arc<Store>,
     bus: EventBus,
     max_sockets_per_project: usize,
 }
@@ -83,7 +83,7 @@ fn rfc3339(ms: i64) -> String {
 impl Registry {
     /// Starts from the rows the store held (all offline).
     pub fn new(
-        store: Store,
+        store: Arc<Store>,
         rows: Vec<ProjectRow>,
         bus: EventBus,
         max_sockets_per_project: usize,

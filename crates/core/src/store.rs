@@ -1,8 +1,10 @@
-//! The project registry on disk: SQLite (WAL) in the data dir, written by one thread.
+//! Switchboard's state on disk: SQLite (WAL) in the data dir, written by one thread.
 //!
-//! Async code never touches the connection: it sends whole rows over a bounded channel to the
-//! writer thread, which commits them in batches. A full channel makes the sender wait (the
-//! registration path is never faster than the disk for long); a register waits for its commit.
+//! Tables: `projects` (the registration server's registry) and `calls` (one row per tool call,
+//! for the dashboard). Async code never touches the connection: it sends whole rows over a
+//! bounded channel to the writer thread, which commits them in batches. For projects a full
+//! channel makes the sender wait (a register waits for its commit); call rows are telemetry
+//! and are dropped, counted, when the writer is behind, so a slow disk never slows a call.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -18,6 +20,23 @@ pub const FILE_NAME: &str = "registry.db";
 const QUEUE: usize = 1024;
 /// Rows committed in one transaction at most.
 const BATCH: usize = 512;
+/// Call rows kept; older ones are deleted as new ones arrive.
+const CALLS_KEPT: i64 = 100_000;
+
+/// One tool call as recorded for the dashboard (same fields as a `telemetry.jsonl` line).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRow {
+    pub ts_unix_ms: i64,
+    pub request_id: String,
+    pub session_id: Option<String>,
+    pub tool_name: String,
+    pub server: String,
+    pub latency_ms: i64,
+    pub replay_attempts: u32,
+    pub outcome: String,
+    pub error_code: Option<i64>,
+    pub error_message: Option<String>,
+}
 
 /// One project as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +82,7 @@ type Ack = oneshot::Sender<Result<(), String>>;
 #[derive(Debug)]
 enum Job {
     Save(Box<ProjectRow>, Option<Ack>),
+    Call(Box<CallRow>),
 }
 
 /// Handle to the registry database; cheap to share behind an `Arc`.
@@ -71,6 +91,8 @@ pub struct Store {
     path: PathBuf,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Call rows dropped because the writer was behind.
+    dropped_calls: std::sync::atomic::AtomicU64,
 }
 
 fn is_corruption(e: &rusqlite::Error) -> bool {
@@ -137,7 +159,21 @@ impl Store {
                 last_db_operation TEXT,
                 last_db_operation_ms INTEGER
             );
-            UPDATE projects SET online = 0, socket_count = 0;",
+            UPDATE projects SET online = 0, socket_count = 0;
+            CREATE TABLE IF NOT EXISTS calls (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                ts_unix_ms INTEGER NOT NULL,
+                request_id TEXT NOT NULL,
+                session_id TEXT,
+                tool_name TEXT NOT NULL,
+                server TEXT NOT NULL,
+                latency_ms INTEGER NOT NULL,
+                replay_attempts INTEGER NOT NULL,
+                outcome TEXT NOT NULL,
+                error_code INTEGER,
+                error_message TEXT
+            );
+            CREATE INDEX IF NOT EXISTS calls_ts ON calls (ts_unix_ms);",
         )
         .map_err(fail)?;
         let rows = load(&conn).map_err(fail)?;
@@ -155,6 +191,7 @@ impl Store {
                 path,
                 tx: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
+                dropped_calls: std::sync::atomic::AtomicU64::new(0),
             },
             rows,
         ))
@@ -188,6 +225,23 @@ impl Store {
         {
             tracing::warn!("project registry writer has stopped; change not saved");
         }
+    }
+
+    /// Queues a call row; never waits. Dropped (and counted) when the writer is behind.
+    pub fn record_call(&self, row: CallRow) {
+        let Some(tx) = self.sender() else { return };
+        if tx.try_send(Job::Call(Box::new(row))).is_err() {
+            let n = self
+                .dropped_calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::warn!(dropped = n + 1, "call history writer is behind; rows dropped");
+            }
+        }
+    }
+
+    pub fn dropped_calls(&self) -> u64 {
+        self.dropped_calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Lets the writer finish what is queued and waits for it (bounded by the caller).
@@ -250,7 +304,29 @@ fn upsert(conn: &Connection, row: &ProjectRow) -> rusqlite::Result<()> {
     Ok(())
 }
 
+fn insert_call(conn: &Connection, row: &CallRow) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO calls (ts_unix_ms, request_id, session_id, tool_name, server, latency_ms,
+                            replay_attempts, outcome, error_code, error_message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    stmt.execute(params![
+        row.ts_unix_ms,
+        row.request_id,
+        row.session_id,
+        row.tool_name,
+        row.server,
+        row.latency_ms,
+        row.replay_attempts,
+        row.outcome,
+        row.error_code,
+        row.error_message,
+    ])?;
+    Ok(())
+}
+
 fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut calls_since_trim = 0usize;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -262,25 +338,47 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
         let mut results = Vec::with_capacity(batch.len());
         let committed = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
-            for Job::Save(row, _) in &batch {
-                results.push(upsert(&tx, row).map_err(|e| e.to_string()));
+            for job in &batch {
+                results.push(match job {
+                    Job::Save(row, _) => upsert(&tx, row).map_err(|e| e.to_string()),
+                    Job::Call(row) => {
+                        calls_since_trim += 1;
+                        insert_call(&tx, row).map_err(|e| e.to_string())
+                    }
+                });
+            }
+            if calls_since_trim >= 1000 {
+                calls_since_trim = 0;
+                tx.execute(
+                    "DELETE FROM calls WHERE id <= (SELECT MAX(id) FROM calls) - ?1",
+                    [CALLS_KEPT],
+                )?;
             }
             tx.commit()
         })();
         if let Err(e) = &committed {
             tracing::error!(error = %e, "project registry commit failed");
         }
-        for (i, Job::Save(row, ack)) in batch.into_iter().enumerate() {
+        for (i, job) in batch.into_iter().enumerate() {
             let result = match (&committed, results.get(i)) {
                 (Err(e), _) => Err(e.to_string()),
                 (Ok(()), Some(Err(e))) => Err(e.clone()),
                 (Ok(()), _) => Ok(()),
             };
-            if let Err(e) = &result {
-                tracing::error!(path = %row.path, error = %e, "project registry write failed");
-            }
-            if let Some(ack) = ack {
-                let _ = ack.send(result);
+            match job {
+                Job::Save(row, ack) => {
+                    if let Err(e) = &result {
+                        tracing::error!(path = %row.path, error = %e, "project registry write failed");
+                    }
+                    if let Some(ack) = ack {
+                        let _ = ack.send(result);
+                    }
+                }
+                Job::Call(row) => {
+                    if let Err(e) = result {
+                        tracing::warn!(tool = %row.tool_name, error = %e, "call history write failed");
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,232 @@
+//! Telemetry: every call recorded (a `telemetry.jsonl` line, an SQLite row), counters per
+//! server and method, a JSON snapshot for the built-in tools and Prometheus text for
+//! `/metrics`.
+//!
+//! Recording never waits on the disk: lines go through a bounded queue to a writer task and
+//! are dropped (and counted) if it falls behind.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::store::{CallRow, Store};
+
+/// The file name inside the data dir.
+pub const FILE_NAME: &str = "telemetry.jsonl";
+const QUEUE: usize = 8192;
+/// Upper bounds (ms) of the latency histogram buckets.
+const BUCKETS_MS: [u64; 12] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/// One finished request through the gateway.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    pub event: &'static str,
+    pub ts_unix_ms: i64,
+    /// The client's JSON-RPC id, as text.
+    pub request_id: String,
+    /// The tool (for `tools/call`) or resource/prompt named by the client.
+    pub tool_name: String,
+    pub server: String,
+    /// `tools/call`, `resources/read`, `prompts/get`.
+    #[serde(skip)]
+    pub method: &'static str,
+    #[serde(skip)]
+    pub session_id: Option<String>,
+    pub latency_ms: u64,
+    pub replay_attempts: u32,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+    pub error_code: Option<i64>,
+    pub error_message: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    pub requests: u64,
+    pub successes: u64,
+    pub errors: u64,
+    pub replays: u64,
+    pub latency_ms_sum: u64,
+    /// Cumulative counts per bucket of `BUCKETS_MS`, then +Inf.
+    #[serde(skip)]
+    pub buckets: [u64; BUCKETS_MS.len() + 1],
+}
+
+/// Cheap handle; clone freely.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    lines: mpsc::Sender<String>,
+    counters: Mutex<BTreeMap<(String, String), Counters>>,
+    dropped_lines: AtomicU64,
+    store: Arc<Store>,
+}
+
+impl Telemetry {
+    /// Opens `dir/telemetry.jsonl` for appending (created if missing).
+    pub fn open(dir: &Path, store: Arc<Store>) -> std::io::Result<Self> {
+        let path = dir.join(FILE_NAME);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let (lines, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write_lines(tokio::fs::File::from_std(file), rx));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                lines,
+                counters: Mutex::new(BTreeMap::new()),
+                dropped_lines: AtomicU64::new(0),
+                store,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn record(&self, rec: &CallRecord) {
+        {
+            let mut counters = self.inner.counters.lock().expect("counters lock");
+            let c = counters
+                .entry((rec.server.clone(), rec.method.to_owned()))
+                .or_default();
+            c.requests += 1;
+            if rec.outcome == "ok" {
+                c.successes += 1;
+            } else {
+                c.errors += 1;
+            }
+            c.replays += u64::from(rec.replay_attempts);
+            c.latency_ms_sum += rec.latency_ms;
+            let i = BUCKETS_MS
+                .iter()
+                .position(|b| rec.latency_ms <= *b)
+                .unwrap_or(BUCKETS_MS.len());
+            for b in &mut c.buckets[i..] {
+                *b += 1;
+            }
+        }
+        if let Ok(line) = serde_json::to_string(rec)
+            && self.inner.lines.try_send(line).is_err()
+        {
+            self.inner.dropped_lines.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.store.record_call(CallRow {
+            ts_unix_ms: rec.ts_unix_ms,
+            request_id: rec.request_id.clone(),
+            session_id: rec.session_id.clone(),
+            tool_name: rec.tool_name.clone(),
+            server: rec.server.clone(),
+            latency_ms: rec.latency_ms as i64,
+            replay_attempts: rec.replay_attempts,
+            outcome: rec.outcome.to_owned(),
+            error_code: rec.error_code,
+            error_message: rec.error_message.clone(),
+        });
+    }
+
+    /// Counters per server and method, and totals.
+    pub fn snapshot(&self) -> Value {
+        let counters = self.inner.counters.lock().expect("counters lock").clone();
+        let mut totals = Counters::default();
+        let mut methods = Vec::new();
+        for ((server, method), c) in &counters {
+            totals.requests += c.requests;
+            totals.successes += c.successes;
+            totals.errors += c.errors;
+            totals.replays += c.replays;
+            totals.latency_ms_sum += c.latency_ms_sum;
+            methods.push(json!({
+                "server": server,
+                "method": method,
+                "requests": c.requests,
+                "successes": c.successes,
+                "errors": c.errors,
+                "replays": c.replays,
+                "mean_latency_ms": if c.requests > 0 { c.latency_ms_sum as f64 / c.requests as f64 } else { 0.0 },
+            }));
+        }
+        json!({
+            "totals": {
+                "requests": totals.requests,
+                "successes": totals.successes,
+                "errors": totals.errors,
+                "replays": totals.replays,
+            },
+            "methods": methods,
+            "dropped_jsonl_lines": self.inner.dropped_lines.load(Ordering::Relaxed),
+            "dropped_history_rows": self.inner.store.dropped_calls(),
+            "file": self.inner.path,
+        })
+    }
+
+    /// Prometheus text exposition of the counters.
+    pub fn prometheus(&self, out: &mut String) {
+        let counters = self.inner.counters.lock().expect("counters lock").clone();
+        let families: [(&str, &str, fn(&Counters) -> u64); 4] = [
+            ("switchboard_requests_total", "Requests through the gateway", |c| c.requests),
+            ("switchboard_request_errors_total", "Requests that failed", |c| c.errors),
+            ("switchboard_request_successes_total", "Requests that succeeded", |c| c.successes),
+            ("switchboard_request_replays_total", "Requests replayed after a server crash", |c| c.replays),
+        ];
+        for (name, help, get) in families {
+            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
+            for ((server, method), c) in &counters {
+                let _ = writeln!(out, "{name}{{server=\"{}\",method=\"{}\"}} {}", esc(server), esc(method), get(c));
+            }
+        }
+        let name = "switchboard_request_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Latency of requests through the gateway.\n# TYPE {name} histogram");
+        for ((server, method), c) in &counters {
+            let labels = format!("server=\"{}\",method=\"{}\"", esc(server), esc(method));
+            for (i, le) in BUCKETS_MS.iter().enumerate() {
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {}", *le as f64 / 1000.0, c.buckets[i]);
+            }
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", c.buckets[BUCKETS_MS.len()]);
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", c.latency_ms_sum as f64 / 1000.0);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", c.requests);
+        }
+    }
+}
+
+/// Escapes a Prometheus label value.
+pub fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+async fn write_lines(mut file: tokio::fs::File, mut rx: mpsc::Receiver<String>) {
+    let mut buf = String::new();
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        buf.push_str(&first);
+        buf.push('\n');
+        while let Ok(more) = rx.try_recv() {
+            buf.push_str(&more);
+            buf.push('\n');
+        }
+        if let Err(e) = async {
+            file.write_all(buf.as_bytes()).await?;
+            file.flush().await
+        }
+        .await
+        {
+            tracing::warn!(error = %e, "telemetry.jsonl write failed");
+        }
+    }
+    let _ = file.flush().await;
+}

@@ -1,0 +1,192 @@
+"""Shared helpers for the Python SDK end-to-end tests.
+
+Starts a Switchboard gateway (`$SWITCHBOARD_BIN serve`) as a child process on a fresh TOML config
+in a temp dir, hands its /mcp URL to the tests, and always stops it (SIGTERM, then SIGKILL).
+Every wait is bounded, so a broken gateway fails a test instead of hanging it. When a test that
+used a gateway fails, the gateway's stderr is attached to the report.
+
+Run through scripts/test-clients (it builds the binaries and sets SWITCHBOARD_BIN etc).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+CLIENTS_DIR = Path(__file__).resolve().parent.parent
+
+STARTUP_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 5.0
+
+LISTENING_RE = re.compile(r"^Switchboard listening on (http://127\.0\.0\.1:\d+)$")
+
+
+def _target_dir() -> Path:
+    # Same default as scripts/test-clients; the binaries themselves normally come from the env.
+    return Path(os.environ.get("CARGO_TARGET_DIR") or Path.home() / ".cache" / "switchboard" / "target")
+
+
+def gateway_bin() -> str:
+    return os.environ.get("SWITCHBOARD_BIN") or str(_target_dir() / "debug" / "switchboard")
+
+
+def fixture_bin() -> str:
+    return os.environ.get("SWITCHBOARD_FIXTURE_BIN") or str(_target_dir() / "debug" / "switchboard-fixture")
+
+
+def fixture_server(name: str = "fixture", args: list[str] | None = None) -> dict:
+    return {"name": name, "command": fixture_bin(), "args": args or []}
+
+
+def everything_server() -> dict:
+    """server-everything from tests/clients/node_modules, in stdio mode (`dist/index.js stdio`)."""
+    entry = CLIENTS_DIR / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+    return {"name": "everything", "command": shutil.which("node") or "node", "args": [str(entry), "stdio"]}
+
+
+def _toml_string(value: str) -> str:
+    # TOML basic strings accept JSON's escapes (\" \\ \n \t \uXXXX).
+    return json.dumps(str(value))
+
+
+def config_toml(servers: list[dict]) -> str:
+    blocks = []
+    for s in servers:
+        args = ", ".join(_toml_string(a) for a in s.get("args", []))
+        blocks.append(
+            "[[servers]]\n"
+            f"name = {_toml_string(s['name'])}\n"
+            f"command = {_toml_string(s['command'])}\n"
+            f"args = [{args}]\n"
+        )
+    return "\n".join(blocks)
+
+
+@dataclass
+class Gateway:
+    """A running `switchboard serve`; `stop()` is idempotent."""
+
+    proc: subprocess.Popen
+    dir: Path
+    log_path: Path
+    url: str = ""
+    exit: tuple[int | None, bool] | None = field(default=None)  # (returncode, forced)
+
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.url}/mcp"
+
+    def logs(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no gateway log)"
+
+    def stop(self) -> tuple[int | None, bool]:
+        """SIGTERM; SIGKILL after STOP_TIMEOUT_S. Returns (returncode, forced)."""
+        if self.exit is None:
+            forced = False
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    forced = True
+                    self.proc.kill()
+                    self.proc.wait(timeout=STOP_TIMEOUT_S)
+            self.exit = (self.proc.returncode, forced)
+        return self.exit
+
+
+def start_gateway(servers: list[dict]) -> Gateway:
+    tmp = Path(tempfile.mkdtemp(prefix="switchboard-e2e-py-"))
+    config = tmp / "config.toml"
+    config.write_text(config_toml(servers))
+    log_path = tmp / "gateway.stderr.log"
+    env = dict(os.environ)
+    env.setdefault("SWITCHBOARD_LOG", "info")
+    env["NO_COLOR"] = "1"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [gateway_bin(), "serve", "--listen", "127.0.0.1:0", "--config", str(config), "--data-dir", str(tmp / "data")],
+            cwd=tmp,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=env,
+        )
+    gw = Gateway(proc=proc, dir=tmp, log_path=log_path)
+
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        # Hand over the first line, then keep draining stdout so the gateway never blocks on it.
+        assert proc.stdout is not None
+        first = True
+        for raw in proc.stdout:
+            if first:
+                lines.put(raw.decode(errors="replace").rstrip("\r\n"))
+                first = False
+        if first:
+            lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        try:
+            line = lines.get(timeout=STARTUP_TIMEOUT_S)
+        except queue.Empty:
+            raise RuntimeError(
+                f'no "Switchboard listening on http://..." line on stdout within {STARTUP_TIMEOUT_S} s'
+            ) from None
+        if line is None:
+            raise RuntimeError(f"gateway exited (code {proc.wait(timeout=STOP_TIMEOUT_S)}) before it was listening")
+        m = LISTENING_RE.match(line.strip())
+        if not m:
+            raise RuntimeError(f"unexpected first stdout line from the gateway: {line!r}")
+        gw.url = m.group(1)
+        return gw
+    except BaseException as e:
+        gw.stop()
+        raise RuntimeError(f"{e}\n({gateway_bin()} serve --config {config})\n--- gateway stderr ---\n{gw.logs()}") from e
+
+
+def cleanup_gateway(gw: Gateway) -> tuple[int | None, bool]:
+    result = gw.stop()
+    shutil.rmtree(gw.dir, ignore_errors=True)
+    return result
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    """One gateway per test module, upstreams: switchboard-fixture and server-everything."""
+    gw = start_gateway([fixture_server(), everything_server()])
+    try:
+        yield gw
+    finally:
+        code, forced = gw.stop()
+        if forced:
+            print("gateway did not exit within 5 s of SIGTERM; killed it", file=sys.stderr)
+        shutil.rmtree(gw.dir, ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        funcargs = getattr(item, "funcargs", {}) or {}
+        for value in funcargs.values():
+            if isinstance(value, Gateway):
+                report.sections.append((f"gateway stderr ({value.mcp_url})", value.logs()))

@@ -1,0 +1,254 @@
+"""End-to-end: the official Python MCP SDK client (Streamable HTTP) against a real Switchboard gateway
+with two upstream stdio servers, switchboard-fixture and server-everything.
+
+Each test runs twice: `legacy` (initialize handshake, protocol 2025-11-25 with sessions) and
+`auto` (the SDK's default: probes `server/discover` and uses 2026-07-28 when the server offers it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+import pytest
+from mcp import Client, MCPError
+from mcp.types import CallToolResult, TextContent
+
+from conftest import Gateway, cleanup_gateway, fixture_server, start_gateway
+
+TEST_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 10.0
+TOOLS_TIMEOUT_S = 15.0
+
+EXPECTED_TOOLS = [
+    "fixture__echo",
+    "fixture__add",
+    "fixture__slow",
+    "fixture__fail",
+    "everything__echo",
+    "everything__get-sum",
+    "switchboard__health_snapshot",
+]
+
+
+@pytest.fixture(params=["legacy", "auto"])
+def mode(request) -> str:
+    return request.param
+
+
+def run(fn: Callable[[], Awaitable[None]], timeout: float = TEST_TIMEOUT_S) -> None:
+    """Runs an async test body on asyncio with an overall bound."""
+
+    async def bounded() -> None:
+        with anyio.fail_after(timeout):
+            await fn()
+
+    try:
+        anyio.run(bounded)
+    except BaseExceptionGroup as group:
+        # The SDK's task groups wrap a failed assertion; surface the single cause plainly.
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if leaf is group:
+            raise
+        raise leaf.with_traceback(leaf.__traceback__) from None
+
+
+def connect(gw: Gateway, mode: str) -> Client:
+    """An SDK client for the gateway's /mcp endpoint, to use as `async with connect(...) as client`.
+
+    Its requests (the handshake included) time out after REQUEST_TIMEOUT_S; the whole test after
+    TEST_TIMEOUT_S (a cancel scope cannot wrap `__aenter__` alone: the client's task group lives on).
+    """
+    return Client(gw.mcp_url, mode=mode, read_timeout_seconds=REQUEST_TIMEOUT_S)
+
+
+async def list_all_tools(client: Client) -> list:
+    tools, cursor = [], None
+    for _ in range(100):
+        res = await client.list_tools(cursor=cursor, cache_mode="bypass")
+        tools.extend(res.tools)
+        cursor = res.next_cursor
+        if not cursor:
+            break
+    return tools
+
+
+async def wait_for_tools(client: Client, expected: list[str], timeout: float = TOOLS_TIMEOUT_S) -> list:
+    """Polls tools/list until every expected name is listed (upstreams start in the background)."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    last_error: BaseException | None = None
+    while True:
+        try:
+            with anyio.fail_after(REQUEST_TIMEOUT_S):
+                tools = await list_all_tools(client)
+            seen = [t.name for t in tools]
+            last_error = None
+            if all(n in seen for n in expected):
+                return tools
+        except Exception as e:  # noqa: BLE001 - reported below
+            last_error = e
+        if time.monotonic() >= deadline:
+            break
+        await anyio.sleep(0.25)
+    missing = [n for n in expected if n not in seen]
+    raise AssertionError(
+        f"tools not listed after {timeout} s: missing {missing}; listed {seen}"
+        + (f"; last tools/list error: {last_error!r}" if last_error else "")
+    )
+
+
+def text_of(result: CallToolResult) -> str:
+    return "".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+async def call(client: Client, name: str, arguments: dict | None = None, **kw) -> CallToolResult:
+    with anyio.fail_after(REQUEST_TIMEOUT_S + 5):
+        return await client.call_tool(name, arguments or {}, **kw)
+
+
+def test_negotiated_protocol_version(gateway: Gateway, mode: str) -> None:
+    async def body() -> None:
+        async with connect(gateway, mode) as client:
+            expected = "2025-11-25" if mode == "legacy" else "2026-07-28"
+            assert client.protocol_version == expected
+
+    run(body)
+
+
+def test_list_tools(gateway: Gateway, mode: str) -> None:
+    async def body() -> None:
+        async with connect(gateway, mode) as client:
+            tools = await wait_for_tools(client, EXPECTED_TOOLS)
+            names = [t.name for t in tools]
+            assert "switchboard__telemetry_snapshot" in names
+            echo = next(t for t in tools if t.name == "fixture__echo")
+            assert echo.input_schema.get("type") == "object"
+            assert "text" in echo.input_schema.get("properties", {})
+
+    run(body)
+
+
+def test_call_fixture_and_everything_tools(gateway: Gateway, mode: str) -> None:
+    async def body() -> None:
+        async with connect(gateway, mode) as client:
+            await wait_for_tools(client, EXPECTED_TOOLS)
+
+            res = await call(client, "fixture__echo", {"text": "hello from python"})
+            assert not res.is_error
+            assert text_of(res) == "hello from python"
+
+            res = await call(client, "fixture__add", {"a": 2, "b": 3})
+            assert not res.is_error
+            assert text_of(res) == "5"
+
+            res = await call(client, "everything__echo", {"message": "hi everything"})
+            assert not res.is_error
+            assert text_of(res) == "Echo: hi everything"
+
+            res = await call(client, "everything__get-sum", {"a": 20, "b": 22})
+            assert not res.is_error
+            assert "42" in text_of(res)
+
+    run(body)
+
+
+def test_progress(gateway: Gateway, mode: str) -> None:
+    async def body() -> None:
+        async with connect(gateway, mode) as client:
+            await wait_for_tools(client, EXPECTED_TOOLS)
+            seen: list[tuple[float, float | None, str | None]] = []
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                seen.append((progress, total, message))
+
+            res = await call(client, "fixture__slow", {"steps": 5, "step_ms": 50}, progress_callback=on_progress)
+            assert not res.is_error
+            assert text_of(res) == "done after 5 steps"
+            assert len(seen) == 5, f"progress notifications: {seen}"
+            assert [p for p, _, _ in seen] == [1, 2, 3, 4, 5]
+            assert all(t == 5 for _, t, _ in seen)
+            assert [m for _, _, m in seen] == [f"step {i} of 5" for i in range(1, 6)]
+
+    run(body)
+
+
+def test_cancel_then_keep_working(gateway: Gateway, mode: str) -> None:
+    async def body() -> None:
+        async with connect(gateway, mode) as client:
+            await wait_for_tools(client, EXPECTED_TOOLS)
+            started = time.monotonic()
+            finished = None
+            with anyio.move_on_after(0.3) as scope:
+                finished = await client.call_tool("fixture__slow", {"steps": 50, "step_ms": 100})
+            elapsed = time.monotonic() - started
+            assert scope.cancelled_caught, f"the slow call was not cancelled: {finished}"
+            assert elapsed < 2.3, f"cancelling took {elapsed:.2f} s"
+
+            res = await call(client, "fixture__echo", {"text": "still alive"})
+            assert text_of(res) == "still alive"
+
+    run(body)
+
+
+def test_tool_error_is_error(gateway: Gateway, mode: str) -> None:
+    async def body() -> None:
+        async with connect(gateway, mode) as client:
+            await wait_for_tools(client, EXPECTED_TOOLS)
+            res = await call(client, "fixture__fail", {"message": "planned failure"})
+            assert res.is_error is True
+            assert "planned failure" in text_of(res)
+
+    run(body)
+
+
+def test_unknown_tool_fails(gateway: Gateway, mode: str) -> None:
+    async def body() -> None:
+        async with connect(gateway, mode) as client:
+            await wait_for_tools(client, EXPECTED_TOOLS)
+            try:
+                res = await call(client, "fixture__nope", {})
+            except MCPError as e:
+                message = e.error.message
+            else:
+                assert res.is_error, f"unknown tool should fail, got {res}"
+                message = text_of(res)
+            assert "nope" in message, f"the error names the tool: {message!r}"
+
+    run(body)
+
+
+def test_health_snapshot(gateway: Gateway, mode: str) -> None:
+    async def body() -> None:
+        async with connect(gateway, mode) as client:
+            await wait_for_tools(client, ["switchboard__health_snapshot"])
+            res = await call(client, "switchboard__health_snapshot", {})
+            assert not res.is_error, text_of(res)
+            assert res.content or res.structured_content, f"empty health snapshot: {res}"
+            if res.content:
+                assert any(isinstance(c, TextContent) and c.text.strip() for c in res.content) or res.structured_content
+
+    run(body)
+
+
+def test_sigterm_exits_zero() -> None:
+    """SIGTERM stops the gateway with exit code 0 (its own gateway, not the shared one)."""
+    gw = start_gateway([fixture_server()])
+    try:
+
+        async def body() -> None:
+            async with connect(gw, "legacy") as client:
+                await wait_for_tools(client, ["fixture__echo"])
+
+        run(body)
+    except BaseException as e:
+        cleanup_gateway(gw)
+        raise AssertionError(f"{e}\n--- gateway stderr ---\n{gw.logs()}") from e
+    code, forced = gw.stop()
+    logs = gw.logs()
+    cleanup_gateway(gw)
+    assert not forced, f"the gateway did not exit within 5 s of SIGTERM\n{logs}"
+    assert code == 0, f"exit code {code}\n{logs}"

@@ -1,0 +1,271 @@
+// Shared helpers for the TypeScript SDK end-to-end tests: start a Switchboard gateway as a child
+// process on a fresh config, connect the official SDK's Streamable HTTP client to it, stop it.
+// Every wait here is bounded, so a broken gateway fails a test instead of hanging it.
+
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { homedir, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const clientsDir = resolve(here, '..');
+
+export const STARTUP_TIMEOUT_MS = 20_000;
+export const TOOLS_TIMEOUT_MS = 15_000;
+export const REQUEST_TIMEOUT_MS = 10_000;
+export const STOP_TIMEOUT_MS = 5_000;
+
+// Same default as scripts/test-clients; the binaries themselves normally come from the env.
+const targetDir = () =>
+  process.env.CARGO_TARGET_DIR ?? join(homedir(), '.cache', 'switchboard', 'target');
+
+function requiredEnv(name, fallback) {
+  const value = process.env[name] ?? fallback;
+  if (!value) {
+    throw new Error(`${name} is not set: run the tests through scripts/test-clients`);
+  }
+  return value;
+}
+
+export function gatewayBin() {
+  return requiredEnv(
+    'SWITCHBOARD_BIN',
+    join(targetDir(), 'debug', 'switchboard'),
+  );
+}
+
+export function fixtureBin() {
+  return requiredEnv(
+    'SWITCHBOARD_FIXTURE_BIN',
+    join(targetDir(), 'debug', 'switchboard-fixture'),
+  );
+}
+
+/** The stdio entry point of @modelcontextprotocol/server-everything (`dist/index.js stdio`). */
+export function everythingServer() {
+  return {
+    name: 'everything',
+    command: process.execPath,
+    args: [
+      join(clientsDir, 'node_modules', '@modelcontextprotocol', 'server-everything', 'dist', 'index.js'),
+      'stdio',
+    ],
+  };
+}
+
+export function fixtureServer(name = 'fixture', args = []) {
+  return { name, command: fixtureBin(), args };
+}
+
+// TOML basic strings accept JSON's escapes (\" \\ \n \t \uXXXX), so JSON.stringify quotes them.
+const tomlString = (s) => JSON.stringify(String(s));
+
+export function configToml(servers) {
+  return servers
+    .map((s) =>
+      [
+        '[[servers]]',
+        `name = ${tomlString(s.name)}`,
+        `command = ${tomlString(s.command)}`,
+        `args = [${(s.args ?? []).map(tomlString).join(', ')}]`,
+        '',
+      ].join('\n'),
+    )
+    .join('\n');
+}
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Starts `switchboard serve` on 127.0.0.1:0 with the given upstream servers, in a fresh temp dir.
+ * Resolves once the gateway printed its listening line; the returned handle's `stop()` must be
+ * called (in an `after`/`finally`), and is safe to call more than once.
+ */
+export async function startGateway(servers) {
+  const dir = await mkdtemp(join(tmpdir(), 'switchboard-e2e-'));
+  const configPath = join(dir, 'config.toml');
+  const dataDir = join(dir, 'data');
+  await writeFile(configPath, configToml(servers));
+
+  const child = spawn(
+    gatewayBin(),
+    ['serve', '--listen', '127.0.0.1:0', '--config', configPath, '--data-dir', dataDir],
+    {
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, SWITCHBOARD_LOG: process.env.SWITCHBOARD_LOG ?? 'info', NO_COLOR: '1' },
+    },
+  );
+  let stderr = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  // 'close' (not 'exit'): it comes after stdout and stderr are drained, so logs() is complete.
+  const exited = new Promise((resolveExit) => {
+    child.once('close', (code, signal) => resolveExit({ code, signal }));
+  });
+  const spawnError = new Promise((_, reject) => child.once('error', reject));
+  spawnError.catch(() => {});
+
+  const gw = {
+    dir,
+    configPath,
+    child,
+    pid: child.pid,
+    url: undefined,
+    mcpUrl: undefined,
+    exited,
+    logs: () => stderr,
+    stopped: undefined,
+    /** SIGTERM, then SIGKILL after STOP_TIMEOUT_MS; resolves to {code, signal, forced}. */
+    stop() {
+      if (!gw.stopped) {
+        gw.stopped = (async () => {
+          let forced = false;
+          if (child.exitCode === null && child.signalCode === null) {
+            child.kill('SIGTERM');
+            const res = await Promise.race([exited, sleep(STOP_TIMEOUT_MS).then(() => null)]);
+            if (res === null) {
+              forced = true;
+              child.kill('SIGKILL');
+            }
+          }
+          const { code, signal } = await exited;
+          await rm(dir, { recursive: true, force: true }).catch(() => {});
+          return { code, signal, forced };
+        })();
+      }
+      return gw.stopped;
+    },
+  };
+
+  const lines = createInterface({ input: child.stdout });
+  const firstLine = new Promise((resolveLine, reject) => {
+    lines.once('line', resolveLine);
+    lines.once('close', () =>
+      exited.then(({ code, signal }) =>
+        reject(new Error(`gateway exited (code ${code}, signal ${signal}) before printing its address`)),
+      ),
+    );
+  });
+  // Keep draining stdout so the gateway never blocks on a full pipe.
+  child.stdout.resume();
+  try {
+    const line = await withTimeout(
+      Promise.race([
+        firstLine,
+        spawnError,
+        exited.then(({ code, signal }) => {
+          throw new Error(`gateway exited (code ${code}, signal ${signal}) before it was listening`);
+        }),
+      ]),
+      STARTUP_TIMEOUT_MS,
+      'waiting for "Switchboard listening on http://..." on the gateway\'s stdout',
+    );
+    const m = /^Switchboard listening on (http:\/\/127\.0\.0\.1:\d+)$/.exec(line.trim());
+    if (!m) {
+      throw new Error(`unexpected first stdout line from the gateway: ${JSON.stringify(line)}`);
+    }
+    gw.url = m[1];
+    gw.mcpUrl = `${gw.url}/mcp`;
+    return gw;
+  } catch (err) {
+    await gw.stop();
+    err.message += `\n(${gatewayBin()} serve --config ${configPath})\n--- gateway stderr ---\n${stderr}`;
+    throw err;
+  }
+}
+
+/** A connected SDK client for the gateway's /mcp endpoint. */
+export async function connectClient(gw, name = 'switchboard-e2e-ts') {
+  const client = new Client({ name, version: '0.0.0' });
+  const transport = new StreamableHTTPClientTransport(new URL(gw.mcpUrl));
+  await client.connect(transport, { timeout: REQUEST_TIMEOUT_MS });
+  return {
+    client,
+    transport,
+    async close() {
+      await withTimeout(transport.terminateSession(), REQUEST_TIMEOUT_MS, 'DELETE /mcp').catch(() => {});
+      await withTimeout(client.close(), REQUEST_TIMEOUT_MS, 'client.close()').catch(() => {});
+    },
+  };
+}
+
+export async function listAllTools(client) {
+  const tools = [];
+  let cursor;
+  for (let page = 0; page < 100; page++) {
+    const res = await client.listTools(cursor ? { cursor } : {}, { timeout: REQUEST_TIMEOUT_MS });
+    tools.push(...res.tools);
+    cursor = res.nextCursor;
+    if (!cursor) break;
+  }
+  return tools;
+}
+
+/**
+ * Polls tools/list until every name in `expected` is listed (the gateway starts its upstream
+ * servers in the background). Resolves to the full tool list; rejects after TOOLS_TIMEOUT_MS
+ * naming what is missing.
+ */
+export async function waitForTools(client, expected, timeoutMs = TOOLS_TIMEOUT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  let seen = [];
+  let lastError;
+  for (;;) {
+    try {
+      const tools = await listAllTools(client);
+      seen = tools.map((t) => t.name);
+      lastError = undefined;
+      if (expected.every((n) => seen.includes(n))) return tools;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() >= deadline) break;
+    await sleep(250);
+  }
+  const missing = expected.filter((n) => !seen.includes(n));
+  throw new Error(
+    `tools not listed after ${timeoutMs} ms: missing ${JSON.stringify(missing)}; ` +
+      `listed ${JSON.stringify(seen)}` +
+      (lastError ? `; last tools/list error: ${lastError.message}` : ''),
+  );
+}
+
+export function textOf(result) {
+  return (result.content ?? [])
+    .filter((c) => c.type === 'text')
+    .map((c) => c.text)
+    .join('');
+}
+
+/** Whether `pid` is a live process (a zombie waiting to be reaped counts as ended). */
+export function isRunning(pid) {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return true; // no /proc (not Linux): trust kill(pid, 0)
+  }
+}
