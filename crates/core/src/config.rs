@@ -258,12 +258,10 @@ impl Config {
             path: path.clone(),
             message,
         })?;
-        config
-            .validate()
-            .map_err(|message| ConfigError::Invalid {
-                path: path.clone(),
-                message,
-            })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.clone(),
+            message,
+        })?;
         config.source = Some(path);
         Ok(config)
     }

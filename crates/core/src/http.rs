@@ -42,7 +42,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", get(events))
         .route("/api/servers", get(servers))
         .route("/metrics", get(metrics))
-        .nest_service("/mcp", mcp_service(&state))
+        .merge(
+            Router::new()
+                .nest_service("/mcp", mcp_service(&state))
+                .layer(middleware::from_fn_with_state(state.clone(), mcp_precheck)),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), local_only))
         .with_state(state)
@@ -70,6 +74,48 @@ fn mcp_service(
         Arc::new(LocalSessionManager::default()),
         config,
     )
+}
+
+/// Checks a POST to `/mcp` before rmcp sees it: a body over the limit is 413, a body that is
+/// not JSON is 400 with a JSON-RPC parse error (id null), both with a message that says so.
+async fn mcp_precheck(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let limit = state.0.gateway_config.max_body_bytes;
+    let rpc_error = |status: StatusCode, code: i64, message: String| {
+        (
+            status,
+            Json(
+                json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}}),
+            ),
+        )
+            .into_response()
+    };
+    let too_big = || {
+        rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            -32600,
+            format!("request body exceeds the {limit} byte limit"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_big();
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return too_big();
+    };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// An HTTP error with a stable code: `{"error":{"code","message"}}`.
@@ -214,8 +260,10 @@ async fn servers(State(state): State<AppState>) -> Json<serde_json::Value> {
     let tools: Vec<serde_json::Value> = mcp
         .tools()
         .into_iter()
-        .map(|t| json!({"name": t.name, "server": t.server, "tool": t.original,
-                        "annotations": t.tool.annotations}))
+        .map(|t| {
+            json!({"name": t.name, "server": t.server, "tool": t.original,
+                        "annotations": t.tool.annotations})
+        })
         .collect();
     if let Some(servers) = health["servers"].as_array_mut() {
         for s in servers {
@@ -235,8 +283,14 @@ async fn metrics(State(state): State<AppState>) -> Response {
     use std::fmt::Write as _;
     let hub = &state.0;
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP switchboard_up Whether the gateway is serving.\n# TYPE switchboard_up gauge\nswitchboard_up 1");
-    let _ = writeln!(out, "# HELP switchboard_server_running Whether a supervised server is running.\n# TYPE switchboard_server_running gauge");
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_up Whether the gateway is serving.\n# TYPE switchboard_up gauge\nswitchboard_up 1"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_server_running Whether a supervised server is running.\n# TYPE switchboard_server_running gauge"
+    );
     let ups = hub.mcp.upstreams();
     for up in &ups {
         let s = up.status();
@@ -248,7 +302,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
             u8::from(s.state == crate::upstream::ServerState::Running)
         );
     }
-    let _ = writeln!(out, "# HELP switchboard_server_restarts_total Restarts of a supervised server.\n# TYPE switchboard_server_restarts_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_server_restarts_total Restarts of a supervised server.\n# TYPE switchboard_server_restarts_total counter"
+    );
     for up in &ups {
         let _ = writeln!(
             out,
@@ -257,10 +314,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
             up.status().restarts
         );
     }
-    let _ = writeln!(out, "# HELP switchboard_projects_online Registered projects online.\n# TYPE switchboard_projects_online gauge\nswitchboard_projects_online {}", hub.registration.registry().online_count());
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_projects_online Registered projects online.\n# TYPE switchboard_projects_online gauge\nswitchboard_projects_online {}",
+        hub.registration.registry().online_count()
+    );
     hub.mcp.telemetry().prometheus(&mut out);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     )
         .into_response()

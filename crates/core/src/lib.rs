@@ -16,12 +16,12 @@
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod mcp;
 pub mod registration;
 pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
-pub mod mcp;
 
 pub use config::Config;
 pub use events::{EventBus, HubEvent};

@@ -15,11 +15,11 @@ use std::time::Instant;
 use rmcp::ServerHandler;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, ErrorData,
-    GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation,
-    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, Prompt, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Resource, ResourceTemplate, ServerCapabilities,
-    ServerConfig, Tool, ToolAnnotations,
+    GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, Prompt, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Resource, ResourceTemplate, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer};
 use serde_json::{Value, json};
@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{GatewayConfig, ServerConfig as UpstreamConfig};
 use crate::events::{EventBus, HubEvent};
 use crate::telemetry::{CallRecord, Telemetry};
-use crate::upstream::{Answer, CallError, Progress, ProgressSink, RpcError, ServerState, Upstream};
+use crate::upstream::{CallError, Progress, ProgressSink, RpcError, ServerState, Upstream};
 
 /// Built-in tools, answered by the gateway itself.
 pub const HEALTH_TOOL: &str = "switchboard__health_snapshot";
@@ -112,9 +112,14 @@ impl McpGateway {
         // Tell client sessions whenever this server's tools appear, change or go away.
         let mut rx = up.watch();
         let gw = self.clone();
+        let shutdown = self.inner.shutdown.clone();
         self.inner.tasks.spawn(async move {
             let mut last = (ServerState::Starting, 0usize);
-            while rx.changed().await.is_ok() {
+            loop {
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { break },
+                    () = shutdown.cancelled() => break,
+                }
                 let key = {
                     let s = rx.borrow_and_update();
                     (s.state, Arc::as_ptr(&s.tools) as usize)
@@ -221,15 +226,15 @@ impl McpGateway {
             }
         }
         // Shortened names can collide only through their hash; lengthen it until unique.
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for i in 0..out.len() {
+        let mut seen = std::collections::HashSet::new();
+        for t in &mut out {
             let mut hash_len = 8;
-            while seen.contains_key(&out[i].name) && hash_len < 32 {
+            while seen.contains(&t.name) && hash_len < 32 {
                 hash_len += 4;
-                out[i].name = names::exposed_with(&out[i].server, &out[i].original, hash_len);
-                out[i].tool.name = out[i].name.clone().into();
+                t.name = names::exposed_with(&t.server, &t.original, hash_len);
+                t.tool.name = t.name.clone().into();
             }
-            seen.insert(out[i].name.clone(), i);
+            seen.insert(t.name.clone());
         }
         out
     }
@@ -273,10 +278,7 @@ impl McpGateway {
                 })
             })
             .collect();
-        let running = servers
-            .iter()
-            .filter(|s| s["state"] == "running")
-            .count();
+        let running = servers.iter().filter(|s| s["state"] == "running").count();
         json!({
             "gateway": {
                 "version": env!("CARGO_PKG_VERSION"),
@@ -478,24 +480,6 @@ pub struct Handler {
 }
 
 impl Handler {
-    async fn upstream_call(
-        &self,
-        scope: &CallScope,
-        up: &Upstream,
-        method: &str,
-        params: Value,
-        target: &str,
-        replayable: bool,
-        ctx: &RequestContext<RoleServer>,
-    ) -> (Result<Answer, CallError>, Option<ProgressRelay>) {
-        let relay = (method == "tools/call").then(|| ProgressRelay::start(&self.gw, &scope.call_id, ctx));
-        let sink = relay.as_ref().map(|r| r.sink.clone());
-        let answer = up
-            .request(method, params, target, replayable, sink, &ctx.ct)
-            .await;
-        (answer, relay)
-    }
-
     async fn builtin(&self, name: &str, ctx: &RequestContext<RoleServer>) -> CallToolResult {
         let scope = CallScope::begin(&self.gw, ctx, "tools/call", name, BUILTIN_SERVER);
         let value = if name == HEALTH_TOOL {
@@ -578,12 +562,18 @@ impl ServerHandler for Handler {
         if let Some(args) = request.arguments {
             params["arguments"] = Value::Object(args);
         }
-        let (answer, relay) = self
-            .upstream_call(&scope, &up, "tools/call", params, &tool.name, replayable, &context)
+        let relay = ProgressRelay::start(&self.gw, &scope.call_id, &context);
+        let answer = up
+            .request(
+                "tools/call",
+                params,
+                &tool.name,
+                replayable,
+                Some(relay.sink.clone()),
+                &context.ct,
+            )
             .await;
-        if let Some(relay) = relay {
-            relay.drain().await;
-        }
+        relay.drain().await;
         match answer {
             Ok(a) => match serde_json::from_value::<CallToolResult>(a.result) {
                 Ok(result) => {
@@ -599,7 +589,10 @@ impl ServerHandler for Handler {
                     Ok(result.into())
                 }
                 Err(e) => {
-                    let message = format!("server '{}' returned an invalid tool result: {e}", up.name());
+                    let message = format!(
+                        "server '{}' returned an invalid tool result: {e}",
+                        up.name()
+                    );
                     scope.finish(a.replay_attempts, Some((-32603, message.clone())));
                     Err(error_data(-32603, message, None))
                 }
@@ -610,7 +603,9 @@ impl ServerHandler for Handler {
                 match remote_error(e) {
                     Ok(data) => Err(data),
                     // Failures of the server itself are tool errors: the model can read them.
-                    Err(e) => Ok(CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into()),
+                    Err(e) => {
+                        Ok(CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into())
+                    }
                 }
             }
         }
@@ -629,10 +624,23 @@ impl ServerHandler for Handler {
                 continue;
             }
             let page = up
-                .request("resources/list", json!({}), "resources/list", true, None, &context.ct)
+                .request(
+                    "resources/list",
+                    json!({}),
+                    "resources/list",
+                    true,
+                    None,
+                    &context.ct,
+                )
                 .await;
             let Ok(page) = page else { continue };
-            for r in page.result.get("resources").and_then(Value::as_array).cloned().unwrap_or_default() {
+            for r in page
+                .result
+                .get("resources")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+            {
                 if let Ok(res) = serde_json::from_value::<Resource>(r) {
                     if owners.contains_key(&res.uri) {
                         continue; // the first server (by name) owns a URI
@@ -642,7 +650,12 @@ impl ServerHandler for Handler {
                 }
             }
         }
-        self.gw.inner.resource_owner.lock().expect("owner lock").extend(owners);
+        self.gw
+            .inner
+            .resource_owner
+            .lock()
+            .expect("owner lock")
+            .extend(owners);
         Ok(ListResourcesResult::with_all_items(all))
     }
 
@@ -658,12 +671,25 @@ impl ServerHandler for Handler {
                 continue;
             }
             let Ok(page) = up
-                .request("resources/templates/list", json!({}), "resources/templates/list", true, None, &context.ct)
+                .request(
+                    "resources/templates/list",
+                    json!({}),
+                    "resources/templates/list",
+                    true,
+                    None,
+                    &context.ct,
+                )
                 .await
             else {
                 continue;
             };
-            for t in page.result.get("resourceTemplates").and_then(Value::as_array).cloned().unwrap_or_default() {
+            for t in page
+                .result
+                .get("resourceTemplates")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+            {
                 if let Ok(t) = serde_json::from_value::<ResourceTemplate>(t) {
                     all.push(t);
                 }
@@ -678,7 +704,14 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let uri = request.uri.clone();
-        let owner = self.gw.inner.resource_owner.lock().expect("owner lock").get(&uri).cloned();
+        let owner = self
+            .gw
+            .inner
+            .resource_owner
+            .lock()
+            .expect("owner lock")
+            .get(&uri)
+            .cloned();
         // Unknown URIs (templates, or never listed) are tried on each server with resources.
         let candidates: Vec<Upstream> = match owner.and_then(|o| self.gw.upstream(&o)) {
             Some(up) => vec![up],
@@ -693,7 +726,14 @@ impl ServerHandler for Handler {
         for up in candidates {
             let scope = CallScope::begin(&self.gw, &context, "resources/read", &uri, up.name());
             let answer = up
-                .request("resources/read", json!({"uri": uri}), &uri, true, None, &context.ct)
+                .request(
+                    "resources/read",
+                    json!({"uri": uri}),
+                    &uri,
+                    true,
+                    None,
+                    &context.ct,
+                )
                 .await;
             match answer {
                 Ok(a) => match serde_json::from_value::<ReadResourceResult>(a.result) {
@@ -709,7 +749,8 @@ impl ServerHandler for Handler {
                 },
                 Err(e) => {
                     scope.finish(0, Some((e.code(), e.to_string())));
-                    last_error = remote_error(e).unwrap_or_else(|e| error_data(-32603, e.to_string(), None));
+                    last_error =
+                        remote_error(e).unwrap_or_else(|e| error_data(-32603, e.to_string(), None));
                 }
             }
         }
@@ -728,12 +769,25 @@ impl ServerHandler for Handler {
                 continue;
             }
             let Ok(page) = up
-                .request("prompts/list", json!({}), "prompts/list", true, None, &context.ct)
+                .request(
+                    "prompts/list",
+                    json!({}),
+                    "prompts/list",
+                    true,
+                    None,
+                    &context.ct,
+                )
                 .await
             else {
                 continue;
             };
-            for p in page.result.get("prompts").and_then(Value::as_array).cloned().unwrap_or_default() {
+            for p in page
+                .result
+                .get("prompts")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+            {
                 if let Ok(mut prompt) = serde_json::from_value::<Prompt>(p) {
                     prompt.name = names::exposed(up.name(), &prompt.name);
                     all.push(prompt);
@@ -760,7 +814,10 @@ impl ServerHandler for Handler {
         if let Some(args) = request.arguments {
             params["arguments"] = serde_json::to_value(args).unwrap_or(Value::Null);
         }
-        match up.request("prompts/get", params, prompt, true, None, &context.ct).await {
+        match up
+            .request("prompts/get", params, prompt, true, None, &context.ct)
+            .await
+        {
             Ok(a) => match serde_json::from_value::<GetPromptResult>(a.result) {
                 Ok(r) => {
                     scope.finish(a.replay_attempts, None);

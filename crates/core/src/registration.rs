@@ -8,7 +8,6 @@
 pub mod protocol;
 pub mod registry;
 
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

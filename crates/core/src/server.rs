@@ -14,9 +14,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, ConfigError};
 use crate::events::{self, EventBus};
 use crate::http::{AppState, LocalGuard, router};
-use crate::store::{Store, StoreError};
 use crate::mcp::McpGateway;
 use crate::registration::{RegistrationServer, Registry};
+use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
 
 /// How long shutdown waits for connections and sockets to finish their goodbyes.
@@ -84,12 +84,11 @@ impl Gateway {
             "project registry open"
         );
         let bus = EventBus::new(events::DEFAULT_CAPACITY);
-        let telemetry = Telemetry::open(&data_dir, store.clone()).map_err(|source| {
-            ServeError::Telemetry {
+        let telemetry =
+            Telemetry::open(&data_dir, store.clone()).map_err(|source| ServeError::Telemetry {
                 path: data_dir.join(crate::telemetry::FILE_NAME),
                 source,
-            }
-        })?;
+            })?;
         let registry = Registry::new(
             store,
             rows,

@@ -235,13 +235,17 @@ impl Store {
                 .dropped_calls
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if n.is_power_of_two() {
-                tracing::warn!(dropped = n + 1, "call history writer is behind; rows dropped");
+                tracing::warn!(
+                    dropped = n + 1,
+                    "call history writer is behind; rows dropped"
+                );
             }
         }
     }
 
     pub fn dropped_calls(&self) -> u64 {
-        self.dropped_calls.load(std::sync::atomic::Ordering::Relaxed)
+        self.dropped_calls
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Lets the writer finish what is queued and waits for it (bounded by the caller).

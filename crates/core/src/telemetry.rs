@@ -178,35 +178,78 @@ impl Telemetry {
     /// Prometheus text exposition of the counters.
     pub fn prometheus(&self, out: &mut String) {
         let counters = self.inner.counters.lock().expect("counters lock").clone();
-        let families: [(&str, &str, fn(&Counters) -> u64); 4] = [
-            ("switchboard_requests_total", "Requests through the gateway", |c| c.requests),
-            ("switchboard_request_errors_total", "Requests that failed", |c| c.errors),
-            ("switchboard_request_successes_total", "Requests that succeeded", |c| c.successes),
-            ("switchboard_request_replays_total", "Requests replayed after a server crash", |c| c.replays),
+        let families: [Family; 4] = [
+            (
+                "switchboard_requests_total",
+                "Requests through the gateway",
+                |c| c.requests,
+            ),
+            (
+                "switchboard_request_errors_total",
+                "Requests that failed",
+                |c| c.errors,
+            ),
+            (
+                "switchboard_request_successes_total",
+                "Requests that succeeded",
+                |c| c.successes,
+            ),
+            (
+                "switchboard_request_replays_total",
+                "Requests replayed after a server crash",
+                |c| c.replays,
+            ),
         ];
         for (name, help, get) in families {
             let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
             for ((server, method), c) in &counters {
-                let _ = writeln!(out, "{name}{{server=\"{}\",method=\"{}\"}} {}", esc(server), esc(method), get(c));
+                let _ = writeln!(
+                    out,
+                    "{name}{{server=\"{}\",method=\"{}\"}} {}",
+                    esc(server),
+                    esc(method),
+                    get(c)
+                );
             }
         }
         let name = "switchboard_request_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} Latency of requests through the gateway.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Latency of requests through the gateway.\n# TYPE {name} histogram"
+        );
         for ((server, method), c) in &counters {
             let labels = format!("server=\"{}\",method=\"{}\"", esc(server), esc(method));
             for (i, le) in BUCKETS_MS.iter().enumerate() {
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {}", *le as f64 / 1000.0, c.buckets[i]);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{{labels},le=\"{}\"}} {}",
+                    *le as f64 / 1000.0,
+                    c.buckets[i]
+                );
             }
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", c.buckets[BUCKETS_MS.len()]);
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", c.latency_ms_sum as f64 / 1000.0);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
+                c.buckets[BUCKETS_MS.len()]
+            );
+            let _ = writeln!(
+                out,
+                "{name}_sum{{{labels}}} {}",
+                c.latency_ms_sum as f64 / 1000.0
+            );
             let _ = writeln!(out, "{name}_count{{{labels}}} {}", c.requests);
         }
     }
 }
 
+/// A counter family: name, help, and which counter it shows.
+type Family = (&'static str, &'static str, fn(&Counters) -> u64);
+
 /// Escapes a Prometheus label value.
 pub fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 async fn write_lines(mut file: tokio::fs::File, mut rx: mpsc::Receiver<String>) {

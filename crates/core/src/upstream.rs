@@ -237,7 +237,10 @@ impl Upstream {
 
     /// Applies a changed config: restarts the server with it (or stops it if disabled).
     pub fn reconfigure(&self, config: ServerConfig) {
-        let _ = self.inner.control.send(Control::SetConfig(Box::new(config)));
+        let _ = self
+            .inner
+            .control
+            .send(Control::SetConfig(Box::new(config)));
     }
 
     /// Stops supervising: the child is stopped politely.
@@ -506,8 +509,7 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Running, String
         Ok(v) => v,
         Err(e) => {
             conn.mark_closed();
-            let exit = match tokio::time::timeout(Duration::from_millis(500), child.wait()).await
-            {
+            let exit = match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
                 Ok(status) => describe_exit(status),
                 Err(_) => {
                     let _ = child.kill().await;

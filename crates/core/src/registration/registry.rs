@@ -13,8 +13,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{DbOperation, ProjectInfo};
-use crate::store::{ProjectRow, Store, StoreError};
 use crate::events::{EventBus, HubEvent};
+use crate::store::{ProjectRow, Store, StoreError};
 
 /// Identifies one registration socket for the life of the process.
 pub type ConnId = u64;

@@ -5,6 +5,7 @@
 
 mod binary;
 mod http;
+mod mcp;
 mod persistence;
 mod registration;
 mod support;

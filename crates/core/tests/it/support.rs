@@ -381,3 +381,237 @@ pub async fn raw_status(addr: SocketAddr, request: &str) -> u16 {
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status in {head:?}"))
 }
+
+/// The fixture MCP server built alongside the gateway.
+pub const FIXTURE: &str = env!("CARGO_BIN_EXE_switchboard-fixture");
+
+/// A `[[servers]]` entry running the fixture with extra arguments.
+pub fn fixture_server(name: &str, args: &[&str]) -> switchboard_core::config::ServerConfig {
+    switchboard_core::config::ServerConfig {
+        name: name.to_owned(),
+        command: FIXTURE.to_owned(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        env: Default::default(),
+        cwd: None,
+        enabled: true,
+        replay: Default::default(),
+        call_timeout_ms: None,
+    }
+}
+
+/// A minimal Streamable HTTP MCP client over reqwest: every message and header visible.
+pub struct McpHttp {
+    pub url: String,
+    pub session: Option<String>,
+    pub protocol: String,
+    pub client: reqwest::Client,
+    pub next_id: u64,
+}
+
+/// What a POST brought back: the final response and any notifications before it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub messages: Vec<Value>,
+}
+
+impl Reply {
+    pub fn response(&self) -> &Value {
+        self.messages
+            .iter()
+            .find(|m| m.get("id").is_some() && m.get("method").is_none())
+            .unwrap_or_else(|| panic!("no response in {:?}", self.messages))
+    }
+
+    pub fn result(&self) -> &Value {
+        let r = self.response();
+        assert!(r.get("error").is_none(), "error response: {r}");
+        &r["result"]
+    }
+
+    pub fn notifications(&self, method: &str) -> Vec<&Value> {
+        self.messages
+            .iter()
+            .filter(|m| m["method"] == method)
+            .collect()
+    }
+
+    /// The text of the first content block of a tool result.
+    pub fn text(&self) -> String {
+        self.result()["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl McpHttp {
+    pub fn new(gw: &TestGateway) -> Self {
+        Self {
+            url: gw.url("/mcp"),
+            session: None,
+            protocol: "2025-11-25".into(),
+            client: reqwest::Client::new(),
+            next_id: 1,
+        }
+    }
+
+    /// `initialize` + `notifications/initialized`.
+    pub async fn connect(gw: &TestGateway) -> Self {
+        let mut c = Self::new(gw);
+        let reply = c
+            .request(
+                "initialize",
+                json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "it", "version": "1"}}),
+            )
+            .await;
+        assert_eq!(reply.result()["serverInfo"]["name"], "switchboard");
+        c.notify("notifications/initialized", json!({})).await;
+        c
+    }
+
+    pub fn post(&self, body: String) -> reqwest::RequestBuilder {
+        let mut req = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
+        if let Some(s) = &self.session {
+            req = req
+                .header("mcp-session-id", s)
+                .header("mcp-protocol-version", &self.protocol);
+        }
+        req
+    }
+
+    pub async fn send(&mut self, body: Value) -> Reply {
+        let resp =
+            tokio::time::timeout(Duration::from_secs(30), self.post(body.to_string()).send())
+                .await
+                .expect("answer in time")
+                .expect("POST /mcp");
+        if let Some(s) = resp.headers().get("mcp-session-id") {
+            self.session = Some(s.to_str().unwrap().to_owned());
+        }
+        let status = resp.status().as_u16();
+        let sse = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|c| c.to_str().unwrap_or("").starts_with("text/event-stream"));
+        let body = tokio::time::timeout(Duration::from_secs(30), resp.text())
+            .await
+            .expect("body in time")
+            .expect("body");
+        let messages = if sse {
+            body.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(|d| serde_json::from_str(d).expect("SSE data is JSON"))
+                .collect()
+        } else if body.trim().is_empty() {
+            Vec::new()
+        } else {
+            match serde_json::from_str::<Value>(&body) {
+                Ok(v) => vec![v],
+                Err(_) => vec![json!({"raw": body})],
+            }
+        };
+        Reply { status, messages }
+    }
+
+    pub async fn request(&mut self, method: &str, params: Value) -> Reply {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await
+    }
+
+    pub async fn notify(&mut self, method: &str, params: Value) -> u16 {
+        self.send(json!({"jsonrpc": "2.0", "method": method, "params": params}))
+            .await
+            .status
+    }
+
+    pub async fn call(&mut self, tool: &str, args: Value) -> Reply {
+        self.request("tools/call", json!({"name": tool, "arguments": args}))
+            .await
+    }
+
+    pub async fn tool_names(&mut self) -> Vec<String> {
+        let reply = self.request("tools/list", json!({})).await;
+        reply.result()["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Polls `tools/list` (bounded) until `pred` holds for the names.
+    pub async fn wait_tools(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let names = self.tool_names().await;
+            if pred(&names) {
+                return names;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: tools are {names:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl TestGateway {
+    /// `/api/servers`, the gateway's view of its upstreams.
+    pub async fn servers(&self) -> Value {
+        reqwest::get(self.url("/api/servers"))
+            .await
+            .expect("GET /api/servers")
+            .json()
+            .await
+            .expect("servers JSON")
+    }
+
+    pub async fn server(&self, name: &str) -> Value {
+        self.servers().await["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no server {name}"))
+    }
+
+    /// Waits (bounded) until server `name` is in `state`; returns its entry.
+    pub async fn wait_server(&self, name: &str, state: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.server(name).await;
+            if s["state"] == state {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} never became {state}: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+}
