@@ -11,11 +11,13 @@
 //! - [`upstream`]: supervised stdio MCP servers (spawn, restart, replay).
 //! - [`mcp`]: the MCP gateway: one aggregated server behind `/mcp`, built on rmcp.
 //! - [`telemetry`]: per-call records (`telemetry.jsonl`, SQLite), counters, `/metrics`.
+//! - [`import`]: servers from Claude Desktop / Cursor configs into ours.
 //! - [`config`]: the TOML config and the platform directories.
 
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod import;
 pub mod mcp;
 pub mod registration;
 pub mod server;

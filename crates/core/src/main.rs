@@ -33,6 +33,14 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Add the MCP servers of a Claude Desktop or Cursor config to Switchboard's config.
+    Import {
+        /// claude_desktop_config.json or mcp.json [default: every one found on this machine]
+        files: Vec<PathBuf>,
+        /// Switchboard's config file to add them to [default: the platform config file]
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +65,7 @@ fn main() -> ExitCode {
             config,
             data_dir,
         } => runtime.block_on(run_serve(listen, config, data_dir)),
+        Command::Import { files, config } => run_import(files, config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,6 +110,37 @@ async fn run_serve(
     // The one line on stdout: scripts and the bench read the address from it.
     println!("Switchboard listening on http://{local}");
     serve(listener, config, shutdown).await?;
+    Ok(())
+}
+
+fn run_import(files: Vec<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = match config.or_else(switchboard_core::config::default_config_file) {
+        Some(c) => c,
+        None => anyhow::bail!("no home directory: pass --config FILE"),
+    };
+    let files = if files.is_empty() {
+        let found = switchboard_core::import::known_client_configs();
+        if found.is_empty() {
+            anyhow::bail!(
+                "no Claude Desktop or Cursor config found; name the file: switchboard import FILE"
+            );
+        }
+        found
+    } else {
+        files
+    };
+    let outcome = switchboard_core::import::import_into(&config, &files)?;
+    for name in &outcome.added {
+        println!("added {name}");
+    }
+    for (name, why) in &outcome.skipped {
+        println!("skipped {name}: {why}");
+    }
+    println!(
+        "{} server(s) added to {} (a running Switchboard applies them within a second)",
+        outcome.added.len(),
+        config.display()
+    );
     Ok(())
 }
 

@@ -18,8 +18,8 @@ use rmcp::model::{
     GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ProgressNotificationParam, Prompt, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, Resource, ResourceTemplate, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    ReadResourceResult, Resource, ResourceTemplate, ResultType, ServerCapabilities, ServerConfig,
+    Tool, ToolAnnotations,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer};
 use serde_json::{Value, json};
@@ -576,7 +576,10 @@ impl ServerHandler for Handler {
         relay.drain().await;
         match answer {
             Ok(a) => match serde_json::from_value::<CallToolResult>(a.result) {
-                Ok(result) => {
+                Ok(mut result) => {
+                    // Upstreams speak 2025-11-25, which has no `resultType`; 2026-07-28 clients
+                    // require it (rmcp drops it again for older clients).
+                    result.result_type.get_or_insert(ResultType::COMPLETE);
                     let err = (result.is_error == Some(true)).then(|| {
                         let text = result
                             .content
@@ -737,7 +740,8 @@ impl ServerHandler for Handler {
                 .await;
             match answer {
                 Ok(a) => match serde_json::from_value::<ReadResourceResult>(a.result) {
-                    Ok(r) => {
+                    Ok(mut r) => {
+                        r.result_type.get_or_insert(ResultType::COMPLETE);
                         scope.finish(a.replay_attempts, None);
                         return Ok(r.into());
                     }
@@ -819,7 +823,8 @@ impl ServerHandler for Handler {
             .await
         {
             Ok(a) => match serde_json::from_value::<GetPromptResult>(a.result) {
-                Ok(r) => {
+                Ok(mut r) => {
+                    r.result_type.get_or_insert(ResultType::COMPLETE);
                     scope.finish(a.replay_attempts, None);
                     Ok(r.into())
                 }

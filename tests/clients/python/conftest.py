@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,11 +89,27 @@ class Gateway:
     def mcp_url(self) -> str:
         return f"{self.url}/mcp"
 
-    def logs(self) -> str:
+    def logs(self, last: int = 200) -> str:
+        """The last `last` lines the gateway wrote to stderr."""
         try:
-            return self.log_path.read_text(errors="replace")
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return "(no gateway log)"
+        skipped = f"({len(lines) - last} earlier lines left out)\n" if len(lines) > last else ""
+        return skipped + "\n".join(lines[-last:])
+
+    def upstream_stderr(self, server: str) -> list[str] | None:
+        """The stderr tail the gateway keeps for upstream `server` (`GET /api/servers`), or None
+        when the gateway does not expose one (checks that use it are then skipped). Blocking."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/servers", timeout=10) as res:
+                body = json.load(res)
+        except (OSError, ValueError):
+            return None
+        for s in body.get("servers", []) if isinstance(body, dict) else []:
+            if s.get("name") == server and isinstance(s.get("stderr_tail"), list):
+                return s["stderr_tail"]
+        return None
 
     def stop(self) -> tuple[int | None, bool]:
         """SIGTERM; SIGKILL after STOP_TIMEOUT_S. Returns (returncode, forced)."""

@@ -180,6 +180,12 @@ def test_cancel_then_keep_working(gateway: Gateway, mode: str) -> None:
     async def body() -> None:
         async with connect(gateway, mode) as client:
             await wait_for_tools(client, EXPECTED_TOOLS)
+
+            def cancel_lines() -> int | None:
+                tail = gateway.upstream_stderr("fixture")
+                return None if tail is None else sum("cancelled at step" in line for line in tail)
+
+            cancelled_before = await anyio.to_thread.run_sync(cancel_lines)
             started = time.monotonic()
             finished = None
             with anyio.move_on_after(0.3) as scope:
@@ -187,6 +193,19 @@ def test_cancel_then_keep_working(gateway: Gateway, mode: str) -> None:
             elapsed = time.monotonic() - started
             assert scope.cancelled_caught, f"the slow call was not cancelled: {finished}"
             assert elapsed < 2.3, f"cancelling took {elapsed:.2f} s"
+
+            # The cancellation reaches the upstream: the fixture logs "request N cancelled at step i"
+            # to stderr, which the gateway keeps per server (GET /api/servers). Skipped if not exposed.
+            if cancelled_before is not None:
+                deadline = time.monotonic() + 3
+                now = cancelled_before
+                while now is not None and now <= cancelled_before and time.monotonic() < deadline:
+                    await anyio.sleep(0.1)
+                    now = await anyio.to_thread.run_sync(cancel_lines)
+                tail = await anyio.to_thread.run_sync(gateway.upstream_stderr, "fixture")
+                assert now is not None and now > cancelled_before, (
+                    f"the upstream fixture never logged the cancellation; its stderr tail: {tail}"
+                )
 
             res = await call(client, "fixture__echo", {"text": "still alive"})
             assert text_of(res) == "still alive"
@@ -245,8 +264,10 @@ def test_sigterm_exits_zero() -> None:
 
         run(body)
     except BaseException as e:
+        gw.stop()
+        logs = gw.logs()
         cleanup_gateway(gw)
-        raise AssertionError(f"{e}\n--- gateway stderr ---\n{gw.logs()}") from e
+        raise AssertionError(f"{e}\n--- gateway stderr ---\n{logs}") from e
     code, forced = gw.stop()
     logs = gw.logs()
     cleanup_gateway(gw)

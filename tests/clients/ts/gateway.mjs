@@ -269,3 +269,19 @@ export function isRunning(pid) {
     return true; // no /proc (not Linux): trust kill(pid, 0)
   }
 }
+
+/**
+ * The stderr tail the gateway keeps for upstream `server`, from its `GET /api/servers`; undefined
+ * when the gateway does not expose one (the check that uses it is then skipped).
+ */
+export async function upstreamStderr(gw, server) {
+  try {
+    const res = await fetch(`${gw.url}/api/servers`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    if (!res.ok) return undefined;
+    const body = await res.json();
+    const tail = body?.servers?.find((s) => s.name === server)?.stderr_tail;
+    return Array.isArray(tail) ? tail : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -14,6 +14,7 @@ import {
   sleep,
   startGateway,
   textOf,
+  upstreamStderr,
   waitForTools,
 } from './gateway.mjs';
 
@@ -134,6 +135,8 @@ describe('gateway via the TypeScript SDK (Streamable HTTP)', { timeout: 180_000 
   });
 
   it('cancels fixture__slow via an AbortSignal, then keeps working', async () => {
+    const cancelLines = (tail) => (tail ?? []).filter((l) => /cancelled at step/.test(l)).length;
+    const cancelledBefore = cancelLines(await upstreamStderr(gw, 'fixture'));
     const controller = new AbortController();
     const started = Date.now();
     const call = client.callTool(
@@ -154,6 +157,23 @@ describe('gateway via the TypeScript SDK (Streamable HTTP)', { timeout: 180_000 
     assert.ok(settled.error, `aborted call should reject, got ${JSON.stringify(settled.result)}`);
     assert.ok(Date.now() - abortedAt < 2_000);
     assert.ok(Date.now() - started < 5_000, 'the call ended well before the 5 s it would run');
+
+    // The cancellation reaches the upstream: the fixture logs "request N cancelled at step i" to
+    // stderr, which the gateway keeps per server (GET /api/servers). Skipped if not exposed.
+    let tail = await upstreamStderr(gw, 'fixture');
+    if (tail === undefined) {
+      console.error('GET /api/servers has no stderr_tail for fixture: upstream cancellation not checked');
+    } else {
+      const deadline = Date.now() + 3_000;
+      while (cancelLines(tail) <= cancelledBefore && Date.now() < deadline) {
+        await sleep(100);
+        tail = (await upstreamStderr(gw, 'fixture')) ?? [];
+      }
+      assert.ok(
+        cancelLines(tail) > cancelledBefore,
+        `the upstream fixture never logged the cancellation; its stderr tail: ${JSON.stringify(tail)}`,
+      );
+    }
 
     const res = await client.callTool(
       { name: 'fixture__echo', arguments: { text: 'still alive' } },

@@ -1,0 +1,308 @@
+//! Importing servers from other MCP clients' configs: Claude Desktop's
+//! `claude_desktop_config.json` and Cursor's `mcp.json` (both `{"mcpServers": {name: {...}}}`).
+//!
+//! The servers are appended to Switchboard's TOML config as `[[servers]]` tables, keeping the
+//! file's comments and layout; a running gateway picks the change up live.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
+
+use crate::config::{ServerConfig, validate_server_name};
+
+#[derive(Debug, Deserialize)]
+struct ClientFile {
+    #[serde(rename = "mcpServers", default)]
+    mcp_servers: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClientServer {
+    command: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
+    url: Option<String>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+/// What an import did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Outcome {
+    pub added: Vec<String>,
+    /// Name and why it was not added.
+    pub skipped: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not an MCP client config: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where Claude Desktop and Cursor keep their configs on this platform, if they exist.
+pub fn known_client_configs() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(base) = directories::BaseDirs::new() {
+        out.push(
+            base.config_dir()
+                .join("Claude")
+                .join("claude_desktop_config.json"),
+        );
+        out.push(base.home_dir().join(".cursor").join("mcp.json"));
+    }
+    out.into_iter().filter(|p| p.is_file()).collect()
+}
+
+/// A name Switchboard accepts, close to `raw`.
+fn sanitize(raw: &str) -> String {
+    let mut name: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while name.contains("__") || name.contains("--") {
+        name = name.replace("__", "_").replace("--", "-");
+    }
+    let mut name = name.trim_matches(|c| c == '_' || c == '-').to_owned();
+    name.truncate(32);
+    let name = name.trim_end_matches('_').to_owned();
+    if name.is_empty() || name == "switchboard" {
+        format!("imported-{}", name.len())
+    } else {
+        name
+    }
+}
+
+/// Reads a client config into server entries (not yet merged).
+pub fn read_client_config(
+    path: &Path,
+) -> Result<Vec<(String, Result<ServerConfig, String>)>, ImportError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file: ClientFile = serde_json::from_str(&text).map_err(|e| ImportError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(file
+        .mcp_servers
+        .into_iter()
+        .map(|(name, v)| {
+            let entry = serde_json::from_value::<ClientServer>(v)
+                .map_err(|e| format!("not understood: {e}"))
+                .and_then(|s| match (s.command, s.url) {
+                    (Some(command), _) => Ok(ServerConfig {
+                        name: sanitize(&name),
+                        command,
+                        args: s.args,
+                        env: s.env,
+                        cwd: s.cwd,
+                        enabled: !s.disabled,
+                        replay: Default::default(),
+                        call_timeout_ms: None,
+                    }),
+                    (None, Some(url)) => Err(format!(
+                        "remote server ({url}); only stdio servers are imported for now"
+                    )),
+                    (None, None) => Err("no command".into()),
+                });
+            (name, entry)
+        })
+        .collect())
+}
+
+/// Appends the servers of `sources` to the TOML config text `existing`. Servers whose command
+/// and arguments are already configured are skipped; clashing names get a numeric suffix.
+pub fn merge(
+    existing: &str,
+    sources: &[(String, Result<ServerConfig, String>)],
+) -> Result<(String, Outcome), String> {
+    let mut doc: DocumentMut = existing.parse().map_err(|e| format!("{e}"))?;
+    let current = crate::Config::parse(existing)?;
+    let mut names: BTreeSet<String> = current.servers.iter().map(|s| s.name.clone()).collect();
+    let mut outcome = Outcome::default();
+    if !doc.contains_key("servers") {
+        doc.insert("servers", Item::ArrayOfTables(ArrayOfTables::new()));
+    }
+    let Some(tables) = doc["servers"].as_array_of_tables_mut() else {
+        return Err("`servers` in the config is not an array of tables".into());
+    };
+    for (original, entry) in sources {
+        let server = match entry {
+            Ok(s) => s,
+            Err(why) => {
+                outcome.skipped.push((original.clone(), why.clone()));
+                continue;
+            }
+        };
+        if current
+            .servers
+            .iter()
+            .any(|s| s.command == server.command && s.args == server.args)
+        {
+            outcome
+                .skipped
+                .push((original.clone(), "already configured".into()));
+            continue;
+        }
+        let mut name = server.name.clone();
+        let mut n = 2;
+        while names.contains(&name) || validate_server_name(&name).is_err() {
+            name = format!("{}-{n}", server.name.chars().take(29).collect::<String>());
+            n += 1;
+        }
+        names.insert(name.clone());
+        let mut t = Table::new();
+        t.insert("name", value(name.clone()));
+        t.insert("command", value(server.command.clone()));
+        if !server.args.is_empty() {
+            t.insert("args", value(server.args.iter().collect::<Array>()));
+        }
+        if !server.env.is_empty() {
+            let mut env = InlineTable::new();
+            for (k, v) in &server.env {
+                env.insert(k, v.into());
+            }
+            t.insert("env", value(env));
+        }
+        if let Some(cwd) = &server.cwd {
+            t.insert("cwd", value(cwd.to_string_lossy().into_owned()));
+        }
+        if !server.enabled {
+            t.insert("enabled", value(false));
+        }
+        tables.push(t);
+        outcome.added.push(name);
+    }
+    let text = doc.to_string();
+    // what we wrote must load
+    crate::Config::parse(&text)?.validate()?;
+    Ok((text, outcome))
+}
+
+/// Imports `sources` into the config file at `config` (created if missing).
+pub fn import_into(config: &Path, sources: &[PathBuf]) -> Result<Outcome, ImportError> {
+    let mut entries = Vec::new();
+    for source in sources {
+        entries.extend(read_client_config(source)?);
+    }
+    let existing = match std::fs::read_to_string(config) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(ImportError::Read {
+                path: config.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let (text, outcome) = merge(&existing, &entries).map_err(|message| ImportError::Parse {
+        path: config.to_path_buf(),
+        message,
+    })?;
+    if !outcome.added.is_empty() {
+        if let Some(dir) = config.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| ImportError::Write {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        // temp file + rename: a watching gateway never reads half a file
+        let tmp = config.with_extension("toml.tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, config))
+            .map_err(|source| ImportError::Write {
+                path: config.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLAUDE: &str = r#"{
+      "mcpServers": {
+        "filesystem": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "/home/u"]},
+        "my server!": {"command": "/opt/my", "env": {"TOKEN": "x"}},
+        "remote": {"url": "https://example.org/mcp"},
+        "off": {"command": "off-server", "disabled": true}
+      },
+      "globalShortcut": "Ctrl+Space"
+    }"#;
+
+    #[test]
+    fn claude_desktop_servers_are_appended_keeping_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("claude_desktop_config.json");
+        std::fs::write(&src, CLAUDE).unwrap();
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, "# my settings\nlisten = \"127.0.0.1:11391\"\n\n[[servers]]\nname = \"filesystem\"\ncommand = \"other\"\n").unwrap();
+
+        let outcome = import_into(&cfg, &[src.clone()]).unwrap();
+        assert_eq!(outcome.added, vec!["filesystem-2", "my-server", "off"]);
+        assert_eq!(outcome.skipped.len(), 1);
+        assert!(outcome.skipped[0].1.contains("remote"));
+
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        assert!(text.starts_with("# my settings"), "{text}");
+        let loaded = crate::Config::load(Some(&cfg)).unwrap();
+        let names: Vec<_> = loaded.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["filesystem", "filesystem-2", "my-server", "off"]);
+        assert_eq!(loaded.servers[1].args[0], "-y");
+        assert_eq!(loaded.servers[2].env["TOKEN"], "x");
+        assert!(!loaded.servers[3].enabled);
+
+        // importing again adds nothing
+        let again = import_into(&cfg, &[src]).unwrap();
+        assert!(again.added.is_empty());
+        assert_eq!(
+            again
+                .skipped
+                .iter()
+                .filter(|s| s.1 == "already configured")
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_client_config_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("mcp.json");
+        std::fs::write(&src, "[1,2]").unwrap();
+        let err = import_into(&dir.path().join("c.toml"), &[src.clone()]).unwrap_err();
+        assert!(err.to_string().contains(&*src.to_string_lossy()), "{err}");
+    }
+
+    #[test]
+    fn names_are_made_valid() {
+        assert_eq!(sanitize("My Server (beta)"), "My-Server-beta");
+        assert_eq!(sanitize("a__b"), "a_b");
+        assert!(validate_server_name(&sanitize("___")).is_ok());
+    }
+}
