@@ -31,6 +31,10 @@ struct ClientServer {
     disabled: bool,
 }
 
+/// A server as read from a client config: its original name and the entry, or why it cannot
+/// be imported.
+pub type Entry = (String, Result<ServerConfig, String>);
+
 /// What an import did.
 #[derive(Debug, Default, PartialEq)]
 pub struct Outcome {
@@ -95,9 +99,7 @@ fn sanitize(raw: &str) -> String {
 }
 
 /// Reads a client config into server entries (not yet merged).
-pub fn read_client_config(
-    path: &Path,
-) -> Result<Vec<(String, Result<ServerConfig, String>)>, ImportError> {
+pub fn read_client_config(path: &Path) -> Result<Vec<Entry>, ImportError> {
     let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read {
         path: path.to_path_buf(),
         source,
@@ -135,10 +137,7 @@ pub fn read_client_config(
 
 /// Appends the servers of `sources` to the TOML config text `existing`. Servers whose command
 /// and arguments are already configured are skipped; clashing names get a numeric suffix.
-pub fn merge(
-    existing: &str,
-    sources: &[(String, Result<ServerConfig, String>)],
-) -> Result<(String, Outcome), String> {
+pub fn merge(existing: &str, sources: &[Entry]) -> Result<(String, Outcome), String> {
     let mut doc: DocumentMut = existing.parse().map_err(|e| format!("{e}"))?;
     let current = crate::Config::parse(existing)?;
     let mut names: BTreeSet<String> = current.servers.iter().map(|s| s.name.clone()).collect();
@@ -263,7 +262,7 @@ mod tests {
         let cfg = dir.path().join("config.toml");
         std::fs::write(&cfg, "# my settings\nlisten = \"127.0.0.1:11391\"\n\n[[servers]]\nname = \"filesystem\"\ncommand = \"other\"\n").unwrap();
 
-        let outcome = import_into(&cfg, &[src.clone()]).unwrap();
+        let outcome = import_into(&cfg, std::slice::from_ref(&src)).unwrap();
         assert_eq!(outcome.added, vec!["filesystem-2", "my-server", "off"]);
         assert_eq!(outcome.skipped.len(), 1);
         assert!(outcome.skipped[0].1.contains("remote"));
@@ -295,7 +294,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("mcp.json");
         std::fs::write(&src, "[1,2]").unwrap();
-        let err = import_into(&dir.path().join("c.toml"), &[src.clone()]).unwrap_err();
+        let err = import_into(&dir.path().join("c.toml"), std::slice::from_ref(&src)).unwrap_err();
         assert!(err.to_string().contains(&*src.to_string_lossy()), "{err}");
     }
 
