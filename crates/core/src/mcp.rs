@@ -420,7 +420,8 @@ impl CallScope {
 /// Forwards upstream progress to the client under its own token, in order, and to the bus.
 struct ProgressRelay {
     sink: ProgressSink,
-    forwarder: tokio::task::JoinHandle<()>,
+    /// Only when the client asked for progress.
+    forwarder: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ProgressRelay {
@@ -428,19 +429,21 @@ impl ProgressRelay {
         let client_token = ctx.meta.get_progress_token();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
         let peer = ctx.peer.clone();
-        let forwarder = tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                if let Some(token) = &client_token {
-                    let mut param = ProgressNotificationParam::new(token.clone(), p.progress);
-                    if let Some(total) = p.total {
-                        param = param.with_total(total);
+        let forwarder = client_token.map(|token| {
+            tokio::spawn(async move {
+                while let Some(p) = rx.recv().await {
+                    {
+                        let mut param = ProgressNotificationParam::new(token.clone(), p.progress);
+                        if let Some(total) = p.total {
+                            param = param.with_total(total);
+                        }
+                        if let Some(message) = p.message {
+                            param = param.with_message(message);
+                        }
+                        let _ = peer.notify_progress(param).await;
                     }
-                    if let Some(message) = p.message {
-                        param = param.with_message(message);
-                    }
-                    let _ = peer.notify_progress(param).await;
                 }
-            }
+            })
         });
         let bus = gw.inner.bus.clone();
         let call_id = call_id.to_owned();
@@ -469,7 +472,9 @@ impl ProgressRelay {
     /// Waits (bounded) until every progress notification is out, so none trails the result.
     async fn drain(self) {
         drop(self.sink);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.forwarder).await;
+        if let Some(forwarder) = self.forwarder {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), forwarder).await;
+        }
     }
 }
 

@@ -148,6 +148,14 @@ impl Gateway {
         let shutdown = self.hub.shutdown.clone();
         let app =
             router(AppState(self.hub.clone())).into_make_service_with_connect_info::<SocketAddr>();
+        // No Nagle: responses (SSE especially) are written in small pieces, and waiting for
+        // the peer's delayed ACK would add ~40 ms to every call.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future();

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::store::{CallRow, Store};
@@ -83,7 +82,9 @@ impl Telemetry {
             .append(true)
             .open(&path)?;
         let (lines, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_lines(tokio::fs::File::from_std(file), rx));
+        std::thread::Builder::new()
+            .name("telemetry-writer".into())
+            .spawn(move || write_lines(file, rx))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -252,24 +253,17 @@ pub fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-async fn write_lines(mut file: tokio::fs::File, mut rx: mpsc::Receiver<String>) {
-    let mut buf = String::new();
-    while let Some(first) = rx.recv().await {
-        buf.clear();
-        buf.push_str(&first);
-        buf.push('\n');
+/// Appends queued lines, one write per batch; flushes whenever the queue runs dry.
+fn write_lines(file: std::fs::File, mut rx: mpsc::Receiver<String>) {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
+    while let Some(first) = rx.blocking_recv() {
+        let mut result = writeln!(out, "{first}");
         while let Ok(more) = rx.try_recv() {
-            buf.push_str(&more);
-            buf.push('\n');
+            result = result.and_then(|()| writeln!(out, "{more}"));
         }
-        if let Err(e) = async {
-            file.write_all(buf.as_bytes()).await?;
-            file.flush().await
-        }
-        .await
-        {
+        if let Err(e) = result.and_then(|()| out.flush()) {
             tracing::warn!(error = %e, "telemetry.jsonl write failed");
         }
     }
-    let _ = file.flush().await;
 }

@@ -1,0 +1,419 @@
+//! MCP gateway figures, one run, the same client code on both paths:
+//! - direct: JSON-RPC over the fixture server's stdio;
+//! - through the gateway: the same requests as Streamable HTTP POSTs to `/mcp` of the real
+//!   `switchboard` binary, which forwards them to the same fixture server.
+//!
+//! Prints latency percentiles of `tools/call echo` (sequential), the added latency, throughput
+//! with 16 concurrent clients on each path, and the gateway's RSS with 10 servers running.
+//!
+//! `cargo bench --bench gateway [-- --calls N --seconds S]`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::{Mutex, oneshot};
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_switchboard-fixture");
+const SWITCHBOARD: &str = env!("CARGO_BIN_EXE_switchboard");
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn echo_call(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": "echo", "arguments": {"text": "ping"}}})
+}
+
+/// Direct stdio client: requests multiplexed over one pipe, responses matched by id.
+struct Stdio_ {
+    stdin: Mutex<tokio::process::ChildStdin>,
+    pending: Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Value>>>>,
+    next: AtomicU64,
+    _child: tokio::process::Child,
+}
+
+impl Stdio_ {
+    async fn start() -> Self {
+        let mut child = tokio::process::Command::new(FIXTURE)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let pending: Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Value>>>> = Arc::default();
+        let p = pending.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                if let Some(id) = v["id"].as_u64()
+                    && let Some(tx) = p.lock().unwrap().remove(&id)
+                {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        let s = Self {
+            stdin: Mutex::new(stdin),
+            pending,
+            next: AtomicU64::new(1),
+            _child: child,
+        };
+        s.request(json!({"jsonrpc":"2.0","id":0,"method":"initialize",
+            "params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}))
+            .await;
+        s
+    }
+
+    async fn request(&self, mut msg: Value) -> Value {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        msg["id"] = json!(id);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap().insert(id, tx);
+        let mut line = serde_json::to_vec(&msg).unwrap();
+        line.push(b'\n');
+        {
+            let mut stdin = self.stdin.lock().await;
+            stdin.write_all(&line).await.unwrap();
+            stdin.flush().await.unwrap();
+        }
+        rx.await.unwrap()
+    }
+}
+
+/// Streamable HTTP client with its own session.
+struct Http {
+    client: reqwest::Client,
+    url: String,
+    session: String,
+    next: AtomicU64,
+}
+
+impl Http {
+    async fn connect(url: &str) -> Self {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(4)
+            .build()
+            .unwrap();
+        let resp = client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(json!({"jsonrpc":"2.0","id":0,"method":"initialize",
+                "params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let session = resp.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        resp.text().await.unwrap();
+        let h = Self {
+            client,
+            url: url.to_owned(),
+            session,
+            next: AtomicU64::new(1),
+        };
+        h.post(json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+            .await;
+        h
+    }
+
+    async fn post(&self, msg: Value) -> String {
+        self.client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &self.session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(msg.to_string())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn request(&self, mut msg: Value) -> Value {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        msg["id"] = json!(id);
+        let body = self.post(msg).await;
+        body.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| serde_json::from_str::<Value>(d).unwrap())
+            .find(|v| v["id"] == json!(id))
+            .expect("response")
+    }
+}
+
+/// A 2026-07-28 (stateless) request: no session, protocol data in headers and `_meta`.
+async fn stateless(client: &reqwest::Client, url: &str, id: u64) -> Value {
+    let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+        "name":"s0__echo","arguments":{"text":"ping"},
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+                 "io.modelcontextprotocol/clientCapabilities":{},
+                 "io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"}}}});
+    let text = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "s0__echo")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let data = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .find(|d| d.contains("\"id\""))
+        .map(str::to_owned)
+        .unwrap_or(text);
+    serde_json::from_str(&data).unwrap_or_else(|_| panic!("not JSON: {data}"))
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+fn start_gateway(dir: &Path, servers: usize, tool: &str) -> (Child, String) {
+    let mut cfg = String::new();
+    for i in 0..servers {
+        cfg.push_str(&format!(
+            "[[servers]]\nname = \"s{i}\"\ncommand = \"{FIXTURE}\"\n"
+        ));
+    }
+    std::fs::write(dir.join("config.toml"), cfg).unwrap();
+    let mut child = Command::new(SWITCHBOARD)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.join("config.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("SWITCHBOARD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("Switchboard listening on ")
+        .unwrap()
+        .to_owned();
+    let _ = tool;
+    (child, format!("{base}/mcp"))
+}
+
+async fn wait_tool(http: &Http, tool: &str, servers: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = http
+            .request(json!({"jsonrpc":"2.0","id":0,"method":"tools/list"}))
+            .await;
+        let n = v["result"]["tools"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter(|t| t["name"].as_str().unwrap_or("").ends_with(tool))
+                    .count()
+            })
+            .unwrap_or(0);
+        if n >= servers {
+            return;
+        }
+        assert!(Instant::now() < deadline, "servers never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn latencies<F, Fut>(n: u64, mut one: F) -> Vec<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Value>,
+{
+    for _ in 0..200 {
+        one().await; // warm up
+    }
+    let mut t = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let v = one().await;
+        t.push(t0.elapsed());
+        assert!(v.get("result").is_some(), "{v}");
+    }
+    t.sort();
+    t
+}
+
+/// Calls per second with `clients` tasks each calling in a loop for `secs`.
+async fn throughput<F, Fut>(clients: usize, secs: u64, make: F) -> f64
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = u64> + Send + 'static,
+{
+    let _ = secs;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..clients).map(|i| tokio::spawn(make(i))).collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let calls = arg("--calls", 5000);
+    let secs = arg("--seconds", 5);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let dir = tempfile::tempdir().unwrap();
+
+        eprintln!("direct stdio: {calls} sequential echo calls…");
+        let direct = Arc::new(Stdio_::start().await);
+        let d = direct.clone();
+        let t_direct = latencies(calls, || { let d = d.clone(); async move { d.request(echo_call(0)).await } }).await;
+
+        eprintln!("through /mcp: {calls} sequential echo calls…");
+        let (mut gw, url) = start_gateway(dir.path(), 1, "echo");
+        let http = Arc::new(Http::connect(&url).await);
+        wait_tool(&http, "__echo", 1).await;
+        let h = http.clone();
+        let call = || { let h = h.clone(); async move {
+            h.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
+                "params":{"name":"s0__echo","arguments":{"text":"ping"}}})).await } };
+        let t_gw = latencies(calls, call).await;
+
+        eprintln!("floor: GET /healthz on the same HTTP client…");
+        let health = url.replace("/mcp", "/healthz");
+        let hc = http.client.clone();
+        let t_floor = latencies(calls, || {
+            let hc = hc.clone();
+            let health = health.clone();
+            async move {
+                let body = hc.get(&health).send().await.unwrap().text().await.unwrap();
+                json!({"result": body})
+            }
+        })
+        .await;
+
+        eprintln!("2026-07-28 stateless: {calls} sequential echo calls…");
+        let sc = http.client.clone();
+        let surl = url.clone();
+        let t_stateless = latencies(calls, || {
+            let sc = sc.clone();
+            let surl = surl.clone();
+            async move { stateless(&sc, &surl, 1).await }
+        })
+        .await;
+
+        eprintln!("throughput, 16 clients, {secs} s each path…");
+        let deadline = move || Instant::now() + Duration::from_secs(secs);
+        let d = direct.clone();
+        let tp_direct = throughput(16, secs, move |_| {
+            let d = d.clone();
+            let end = deadline();
+            async move {
+                let mut n = 0;
+                while Instant::now() < end { d.request(echo_call(0)).await; n += 1; }
+                n
+            }
+        }).await;
+        let mut clients = Vec::new();
+        for _ in 0..16 {
+            clients.push(Arc::new(Http::connect(&url).await));
+        }
+        let clients = Arc::new(clients);
+        let tp_gw = throughput(16, secs, move |i| {
+            let c = clients[i].clone();
+            let end = deadline();
+            async move {
+                let mut n = 0;
+                while Instant::now() < end {
+                    c.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
+                        "params":{"name":"s0__echo","arguments":{"text":"ping"}}})).await;
+                    n += 1;
+                }
+                n
+            }
+        }).await;
+        let _ = Command::new("kill").args(["-TERM", &gw.id().to_string()]).status();
+        let _ = gw.wait();
+
+        eprintln!("RSS with 10 servers…");
+        let dir10 = tempfile::tempdir().unwrap();
+        let (mut gw10, url10) = start_gateway(dir10.path(), 10, "echo");
+        let h10 = Http::connect(&url10).await;
+        wait_tool(&h10, "__echo", 10).await;
+        for i in 0..10 {
+            h10.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
+                "params":{"name": format!("s{i}__echo"),"arguments":{"text":"x"}}})).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss10 = rss_kib(gw10.id());
+        let _ = Command::new("kill").args(["-TERM", &gw10.id().to_string()]).status();
+        let _ = gw10.wait();
+
+        let row = |name: &str, d: &[Duration], g: &[Duration], p: f64, target: &str| {
+            println!("| {name} | {:.0} µs | {:.0} µs | {:.0} µs | {target} |",
+                us(pct(d, p)), us(pct(g, p)), us(pct(g, p)) - us(pct(d, p)));
+        };
+        println!();
+        println!("gateway bench ({calls} sequential calls per path, 16 clients × {secs} s)");
+        println!("| figure | direct stdio | through /mcp | added | target (added) |");
+        println!("|---|---|---|---|---|");
+        row("latency p50", &t_direct, &t_gw, 0.50, "≤ 30 µs");
+        row("latency p99", &t_direct, &t_gw, 0.99, "≤ 250 µs");
+        row("latency p50, 2026-07-28 stateless", &t_direct, &t_stateless, 0.50, "≤ 30 µs");
+        row("latency p99, 2026-07-28 stateless", &t_direct, &t_stateless, 0.99, "≤ 250 µs");
+        println!("| HTTP floor: GET /healthz p50 / p99 (no MCP) | — | {:.0} / {:.0} µs | — | — |",
+            us(pct(&t_floor, 0.5)), us(pct(&t_floor, 0.99)));
+        println!("| throughput, 16 clients | {tp_direct:.0} calls/s | {tp_gw:.0} calls/s | {:.1}% of direct | ≥ 25% |",
+            100.0 * tp_gw / tp_direct);
+        println!("| gateway RSS, 10 servers running | — | {:.1} MiB | — | ≤ 40 MB |", rss10 as f64 / 1024.0);
+    });
+}
