@@ -114,8 +114,58 @@ async fn mcp_precheck(State(state): State<AppState>, req: Request, next: Next) -
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
         return rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
     }
-    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-        .await
+    // A client that goes away before its response is complete cancels what it asked for.
+    let gone = tokio_util::sync::CancellationToken::new();
+    let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    req.extensions_mut()
+        .insert(crate::mcp::ClientGone(gone.clone()));
+    let (parts, body) = next.run(req).await.into_parts();
+    Response::from_parts(
+        parts,
+        axum::body::Body::new(GuardedBody {
+            inner: body,
+            gone: Some(gone),
+        }),
+    )
+}
+
+/// A response body that fires its token if it is dropped before its last frame was taken.
+struct GuardedBody {
+    inner: axum::body::Body,
+    /// Taken once the body has ended normally.
+    gone: Option<tokio_util::sync::CancellationToken>,
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.gone = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for GuardedBody {
+    fn drop(&mut self) {
+        if let Some(gone) = self.gone.take() {
+            gone.cancel();
+        }
+    }
 }
 
 /// An HTTP error with a stable code: `{"error":{"code","message"}}`.

@@ -36,6 +36,34 @@ pub const HEALTH_TOOL: &str = "switchboard__health_snapshot";
 pub const TELEMETRY_TOOL: &str = "switchboard__telemetry_snapshot";
 const BUILTIN_SERVER: &str = "switchboard";
 
+/// Put into a `/mcp` request's extensions by the HTTP layer: cancelled when the client goes
+/// away before its response is complete.
+#[derive(Debug, Clone)]
+pub struct ClientGone(pub CancellationToken);
+
+/// The token a call should stop on: the client's `notifications/cancelled` (rmcp's `ct`) or
+/// the client disconnecting. The guard stops the watcher when the call is over.
+fn call_cancellation(
+    ctx: &RequestContext<RoleServer>,
+) -> (CancellationToken, Option<tokio::task::JoinHandle<()>>) {
+    let gone = ctx
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|p| p.extensions.get::<ClientGone>())
+        .cloned();
+    let Some(ClientGone(gone)) = gone else {
+        return (ctx.ct.clone(), None);
+    };
+    let cancel = ctx.ct.child_token();
+    let c = cancel.clone();
+    let watcher = tokio::spawn(async move {
+        gone.cancelled().await;
+        tracing::debug!("client went away mid-call; cancelling upstream");
+        c.cancel();
+    });
+    (cancel, Some(watcher))
+}
+
 /// A tool as clients see it.
 #[derive(Debug, Clone)]
 pub struct ExposedTool {
@@ -568,6 +596,7 @@ impl ServerHandler for Handler {
             params["arguments"] = Value::Object(args);
         }
         let relay = ProgressRelay::start(&self.gw, &scope.call_id, &context);
+        let (cancel, watcher) = call_cancellation(&context);
         let answer = up
             .request(
                 "tools/call",
@@ -575,9 +604,12 @@ impl ServerHandler for Handler {
                 &tool.name,
                 replayable,
                 Some(relay.sink.clone()),
-                &context.ct,
+                &cancel,
             )
             .await;
+        if let Some(w) = watcher {
+            w.abort();
+        }
         relay.drain().await;
         match answer {
             Ok(a) => match serde_json::from_value::<CallToolResult>(a.result) {

@@ -479,3 +479,107 @@ async fn metrics_expose_counters_per_server_and_method() {
         "switchboard_request_duration_seconds_count{server=\"fx\",method=\"tools/call\"} 1"
     ));
 }
+
+async fn wait_stderr(gw: &TestGateway, server: &str, needle: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let tail = gw.server(server).await["stderr_tail"].to_string();
+        if tail.contains(needle) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{server} stderr lacks {needle:?}: {tail}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_call_cancels_the_upstream_request() {
+    let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
+    let mut mcp = McpHttp::connect(&gw).await;
+    mcp.wait_tools("fx", |n| n.iter().any(|t| t == "fx__slow"))
+        .await;
+    let caller = McpHttp {
+        session: mcp.session.clone(),
+        next_id: 500,
+        ..McpHttp::new(&gw)
+    };
+    let body = json!({"jsonrpc": "2.0", "id": 501, "method": "tools/call",
+                      "params": {"name": "fx__slow", "arguments": {"steps": 100, "step_ms": 50}}});
+    let pending = tokio::spawn(async move {
+        let resp = caller.post(body.to_string()).send().await.unwrap();
+        resp.text().await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pending.abort(); // the HTTP connection goes away mid-call
+    wait_stderr(&gw, "fx", "cancelled at step").await;
+}
+
+#[tokio::test]
+async fn delete_ends_the_session() {
+    let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
+    let mut mcp = McpHttp::connect(&gw).await;
+    mcp.wait_tools("fx", |n| n.iter().any(|t| t == "fx__echo"))
+        .await;
+    let r = mcp
+        .client
+        .delete(&mcp.url)
+        .header("mcp-session-id", mcp.session.clone().unwrap())
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(mcp.call("fx__echo", json!({"text": "x"})).await.status, 404);
+}
+
+#[tokio::test]
+async fn calls_are_published_as_events_and_stored_for_the_dashboard() {
+    let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
+    let mut mcp = McpHttp::connect(&gw).await;
+    mcp.wait_tools("fx", |n| n.iter().any(|t| t == "fx__slow"))
+        .await;
+    let mut events = gw.events().await;
+    let reply = mcp
+        .request(
+            "tools/call",
+            json!({"name": "fx__slow", "arguments": {"steps": 3, "step_ms": 10},
+                                      "_meta": {"progressToken": 1}}),
+        )
+        .await;
+    assert_eq!(reply.text(), "done after 3 steps");
+    let started = events.next_named("call_started").await;
+    assert_eq!(started["tool"], "fx__slow");
+    assert_eq!(started["server"], "fx");
+    assert!(started["session_id"].is_string(), "{started}");
+    let call_id = started["call_id"].clone();
+    for step in 1..=3 {
+        let p = events.next_named("call_progress").await;
+        assert_eq!(p["call_id"], call_id);
+        assert_eq!(p["progress"], json!(step as f64));
+        assert_eq!(p["message"], format!("step {step} of 3"));
+    }
+    let done = events.next_named("call_finished").await;
+    assert_eq!(done["call_id"], call_id);
+    assert_eq!(done["outcome"], "ok");
+
+    let db = rusqlite::Connection::open(gw.data_dir.join("registry.db")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let row: Option<(String, String, String)> = db
+            .query_row(
+                "SELECT tool_name, server, outcome FROM calls WHERE tool_name = 'fx__slow'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .ok();
+        if let Some(row) = row {
+            assert_eq!(row, ("fx__slow".into(), "fx".into(), "ok".into()));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "call never stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
