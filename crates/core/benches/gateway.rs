@@ -101,19 +101,21 @@ impl Stdio_ {
 /// Streamable HTTP client with its own session.
 struct Http {
     client: reqwest::Client,
+    token: String,
     url: String,
     session: String,
     next: AtomicU64,
 }
 
 impl Http {
-    async fn connect(url: &str) -> Self {
+    async fn connect(url: &str, token: &str) -> Self {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(4)
             .build()
             .unwrap();
         let resp = client
             .post(url)
+            .bearer_auth(token)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .body(json!({"jsonrpc":"2.0","id":0,"method":"initialize",
@@ -128,6 +130,7 @@ impl Http {
         resp.text().await.unwrap();
         let h = Self {
             client,
+            token: token.to_owned(),
             url: url.to_owned(),
             session,
             next: AtomicU64::new(1),
@@ -140,6 +143,7 @@ impl Http {
     async fn post(&self, msg: Value) -> String {
         self.client
             .post(&self.url)
+            .bearer_auth(&self.token)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("mcp-session-id", &self.session)
@@ -168,7 +172,7 @@ impl Http {
 }
 
 /// A 2026-07-28 (stateless) request: no session, protocol data in headers and `_meta`.
-async fn stateless(client: &reqwest::Client, url: &str, id: u64) -> Value {
+async fn stateless(client: &reqwest::Client, token: &str, url: &str, id: u64) -> Value {
     let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
         "name":"s0__echo","arguments":{"text":"ping"},
         "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
@@ -176,6 +180,7 @@ async fn stateless(client: &reqwest::Client, url: &str, id: u64) -> Value {
                  "io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"}}}});
     let text = client
         .post(url)
+        .bearer_auth(token)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2026-07-28")
@@ -217,7 +222,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn start_gateway(dir: &Path, servers: usize, tool: &str) -> (Child, String) {
-    let mut cfg = String::new();
+    let mut cfg = String::from("[auth]\ntoken_store = \"memory\"\n");
     for i in 0..servers {
         cfg.push_str(&format!(
             "[[servers]]\nname = \"s{i}\"\ncommand = \"{FIXTURE}\"\n"
@@ -244,6 +249,28 @@ fn start_gateway(dir: &Path, servers: usize, tool: &str) -> (Child, String) {
         .to_owned();
     let _ = tool;
     (child, format!("{base}/mcp"))
+}
+
+/// Pairs the bench client the way any client does: a code from `switchboard pair`, traded at
+/// `POST /pair`.
+async fn pair(dir: &Path, url: &str) -> String {
+    let out = Command::new(SWITCHBOARD)
+        .args(["pair", "--data-dir"])
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let code = stdout.lines().last().unwrap().to_owned();
+    let body: Value = reqwest::Client::new()
+        .post(url.replace("/mcp", "/pair"))
+        .json(&json!({"code": code, "name": "bench"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["token"].as_str().unwrap().to_owned()
 }
 
 async fn wait_tool(http: &Http, tool: &str, servers: usize) {
@@ -320,7 +347,8 @@ fn main() {
 
         eprintln!("through /mcp: {calls} sequential echo calls…");
         let (mut gw, url) = start_gateway(dir.path(), 1, "echo");
-        let http = Arc::new(Http::connect(&url).await);
+        let token = pair(dir.path(), &url).await;
+        let http = Arc::new(Http::connect(&url, &token).await);
         wait_tool(&http, "__echo", 1).await;
         let h = http.clone();
         let call = || { let h = h.clone(); async move {
@@ -347,7 +375,8 @@ fn main() {
         let t_stateless = latencies(calls, || {
             let sc = sc.clone();
             let surl = surl.clone();
-            async move { stateless(&sc, &surl, 1).await }
+            let token = token.clone();
+            async move { stateless(&sc, &token, &surl, 1).await }
         })
         .await;
 
@@ -365,7 +394,7 @@ fn main() {
         }).await;
         let mut clients = Vec::new();
         for _ in 0..16 {
-            clients.push(Arc::new(Http::connect(&url).await));
+            clients.push(Arc::new(Http::connect(&url, &token).await));
         }
         let clients = Arc::new(clients);
         let tp_gw = throughput(16, secs, move |i| {
@@ -387,7 +416,8 @@ fn main() {
         eprintln!("RSS with 10 servers…");
         let dir10 = tempfile::tempdir().unwrap();
         let (mut gw10, url10) = start_gateway(dir10.path(), 10, "echo");
-        let h10 = Http::connect(&url10).await;
+        let token10 = pair(dir10.path(), &url10).await;
+        let h10 = Http::connect(&url10, &token10).await;
         wait_tool(&h10, "__echo", 10).await;
         for i in 0..10 {
             h10.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",

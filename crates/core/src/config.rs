@@ -24,6 +24,9 @@ pub struct Config {
     pub registration: RegistrationConfig,
     pub http: HttpConfig,
     pub gateway: GatewayConfig,
+    pub auth: AuthConfig,
+    /// Role → allowlist of tools (exact names or globs such as `fs__*`). Empty: locked out.
+    pub roles: BTreeMap<String, Vec<String>>,
     /// The user's MCP servers, supervised and aggregated behind `/mcp`.
     pub servers: Vec<ServerConfig>,
     /// The file this config was read from: watched for live changes to `servers`.
@@ -39,10 +42,49 @@ impl Default for Config {
             registration: RegistrationConfig::default(),
             http: HttpConfig::default(),
             gateway: GatewayConfig::default(),
+            auth: AuthConfig::default(),
+            roles: BTreeMap::new(),
             servers: Vec::new(),
             source: None,
         }
     }
+}
+
+/// Where tokens are kept and which role a client gets by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub token_store: TokenStoreKind,
+    /// Role of clients paired without one. Must be in `[roles]` when that table is given;
+    /// without `[roles]` it may see every tool.
+    pub default_role: String,
+    /// Keychain service name (tests use their own).
+    pub keychain_service: String,
+    /// How long a pairing code is valid.
+    pub code_ttl_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            token_store: TokenStoreKind::Keychain,
+            default_role: "default".into(),
+            keychain_service: "switchboard".into(),
+            code_ttl_ms: 120_000,
+        }
+    }
+}
+
+/// Where token hashes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStoreKind {
+    /// The OS keychain (Secret Service, macOS Keychain, Windows Credential Manager).
+    Keychain,
+    /// `clients.json` (mode 0600) in the data dir: only where there is no keychain.
+    File,
+    /// Nothing survives a restart (tests).
+    Memory,
 }
 
 /// One upstream MCP server: a stdio child process.
@@ -271,8 +313,24 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// Checks what the types cannot: server names and their uniqueness.
+    /// The roles in force: `[roles]`, or a default role that sees every tool.
+    pub fn effective_roles(&self) -> BTreeMap<String, Vec<String>> {
+        if self.roles.is_empty() {
+            BTreeMap::from([(self.auth.default_role.clone(), vec!["*".to_owned()])])
+        } else {
+            self.roles.clone()
+        }
+    }
+
+    /// Checks what the types cannot: server names and their uniqueness, the default role.
     pub fn validate(&self) -> Result<(), String> {
+        if !self.roles.is_empty() && !self.roles.contains_key(&self.auth.default_role) {
+            return Err(format!(
+                "auth.default_role {:?} is not in [roles] (roles: {})",
+                self.auth.default_role,
+                self.roles.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for s in &self.servers {
             validate_server_name(&s.name)?;

@@ -68,6 +68,10 @@ pub enum HubEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A client traded a pairing code for a token.
+    ClientPaired { name: String, role: String },
+    /// A client's token was revoked.
+    ClientUnpaired { name: String },
     /// This subscriber fell behind and `missed` events were dropped for it.
     Lagged { missed: u64 },
 }
@@ -85,6 +89,8 @@ impl HubEvent {
             Self::CallStarted { .. } => "call_started",
             Self::CallProgress { .. } => "call_progress",
             Self::CallFinished { .. } => "call_finished",
+            Self::ClientPaired { .. } => "client_paired",
+            Self::ClientUnpaired { .. } => "client_unpaired",
             Self::Lagged { .. } => "lagged",
         }
     }

@@ -14,6 +14,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use std::future::Future as _;
+
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
 
@@ -35,21 +37,104 @@ impl FromRef<AppState> for Arc<RegistrationServer> {
 
 /// The whole HTTP app. Pure: tests drive it with `oneshot`, `serve` mounts it.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/ws/mcp", get(registration::upgrade))
+    // Everything that can reach a tool or show what tools do needs a paired token.
+    let protected = Router::new()
         .route("/api/projects", get(projects))
         .route("/api/events", get(events))
         .route("/api/servers", get(servers))
+        .route("/api/clients", get(clients))
+        .route("/api/clients/{name}", axum::routing::delete(unpair_client))
         .route("/metrics", get(metrics))
         .merge(
             Router::new()
                 .nest_service("/mcp", mcp_service(&state))
-                .layer(middleware::from_fn_with_state(state.clone(), mcp_precheck)),
+                .layer(middleware::from_fn_with_state(state.clone(), mcp_precheck))
+                .layer(middleware::from_fn_with_state(state.clone(), mcp_sessions)),
         )
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/ws/mcp", get(registration::upgrade))
+        .route("/pair", axum::routing::post(crate::pairing::pair))
+        .merge(protected)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), local_only))
         .with_state(state)
+}
+
+/// The bearer token of a request: `Authorization: Bearer`, else the WebSocket subprotocol
+/// `bearer.<token>` (browsers cannot set headers on WebSockets).
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some(t) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+    {
+        return Some(t.trim().to_owned());
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .map(str::trim)
+                .find_map(|p| p.strip_prefix("bearer."))
+                .map(str::to_owned)
+        })
+}
+
+async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let unauthorized = |code: &'static str, message: &str| {
+        let mut r = ApiError::new(StatusCode::UNAUTHORIZED, code, message).into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"switchboard\""),
+        );
+        r
+    };
+    let Some(token) = bearer(req.headers()) else {
+        return unauthorized(
+            "token_required",
+            "a token is required: pair this client (ask for a code with `switchboard pair`, \
+             then POST it to /pair) and send `Authorization: Bearer <token>`",
+        );
+    };
+    let Some(caller) = state.0.auth.verify(&token) else {
+        return unauthorized(
+            "token_invalid",
+            "this token is not paired (it may have been revoked)",
+        );
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+async fn clients(State(state): State<AppState>) -> Json<Vec<crate::auth::ClientView>> {
+    Json(state.0.auth.clients())
+}
+
+/// `DELETE /api/clients/{name}`: unpair.
+async fn unpair_client(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    match crate::pairing::unpair(&state.0, &name).await {
+        Ok(true) => Json(json!({"unpaired": name})).into_response(),
+        Ok(false) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_client",
+            format!("no paired client named {name:?}"),
+        )
+        .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "token_store",
+            e.to_string(),
+        )
+        .into_response(),
+    }
 }
 
 /// rmcp's Streamable HTTP service (2025-11-25 sessions and 2026-07-28 stateless) around our
@@ -61,19 +146,15 @@ fn mcp_service(
     rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
 > {
     use rmcp::transport::streamable_http_server::{
-        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+        StreamableHttpServerConfig, StreamableHttpService,
     };
     let hub = &state.0;
-    let handler = hub.mcp.handler();
+    let handler = hub.mcp.handler(hub.auth.roles().clone());
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
         .with_cancellation_token(hub.shutdown.child_token())
         .with_max_request_body_bytes(hub.gateway_config.max_body_bytes);
-    StreamableHttpService::new(
-        move || Ok(handler.clone()),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    )
+    StreamableHttpService::new(move || Ok(handler.clone()), hub.sessions.clone(), config)
 }
 
 /// Checks a POST to `/mcp` before rmcp sees it: a body over the limit is 413, a body that is
@@ -119,7 +200,8 @@ async fn mcp_precheck(State(state): State<AppState>, req: Request, next: Next) -
     let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
     req.extensions_mut()
         .insert(crate::mcp::ClientGone(gone.clone()));
-    let (parts, body) = next.run(req).await.into_parts();
+    let resp = next.run(req).await;
+    let (parts, body) = resp.into_parts();
     Response::from_parts(
         parts,
         axum::body::Body::new(GuardedBody {
@@ -127,6 +209,66 @@ async fn mcp_precheck(State(state): State<AppState>, req: Request, next: Next) -
             gone: Some(gone),
         }),
     )
+}
+
+/// Ties `/mcp` sessions to the client that opened them: another client's session id is
+/// refused (404, as if unknown); new session ids are remembered so that unpairing closes them;
+/// every response stream ends when the client is unpaired.
+async fn mcp_sessions(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(caller) = req.extensions().get::<crate::auth::Caller>().cloned() else {
+        return next.run(req).await;
+    };
+    let auth = &state.0.auth;
+    if let Some(sid) = req
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        && auth.session_of_other(&caller.name, sid)
+    {
+        return ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "no such session")
+            .into_response();
+    }
+    let resp = next.run(req).await;
+    if let Some(sid) = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        auth.note_session(&caller.name, sid);
+    }
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(
+        parts,
+        axum::body::Body::new(RevocableBody {
+            inner: body,
+            revoked: Box::pin(caller.revoked.cancelled_owned()),
+        }),
+    )
+}
+
+/// A response body that ends as soon as its client is unpaired.
+struct RevocableBody {
+    inner: axum::body::Body,
+    revoked: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl http_body::Body for RevocableBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.revoked.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
 }
 
 /// A response body that fires its token if it is dropped before its last frame was taken.
@@ -213,6 +355,10 @@ const WEBVIEW_ORIGINS: [&str; 3] = [
 ];
 
 impl LocalGuard {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn new(port: u16, extra_origins: Vec<String>) -> Self {
         Self {
             port,

@@ -12,13 +12,16 @@
 //! - [`mcp`]: the MCP gateway: one aggregated server behind `/mcp`, built on rmcp.
 //! - [`telemetry`]: per-call records (`telemetry.jsonl`, SQLite), counters, `/metrics`.
 //! - [`import`]: servers from Claude Desktop / Cursor configs into ours.
+//! - [`auth`]: pairing codes, tokens (hashes in the OS keychain), roles and allowlists.
 //! - [`config`]: the TOML config and the platform directories.
 
+pub mod auth;
 pub mod config;
 pub mod events;
 pub mod http;
 pub mod import;
 pub mod mcp;
+pub mod pairing;
 pub mod registration;
 pub mod server;
 pub mod store;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switchboard_core::{Config, serve};
+use switchboard_core::Config;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -33,6 +33,25 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Issue a one-time pairing code (valid 2 minutes) from the running gateway.
+    Pair {
+        /// Role the paired client gets [default: the configured default role]
+        #[arg(long)]
+        role: Option<String>,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Revoke a paired client's token and close its sessions.
+    Unpair {
+        name: String,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// List paired clients.
+    Clients {
+        #[command(flatten)]
+        place: Place,
+    },
     /// Add the MCP servers of a Claude Desktop or Cursor config to Switchboard's config.
     Import {
         /// claude_desktop_config.json or mcp.json [default: every one found on this machine]
@@ -41,6 +60,26 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+/// Which running gateway to talk to: the one using this data dir.
+#[derive(Debug, clap::Args)]
+struct Place {
+    /// Config file [default: the platform config file]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data dir of the running gateway [default: from the config, else the platform's]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl Place {
+    fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(d) = &self.data_dir {
+            return Ok(d.clone());
+        }
+        Ok(Config::load(self.config.as_deref())?.resolved_data_dir()?)
+    }
 }
 
 fn main() -> ExitCode {
@@ -66,6 +105,17 @@ fn main() -> ExitCode {
             data_dir,
         } => runtime.block_on(run_serve(listen, config, data_dir)),
         Command::Import { files, config } => run_import(files, config),
+        Command::Pair { role, place } => runtime.block_on(run_control(
+            &place,
+            serde_json::json!({"op": "pair", "role": role}),
+        )),
+        Command::Unpair { name, place } => runtime.block_on(run_control(
+            &place,
+            serde_json::json!({"op": "unpair", "name": name}),
+        )),
+        Command::Clients { place } => {
+            runtime.block_on(run_control(&place, serde_json::json!({"op": "clients"})))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,10 +157,52 @@ async fn run_serve(
     let local = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    // The one line on stdout: scripts and the bench read the address from it.
+    let gateway = switchboard_core::Gateway::open(&config, local, shutdown).await?;
+    // The one line on stdout, once the gateway is open: scripts read the address from it.
     println!("Switchboard listening on http://{local}");
-    serve(listener, config, shutdown).await?;
+    gateway.run(listener).await?;
     Ok(())
+}
+
+#[cfg(unix)]
+async fn run_control(place: &Place, req: serde_json::Value) -> anyhow::Result<()> {
+    let op = req["op"].as_str().unwrap_or_default().to_owned();
+    let reply = switchboard_core::pairing::control(&place.data_dir()?, req)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if reply["ok"] != true {
+        anyhow::bail!("{}", reply["error"].as_str().unwrap_or("failed"));
+    }
+    match op.as_str() {
+        "pair" => {
+            println!(
+                "Pairing code, valid {} s. In the client: POST {} with header X-Pairing-Code (or {{\"code\", \"name\"}}).",
+                reply["expires_in_s"],
+                reply["pair_url"].as_str().unwrap_or("/pair")
+            );
+            // the code alone on the last line, for scripts
+            println!("{}", reply["code"].as_str().unwrap_or_default());
+        }
+        "unpair" => println!(
+            "unpaired {}",
+            reply["unpaired"].as_str().unwrap_or_default()
+        ),
+        _ => {
+            for c in reply["clients"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{}\t{}",
+                    c["name"].as_str().unwrap_or_default(),
+                    c["role"].as_str().unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn run_control(_place: &Place, _req: serde_json::Value) -> anyhow::Result<()> {
+    anyhow::bail!("the control socket is not available on this platform yet; pair from the tray")
 }
 
 fn run_import(files: Vec<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {

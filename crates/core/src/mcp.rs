@@ -318,9 +318,12 @@ impl McpGateway {
         })
     }
 
-    /// The rmcp handler for one client session.
-    pub fn handler(&self) -> Handler {
-        Handler { gw: self.clone() }
+    /// The rmcp handler for client sessions; `roles` decide what each caller sees.
+    pub fn handler(&self, roles: crate::auth::Roles) -> Handler {
+        Handler {
+            gw: self.clone(),
+            roles: Arc::new(roles),
+        }
     }
 
     fn record(&self, rec: &CallRecord) {
@@ -510,9 +513,46 @@ impl ProgressRelay {
 #[derive(Debug, Clone)]
 pub struct Handler {
     gw: McpGateway,
+    roles: Arc<crate::auth::Roles>,
+}
+
+/// JSON-RPC code for a call the caller's role does not allow.
+pub const FORBIDDEN: i64 = -32003;
+
+/// The paired client behind a request (put there by the auth middleware).
+fn caller(ctx: &RequestContext<RoleServer>) -> Option<crate::auth::Caller> {
+    ctx.extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|p| p.extensions.get::<crate::auth::Caller>())
+        .cloned()
 }
 
 impl Handler {
+    /// Whether the caller's role allows `name` (fails closed without a caller).
+    fn allowed(&self, ctx: &RequestContext<RoleServer>, name: &str) -> Result<(), ErrorData> {
+        let Some(c) = caller(ctx) else {
+            return Err(error_data(-32001, "authentication required", None));
+        };
+        if self.roles.allows(&c.role, name) {
+            Ok(())
+        } else {
+            Err(error_data(
+                FORBIDDEN,
+                format!("tool '{name}' is not allowed for role '{}'", c.role),
+                None,
+            ))
+        }
+    }
+
+    /// A role with an empty (or no) allowlist sees nothing, resources included.
+    fn locked_out(&self, ctx: &RequestContext<RoleServer>) -> bool {
+        caller(ctx).is_none_or(|c| self.roles.roles.get(&c.role).is_none_or(Vec::is_empty))
+    }
+
+    fn visible(&self, ctx: &RequestContext<RoleServer>, name: &str) -> bool {
+        self.allowed(ctx, name).is_ok()
+    }
+
     async fn builtin(&self, name: &str, ctx: &RequestContext<RoleServer>) -> CallToolResult {
         let scope = CallScope::begin(&self.gw, ctx, "tools/call", name, BUILTIN_SERVER);
         let value = if name == HEALTH_TOOL {
@@ -567,10 +607,11 @@ impl ServerHandler for Handler {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let mut tools: Vec<Tool> = self.gw.tools().into_iter().map(|t| t.tool).collect();
         tools.extend(builtin_tools());
+        tools.retain(|t| self.visible(&context, &t.name));
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -580,6 +621,15 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.to_string();
+        if let Err(refused) = self.allowed(&context, &name) {
+            // refused here: it never reaches a server
+            let scope = CallScope::begin(&self.gw, &context, "tools/call", &name, BUILTIN_SERVER);
+            scope.finish(
+                0,
+                Some((i64::from(refused.code.0), refused.message.to_string())),
+            );
+            return Err(refused);
+        }
         if name == HEALTH_TOOL || name == TELEMETRY_TOOL {
             return Ok(self.builtin(&name, &context).await.into());
         }
@@ -656,6 +706,9 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
+        if self.locked_out(&context) {
+            return Ok(ListResourcesResult::with_all_items(Vec::new()));
+        }
         let mut all = Vec::new();
         let mut owners = HashMap::new();
         for up in self.gw.upstreams() {
@@ -744,6 +797,9 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let uri = request.uri.clone();
+        if self.locked_out(&context) {
+            return Err(error_data(FORBIDDEN, "this role is locked out", None));
+        }
         let owner = self
             .gw
             .inner
@@ -831,7 +887,9 @@ impl ServerHandler for Handler {
             {
                 if let Ok(mut prompt) = serde_json::from_value::<Prompt>(p) {
                     prompt.name = names::exposed(up.name(), &prompt.name);
-                    all.push(prompt);
+                    if self.visible(&context, &prompt.name) {
+                        all.push(prompt);
+                    }
                 }
             }
         }
@@ -844,6 +902,7 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let name = request.name.clone();
+        self.allowed(&context, &name)?;
         let Some((server, prompt)) = names::split(&name) else {
             return Err(error_data(-32602, format!("unknown prompt '{name}'"), None));
         };

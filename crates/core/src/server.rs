@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConfigError};
+use crate::auth::store::{FileTokenStore, MemoryTokenStore, TokenStore, TokenStoreError};
+use crate::auth::{Auth, Roles};
+use crate::config::{Config, ConfigError, TokenStoreKind};
 use crate::events::{self, EventBus};
 use crate::http::{AppState, LocalGuard, router};
 use crate::mcp::McpGateway;
@@ -39,6 +41,11 @@ pub enum ServeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot use the token store ({store}): {error}")]
+    Tokens {
+        store: String,
+        error: TokenStoreError,
+    },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -49,6 +56,10 @@ pub(crate) struct Hub {
     pub(crate) bus: EventBus,
     pub(crate) registration: Arc<RegistrationServer>,
     pub(crate) mcp: McpGateway,
+    pub(crate) auth: Auth,
+    /// rmcp's sessions behind `/mcp`, so that unpairing can close a client's sessions.
+    pub(crate) sessions:
+        Arc<rmcp::transport::streamable_http_server::session::local::LocalSessionManager>,
     pub(crate) gateway_config: crate::config::GatewayConfig,
     pub(crate) guard: LocalGuard,
     pub(crate) started: Instant,
@@ -66,8 +77,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Opens the data dir and the registry for a server that will listen on `local`.
-    pub fn open(
+    /// Opens the data dir, the registry and the token store for a server that will listen on
+    /// `local`.
+    pub async fn open(
         config: &Config,
         local: SocketAddr,
         shutdown: CancellationToken,
@@ -102,6 +114,20 @@ impl Gateway {
             shutdown.clone(),
             tasks.clone(),
         ));
+        // Tokens before servers: a gateway that cannot authenticate starts no children.
+        let store = token_store(config, &data_dir).await?;
+        let roles = Roles {
+            default_role: config.auth.default_role.clone(),
+            roles: config.effective_roles(),
+            code_ttl: Duration::from_millis(config.auth.code_ttl_ms.max(1)),
+        };
+        let auth = Auth::open(store.clone(), roles, bus.clone())
+            .await
+            .map_err(|error| ServeError::Tokens {
+                store: store.describe(),
+                error,
+            })?;
+        tracing::info!(store = %auth.store_description(), clients = auth.clients().len(), "tokens");
         let mcp = McpGateway::new(
             &config.servers,
             config.gateway.clone(),
@@ -117,6 +143,8 @@ impl Gateway {
             bus,
             registration,
             mcp,
+            auth,
+            sessions: Arc::new(Default::default()),
             gateway_config: config.gateway.clone(),
             guard: LocalGuard::new(local.port(), config.http.allowed_origins.clone()),
             started: Instant::now(),
@@ -146,6 +174,12 @@ impl Gateway {
     /// Serves until the shutdown token is cancelled, then drains.
     pub async fn run(self, listener: TcpListener) -> Result<(), ServeError> {
         let shutdown = self.hub.shutdown.clone();
+        #[cfg(unix)]
+        self.tasks.spawn(crate::pairing::serve_control(
+            self.data_dir.join(crate::pairing::CONTROL_SOCKET),
+            self.hub.clone(),
+            shutdown.clone(),
+        ));
         let app =
             router(AppState(self.hub.clone())).into_make_service_with_connect_info::<SocketAddr>();
         // No Nagle: responses (SSE especially) are written in small pieces, and waiting for
@@ -232,5 +266,58 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let local = listener.local_addr()?;
-    Gateway::open(&config, local, shutdown)?.run(listener).await
+    Gateway::open(&config, local, shutdown)
+        .await?
+        .run(listener)
+        .await
+}
+
+impl Gateway {
+    /// The address clients use, for the startup line.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.hub.guard.port())
+    }
+}
+
+/// The token store the config asks for.
+async fn token_store(
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn TokenStore>, ServeError> {
+    Ok(match config.auth.token_store {
+        TokenStoreKind::Memory => Arc::new(MemoryTokenStore::default()),
+        TokenStoreKind::File => {
+            let path = data_dir.join("clients.json");
+            tracing::warn!(path = %path.display(), "token hashes kept in a file (token_store = \"file\"), not in the OS keychain");
+            Arc::new(FileTokenStore::new(&path))
+        }
+        TokenStoreKind::Keychain => keychain_store(config).await?,
+    })
+}
+
+/// The OS keychain store, probed now (off the runtime, bounded) so that a missing or locked
+/// keychain is reported at startup rather than at the first pairing.
+async fn keychain_store(config: &Config) -> Result<Arc<dyn TokenStore>, ServeError> {
+    let store = Arc::new(crate::auth::keychain::KeychainTokenStore::new(
+        &config.auth.keychain_service,
+    ));
+    let probe = store.clone();
+    let checked = tokio::time::timeout(
+        crate::auth::STORE_TIMEOUT,
+        tokio::task::spawn_blocking(move || probe.probe()),
+    )
+    .await;
+    let error = match checked {
+        Ok(Ok(Ok(()))) => return Ok(store),
+        Ok(Ok(Err(e))) => e,
+        Ok(Err(e)) => TokenStoreError::Io(e.to_string()),
+        Err(_) => TokenStoreError::Locked(format!(
+            "the keychain did not answer within {} s; is it locked? Unlock it and restart",
+            crate::auth::STORE_TIMEOUT.as_secs()
+        )),
+    };
+    Err(ServeError::Tokens {
+        store: store.describe(),
+        error,
+    })
 }

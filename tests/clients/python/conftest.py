@@ -2,6 +2,8 @@
 
 Starts a Switchboard gateway (`$SWITCHBOARD_BIN serve`) as a child process on a fresh TOML config
 in a temp dir, hands its /mcp URL to the tests, and always stops it (SIGTERM, then SIGKILL).
+Tokens live in memory (`[auth] token_store = "memory"`); clients pair for real: a code from
+`switchboard pair --data-dir ...`, traded for a bearer token at `POST /pair` (`Gateway.pair`).
 Every wait is bounded, so a broken gateway fails a test instead of hanging it. When a test that
 used a gateway fails, the gateway's stderr is attached to the report.
 
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,15 @@ CLIENTS_DIR = Path(__file__).resolve().parent.parent
 
 STARTUP_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
+CLI_TIMEOUT_S = 10.0
+HTTP_TIMEOUT_S = 10.0
+
+# The roles every test gateway knows: `default` sees every tool, `reader` two, `locked` none.
+ROLES: dict[str, list[str]] = {
+    "default": ["*"],
+    "reader": ["fixture__echo", "switchboard__health_snapshot"],
+    "locked": [],
+}
 
 LISTENING_RE = re.compile(r"^Switchboard listening on (http://127\.0\.0\.1:\d+)$")
 
@@ -62,7 +74,7 @@ def _toml_string(value: str) -> str:
     return json.dumps(str(value))
 
 
-def config_toml(servers: list[dict]) -> str:
+def config_toml(servers: list[dict], roles: dict[str, list[str]] | None = None, default_role: str = "default") -> str:
     blocks = []
     for s in servers:
         args = ", ".join(_toml_string(a) for a in s.get("args", []))
@@ -72,7 +84,30 @@ def config_toml(servers: list[dict]) -> str:
             f"command = {_toml_string(s['command'])}\n"
             f"args = [{args}]\n"
         )
+    blocks.append(f'[auth]\ntoken_store = "memory"\ndefault_role = {_toml_string(default_role)}\n')
+    role_lines = "".join(
+        f"{role} = [{', '.join(_toml_string(t) for t in tools)}]\n" for role, tools in (roles or ROLES).items()
+    )
+    blocks.append(f"[roles]\n{role_lines}")
     return "\n".join(blocks)
+
+
+class PairingError(RuntimeError):
+    pass
+
+
+def run_cli(args: list[str], timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Runs `$SWITCHBOARD_BIN <args>` (killed after `timeout`); the exit code is not checked."""
+    env = dict(os.environ)
+    env["NO_COLOR"] = "1"
+    return subprocess.run(
+        [gateway_bin(), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @dataclass
@@ -82,7 +117,9 @@ class Gateway:
     proc: subprocess.Popen
     dir: Path
     log_path: Path
+    data_dir: Path
     url: str = ""
+    _api_token: str | None = field(default=None, repr=False)
     exit: tuple[int | None, bool] | None = field(default=None)  # (returncode, forced)
 
     @property
@@ -98,13 +135,71 @@ class Gateway:
         skipped = f"({len(lines) - last} earlier lines left out)\n" if len(lines) > last else ""
         return skipped + "\n".join(lines[-last:])
 
+    def pairing_code(self, role: str | None = None) -> str:
+        """A one-time code from `switchboard pair` (the last line of its stdout). Blocking."""
+        args = ["pair", "--data-dir", str(self.data_dir)] + (["--role", role] if role else [])
+        res = run_cli(args)
+        lines = [line.strip() for line in res.stdout.splitlines() if line.strip()]
+        code = lines[-1] if lines else ""
+        if res.returncode != 0 or not re.fullmatch(r"\d{6}", code):
+            raise PairingError(
+                f"switchboard {' '.join(args)} exited {res.returncode} without a 6-digit code on its last "
+                f"stdout line\nstdout: {res.stdout}\nstderr: {res.stderr}"
+            )
+        return code
+
+    def post_pair(self, body: dict) -> tuple[int, dict | str]:
+        """POST /pair with a JSON body; returns (status, JSON body or raw text). Blocking."""
+        req = urllib.request.Request(
+            f"{self.url}/pair",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as res:
+                status, raw = res.status, res.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode(errors="replace")
+
+    def pair(self, name: str, role: str | None = None) -> dict:
+        """Pairs a client for real (`switchboard pair`, then POST /pair). Returns the /pair answer:
+        {"paired", "token", "name" (made unique by the gateway), "role", "client_config"}. Blocking."""
+        code = self.pairing_code(role)
+        status, body = self.post_pair({"code": code, "name": name})
+        if status != 200 or not isinstance(body, dict) or body.get("paired") is not True:
+            raise PairingError(f"POST /pair answered {status}: {body}")
+        if not re.fullmatch(r"sb_[0-9a-f]{64}", str(body.get("token", ""))):
+            raise PairingError(f"unexpected token in the POST /pair answer: {body}")
+        return body
+
+    def unpair(self, name: str) -> None:
+        """`switchboard unpair <name>`: revokes the client's token and closes its sessions. Blocking."""
+        args = ["unpair", name, "--data-dir", str(self.data_dir)]
+        res = run_cli(args)
+        if res.returncode != 0:
+            raise PairingError(f"switchboard {' '.join(args)} exited {res.returncode}\n{res.stdout}\n{res.stderr}")
+
+    def api_token(self) -> str:
+        """A default-role token for the gateway's HTTP API, paired on first use. Blocking."""
+        if self._api_token is None:
+            self._api_token = self.pair("switchboard-e2e-py-api")["token"]
+        return self._api_token
+
     def upstream_stderr(self, server: str) -> list[str] | None:
         """The stderr tail the gateway keeps for upstream `server` (`GET /api/servers`), or None
         when the gateway does not expose one (checks that use it are then skipped). Blocking."""
         try:
-            with urllib.request.urlopen(f"{self.url}/api/servers", timeout=10) as res:
+            req = urllib.request.Request(
+                f"{self.url}/api/servers", headers={"Authorization": f"Bearer {self.api_token()}"}
+            )
+            with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as res:
                 body = json.load(res)
-        except (OSError, ValueError):
+        except (OSError, ValueError, PairingError, subprocess.TimeoutExpired):
             return None
         for s in body.get("servers", []) if isinstance(body, dict) else []:
             if s.get("name") == server and isinstance(s.get("stderr_tail"), list):
@@ -144,7 +239,7 @@ def start_gateway(servers: list[dict]) -> Gateway:
             stderr=log,
             env=env,
         )
-    gw = Gateway(proc=proc, dir=tmp, log_path=log_path)
+    gw = Gateway(proc=proc, dir=tmp, log_path=log_path, data_dir=tmp / "data")
 
     lines: queue.Queue[str | None] = queue.Queue()
 

@@ -3,16 +3,21 @@ with two upstream stdio servers, switchboard-fixture and server-everything.
 
 Each test runs twice: `legacy` (initialize handshake, protocol 2025-11-25 with sessions) and
 `auto` (the SDK's default: probes `server/discover` and uses 2026-07-28 when the server offers it).
+Every client pairs for real (`switchboard pair`, then POST /pair) and sends its token as
+`Authorization: Bearer` on every request, through an httpx2 client handed to the SDK's transport.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client, MCPError
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
 from conftest import Gateway, cleanup_gateway, fixture_server, start_gateway
@@ -56,13 +61,26 @@ def run(fn: Callable[[], Awaitable[None]], timeout: float = TEST_TIMEOUT_S) -> N
         raise leaf.with_traceback(leaf.__traceback__) from None
 
 
-def connect(gw: Gateway, mode: str) -> Client:
+@asynccontextmanager
+async def bearer_transport(url: str, token: str) -> AsyncIterator:
+    """The SDK's Streamable HTTP transport over an httpx2 client that sends `Authorization: Bearer`
+    on every request (POST, the GET stream and the closing DELETE), closed on exit."""
+    timeout = httpx2.Timeout(30.0, read=300.0)  # the SDK's defaults (create_mcp_http_client)
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=timeout) as http:
+        async with streamable_http_client(url, http_client=http) as streams:
+            yield streams
+
+
+def connect(gw: Gateway, mode: str, role: str | None = None, name: str = "switchboard-e2e-py") -> Client:
     """An SDK client for the gateway's /mcp endpoint, to use as `async with connect(...) as client`.
 
+    Pairs a new client first (with `role`, else the default role; blocking, bounded by the CLI and
+    HTTP timeouts), then sends its token on every request.
     Its requests (the handshake included) time out after REQUEST_TIMEOUT_S; the whole test after
     TEST_TIMEOUT_S (a cancel scope cannot wrap `__aenter__` alone: the client's task group lives on).
     """
-    return Client(gw.mcp_url, mode=mode, read_timeout_seconds=REQUEST_TIMEOUT_S)
+    token = gw.pair(f"{name}-{mode}", role)["token"]
+    return Client(bearer_transport(gw.mcp_url, token), mode=mode, read_timeout_seconds=REQUEST_TIMEOUT_S)
 
 
 async def list_all_tools(client: Client) -> list:
@@ -249,6 +267,29 @@ def test_health_snapshot(gateway: Gateway, mode: str) -> None:
             assert res.content or res.structured_content, f"empty health snapshot: {res}"
             if res.content:
                 assert any(isinstance(c, TextContent) and c.text.strip() for c in res.content) or res.structured_content
+
+    run(body)
+
+
+def test_reader_role_is_refused_other_tools(gateway: Gateway, mode: str) -> None:
+    """A `reader` client lists only its allowlist, and a call outside it is a JSON-RPC error."""
+
+    async def body() -> None:
+        # Wait as a default client until the upstreams are up, so the reader's list is complete.
+        async with connect(gateway, mode) as client:
+            await wait_for_tools(client, EXPECTED_TOOLS)
+        async with connect(gateway, mode, role="reader", name="switchboard-e2e-py-reader") as client:
+            names = sorted(t.name for t in await list_all_tools(client))
+            assert names == ["fixture__echo", "switchboard__health_snapshot"]
+
+            with pytest.raises(MCPError) as raised:
+                await call(client, "fixture__add", {"a": 2, "b": 3})
+            assert raised.value.error.message == "tool 'fixture__add' is not allowed for role 'reader'"
+            assert raised.value.error.code == -32003
+
+            res = await call(client, "fixture__echo", {"text": "reader may echo"})
+            assert not res.is_error
+            assert text_of(res) == "reader may echo"
 
     run(body)
 

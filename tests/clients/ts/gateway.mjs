@@ -66,18 +66,36 @@ export function fixtureServer(name = 'fixture', args = []) {
 // TOML basic strings accept JSON's escapes (\" \\ \n \t \uXXXX), so JSON.stringify quotes them.
 const tomlString = (s) => JSON.stringify(String(s));
 
-export function configToml(servers) {
-  return servers
-    .map((s) =>
-      [
-        '[[servers]]',
-        `name = ${tomlString(s.name)}`,
-        `command = ${tomlString(s.command)}`,
-        `args = [${(s.args ?? []).map(tomlString).join(', ')}]`,
-        '',
-      ].join('\n'),
-    )
-    .join('\n');
+/**
+ * The roles every test gateway knows: `default` sees every tool, `reader` two of them, `locked`
+ * none. Clients pair with the default role unless they ask for another.
+ */
+export const ROLES = {
+  default: ['*'],
+  reader: ['fixture__echo', 'switchboard__health_snapshot'],
+  locked: [],
+};
+
+export function configToml(servers, { roles = ROLES, defaultRole = 'default' } = {}) {
+  const blocks = servers.map((s) =>
+    [
+      '[[servers]]',
+      `name = ${tomlString(s.name)}`,
+      `command = ${tomlString(s.command)}`,
+      `args = [${(s.args ?? []).map(tomlString).join(', ')}]`,
+      '',
+    ].join('\n'),
+  );
+  // Tokens live in memory: every test gateway starts with no paired clients.
+  blocks.push(['[auth]', 'token_store = "memory"', `default_role = ${tomlString(defaultRole)}`, ''].join('\n'));
+  blocks.push(
+    [
+      '[roles]',
+      ...Object.entries(roles).map(([role, tools]) => `${role} = [${tools.map(tomlString).join(', ')}]`),
+      '',
+    ].join('\n'),
+  );
+  return blocks.join('\n');
 }
 
 function withTimeout(promise, ms, what) {
@@ -95,11 +113,11 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * Resolves once the gateway printed its listening line; the returned handle's `stop()` must be
  * called (in an `after`/`finally`), and is safe to call more than once.
  */
-export async function startGateway(servers) {
+export async function startGateway(servers, configOptions) {
   const dir = await mkdtemp(join(tmpdir(), 'switchboard-e2e-'));
   const configPath = join(dir, 'config.toml');
   const dataDir = join(dir, 'data');
-  await writeFile(configPath, configToml(servers));
+  await writeFile(configPath, configToml(servers, configOptions));
 
   const child = spawn(
     gatewayBin(),
@@ -125,6 +143,7 @@ export async function startGateway(servers) {
   const gw = {
     dir,
     configPath,
+    dataDir,
     child,
     pid: child.pid,
     url: undefined,
@@ -132,6 +151,7 @@ export async function startGateway(servers) {
     exited,
     logs: () => stderr,
     stopped: undefined,
+    apiToken: undefined,
     /** SIGTERM, then SIGKILL after STOP_TIMEOUT_MS; resolves to {code, signal, forced}. */
     stop() {
       if (!gw.stopped) {
@@ -191,14 +211,131 @@ export async function startGateway(servers) {
   }
 }
 
-/** A connected SDK client for the gateway's /mcp endpoint. */
-export async function connectClient(gw, name = 'switchboard-e2e-ts') {
+/**
+ * Runs `$SWITCHBOARD_BIN <args>` to completion (killed after `timeoutMs`); resolves to
+ * {code, signal, stdout, stderr}. Never rejects for a non-zero exit: callers check `code`.
+ */
+export function runCli(args, timeoutMs = REQUEST_TIMEOUT_MS) {
+  return new Promise((resolveRun, reject) => {
+    const child = spawn(gatewayBin(), args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NO_COLOR: '1' },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', (c) => (stdout += c));
+    child.stderr.on('data', (c) => (stderr += c));
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      if (timedOut) {
+        reject(
+          new Error(`switchboard ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`),
+        );
+      } else {
+        resolveRun({ code, signal, stdout, stderr });
+      }
+    });
+  });
+}
+
+/** A one-time pairing code from `switchboard pair` (its last stdout line), for `role` if given. */
+export async function pairingCode(gw, role) {
+  const args = ['pair', '--data-dir', gw.dataDir, ...(role ? ['--role', role] : [])];
+  const res = await runCli(args);
+  const lines = res.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+  const last = lines.at(-1) ?? '';
+  if (res.code !== 0 || !/^\d{6}$/.test(last)) {
+    throw new Error(
+      `switchboard ${args.join(' ')} exited ${res.code} (signal ${res.signal}) without a 6-digit code ` +
+        `on its last stdout line\nstdout: ${res.stdout}\nstderr: ${res.stderr}`,
+    );
+  }
+  return last;
+}
+
+/** POST /pair {code, name}; resolves to the Response (not checked). */
+export function postPair(gw, body) {
+  return fetch(`${gw.url}/pair`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  });
+}
+
+/**
+ * Pairs a client for real: a code from `switchboard pair [--role role]`, traded at POST /pair.
+ * Resolves to the /pair answer: {paired, token, name (made unique by the gateway), role, ...}.
+ */
+export async function pair(gw, name, role) {
+  const code = await pairingCode(gw, role);
+  const res = await postPair(gw, { code, name });
+  const text = await res.text();
+  if (res.status !== 200) {
+    throw new Error(`POST /pair answered ${res.status}: ${text}`);
+  }
+  const body = JSON.parse(text);
+  if (body.paired !== true || !/^sb_[0-9a-f]{64}$/.test(body.token ?? '')) {
+    throw new Error(`unexpected POST /pair answer: ${text}`);
+  }
+  return body;
+}
+
+/** `switchboard unpair <name>`: revokes the client's token and closes its sessions. */
+export async function unpair(gw, name) {
+  const args = ['unpair', name, '--data-dir', gw.dataDir];
+  const res = await runCli(args);
+  if (res.code !== 0) {
+    throw new Error(`switchboard ${args.join(' ')} exited ${res.code}\nstdout: ${res.stdout}\nstderr: ${res.stderr}`);
+  }
+  return res;
+}
+
+/** A token of the gateway's own (default role) for its HTTP API, paired on first use. */
+export function apiToken(gw) {
+  if (!gw.apiToken) {
+    gw.apiToken = pair(gw, 'switchboard-e2e-api').then((p) => p.token);
+    gw.apiToken.catch(() => {
+      gw.apiToken = undefined; // let a later call try again
+    });
+  }
+  return gw.apiToken;
+}
+
+/**
+ * A connected SDK client for the gateway's /mcp endpoint, sending `Authorization: Bearer` on every
+ * request. Pairs a new client (named `name`, with `role` or the default role) unless `token` is
+ * given. The handle has `token` and `paired` (the /pair answer, whose `name` unpairs it).
+ */
+export async function connectClient(gw, name = 'switchboard-e2e-ts', { role, token } = {}) {
+  const paired = token ? undefined : await pair(gw, name, role);
+  const bearer = token ?? paired.token;
   const client = new Client({ name, version: '0.0.0' });
-  const transport = new StreamableHTTPClientTransport(new URL(gw.mcpUrl));
+  const transport = new StreamableHTTPClientTransport(new URL(gw.mcpUrl), {
+    requestInit: { headers: { Authorization: `Bearer ${bearer}` } },
+  });
+  // Errors of the background GET stream (e.g. after the token is revoked) are expected in some
+  // tests; keep them for diagnosis instead of letting them reach the console.
+  const errors = [];
+  client.onerror = (err) => errors.push(err);
   await client.connect(transport, { timeout: REQUEST_TIMEOUT_MS });
   return {
     client,
     transport,
+    token: bearer,
+    paired,
+    errors,
     async close() {
       await withTimeout(transport.terminateSession(), REQUEST_TIMEOUT_MS, 'DELETE /mcp').catch(() => {});
       await withTimeout(client.close(), REQUEST_TIMEOUT_MS, 'client.close()').catch(() => {});
@@ -276,7 +413,11 @@ export function isRunning(pid) {
  */
 export async function upstreamStderr(gw, server) {
   try {
-    const res = await fetch(`${gw.url}/api/servers`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    const token = await apiToken(gw);
+    const res = await fetch(`${gw.url}/api/servers`, {
+      headers: { Authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
     if (!res.ok) return undefined;
     const body = await res.json();
     const tail = body?.servers?.find((s) => s.name === server)?.stderr_tail;

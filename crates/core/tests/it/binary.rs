@@ -9,11 +9,22 @@ use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
+/// A config file that keeps tokens in memory (these tests are not about the keychain).
+fn memory_config(dir: &std::path::Path) -> String {
+    let path = dir.join("memory.toml");
+    std::fs::write(&path, "[auth]\ntoken_store = \"memory\"\n").unwrap();
+    path.to_string_lossy().into_owned()
+}
+
 fn spawn_serve(args: &[&str]) -> Child {
-    Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .env("SWITCHBOARD_LOG", "warn")
+    let has_config = args.contains(&"--config");
+    let dir = tempfile::tempdir().unwrap().keep();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve").args(args);
+    if !has_config {
+        cmd.args(["--config", &memory_config(&dir)]);
+    }
+    cmd.env("SWITCHBOARD_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -157,5 +168,95 @@ fn a_bad_config_file_is_explained() {
     assert!(
         stderr.contains("max_sokets") && stderr.contains("config.toml"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn without_a_keychain_startup_says_so_and_starts_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let cfg = data.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[servers]]\nname = \"fx\"\ncommand = \"{FIXTURE}\"\n"),
+    )
+    .unwrap();
+    // no D-Bus session bus: no Secret Service
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            &cfg.to_string_lossy(),
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env("XDG_RUNTIME_DIR", data.path())
+        .env("SWITCHBOARD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, stderr) = finish(child, Duration::from_secs(20));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("keychain") && stderr.contains("token_store = \"file\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pair_prints_the_code_alone_on_its_last_line() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = spawn_serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data.path().to_string_lossy(),
+    ]);
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("Switchboard listening on"), "{line}");
+    let out = Command::new(BIN)
+        .args(["pair", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = stdout.lines().last().unwrap();
+    assert_eq!(last.len(), 6, "{stdout}");
+    assert!(last.chars().all(|c| c.is_ascii_digit()), "{stdout}");
+    // an unknown role is refused by the gateway
+    let out = Command::new(BIN)
+        .args(["pair", "--role", "admin", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no role 'admin'"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let (code, stderr) = finish(child, Duration::from_secs(10));
+    assert_eq!(code, 0, "{stderr}");
+    // without a running gateway, pair says what is wrong
+    let out = Command::new(BIN)
+        .args(["pair", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is it running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -78,6 +78,7 @@ async fn a_foreign_origin_is_refused_and_our_own_is_welcome() {
     assert_eq!(body["error"]["code"], "foreign_origin");
     let r = client
         .get(gw.url("/api/projects"))
+        .bearer_auth(&gw.token)
         .header("origin", own)
         .send()
         .await

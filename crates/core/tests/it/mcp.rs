@@ -461,7 +461,9 @@ async fn metrics_expose_counters_per_server_and_method() {
     mcp.wait_tools("fx", |n| n.iter().any(|t| t == "fx__echo"))
         .await;
     mcp.call("fx__echo", json!({"text": "m"})).await;
-    let text = reqwest::get(gw.url("/metrics"))
+    let text = gw
+        .get("/metrics")
+        .send()
         .await
         .unwrap()
         .text()
@@ -526,6 +528,7 @@ async fn delete_ends_the_session() {
     let r = mcp
         .client
         .delete(&mcp.url)
+        .bearer_auth(&gw.token)
         .header("mcp-session-id", mcp.session.clone().unwrap())
         .header("mcp-protocol-version", "2025-11-25")
         .send()

@@ -21,6 +21,8 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// A token paired for the tests (name "tests", default role).
+    pub token: String,
     pub shutdown: CancellationToken,
     pub data_dir: PathBuf,
     handle: Option<JoinHandle<Result<(), ServeError>>>,
@@ -49,6 +51,7 @@ impl TestGateway {
             data_dir: Some(data_dir.to_path_buf()),
             ..Config::default()
         };
+        config.auth.token_store = switchboard_core::config::TokenStoreKind::Memory;
         tweak(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -75,13 +78,47 @@ impl TestGateway {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Ok(Self {
+        let mut gw = Self {
             addr,
+            token: String::new(),
             shutdown,
             data_dir: data_dir.to_path_buf(),
             handle: Some(handle),
             _temp: None,
-        })
+        };
+        gw.token = gw.pair_client("tests", None).await;
+        Ok(gw)
+    }
+
+    /// A fresh pairing code from the running gateway, over its control socket.
+    pub async fn code(&self, role: Option<&str>) -> String {
+        let reply =
+            switchboard_core::pairing::control(&self.data_dir, json!({"op": "pair", "role": role}))
+                .await
+                .expect("control socket");
+        assert_eq!(reply["ok"], true, "{reply}");
+        reply["code"].as_str().unwrap().to_owned()
+    }
+
+    /// Pairs a client the way a real one does; returns its token.
+    pub async fn pair_client(&self, name: &str, role: Option<&str>) -> String {
+        let code = self.code(role).await;
+        let r = reqwest::Client::new()
+            .post(self.url("/pair"))
+            .json(&json!({"code": code, "name": name}))
+            .send()
+            .await
+            .expect("POST /pair");
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A GET with the tests' token.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(&self.token)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -97,7 +134,8 @@ impl TestGateway {
     }
 
     pub async fn projects(&self) -> Vec<Value> {
-        reqwest::get(self.url("/api/projects"))
+        self.get("/api/projects")
+            .send()
             .await
             .expect("GET /api/projects")
             .json()
@@ -135,7 +173,7 @@ impl TestGateway {
     }
 
     pub async fn events(&self) -> SseClient {
-        SseClient::open(&self.url("/api/events")).await
+        SseClient::open(self.get("/api/events")).await
     }
 
     /// Cancels and waits for `serve` to return (bounded).
@@ -311,8 +349,8 @@ pub struct SseClient {
 }
 
 impl SseClient {
-    pub async fn open(url: &str) -> Self {
-        let resp = reqwest::get(url).await.expect("SSE request");
+    pub async fn open(req: reqwest::RequestBuilder) -> Self {
+        let resp = req.send().await.expect("SSE request");
         assert!(resp.status().is_success(), "SSE status {}", resp.status());
         let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
         assert!(ct.starts_with("text/event-stream"), "{ct}");
@@ -402,6 +440,7 @@ pub fn fixture_server(name: &str, args: &[&str]) -> switchboard_core::config::Se
 /// A minimal Streamable HTTP MCP client over reqwest: every message and header visible.
 pub struct McpHttp {
     pub url: String,
+    pub token: Option<String>,
     pub session: Option<String>,
     pub protocol: String,
     pub client: reqwest::Client,
@@ -449,6 +488,7 @@ impl McpHttp {
     pub fn new(gw: &TestGateway) -> Self {
         Self {
             url: gw.url("/mcp"),
+            token: Some(gw.token.clone()),
             session: None,
             protocol: "2025-11-25".into(),
             client: reqwest::Client::new(),
@@ -478,6 +518,9 @@ impl McpHttp {
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
         if let Some(s) = &self.session {
             req = req
                 .header("mcp-session-id", s)
@@ -574,7 +617,8 @@ impl McpHttp {
 impl TestGateway {
     /// `/api/servers`, the gateway's view of its upstreams.
     pub async fn servers(&self) -> Value {
-        reqwest::get(self.url("/api/servers"))
+        self.get("/api/servers")
+            .send()
             .await
             .expect("GET /api/servers")
             .json()

@@ -1,0 +1,665 @@
+//! Who may use the gateway: pairing codes, tokens, roles.
+//!
+//! The local owner issues a one-time 6-digit code (tray, or `switchboard pair` over the
+//! control socket); a client trades it at `POST /pair` for a token `sb_<64 hex>`, shown once.
+//! Only `sha256(token)` is kept, in a [`store::TokenStore`] (the OS keychain in the product).
+//! Every request that can reach a tool carries the token; its client's role decides which
+//! tools it sees and may call. Unpairing revokes the token and closes the client's sessions.
+
+pub mod keychain;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{EventBus, HubEvent};
+use store::{ClientRecord, TokenStore, TokenStoreError};
+
+pub const TOKEN_PREFIX: &str = "sb_";
+/// How long a pairing code is valid.
+pub const CODE_TTL: Duration = Duration::from_secs(120);
+/// Wrong codes from one address before it is locked out.
+pub const MAX_FAILURES: u32 = 5;
+pub const LOCKOUT: Duration = Duration::from_secs(300);
+/// Codes waiting to be used at once; the oldest goes when another is issued.
+const MAX_CODES: usize = 16;
+/// A keychain that does not answer by then is reported as locked.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `last_seen` is written to the store at most this often per client.
+const LAST_SEEN_EVERY: Duration = Duration::from_secs(60);
+
+/// The role allowlists: role name → tool patterns (exact names, or globs with `*`).
+#[derive(Debug, Clone)]
+pub struct Roles {
+    pub default_role: String,
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// How long a pairing code is valid ([`CODE_TTL`] unless configured).
+    pub code_ttl: Duration,
+}
+
+impl Roles {
+    /// Whether `role` may see and call `tool`. An unknown role or an empty list allows nothing.
+    pub fn allows(&self, role: &str, tool: &str) -> bool {
+        self.roles
+            .get(role)
+            .is_some_and(|patterns| patterns.iter().any(|p| glob_match(p, tool)))
+    }
+
+    pub fn exists(&self, role: &str) -> bool {
+        self.roles.contains_key(role)
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || !name[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    name.len() >= first.len() + last.len()
+}
+
+/// A paired client as the API shows it (never its token or hash).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClientView {
+    pub name: String,
+    pub role: String,
+    pub created_ms: i64,
+    pub last_seen_ms: Option<i64>,
+}
+
+/// Who is calling; put into the request's extensions by the auth middleware.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: String,
+    /// Cancelled when this client is unpaired: its streams and sessions end.
+    pub revoked: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PairError {
+    #[error("too many wrong codes from this address; try again in {retry_after} s")]
+    LockedOut { retry_after: u64 },
+    #[error("wrong pairing code ({attempts_left} attempts left before a 5-minute lockout)")]
+    WrongCode { attempts_left: u32 },
+    #[error("this pairing code has expired; ask for a new one")]
+    Expired,
+    #[error("this code was issued for role '{0}'")]
+    RoleMismatch(String),
+    #[error("there is no role '{0}'")]
+    UnknownRole(String),
+    #[error("the token could not be stored: {0}")]
+    Store(TokenStoreError),
+}
+
+#[derive(Debug)]
+struct Code {
+    digits: String,
+    expires: Instant,
+    role: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Attempts {
+    failures: u32,
+    locked_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    record: ClientRecord,
+    revoked: CancellationToken,
+    last_saved_seen: Option<Instant>,
+}
+
+/// Cheap handle; clone freely.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn TokenStore>,
+    /// By `token_sha256`.
+    clients: RwLock<HashMap<String, Entry>>,
+    codes: Mutex<Vec<Code>>,
+    attempts: Mutex<HashMap<IpAddr, Attempts>>,
+    roles: Roles,
+    bus: EventBus,
+    /// Session ids opened by each client (by name), closed when it is unpaired.
+    sessions: Mutex<HashMap<String, Vec<String>>>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Equality that takes the same time wherever the inputs differ.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs a blocking store call off the runtime, bounded by [`STORE_TIMEOUT`].
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, TokenStoreError> + Send + 'static,
+) -> Result<T, TokenStoreError> {
+    match tokio::time::timeout(STORE_TIMEOUT, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(TokenStoreError::Io(format!("{what} failed: {e}"))),
+        Err(_) => Err(TokenStoreError::Locked(format!(
+            "the keychain did not answer {what} within {} s; is it locked? Unlock it and retry",
+            STORE_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+impl Auth {
+    /// Loads the paired clients from `store`.
+    pub async fn open(
+        store: Arc<dyn TokenStore>,
+        roles: Roles,
+        bus: EventBus,
+    ) -> Result<Self, TokenStoreError> {
+        let s = store.clone();
+        let records = blocking("loading paired clients", move || s.load()).await?;
+        let clients = records
+            .into_iter()
+            .map(|r| {
+                (
+                    r.token_sha256.clone(),
+                    Entry {
+                        record: r,
+                        revoked: CancellationToken::new(),
+                        last_saved_seen: None,
+                    },
+                )
+            })
+            .collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                clients: RwLock::new(clients),
+                codes: Mutex::new(Vec::new()),
+                attempts: Mutex::new(HashMap::new()),
+                roles,
+                bus,
+                sessions: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn roles(&self) -> &Roles {
+        &self.inner.roles
+    }
+
+    pub fn store_description(&self) -> String {
+        self.inner.store.describe()
+    }
+
+    /// A new single-use code, valid for [`CODE_TTL`]; `role` binds the client it pairs.
+    pub fn issue_code(&self, role: Option<String>) -> Result<String, PairError> {
+        if let Some(r) = &role
+            && !self.inner.roles.exists(r)
+        {
+            return Err(PairError::UnknownRole(r.clone()));
+        }
+        // rand's range sampling rejects the biased tail: every code is equally likely.
+        let digits = format!("{:06}", rand::random_range(0..1_000_000u32));
+        let mut codes = self.inner.codes.lock().expect("codes lock");
+        let ttl = self.inner.roles.code_ttl;
+        codes.retain(|c| c.expires + ttl > Instant::now());
+        if codes.len() >= MAX_CODES {
+            codes.remove(0);
+        }
+        codes.push(Code {
+            digits: digits.clone(),
+            expires: Instant::now() + ttl,
+            role,
+        });
+        tracing::info!("pairing code issued");
+        Ok(digits)
+    }
+
+    /// Trades a code for a token. `name` is made unique; `role` must fit the code.
+    pub async fn pair(
+        &self,
+        from: IpAddr,
+        code: &str,
+        name: Option<String>,
+        role: Option<String>,
+    ) -> Result<(String, ClientView), PairError> {
+        let now = Instant::now();
+        {
+            let mut attempts = self.inner.attempts.lock().expect("attempts lock");
+            let a = attempts.entry(from).or_default();
+            if let Some(until) = a.locked_until {
+                if until > now {
+                    return Err(PairError::LockedOut {
+                        retry_after: (until - now).as_secs().max(1),
+                    });
+                }
+                *a = Attempts::default();
+            }
+        }
+        let code_role = {
+            let mut codes = self.inner.codes.lock().expect("codes lock");
+            let found = codes
+                .iter()
+                .position(|c| ct_eq(c.digits.as_bytes(), code.trim().as_bytes()));
+            match found {
+                Some(i) if codes[i].expires <= now => {
+                    codes.remove(i);
+                    return Err(PairError::Expired);
+                }
+                Some(i) => {
+                    if let (Some(bound), Some(asked)) = (&codes[i].role, &role)
+                        && bound != asked
+                    {
+                        return Err(PairError::RoleMismatch(bound.clone()));
+                    }
+                    codes.remove(i).role
+                }
+                None => {
+                    drop(codes);
+                    let mut attempts = self.inner.attempts.lock().expect("attempts lock");
+                    let a = attempts.entry(from).or_default();
+                    a.failures += 1;
+                    let left = MAX_FAILURES.saturating_sub(a.failures);
+                    if left == 0 {
+                        a.locked_until = Some(now + LOCKOUT);
+                        tracing::warn!(%from, "pairing locked out after {MAX_FAILURES} wrong codes");
+                    }
+                    return Err(PairError::WrongCode {
+                        attempts_left: left,
+                    });
+                }
+            }
+        };
+        self.inner
+            .attempts
+            .lock()
+            .expect("attempts lock")
+            .remove(&from);
+        let role = code_role.or(role);
+        if let Some(r) = &role
+            && !self.inner.roles.exists(r)
+        {
+            return Err(PairError::UnknownRole(r.clone()));
+        }
+
+        let mut secret = [0u8; 32];
+        rand::fill(&mut secret);
+        let token = format!(
+            "{TOKEN_PREFIX}{}",
+            secret
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let record = {
+            let clients = self.inner.clients.read().expect("clients lock");
+            let base = name
+                .map(|n| n.trim().chars().take(64).collect::<String>())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "client".into());
+            let taken = |n: &str| clients.values().any(|e| e.record.name == n);
+            let mut unique = base.clone();
+            let mut i = 2;
+            while taken(&unique) {
+                unique = format!("{base}-{i}");
+                i += 1;
+            }
+            ClientRecord {
+                name: unique,
+                role,
+                token_sha256: sha256_hex(token.as_bytes()),
+                created_ms: now_ms(),
+                last_seen_ms: None,
+            }
+        };
+        self.inner.clients.write().expect("clients lock").insert(
+            record.token_sha256.clone(),
+            Entry {
+                record: record.clone(),
+                revoked: CancellationToken::new(),
+                last_saved_seen: None,
+            },
+        );
+        if let Err(e) = self.persist().await {
+            self.inner
+                .clients
+                .write()
+                .expect("clients lock")
+                .remove(&record.token_sha256);
+            return Err(PairError::Store(e));
+        }
+        let view = self.view(&record);
+        tracing::info!(client = %view.name, role = %view.role, "client paired");
+        self.inner.bus.publish(HubEvent::ClientPaired {
+            name: view.name.clone(),
+            role: view.role.clone(),
+        });
+        Ok((token, view))
+    }
+
+    fn view(&self, r: &ClientRecord) -> ClientView {
+        ClientView {
+            name: r.name.clone(),
+            role: r
+                .role
+                .clone()
+                .unwrap_or_else(|| self.inner.roles.default_role.clone()),
+            created_ms: r.created_ms,
+            last_seen_ms: r.last_seen_ms,
+        }
+    }
+
+    async fn persist(&self) -> Result<(), TokenStoreError> {
+        let records: Vec<ClientRecord> = {
+            let clients = self.inner.clients.read().expect("clients lock");
+            let mut v: Vec<ClientRecord> = clients.values().map(|e| e.record.clone()).collect();
+            v.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.name.cmp(&b.name)));
+            v
+        };
+        let store = self.inner.store.clone();
+        blocking("saving paired clients", move || store.save(&records)).await
+    }
+
+    /// The caller behind a bearer token, if it is paired.
+    pub fn verify(&self, token: &str) -> Option<Caller> {
+        if !token.starts_with(TOKEN_PREFIX) {
+            return None;
+        }
+        let hash = sha256_hex(token.as_bytes());
+        let mut save = false;
+        let caller = {
+            let mut clients = self.inner.clients.write().expect("clients lock");
+            let entry = clients.get_mut(&hash)?;
+            if !ct_eq(entry.record.token_sha256.as_bytes(), hash.as_bytes()) {
+                return None;
+            }
+            entry.record.last_seen_ms = Some(now_ms());
+            if entry
+                .last_saved_seen
+                .is_none_or(|t| t.elapsed() > LAST_SEEN_EVERY)
+            {
+                entry.last_saved_seen = Some(Instant::now());
+                save = true;
+            }
+            Caller {
+                name: entry.record.name.clone(),
+                role: entry
+                    .record
+                    .role
+                    .clone()
+                    .unwrap_or_else(|| self.inner.roles.default_role.clone()),
+                revoked: entry.revoked.clone(),
+            }
+        };
+        if save {
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.persist().await {
+                    tracing::warn!(error = %e, "could not save last-seen times");
+                }
+            });
+        }
+        Some(caller)
+    }
+
+    /// Revokes a client: its token stops working, its streams and sessions close.
+    /// Returns the session ids to close, or `None` if no client has that name.
+    pub async fn unpair(&self, name: &str) -> Result<Option<Vec<String>>, TokenStoreError> {
+        let removed = {
+            let mut clients = self.inner.clients.write().expect("clients lock");
+            let key = clients
+                .iter()
+                .find(|(_, e)| e.record.name == name)
+                .map(|(k, _)| k.clone());
+            key.and_then(|k| clients.remove(&k))
+        };
+        let Some(entry) = removed else {
+            return Ok(None);
+        };
+        entry.revoked.cancel();
+        let sessions = self
+            .inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .remove(name)
+            .unwrap_or_default();
+        tracing::info!(client = %name, sessions = sessions.len(), "client unpaired");
+        self.inner.bus.publish(HubEvent::ClientUnpaired {
+            name: name.to_owned(),
+        });
+        self.persist().await?;
+        Ok(Some(sessions))
+    }
+
+    /// Remembers that `client` opened MCP session `session`.
+    pub fn note_session(&self, client: &str, session: &str) {
+        self.inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .entry(client.to_owned())
+            .or_default()
+            .push(session.to_owned());
+    }
+
+    /// Whether `session` was opened by someone other than `client`.
+    pub fn session_of_other(&self, client: &str, session: &str) -> bool {
+        self.inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .iter()
+            .any(|(c, ids)| c != client && ids.iter().any(|s| s == session))
+    }
+
+    pub fn clients(&self) -> Vec<ClientView> {
+        let clients = self.inner.clients.read().expect("clients lock");
+        let mut v: Vec<ClientView> = clients.values().map(|e| self.view(&e.record)).collect();
+        v.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.name.cmp(&b.name)));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::MemoryTokenStore;
+
+    fn roles() -> Roles {
+        Roles {
+            default_role: "default".into(),
+            roles: BTreeMap::from([
+                ("default".into(), vec!["*".into()]),
+                (
+                    "reader".into(),
+                    vec!["fs__read_*".into(), "switchboard__health_snapshot".into()],
+                ),
+                ("locked".into(), vec![]),
+            ]),
+            code_ttl: CODE_TTL,
+        }
+    }
+
+    async fn auth() -> (Auth, Arc<MemoryTokenStore>) {
+        let store = Arc::new(MemoryTokenStore::default());
+        let a = Auth::open(store.clone(), roles(), EventBus::new(16))
+            .await
+            .unwrap();
+        (a, store)
+    }
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("fs__*", "fs__read"));
+        assert!(!glob_match("fs__*", "gh__read"));
+        assert!(glob_match("fs__read_*", "fs__read_file"));
+        assert!(glob_match("*__echo", "fx__echo"));
+        assert!(glob_match("a*b*c", "a-x-b-y-c"));
+        assert!(!glob_match("a*b*c", "a-x-c"));
+        assert!(!glob_match("ab*ba", "aba"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        let r = roles();
+        assert!(r.allows("reader", "fs__read_file"));
+        assert!(!r.allows("reader", "fs__write_file"));
+        assert!(!r.allows("locked", "fs__read_file"));
+        assert!(!r.allows("nobody", "fs__read_file"));
+    }
+
+    #[tokio::test]
+    async fn pairing_stores_only_the_hash_and_the_token_verifies() {
+        let (auth, store) = auth().await;
+        let code = auth.issue_code(None).unwrap();
+        assert_eq!(code.len(), 6);
+        assert!(code.chars().all(|c| c.is_ascii_digit()));
+        let (token, client) = auth
+            .pair(IP, &code, Some("cursor".into()), None)
+            .await
+            .unwrap();
+        assert!(token.starts_with("sb_") && token.len() == 3 + 64);
+        assert_eq!(client.role, "default");
+        let stored = store.load().unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].token_sha256, sha256_hex(token.as_bytes()));
+        assert!(
+            !format!("{stored:?}").contains(&token[3..]),
+            "plaintext never stored"
+        );
+        let caller = auth.verify(&token).unwrap();
+        assert_eq!(caller.name, "cursor");
+        assert!(auth.verify("sb_0000").is_none());
+        assert!(auth.verify(&token.replace("sb_", "xx_")).is_none());
+        // single use
+        assert!(matches!(
+            auth.pair(IP, &code, None, None).await,
+            Err(PairError::WrongCode { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn five_wrong_codes_lock_the_address_out() {
+        let (auth, _) = auth().await;
+        let good = auth.issue_code(None).unwrap();
+        let wrong = if good == "000000" { "000001" } else { "000000" };
+        for left in (0..5).rev() {
+            assert_eq!(
+                auth.pair(IP, wrong, None, None).await.unwrap_err(),
+                PairError::WrongCode {
+                    attempts_left: left
+                }
+            );
+        }
+        let locked = auth.pair(IP, &good, None, None).await.unwrap_err();
+        assert!(matches!(locked, PairError::LockedOut { retry_after } if retry_after > 250));
+        // another address is not affected
+        let other: IpAddr = "::1".parse().unwrap();
+        assert!(auth.pair(other, &good, None, None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_code_bound_to_a_role_binds_the_client() {
+        let (auth, _) = auth().await;
+        let code = auth.issue_code(Some("reader".into())).unwrap();
+        assert_eq!(
+            auth.pair(IP, &code, None, Some("default".into()))
+                .await
+                .unwrap_err(),
+            PairError::RoleMismatch("reader".into())
+        );
+        let (_, c) = auth.pair(IP, &code, Some("r".into()), None).await.unwrap();
+        assert_eq!(c.role, "reader");
+        assert!(matches!(
+            auth.issue_code(Some("admin".into())),
+            Err(PairError::UnknownRole(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn unpair_revokes_and_names_stay_unique() {
+        let (auth, store) = auth().await;
+        let c1 = auth.issue_code(None).unwrap();
+        let (t1, a) = auth.pair(IP, &c1, Some("bot".into()), None).await.unwrap();
+        let c2 = auth.issue_code(None).unwrap();
+        let (_, b) = auth.pair(IP, &c2, Some("bot".into()), None).await.unwrap();
+        assert_eq!((a.name.as_str(), b.name.as_str()), ("bot", "bot-2"));
+        let revoked = auth.verify(&t1).unwrap().revoked;
+        auth.note_session("bot", "s-1");
+        assert_eq!(
+            auth.unpair("bot").await.unwrap(),
+            Some(vec!["s-1".to_owned()])
+        );
+        assert!(revoked.is_cancelled());
+        assert!(auth.verify(&t1).is_none());
+        assert_eq!(store.load().unwrap().len(), 1);
+        assert_eq!(auth.unpair("bot").await.unwrap(), None);
+    }
+}
+
+#[cfg(test)]
+mod expiry {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_expired_code_is_refused_as_expired() {
+        let roles = Roles {
+            default_role: "default".into(),
+            roles: BTreeMap::from([("default".into(), vec!["*".into()])]),
+            code_ttl: Duration::from_millis(50),
+        };
+        let auth = Auth::open(
+            Arc::new(store::MemoryTokenStore::default()),
+            roles,
+            EventBus::new(4),
+        )
+        .await
+        .unwrap();
+        let code = auth.issue_code(None).unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            auth.pair(ip, &code, None, None).await.unwrap_err(),
+            PairError::Expired
+        );
+        // and it is gone: the same code is now simply wrong
+        assert!(matches!(
+            auth.pair(ip, &code, None, None).await,
+            Err(PairError::WrongCode { .. })
+        ));
+    }
+}

@@ -1,0 +1,160 @@
+//! Where paired clients are kept: the OS keychain in the product, a 0600 file where the
+//! config explicitly allows it, memory in tests. Only `sha256(token)` is ever stored.
+//!
+//! The trait is blocking on purpose (keychain APIs are): callers run it off the async runtime
+//! with a timeout (see `auth::Tokens`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// One paired client, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    /// Unique; what `switchboard unpair <name>` takes.
+    pub name: String,
+    /// Role whose allowlist applies; `None` means the configured default role.
+    pub role: Option<String>,
+    /// Lowercase hex of `sha256(token)`.
+    pub token_sha256: String,
+    pub created_ms: i64,
+    pub last_seen_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenStoreError {
+    /// No keychain service on this machine (e.g. a headless server without Secret Service).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The keychain exists but is locked, or did not answer in time.
+    #[error("{0}")]
+    Locked(String),
+    #[error("{0}")]
+    Io(String),
+    /// Stored data that does not parse.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// Persistence of the paired clients. Blocking.
+pub trait TokenStore: Send + Sync + std::fmt::Debug + 'static {
+    /// For messages: "OS keychain (Secret Service)", "file /path/clients.json", "memory".
+    fn describe(&self) -> String;
+    /// Every paired client.
+    fn load(&self) -> Result<Vec<ClientRecord>, TokenStoreError>;
+    /// Replaces the stored set.
+    fn save(&self, clients: &[ClientRecord]) -> Result<(), TokenStoreError>;
+}
+
+/// For tests and for `token_store = "memory"` (nothing survives a restart).
+#[derive(Debug, Default)]
+pub struct MemoryTokenStore {
+    clients: Mutex<Vec<ClientRecord>>,
+}
+
+impl TokenStore for MemoryTokenStore {
+    fn describe(&self) -> String {
+        "memory (not persisted)".into()
+    }
+
+    fn load(&self) -> Result<Vec<ClientRecord>, TokenStoreError> {
+        Ok(self.clients.lock().expect("clients lock").clone())
+    }
+
+    fn save(&self, clients: &[ClientRecord]) -> Result<(), TokenStoreError> {
+        *self.clients.lock().expect("clients lock") = clients.to_vec();
+        Ok(())
+    }
+}
+
+/// A JSON file readable by its owner only; used where there is no keychain and the config
+/// says `token_store = "file"`.
+#[derive(Debug)]
+pub struct FileTokenStore {
+    path: PathBuf,
+}
+
+impl FileTokenStore {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl TokenStore for FileTokenStore {
+    fn describe(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+
+    fn load(&self) -> Result<Vec<ClientRecord>, TokenStoreError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                TokenStoreError::Corrupt(format!(
+                    "{} is not a client list: {e}",
+                    self.path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(TokenStoreError::Io(format!(
+                "cannot read {}: {e}",
+                self.path.display()
+            ))),
+        }
+    }
+
+    fn save(&self, clients: &[ClientRecord]) -> Result<(), TokenStoreError> {
+        let io = |e: std::io::Error| {
+            TokenStoreError::Io(format!("cannot write {}: {e}", self.path.display()))
+        };
+        let json = serde_json::to_vec_pretty(clients).expect("records serialize");
+        let tmp = self.path.with_extension("json.tmp");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp).map_err(io)?;
+        std::io::Write::write_all(&mut file, &json).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> ClientRecord {
+        ClientRecord {
+            name: name.into(),
+            role: Some("reader".into()),
+            token_sha256: "ab".repeat(32),
+            created_ms: 1,
+            last_seen_ms: None,
+        }
+    }
+
+    #[test]
+    fn file_store_round_trips_with_owner_only_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileTokenStore::new(&dir.path().join("clients.json"));
+        assert!(store.load().unwrap().is_empty());
+        store.save(&[record("a"), record("b")]).unwrap();
+        assert_eq!(store.load().unwrap(), vec![record("a"), record("b")]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("clients.json"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(dir.path().join("clients.json"), "nope").unwrap();
+        assert!(matches!(store.load(), Err(TokenStoreError::Corrupt(_))));
+    }
+}

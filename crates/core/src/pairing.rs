@@ -1,0 +1,250 @@
+//! Pairing over the wire: `POST /pair` (code → token), unpairing (token revoked, sessions
+//! closed), and the owner's local control socket that issues codes (`switchboard pair`).
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::PairError;
+use crate::auth::store::TokenStoreError;
+use crate::http::{ApiError, AppState};
+use crate::server::Hub;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PairRequest {
+    code: Option<String>,
+    name: Option<String>,
+    role: Option<String>,
+}
+
+/// Ready-to-paste configuration for the common clients.
+fn client_config(hub: &Hub, token: &str) -> serde_json::Value {
+    let url = format!("http://127.0.0.1:{}/mcp", hub.guard.port());
+    json!({
+        "url": url,
+        "claude_code": format!(
+            "claude mcp add --transport http switchboard {url} --header \"Authorization: Bearer {token}\""
+        ),
+        "mcp_json": {"mcpServers": {"switchboard": {
+            "type": "http",
+            "url": url,
+            "headers": {"Authorization": format!("Bearer {token}")},
+        }}},
+    })
+}
+
+/// `POST /pair`: the code in `X-Pairing-Code` or in a JSON body `{code, name?, role?}`.
+pub(crate) async fn pair(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let hub = &state.0;
+    let req: PairRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        PairRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("the body must be JSON {{\"code\", \"name\"?, \"role\"?}}: {e}"),
+                )
+                .into_response();
+            }
+        }
+    };
+    let code = headers
+        .get("x-pairing-code")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(req.code);
+    let Some(code) = code else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "code_required",
+            "send the pairing code in X-Pairing-Code or as {\"code\": \"123456\"}",
+        )
+        .into_response();
+    };
+    match hub.auth.pair(peer.ip(), &code, req.name, req.role).await {
+        Ok((token, client)) => Json(json!({
+            "paired": true,
+            "token": token,
+            "name": client.name,
+            "role": client.role,
+            "client_config": client_config(hub, &token),
+        }))
+        .into_response(),
+        Err(PairError::LockedOut { retry_after }) => {
+            let mut r = (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({
+                    "paired": false,
+                    "error": {"code": "locked_out", "message": PairError::LockedOut { retry_after }.to_string()},
+                    "retry_after": retry_after,
+                })),
+            )
+                .into_response();
+            if let Ok(v) = retry_after.to_string().parse() {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        Err(e) => {
+            let (status, code) = match &e {
+                PairError::WrongCode { .. } => (StatusCode::FORBIDDEN, "wrong_code"),
+                PairError::Expired => (StatusCode::FORBIDDEN, "expired_code"),
+                PairError::RoleMismatch(_) => (StatusCode::FORBIDDEN, "role_mismatch"),
+                PairError::UnknownRole(_) => (StatusCode::BAD_REQUEST, "unknown_role"),
+                PairError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "token_store"),
+                PairError::LockedOut { .. } => (StatusCode::TOO_MANY_REQUESTS, "locked_out"),
+            };
+            (
+                status,
+                Json(json!({"paired": false, "error": {"code": code, "message": e.to_string()}})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Revokes `name` and closes its MCP sessions. `Ok(false)` if there is no such client.
+pub(crate) async fn unpair(hub: &Hub, name: &str) -> Result<bool, TokenStoreError> {
+    let Some(sessions) = hub.auth.unpair(name).await? else {
+        return Ok(false);
+    };
+    for id in sessions {
+        let id: rmcp::transport::streamable_http_server::session::SessionId = id.into();
+        use rmcp::transport::streamable_http_server::session::SessionManager as _;
+        if let Err(e) = hub.sessions.close_session(&id).await {
+            tracing::debug!(session = %id, error = %e, "session already gone");
+        }
+    }
+    Ok(true)
+}
+
+/// The control socket's file name in the data dir.
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// Answers one control request: `{"op":"pair","role"?}`, `{"op":"unpair","name"}`,
+/// `{"op":"clients"}`.
+async fn control_request(hub: &Hub, req: serde_json::Value) -> serde_json::Value {
+    match req["op"].as_str() {
+        Some("pair") => {
+            let role = req["role"].as_str().map(str::to_owned);
+            match hub.auth.issue_code(role) {
+                Ok(code) => json!({
+                    "ok": true,
+                    "code": code,
+                    "expires_in_s": hub.auth.roles().code_ttl.as_secs(),
+                    "pair_url": format!("http://127.0.0.1:{}/pair", hub.guard.port()),
+                }),
+                Err(e) => json!({"ok": false, "error": e.to_string()}),
+            }
+        }
+        Some("unpair") => {
+            let name = req["name"].as_str().unwrap_or_default();
+            match unpair(hub, name).await {
+                Ok(true) => json!({"ok": true, "unpaired": name}),
+                Ok(false) => {
+                    json!({"ok": false, "error": format!("no paired client named {name:?}")})
+                }
+                Err(e) => json!({"ok": false, "error": e.to_string()}),
+            }
+        }
+        Some("clients") => json!({"ok": true, "clients": hub.auth.clients()}),
+        other => {
+            json!({"ok": false, "error": format!("unknown op {other:?}; use pair, unpair or clients")})
+        }
+    }
+}
+
+/// Serves the owner's control socket until shutdown. Owner-only permissions: whoever can
+/// open it can issue pairing codes.
+#[cfg(unix)]
+pub(crate) async fn serve_control(
+    path: std::path::PathBuf,
+    hub: std::sync::Arc<Hub>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+    let _ = std::fs::remove_file(&path);
+    let listener = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open the control socket; `switchboard pair` will not work");
+            return;
+        }
+    };
+    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::error!(error = %e, "cannot restrict the control socket to its owner; closing it");
+        let _ = std::fs::remove_file(&path);
+        return;
+    }
+    loop {
+        let conn = tokio::select! {
+            () = shutdown.cancelled() => break,
+            c = listener.accept() => c,
+        };
+        let Ok((stream, _)) = conn else { continue };
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(read.take(64 * 1024));
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                reader.read_line(&mut line),
+            )
+            .await;
+            let reply = match (read, serde_json::from_str::<serde_json::Value>(&line)) {
+                (Ok(Ok(_)), Ok(req)) => control_request(&hub, req).await,
+                _ => json!({"ok": false, "error": "send one JSON request line"}),
+            };
+            let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Sends one request to a running gateway's control socket (the CLI side).
+#[cfg(unix)]
+pub async fn control(
+    data_dir: &std::path::Path,
+    req: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let path = data_dir.join(CONTROL_SOCKET);
+    let talk = async {
+        let mut stream = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
+            format!(
+                "cannot reach Switchboard at {} ({e}); is it running with this data dir?",
+                path.display()
+            )
+        })?;
+        stream
+            .write_all(format!("{req}\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        tokio::io::BufReader::new(stream)
+            .read_line(&mut line)
+            .await
+            .map_err(|e| e.to_string())?;
+        serde_json::from_str(&line).map_err(|e| format!("bad answer from Switchboard: {e}"))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), talk)
+        .await
+        .map_err(|_| "Switchboard did not answer within 10 s".to_owned())?
+}

@@ -1,0 +1,321 @@
+//! Pairing, tokens, revocation and roles, over real HTTP.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+async fn post_pair(
+    gw: &TestGateway,
+    body: Value,
+    header: Option<&str>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = reqwest::Client::new().post(gw.url("/pair"));
+    if let Some(code) = header {
+        req = req.header("x-pairing-code", code);
+    }
+    if !body.is_null() {
+        req = req.json(&body);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, r.json().await.unwrap(), headers)
+}
+
+fn wrong(code: &str) -> String {
+    format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000)
+}
+
+#[tokio::test]
+async fn pairing_by_header_and_by_body_returns_a_working_token_once() {
+    let gw = TestGateway::start().await;
+    let code = gw.code(None).await;
+    let (status, body, _) = post_pair(&gw, Value::Null, Some(&code)).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap();
+    assert!(token.starts_with("sb_") && token.len() == 67);
+    assert!(
+        body["client_config"]["claude_code"]
+            .as_str()
+            .unwrap()
+            .contains(token)
+    );
+    assert_eq!(
+        body["client_config"]["mcp_json"]["mcpServers"]["switchboard"]["headers"]["Authorization"],
+        format!("Bearer {token}")
+    );
+    let r = reqwest::Client::new()
+        .get(gw.url("/api/clients"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // the same code again
+    let (status, body, _) = post_pair(&gw, json!({"code": code}), None).await;
+    assert_eq!(status, 403, "{body}");
+    // by JSON body, with a name
+    let code = gw.code(None).await;
+    let (status, body, _) = post_pair(&gw, json!({"code": code, "name": "cursor"}), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["name"], "cursor");
+    assert_eq!(body["role"], "default");
+}
+
+#[tokio::test]
+async fn wrong_expired_and_brute_forced_codes_are_refused() {
+    let gw = TestGateway::with(|c| c.auth.code_ttl_ms = 300).await;
+    let code = gw.code(None).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, body, _) = post_pair(&gw, json!({"code": code}), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (403, json!("expired_code")),
+        "{body}"
+    );
+
+    let code = gw.code(None).await;
+    for left in (0..5).rev() {
+        let (status, body, _) = post_pair(&gw, json!({"code": wrong(&code)}), None).await;
+        assert_eq!(status, 403, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{left} attempts left"))
+        );
+    }
+    // locked out now, even with the right code
+    let (status, body, headers) = post_pair(&gw, json!({"code": code}), None).await;
+    assert_eq!(status, 429, "{body}");
+    let retry = body["retry_after"].as_u64().unwrap();
+    assert!(retry > 250 && retry <= 300, "{body}");
+    assert_eq!(headers["retry-after"].to_str().unwrap(), retry.to_string());
+
+    let (status, body, _) = post_pair(&gw, json!({"nope": 1}), None).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn everything_that_reaches_tools_needs_a_token() {
+    let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
+    let client = reqwest::Client::new();
+    for path in [
+        "/api/projects",
+        "/api/servers",
+        "/api/clients",
+        "/api/events",
+        "/metrics",
+    ] {
+        let r = client.get(gw.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path} without a token");
+        assert!(r.headers().contains_key("www-authenticate"));
+        let r = client
+            .get(gw.url(path))
+            .bearer_auth("sb_00112233")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path} with a wrong token");
+    }
+    let mut anonymous = McpHttp::new(&gw);
+    anonymous.token = None;
+    let r = anonymous
+        .request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                                      "clientInfo": {"name": "x", "version": "1"}}),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    // health and pairing stay open, and so does registration (intent-engine)
+    assert_eq!(
+        client
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut ws = gw.ws().await;
+    ws.hello().await;
+}
+
+#[tokio::test]
+async fn unpairing_closes_the_clients_open_streams_and_sessions_at_once() {
+    let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
+    let victim_token = gw.pair_client("victim", None).await;
+    let mut victim = McpHttp::new(&gw);
+    victim.token = Some(victim_token.clone());
+    let r = victim
+        .request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                                      "clientInfo": {"name": "v", "version": "1"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    victim.notify("notifications/initialized", json!({})).await;
+    let session = victim.session.clone().unwrap();
+    // the standalone GET stream of the session stays open until something ends it
+    let stream = reqwest::Client::new()
+        .get(&victim.url)
+        .bearer_auth(&victim_token)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut body = stream.bytes_stream();
+    let ended = tokio::spawn(async move {
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+        Instant::now()
+    });
+    // another client (the dashboard, say) unpairs it
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    let r = reqwest::Client::new()
+        .delete(gw.url("/api/clients/victim"))
+        .bearer_auth(&gw.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let closed_at = tokio::time::timeout(Duration::from_secs(2), ended)
+        .await
+        .expect("stream closed")
+        .unwrap();
+    let took = closed_at.saturating_duration_since(t0);
+    assert!(
+        took < Duration::from_millis(100),
+        "stream closed after {took:?}"
+    );
+    // the token is dead, and the session is gone even for a valid token
+    assert_eq!(
+        victim.call("fx__echo", json!({"text": "x"})).await.status,
+        401
+    );
+    let mut other = McpHttp {
+        session: Some(session),
+        ..McpHttp::new(&gw)
+    };
+    assert_eq!(
+        other.call("fx__echo", json!({"text": "x"})).await.status,
+        404
+    );
+    // unpairing twice: not found
+    let r = reqwest::Client::new()
+        .delete(gw.url("/api/clients/victim"))
+        .bearer_auth(&gw.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn a_session_belongs_to_the_client_that_opened_it() {
+    let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
+    let owner = McpHttp::connect(&gw).await;
+    let thief_token = gw.pair_client("thief", None).await;
+    let mut thief = McpHttp {
+        session: owner.session.clone(),
+        token: Some(thief_token),
+        ..McpHttp::new(&gw)
+    };
+    assert_eq!(
+        thief.call("fx__echo", json!({"text": "x"})).await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn roles_filter_tools_and_refuse_calls_with_the_exact_message() {
+    let gw = TestGateway::with(|c| {
+        c.servers = vec![fixture_server("fx", &[])];
+        c.roles = [
+            ("default".to_owned(), vec!["*".to_owned()]),
+            (
+                "reader".to_owned(),
+                vec!["fx__echo".to_owned(), "switchboard__*".to_owned()],
+            ),
+            ("locked".to_owned(), vec![]),
+        ]
+        .into_iter()
+        .collect();
+    })
+    .await;
+    let mut admin = McpHttp::connect(&gw).await;
+    admin
+        .wait_tools("fx", |n| n.iter().any(|t| t == "fx__add"))
+        .await;
+
+    let mut reader = McpHttp::new(&gw);
+    reader.token = Some(gw.pair_client("reader-bot", Some("reader")).await);
+    let r = reader
+        .request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                                      "clientInfo": {"name": "r", "version": "1"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let mut names = reader.tool_names().await;
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "fx__echo",
+            "switchboard__health_snapshot",
+            "switchboard__telemetry_snapshot"
+        ]
+    );
+    let refused = reader.call("fx__add", json!({"a": 1, "b": 2})).await;
+    assert_eq!(
+        refused.response()["error"]["message"],
+        "tool 'fx__add' is not allowed for role 'reader'"
+    );
+    assert_eq!(
+        reader.call("fx__echo", json!({"text": "ok"})).await.text(),
+        "ok"
+    );
+    let prompts = reader.request("prompts/list", json!({})).await;
+    assert_eq!(prompts.result()["prompts"], json!([]));
+
+    let mut locked = McpHttp::new(&gw);
+    locked.token = Some(gw.pair_client("locked-bot", Some("locked")).await);
+    locked
+        .request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                                      "clientInfo": {"name": "l", "version": "1"}}),
+        )
+        .await;
+    assert!(locked.tool_names().await.is_empty());
+    assert_eq!(
+        locked.request("resources/list", json!({})).await.result()["resources"],
+        json!([])
+    );
+    let refused = locked.call("fx__echo", json!({"text": "x"})).await;
+    assert_eq!(
+        refused.response()["error"]["message"],
+        "tool 'fx__echo' is not allowed for role 'locked'"
+    );
+    // refused calls never reached the server
+    let lines = std::fs::read_to_string(gw.data_dir.join("telemetry.jsonl")).unwrap_or_default();
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.contains("fx__add") && l.contains("\"server\":\"switchboard\""))
+    );
+}

@@ -1,0 +1,77 @@
+//! A real round trip of the client list through the OS keychain (on Linux: the Secret Service
+//! on the D-Bus session bus).
+//!
+//! Ignored by default because it needs a running, unlocked keychain. `scripts/test-keychain`
+//! starts one (gnome-keyring in a private D-Bus session) and runs this with `--ignored`; run
+//! that way, a missing or locked keychain is a failure, not a skip.
+
+use switchboard_core::auth::keychain::{ACCOUNT, KeychainTokenStore};
+use switchboard_core::auth::store::{ClientRecord, TokenStore, TokenStoreError};
+
+fn record(name: &str, role: Option<&str>, last_seen_ms: Option<i64>) -> ClientRecord {
+    ClientRecord {
+        name: name.into(),
+        role: role.map(Into::into),
+        token_sha256: format!("{:064x}", name.len()),
+        created_ms: 1_700_000_000_000,
+        last_seen_ms,
+    }
+}
+
+/// Deletes the test's keychain entry however the test ends.
+struct Cleanup(KeychainTokenStore);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.delete() {
+            eprintln!("could not delete the test keychain entry: {e}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a running, unlocked OS keychain; run scripts/test-keychain"]
+fn client_list_round_trips_through_the_os_keychain() {
+    let service = format!("switchboard-test-{}", uuid::Uuid::new_v4().simple());
+    let store = KeychainTokenStore::new(&service);
+    if let Err(e) = store.probe() {
+        panic!("{} is not usable: {e:?}", store.describe());
+    }
+    let _cleanup = Cleanup(store.clone());
+
+    assert_eq!(
+        store.load().expect("load a missing entry"),
+        Vec::new(),
+        "fresh entry is empty"
+    );
+
+    let clients = vec![
+        record("claude-desktop", Some("reader"), Some(1_700_000_000_123)),
+        record("cursor", None, None),
+    ];
+    store.save(&clients).expect("save two clients");
+    assert_eq!(store.load().expect("load two clients"), clients);
+    // Persisted in the keychain, not in the value: a fresh handle sees the same list, and
+    // another service name sees nothing.
+    assert_eq!(
+        KeychainTokenStore::new(&service).load().expect("reload"),
+        clients
+    );
+    let other = KeychainTokenStore::new(&format!("{service}-other"));
+    assert_eq!(other.load().expect("load another service"), Vec::new());
+
+    store.save(&[]).expect("save an empty list");
+    assert_eq!(store.load().expect("load the empty list"), Vec::new());
+
+    keyring::Entry::new(&service, ACCOUNT)
+        .and_then(|entry| entry.set_password("not json"))
+        .expect("write garbage into the entry");
+    assert!(
+        matches!(store.load(), Err(TokenStoreError::Corrupt(_))),
+        "garbage in the entry must be reported as corrupt"
+    );
+
+    store.delete().expect("delete the entry");
+    assert_eq!(store.load().expect("load after delete"), Vec::new());
+    store.delete().expect("deleting a missing entry is fine");
+}
