@@ -17,6 +17,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod connect;
 pub mod events;
 pub mod http;
 pub mod import;

@@ -52,6 +52,24 @@ enum Command {
         #[command(flatten)]
         place: Place,
     },
+    /// Be a stdio MCP server that relays to the gateway (for clients that only start stdio
+    /// servers). Its token comes from the OS keychain, or SWITCHBOARD_TOKEN.
+    Connect {
+        /// Pair this bridge first (needs the running gateway) and keep its token in the keychain
+        #[arg(long)]
+        pair: bool,
+        /// Client name when pairing
+        #[arg(long, default_value = "switchboard-connect")]
+        name: String,
+        /// Role when pairing
+        #[arg(long)]
+        role: Option<String>,
+        /// Gateway MCP URL [default: http://<listen from the config>/mcp]
+        #[arg(long)]
+        url: Option<String>,
+        #[command(flatten)]
+        place: Place,
+    },
     /// Add the MCP servers of a Claude Desktop or Cursor config to Switchboard's config.
     Import {
         /// claude_desktop_config.json or mcp.json [default: every one found on this machine]
@@ -113,6 +131,13 @@ fn main() -> ExitCode {
             &place,
             serde_json::json!({"op": "unpair", "name": name}),
         )),
+        Command::Connect {
+            pair,
+            name,
+            role,
+            url,
+            place,
+        } => runtime.block_on(run_connect(pair, name, role, url, place)),
         Command::Clients { place } => {
             runtime.block_on(run_control(&place, serde_json::json!({"op": "clients"})))
         }
@@ -203,6 +228,55 @@ async fn run_control(place: &Place, req: serde_json::Value) -> anyhow::Result<()
 #[cfg(not(unix))]
 async fn run_control(_place: &Place, _req: serde_json::Value) -> anyhow::Result<()> {
     anyhow::bail!("the control socket is not available on this platform yet; pair from the tray")
+}
+
+async fn run_connect(
+    pair: bool,
+    name: String,
+    role: Option<String>,
+    url: Option<String>,
+    place: Place,
+) -> anyhow::Result<()> {
+    let url = match url {
+        Some(u) => u,
+        None => format!(
+            "http://{}/mcp",
+            Config::load(place.config.as_deref())?.listen
+        ),
+    };
+    if pair {
+        let reply = switchboard_core::pairing::control(
+            &place.data_dir()?,
+            serde_json::json!({"op": "pair", "role": role}),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        let code = reply["code"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("{}", reply["error"].as_str().unwrap_or("no code")))?;
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(url.replace("/mcp", "/pair"))
+            .json(&serde_json::json!({"code": code, "name": name}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let token = answer["token"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("pairing refused: {answer}"))?;
+        switchboard_core::connect::store_token(&url, token)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        eprintln!(
+            "paired as {} ({}); token kept in the OS keychain",
+            answer["name"], answer["role"]
+        );
+        return Ok(());
+    }
+    let token = switchboard_core::connect::token(&url)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    switchboard_core::connect::relay(url, token).await
 }
 
 fn run_import(files: Vec<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {

@@ -314,3 +314,36 @@ def test_sigterm_exits_zero() -> None:
     cleanup_gateway(gw)
     assert not forced, f"the gateway did not exit within 5 s of SIGTERM\n{logs}"
     assert code == 0, f"exit code {code}\n{logs}"
+
+
+def test_switchboard_connect_is_a_stdio_server_for_the_sdk(gateway: Gateway) -> None:
+    """`switchboard connect` lets a client that only starts stdio servers use the gateway: the
+    SDK's stdio client launches it and reaches a tool through it (2025-11-25 sessions)."""
+    import os
+
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    from conftest import gateway_bin
+
+    token = gateway.pair("connect-bridge")["token"]
+    params = StdioServerParameters(
+        command=gateway_bin(),
+        args=["connect", "--url", gateway.mcp_url],
+        env={**os.environ, "SWITCHBOARD_TOKEN": token, "SWITCHBOARD_LOG": "warn"},
+    )
+
+    async def body() -> None:
+        async with Client(stdio_client(params), mode="legacy", read_timeout_seconds=REQUEST_TIMEOUT_S) as client:
+            await wait_for_tools(client, ["fixture__echo"])
+            res = await call(client, "fixture__echo", {"text": "through the stdio bridge"})
+            assert text_of(res) == "through the stdio bridge"
+            progress: list[float] = []
+
+            async def on_progress(p: float, total: float | None, message: str | None) -> None:
+                progress.append(p)
+
+            res = await call(client, "fixture__slow", {"steps": 3, "step_ms": 20}, progress_callback=on_progress)
+            assert text_of(res) == "done after 3 steps"
+            assert progress == [1.0, 2.0, 3.0]
+
+    run(body)

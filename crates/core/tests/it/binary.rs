@@ -260,3 +260,68 @@ fn pair_prints_the_code_alone_on_its_last_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn connect_relays_stdio_to_the_gateway_with_progress_in_order() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
+    let mut probe = McpHttp::connect(&gw).await;
+    probe.wait_tools("fx", |n| n.iter().any(|t| t == "fx__slow")).await;
+
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["connect", "--url", &gw.url("/mcp")])
+        .env("SWITCHBOARD_TOKEN", &gw.token)
+        .env("SWITCHBOARD_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut send = async |v: serde_json::Value| {
+        stdin.write_all(format!("{v}\n").as_bytes()).await.unwrap();
+    };
+    send(serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"stdio","version":"1"}}})).await;
+    let mut next = async || -> serde_json::Value {
+        let line = tokio::time::timeout(WAIT, out.next_line()).await.expect("a line").unwrap().expect("open");
+        serde_json::from_str(&line).unwrap()
+    };
+    let init = next().await;
+    assert_eq!(init["result"]["serverInfo"]["name"], "switchboard", "{init}");
+    send(serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await;
+    send(serde_json::json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+        "name":"fx__slow","arguments":{"steps":3,"step_ms":20},"_meta":{"progressToken":"p"}}})).await;
+    for step in 1..=3 {
+        let p = next().await;
+        assert_eq!(p["method"], "notifications/progress", "{p}");
+        assert_eq!(p["params"]["progressToken"], "p");
+        assert_eq!(p["params"]["progress"], serde_json::json!(step as f64));
+    }
+    let done = next().await;
+    assert_eq!(done["id"], 2);
+    assert_eq!(done["result"]["content"][0]["text"], "done after 3 steps");
+    // garbage in: a parse error out, and the bridge goes on
+    send(serde_json::json!("not an object")).await;
+    stdin.write_all(b"{oops\n").await.unwrap();
+    let err = next().await;
+    assert_eq!(err["error"]["code"], -32700, "{err}");
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn connect_without_a_token_says_how_to_pair() {
+    let out = Command::new(BIN)
+        .args(["connect", "--url", "http://127.0.0.1:9/mcp"])
+        .env_remove("SWITCHBOARD_TOKEN")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("keychain") || err.contains("--pair"), "{err}");
+}
