@@ -221,7 +221,19 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-fn start_gateway(dir: &Path, servers: usize, tool: &str) -> (Child, String) {
+/// Kills the gateway however the bench ends (a panic included), so nothing is left running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_gateway(dir: &Path, servers: usize, tool: &str) -> (Running, String) {
     let mut cfg = String::from("[auth]\ntoken_store = \"memory\"\n");
     for i in 0..servers {
         cfg.push_str(&format!(
@@ -248,7 +260,7 @@ fn start_gateway(dir: &Path, servers: usize, tool: &str) -> (Child, String) {
         .unwrap()
         .to_owned();
     let _ = tool;
-    (child, format!("{base}/mcp"))
+    (Running(child), format!("{base}/mcp"))
 }
 
 /// Pairs the bench client the way any client does: a code from `switchboard pair`, traded at
@@ -346,7 +358,7 @@ fn main() {
         let t_direct = latencies(calls, || { let d = d.clone(); async move { d.request(echo_call(0)).await } }).await;
 
         eprintln!("through /mcp: {calls} sequential echo calls…");
-        let (mut gw, url) = start_gateway(dir.path(), 1, "echo");
+        let (gw, url) = start_gateway(dir.path(), 1, "echo");
         let token = pair(dir.path(), &url).await;
         let http = Arc::new(Http::connect(&url, &token).await);
         wait_tool(&http, "__echo", 1).await;
@@ -410,12 +422,11 @@ fn main() {
                 n
             }
         }).await;
-        let _ = Command::new("kill").args(["-TERM", &gw.id().to_string()]).status();
-        let _ = gw.wait();
+        drop(gw);
 
         eprintln!("RSS with 10 servers…");
         let dir10 = tempfile::tempdir().unwrap();
-        let (mut gw10, url10) = start_gateway(dir10.path(), 10, "echo");
+        let (gw10, url10) = start_gateway(dir10.path(), 10, "echo");
         let token10 = pair(dir10.path(), &url10).await;
         let h10 = Http::connect(&url10, &token10).await;
         wait_tool(&h10, "__echo", 10).await;
@@ -424,9 +435,8 @@ fn main() {
                 "params":{"name": format!("s{i}__echo"),"arguments":{"text":"x"}}})).await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss10 = rss_kib(gw10.id());
-        let _ = Command::new("kill").args(["-TERM", &gw10.id().to_string()]).status();
-        let _ = gw10.wait();
+        let rss10 = rss_kib(gw10.0.id());
+        drop(gw10);
 
         let row = |name: &str, d: &[Duration], g: &[Duration], p: f64, target: &str| {
             println!("| {name} | {:.0} µs | {:.0} µs | {:.0} µs | {target} |",

@@ -168,30 +168,29 @@ async fn control_request(hub: &Hub, req: serde_json::Value) -> serde_json::Value
     }
 }
 
-/// Serves the owner's control socket until shutdown. Owner-only permissions: whoever can
-/// open it can issue pairing codes.
+/// Binds the owner's control socket with owner-only permissions (whoever can open it can
+/// issue pairing codes). A stale socket file from a crashed run is replaced.
+#[cfg(unix)]
+pub(crate) fn bind_control(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(listener)
+}
+
+/// Serves the control socket until shutdown, then removes it.
 #[cfg(unix)]
 pub(crate) async fn serve_control(
+    listener: tokio::net::UnixListener,
     path: std::path::PathBuf,
     hub: std::sync::Arc<Hub>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-
-    let _ = std::fs::remove_file(&path);
-    let listener = match tokio::net::UnixListener::bind(&path) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot open the control socket; `switchboard pair` will not work");
-            return;
-        }
-    };
-    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
-        tracing::error!(error = %e, "cannot restrict the control socket to its owner; closing it");
-        let _ = std::fs::remove_file(&path);
-        return;
-    }
     loop {
         let conn = tokio::select! {
             () = shutdown.cancelled() => break,

@@ -74,6 +74,9 @@ pub struct Gateway {
     hub: Arc<Hub>,
     tasks: TaskTracker,
     data_dir: PathBuf,
+    /// Bound in `open`, so that `switchboard pair` works as soon as the gateway is announced.
+    #[cfg(unix)]
+    control: Option<tokio::net::UnixListener>,
 }
 
 impl Gateway {
@@ -150,10 +153,22 @@ impl Gateway {
             started: Instant::now(),
             shutdown,
         });
+        #[cfg(unix)]
+        let control = match crate::pairing::bind_control(
+            &data_dir.join(crate::pairing::CONTROL_SOCKET),
+        ) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the control socket; `switchboard pair` will not work");
+                None
+            }
+        };
         Ok(Self {
             hub,
             tasks,
             data_dir,
+            #[cfg(unix)]
+            control,
         })
     }
 
@@ -172,14 +187,17 @@ impl Gateway {
     }
 
     /// Serves until the shutdown token is cancelled, then drains.
-    pub async fn run(self, listener: TcpListener) -> Result<(), ServeError> {
+    pub async fn run(mut self, listener: TcpListener) -> Result<(), ServeError> {
         let shutdown = self.hub.shutdown.clone();
         #[cfg(unix)]
-        self.tasks.spawn(crate::pairing::serve_control(
-            self.data_dir.join(crate::pairing::CONTROL_SOCKET),
-            self.hub.clone(),
-            shutdown.clone(),
-        ));
+        if let Some(control) = self.control.take() {
+            self.tasks.spawn(crate::pairing::serve_control(
+                control,
+                self.data_dir.join(crate::pairing::CONTROL_SOCKET),
+                self.hub.clone(),
+                shutdown.clone(),
+            ));
+        }
         let app =
             router(AppState(self.hub.clone())).into_make_service_with_connect_info::<SocketAddr>();
         // No Nagle: responses (SSE especially) are written in small pieces, and waiting for

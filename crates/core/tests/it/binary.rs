@@ -266,7 +266,9 @@ async fn connect_relays_stdio_to_the_gateway_with_progress_in_order() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
     let mut probe = McpHttp::connect(&gw).await;
-    probe.wait_tools("fx", |n| n.iter().any(|t| t == "fx__slow")).await;
+    probe
+        .wait_tools("fx", |n| n.iter().any(|t| t == "fx__slow"))
+        .await;
 
     let mut child = tokio::process::Command::new(BIN)
         .args(["connect", "--url", &gw.url("/mcp")])
@@ -286,14 +288,24 @@ async fn connect_relays_stdio_to_the_gateway_with_progress_in_order() {
     send(serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
         "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"stdio","version":"1"}}})).await;
     let mut next = async || -> serde_json::Value {
-        let line = tokio::time::timeout(WAIT, out.next_line()).await.expect("a line").unwrap().expect("open");
+        let line = tokio::time::timeout(WAIT, out.next_line())
+            .await
+            .expect("a line")
+            .unwrap()
+            .expect("open");
         serde_json::from_str(&line).unwrap()
     };
     let init = next().await;
-    assert_eq!(init["result"]["serverInfo"]["name"], "switchboard", "{init}");
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "switchboard",
+        "{init}"
+    );
     send(serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await;
-    send(serde_json::json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
-        "name":"fx__slow","arguments":{"steps":3,"step_ms":20},"_meta":{"progressToken":"p"}}})).await;
+    send(
+        serde_json::json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+        "name":"fx__slow","arguments":{"steps":3,"step_ms":20},"_meta":{"progressToken":"p"}}}),
+    )
+    .await;
     for step in 1..=3 {
         let p = next().await;
         assert_eq!(p["method"], "notifications/progress", "{p}");
@@ -309,7 +321,10 @@ async fn connect_relays_stdio_to_the_gateway_with_progress_in_order() {
     let err = next().await;
     assert_eq!(err["error"]["code"], -32700, "{err}");
     drop(stdin);
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success());
 }
 
