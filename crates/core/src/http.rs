@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/clients", get(clients))
         .route("/api/clients/{name}", axum::routing::delete(unpair_client))
         .route("/metrics", get(metrics))
+        .route("/ws", get(crate::mcp::ws::upgrade))
         .merge(
             Router::new()
                 .nest_service("/mcp", mcp_service(&state))

@@ -6,6 +6,7 @@
 //! (in order, before the result), passes cancellation through, and records every call.
 
 pub mod names;
+pub(crate) mod ws;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

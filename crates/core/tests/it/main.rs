@@ -10,3 +10,4 @@ mod mcp;
 mod persistence;
 mod registration;
 mod support;
+mod ws;
