@@ -340,3 +340,90 @@ fn connect_without_a_token_says_how_to_pair() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("keychain") || err.contains("--pair"), "{err}");
 }
+
+#[tokio::test]
+async fn tokens_never_reach_the_logs_even_at_trace_level() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            &memory_config(dir.path()),
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .env("SWITCHBOARD_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("Switchboard listening on ")
+        .unwrap()
+        .to_owned();
+    let out = Command::new(BIN)
+        .args(["pair", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let code = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let body: serde_json::Value = client
+        .post(format!("{base}/pair"))
+        .json(&serde_json::json!({"code": code, "name": "log-check"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = body["token"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let r = client
+            .get(format!("{base}/api/clients"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = client
+        .post(format!("{base}/mcp"))
+        .bearer_auth(&token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+            "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"l","version":"1"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let (code, stderr) = finish(child, Duration::from_secs(10));
+    assert_eq!(code, 0);
+    assert!(
+        stderr.len() > 1000,
+        "trace logging produced little: {stderr}"
+    );
+    let secret = &token[3..];
+    assert!(!stderr.contains(secret), "the token appears in the logs");
+    assert!(
+        !stderr.contains(&secret[..16]),
+        "part of the token appears in the logs"
+    );
+}

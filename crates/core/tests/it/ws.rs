@@ -9,15 +9,22 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::support::*;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(gw: &TestGateway, header: Option<&str>, protocols: Option<&str>) -> Result<(Ws, Option<String>), WsError> {
+async fn open(
+    gw: &TestGateway,
+    header: Option<&str>,
+    protocols: Option<&str>,
+) -> Result<(Ws, Option<String>), WsError> {
     let mut req = format!("ws://{}/ws", gw.addr).into_client_request()?;
     if let Some(t) = header {
-        req.headers_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
     }
     if let Some(p) = protocols {
-        req.headers_mut().insert("sec-websocket-protocol", p.parse().unwrap());
+        req.headers_mut()
+            .insert("sec-websocket-protocol", p.parse().unwrap());
     }
     let (ws, resp) = tokio_tungstenite::connect_async(req).await?;
     let chosen = resp
@@ -29,7 +36,9 @@ async fn open(gw: &TestGateway, header: Option<&str>, protocols: Option<&str>) -
 
 async fn recv(ws: &mut Ws) -> Value {
     loop {
-        let frame = tokio::time::timeout(WAIT, ws.next()).await.expect("a frame in time");
+        let frame = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame in time");
         match frame {
             Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -39,9 +48,11 @@ async fn recv(ws: &mut Ws) -> Value {
 }
 
 async fn rpc(ws: &mut Ws, id: u64, method: &str, params: Value) -> Value {
-    ws.send(Message::text(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()))
-        .await
-        .unwrap();
+    ws.send(Message::text(
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(),
+    ))
+    .await
+    .unwrap();
     loop {
         let m = recv(ws).await;
         if m["id"] == id {
@@ -51,12 +62,23 @@ async fn rpc(ws: &mut Ws, id: u64, method: &str, params: Value) -> Value {
 }
 
 async fn initialized(ws: &mut Ws) {
-    let init = rpc(ws, 1, "initialize", json!({"protocolVersion": "2025-11-25", "capabilities": {},
-                                                 "clientInfo": {"name": "ws", "version": "1"}})).await;
-    assert_eq!(init["result"]["serverInfo"]["name"], "switchboard", "{init}");
-    ws.send(Message::text(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string()))
-        .await
-        .unwrap();
+    let init = rpc(
+        ws,
+        1,
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                                                 "clientInfo": {"name": "ws", "version": "1"}}),
+    )
+    .await;
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "switchboard",
+        "{init}"
+    );
+    ws.send(Message::text(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+    ))
+    .await
+    .unwrap();
 }
 
 async fn gateway() -> TestGateway {
@@ -75,11 +97,20 @@ async fn gateway() -> TestGateway {
 #[tokio::test]
 async fn the_token_works_by_header_and_by_subprotocol() {
     let gw = gateway().await;
-    McpHttp::connect(&gw).await.wait_tools("fx", |n| n.iter().any(|t| t == "fx__echo")).await;
+    McpHttp::connect(&gw)
+        .await
+        .wait_tools("fx", |n| n.iter().any(|t| t == "fx__echo"))
+        .await;
 
     let (mut by_header, _) = open(&gw, Some(&gw.token), None).await.unwrap();
     initialized(&mut by_header).await;
-    let r = rpc(&mut by_header, 2, "tools/call", json!({"name": "fx__echo", "arguments": {"text": "header"}})).await;
+    let r = rpc(
+        &mut by_header,
+        2,
+        "tools/call",
+        json!({"name": "fx__echo", "arguments": {"text": "header"}}),
+    )
+    .await;
     assert_eq!(r["result"]["content"][0]["text"], "header", "{r}");
 
     // browsers: the token as a subprotocol, and `mcp` for the server to echo
@@ -88,7 +119,13 @@ async fn the_token_works_by_header_and_by_subprotocol() {
     assert_eq!(chosen.as_deref(), Some("mcp"), "the token is never echoed");
     initialized(&mut by_protocol).await;
     let tools = rpc(&mut by_protocol, 2, "tools/list", json!({})).await;
-    assert!(tools["result"]["tools"].as_array().unwrap().iter().any(|t| t["name"] == "fx__echo"));
+    assert!(
+        tools["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "fx__echo")
+    );
 }
 
 #[tokio::test]
@@ -109,22 +146,44 @@ async fn no_token_is_401_and_a_plain_get_is_426() {
 #[tokio::test]
 async fn roles_apply_and_bad_frames_get_json_rpc_errors() {
     let gw = gateway().await;
-    McpHttp::connect(&gw).await.wait_tools("fx", |n| n.iter().any(|t| t == "fx__add")).await;
+    McpHttp::connect(&gw)
+        .await
+        .wait_tools("fx", |n| n.iter().any(|t| t == "fx__add"))
+        .await;
     let reader = gw.pair_client("ws-reader", Some("reader")).await;
     let (mut ws, _) = open(&gw, Some(&reader), None).await.unwrap();
     initialized(&mut ws).await;
-    let refused = rpc(&mut ws, 2, "tools/call", json!({"name": "fx__add", "arguments": {"a": 1, "b": 1}})).await;
-    assert_eq!(refused["error"]["message"], "tool 'fx__add' is not allowed for role 'reader'");
+    let refused = rpc(
+        &mut ws,
+        2,
+        "tools/call",
+        json!({"name": "fx__add", "arguments": {"a": 1, "b": 1}}),
+    )
+    .await;
+    assert_eq!(
+        refused["error"]["message"],
+        "tool 'fx__add' is not allowed for role 'reader'"
+    );
 
     ws.send(Message::text("{not json")).await.unwrap();
     let e = recv(&mut ws).await;
-    assert_eq!((e["id"].clone(), e["error"]["code"].clone()), (Value::Null, json!(-32700)), "{e}");
+    assert_eq!(
+        (e["id"].clone(), e["error"]["code"].clone()),
+        (Value::Null, json!(-32700)),
+        "{e}"
+    );
     ws.send(Message::text("[1, 2]")).await.unwrap();
     assert_eq!(recv(&mut ws).await["error"]["code"], -32600);
     ws.send(Message::binary(vec![1u8, 2])).await.unwrap();
     assert_eq!(recv(&mut ws).await["error"]["code"], -32600);
     // still usable
-    let ok = rpc(&mut ws, 3, "tools/call", json!({"name": "fx__echo", "arguments": {"text": "fine"}})).await;
+    let ok = rpc(
+        &mut ws,
+        3,
+        "tools/call",
+        json!({"name": "fx__echo", "arguments": {"text": "fine"}}),
+    )
+    .await;
     assert_eq!(ok["result"]["content"][0]["text"], "fine");
 }
 
