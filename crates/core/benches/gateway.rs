@@ -10,6 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{arg, percentile, rss_kib};
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -24,15 +27,6 @@ use tokio::sync::{Mutex, oneshot};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_switchboard-fixture");
 const SWITCHBOARD: &str = env!("CARGO_BIN_EXE_switchboard");
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn echo_call(id: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
@@ -203,22 +197,8 @@ async fn stateless(client: &reqwest::Client, token: &str, url: &str, id: u64) ->
     serde_json::from_str(&data).unwrap_or_else(|_| panic!("not JSON: {data}"))
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
 }
 
 /// Kills the gateway however the bench ends (a panic included), so nothing is left running.
@@ -343,8 +323,8 @@ where
 }
 
 fn main() {
-    let calls = arg("--calls", 5000);
-    let secs = arg("--seconds", 5);
+    let calls: u64 = arg("--calls", 5000);
+    let secs: u64 = arg("--seconds", 5);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -440,7 +420,7 @@ fn main() {
 
         let row = |name: &str, d: &[Duration], g: &[Duration], p: f64, target: &str| {
             println!("| {name} | {:.0} µs | {:.0} µs | {:.0} µs | {target} |",
-                us(pct(d, p)), us(pct(g, p)), us(pct(g, p)) - us(pct(d, p)));
+                us(percentile(d, p)), us(percentile(g, p)), us(percentile(g, p)) - us(percentile(d, p)));
         };
         println!();
         println!("gateway bench ({calls} sequential calls per path, 16 clients × {secs} s)");
@@ -451,7 +431,7 @@ fn main() {
         row("latency p50, 2026-07-28 stateless", &t_direct, &t_stateless, 0.50, "≤ 30 µs");
         row("latency p99, 2026-07-28 stateless", &t_direct, &t_stateless, 0.99, "≤ 250 µs");
         println!("| HTTP floor: GET /healthz p50 / p99 (no MCP) | — | {:.0} / {:.0} µs | — | — |",
-            us(pct(&t_floor, 0.5)), us(pct(&t_floor, 0.99)));
+            us(percentile(&t_floor, 0.5)), us(percentile(&t_floor, 0.99)));
         println!("| throughput, 16 clients | {tp_direct:.0} calls/s | {tp_gw:.0} calls/s | {:.1}% of direct | ≥ 25% |",
             100.0 * tp_gw / tp_direct);
         println!("| gateway RSS, 10 servers running | — | {:.1} MiB | — | ≤ 40 MB |", rss10 as f64 / 1024.0);

@@ -6,6 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{arg, percentile, rss_kib};
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,25 +23,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
 
 fn envelope(kind: &str, payload: Value) -> Message {
     Message::text(
@@ -116,14 +100,9 @@ fn start_gateway(data: &Path) -> (Child, String) {
     (child, format!("ws://{url}/ws/mcp"))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
 fn main() {
-    let sockets = arg("--sockets", 10_000);
-    let round_trips = arg("--round-trips", 2_000);
+    let sockets: usize = arg("--sockets", 10_000);
+    let round_trips: usize = arg("--round-trips", 2_000);
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {

@@ -160,9 +160,25 @@ fn mcp_service(
 
 /// Checks a POST to `/mcp` before rmcp sees it: a body over the limit is 413, a body that is
 /// not JSON is 400 with a JSON-RPC parse error (id null), both with a message that says so.
+/// Every response (POST answers and the GET stream) is watched by a [`GuardedBody`].
 async fn mcp_precheck(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let revoked = req
+        .extensions()
+        .get::<crate::auth::Caller>()
+        .map(|c| Box::pin(c.revoked.clone().cancelled_owned()));
+    let guard = |resp: Response, gone: Option<tokio_util::sync::CancellationToken>| {
+        let (parts, body) = resp.into_parts();
+        Response::from_parts(
+            parts,
+            axum::body::Body::new(GuardedBody {
+                inner: body,
+                gone,
+                revoked,
+            }),
+        )
+    };
     if req.method() != axum::http::Method::POST {
-        return next.run(req).await;
+        return guard(next.run(req).await, None);
     }
     let limit = state.0.gateway_config.max_body_bytes;
     let rpc_error = |status: StatusCode, code: i64, message: String| {
@@ -201,20 +217,11 @@ async fn mcp_precheck(State(state): State<AppState>, req: Request, next: Next) -
     let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
     req.extensions_mut()
         .insert(crate::mcp::ClientGone(gone.clone()));
-    let resp = next.run(req).await;
-    let (parts, body) = resp.into_parts();
-    Response::from_parts(
-        parts,
-        axum::body::Body::new(GuardedBody {
-            inner: body,
-            gone: Some(gone),
-        }),
-    )
+    guard(next.run(req).await, Some(gone))
 }
 
 /// Ties `/mcp` sessions to the client that opened them: another client's session id is
-/// refused (404, as if unknown); new session ids are remembered so that unpairing closes them;
-/// every response stream ends when the client is unpaired.
+/// refused (404, as if unknown); new session ids are remembered so that unpairing closes them.
 async fn mcp_sessions(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(caller) = req.extensions().get::<crate::auth::Caller>().cloned() else {
         return next.run(req).await;
@@ -237,46 +244,16 @@ async fn mcp_sessions(State(state): State<AppState>, req: Request, next: Next) -
     {
         auth.note_session(&caller.name, sid);
     }
-    let (parts, body) = resp.into_parts();
-    Response::from_parts(
-        parts,
-        axum::body::Body::new(RevocableBody {
-            inner: body,
-            revoked: Box::pin(caller.revoked.cancelled_owned()),
-        }),
-    )
+    resp
 }
 
-/// A response body that ends as soon as its client is unpaired.
-struct RevocableBody {
-    inner: axum::body::Body,
-    revoked: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-}
-
-impl http_body::Body for RevocableBody {
-    type Data = axum::body::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        if self.revoked.as_mut().poll(cx).is_ready() {
-            return std::task::Poll::Ready(None);
-        }
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-}
-
-/// A response body that fires its token if it is dropped before its last frame was taken.
+/// A `/mcp` response body that watches its client: dropped before its last frame (the client
+/// went away), it fires `gone`; when the client is unpaired, it ends at once.
 struct GuardedBody {
     inner: axum::body::Body,
     /// Taken once the body has ended normally.
     gone: Option<tokio_util::sync::CancellationToken>,
+    revoked: Option<std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
 }
 
 impl http_body::Body for GuardedBody {
@@ -287,6 +264,11 @@ impl http_body::Body for GuardedBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Some(revoked) = self.revoked.as_mut()
+            && revoked.as_mut().poll(cx).is_ready()
+        {
+            return std::task::Poll::Ready(None);
+        }
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
             self.gone = None;

@@ -550,6 +550,31 @@ impl Handler {
         caller(ctx).is_none_or(|c| self.roles.roles.get(&c.role).is_none_or(Vec::is_empty))
     }
 
+    /// The `field` items of `method` from every running server that offers `capability`
+    /// (first page of each), with the server they came from. Servers that fail are skipped.
+    async fn gather(
+        &self,
+        capability: &str,
+        method: &'static str,
+        field: &str,
+        ct: &CancellationToken,
+    ) -> Vec<(Upstream, Value)> {
+        let mut items = Vec::new();
+        for up in self.gw.upstreams() {
+            let status = up.status();
+            if status.state != ServerState::Running || !status.has_capability(capability) {
+                continue;
+            }
+            let Ok(page) = up.request(method, json!({}), method, true, None, ct).await else {
+                continue;
+            };
+            if let Some(Value::Array(list)) = page.result.get(field) {
+                items.extend(list.iter().map(|v| (up.clone(), v.clone())));
+            }
+        }
+        items
+    }
+
     fn visible(&self, ctx: &RequestContext<RoleServer>, name: &str) -> bool {
         self.allowed(ctx, name).is_ok()
     }
@@ -712,36 +737,16 @@ impl ServerHandler for Handler {
         }
         let mut all = Vec::new();
         let mut owners = HashMap::new();
-        for up in self.gw.upstreams() {
-            let status = up.status();
-            if status.state != ServerState::Running || !status.has_capability("resources") {
-                continue;
-            }
-            let page = up
-                .request(
-                    "resources/list",
-                    json!({}),
-                    "resources/list",
-                    true,
-                    None,
-                    &context.ct,
-                )
-                .await;
-            let Ok(page) = page else { continue };
-            for r in page
-                .result
-                .get("resources")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-            {
-                if let Ok(res) = serde_json::from_value::<Resource>(r) {
-                    if owners.contains_key(&res.uri) {
-                        continue; // the first server (by name) owns a URI
-                    }
-                    owners.insert(res.uri.clone(), up.name().to_owned());
-                    all.push(res);
+        for (up, r) in self
+            .gather("resources", "resources/list", "resources", &context.ct)
+            .await
+        {
+            if let Ok(res) = serde_json::from_value::<Resource>(r) {
+                if owners.contains_key(&res.uri) {
+                    continue; // the first server (by name) owns a URI
                 }
+                owners.insert(res.uri.clone(), up.name().to_owned());
+                all.push(res);
             }
         }
         self.gw
@@ -758,37 +763,17 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let mut all = Vec::new();
-        for up in self.gw.upstreams() {
-            let status = up.status();
-            if status.state != ServerState::Running || !status.has_capability("resources") {
-                continue;
-            }
-            let Ok(page) = up
-                .request(
-                    "resources/templates/list",
-                    json!({}),
-                    "resources/templates/list",
-                    true,
-                    None,
-                    &context.ct,
-                )
-                .await
-            else {
-                continue;
-            };
-            for t in page
-                .result
-                .get("resourceTemplates")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-            {
-                if let Ok(t) = serde_json::from_value::<ResourceTemplate>(t) {
-                    all.push(t);
-                }
-            }
-        }
+        let all = self
+            .gather(
+                "resources",
+                "resources/templates/list",
+                "resourceTemplates",
+                &context.ct,
+            )
+            .await
+            .into_iter()
+            .filter_map(|(_, t)| serde_json::from_value::<ResourceTemplate>(t).ok())
+            .collect();
         Ok(ListResourceTemplatesResult::with_all_items(all))
     }
 
@@ -861,36 +846,14 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let mut all = Vec::new();
-        for up in self.gw.upstreams() {
-            let status = up.status();
-            if status.state != ServerState::Running || !status.has_capability("prompts") {
-                continue;
-            }
-            let Ok(page) = up
-                .request(
-                    "prompts/list",
-                    json!({}),
-                    "prompts/list",
-                    true,
-                    None,
-                    &context.ct,
-                )
-                .await
-            else {
-                continue;
-            };
-            for p in page
-                .result
-                .get("prompts")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-            {
-                if let Ok(mut prompt) = serde_json::from_value::<Prompt>(p) {
-                    prompt.name = names::exposed(up.name(), &prompt.name);
-                    if self.visible(&context, &prompt.name) {
-                        all.push(prompt);
-                    }
+        for (up, p) in self
+            .gather("prompts", "prompts/list", "prompts", &context.ct)
+            .await
+        {
+            if let Ok(mut prompt) = serde_json::from_value::<Prompt>(p) {
+                prompt.name = names::exposed(up.name(), &prompt.name);
+                if self.visible(&context, &prompt.name) {
+                    all.push(prompt);
                 }
             }
         }
