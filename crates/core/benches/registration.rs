@@ -81,9 +81,15 @@ fn project_dirs(prefix: &str, n: usize) -> Vec<PathBuf> {
 }
 
 fn start_gateway(data: &Path) -> (Child, String) {
+    // Registration needs no tokens: keep them in memory (no keychain on a bench machine).
+    let config = data.join("bench.toml");
+    std::fs::create_dir_all(data).unwrap();
+    std::fs::write(&config, "[auth]\ntoken_store = \"memory\"\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
+        .arg("--config")
+        .arg(&config)
         .env("SWITCHBOARD_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
