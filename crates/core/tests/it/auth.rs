@@ -148,7 +148,13 @@ async fn everything_that_reaches_tools_needs_a_token() {
 #[tokio::test]
 async fn unpairing_closes_the_clients_open_streams_and_sessions_at_once() {
     let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
+    let mut events = gw.events().await;
     let victim_token = gw.pair_client("victim", None).await;
+    let paired = events.next_named("client_paired").await;
+    assert_eq!(
+        (paired["name"].clone(), paired["role"].clone()),
+        (json!("victim"), json!("default"))
+    );
     let mut victim = McpHttp::new(&gw);
     victim.token = Some(victim_token.clone());
     let r = victim
@@ -200,6 +206,7 @@ async fn unpairing_closes_the_clients_open_streams_and_sessions_at_once() {
         took < Duration::from_millis(100),
         "stream closed after {took:?}"
     );
+    assert_eq!(events.next_named("client_unpaired").await["name"], "victim");
     // the token is dead, and the session is gone even for a valid token
     assert_eq!(
         victim.call("fx__echo", json!({"text": "x"})).await.status,
