@@ -177,6 +177,26 @@ impl Gateway {
         self.hub.mcp.clone()
     }
 
+    /// Paired clients: issue codes, list, unpair (the tray's menu).
+    pub fn auth(&self) -> crate::auth::Auth {
+        self.hub.auth.clone()
+    }
+
+    /// The project registry (registration server).
+    pub fn registry(&self) -> Registry {
+        self.hub.registration.registry().clone()
+    }
+
+    /// The token that stops this gateway.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.hub.shutdown.clone()
+    }
+
+    /// A handle that unpairs a client and closes its sessions, usable after `run` started.
+    pub fn unpairer(&self) -> Unpairer {
+        Unpairer(self.hub.clone())
+    }
+
     /// The event bus, for consumers outside the HTTP API (tray, notifications).
     pub fn bus(&self) -> EventBus {
         self.hub.bus.clone()
@@ -274,6 +294,17 @@ async fn watch_config(path: PathBuf, mcp: McpGateway, shutdown: CancellationToke
             }
             Err(e) => tracing::error!(path = %path.display(), error = %e, "config change ignored"),
         }
+    }
+}
+
+/// Unpairs clients of a running gateway (revokes, closes sessions and sockets).
+#[derive(Debug, Clone)]
+pub struct Unpairer(Arc<Hub>);
+
+impl Unpairer {
+    /// `Ok(false)` if no client has that name.
+    pub async fn unpair(&self, name: &str) -> Result<bool, TokenStoreError> {
+        crate::pairing::unpair(&self.0, name).await
     }
 }
 

@@ -1,0 +1,193 @@
+//! The desktop shell: Switchboard in the tray. It embeds the core gateway in-process through
+//! the same `Gateway::open` + `run` that `switchboard serve` uses, turns hub events into tray
+//! state and desktop notifications, and shows the dashboard window.
+//!
+//! # Layout
+//! - `tray.rs`: the tray icon, its menu (ids are `tray/...` constants) and its state.
+//! - `notify.rs`: desktop notifications, coalesced per subject and rate-capped.
+//! - `commands.rs`: the Tauri commands the dashboard calls (the backend seam).
+
+mod commands;
+mod notify;
+mod tray;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchboard_core::{Config, Gateway};
+use tauri::{Manager, RunEvent, WindowEvent};
+use tokio_util::sync::CancellationToken;
+
+/// What the shell keeps about the embedded gateway.
+#[derive(Debug, Clone)]
+pub(crate) struct Shell {
+    /// `None` when the gateway could not start (port taken, no keychain): the tray says so.
+    pub(crate) gateway: Option<GatewayHandles>,
+    pub(crate) startup_error: Option<String>,
+    pub(crate) notifier: notify::Notifier,
+    /// Resolves when the gateway has stopped (after Quit).
+    pub(crate) stopped: Arc<Mutex<Option<tauri::async_runtime::JoinHandle<()>>>>,
+}
+
+/// Cheap handles into the running gateway.
+#[derive(Debug, Clone)]
+pub(crate) struct GatewayHandles {
+    pub(crate) url: String,
+    pub(crate) auth: switchboard_core::auth::Auth,
+    pub(crate) registry: switchboard_core::registration::Registry,
+    pub(crate) mcp: switchboard_core::mcp::McpGateway,
+    pub(crate) unpairer: switchboard_core::server::Unpairer,
+    pub(crate) bus: switchboard_core::EventBus,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// The config the app runs with: the platform config file, or the files and address named by
+/// `SWITCHBOARD_CONFIG`, `SWITCHBOARD_DATA_DIR` and `SWITCHBOARD_LISTEN` (used by the tests).
+fn load_config() -> anyhow::Result<Config> {
+    let path = std::env::var_os("SWITCHBOARD_CONFIG").map(std::path::PathBuf::from);
+    let mut config = Config::load(path.as_deref())?;
+    if let Some(dir) = std::env::var_os("SWITCHBOARD_DATA_DIR") {
+        config.data_dir = Some(dir.into());
+    }
+    if let Ok(listen) = std::env::var("SWITCHBOARD_LISTEN") {
+        config.listen = listen.parse()?;
+    }
+    Ok(config)
+}
+
+/// Opens and starts the embedded gateway.
+fn start_gateway() -> anyhow::Result<(GatewayHandles, tauri::async_runtime::JoinHandle<()>)> {
+    let config = load_config()?;
+    let listener = std::net::TcpListener::bind(config.listen).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "{} is already used by another program, so Switchboard's gateway could not start. \
+             Close that program, or choose another address in the config, then restart Switchboard.",
+            config.listen
+        ),
+        _ => anyhow::anyhow!("cannot listen on {}: {e}", config.listen),
+    })?;
+    listener.set_nonblocking(true)?;
+    let shutdown = CancellationToken::new();
+    let (handles, gateway) = tauri::async_runtime::block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let local = listener.local_addr()?;
+        let gateway = Gateway::open(&config, local, shutdown.clone()).await?;
+        let handles = GatewayHandles {
+            url: format!("http://{local}"),
+            auth: gateway.auth(),
+            registry: gateway.registry(),
+            mcp: gateway.mcp(),
+            unpairer: gateway.unpairer(),
+            bus: gateway.bus(),
+            shutdown: shutdown.clone(),
+        };
+        anyhow::Ok((handles, (gateway, listener)))
+    })?;
+    let (gateway, listener) = gateway;
+    let task = tauri::async_runtime::spawn(async move {
+        if let Err(e) = gateway.run(listener).await {
+            tracing::error!(error = %e, "gateway stopped with an error");
+        }
+    });
+    tracing::info!(url = %handles.url, "gateway running in the app");
+    Ok((handles, task))
+}
+
+/// Quits: stops the gateway (children included, bounded) and then the app.
+pub(crate) fn quit(app: &tauri::AppHandle) {
+    let shell = app.state::<Shell>().inner().clone();
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        if let Some(g) = &shell.gateway {
+            g.shutdown.cancel();
+        }
+        let task = shell.stopped.lock().expect("stopped lock").take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        app.exit(0);
+    });
+}
+
+/// Shows the dashboard window.
+pub(crate) fn open_dashboard(app: &tauri::AppHandle) {
+    if let Some(w) = app.get_webview_window("main") {
+        let _ = w.show();
+        let _ = w.unminimize();
+        let _ = w.set_focus();
+    }
+}
+
+/// Builds and runs the app.
+pub fn run() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let app = tauri::Builder::default()
+        // Launching it again opens the dashboard of the running one.
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+            open_dashboard(app);
+        }))
+        .invoke_handler(tauri::generate_handler![
+            commands::snapshot,
+            commands::pair_code,
+            commands::unpair,
+            commands::status,
+        ])
+        .setup(|app| {
+            let notifier = notify::Notifier::new();
+            let (gateway, startup_error, stopped) = match start_gateway() {
+                Ok((g, task)) => (Some(g), None, Some(task)),
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    tracing::error!(error = %message, "gateway did not start");
+                    notifier.notify(
+                        "startup",
+                        "Switchboard could not start its gateway",
+                        &message,
+                    );
+                    (None, Some(message), None)
+                }
+            };
+            let shell = Shell {
+                gateway,
+                startup_error,
+                notifier,
+                stopped: Arc::new(Mutex::new(stopped)),
+            };
+            app.manage(shell.clone());
+            tray::install(app.handle(), &shell)?;
+            if let Some(g) = &shell.gateway {
+                notify::watch(app.handle().clone(), g.bus.clone(), shell.notifier.clone());
+            }
+            Ok(())
+        })
+        .build(tauri::generate_context!())
+        .unwrap_or_else(|e| {
+            eprintln!("error: Switchboard could not start: {e}");
+            std::process::exit(1);
+        });
+    app.run(|app, event| match event {
+        // Closing the window keeps Switchboard in the tray.
+        RunEvent::WindowEvent {
+            label,
+            event: WindowEvent::CloseRequested { api, .. },
+            ..
+        } if label == "main" => {
+            api.prevent_close();
+            if let Some(w) = app.get_webview_window("main") {
+                let _ = w.hide();
+            }
+        }
+        RunEvent::ExitRequested { api, code, .. } if code.is_none() => {
+            // the last window closing is not a reason to quit a tray app
+            api.prevent_exit();
+        }
+        _ => {}
+    });
+}

@@ -1,0 +1,228 @@
+//! Desktop notifications (notify-rust): crashes, failures, projects going offline, long calls.
+//! Reconnect storms and flapping must give one notification, not hundreds: each subject
+//! notifies at most once per [`SUBJECT_QUIET`], and all of them at most [`MAX_PER_MINUTE`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchboard_core::{EventBus, HubEvent};
+
+const SUBJECT_QUIET: Duration = Duration::from_secs(60);
+const MAX_PER_MINUTE: usize = 10;
+/// A call running longer than this shows its progress.
+const LONG_CALL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default)]
+struct State {
+    paused: bool,
+    last: HashMap<String, Instant>,
+    recent: VecDeque<Instant>,
+}
+
+/// Cheap handle; clone freely.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Notifier {
+    state: Arc<Mutex<State>>,
+}
+
+impl Notifier {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn set_paused(&self, paused: bool) {
+        self.state.lock().expect("notifier lock").paused = paused;
+    }
+
+    pub(crate) fn paused(&self) -> bool {
+        self.state.lock().expect("notifier lock").paused
+    }
+
+    /// Whether a notification about `subject` may be shown now (and records it if so).
+    fn admit(&self, subject: &str) -> bool {
+        let mut s = self.state.lock().expect("notifier lock");
+        if s.paused {
+            return false;
+        }
+        let now = Instant::now();
+        if s.last
+            .get(subject)
+            .is_some_and(|t| now.duration_since(*t) < SUBJECT_QUIET)
+        {
+            return false;
+        }
+        while s
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            s.recent.pop_front();
+        }
+        if s.recent.len() >= MAX_PER_MINUTE {
+            return false;
+        }
+        s.recent.push_back(now);
+        s.last.insert(subject.to_owned(), now);
+        true
+    }
+
+    /// Shows a notification unless paused, coalesced or over the rate cap.
+    pub(crate) fn notify(&self, subject: &str, summary: &str, body: &str) {
+        if self.admit(subject) {
+            show(summary.to_owned(), body.to_owned(), None);
+        }
+    }
+}
+
+/// Sends one notification off the async runtime, bounded (D-Bus may hang). `replaces` updates
+/// an earlier notification in place where the platform allows.
+fn show(summary: String, body: String, replaces: Option<u32>) -> Option<u32> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut n = notify_rust::Notification::new();
+        n.appname("Switchboard").summary(&summary).body(&body);
+        if let Some(id) = replaces {
+            n.id(id);
+        }
+        let _ = tx.send(n.show().map(|h| h.id()));
+    });
+    match rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(Ok(id)) => Some(id),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "notification not shown");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("notification service did not answer in 5 s");
+            None
+        }
+    }
+}
+
+/// A long call being shown: its notification id and when it was last updated.
+struct LongCall {
+    tool: String,
+    started: Instant,
+    shown: Option<(u32, Instant)>,
+}
+
+/// Turns hub events into notifications until the bus closes.
+pub(crate) fn watch(app: tauri::AppHandle, bus: EventBus, notifier: Notifier) {
+    let mut events = bus.subscribe();
+    tauri::async_runtime::spawn(async move {
+        let mut calls: HashMap<String, LongCall> = HashMap::new();
+        while let Some(ev) = events.recv().await {
+            crate::tray::on_event(&app, &ev.event);
+            let n = notifier.clone();
+            match &ev.event {
+                HubEvent::ServerCrashed { server, reason } => n.notify(
+                    &format!("server:{server}"),
+                    &format!("MCP server '{server}' crashed"),
+                    &format!("{reason}. Switchboard is restarting it."),
+                ),
+                HubEvent::ServerState {
+                    server,
+                    state: switchboard_core::upstream::ServerState::Failed,
+                    reason,
+                } => n.notify(
+                    &format!("failed:{server}"),
+                    &format!("MCP server '{server}' failed"),
+                    reason
+                        .as_deref()
+                        .unwrap_or("it keeps crashing; restart it from the tray"),
+                ),
+                HubEvent::ProjectOffline { path, name } => n.notify(
+                    &format!("project:{path}"),
+                    &format!("Project '{name}' went offline"),
+                    path,
+                ),
+                HubEvent::CallStarted { call_id, tool, .. } => {
+                    calls.insert(
+                        call_id.clone(),
+                        LongCall {
+                            tool: tool.clone(),
+                            started: Instant::now(),
+                            shown: None,
+                        },
+                    );
+                }
+                HubEvent::CallProgress {
+                    call_id,
+                    progress,
+                    total,
+                    message,
+                } => {
+                    if let Some(c) = calls.get_mut(call_id)
+                        && c.started.elapsed() >= LONG_CALL
+                        && !n.paused()
+                        && c.shown
+                            .is_none_or(|(_, at)| at.elapsed() >= Duration::from_secs(2))
+                    {
+                        let pct =
+                            total.map(|t| format!(" ({:.0}%)", 100.0 * progress / t.max(1.0)));
+                        let body = format!(
+                            "{}{}",
+                            message
+                                .clone()
+                                .unwrap_or_else(|| format!("progress {progress}")),
+                            pct.unwrap_or_default()
+                        );
+                        let summary = format!("{} is running", c.tool);
+                        let replaces = c.shown.map(|(id, _)| id);
+                        let id = tokio::task::spawn_blocking(move || show(summary, body, replaces))
+                            .await
+                            .ok()
+                            .flatten();
+                        if let Some(id) = id {
+                            c.shown = Some((id, Instant::now()));
+                        }
+                    }
+                }
+                HubEvent::CallFinished {
+                    call_id,
+                    outcome,
+                    latency_ms,
+                    error,
+                    ..
+                } => {
+                    if let Some(c) = calls.remove(call_id)
+                        && (c.shown.is_some() || c.started.elapsed() >= LONG_CALL)
+                        && !n.paused()
+                    {
+                        let summary = if *outcome == "ok" {
+                            format!("{} finished", c.tool)
+                        } else {
+                            format!("{} failed", c.tool)
+                        };
+                        let body = error.clone().unwrap_or_else(|| {
+                            format!("after {:.1} s", *latency_ms as f64 / 1000.0)
+                        });
+                        let replaces = c.shown.map(|(id, _)| id);
+                        let _ = tokio::task::spawn_blocking(move || show(summary, body, replaces))
+                            .await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storm_on_one_subject_gives_one_notification_and_the_rate_is_capped() {
+        let n = Notifier::new();
+        assert!(n.admit("project:/a"));
+        for _ in 0..50 {
+            assert!(!n.admit("project:/a"));
+        }
+        let admitted = (0..50).filter(|i| n.admit(&format!("s{i}"))).count();
+        assert_eq!(admitted, MAX_PER_MINUTE - 1);
+        n.set_paused(true);
+        assert!(!n.admit("fresh"));
+    }
+}

@@ -1,0 +1,262 @@
+//! The tray icon: its state (idle, calls running, a server failed, gateway down) in the icon
+//! and the tooltip, and its menu. Menu ids are the `tray/...` constants, matched in one place.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Mutex;
+
+use switchboard_core::HubEvent;
+use switchboard_core::upstream::ServerState;
+use tauri::image::Image;
+use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
+use tauri::tray::TrayIconBuilder;
+use tauri::{AppHandle, Manager};
+
+use crate::Shell;
+
+pub(crate) const TRAY_ID: &str = "main";
+pub(crate) const OPEN: &str = "tray/open";
+pub(crate) const PAIR: &str = "tray/pair";
+pub(crate) const PAUSE: &str = "tray/pause-notifications";
+pub(crate) const QUIT: &str = "tray/quit";
+pub(crate) const UNPAIR: &str = "tray/unpair/";
+pub(crate) const RESTART: &str = "tray/restart/";
+
+const IDLE: &[u8] = include_bytes!("../../icons/tray-idle.png");
+const BUSY: &[u8] = include_bytes!("../../icons/tray-busy.png");
+const FAILED: &[u8] = include_bytes!("../../icons/tray-failed.png");
+const DOWN: &[u8] = include_bytes!("../../icons/tray-down.png");
+
+/// What the icon shows, derived from hub events.
+#[derive(Debug, Default)]
+struct TrayState {
+    calls: HashSet<String>,
+    failed: BTreeSet<String>,
+}
+
+static STATE: Mutex<Option<TrayState>> = Mutex::new(None);
+
+fn build_menu(app: &AppHandle, shell: &Shell) -> tauri::Result<Menu<tauri::Wry>> {
+    let menu = Menu::new(app)?;
+    menu.append(&MenuItem::with_id(
+        app,
+        OPEN,
+        "Open Dashboard",
+        true,
+        None::<&str>,
+    )?)?;
+    let up = shell.gateway.is_some();
+    menu.append(&MenuItem::with_id(
+        app,
+        PAIR,
+        "Pair New Client…",
+        up,
+        None::<&str>,
+    )?)?;
+    let clients = Submenu::with_id(app, "tray/clients", "Paired Clients", up)?;
+    let servers = Submenu::with_id(app, "tray/servers", "Servers", up)?;
+    if let Some(g) = &shell.gateway {
+        let list = g.auth.clients();
+        if list.is_empty() {
+            clients.append(&MenuItem::with_id(
+                app,
+                "tray/clients/none",
+                "No paired clients",
+                false,
+                None::<&str>,
+            )?)?;
+        }
+        for c in list {
+            let label = format!("{} ({}) — Unpair", c.name, c.role);
+            clients.append(&MenuItem::with_id(
+                app,
+                format!("{UNPAIR}{}", c.name),
+                label,
+                true,
+                None::<&str>,
+            )?)?;
+        }
+        let ups = g.mcp.upstreams();
+        if ups.is_empty() {
+            servers.append(&MenuItem::with_id(
+                app,
+                "tray/servers/none",
+                "No servers configured",
+                false,
+                None::<&str>,
+            )?)?;
+        }
+        for up in ups {
+            let s = up.status();
+            let label = format!("{}: {} — Restart", up.name(), s.state.as_str());
+            servers.append(&MenuItem::with_id(
+                app,
+                format!("{RESTART}{}", up.name()),
+                label,
+                true,
+                None::<&str>,
+            )?)?;
+        }
+    }
+    menu.append(&clients)?;
+    menu.append(&servers)?;
+    menu.append(&CheckMenuItem::with_id(
+        app,
+        PAUSE,
+        "Pause Notifications",
+        true,
+        shell.notifier.paused(),
+        None::<&str>,
+    )?)?;
+    menu.append(&PredefinedMenuItem::separator(app)?)?;
+    menu.append(&MenuItem::with_id(app, QUIT, "Quit", true, None::<&str>)?)?;
+    Ok(menu)
+}
+
+fn on_menu(app: &AppHandle, id: &str) {
+    let shell = app.state::<Shell>().inner().clone();
+    match id {
+        OPEN => crate::open_dashboard(app),
+        PAIR => {
+            if let Some(g) = &shell.gateway {
+                match g.auth.issue_code(None) {
+                    Ok(code) => {
+                        // the window shows the code with its countdown; the notification too
+                        crate::open_dashboard(app);
+                        let _ = tauri::Emitter::emit(app, "pair-code", &code);
+                        shell.notifier.notify(
+                            &format!("pair:{code}"),
+                            &format!("Pairing code {code}"),
+                            &format!(
+                                "Valid {} s. In the client: POST {}/pair with this code.",
+                                g.auth.roles().code_ttl.as_secs(),
+                                g.url
+                            ),
+                        );
+                    }
+                    Err(e) => tracing::error!(error = %e, "no pairing code"),
+                }
+            }
+        }
+        PAUSE => {
+            let paused = !shell.notifier.paused();
+            shell.notifier.set_paused(paused);
+        }
+        QUIT => crate::quit(app),
+        _ if id.starts_with(UNPAIR) => {
+            let name = id[UNPAIR.len()..].to_owned();
+            if let Some(g) = shell.gateway.clone() {
+                let app = app.clone();
+                tauri::async_runtime::spawn(async move {
+                    match g.unpairer.unpair(&name).await {
+                        Ok(_) => refresh(&app),
+                        Err(e) => tracing::error!(error = %e, "unpair failed"),
+                    }
+                });
+            }
+        }
+        _ if id.starts_with(RESTART) => {
+            if let Some(up) = shell
+                .gateway
+                .as_ref()
+                .and_then(|g| g.mcp.upstream(&id[RESTART.len()..]))
+            {
+                up.restart();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Rebuilds the menu, the icon and the tooltip from the current state.
+pub(crate) fn refresh(app: &AppHandle) {
+    let Some(tray) = app.tray_by_id(TRAY_ID) else {
+        return;
+    };
+    let shell = app.state::<Shell>().inner().clone();
+    if let Ok(menu) = build_menu(app, &shell) {
+        let _ = tray.set_menu(Some(menu));
+    }
+    let (icon, tooltip) = match &shell.gateway {
+        None => (
+            DOWN,
+            format!(
+                "Switchboard — gateway down: {}",
+                shell.startup_error.clone().unwrap_or_default()
+            ),
+        ),
+        Some(g) => {
+            let state = STATE.lock().expect("tray lock");
+            let (calls, failed) = state
+                .as_ref()
+                .map(|s| (s.calls.len(), s.failed.iter().cloned().collect::<Vec<_>>()))
+                .unwrap_or_default();
+            let running = g
+                .mcp
+                .upstreams()
+                .iter()
+                .filter(|u| u.status().state == ServerState::Running)
+                .count();
+            if !failed.is_empty() {
+                (
+                    FAILED,
+                    format!("Switchboard — server failed: {}", failed.join(", ")),
+                )
+            } else if calls > 0 {
+                (
+                    BUSY,
+                    format!("Switchboard — {calls} call(s) running, {running} server(s) up"),
+                )
+            } else {
+                (IDLE, format!("Switchboard — idle, {running} server(s) up"))
+            }
+        }
+    };
+    if let Ok(img) = Image::from_bytes(icon) {
+        let _ = tray.set_icon(Some(img));
+    }
+    let _ = tray.set_tooltip(Some(tooltip));
+}
+
+/// Keeps the tray in step with the hub.
+pub(crate) fn on_event(app: &AppHandle, ev: &HubEvent) {
+    let changed = {
+        let mut guard = STATE.lock().expect("tray lock");
+        let s = guard.get_or_insert_with(TrayState::default);
+        match ev {
+            HubEvent::CallStarted { call_id, .. } => s.calls.insert(call_id.clone()),
+            HubEvent::CallFinished { call_id, .. } => s.calls.remove(call_id),
+            HubEvent::ServerState { server, state, .. } => {
+                if *state == ServerState::Failed {
+                    s.failed.insert(server.clone());
+                } else {
+                    s.failed.remove(server);
+                }
+                true
+            }
+            HubEvent::ClientPaired { .. } | HubEvent::ClientUnpaired { .. } => true,
+            _ => false,
+        }
+    };
+    if changed {
+        refresh(app);
+    }
+    let _ = tauri::Emitter::emit(app, "hub", ev);
+}
+
+/// Creates the tray icon with its menu.
+pub(crate) fn install(app: &AppHandle, shell: &Shell) -> tauri::Result<()> {
+    let menu = build_menu(app, shell)?;
+    TrayIconBuilder::with_id(TRAY_ID)
+        .icon(Image::from_bytes(if shell.gateway.is_some() {
+            IDLE
+        } else {
+            DOWN
+        })?)
+        .tooltip("Switchboard")
+        .menu(&menu)
+        .show_menu_on_left_click(true)
+        .on_menu_event(|app, event| on_menu(app, event.id().as_ref()))
+        .build(app)?;
+    refresh(app);
+    Ok(())
+}

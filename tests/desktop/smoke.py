@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Desktop end-to-end test of the real Switchboard app (run by scripts/test-desktop inside a
+private D-Bus session). Starts gnome-keyring (unlocked), Xvfb and dunst, records the
+notification calls with dbus-monitor, launches the app, and drives its tray menu over D-Bus
+(com.canonical.dbusmenu) the way a tray host would: Pair creates a code and a notification,
+the code pairs a client for real, Unpair (tray) revokes it, a killed server gives one crash
+notification, Quit exits cleanly with no child left. Every wait is bounded."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+APP = os.environ["SWITCHBOARD_APP_BIN"]
+FIXTURE = os.environ["SWITCHBOARD_FIXTURE_BIN"]
+PORT = int(os.environ.get("SWITCHBOARD_TEST_PORT", "18431"))
+BASE = f"http://127.0.0.1:{PORT}"
+procs: list[subprocess.Popen] = []
+failures = 0
+passed = 0
+
+
+def bg(args, **kw) -> subprocess.Popen:
+    p = subprocess.Popen(args, stdout=kw.pop("stdout", subprocess.DEVNULL), stderr=kw.pop("stderr", subprocess.DEVNULL), **kw)
+    procs.append(p)
+    return p
+
+
+def wait(what: str, pred, timeout: float = 15.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def http(method: str, path: str, body=None, token=None):
+    req = urllib.request.Request(BASE + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, None
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None, None
+
+
+def busctl(*args) -> str:
+    return subprocess.run(["busctl", "--user", "--timeout=5", *args], capture_output=True, text=True, timeout=10).stdout
+
+
+MENU_PATH = "/org/ayatana/NotificationItem/tray_icon_tray_app_main/Menu"
+
+
+def find_menu(pid: int) -> tuple[str, str] | None:
+    """The app's exported tray menu (libayatana-appindicator's dbusmenu at a path derived from
+    the tray id): the connection of the app's process that answers GetLayout there."""
+    for line in busctl("list", "--no-pager").splitlines()[1:]:
+        cols = line.split()
+        if len(cols) < 2 or not cols[0].startswith(":") or cols[1] != str(pid):
+            continue
+        probe = subprocess.run(["busctl", "--user", "--timeout=2", "call", cols[0], MENU_PATH,
+                                "com.canonical.dbusmenu", "GetLayout", "iias", "0", "0", "0"],
+                               capture_output=True, text=True, timeout=10)
+        if probe.returncode == 0:
+            return cols[0], MENU_PATH
+    return None
+
+
+def layout(menu) -> dict[str, int]:
+    """Every menu item's label → id (submenus included)."""
+    out = busctl("--json=short", "call", menu[0], menu[1], "com.canonical.dbusmenu", "GetLayout", "iias", "0", "10", "0")
+    data = json.loads(out)["data"]
+    items: dict[str, int] = {}
+
+    def walk(node):
+        ident, props, children = node
+        label = props.get("label", {}).get("data")
+        if label:
+            items[label.replace("_", "")] = ident
+        for c in children:
+            walk(c["data"])
+
+    walk(data[1])
+    return items
+
+
+def item(pid: int, label_prefix: str):
+    """Finds the app's menu now (it is re-exported when rebuilt) and the item whose label
+    starts with `label_prefix`; `(menu, id)` or None."""
+    menu = find_menu(pid)
+    if not menu:
+        return None
+    for label, ident in layout(menu).items():
+        if label.startswith(label_prefix):
+            return menu, ident
+    return None
+
+
+def click(menu, ident: int) -> None:
+    busctl("call", menu[0], menu[1], "com.canonical.dbusmenu", "Event", "isvu", str(ident), "clicked", "s", "", "0")
+
+
+def notifications(log: Path) -> list[str]:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    # each Notify call: app name, replaces id, icon, summary, body
+    return re.findall(r'member=Notify.*?string "Switchboard"\s+uint32 \d+\s+string "[^"]*"\s+string "([^"]*)"', text, re.S)
+
+
+def check(name: str, fn) -> None:
+    global failures, passed
+    t0 = time.monotonic()
+    try:
+        fn()
+        passed += 1
+        print(f"ok - {name} ({time.monotonic() - t0:.1f} s)")
+    except Exception as e:  # noqa: BLE001 - reported
+        failures += 1
+        print(f"not ok - {name}: {e!r}")
+
+
+def main() -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="switchboard-desktop-"))
+    (tmp / "config.toml").write_text(f'[[servers]]\nname = "fx"\ncommand = "{FIXTURE}"\n')
+    keyring = subprocess.Popen(["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "XDG_DATA_HOME": str(tmp / "keyrings")})
+    keyring.stdin.write(b"desktop-test-keyring")
+    keyring.stdin.close()
+    procs.append(keyring)
+    bg(["Xvfb", ":93", "-screen", "0", "1280x800x24"])
+    os.environ["DISPLAY"] = ":93"
+    wait("the X server", lambda: Path("/tmp/.X11-unix/X93").exists())
+    bg(["dunst"])
+    log = tmp / "notify.log"
+    bg(["dbus-monitor", "--session", "interface='org.freedesktop.Notifications',member='Notify'"], stdout=log.open("w"))
+    wait("the notification service", lambda: "org.freedesktop.Notifications" in busctl("list", "--no-pager"))
+
+    env = {**os.environ, "SWITCHBOARD_LISTEN": f"127.0.0.1:{PORT}", "SWITCHBOARD_DATA_DIR": str(tmp / "data"),
+           "SWITCHBOARD_CONFIG": str(tmp / "config.toml"), "SWITCHBOARD_LOG": "info"}
+    t0 = time.monotonic()
+    app = subprocess.Popen([APP], env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "app.log").open("w"))
+    procs.append(app)
+    state = {}
+
+    def started():
+        wait("the gateway", lambda: http("GET", "/healthz")[0] == 200, timeout=30)
+        state["menu"] = wait("the tray menu on D-Bus", lambda: find_menu(app.pid), timeout=30)
+        state["cold_start_s"] = time.monotonic() - t0
+        items = layout(state["menu"])
+        for label in ["Open Dashboard", "Pair New Client…", "Paired Clients", "Servers", "Pause Notifications", "Quit"]:
+            assert label in items, f"{label!r} not in the tray menu {sorted(items)}"
+    check("the app starts: gateway answers, tray menu published on D-Bus", started)
+    if "menu" not in state:
+        return finish(app, tmp)
+
+    def pair():
+        click(*wait("the Pair item", lambda: item(app.pid, "Pair New Client")))
+        summary = wait("a pairing notification", lambda: next((s for s in notifications(log) if s.startswith("Pairing code")), None))
+        code = summary.split()[-1]
+        status, body = http("POST", "/pair", {"code": code, "name": "desktop-test"})
+        assert status == 200, (status, body)
+        state["token"] = body["token"]
+        status, clients = http("GET", "/api/clients", token=state["token"])
+        assert status == 200 and [c["name"] for c in clients] == ["desktop-test"], clients
+    check("Pair (tray) creates a code and a notification; the code pairs a client", pair)
+
+    def unpair():
+        click(*wait("the client in the tray menu", lambda: item(app.pid, "desktop-test")))
+        wait("the token revoked", lambda: http("GET", "/api/clients", token=state["token"])[0] == 401)
+    if "token" in state:
+        check("Unpair (tray) revokes the token", unpair)
+
+    def crash():
+        before = len([s for s in notifications(log) if s.startswith("Pairing code")])
+        click(*wait("the Pair item", lambda: item(app.pid, "Pair New Client")))
+        codes = wait("a second pairing notification",
+                     lambda: [s for s in notifications(log) if s.startswith("Pairing code")][before:])
+        status, body = http("POST", "/pair", {"code": codes[0].split()[-1], "name": "crash-test"})
+        assert status == 200, (status, body)
+        token = body["token"]
+        _, servers = http("GET", "/api/servers", token=token)
+        pid = next(s["pid"] for s in servers["servers"] if s["name"] == "fx")
+        os.kill(pid, signal.SIGKILL)
+        wait("a crash notification", lambda: any("'fx' crashed" in s for s in notifications(log)))
+        time.sleep(1)
+        assert sum("'fx' crashed" in s for s in notifications(log)) == 1, notifications(log)
+        state["fixture_pid"] = lambda: next(s["pid"] for s in http("GET", "/api/servers", token=token)[1]["servers"] if s["name"] == "fx")
+        wait("the server back", lambda: state["fixture_pid"]())
+        state["child"] = state["fixture_pid"]()
+    check("a killed server gives one crash notification and comes back", crash)
+
+    def quit_():
+        click(*wait("the Quit item", lambda: item(app.pid, "Quit")))
+        code = app.wait(timeout=15)
+        assert code == 0, f"exit code {code}"
+        if "child" in state:
+            assert not Path(f"/proc/{state['child']}").exists(), "the MCP server outlived the app"
+        assert http("GET", "/healthz")[0] is None, "the gateway still answers"
+    check("Quit (tray) exits cleanly and leaves no child process", quit_)
+    return finish(app, tmp, state)
+
+
+def finish(app, tmp, state=None) -> int:
+    if app.poll() is None:
+        app.kill()
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    if state and "cold_start_s" in state:
+        print(f"# cold start to tray ready and gateway answering: {state['cold_start_s']:.2f} s")
+    if failures:
+        print((tmp / "app.log").read_text(errors="replace")[-4000:])
+    print(f"{passed} passed, {failures} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
