@@ -20,7 +20,14 @@ from pathlib import Path
 
 APP = os.environ["SWITCHBOARD_APP_BIN"]
 FIXTURE = os.environ["SWITCHBOARD_FIXTURE_BIN"]
-PORT = int(os.environ.get("SWITCHBOARD_TEST_PORT", "18431"))
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PORT = int(os.environ.get("SWITCHBOARD_TEST_PORT", "0")) or free_port()
 BASE = f"http://127.0.0.1:{PORT}"
 procs: list[subprocess.Popen] = []
 failures = 0
