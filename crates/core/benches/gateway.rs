@@ -6,7 +6,7 @@
 //! Prints latency percentiles of `tools/call echo` (sequential), the added latency, throughput
 //! with 16 concurrent clients on each path, and the gateway's RSS with 10 servers running.
 //!
-//! `cargo bench --bench gateway [-- --calls N --seconds S]`
+//! `cargo bench -p switchboard-core --bench gateway [-- --calls N --seconds S]`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

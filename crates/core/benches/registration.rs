@@ -2,7 +2,7 @@
 //! idle RSS, RSS with N open registration sockets (one project each), and the
 //! hello→registered round trip on fresh sockets.
 //!
-//! `cargo bench --bench registration [-- --sockets N --round-trips N]`
+//! `cargo bench -p switchboard-core --bench registration [-- --sockets N --round-trips N]`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
