@@ -120,13 +120,7 @@ pub(crate) fn open_dashboard(app: &tauri::AppHandle) {
 
 /// Builds and runs the app.
 pub fn run() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    switchboard_core::init_logging();
 
     let app = tauri::Builder::default()
         // Launching it again opens the dashboard of the running one.

@@ -33,6 +33,18 @@ pub use config::Config;
 pub use events::{EventBus, HubEvent};
 pub use server::{Gateway, ServeError, serve};
 
+/// Structured logs to stderr, filtered by `SWITCHBOARD_LOG` (default `info`): the headless
+/// binary and the desktop app log the same way.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Now, as RFC 3339 with nanoseconds (the format the real clients send).
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339()
