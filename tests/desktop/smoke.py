@@ -126,6 +126,72 @@ def notifications(log: Path) -> list[str]:
     return re.findall(r'member=Notify.*?string "Switchboard"\s+uint32 \d+\s+string "[^"]*"\s+string "([^"]*)"', text, re.S)
 
 
+def ws_connect(path: str):
+    """A minimal WebSocket client (stdlib only): the handshake, then masked text frames."""
+    import base64
+    import socket
+    sock = socket.create_connection(("127.0.0.1", PORT), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{PORT}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, "connection closed during the handshake"
+        head += chunk
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    return sock
+
+
+def ws_send(sock, text: str) -> None:
+    import struct
+    data, mask = text.encode(), os.urandom(4)
+    n = len(data)
+    head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n))
+    sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+
+def ws_recv(sock) -> dict:
+    def exact(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            assert chunk, "socket closed"
+            buf += chunk
+        return buf
+    b0, b1 = exact(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(exact(2), "big")
+    elif n == 127:
+        n = int.from_bytes(exact(8), "big")
+    return json.loads(exact(n))
+
+
+def envelope(kind: str, payload: dict) -> str:
+    return json.dumps({"version": "1.0", "type": kind, "payload": payload,
+                       "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())})
+
+
+def mcp_call(token: str, tool: str, arguments: dict, timeout: float) -> str:
+    """initialize + initialized + tools/call over Streamable HTTP; the SSE body as text."""
+    def post(body, session=None):
+        req = urllib.request.Request(BASE + "/mcp", method="POST", data=json.dumps(body).encode())
+        req.add_header("content-type", "application/json")
+        req.add_header("accept", "application/json, text/event-stream")
+        req.add_header("authorization", f"Bearer {token}")
+        if session:
+            req.add_header("mcp-session-id", session)
+            req.add_header("mcp-protocol-version", "2025-11-25")
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.headers.get("mcp-session-id"), r.read().decode()
+    session, _ = post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "desktop", "version": "1"}}})
+    post({"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
+    return post({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                 "params": {"name": tool, "arguments": arguments}}, session)[1]
+
+
 def check(name: str, fn) -> None:
     global failures, passed
     t0 = time.monotonic()
@@ -209,7 +275,39 @@ def main() -> int:
         state["fixture_pid"] = lambda: next(s["pid"] for s in http("GET", "/api/servers", token=token)[1]["servers"] if s["name"] == "fx")
         wait("the server back", lambda: state["fixture_pid"]())
         state["child"] = state["fixture_pid"]()
+        state["token2"] = token
     check("a killed server gives one crash notification and comes back", crash)
+
+    def slow_call():
+        body = mcp_call(state["token2"], "fx__slow", {"steps": 15, "step_ms": 2000}, timeout=90)
+        assert "done after 15 steps" in body, body[-500:]
+        running = wait("a progress notification", lambda: [s for s in notifications(log) if s == "fx__slow is running"])
+        finished = wait("the completion notification", lambda: [s for s in notifications(log) if s == "fx__slow finished"])
+        assert len(finished) == 1, finished
+        print(f"# 30 s call: {len(running)} progress notification update(s), 1 completion")
+    if "token2" in state:
+        check("a 30 s call shows progress and completion notifications", slow_call)
+
+    def reconnect_storm():
+        project = Path.home() / ".cache" / "switchboard" / "desktop-test-project"
+        project.mkdir(parents=True, exist_ok=True)
+        info = {"path": str(project.resolve()), "name": "storm-project", "db_path": str(project / "p.db"),
+                "mcp_connected": True, "is_online": True}
+        t0 = time.monotonic()
+        for _ in range(50):
+            sock = ws_connect("/ws/mcp")
+            ws_send(sock, envelope("hello", {"entity_type": "mcp_server", "capabilities": []}))
+            assert ws_recv(sock)["type"] == "welcome"
+            ws_send(sock, envelope("register", info))
+            assert ws_recv(sock)["payload"] == {"success": True}
+            sock.close()
+            time.sleep(0.05)
+        assert time.monotonic() - t0 < 60
+        wait("an offline notification", lambda: any(s == "Project 'storm-project' went offline" for s in notifications(log)))
+        time.sleep(2)
+        offline = [s for s in notifications(log) if s == "Project 'storm-project' went offline"]
+        assert len(offline) == 1, f"{len(offline)} offline notifications for 50 reconnects"
+    check("50 reconnects of a registered project in a minute give one offline notification", reconnect_storm)
 
     def quit_():
         click(*wait("the Quit item", lambda: item(app.pid, "Quit")))
