@@ -127,6 +127,11 @@ pub fn run() {
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
             open_dashboard(app);
         }))
+        // Start at Login (XDG autostart entry, LaunchAgent, registry Run key).
+        .plugin(tauri_plugin_autostart::init(
+            tauri_plugin_autostart::MacosLauncher::LaunchAgent,
+            None,
+        ))
         .invoke_handler(tauri::generate_handler![
             commands::snapshot,
             commands::pair_code,

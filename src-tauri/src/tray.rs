@@ -10,6 +10,7 @@ use tauri::image::Image;
 use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
 use tauri::tray::TrayIconBuilder;
 use tauri::{AppHandle, Manager};
+use tauri_plugin_autostart::ManagerExt as _;
 
 use crate::Shell;
 
@@ -17,6 +18,7 @@ pub(crate) const TRAY_ID: &str = "main";
 pub(crate) const OPEN: &str = "tray/open";
 pub(crate) const PAIR: &str = "tray/pair";
 pub(crate) const PAUSE: &str = "tray/pause-notifications";
+pub(crate) const LOGIN: &str = "tray/start-at-login";
 pub(crate) const QUIT: &str = "tray/quit";
 pub(crate) const UNPAIR: &str = "tray/unpair/";
 pub(crate) const RESTART: &str = "tray/restart/";
@@ -107,6 +109,15 @@ fn build_menu(app: &AppHandle, shell: &Shell) -> tauri::Result<Menu<tauri::Wry>>
         shell.notifier.paused(),
         None::<&str>,
     )?)?;
+    let at_login = app.autolaunch().is_enabled().unwrap_or(false);
+    menu.append(&CheckMenuItem::with_id(
+        app,
+        LOGIN,
+        "Start at Login",
+        true,
+        at_login,
+        None::<&str>,
+    )?)?;
     menu.append(&PredefinedMenuItem::separator(app)?)?;
     menu.append(&MenuItem::with_id(app, QUIT, "Quit", true, None::<&str>)?)?;
     Ok(menu)
@@ -140,6 +151,23 @@ fn on_menu(app: &AppHandle, id: &str) {
         PAUSE => {
             let paused = !shell.notifier.paused();
             shell.notifier.set_paused(paused);
+        }
+        LOGIN => {
+            let auto = app.autolaunch();
+            let result = if auto.is_enabled().unwrap_or(false) {
+                auto.disable()
+            } else {
+                auto.enable()
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "could not change Start at Login");
+                shell.notifier.notify(
+                    "login",
+                    "Start at Login could not be changed",
+                    &e.to_string(),
+                );
+            }
+            refresh(app);
         }
         QUIT => crate::quit(app),
         _ if id.starts_with(UNPAIR) => {

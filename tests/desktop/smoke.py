@@ -221,7 +221,10 @@ def main() -> int:
     bg(["dbus-monitor", "--session", "interface='org.freedesktop.Notifications',member='Notify'"], stdout=log.open("w"))
     wait("the notification service", lambda: "org.freedesktop.Notifications" in busctl("list", "--no-pager"))
 
-    env = {**os.environ, "SWITCHBOARD_LISTEN": f"127.0.0.1:{PORT}", "SWITCHBOARD_DATA_DIR": str(tmp / "data"),
+    # a throwaway home: Start at Login writes $HOME/.config/autostart
+    (tmp / "home").mkdir()
+    env = {**os.environ, "HOME": str(tmp / "home"), "XDG_CONFIG_HOME": str(tmp / "home" / ".config"),
+           "SWITCHBOARD_LISTEN": f"127.0.0.1:{PORT}", "SWITCHBOARD_DATA_DIR": str(tmp / "data"),
            "SWITCHBOARD_CONFIG": str(tmp / "config.toml"), "SWITCHBOARD_LOG": "info"}
     t0 = time.monotonic()
     app = subprocess.Popen([APP], env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "app.log").open("w"))
@@ -235,7 +238,8 @@ def main() -> int:
         time.sleep(2)
         state["rss_kib"] = next(int(l.split()[1]) for l in Path(f"/proc/{app.pid}/status").read_text().splitlines() if l.startswith("VmRSS:"))
         items = layout(state["menu"])
-        for label in ["Open Dashboard", "Pair New Client…", "Paired Clients", "Servers", "Pause Notifications", "Quit"]:
+        for label in ["Open Dashboard", "Pair New Client…", "Paired Clients", "Servers", "Pause Notifications",
+                      "Start at Login", "Quit"]:
             assert label in items, f"{label!r} not in the tray menu {sorted(items)}"
     check("the app starts: gateway answers, tray menu published on D-Bus", started)
     if "menu" not in state:
@@ -308,6 +312,16 @@ def main() -> int:
         offline = [s for s in notifications(log) if s == "Project 'storm-project' went offline"]
         assert len(offline) == 1, f"{len(offline)} offline notifications for 50 reconnects"
     check("50 reconnects of a registered project in a minute give one offline notification", reconnect_storm)
+
+    def start_at_login():
+        entry = tmp / "home" / ".config" / "autostart" / "Switchboard.desktop"
+        assert not entry.exists()
+        click(*wait("the Start at Login item", lambda: item(app.pid, "Start at Login")))
+        wait("the autostart entry", entry.exists)
+        assert f"Exec={APP}" in entry.read_text() or APP in entry.read_text(), entry.read_text()
+        click(*wait("the Start at Login item", lambda: item(app.pid, "Start at Login")))
+        wait("the autostart entry removed", lambda: not entry.exists())
+    check("Start at Login (tray) adds and removes the autostart entry", start_at_login)
 
     def quit_():
         click(*wait("the Quit item", lambda: item(app.pid, "Quit")))
