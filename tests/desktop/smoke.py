@@ -20,6 +20,7 @@ from pathlib import Path
 
 APP = os.environ["SWITCHBOARD_APP_BIN"]
 FIXTURE = os.environ["SWITCHBOARD_FIXTURE_BIN"]
+SWITCHBOARD = os.environ["SWITCHBOARD_BIN"]
 def free_port() -> int:
     import socket
     with socket.socket() as s:
@@ -312,6 +313,38 @@ def main() -> int:
         offline = [s for s in notifications(log) if s == "Project 'storm-project' went offline"]
         assert len(offline) == 1, f"{len(offline)} offline notifications for 50 reconnects"
     check("50 reconnects of a registered project in a minute give one offline notification", reconnect_storm)
+
+    def connect_via_keychain():
+        env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_TOKEN"}
+        url = BASE + "/mcp"
+        paired = subprocess.run([SWITCHBOARD, "connect", "--pair", "--name", "stdio-bridge", "--url", url,
+                                 "--data-dir", str(tmp / "data")], env=env, capture_output=True, text=True, timeout=30)
+        assert paired.returncode == 0, paired.stderr
+        assert "OS keychain" in paired.stderr, paired.stderr
+        bridge = subprocess.Popen([SWITCHBOARD, "connect", "--url", url], env={**env, "SWITCHBOARD_LOG": "warn"},
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(bridge)
+        def send(msg):
+            bridge.stdin.write(json.dumps(msg) + "\n")
+            bridge.stdin.flush()
+        def reply(ident):
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                line = bridge.stdout.readline()
+                assert line, "bridge closed: " + bridge.stderr.read()
+                msg = json.loads(line)
+                if msg.get("id") == ident:
+                    return msg
+            raise AssertionError("no reply")
+        send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "stdio", "version": "1"}}})
+        assert reply(1)["result"]["serverInfo"]["name"] == "switchboard"
+        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "fx__echo", "arguments": {"text": "from the keychain"}}})
+        assert reply(2)["result"]["content"][0]["text"] == "from the keychain"
+        bridge.stdin.close()
+        assert bridge.wait(timeout=15) == 0
+    check("switchboard connect: --pair keeps the token in the OS keychain; the bridge reaches a tool with it", connect_via_keychain)
 
     def start_at_login():
         entry = tmp / "home" / ".config" / "autostart" / "Switchboard.desktop"

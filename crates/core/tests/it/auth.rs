@@ -326,3 +326,45 @@ async fn roles_filter_tools_and_refuse_calls_with_the_exact_message() {
             .any(|l| l.contains("fx__add") && l.contains("\"server\":\"switchboard\""))
     );
 }
+
+#[tokio::test]
+async fn a_new_server_is_not_granted_to_a_role_whose_list_does_not_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    let roles = "[roles]\ndefault = [\"*\"]\nfx-only = [\"fx__*\"]\n";
+    let server = |name: &str| format!("[[servers]]\nname = \"{name}\"\ncommand = \"{FIXTURE}\"\n");
+    std::fs::write(&file, format!("{roles}{}", server("fx"))).unwrap();
+    let loaded = switchboard_core::Config::load(Some(&file)).unwrap();
+    let gw = TestGateway::with(move |c| {
+        c.servers = loaded.servers.clone();
+        c.roles = loaded.roles.clone();
+        c.source = loaded.source.clone();
+    })
+    .await;
+    let mut admin = McpHttp::connect(&gw).await;
+    let mut limited = McpHttp::new(&gw);
+    limited.token = Some(gw.pair_client("limited", Some("fx-only")).await);
+    limited
+        .request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                                      "clientInfo": {"name": "l", "version": "1"}}),
+        )
+        .await;
+    limited
+        .wait_tools("fx", |n| n.iter().any(|t| t == "fx__echo"))
+        .await;
+
+    // a server added live: the default role sees it, fx-only does not
+    std::fs::write(&file, format!("{roles}{}{}", server("fx"), server("gy"))).unwrap();
+    admin
+        .wait_tools("gy added", |n| n.iter().any(|t| t == "gy__echo"))
+        .await;
+    let names = limited.tool_names().await;
+    assert!(names.iter().all(|n| n.starts_with("fx__")), "{names:?}");
+    let refused = limited.call("gy__echo", json!({"text": "x"})).await;
+    assert_eq!(
+        refused.response()["error"]["message"],
+        "tool 'gy__echo' is not allowed for role 'fx-only'"
+    );
+}

@@ -199,6 +199,7 @@ async fn unpairing_closes_the_socket() {
         .send()
         .await
         .unwrap();
+    let t0 = std::time::Instant::now();
     assert_eq!(r.status(), 200);
     let closed = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
@@ -212,4 +213,9 @@ async fn unpairing_closes_the_socket() {
     .await
     .expect("closed within 2 s");
     assert_eq!(closed, Some(1008));
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(100),
+        "socket closed {took:?} after the unpair answered"
+    );
 }
