@@ -167,6 +167,10 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Lines of stderr kept per server.
     pub stderr_lines: usize,
+    /// Open `/ws` sockets at most; one more is closed with 1013 "Server at capacity".
+    pub ws_max_connections: usize,
+    /// `/ws` heartbeat: a ping this often; a peer that has not answered by the next is dropped.
+    pub ws_heartbeat_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -181,6 +185,8 @@ impl Default for GatewayConfig {
             stop_grace_ms: 2_000,
             max_body_bytes: 4 * 1024 * 1024,
             stderr_lines: 200,
+            ws_max_connections: 16_384,
+            ws_heartbeat_ms: 30_000,
         }
     }
 }
@@ -190,6 +196,10 @@ fn ms(v: u64) -> Duration {
 }
 
 impl GatewayConfig {
+    pub fn ws_heartbeat(&self) -> Duration {
+        ms(self.ws_heartbeat_ms)
+    }
+
     pub fn call_timeout(&self) -> Duration {
         ms(self.call_timeout_ms)
     }

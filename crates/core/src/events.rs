@@ -47,6 +47,9 @@ pub enum HubEvent {
         server: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         session_id: Option<String>,
+        /// The paired client that made the call.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
     },
     /// A running call reported progress.
     CallProgress {
@@ -67,6 +70,20 @@ pub enum HubEvent {
         replay_attempts: u32,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+    },
+    /// An MCP session began (`transport` is `http` or `ws`).
+    SessionOpened {
+        session_id: String,
+        client: String,
+        transport: &'static str,
+    },
+    /// An MCP session ended: its WebSocket closed, it was deleted, it expired, or its client
+    /// was unpaired (`reason` says which).
+    SessionClosed {
+        session_id: String,
+        client: String,
+        transport: &'static str,
+        reason: String,
     },
     /// A client traded a pairing code for a token.
     ClientPaired { name: String, role: String },
@@ -89,6 +106,8 @@ impl HubEvent {
             Self::CallStarted { .. } => "call_started",
             Self::CallProgress { .. } => "call_progress",
             Self::CallFinished { .. } => "call_finished",
+            Self::SessionOpened { .. } => "session_opened",
+            Self::SessionClosed { .. } => "session_closed",
             Self::ClientPaired { .. } => "client_paired",
             Self::ClientUnpaired { .. } => "client_unpaired",
             Self::Lagged { .. } => "lagged",

@@ -5,7 +5,9 @@
 //! `<server>__<tool>` to the right upstream, forwards progress under the client's own token
 //! (in order, before the result), passes cancellation through, and records every call.
 
+pub(crate) mod dispatch;
 pub mod names;
+pub mod session;
 pub(crate) mod ws;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,11 +18,10 @@ use std::time::Instant;
 use rmcp::ServerHandler;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, ErrorData,
-    GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, Prompt, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, Resource, ResourceTemplate, ResultType, ServerCapabilities, ServerConfig,
-    Tool, ToolAnnotations,
+    GetPromptRequestParams, GetPromptResponse, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ProgressToken, ReadResourceRequestParams, ReadResourceResponse, ServerConfig, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer};
 use serde_json::{Value, json};
@@ -31,6 +32,8 @@ use crate::config::{GatewayConfig, ServerConfig as UpstreamConfig};
 use crate::events::{EventBus, HubEvent};
 use crate::telemetry::{CallRecord, Telemetry};
 use crate::upstream::{CallError, Progress, ProgressSink, RpcError, ServerState, Upstream};
+use dispatch::{CallCtx, ClientProgress, Dispatcher, ProgressOut};
+use session::{Session, Sessions};
 
 /// Built-in tools, answered by the gateway itself.
 pub const HEALTH_TOOL: &str = "switchboard__health_snapshot";
@@ -77,6 +80,15 @@ pub struct ExposedTool {
     pub tool: Tool,
 }
 
+/// Told when the tool list changes; answers `false` once its client is gone.
+pub(crate) struct ToolListener(pub(crate) Box<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for ToolListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ToolListener")
+    }
+}
+
 /// Cheap handle; clone freely.
 #[derive(Debug, Clone)]
 pub struct McpGateway {
@@ -92,8 +104,11 @@ struct Inner {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     call_seq: AtomicU64,
-    /// Client sessions, told when the tool list changes.
-    peers: Mutex<Vec<Peer<RoleServer>>>,
+    /// Told when the tool list changes (rmcp sessions, WebSockets); dropped once they answer
+    /// `false` (their client is gone).
+    tool_listeners: Mutex<Vec<ToolListener>>,
+    /// Every MCP session and its progress stream.
+    sessions: Sessions,
     /// Which server a resource URI came from (learned from `resources/list`).
     resource_owner: Mutex<HashMap<String, String>>,
     started: Instant,
@@ -112,12 +127,13 @@ impl McpGateway {
             inner: Arc::new(Inner {
                 upstreams: RwLock::new(BTreeMap::new()),
                 limits,
-                bus,
                 telemetry,
                 shutdown,
                 tasks,
                 call_seq: AtomicU64::new(1),
-                peers: Mutex::new(Vec::new()),
+                tool_listeners: Mutex::new(Vec::new()),
+                sessions: Sessions::new(bus.clone()),
+                bus,
                 resource_owner: Mutex::new(HashMap::new()),
                 started: Instant::now(),
             }),
@@ -222,16 +238,25 @@ impl McpGateway {
     }
 
     fn notify_tools_changed(&self) {
-        let peers: Vec<Peer<RoleServer>> = {
-            let mut peers = self.inner.peers.lock().expect("peers lock");
-            peers.retain(|p| !p.is_transport_closed());
-            peers.clone()
-        };
-        for peer in peers {
-            tokio::spawn(async move {
-                let _ = peer.notify_tool_list_changed().await;
-            });
-        }
+        self.inner
+            .tool_listeners
+            .lock()
+            .expect("listeners lock")
+            .retain(|tell| (tell.0)());
+    }
+
+    /// Calls `tell` whenever the aggregated tool list changes, until it returns `false`.
+    pub(crate) fn on_tools_changed(&self, tell: ToolListener) {
+        self.inner
+            .tool_listeners
+            .lock()
+            .expect("listeners lock")
+            .push(tell);
+    }
+
+    /// Every MCP session and its progress stream.
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
     }
 
     /// Every tool of every running server, sorted, with unique names.
@@ -322,9 +347,13 @@ impl McpGateway {
     /// The rmcp handler for client sessions; `roles` decide what each caller sees.
     pub fn handler(&self, roles: crate::auth::Roles) -> Handler {
         Handler {
-            gw: self.clone(),
-            roles: Arc::new(roles),
+            d: self.dispatcher(roles),
         }
+    }
+
+    /// The transport-independent dispatcher (for `/ws` and the `/mcp` fast path).
+    pub fn dispatcher(&self, roles: crate::auth::Roles) -> Dispatcher {
+        Dispatcher::new(self.clone(), Arc::new(roles))
     }
 
     fn record(&self, rec: &CallRecord) {
@@ -366,12 +395,13 @@ fn error_data(code: i64, message: impl Into<String>, data: Option<Value>) -> Err
     ErrorData::new(ErrorCode(code as i32), message.into(), data)
 }
 
-/// Per-call bookkeeping: events, telemetry.
+/// Per-call bookkeeping: events, telemetry, the session's call frames.
 struct CallScope {
     gw: McpGateway,
     call_id: String,
     request_id: String,
     session_id: Option<String>,
+    session: Option<Arc<Session>>,
     tool: String,
     server: String,
     method: &'static str,
@@ -381,36 +411,37 @@ struct CallScope {
 impl CallScope {
     fn begin(
         gw: &McpGateway,
-        ctx: &RequestContext<RoleServer>,
+        ctx: &CallCtx<'_>,
         method: &'static str,
         tool: &str,
         server: &str,
     ) -> Self {
         let call_id = format!("c{}", gw.inner.call_seq.fetch_add(1, Ordering::Relaxed));
-        let session_id = ctx
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|p| p.headers.get("mcp-session-id"))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let request_id = match serde_json::to_value(&ctx.id) {
-            Ok(Value::String(s)) => s,
-            Ok(v) => v.to_string(),
-            Err(_) => String::new(),
-        };
         if method == "tools/call" {
             gw.inner.bus.publish(HubEvent::CallStarted {
                 call_id: call_id.clone(),
                 tool: tool.to_owned(),
                 server: server.to_owned(),
-                session_id: session_id.clone(),
+                session_id: ctx.session_id.clone(),
+                client: ctx.caller.map(|c| c.name.clone()),
             });
+            if let Some(s) = &ctx.session
+                && s.watchers() > 0
+            {
+                let mut frame = json!({"event": "call_started", "call_id": call_id,
+                    "tool": tool, "timestamp": crate::now_rfc3339()});
+                if let Some(p) = &ctx.progress {
+                    frame["token"] = p.token.clone();
+                }
+                s.publish(&frame);
+            }
         }
         Self {
             gw: gw.clone(),
             call_id,
-            request_id,
-            session_id,
+            request_id: ctx.request_id.clone(),
+            session_id: ctx.session_id.clone(),
+            session: ctx.session.clone(),
             tool: tool.to_owned(),
             server: server.to_owned(),
             method,
@@ -436,6 +467,17 @@ impl CallScope {
             error_message: error.as_ref().map(|e| e.1.clone()),
         });
         if self.method == "tools/call" {
+            if let Some(s) = &self.session
+                && s.watchers() > 0
+            {
+                let mut frame = json!({"event": "call_finished", "call_id": self.call_id,
+                    "tool": self.tool, "outcome": outcome, "latency_ms": latency_ms,
+                    "timestamp": crate::now_rfc3339()});
+                if let Some((_, message)) = &error {
+                    frame["error"] = json!(message);
+                }
+                s.publish(&frame);
+            }
             self.gw.inner.bus.publish(HubEvent::CallFinished {
                 call_id: self.call_id.clone(),
                 tool: self.tool.clone(),
@@ -449,40 +491,24 @@ impl CallScope {
     }
 }
 
-/// Forwards upstream progress to the client under its own token, in order, and to the bus.
-struct ProgressRelay {
-    sink: ProgressSink,
-    /// Only when the client asked for progress.
-    forwarder: Option<tokio::task::JoinHandle<()>>,
-}
+/// Where upstream progress of one call goes: the client (under its own token, in order), the
+/// bus, and the session's watchers.
+struct ProgressRelay;
 
 impl ProgressRelay {
-    fn start(gw: &McpGateway, call_id: &str, ctx: &RequestContext<RoleServer>) -> Self {
-        let client_token = ctx.meta.get_progress_token();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
-        let peer = ctx.peer.clone();
-        let forwarder = client_token.map(|token| {
-            tokio::spawn(async move {
-                while let Some(p) = rx.recv().await {
-                    {
-                        let mut param = ProgressNotificationParam::new(token.clone(), p.progress);
-                        if let Some(total) = p.total {
-                            param = param.with_total(total);
-                        }
-                        if let Some(message) = p.message {
-                            param = param.with_message(message);
-                        }
-                        let _ = peer.notify_progress(param).await;
-                    }
-                }
-            })
-        });
+    fn start(gw: &McpGateway, call_id: &str, tool: &str, ctx: &CallCtx<'_>) -> ProgressSink {
+        let client = ctx
+            .progress
+            .as_ref()
+            .map(|p| (p.token.clone(), p.out.clone()));
+        let session = ctx.session.clone();
         let bus = gw.inner.bus.clone();
         let call_id = call_id.to_owned();
+        let tool = tool.to_owned();
         // Progress must increase; after a replay the restarted server counts from the start
         // again, and those reports are held back until they pass the last one sent.
         let last = Mutex::new(f64::NEG_INFINITY);
-        let sink: ProgressSink = Arc::new(move |p: Progress| {
+        Arc::new(move |p: Progress| {
             {
                 let mut last = last.lock().expect("progress lock");
                 if p.progress <= *last {
@@ -496,25 +522,27 @@ impl ProgressRelay {
                 total: p.total,
                 message: p.message.clone(),
             });
-            let _ = tx.send(p);
-        });
-        Self { sink, forwarder }
-    }
-
-    /// Waits (bounded) until every progress notification is out, so none trails the result.
-    async fn drain(self) {
-        drop(self.sink);
-        if let Some(forwarder) = self.forwarder {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), forwarder).await;
-        }
+            if let Some(s) = &session
+                && s.watchers() > 0
+            {
+                let token = client
+                    .as_ref()
+                    .map(|c| c.0.clone())
+                    .unwrap_or_else(|| Value::String(call_id.clone()));
+                s.publish(&session::progress_frame(&token, &p, &tool));
+            }
+            if let Some((token, Some(out))) = &client {
+                out(token, &p);
+            }
+        })
     }
 }
 
-/// The MCP server each client session talks to.
+/// The rmcp server each `/mcp` client session talks to: rmcp's typed requests, answered by the
+/// shared [`Dispatcher`].
 #[derive(Debug, Clone)]
 pub struct Handler {
-    gw: McpGateway,
-    roles: Arc<crate::auth::Roles>,
+    d: Dispatcher,
 }
 
 /// JSON-RPC code for a call the caller's role does not allow.
@@ -528,66 +556,73 @@ fn caller(ctx: &RequestContext<RoleServer>) -> Option<crate::auth::Caller> {
         .cloned()
 }
 
-impl Handler {
-    /// Whether the caller's role allows `name` (fails closed without a caller).
-    fn allowed(&self, ctx: &RequestContext<RoleServer>, name: &str) -> Result<(), ErrorData> {
-        let Some(c) = caller(ctx) else {
-            return Err(error_data(-32001, "authentication required", None));
-        };
-        if self.roles.allows(&c.role, name) {
-            Ok(())
-        } else {
-            Err(error_data(
-                FORBIDDEN,
-                format!("tool '{name}' is not allowed for role '{}'", c.role),
-                None,
-            ))
-        }
-    }
+/// Client progress through rmcp's peer: a forwarder task keeps the notifications in order.
+struct PeerProgress {
+    out: ProgressOut,
+    forwarder: tokio::task::JoinHandle<()>,
+}
 
-    /// A role with an empty (or no) allowlist sees nothing, resources included.
-    fn locked_out(&self, ctx: &RequestContext<RoleServer>) -> bool {
-        caller(ctx).is_none_or(|c| self.roles.roles.get(&c.role).is_none_or(Vec::is_empty))
-    }
-
-    /// The `field` items of `method` from every running server that offers `capability`
-    /// (first page of each), with the server they came from. Servers that fail are skipped.
-    async fn gather(
-        &self,
-        capability: &str,
-        method: &'static str,
-        field: &str,
-        ct: &CancellationToken,
-    ) -> Vec<(Upstream, Value)> {
-        let mut items = Vec::new();
-        for up in self.gw.upstreams() {
-            let status = up.status();
-            if status.state != ServerState::Running || !status.has_capability(capability) {
-                continue;
+impl PeerProgress {
+    fn start(peer: Peer<RoleServer>) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ProgressNotificationParam>();
+        let forwarder = tokio::spawn(async move {
+            while let Some(param) = rx.recv().await {
+                let _ = peer.notify_progress(param).await;
             }
-            let Ok(page) = up.request(method, json!({}), method, true, None, ct).await else {
-                continue;
+        });
+        let out: ProgressOut = Arc::new(move |token: &Value, p: &Progress| {
+            let Ok(token) = serde_json::from_value::<ProgressToken>(token.clone()) else {
+                return;
             };
-            if let Some(Value::Array(list)) = page.result.get(field) {
-                items.extend(list.iter().map(|v| (up.clone(), v.clone())));
+            let mut param = ProgressNotificationParam::new(token, p.progress);
+            if let Some(total) = p.total {
+                param = param.with_total(total);
             }
-        }
-        items
+            if let Some(message) = &p.message {
+                param = param.with_message(message.clone());
+            }
+            let _ = tx.send(param);
+        });
+        Self { out, forwarder }
     }
 
-    fn visible(&self, ctx: &RequestContext<RoleServer>, name: &str) -> bool {
-        self.allowed(ctx, name).is_ok()
+    /// Waits (bounded) until every progress notification is out, so none trails the result.
+    async fn drain(self) {
+        drop(self.out);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.forwarder).await;
     }
+}
 
-    async fn builtin(&self, name: &str, ctx: &RequestContext<RoleServer>) -> CallToolResult {
-        let scope = CallScope::begin(&self.gw, ctx, "tools/call", name, BUILTIN_SERVER);
-        let value = if name == HEALTH_TOOL {
-            self.gw.health()
-        } else {
-            self.gw.inner.telemetry.snapshot()
+impl Handler {
+    /// What the dispatcher needs to know about an rmcp request.
+    fn ctx<'a>(
+        &self,
+        caller: Option<&'a crate::auth::Caller>,
+        ctx: &RequestContext<RoleServer>,
+        cancel: CancellationToken,
+        progress: Option<ClientProgress>,
+    ) -> CallCtx<'a> {
+        let session_id = ctx
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let session = session_id
+            .as_deref()
+            .and_then(|id| self.d.gw.inner.sessions.get(id));
+        let request_id = match serde_json::to_value(&ctx.id) {
+            Ok(v) => dispatch::id_text(&v),
+            Err(_) => String::new(),
         };
-        scope.finish(0, None);
-        json_result(value)
+        CallCtx {
+            caller,
+            session_id,
+            session,
+            request_id,
+            progress,
+            cancel,
+        }
     }
 }
 
@@ -605,29 +640,21 @@ fn remote_error(e: CallError) -> Result<ErrorData, CallError> {
 
 impl ServerHandler for Handler {
     fn get_info(&self) -> ServerConfig {
-        let capabilities = ServerCapabilities::builder()
-            .enable_tools()
-            .enable_tool_list_changed()
-            .enable_resources()
-            .enable_prompts()
-            .build();
-        let mut info = ServerConfig::new(capabilities);
-        info.server_info = Implementation::new("switchboard", env!("CARGO_PKG_VERSION"));
-        info.instructions = Some(
-            "Switchboard aggregates the user's MCP servers: tools are named <server>__<tool>. \
-             switchboard__health_snapshot shows which servers are running."
-                .into(),
-        );
-        info
+        self.d.server_info()
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        self.gw
-            .inner
-            .peers
-            .lock()
-            .expect("peers lock")
-            .push(context.peer);
+        let peer = context.peer;
+        self.d.gw.on_tools_changed(ToolListener(Box::new(move || {
+            if peer.is_transport_closed() {
+                return false;
+            }
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                let _ = peer.notify_tool_list_changed().await;
+            });
+            true
+        })));
     }
 
     async fn list_tools(
@@ -635,10 +662,10 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let mut tools: Vec<Tool> = self.gw.tools().into_iter().map(|t| t.tool).collect();
-        tools.extend(builtin_tools());
-        tools.retain(|t| self.visible(&context, &t.name));
-        Ok(ListToolsResult::with_all_items(tools))
+        let caller = caller(&context);
+        Ok(ListToolsResult::with_all_items(
+            self.d.list_tools(caller.as_ref()),
+        ))
     }
 
     async fn call_tool(
@@ -646,85 +673,27 @@ impl ServerHandler for Handler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let name = request.name.to_string();
-        if let Err(refused) = self.allowed(&context, &name) {
-            // refused here: it never reaches a server
-            let scope = CallScope::begin(&self.gw, &context, "tools/call", &name, BUILTIN_SERVER);
-            scope.finish(
-                0,
-                Some((i64::from(refused.code.0), refused.message.to_string())),
-            );
-            return Err(refused);
-        }
-        if name == HEALTH_TOOL || name == TELEMETRY_TOOL {
-            return Ok(self.builtin(&name, &context).await.into());
-        }
-        let Some((up, tool)) = self.gw.resolve(&name) else {
-            let scope = CallScope::begin(&self.gw, &context, "tools/call", &name, BUILTIN_SERVER);
-            let message = format!("unknown tool '{name}'");
-            scope.finish(0, Some((-32602, message.clone())));
-            return Err(error_data(-32602, message, None));
-        };
-        let scope = CallScope::begin(&self.gw, &context, "tools/call", &name, up.name());
-        let replayable = up.is_replayable(&tool.name);
-        let mut params = json!({"name": tool.name});
-        if let Some(args) = request.arguments {
-            params["arguments"] = Value::Object(args);
-        }
-        let relay = ProgressRelay::start(&self.gw, &scope.call_id, &context);
+        let who = caller(&context);
+        let relay = context
+            .meta
+            .get_progress_token()
+            .and_then(|t| serde_json::to_value(t).ok())
+            .map(|token| (token, PeerProgress::start(context.peer.clone())));
+        let progress = relay.as_ref().map(|(token, p)| ClientProgress {
+            token: token.clone(),
+            out: Some(p.out.clone()),
+        });
         let (cancel, watcher) = call_cancellation(&context);
-        let answer = up
-            .request(
-                "tools/call",
-                params,
-                &tool.name,
-                replayable,
-                Some(relay.sink.clone()),
-                &cancel,
-            )
-            .await;
+        let ctx = self.ctx(who.as_ref(), &context, cancel, progress);
+        let answer = self.d.call_tool(&ctx, request).await;
+        drop(ctx);
         if let Some(w) = watcher {
             w.abort();
         }
-        relay.drain().await;
-        match answer {
-            Ok(a) => match serde_json::from_value::<CallToolResult>(a.result) {
-                Ok(mut result) => {
-                    // Upstreams speak 2025-11-25, which has no `resultType`; 2026-07-28 clients
-                    // require it (rmcp drops it again for older clients).
-                    result.result_type.get_or_insert(ResultType::COMPLETE);
-                    let err = (result.is_error == Some(true)).then(|| {
-                        let text = result
-                            .content
-                            .iter()
-                            .find_map(|c| c.as_text().map(|t| t.text.clone()))
-                            .unwrap_or_else(|| "tool reported an error".into());
-                        (0, text)
-                    });
-                    scope.finish(a.replay_attempts, err);
-                    Ok(result.into())
-                }
-                Err(e) => {
-                    let message = format!(
-                        "server '{}' returned an invalid tool result: {e}",
-                        up.name()
-                    );
-                    scope.finish(a.replay_attempts, Some((-32603, message.clone())));
-                    Err(error_data(-32603, message, None))
-                }
-            },
-            Err(e) => {
-                let attempts = u32::from(matches!(e, CallError::CrashedTwice { .. }));
-                scope.finish(attempts, Some((e.code(), e.to_string())));
-                match remote_error(e) {
-                    Ok(data) => Err(data),
-                    // Failures of the server itself are tool errors: the model can read them.
-                    Err(e) => {
-                        Ok(CallToolResult::error(vec![ContentBlock::text(e.to_string())]).into())
-                    }
-                }
-            }
+        if let Some((_, p)) = relay {
+            p.drain().await;
         }
+        answer.map(Into::into)
     }
 
     async fn list_resources(
@@ -732,30 +701,11 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        if self.locked_out(&context) {
-            return Ok(ListResourcesResult::with_all_items(Vec::new()));
-        }
-        let mut all = Vec::new();
-        let mut owners = HashMap::new();
-        for (up, r) in self
-            .gather("resources", "resources/list", "resources", &context.ct)
-            .await
-        {
-            if let Ok(res) = serde_json::from_value::<Resource>(r) {
-                if owners.contains_key(&res.uri) {
-                    continue; // the first server (by name) owns a URI
-                }
-                owners.insert(res.uri.clone(), up.name().to_owned());
-                all.push(res);
-            }
-        }
-        self.gw
-            .inner
-            .resource_owner
-            .lock()
-            .expect("owner lock")
-            .extend(owners);
-        Ok(ListResourcesResult::with_all_items(all))
+        let who = caller(&context);
+        let ctx = self.ctx(who.as_ref(), &context, context.ct.clone(), None);
+        Ok(ListResourcesResult::with_all_items(
+            self.d.list_resources(&ctx).await,
+        ))
     }
 
     async fn list_resource_templates(
@@ -763,18 +713,11 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let all = self
-            .gather(
-                "resources",
-                "resources/templates/list",
-                "resourceTemplates",
-                &context.ct,
-            )
-            .await
-            .into_iter()
-            .filter_map(|(_, t)| serde_json::from_value::<ResourceTemplate>(t).ok())
-            .collect();
-        Ok(ListResourceTemplatesResult::with_all_items(all))
+        let who = caller(&context);
+        let ctx = self.ctx(who.as_ref(), &context, context.ct.clone(), None);
+        Ok(ListResourceTemplatesResult::with_all_items(
+            self.d.list_resource_templates(&ctx).await,
+        ))
     }
 
     async fn read_resource(
@@ -782,62 +725,9 @@ impl ServerHandler for Handler {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let uri = request.uri.clone();
-        if self.locked_out(&context) {
-            return Err(error_data(FORBIDDEN, "this role is locked out", None));
-        }
-        let owner = self
-            .gw
-            .inner
-            .resource_owner
-            .lock()
-            .expect("owner lock")
-            .get(&uri)
-            .cloned();
-        // Unknown URIs (templates, or never listed) are tried on each server with resources.
-        let candidates: Vec<Upstream> = match owner.and_then(|o| self.gw.upstream(&o)) {
-            Some(up) => vec![up],
-            None => self
-                .gw
-                .upstreams()
-                .into_iter()
-                .filter(|u| u.status().has_capability("resources"))
-                .collect(),
-        };
-        let mut last_error = error_data(-32002, format!("resource '{uri}' not found"), None);
-        for up in candidates {
-            let scope = CallScope::begin(&self.gw, &context, "resources/read", &uri, up.name());
-            let answer = up
-                .request(
-                    "resources/read",
-                    json!({"uri": uri}),
-                    &uri,
-                    true,
-                    None,
-                    &context.ct,
-                )
-                .await;
-            match answer {
-                Ok(a) => match serde_json::from_value::<ReadResourceResult>(a.result) {
-                    Ok(mut r) => {
-                        r.result_type.get_or_insert(ResultType::COMPLETE);
-                        scope.finish(a.replay_attempts, None);
-                        return Ok(r.into());
-                    }
-                    Err(e) => {
-                        let m = format!("server '{}' returned an invalid resource: {e}", up.name());
-                        scope.finish(a.replay_attempts, Some((-32603, m.clone())));
-                        last_error = error_data(-32603, m, None);
-                    }
-                },
-                Err(e) => {
-                    scope.finish(0, Some((e.code(), e.to_string())));
-                    last_error =
-                        remote_error(e).unwrap_or_else(|e| error_data(-32603, e.to_string(), None));
-                }
-            }
-        }
-        Err(last_error)
+        let who = caller(&context);
+        let ctx = self.ctx(who.as_ref(), &context, context.ct.clone(), None);
+        self.d.read_resource(&ctx, request).await.map(Into::into)
     }
 
     async fn list_prompts(
@@ -845,19 +735,11 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let mut all = Vec::new();
-        for (up, p) in self
-            .gather("prompts", "prompts/list", "prompts", &context.ct)
-            .await
-        {
-            if let Ok(mut prompt) = serde_json::from_value::<Prompt>(p) {
-                prompt.name = names::exposed(up.name(), &prompt.name);
-                if self.visible(&context, &prompt.name) {
-                    all.push(prompt);
-                }
-            }
-        }
-        Ok(ListPromptsResult::with_all_items(all))
+        let who = caller(&context);
+        let ctx = self.ctx(who.as_ref(), &context, context.ct.clone(), None);
+        Ok(ListPromptsResult::with_all_items(
+            self.d.list_prompts(&ctx).await,
+        ))
     }
 
     async fn get_prompt(
@@ -865,39 +747,8 @@ impl ServerHandler for Handler {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let name = request.name.clone();
-        self.allowed(&context, &name)?;
-        let Some((server, prompt)) = names::split(&name) else {
-            return Err(error_data(-32602, format!("unknown prompt '{name}'"), None));
-        };
-        let Some(up) = self.gw.upstream(server) else {
-            return Err(error_data(-32602, format!("unknown prompt '{name}'"), None));
-        };
-        let scope = CallScope::begin(&self.gw, &context, "prompts/get", &name, up.name());
-        let mut params = json!({"name": prompt});
-        if let Some(args) = request.arguments {
-            params["arguments"] = serde_json::to_value(args).unwrap_or(Value::Null);
-        }
-        match up
-            .request("prompts/get", params, prompt, true, None, &context.ct)
-            .await
-        {
-            Ok(a) => match serde_json::from_value::<GetPromptResult>(a.result) {
-                Ok(mut r) => {
-                    r.result_type.get_or_insert(ResultType::COMPLETE);
-                    scope.finish(a.replay_attempts, None);
-                    Ok(r.into())
-                }
-                Err(e) => {
-                    let m = format!("server '{}' returned an invalid prompt: {e}", up.name());
-                    scope.finish(a.replay_attempts, Some((-32603, m.clone())));
-                    Err(error_data(-32603, m, None))
-                }
-            },
-            Err(e) => {
-                scope.finish(0, Some((e.code(), e.to_string())));
-                Err(remote_error(e).unwrap_or_else(|e| error_data(-32603, e.to_string(), None)))
-            }
-        }
+        let who = caller(&context);
+        let ctx = self.ctx(who.as_ref(), &context, context.ct.clone(), None);
+        self.d.get_prompt(&ctx, request).await.map(Into::into)
     }
 }

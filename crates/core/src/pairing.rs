@@ -122,6 +122,7 @@ pub(crate) async fn unpair(hub: &Hub, name: &str) -> Result<bool, TokenStoreErro
     let Some(sessions) = hub.auth.unpair(name).await? else {
         return Ok(false);
     };
+    hub.mcp.sessions().close_client(name, "client unpaired");
     for id in sessions {
         let id: rmcp::transport::streamable_http_server::session::SessionId = id.into();
         use rmcp::transport::streamable_http_server::session::SessionManager as _;

@@ -61,6 +61,10 @@ pub(crate) struct Hub {
     pub(crate) sessions:
         Arc<rmcp::transport::streamable_http_server::session::local::LocalSessionManager>,
     pub(crate) gateway_config: crate::config::GatewayConfig,
+    /// The MCP dispatcher for `/ws` and the `/mcp` fast path (roles fixed at startup).
+    pub(crate) dispatcher: crate::mcp::dispatch::Dispatcher,
+    /// Open `/ws` sockets, against `gateway_config.ws_max_connections`.
+    pub(crate) ws_sockets: crate::mcp::ws::SocketCount,
     pub(crate) guard: LocalGuard,
     pub(crate) started: Instant,
     /// Root of the shutdown tree: streams and sockets watch it.
@@ -142,8 +146,11 @@ impl Gateway {
         if let Some(path) = config.source.clone() {
             tasks.spawn(watch_config(path, mcp.clone(), shutdown.clone()));
         }
+        let dispatcher = mcp.dispatcher(auth.roles().clone());
         let hub = Arc::new(Hub {
             bus,
+            dispatcher,
+            ws_sockets: Default::default(),
             registration,
             mcp,
             auth,

@@ -1,33 +1,84 @@
-//! `/ws`: MCP over WebSocket, one JSON-RPC message per text frame, served by the same
-//! [`Handler`](super::Handler) (tools, roles, telemetry) as `/mcp`.
+//! `/ws`: MCP over WebSocket, one JSON-RPC message per text frame, answered by the shared
+//! [`Dispatcher`] (tools, roles, telemetry) that also serves `/mcp`.
 //!
-//! rmcp runs the session over a sink/stream pair built here from the socket. Frames that are
-//! not JSON-RPC are answered with a -32700 error (id null) and the socket stays usable. The
-//! socket closes when its client is unpaired (1008) or the gateway stops (1001).
+//! One task per socket reads frames, runs the socket's requests concurrently (a slow call never
+//! holds up a fast one; each response carries its own id) and writes their answers, with each
+//! call's progress ahead of its result. No rmcp session, no task per request.
+//!
+//! Closes: over the connection cap 1013, a message over the size cap 1009, unpaired 1008 (calls
+//! in flight are answered -32001 first), gateway shutdown 1001. A peer that does not answer a
+//! WebSocket ping before the next one (every [`heartbeat`](crate::config::GatewayConfig)) is
+//! dropped.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Extension, State};
-use axum::http::StatusCode;
+use axum::extract::{Extension, Query, State};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
-use rmcp::ServiceExt;
-use rmcp::model::{ClientJsonRpcMessage, GetExtensions, ServerJsonRpcMessage};
-use serde_json::json;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
+use super::ToolListener;
+use super::dispatch::{
+    self, CallCtx, ClientProgress, Dispatcher, Incoming, ProgressOut, Request, error_frame,
+};
+use super::session::Session;
 use crate::auth::Caller;
 use crate::http::{ApiError, AppState};
+use crate::server::Hub;
 
-/// Time for a client to complete `initialize` after connecting.
-const HANDSHAKE: Duration = Duration::from_secs(30);
+/// Notifications (progress, list changes) waiting for the socket; beyond this a slow client
+/// loses progress notifications (never results).
+const NOTIFY_QUEUE: usize = 1024;
+/// Socket buffers: small, so that thousands of idle sockets stay cheap.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// `?session_id=`: run this socket in a session made by `POST /session`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct WsQuery {
+    session_id: Option<String>,
+}
+
+/// Open `/ws` sockets, against the configured cap.
+#[derive(Debug, Default)]
+pub(crate) struct SocketCount(AtomicUsize);
+
+/// Holds one place under the cap until dropped.
+struct Slot<'a>(&'a SocketCount);
+
+impl SocketCount {
+    fn take(&self, cap: usize) -> Option<Slot<'_>> {
+        let before = self.0.fetch_add(1, Ordering::AcqRel);
+        if before >= cap {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(self))
+    }
+
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// `GET /ws` (the auth middleware has already admitted the caller).
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Query(query): Query<WsQuery>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(ws) = ws else {
@@ -39,131 +90,288 @@ pub(crate) async fn upgrade(
         .into_response();
         r.headers_mut().insert(
             axum::http::header::UPGRADE,
-            axum::http::HeaderValue::from_static("websocket"),
+            HeaderValue::from_static("websocket"),
         );
         return r;
     };
     let hub = state.0.clone();
+    let sessions = hub.mcp.sessions().clone();
+    let attach = match query.session_id.as_deref() {
+        None => None,
+        Some(id) => match sessions.watchable(id, Some(&caller.name), None) {
+            Some(s) => Some(s),
+            None => {
+                return ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_session",
+                    "no such session (sessions are made by POST /session)",
+                )
+                .into_response();
+            }
+        },
+    };
     let limit = hub.gateway_config.max_body_bytes;
     // Browsers must be answered with a subprotocol they offered: they offer `bearer.<token>`
     // to authenticate and `mcp` for us to echo (never the token).
-    ws.protocols(["mcp"])
+    let session_header = attach.as_ref().map(|s| s.id.clone());
+    let mut resp = ws
+        .protocols(["mcp"])
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| run(socket, hub, caller))
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| run(socket, hub, caller, attach));
+    if let Some(id) = session_header
+        && let Ok(v) = HeaderValue::from_str(&id)
+    {
+        resp.headers_mut().insert("mcp-session-id", v);
+    }
+    resp
 }
 
-fn text(v: serde_json::Value) -> Message {
+fn text(v: &Value) -> Message {
     Message::Text(v.to_string().into())
 }
 
-/// The caller, attached to a message the way rmcp's HTTP transport attaches request parts.
-fn tag(mut msg: ClientJsonRpcMessage, caller: &Caller) -> ClientJsonRpcMessage {
-    let (mut parts, ()) = axum::http::Request::new(()).into_parts();
-    parts.extensions.insert(caller.clone());
-    match &mut msg {
-        ClientJsonRpcMessage::Request(req) => {
-            req.request.extensions_mut().insert(parts);
-        }
-        ClientJsonRpcMessage::Notification(n) => {
-            n.notification.extensions_mut().insert(parts);
-        }
-        _ => {}
-    }
-    msg
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
 }
 
-async fn run(socket: WebSocket, hub: Arc<crate::server::Hub>, caller: Caller) {
-    let (mut ws_tx, ws_rx) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            let close = matches!(m, Message::Close(_));
-            if ws_tx.send(m).await.is_err() || close {
-                break;
-            }
-        }
-        let _ = ws_tx.close().await;
-    });
+/// Whether a read error is a message or frame over the size cap.
+fn too_big(e: axum::Error) -> bool {
+    e.into_inner()
+        .downcast::<tungstenite::Error>()
+        .is_ok_and(|e| matches!(*e, tungstenite::Error::Capacity(_)))
+}
 
-    // Frames in: JSON-RPC messages for rmcp. Anything else is answered here and skipped.
-    let errors = out_tx.clone();
-    let who = caller.clone();
-    let stream = futures_util::stream::unfold(ws_rx, move |mut rx| {
-        let errors = errors.clone();
-        let who = who.clone();
-        async move {
-            loop {
-                let frame = match rx.next().await {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return None,
+/// Why a socket ended, for `SessionClosed`.
+enum End {
+    Closed(&'static str),
+    /// Close with this code and reason, then end.
+    Close(u16, &'static str),
+}
+
+async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Option<Arc<Session>>) {
+    let cap = hub.gateway_config.ws_max_connections;
+    let Some(_slot) = hub.ws_sockets.take(cap) else {
+        tracing::warn!(cap, "WebSocket refused: at the connection cap");
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            socket.send(close(close_code::AGAIN, "Server at capacity")),
+        )
+        .await;
+        return;
+    };
+    let sessions = hub.mcp.sessions().clone();
+    let (session, owned) = match attach {
+        Some(s) => (s, false),
+        None => (sessions.open(None, &caller.name, "ws", false).0, true),
+    };
+    let d: Dispatcher = hub.dispatcher.clone();
+    let (notify_tx, mut notify_rx) = mpsc::channel::<Message>(NOTIFY_QUEUE);
+    {
+        let tx = notify_tx.clone();
+        let frame: Arc<str> = Arc::from(
+            json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}).to_string(),
+        );
+        hub.mcp.on_tools_changed(ToolListener(Box::new(move || {
+            let _ = tx.try_send(Message::Text(frame.as_ref().into()));
+            !tx.is_closed()
+        })));
+    }
+    let progress_out: ProgressOut = {
+        let tx = notify_tx.clone();
+        Arc::new(move |token: &Value, p: &crate::upstream::Progress| {
+            let mut params = Map::with_capacity(4);
+            params.insert("progressToken".into(), token.clone());
+            params.insert("progress".into(), json!(p.progress));
+            if let Some(total) = p.total {
+                params.insert("total".into(), json!(total));
+            }
+            if let Some(message) = &p.message {
+                params.insert("message".into(), json!(message));
+            }
+            let frame = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                "params": params});
+            // full: this client is not reading; it loses progress, never results
+            let _ = tx.try_send(text(&frame));
+        })
+    };
+    drop(notify_tx);
+
+    // Requests in flight, by id: cancelled by `notifications/cancelled` or the socket ending.
+    let mut cancels: HashMap<String, CancellationToken> = HashMap::new();
+    let mut inflight = FuturesUnordered::new();
+    let mut version = String::from("2025-11-25");
+    let period = hub.gateway_config.ws_heartbeat();
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut awaiting_pong = false;
+    let caller_ref = &caller;
+    let d_ref = &d;
+    let session_ref = &session;
+
+    let end = loop {
+        let mut out: Option<Message> = None;
+        tokio::select! {
+            biased;
+            () = caller.revoked.cancelled() => {
+                // Calls in flight are answered before the socket closes.
+                for id in cancels.keys() {
+                    let frame = error_frame(json!(id), -32001,
+                        "authentication required: this client was unpaired");
+                    let _ = socket.send(text(&frame)).await;
+                }
+                break End::Close(close_code::POLICY, "client unpaired");
+            }
+            () = hub.shutdown.cancelled() => break End::Close(close_code::AWAY, "gateway shutting down"),
+            Some((key, frame)) = inflight.next(), if !inflight.is_empty() => {
+                cancels.remove::<String>(&key);
+                // this call's progress first: it is queued already
+                while let Ok(m) = notify_rx.try_recv() {
+                    if socket.send(m).await.is_err() {
+                        break;
+                    }
+                }
+                out = Some(Message::Text(serde_json::to_string(&frame).unwrap_or_default().into()));
+            }
+            Some(m) = notify_rx.recv() => out = Some(m),
+            _ = heartbeat.tick() => {
+                if awaiting_pong {
+                    tracing::debug!(client = %caller.name, "WebSocket peer did not answer ping; dropping it");
+                    break End::Closed("no answer to ping");
+                }
+                awaiting_pong = true;
+                out = Some(Message::Ping(Default::default()));
+            }
+            frame = socket.recv() => {
+                let frame = match frame {
+                    None => break End::Closed("client closed"),
+                    Some(Err(e)) => {
+                        if too_big(e) {
+                            break End::Close(close_code::SIZE, "message too big");
+                        }
+                        break End::Closed("connection error");
+                    }
                     Some(Ok(f)) => f,
                 };
-                let error = match frame {
-                    Message::Text(t) => {
-                        match serde_json::from_str::<ClientJsonRpcMessage>(t.as_str()) {
-                            Ok(msg) => return Some((tag(msg, &who), rx)),
-                            Err(e)
-                                if serde_json::from_str::<serde_json::Value>(t.as_str())
-                                    .is_ok() =>
+                awaiting_pong = false; // any frame shows the peer is alive
+                let bytes = match &frame {
+                    Message::Text(t) => t.as_bytes(),
+                    Message::Binary(_) => {
+                        let e = error_frame(Value::Null, -32600,
+                            "Invalid Request: send JSON-RPC as text frames");
+                        out = Some(text(&e));
+                        &[][..]
+                    }
+                    Message::Close(_) => break End::Closed("client closed"),
+                    Message::Ping(_) | Message::Pong(_) => &[][..],
+                };
+                if !bytes.is_empty() || matches!(frame, Message::Text(_)) {
+                    match dispatch::parse(bytes) {
+                        Incoming::Invalid(e) => out = Some(text(&e)),
+                        Incoming::Response => {}
+                        Incoming::Notification { method, params } => {
+                            if method == "notifications/cancelled"
+                                && let Some(id) = dispatch::cancelled_id(params.as_ref())
+                                && let Some(ct) = cancels.get(&id)
                             {
-                                json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600,
-                                "message": format!("Invalid Request: {e}")}})
+                                ct.cancel();
                             }
-                            Err(e) => {
-                                json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700,
-                            "message": format!("Parse error: {e}")}})
+                        }
+                        Incoming::Request(req) => {
+                            let key = dispatch::id_text(&req.id);
+                            if req.method == "initialize"
+                                && let Some(v) = req.params.as_ref()
+                                    .and_then(|p| p.get("protocolVersion"))
+                                    .and_then(Value::as_str)
+                            {
+                                v.clone_into(&mut version);
+                            }
+                            if cancels.contains_key(&key) {
+                                out = Some(text(&error_frame(req.id, -32600,
+                                    "Invalid Request: this id is already in use by a request in flight")));
+                            } else if runs_long(&req.method) {
+                                let cancel = CancellationToken::new();
+                                cancels.insert(key.clone(), cancel.clone());
+                                let progress = req.progress_token().map(|token| ClientProgress {
+                                    token,
+                                    out: Some(progress_out.clone()),
+                                });
+                                let v = version.clone();
+                                inflight.push(async move {
+                                    let ctx = CallCtx {
+                                        caller: Some(caller_ref),
+                                        session_id: Some(session_ref.id.clone()),
+                                        session: Some(session_ref.clone()),
+                                        request_id: key.clone(),
+                                        progress,
+                                        cancel,
+                                    };
+                                    let frame = d_ref.answer(&ctx, req, &v).await;
+                                    (key, frame)
+                                });
+                            } else {
+                                let ctx = quick_ctx(caller_ref, session_ref, &req);
+                                out = Some(text(&d_ref.answer(&ctx, req, &version).await));
                             }
                         }
                     }
-                    Message::Binary(_) => {
-                        json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600,
-                        "message": "Invalid Request: send JSON-RPC as text frames"}})
-                    }
-                    _ => continue, // ping/pong: the transport answers
-                };
-                let _ = errors.send(text(error)).await;
+                }
             }
         }
-    })
-    .boxed();
-    // Messages out: rmcp's sink, serialized into text frames.
-    let sink =
-        futures_util::sink::unfold(out_tx.clone(), |tx, msg: ServerJsonRpcMessage| async move {
-            let frame = serde_json::to_string(&msg).map_err(std::io::Error::other)?;
-            tx.send(Message::Text(frame.into()))
-                .await
-                .map_err(|_| std::io::Error::other("socket closed"))?;
-            Ok::<_, std::io::Error>(tx)
-        });
-    let sink = Box::pin(sink);
-
-    let handler = hub.mcp.handler(hub.auth.roles().clone());
-    let served = tokio::time::timeout(HANDSHAKE, handler.serve((sink, stream))).await;
-    let close = match served {
-        Ok(Ok(service)) => {
-            let ct = service.cancellation_token();
-            let (code, reason) = tokio::select! {
-                _ = service.waiting() => (close_code::NORMAL, "bye"),
-                () = caller.revoked.cancelled() => (close_code::POLICY, "client unpaired"),
-                () = hub.shutdown.cancelled() => (close_code::AWAY, "gateway shutting down"),
-            };
-            ct.cancel();
-            Some((code, reason))
+        if let Some(m) = out
+            && socket.send(m).await.is_err()
+        {
+            break End::Closed("connection error");
         }
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "WebSocket MCP session did not start");
-            Some((close_code::PROTOCOL, "initialize failed"))
-        }
-        Err(_) => Some((close_code::POLICY, "no initialize within 30 s")),
     };
-    if let Some((code, reason)) = close {
-        let _ = out_tx
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })))
-            .await;
+    // Whatever is still running was asked for by a client that is gone.
+    for ct in cancels.values() {
+        ct.cancel();
     }
-    drop(out_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    drop(inflight);
+    let reason = match end {
+        End::Closed(reason) => reason,
+        End::Close(code, reason) => {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                let _ = socket.send(close(code, reason)).await;
+                // let the peer's close reply arrive so the TCP close is clean
+                let _ = tokio::time::timeout(Duration::from_millis(200), socket.recv()).await;
+            })
+            .await;
+            reason
+        }
+    };
+    if owned {
+        sessions.close(&session.id, reason);
+    }
+}
+
+/// Methods that may wait on an upstream: run concurrently with the socket's other requests.
+fn runs_long(method: &str) -> bool {
+    matches!(
+        method,
+        "tools/call"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+            | "prompts/list"
+            | "prompts/get"
+    )
+}
+
+/// Context for a request answered at once (it never waits on an upstream).
+fn quick_ctx<'a>(caller: &'a Caller, session: &Arc<Session>, req: &Request) -> CallCtx<'a> {
+    CallCtx {
+        caller: Some(caller),
+        session_id: Some(session.id.clone()),
+        session: Some(session.clone()),
+        request_id: dispatch::id_text(&req.id),
+        progress: None,
+        cancel: CancellationToken::new(),
+    }
 }
