@@ -19,6 +19,7 @@ use std::future::Future as _;
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
 
+use crate::mcp::session::routes as session;
 use crate::registration::{self, ProjectView, RegistrationServer};
 use crate::server::Hub;
 
@@ -46,6 +47,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/clients/{name}", axum::routing::delete(unpair_client))
         .route("/metrics", get(metrics))
         .route("/ws", get(crate::mcp::ws::upgrade))
+        .route("/session", axum::routing::post(session::create))
+        .route("/api/sessions", get(session::list))
+        .route("/session/{id}", axum::routing::delete(session::delete))
         .merge(
             Router::new()
                 .nest_service("/mcp", mcp_service(&state))
@@ -57,6 +61,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/ws/mcp", get(registration::upgrade))
         .route("/pair", axum::routing::post(crate::pairing::pair))
+        // These authenticate themselves: a session's own token opens them too.
+        .route("/session/{id}/events", get(session::sse))
+        .route("/ws/mcp/events", get(session::ws))
         .merge(protected)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), local_only))
@@ -65,7 +72,7 @@ pub fn router(state: AppState) -> Router {
 
 /// The bearer token of a request: `Authorization: Bearer`, else the WebSocket subprotocol
 /// `bearer.<token>` (browsers cannot set headers on WebSockets).
-fn bearer(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -236,13 +243,24 @@ async fn mcp_sessions(State(state): State<AppState>, req: Request, next: Next) -
         return ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "no such session")
             .into_response();
     }
+    let deleted = (req.method() == axum::http::Method::DELETE)
+        .then(|| req.headers().get("mcp-session-id").cloned())
+        .flatten();
     let resp = next.run(req).await;
+    let sessions = state.0.mcp.sessions();
     if let Some(sid) = resp
         .headers()
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
+        && sessions.get(sid).is_none()
     {
         auth.note_session(&caller.name, sid);
+        sessions.open(Some(sid.to_owned()), &caller.name, "http", false);
+    }
+    if let Some(sid) = deleted.as_ref().and_then(|v| v.to_str().ok())
+        && resp.status().is_success()
+    {
+        sessions.close(sid, "deleted");
     }
     resp
 }
@@ -379,6 +397,7 @@ impl LocalGuard {
 }
 
 async fn local_only(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    tracing::trace!(method = %req.method(), uri = %redacted(req.uri()), "request");
     let guard = &state.0.guard;
     let host = req
         .headers()
@@ -414,6 +433,22 @@ async fn local_only(State(state): State<AppState>, req: Request, next: Next) -> 
         .into_response();
     }
     next.run(req).await
+}
+
+/// A URI fit for a log line: the value of any `token` query parameter (the legacy WebSocket
+/// auth) replaced by `REDACTED`.
+pub(crate) fn redacted(uri: &axum::http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("token") => format!("{k}=REDACTED"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{}?{}", uri.path(), query.join("&"))
 }
 
 fn origin(headers: &HeaderMap) -> Option<String> {

@@ -225,6 +225,12 @@ impl Gateway {
                 shutdown.clone(),
             ));
         }
+        self.tasks
+            .spawn(self.hub.mcp.sessions().clone().sweep_expired(
+                self.hub.sessions.clone(),
+                SESSION_SWEEP,
+                shutdown.clone(),
+            ));
         let app =
             router(AppState(self.hub.clone())).into_make_service_with_connect_info::<SocketAddr>();
         // No Nagle: responses (SSE especially) are written in small pieces, and waiting for
@@ -271,6 +277,9 @@ impl Gateway {
         Ok(())
     }
 }
+
+/// How often `/mcp` sessions that rmcp ended on its own are announced closed.
+const SESSION_SWEEP: Duration = Duration::from_secs(5);
 
 /// How often the config file is checked for changes to `[[servers]]`.
 const CONFIG_POLL: Duration = Duration::from_secs(1);

@@ -71,6 +71,12 @@ fn tools(state: &State) -> Vec<Value> {
         ),
         tool("pid", "The server's process id", json!({}), ro.clone()),
         tool(
+            "bad_result",
+            "Answers with something that is not a tool result",
+            json!({}),
+            ro.clone(),
+        ),
+        tool(
             "slow",
             "Counts steps with progress (read-only)",
             steps.clone(),
@@ -132,6 +138,7 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
             text_result(sum.to_string())
         }
         "pid" => text_result(std::process::id().to_string()),
+        "bad_result" => json!({"content": "not a list of content blocks"}),
         "slow" | "slow_write" => {
             let steps = args["steps"].as_u64().unwrap_or(10);
             let step_ms = args["step_ms"].as_u64().unwrap_or(100);
