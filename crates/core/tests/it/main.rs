@@ -9,5 +9,6 @@ mod http;
 mod mcp;
 mod persistence;
 mod registration;
+mod sessions;
 mod support;
 mod ws;
