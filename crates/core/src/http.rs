@@ -219,6 +219,11 @@ async fn mcp_precheck(State(state): State<AppState>, req: Request, next: Next) -
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
         return rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
     }
+    // Plain request/response: answered here, without rmcp's session machinery.
+    if let Some(resp) = crate::mcp::fast::answer(&state.0, &parts, &bytes).await {
+        return resp;
+    }
+    crate::mcp::fast::cancel_notified(&state.0, &parts.headers, &bytes);
     // A client that goes away before its response is complete cancels what it asked for.
     let gone = tokio_util::sync::CancellationToken::new();
     let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));

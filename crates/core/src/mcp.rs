@@ -6,6 +6,7 @@
 //! (in order, before the result), passes cancellation through, and records every call.
 
 pub(crate) mod dispatch;
+pub(crate) mod fast;
 pub mod names;
 pub mod session;
 pub(crate) mod ws;

@@ -360,7 +360,7 @@ impl Upstream {
             });
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let result = conn
-                .request(method, params.clone(), remaining, Some(cancel))
+                .request_ref(method, &params, remaining, Some(cancel))
                 .await;
             if let Some(token) = &token {
                 conn.unregister_progress(token);

@@ -6,6 +6,7 @@
 //! to it; one that falls behind loses its oldest frames, the call never waits for it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
@@ -32,6 +33,24 @@ pub struct Session {
     frames: broadcast::Sender<Arc<str>>,
     /// Cancelled when the session ends: its watchers' streams end too.
     pub closed: CancellationToken,
+    /// `/mcp` requests of this session answered on the fast path, by id: its
+    /// `notifications/cancelled` (which rmcp never sees the request of) cancels them here.
+    inflight: Mutex<HashMap<String, CancellationToken>>,
+    /// When rmcp last saw a request of this session (ms since [`epoch`]): it ends sessions
+    /// idle for 5 minutes, so the fast path lets one request through to it now and then.
+    rmcp_seen_ms: AtomicU64,
+}
+
+/// How long the fast path may answer a session's requests without rmcp seeing one.
+const RMCP_TOUCH_MS: u64 = 60_000;
+
+/// The process-wide clock origin for [`Session::rmcp_seen_ms`].
+fn epoch_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 impl Session {
@@ -41,6 +60,41 @@ impl Session {
             return;
         }
         let _ = self.frames.send(Arc::from(frame.to_string()));
+    }
+
+    /// Whether rmcp has seen this session recently enough for the fast path to take a
+    /// request; if not, the request goes to rmcp and this counts as its visit.
+    pub fn fast_path_ok(&self) -> bool {
+        let now = epoch_ms();
+        let seen = self.rmcp_seen_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(seen) < RMCP_TOUCH_MS {
+            return true;
+        }
+        self.rmcp_seen_ms.store(now, Ordering::Relaxed);
+        false
+    }
+
+    /// Tracks a fast-path request until the returned guard drops.
+    pub fn track(self: &Arc<Self>, id: String, cancel: CancellationToken) -> Tracked {
+        self.inflight
+            .lock()
+            .expect("inflight lock")
+            .insert(id.clone(), cancel);
+        Tracked {
+            session: self.clone(),
+            id,
+        }
+    }
+
+    /// Cancels the fast-path request `id`, if it is running; `false` if not.
+    pub fn cancel(&self, id: &str) -> bool {
+        match self.inflight.lock().expect("inflight lock").get(id) {
+            Some(ct) => {
+                ct.cancel();
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn watchers(&self) -> usize {
@@ -62,6 +116,23 @@ impl Session {
             .zip(hash.iter())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+    }
+}
+
+/// A fast-path request in flight; forgotten when dropped.
+#[derive(Debug)]
+pub struct Tracked {
+    session: Arc<Session>,
+    id: String,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.session
+            .inflight
+            .lock()
+            .expect("inflight lock")
+            .remove(&self.id);
     }
 }
 
@@ -127,6 +198,8 @@ impl Sessions {
             token_hash: token.as_ref().map(|t| Sha256::digest(t.as_bytes()).into()),
             frames,
             closed: CancellationToken::new(),
+            inflight: Mutex::new(HashMap::new()),
+            rmcp_seen_ms: AtomicU64::new(epoch_ms()),
         });
         self.inner
             .lock()

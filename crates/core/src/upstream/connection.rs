@@ -147,7 +147,7 @@ impl Connection {
         self.progress.lock().expect("progress lock").remove(token);
     }
 
-    async fn write(&self, msg: &Value) -> Result<(), RpcError> {
+    async fn write(&self, msg: &impl serde::Serialize) -> Result<(), RpcError> {
         let mut line = serde_json::to_vec(msg).expect("JSON values serialize");
         line.push(b'\n');
         self.out
@@ -171,6 +171,17 @@ impl Connection {
         timeout: Duration,
         cancel: Option<&CancellationToken>,
     ) -> Result<Value, RpcError> {
+        self.request_ref(method, &params, timeout, cancel).await
+    }
+
+    /// [`request`](Self::request) without taking `params` (a replay may send them again).
+    pub async fn request_ref(
+        &self,
+        method: &str,
+        params: &Value,
+        timeout: Duration,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Value, RpcError> {
         if self.closed.is_cancelled() {
             return Err(RpcError::Closed);
         }
@@ -178,20 +189,34 @@ impl Connection {
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(id, tx);
         let sent = self
-            .write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .write(&OutRequest {
+                jsonrpc: "2.0",
+                id,
+                method,
+                params,
+            })
             .await;
         if let Err(e) = sent {
             self.pending.lock().expect("pending lock").remove(&id);
             return Err(e);
         }
-        let never = CancellationToken::new();
-        let cancel = cancel.unwrap_or(&never);
-        let outcome = tokio::select! {
-            biased;
-            r = rx => r.unwrap_or(Err(RpcError::Closed)),
-            () = cancel.cancelled() => Err(RpcError::Cancelled),
-            () = tokio::time::sleep(timeout) => Err(RpcError::Timeout(timeout)),
+        // Dropped before the answer (the caller's future was dropped: its client went away),
+        // the request is cancelled upstream.
+        let mut abandoned = Abandoned { conn: self, id };
+        let outcome = match cancel {
+            Some(cancel) => tokio::select! {
+                biased;
+                r = rx => r.unwrap_or(Err(RpcError::Closed)),
+                () = cancel.cancelled() => Err(RpcError::Cancelled),
+                () = tokio::time::sleep(timeout) => Err(RpcError::Timeout(timeout)),
+            },
+            None => tokio::select! {
+                biased;
+                r = rx => r.unwrap_or(Err(RpcError::Closed)),
+                () = tokio::time::sleep(timeout) => Err(RpcError::Timeout(timeout)),
+            },
         };
+        abandoned.id = 0;
         if matches!(outcome, Err(RpcError::Cancelled | RpcError::Timeout(_))) {
             self.pending.lock().expect("pending lock").remove(&id);
             let reason = match outcome {
@@ -206,6 +231,24 @@ impl Connection {
                 .await;
         }
         outcome
+    }
+
+    /// Forgets request `id` and tells the server to stop it, without waiting.
+    fn abandon(&self, id: u64) {
+        if self
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(&id)
+            .is_none()
+        {
+            return; // answered meanwhile
+        }
+        let msg = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": id, "reason": "the client went away"}});
+        let mut line = serde_json::to_vec(&msg).expect("JSON values serialize");
+        line.push(b'\n');
+        let _ = self.out.try_send(Outgoing::Line(line));
     }
 
     fn on_line(&self, line: &[u8], notices: &mpsc::UnboundedSender<ServerNotice>) {
@@ -315,6 +358,29 @@ impl Connection {
                 tracing::info!(server = %self.server, log = %params, "server log");
             }
             _ => tracing::debug!(server = %self.server, %method, "notification ignored"),
+        }
+    }
+}
+
+/// A request as written to the server, serialized straight from borrowed parts.
+#[derive(serde::Serialize)]
+struct OutRequest<'a> {
+    jsonrpc: &'static str,
+    id: u64,
+    method: &'a str,
+    params: &'a Value,
+}
+
+/// Cancels a request whose caller stopped waiting (ids start at 1; 0 = disarmed).
+struct Abandoned<'a> {
+    conn: &'a Connection,
+    id: u64,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.id != 0 {
+            self.conn.abandon(self.id);
         }
     }
 }
