@@ -10,9 +10,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ContentBlock, ErrorData, GetPromptRequestParams,
-    GetPromptResult, Implementation, Prompt, ReadResourceRequestParams, ReadResourceResult,
-    Resource, ResourceTemplate, ResultType, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResult, ContentBlock, ErrorCode, ErrorData,
+    GetPromptRequestParams, GetPromptResult, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, Prompt,
+    ReadResourceRequestParams, ReadResourceResult, Resource, ResourceTemplate, ResultType,
+    ServerCapabilities, ServerConfig, ServerResult, Tool,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -403,7 +405,7 @@ impl Dispatcher {
     /// speaks (results carry `resultType` from 2026-07-28 on).
     pub(crate) async fn answer(&self, ctx: &CallCtx<'_>, req: Request, version: &str) -> Value {
         let id = req.id;
-        let result: Result<Value, ErrorData> = match req.method.as_str() {
+        let result: Result<ServerResult, ErrorData> = match req.method.as_str() {
             "initialize" => {
                 let asked = req
                     .params
@@ -411,25 +413,43 @@ impl Dispatcher {
                     .and_then(|p| p.get("protocolVersion"))
                     .and_then(Value::as_str)
                     .unwrap_or(LATEST_SESSION_VERSION);
-                Ok(self.initialize_result(asked, ctx.session.as_deref()))
+                return json!({"jsonrpc": "2.0", "id": id,
+                    "result": self.initialize_result(asked, ctx.session.as_deref())});
             }
-            "ping" => Ok(json!({})),
-            "tools/list" => Ok(json!({"tools": self.list_tools(ctx.caller)})),
+            "ping" => Ok(ServerResult::empty(())),
+            "tools/list" => Ok(ServerResult::ListToolsResult(
+                ListToolsResult::with_all_items(self.list_tools(ctx.caller)),
+            )),
             "tools/call" => match params::<CallToolRequestParams>(req.params) {
-                Ok(p) => self.call_tool(ctx, p).await.and_then(to_value),
+                Ok(p) => self
+                    .call_tool(ctx, p)
+                    .await
+                    .map(ServerResult::CallToolResult),
                 Err(e) => Err(e),
             },
-            "resources/list" => Ok(json!({"resources": self.list_resources(ctx).await})),
-            "resources/templates/list" => Ok(json!({
-                "resourceTemplates": self.list_resource_templates(ctx).await
-            })),
+            "resources/list" => Ok(ServerResult::ListResourcesResult(
+                ListResourcesResult::with_all_items(self.list_resources(ctx).await),
+            )),
+            "resources/templates/list" => Ok(ServerResult::ListResourceTemplatesResult(
+                ListResourceTemplatesResult::with_all_items(
+                    self.list_resource_templates(ctx).await,
+                ),
+            )),
             "resources/read" => match params::<ReadResourceRequestParams>(req.params) {
-                Ok(p) => self.read_resource(ctx, p).await.and_then(to_value),
+                Ok(p) => self
+                    .read_resource(ctx, p)
+                    .await
+                    .map(ServerResult::ReadResourceResult),
                 Err(e) => Err(e),
             },
-            "prompts/list" => Ok(json!({"prompts": self.list_prompts(ctx).await})),
+            "prompts/list" => Ok(ServerResult::ListPromptsResult(
+                ListPromptsResult::with_all_items(self.list_prompts(ctx).await),
+            )),
             "prompts/get" => match params::<GetPromptRequestParams>(req.params) {
-                Ok(p) => self.get_prompt(ctx, p).await.and_then(to_value),
+                Ok(p) => self
+                    .get_prompt(ctx, p)
+                    .await
+                    .map(ServerResult::GetPromptResult),
                 Err(e) => Err(e),
             },
             other => Err(error_data(
@@ -438,18 +458,27 @@ impl Dispatcher {
                 None,
             )),
         };
+        // As rmcp's handler does: 2026-07-28 wants caching hints on cacheable results and
+        // reports a missing resource as invalid params; older revisions have no `resultType`.
+        let stateless = version >= STATELESS_VERSION;
         match result {
-            Ok(mut value) => {
-                if let Value::Object(m) = &mut value {
-                    if version < STATELESS_VERSION {
-                        m.remove("resultType");
-                    } else if !m.contains_key("resultType") {
-                        m.insert("resultType".into(), Value::String("complete".into()));
-                    }
+            Ok(mut result) => {
+                if stateless {
+                    result.fill_missing_cache_hints();
+                } else {
+                    result.strip_result_type_for_legacy_peer();
                 }
-                json!({"jsonrpc": "2.0", "id": id, "result": value})
+                match serde_json::to_value(&result) {
+                    Ok(value) => json!({"jsonrpc": "2.0", "id": id, "result": value}),
+                    Err(e) => error_frame(id, -32603, format!("Internal error: {e}")),
+                }
             }
-            Err(e) => error_response(id, &e),
+            Err(mut e) => {
+                if stateless && e.code == ErrorCode::RESOURCE_NOT_FOUND {
+                    e.code = ErrorCode::INVALID_PARAMS;
+                }
+                error_response(id, &e)
+            }
         }
     }
 
@@ -481,10 +510,6 @@ impl Dispatcher {
                 | "prompts/get"
         )
     }
-}
-
-fn to_value<T: serde::Serialize>(v: T) -> Result<Value, ErrorData> {
-    serde_json::to_value(v).map_err(|e| error_data(-32603, format!("Internal error: {e}"), None))
 }
 
 fn params<T: serde::de::DeserializeOwned>(p: Option<Value>) -> Result<T, ErrorData> {
