@@ -5,6 +5,7 @@
 
 mod auth;
 mod binary;
+mod fast_path;
 mod http;
 mod mcp;
 mod persistence;
