@@ -155,6 +155,9 @@ impl Http {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         msg["id"] = json!(id);
         let body = self.post(msg).await;
+        if body.starts_with('{') {
+            return serde_json::from_str(&body).unwrap(); // the fast path answers JSON
+        }
         body.lines()
             .filter_map(|l| l.strip_prefix("data:"))
             .map(str::trim)
@@ -163,6 +166,58 @@ impl Http {
             .find(|v| v["id"] == json!(id))
             .expect("response")
     }
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One `/ws` socket, used for one request at a time.
+struct Ws {
+    ws: WsStream,
+    next: u64,
+}
+
+async fn ws_open(url: &str, token: &str) -> WsStream {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+impl Ws {
+    async fn connect(url: &str, token: &str) -> Self {
+        Self {
+            ws: ws_open(url, token).await,
+            next: 1,
+        }
+    }
+
+    async fn request(&mut self, mut msg: Value) -> Value {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let id = self.next;
+        self.next += 1;
+        msg["id"] = json!(id);
+        self.ws.send(Message::text(msg.to_string())).await.unwrap();
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["id"] == json!(id) {
+                        return v;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    }
+}
+
+fn ws_echo() -> Value {
+    json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
+        "params":{"name":"s0__echo","arguments":{"text":"ping"}}})
 }
 
 /// A 2026-07-28 (stateless) request: no session, protocol data in headers and `_meta`.
@@ -322,6 +377,114 @@ where
     total as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Opens `n` authenticated `/ws` sockets (each an MCP session) and leaves them idle; returns
+/// the gateway's RSS before and with them, and how many were held.
+async fn idle_sockets(url: &str, token: &str, pid: u32, n: usize) -> (u64, u64, usize) {
+    let ws_url = url.replace("http://", "ws://").replace("/mcp", "/ws");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid);
+    let mut held = Vec::with_capacity(n);
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (ws_url, token, sem) = (ws_url.clone(), token.to_owned(), sem.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await.unwrap();
+            ws_open(&ws_url, &token).await
+        }));
+    }
+    for t in tasks {
+        held.push(t.await.unwrap());
+    }
+    // every one answers: they are sessions, not just TCP connections
+    {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let ping = json!({"jsonrpc":"2.0","id":1,"method":"ping"}).to_string();
+        for ws in held.iter_mut().step_by(100) {
+            ws.send(Message::text(ping.clone())).await.unwrap();
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) if t.contains("\"id\":1") => break,
+                    Some(Ok(_)) => {}
+                    other => panic!("idle socket ended: {other:?}"),
+                }
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with = rss_kib(pid);
+    let count = held.len();
+    drop(held);
+    (before, with, count)
+}
+
+/// 100 WebSocket watchers of one session while a call in it reports 200 progress steps: how
+/// long each frame took from its timestamp to each watcher.
+async fn fanout_lags(url: &str, token: &str) -> Vec<Duration> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let base = url.trim_end_matches("/mcp").to_owned();
+    let created: Value = reqwest::Client::new()
+        .post(format!("{base}/session"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sid = created["session_id"].as_str().unwrap().to_owned();
+    let ws_base = base.replace("http://", "ws://");
+    const STEPS: usize = 200;
+    let mut watchers = Vec::new();
+    for _ in 0..100 {
+        let ws = ws_open(&format!("{ws_base}/ws/mcp/events?session_id={sid}"), token).await;
+        watchers.push(tokio::spawn(async move {
+            let mut ws = ws;
+            let mut lags = Vec::with_capacity(STEPS);
+            while lags.len() < STEPS {
+                match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        let now = chrono::Utc::now();
+                        let v: Value = serde_json::from_str(&t).unwrap();
+                        if v.get("progress").is_none() {
+                            continue; // call started/finished
+                        }
+                        let ts =
+                            chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap())
+                                .unwrap();
+                        lags.push(
+                            (now - ts.with_timezone(&chrono::Utc))
+                                .to_std()
+                                .unwrap_or_default(),
+                        );
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!("watcher ended early: {other:?}"),
+                }
+            }
+            lags
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut caller = ws_open(&format!("{ws_base}/ws?session_id={sid}"), token).await;
+    caller
+        .send(Message::text(
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"s0__slow","arguments":{"steps": STEPS, "step_ms": 5},"_meta":{"progressToken":1}}})
+            .to_string(),
+        ))
+        .await
+        .unwrap();
+    let mut lags = Vec::new();
+    for w in watchers {
+        lags.extend(w.await.unwrap());
+    }
+    lags.sort();
+    lags
+}
+
 fn main() {
     let calls: u64 = arg("--calls", 5000);
     let secs: u64 = arg("--seconds", 5);
@@ -372,6 +535,13 @@ fn main() {
         })
         .await;
 
+        eprintln!("through /ws: {calls} sequential echo calls…");
+        let ws_url = url.replace("http://", "ws://").replace("/mcp", "/ws");
+        let ws = Arc::new(Mutex::new(Ws::connect(&ws_url, &token).await));
+        let w = ws.clone();
+        let t_ws = latencies(calls, || { let w = w.clone(); async move { w.lock().await.request(ws_echo()).await } }).await;
+        drop(ws);
+
         eprintln!("throughput, 16 clients, {secs} s each path…");
         let deadline = move || Instant::now() + Duration::from_secs(secs);
         let d = direct.clone();
@@ -389,6 +559,19 @@ fn main() {
             clients.push(Arc::new(Http::connect(&url, &token).await));
         }
         let clients = Arc::new(clients);
+        let ws_url16 = url.replace("http://", "ws://").replace("/mcp", "/ws");
+        let token16 = token.clone();
+        let tp_ws = throughput(16, secs, move |_| {
+            let end = deadline();
+            let ws_url = ws_url16.clone();
+            let token = token16.clone();
+            async move {
+                let mut c = Ws::connect(&ws_url, &token).await;
+                let mut n = 0;
+                while Instant::now() < end { c.request(ws_echo()).await; n += 1; }
+                n
+            }
+        }).await;
         let tp_gw = throughput(16, secs, move |i| {
             let c = clients[i].clone();
             let end = deadline();
@@ -402,6 +585,11 @@ fn main() {
                 n
             }
         }).await;
+        eprintln!("event fan-out: 100 watchers of one session…");
+        let fanout = fanout_lags(&url, &token).await;
+
+        eprintln!("RSS with 10,000 idle authenticated /ws sessions…");
+        let (rss_before, rss_10k, held) = idle_sockets(&url, &token, gw.0.id(), 10_000).await;
         drop(gw);
 
         eprintln!("RSS with 10 servers…");
@@ -418,22 +606,39 @@ fn main() {
         let rss10 = rss_kib(gw10.0.id());
         drop(gw10);
 
-        let row = |name: &str, d: &[Duration], g: &[Duration], p: f64, target: &str| {
-            println!("| {name} | {:.0} µs | {:.0} µs | {:.0} µs | {target} |",
-                us(percentile(d, p)), us(percentile(g, p)), us(percentile(g, p)) - us(percentile(d, p)));
-        };
+        let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+        let added = |g: &[Duration], p: f64| us(percentile(g, p)) - us(percentile(&t_direct, p));
         println!();
-        println!("gateway bench ({calls} sequential calls per path, 16 clients × {secs} s)");
-        println!("| figure | direct stdio | through /mcp | added | target (added) |");
-        println!("|---|---|---|---|---|");
-        row("latency p50", &t_direct, &t_gw, 0.50, "≤ 30 µs");
-        row("latency p99", &t_direct, &t_gw, 0.99, "≤ 250 µs");
-        row("latency p50, 2026-07-28 stateless", &t_direct, &t_stateless, 0.50, "≤ 30 µs");
-        row("latency p99, 2026-07-28 stateless", &t_direct, &t_stateless, 0.99, "≤ 250 µs");
-        println!("| HTTP floor: GET /healthz p50 / p99 (no MCP) | — | {:.0} / {:.0} µs | — | — |",
+        println!("gateway bench ({calls} sequential echo calls per path, 16 clients × {secs} s)");
+        println!("| figure | direct stdio | through the gateway | added | target | |");
+        println!("|---|---|---|---|---|---|");
+        for (name, g) in [
+            ("/mcp in a session (fast path)", &t_gw),
+            ("/mcp stateless 2026-07-28 (fast path)", &t_stateless),
+            ("/ws", &t_ws),
+        ] {
+            for (p, target) in [(0.50, 30.0), (0.99, 250.0)] {
+                let a = added(g, p);
+                println!("| latency p{:.0}, {name} | {:.0} µs | {:.0} µs | {a:.0} µs | ≤ {target:.0} µs | {} |",
+                    p * 100.0, us(percentile(&t_direct, p)), us(percentile(g, p)), verdict(a <= target));
+            }
+        }
+        println!("| HTTP floor: GET /healthz p50 / p99 (no MCP, same client) | — | {:.0} / {:.0} µs | — | — | |",
             us(percentile(&t_floor, 0.5)), us(percentile(&t_floor, 0.99)));
-        println!("| throughput, 16 clients | {tp_direct:.0} calls/s | {tp_gw:.0} calls/s | {:.1}% of direct | ≥ 25% |",
-            100.0 * tp_gw / tp_direct);
-        println!("| gateway RSS, 10 servers running | — | {:.1} MiB | — | ≤ 40 MB |", rss10 as f64 / 1024.0);
+        let pct_mcp = 100.0 * tp_gw / tp_direct;
+        let pct_ws = 100.0 * tp_ws / tp_direct;
+        println!("| throughput, 16 clients, /mcp | {tp_direct:.0} calls/s | {tp_gw:.0} calls/s | {pct_mcp:.1}% of direct | ≥ 25% | {} |",
+            verdict(pct_mcp >= 25.0));
+        println!("| throughput, 16 clients, /ws | {tp_direct:.0} calls/s | {tp_ws:.0} calls/s | {pct_ws:.1}% of direct | ≥ 50% | {} |",
+            verdict(pct_ws >= 50.0));
+        let mib = |k: u64| k as f64 / 1024.0;
+        println!("| gateway RSS, 10 servers running | — | {:.1} MiB | — | ≤ 40 MB | {} |",
+            mib(rss10), verdict(rss10 as f64 * 1024.0 <= 40e6));
+        println!("| gateway RSS, {held} idle authenticated /ws sessions | — | {:.1} MiB (was {:.1} MiB before) | — | ≤ 200 MB | {} |",
+            mib(rss_10k), mib(rss_before), verdict(held >= 10_000 && rss_10k as f64 * 1024.0 <= 200e6));
+        let p99 = percentile(&fanout, 0.99);
+        println!("| event fan-out to 100 watchers, lag p50 / p99 ({} frames) | — | {:.2} / {:.2} ms | — | p99 ≤ 5 ms | {} |",
+            fanout.len(), percentile(&fanout, 0.5).as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3,
+            verdict(p99 <= Duration::from_millis(5)));
     });
 }

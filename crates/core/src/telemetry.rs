@@ -67,7 +67,8 @@ pub struct Telemetry {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    lines: mpsc::Sender<String>,
+    /// The writer thread's queue: the JSON line and the SQLite row of each call.
+    lines: mpsc::Sender<(String, CallRow)>,
     counters: Mutex<BTreeMap<(String, String), Counters>>,
     dropped_lines: AtomicU64,
     store: Arc<Store>,
@@ -82,9 +83,10 @@ impl Telemetry {
             .append(true)
             .open(&path)?;
         let (lines, rx) = mpsc::channel(QUEUE);
+        let rows = store.clone();
         std::thread::Builder::new()
             .name("telemetry-writer".into())
-            .spawn(move || write_lines(file, rx))?;
+            .spawn(move || write_lines(file, rx, &rows))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -122,12 +124,10 @@ impl Telemetry {
                 *b += 1;
             }
         }
-        if let Ok(line) = serde_json::to_string(rec)
-            && self.inner.lines.try_send(line).is_err()
-        {
-            self.inner.dropped_lines.fetch_add(1, Ordering::Relaxed);
-        }
-        self.inner.store.record_call(CallRow {
+        let Ok(line) = serde_json::to_string(rec) else {
+            return;
+        };
+        let row = CallRow {
             ts_unix_ms: rec.ts_unix_ms,
             request_id: rec.request_id.clone(),
             session_id: rec.session_id.clone(),
@@ -138,7 +138,10 @@ impl Telemetry {
             outcome: rec.outcome.to_owned(),
             error_code: rec.error_code,
             error_message: rec.error_message.clone(),
-        });
+        };
+        if self.inner.lines.try_send((line, row)).is_err() {
+            self.inner.dropped_lines.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counters per server and method, and totals.
@@ -254,13 +257,20 @@ pub fn esc(v: &str) -> String {
 }
 
 /// Appends queued lines, one write per batch; flushes whenever the queue runs dry.
-fn write_lines(file: std::fs::File, mut rx: mpsc::Receiver<String>) {
+/// How long the writer lets calls gather after the first of a burst: one wake-up, one write and
+/// one hand-over to SQLite per burst instead of per call (a wake-up is a context switch on the
+/// caller's path).
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(10);
+
+fn write_lines(file: std::fs::File, mut rx: mpsc::Receiver<(String, CallRow)>, store: &Store) {
     use std::io::Write as _;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
     while let Some(first) = rx.blocking_recv() {
-        let mut result = writeln!(out, "{first}");
-        while let Ok(more) = rx.try_recv() {
-            result = result.and_then(|()| writeln!(out, "{more}"));
+        std::thread::sleep(COALESCE);
+        let mut result = Ok(());
+        for (line, row) in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            result = result.and_then(|()| writeln!(out, "{line}"));
+            store.record_call(row);
         }
         if let Err(e) = result.and_then(|()| out.flush()) {
             tracing::warn!(error = %e, "telemetry.jsonl write failed");

@@ -251,7 +251,14 @@ impl Upstream {
     /// Whether a tool call may be repeated after a crash: the config's replay contract, or the
     /// tool's `readOnlyHint`/`idempotentHint`.
     pub fn is_replayable(&self, tool: &str) -> bool {
-        if let Some(contract) = self.config().replay.get(tool) {
+        if let Some(contract) = self
+            .inner
+            .config
+            .lock()
+            .expect("config lock")
+            .replay
+            .get(tool)
+        {
             return *contract == ReplayContract::Safe;
         }
         let status = self.inner.status.borrow();
@@ -264,7 +271,10 @@ impl Upstream {
     }
 
     fn call_timeout(&self) -> Duration {
-        self.config()
+        self.inner
+            .config
+            .lock()
+            .expect("config lock")
             .call_timeout_ms
             .map(Duration::from_millis)
             .unwrap_or_else(|| self.inner.limits.call_timeout())

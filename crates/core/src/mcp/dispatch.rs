@@ -403,7 +403,7 @@ impl Dispatcher {
 
     /// Answers one JSON-RPC request in the caller's task. `version` is the revision the client
     /// speaks (results carry `resultType` from 2026-07-28 on).
-    pub(crate) async fn answer(&self, ctx: &CallCtx<'_>, req: Request, version: &str) -> Value {
+    pub(crate) async fn answer(&self, ctx: &CallCtx<'_>, req: Request, version: &str) -> String {
         let id = req.id;
         let result: Result<ServerResult, ErrorData> = match req.method.as_str() {
             "initialize" => {
@@ -414,7 +414,8 @@ impl Dispatcher {
                     .and_then(Value::as_str)
                     .unwrap_or(LATEST_SESSION_VERSION);
                 return json!({"jsonrpc": "2.0", "id": id,
-                    "result": self.initialize_result(asked, ctx.session.as_deref())});
+                    "result": self.initialize_result(asked, ctx.session.as_deref())})
+                .to_string();
             }
             "ping" => Ok(ServerResult::empty(())),
             "tools/list" => Ok(ServerResult::ListToolsResult(
@@ -468,16 +469,21 @@ impl Dispatcher {
                 } else {
                     result.strip_result_type_for_legacy_peer();
                 }
-                match serde_json::to_value(&result) {
-                    Ok(value) => json!({"jsonrpc": "2.0", "id": id, "result": value}),
-                    Err(e) => error_frame(id, -32603, format!("Internal error: {e}")),
-                }
+                // serialized straight from the typed result, no intermediate JSON tree
+                let out = OutResponse {
+                    jsonrpc: "2.0",
+                    id: &id,
+                    result: &result,
+                };
+                serde_json::to_string(&out).unwrap_or_else(|e| {
+                    error_frame(id.clone(), -32603, format!("Internal error: {e}")).to_string()
+                })
             }
             Err(mut e) => {
                 if stateless && e.code == ErrorCode::RESOURCE_NOT_FOUND {
                     e.code = ErrorCode::INVALID_PARAMS;
                 }
-                error_response(id, &e)
+                error_response(id, &e).to_string()
             }
         }
     }
@@ -515,6 +521,14 @@ impl Dispatcher {
 fn params<T: serde::de::DeserializeOwned>(p: Option<Value>) -> Result<T, ErrorData> {
     serde_json::from_value(p.unwrap_or_else(|| json!({})))
         .map_err(|e| error_data(-32602, format!("Invalid params: {e}"), None))
+}
+
+/// A JSON-RPC result response, as written.
+#[derive(serde::Serialize)]
+struct OutResponse<'a> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    result: &'a ServerResult,
 }
 
 /// A JSON-RPC error response.

@@ -163,7 +163,7 @@ pub(crate) async fn answer(hub: &Hub, parts: &Parts, body: &[u8]) -> Option<Resp
             );
         }
     };
-    let body = serde_json::to_vec(&frame).unwrap_or_default();
+    let body = frame;
     Some(
         (
             StatusCode::OK,

@@ -29,8 +29,9 @@ pub struct Session {
     pub transport: &'static str,
     /// `sha256` of the watch token handed out by `POST /session` (none for implicit sessions).
     token_hash: Option<[u8; 32]>,
-    /// Progress and call frames, serialized once, shared by every watcher.
-    frames: broadcast::Sender<Arc<str>>,
+    /// Progress and call frames, serialized once, shared by every watcher. Made when the first
+    /// watcher comes: the ring is allocated whole, and most sessions are never watched.
+    frames: std::sync::OnceLock<broadcast::Sender<Arc<str>>>,
     /// Cancelled when the session ends: its watchers' streams end too.
     pub closed: CancellationToken,
     /// `/mcp` requests of this session answered on the fast path, by id: its
@@ -56,10 +57,11 @@ fn epoch_ms() -> u64 {
 impl Session {
     /// Sends a frame to every watcher; never waits, never fails.
     pub fn publish(&self, frame: &Value) {
-        if self.frames.receiver_count() == 0 {
-            return;
+        if let Some(frames) = self.frames.get()
+            && frames.receiver_count() > 0
+        {
+            let _ = frames.send(Arc::from(frame.to_string()));
         }
-        let _ = self.frames.send(Arc::from(frame.to_string()));
     }
 
     /// Whether rmcp has seen this session recently enough for the fast path to take a
@@ -98,11 +100,15 @@ impl Session {
     }
 
     pub fn watchers(&self) -> usize {
-        self.frames.receiver_count()
+        self.frames
+            .get()
+            .map_or(0, broadcast::Sender::receiver_count)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
-        self.frames.subscribe()
+        self.frames
+            .get_or_init(|| broadcast::channel(FRAMES).0)
+            .subscribe()
     }
 
     /// Whether `token` is this session's watch token (constant time).
@@ -190,13 +196,12 @@ impl Sessions {
     ) -> (Arc<Session>, Option<String>) {
         let token = with_token.then(|| random("sbw_"));
         let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        let (frames, _) = broadcast::channel(FRAMES);
         let session = Arc::new(Session {
             id: id.clone(),
             client: client.to_owned(),
             transport,
             token_hash: token.as_ref().map(|t| Sha256::digest(t.as_bytes()).into()),
-            frames,
+            frames: std::sync::OnceLock::new(),
             closed: CancellationToken::new(),
             inflight: Mutex::new(HashMap::new()),
             rmcp_seen_ms: AtomicU64::new(epoch_ms()),

@@ -236,7 +236,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
                         break;
                     }
                 }
-                out = Some(Message::Text(serde_json::to_string(&frame).unwrap_or_default().into()));
+                out = Some(Message::Text(String::into(frame)));
             }
             Some(m) = notify_rx.recv() => out = Some(m),
             _ = heartbeat.tick() => {
@@ -316,7 +316,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
                                 });
                             } else {
                                 let ctx = quick_ctx(caller_ref, session_ref, &req);
-                                out = Some(text(&d_ref.answer(&ctx, req, &version).await));
+                                out = Some(Message::Text(d_ref.answer(&ctx, req, &version).await.into()));
                             }
                         }
                     }

@@ -252,7 +252,7 @@ impl Connection {
     }
 
     fn on_line(&self, line: &[u8], notices: &mpsc::UnboundedSender<ServerNotice>) {
-        let msg: Value = match serde_json::from_slice(line) {
+        let mut msg: Value = match serde_json::from_slice(line) {
             Ok(Value::Object(m)) => Value::Object(m),
             _ => {
                 let n = self.garbage.fetch_add(1, Ordering::Relaxed) + 1;
@@ -287,8 +287,8 @@ impl Connection {
                 let Some(waiter) = self.pending.lock().expect("pending lock").remove(&id) else {
                     return; // cancelled or timed out already
                 };
-                let result = match (msg.get("result"), msg.get("error")) {
-                    (Some(r), _) => Ok(r.clone()),
+                let result = match (msg.get_mut("result").map(Value::take), msg.get("error")) {
+                    (Some(r), _) => Ok(r),
                     (None, Some(e)) => Err(RpcError::Remote {
                         code: e.get("code").and_then(Value::as_i64).unwrap_or(-32603),
                         message: e
