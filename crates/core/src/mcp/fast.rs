@@ -85,7 +85,7 @@ fn stateless_ok(hub: &Hub, headers: &HeaderMap, req: &Request) -> bool {
             .and_then(|p| p.get("name"))
             .and_then(Value::as_str)
         && let Some((_, tool)) = hub.mcp.resolve(name)
-        && tool.input_schema.values().any(|v| has_param_headers(v))
+        && tool.input_schema.values().any(has_param_headers)
     {
         return false;
     }

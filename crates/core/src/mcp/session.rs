@@ -384,28 +384,27 @@ pub(crate) mod routes {
     ) -> Response {
         let sessions = state.0.mcp.sessions();
         if sessions.watchable(&id, Some(&caller.name), None).is_none() {
-            return unknown();
+            return unknown().into_response();
         }
         sessions.close(&id, "deleted");
         Json(json!({"closed": id})).into_response()
     }
 
-    fn unknown() -> Response {
-        ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "no such session").into_response()
+    fn unknown() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "no such session")
     }
 
     /// Who may watch `id`: its owner (a paired token) or the holder of its watch token.
     /// The token comes from `Authorization`, the `bearer.` subprotocol, or (WebSocket only,
     /// legacy) `?token=`.
-    fn authorize(hub: &Hub, id: &str, token: Option<String>) -> Result<Arc<Session>, Response> {
+    fn authorize(hub: &Hub, id: &str, token: Option<String>) -> Result<Arc<Session>, ApiError> {
         let Some(token) = token else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "token_required",
                 "send the session's token (from POST /session) or a paired client's token as \
                  `Authorization: Bearer <token>`",
-            )
-            .into_response());
+            ));
         };
         let client = hub.auth.verify(&token);
         let sessions = hub.mcp.sessions();
@@ -416,8 +415,7 @@ pub(crate) mod routes {
                 StatusCode::UNAUTHORIZED,
                 "token_invalid",
                 "this token does not open this session",
-            )
-            .into_response()),
+            )),
         }
     }
 
@@ -449,7 +447,7 @@ pub(crate) mod routes {
         let hub = &state.0;
         let session = match authorize(hub, &id, bearer(&headers)) {
             Ok(s) => s,
-            Err(r) => return r,
+            Err(e) => return e.into_response(),
         };
         let stream = frames(hub, &session)
             .map(|frame| Ok::<_, Infallible>(Event::default().data(frame.as_ref())));
@@ -483,7 +481,7 @@ pub(crate) mod routes {
         };
         let session = match authorize(&hub, &id, bearer(&headers).or(query.token)) {
             Ok(s) => s,
-            Err(r) => return r,
+            Err(e) => return e.into_response(),
         };
         let Ok(ws) = ws else {
             let mut r = ApiError::new(

@@ -38,7 +38,7 @@ use crate::server::Hub;
 /// loses progress notifications (never results).
 const NOTIFY_QUEUE: usize = 1024;
 /// Socket buffers: small, so that thousands of idle sockets stay cheap.
-const READ_BUFFER: usize = 8 * 1024;
+const READ_BUFFER: usize = 2 * 1024;
 
 /// `?session_id=`: run this socket in a session made by `POST /session`.
 #[derive(Debug, serde::Deserialize)]
