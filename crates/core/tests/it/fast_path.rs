@@ -28,6 +28,22 @@ async fn post(mcp: &McpHttp, body: Value) -> (u16, String, Value) {
     (status, ct, v)
 }
 
+/// Waits (bounded) until the fixture logs that it stopped a cancelled request.
+async fn upstream_cancelled(gw: &TestGateway) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let tail = gw.server("fx").await["stderr_tail"].to_string();
+        if tail.contains("cancelled at step") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "upstream never cancelled: {tail}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 #[tokio::test]
 async fn in_session_calls_are_json_and_progress_still_streams() {
     let (_gw, mut mcp) = gateway().await;
@@ -166,18 +182,7 @@ async fn notifications_cancelled_stops_a_fast_path_call() {
         "cancelled, not run to the end"
     );
     // the fixture was told too
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let tail = gw.server("fx").await["stderr_tail"].to_string();
-        if tail.contains("cancelled at step") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "upstream never cancelled: {tail}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    upstream_cancelled(&gw).await;
 }
 
 #[tokio::test]
@@ -191,16 +196,5 @@ async fn a_client_that_goes_away_cancels_its_fast_path_call_upstream() {
     )
     .await;
     assert!(gone.is_err(), "the call was still running");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let tail = gw.server("fx").await["stderr_tail"].to_string();
-        if tail.contains("cancelled at step") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "upstream never cancelled: {tail}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    upstream_cancelled(&gw).await;
 }
