@@ -539,6 +539,62 @@ def main() -> int:
         assert http("GET", "/healthz")[0] is None, "the gateway still answers"
     check("Quit (tray) exits cleanly and leaves no child process", quit_)
 
+    def webview():
+        """tauri-driver + WebKitWebDriver open the app's own webview: the page gets its
+        credential through the Tauri command (memory only), reaches the gateway with it, and
+        shows live state (a client paired meanwhile appears without a reload)."""
+        driver_bin = os.environ.get("TAURI_DRIVER_BIN", "tauri-driver")
+        port, native = free_port(), free_port()
+        driver = bg([driver_bin, "--port", str(port), "--native-port", str(native)], env=env,
+                    stdout=(tmp / "tauri-driver.log").open("w"), stderr=subprocess.STDOUT)
+        wd = f"http://127.0.0.1:{port}"
+
+        def call(method, path, body=None, timeout=30):
+            req = urllib.request.Request(wd + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+            req.add_header("content-type", "application/json")
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read())["value"]
+
+        def up():
+            try:
+                call("GET", "/status", timeout=2)
+                return True
+            except (urllib.error.URLError, ConnectionError, OSError):
+                return False
+        wait("tauri-driver", up, timeout=15)
+        session = call("POST", "/session", {"capabilities": {"alwaysMatch": {"tauri:options": {"application": APP}}}},
+                       timeout=60)["sessionId"]
+        try:
+            script = lambda js, *args: call("POST", f"/session/{session}/execute/sync", {"script": js, "args": list(args)})
+            wait("the dashboard page loaded", lambda: script("return document.readyState") == "complete", timeout=30)
+            wait("the gateway of this app", lambda: http("GET", "/healthz")[0] == 200, timeout=30)
+            got = call("POST", f"/session/{session}/execute/async", {"script": """
+                const done = arguments[arguments.length - 1];
+                window.__TAURI_INTERNALS__.invoke('dashboard_credential')
+                  .then(c => fetch(c.url + '/api/servers', {headers: {authorization: 'Bearer ' + c.token}})
+                    .then(r => r.json().then(j => done({url: c.url, status: r.status, body: j}))))
+                  .catch(e => done({error: String(e)}));""", "args": []})
+            assert "error" not in got, got
+            assert got["url"] == BASE and got["status"] == 200, got
+            assert {"fx", "fx2"} <= {s["name"] for s in got["body"]["servers"]}, got
+            stored = script("return JSON.stringify(window.localStorage) + JSON.stringify(window.sessionStorage)")
+            assert "sb_" not in stored, "the webview's token was written to storage"
+            wait("live server state in the page", lambda: "fx2" in script("return document.body.innerText"), timeout=20)
+            code = subprocess.run([SWITCHBOARD, "pair", "--data-dir", str(tmp / "data")], capture_output=True,
+                                  text=True, timeout=15).stdout.strip().splitlines()[-1]
+            status, _ = http("POST", "/pair", {"code": code, "name": "seen-live"})
+            assert status == 200, status
+            wait("the new client shown live", lambda: "seen-live" in script("return document.body.innerText"), timeout=20)
+        finally:
+            try:
+                call("DELETE", f"/session/{session}", timeout=30)
+            except (urllib.error.URLError, OSError):
+                pass
+            driver.terminate()
+            driver.wait(timeout=10)
+        wait("the app closed with its session", lambda: http("GET", "/healthz")[0] is None, timeout=20)
+    check("the real webview (tauri-driver + WebKitWebDriver): its own credential, the gateway's live state", webview)
+
     def port_in_use():
         import socket
         holder = socket.socket()
