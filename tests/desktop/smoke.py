@@ -348,6 +348,11 @@ def main() -> int:
         status, clients = http("GET", "/api/clients", token=state["token"])
         assert status == 200 and [c["name"] for c in clients] == ["desktop-test"], clients
     check("Pair (tray) creates a code and a notification; the code pairs a client", pair)
+    if os.environ.get("SWITCHBOARD_SCREENSHOT"):
+        # the README's picture: the window (showing the pairing code) and the notification
+        from PIL import ImageGrab
+        time.sleep(1.5)
+        ImageGrab.grab(xdisplay=os.environ["DISPLAY"]).save(os.environ["SWITCHBOARD_SCREENSHOT"])
 
     def unpair():
         # an open event stream of that client: it must end when the client is unpaired
@@ -594,6 +599,25 @@ def main() -> int:
             driver.wait(timeout=10)
         wait("the app closed with its session", lambda: http("GET", "/healthz")[0] is None, timeout=20)
     check("the real webview (tauri-driver + WebKitWebDriver): its own credential, the gateway's live state", webview)
+
+    def desktop_entry():
+        """What double-clicking the installed app does: the desktop entry launched by GIO."""
+        entry = Path(os.environ["SWITCHBOARD_DESKTOP_FILE"])
+        fields = dict(l.split("=", 1) for l in entry.read_text().splitlines() if "=" in l)
+        assert fields.get("Exec", "").split()[0] == "switchboard-app", fields
+        icon = fields.get("Icon", "")
+        assert icon and list(Path("/usr/share/icons/hicolor").glob(f"*/apps/{icon}.png")), f"no icon {icon!r} installed"
+        before = set(subprocess.run(["pgrep", "-x", "switchboard-app"], capture_output=True, text=True).stdout.split())
+        subprocess.run(["gio", "launch", str(entry)], env=env, timeout=15, check=True)
+        pid = int(wait("the launched app", lambda: next(iter(set(subprocess.run(
+            ["pgrep", "-x", "switchboard-app"], capture_output=True, text=True).stdout.split()) - before), None)))
+        wait("its gateway", lambda: http("GET", "/healthz")[0] == 200, timeout=30)
+        wait("its tray menu", lambda: find_menu(pid), timeout=30)
+        click(*wait("the Quit item", lambda: item(pid, "Quit")))
+        wait("the app gone", lambda: not Path(f"/proc/{pid}").exists() or
+             "zombie" in Path(f"/proc/{pid}/status").read_text(errors="replace"), timeout=20)
+    if os.environ.get("SWITCHBOARD_DESKTOP_FILE"):
+        check("the installed desktop entry (as a double-click runs it) starts the tray app", desktop_entry)
 
     def port_in_use():
         import socket
