@@ -620,10 +620,13 @@ mod tests {
         auth.pair(IP, &code, Some("claude".into()), None)
             .await
             .unwrap();
-        let names: Vec<String> = store.load().unwrap().into_iter().map(|r| r.name).collect();
-        assert_eq!(names, ["cursor", "claude"]);
-        let listed: Vec<String> = auth.clients().into_iter().map(|c| c.name).collect();
-        assert_eq!(listed, ["cursor", "claude"]);
+        // (both paired in the same millisecond sort by name)
+        let mut names: Vec<String> = store.load().unwrap().into_iter().map(|r| r.name).collect();
+        names.sort();
+        assert_eq!(names, ["claude", "cursor"]);
+        let mut listed: Vec<String> = auth.clients().into_iter().map(|c| c.name).collect();
+        listed.sort();
+        assert_eq!(listed, ["claude", "cursor"]);
     }
 
     #[tokio::test]
