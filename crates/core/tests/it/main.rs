@@ -9,6 +9,7 @@ mod discovery;
 mod http;
 mod mcp;
 mod persistence;
+mod remote;
 mod registration;
 mod support;
 mod ws;

@@ -432,8 +432,7 @@ pub fn fixture_server(name: &str, args: &[&str]) -> switchboard_core::config::Se
         env: Default::default(),
         cwd: None,
         enabled: true,
-        replay: Default::default(),
-        call_timeout_ms: None,
+        ..Default::default()
     }
 }
 
