@@ -617,6 +617,100 @@ mod tests {
     }
 
     #[test]
+    fn remote_servers_take_a_url_and_headers_from_text_keychain_or_env() {
+        let c = Config::parse(
+            r#"
+[[servers]]
+name = "web"
+url = "https://mcp.example.com/mcp"
+headers = { Authorization = { keychain = "my-service/my-account", prefix = "Bearer " }, X-Team = "blue", X-Key = { env = "WEB_KEY" } }
+
+[[servers]]
+name = "sock"
+url = "ws://127.0.0.1:9000/ws"
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let web = &c.servers[0];
+        assert!(matches!(web.transport(), Transport::Http { url } if url.ends_with("/mcp")));
+        assert!(matches!(
+            c.servers[1].transport(),
+            Transport::WebSocket { .. }
+        ));
+        assert_eq!(
+            web.headers["Authorization"],
+            HeaderValue::Keychain {
+                service: "my-service".into(),
+                account: "my-account".into(),
+                prefix: "Bearer ".into()
+            }
+        );
+        assert_eq!(web.headers["X-Team"], HeaderValue::Plain("blue".into()));
+        assert_eq!(
+            web.headers["X-Key"],
+            HeaderValue::Env {
+                var: "WEB_KEY".into(),
+                prefix: String::new()
+            }
+        );
+        // Values never show in debug output (logs), only where they come from.
+        let debug = format!("{web:?}");
+        assert!(
+            !debug.contains("blue") && debug.contains("my-service/my-account"),
+            "{debug}"
+        );
+        // It writes back as it was read.
+        let again: ServerConfig = toml::from_str(&toml::to_string(web).unwrap()).unwrap();
+        assert_eq!(&again, web);
+    }
+
+    #[test]
+    fn a_server_is_a_command_or_a_url_and_bad_remote_entries_are_explained() {
+        let check = |entry: &str| {
+            Config::parse(&format!("[[servers]]\nname = \"s\"\n{entry}\n"))
+                .and_then(|c| c.validate())
+                .unwrap_err()
+        };
+        for (entry, expected) in [
+            ("", "either command"),
+            (
+                "command = \"x\"\nurl = \"http://h/mcp\"",
+                "both command and url",
+            ),
+            ("url = \"ftp://h/mcp\"", "must start with http://"),
+            ("url = \"not a url\"", "is not a URL"),
+            (
+                "url = \"http://h/mcp\"\nargs = [\"-v\"]",
+                "args, env and cwd apply to stdio",
+            ),
+            (
+                "command = \"x\"\nheaders = { A = \"b\" }",
+                "headers apply to remote servers",
+            ),
+            (
+                "url = \"http://h/mcp\"\nheaders = { \"bad name\" = \"b\" }",
+                "not a valid HTTP header name",
+            ),
+            (
+                "url = \"http://h/mcp\"\nheaders = { A = { keychain = \"no-slash\" } }",
+                "service/account",
+            ),
+            (
+                "url = \"http://h/mcp\"\nheaders = { A = { keychan = \"a/b\" } }",
+                "unknown key \"keychan\"",
+            ),
+            (
+                "url = \"http://h/mcp\"\nheaders = { A = { prefix = \"x\" } }",
+                "a header value is a string",
+            ),
+        ] {
+            let err = check(entry);
+            assert!(err.contains(expected), "{entry:?}: {err}");
+        }
+    }
+
+    #[test]
     fn explicit_missing_file_is_an_error_naming_it() {
         let err = Config::load(Some(Path::new("/nonexistent/sb.toml"))).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/sb.toml"), "{err}");

@@ -521,12 +521,8 @@ async fn open(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String> 
             let (p, conn) = stdio::spawn(inner, cfg, notice_tx)?;
             (Link::Stdio(p), conn)
         }
-        Transport::Http { url } => {
-            let (r, conn) = remote::connect_http(inner, cfg, url, notice_tx).await?;
-            (Link::Remote(r), conn)
-        }
-        Transport::WebSocket { url } => {
-            let (r, conn) = remote::connect_ws(inner, cfg, url, notice_tx).await?;
+        Transport::Http { .. } | Transport::WebSocket { .. } => {
+            let (r, conn) = remote::connect(inner, cfg, notice_tx).await?;
             (Link::Remote(r), conn)
         }
     };

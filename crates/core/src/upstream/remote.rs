@@ -21,10 +21,7 @@ use tokio::task::JoinHandle;
 use super::{Connection, Inner, RpcError, ServerNotice};
 use crate::auth::keychain::KeychainSecrets;
 use crate::auth::store::SecretStore;
-use crate::config::{HeaderValue, ServerConfig};
-
-pub(super) use http::connect as connect_http;
-pub(super) use ws::connect as connect_ws;
+use crate::config::{HeaderValue, ServerConfig, Transport};
 
 /// Largest message accepted from a remote server (a JSON body, an SSE event, a WS message).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -184,14 +181,25 @@ async fn read_secret(inner: &Inner, service: &str, account: &str) -> Result<Stri
     }
 }
 
-/// A framed connection and its shared state, for a transport to drive.
-fn framed(
+/// Connects to the remote server `cfg` names, with its headers read now.
+pub(super) async fn connect(
+    inner: &Arc<Inner>,
     cfg: &ServerConfig,
     notices: mpsc::UnboundedSender<ServerNotice>,
-) -> (Arc<Connection>, super::connection::Outbox, Arc<LinkState>) {
+) -> Result<(Remote, Arc<Connection>), String> {
+    let headers = resolve_headers(inner, cfg).await?;
     let (conn, outbox) = Connection::framed(&cfg.name, notices);
     let state = LinkState::new(conn.clone());
-    (conn, outbox, state)
+    let (url, task) = match cfg.transport() {
+        Transport::Http { url } => (url, http::start(inner, url, headers, outbox, &state)?),
+        Transport::WebSocket { url } => {
+            (url, ws::start(inner, url, headers, outbox, &state).await?)
+        }
+        Transport::Stdio { command } => {
+            return Err(format!("{command:?} is a stdio server, not a remote one"));
+        }
+    };
+    Ok((Remote::new(url, state, task), conn))
 }
 
 /// How long a notification or a session `DELETE` may take.

@@ -9,7 +9,7 @@ mod discovery;
 mod http;
 mod mcp;
 mod persistence;
-mod remote;
 mod registration;
+mod remote;
 mod support;
 mod ws;

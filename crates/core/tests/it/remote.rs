@@ -98,9 +98,10 @@ impl ServerHandler for PeerTools {
                 let _ = ctx.peer.notify_tool_list_changed().await;
                 text(format!("added {name}"))
             }
-            other if self.extra.lock().unwrap().iter().any(|n| n == other) => {
-                text(format!("{other}: {}", args["text"].as_str().unwrap_or_default()))
-            }
+            other if self.extra.lock().unwrap().iter().any(|n| n == other) => text(format!(
+                "{other}: {}",
+                args["text"].as_str().unwrap_or_default()
+            )),
             other => Err(ErrorData::new(
                 ErrorCode(-32602),
                 format!("unknown tool {other}"),
@@ -410,16 +411,8 @@ async fn drop_mid_call(kind: Kind) {
         .await;
     let mut events = gw.events().await;
 
-    let mut safe = McpHttp {
-        session: mcp.session.clone(),
-        next_id: 100,
-        ..McpHttp::new(&gw)
-    };
-    let mut unsafe_ = McpHttp {
-        session: mcp.session.clone(),
-        next_id: 200,
-        ..McpHttp::new(&gw)
-    };
+    let mut safe = mcp.sibling(&gw, 100);
+    let mut unsafe_ = mcp.sibling(&gw, 200);
     let safe_call = tokio::spawn(async move {
         safe.call("far__slow", json!({"steps": 10, "step_ms": 50}))
             .await
@@ -439,12 +432,7 @@ async fn drop_mid_call(kind: Kind) {
 
     // The peer stays down for two reconnect attempts: restarting → starting gaps double.
     let mut transitions: Vec<(String, Instant)> = Vec::new();
-    while transitions
-        .iter()
-        .filter(|(s, _)| s == "starting")
-        .count()
-        < 2
-    {
+    while transitions.iter().filter(|(s, _)| s == "starting").count() < 2 {
         let data = events.next_named("server_state").await;
         if data["server"] == "far" {
             transitions.push((data["state"].as_str().unwrap().to_owned(), Instant::now()));
@@ -458,7 +446,10 @@ async fn drop_mid_call(kind: Kind) {
     );
     let first = transitions[1].1 - transitions[0].1;
     let second = transitions[3].1 - transitions[2].1;
-    assert!(first >= Duration::from_millis(450), "first backoff {first:?}");
+    assert!(
+        first >= Duration::from_millis(450),
+        "first backoff {first:?}"
+    );
     assert!(
         second >= Duration::from_millis(950) && second > first + first / 2,
         "second backoff {second:?} after {first:?}"

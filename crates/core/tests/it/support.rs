@@ -564,6 +564,16 @@ impl McpHttp {
         Reply { status, messages }
     }
 
+    /// Another client in this one's session, numbering its requests from `next_id` (so
+    /// that ids do not clash within the session): for concurrent calls.
+    pub fn sibling(&self, gw: &TestGateway, next_id: u64) -> Self {
+        Self {
+            session: self.session.clone(),
+            next_id,
+            ..Self::new(gw)
+        }
+    }
+
     pub async fn request(&mut self, method: &str, params: Value) -> Reply {
         let id = self.next_id;
         self.next_id += 1;

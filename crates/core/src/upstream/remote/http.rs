@@ -18,12 +18,12 @@ use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
-use super::{LinkState, MAX_MESSAGE, Remote, SHORT_REQUEST, framed, resolve_headers};
-use crate::config::ServerConfig;
+use super::{LinkState, MAX_MESSAGE, SHORT_REQUEST};
 use crate::upstream::connection::Outbox;
-use crate::upstream::{Connection, Inner, ServerNotice};
+use crate::upstream::{Connection, Inner};
 
 /// Requests posted at once; more wait for a slot (and, behind them, for the outbox).
 const MAX_IN_FLIGHT: usize = 256;
@@ -47,13 +47,13 @@ struct Session {
 }
 
 /// Prepares a session with `url`: nothing is sent until the handshake's `initialize`.
-pub(in crate::upstream) async fn connect(
-    inner: &Arc<Inner>,
-    cfg: &ServerConfig,
+pub(super) fn start(
+    inner: &Inner,
     url: &str,
-    notices: mpsc::UnboundedSender<ServerNotice>,
-) -> Result<(Remote, Arc<Connection>), String> {
-    let headers = resolve_headers(inner, cfg).await?;
+    headers: HeaderMap,
+    outbox: Outbox,
+    state: &Arc<LinkState>,
+) -> Result<JoinHandle<()>, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
     // A fresh client per session: no pooled connection from before a drop is reused.
     let client = reqwest::Client::builder()
@@ -61,7 +61,6 @@ pub(in crate::upstream) async fn connect(
         .tcp_nodelay(true)
         .build()
         .map_err(|e| format!("cannot create an HTTP client: {e}"))?;
-    let (conn, outbox, state) = framed(cfg, notices);
     let session = Arc::new(Session {
         client,
         url: parsed,
@@ -70,8 +69,7 @@ pub(in crate::upstream) async fn connect(
         protocol: Mutex::new(None),
         state: state.clone(),
     });
-    let task = tokio::spawn(session.run(outbox));
-    Ok((Remote::new(url, state, task), conn))
+    Ok(tokio::spawn(session.run(outbox)))
 }
 
 impl Session {

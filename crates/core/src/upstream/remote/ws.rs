@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use reqwest::header::HeaderMap;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -19,10 +20,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{LinkState, MAX_MESSAGE, Remote, framed, resolve_headers};
-use crate::config::ServerConfig;
+use super::{LinkState, MAX_MESSAGE};
+use crate::upstream::Inner;
 use crate::upstream::connection::Outbox;
-use crate::upstream::{Connection, Inner, ServerNotice};
 
 /// How often we ping the server.
 const PING_EVERY: Duration = Duration::from_secs(30);
@@ -34,13 +34,13 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Opens the WebSocket (bounded by the start timeout) and starts its task.
-pub(in crate::upstream) async fn connect(
-    inner: &Arc<Inner>,
-    cfg: &ServerConfig,
+pub(super) async fn start(
+    inner: &Inner,
     url: &str,
-    notices: mpsc::UnboundedSender<ServerNotice>,
-) -> Result<(Remote, Arc<Connection>), String> {
-    let headers = resolve_headers(inner, cfg).await?;
+    headers: HeaderMap,
+    outbox: Outbox,
+    state: &Arc<LinkState>,
+) -> Result<JoinHandle<()>, String> {
     let mut request = url
         .into_client_request()
         .map_err(|e| format!("url {url:?}: {e}"))?;
@@ -63,9 +63,7 @@ pub(in crate::upstream) async fn connect(
             ));
         }
     };
-    let (conn, outbox, state) = framed(cfg, notices);
-    let task = tokio::spawn(run(socket, outbox, state.clone()));
-    Ok((Remote::new(url, state, task), conn))
+    Ok(tokio::spawn(run(socket, outbox, state.clone())))
 }
 
 /// Pumps messages both ways until the socket ends or we are asked to close.
