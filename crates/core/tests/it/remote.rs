@@ -30,6 +30,8 @@ struct PeerTools {
     extra: Arc<Mutex<Vec<String>>>,
     /// How many `slow`/`slow_write` calls started (a replay is a second start).
     started: Arc<Mutex<Vec<String>>>,
+    /// Calls that saw their cancellation (rmcp cancels `ctx.ct` on `notifications/cancelled`).
+    cancelled: Arc<Mutex<Vec<String>>>,
 }
 
 fn schema() -> Arc<serde_json::Map<String, Value>> {
@@ -83,7 +85,13 @@ impl ServerHandler for PeerTools {
                 let steps = args["steps"].as_u64().unwrap_or(3);
                 let step_ms = args["step_ms"].as_u64().unwrap_or(20);
                 for i in 1..=steps {
-                    tokio::time::sleep(Duration::from_millis(step_ms)).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(step_ms)) => {}
+                        () = ctx.ct.cancelled() => {
+                            self.cancelled.lock().unwrap().push(format!("{} at step {i}", request.name));
+                            return Err(ErrorData::new(ErrorCode(-32800), "cancelled", None));
+                        }
+                    }
                     if let Some(token) = ctx.meta.get_progress_token() {
                         let p = ProgressNotificationParam::new(token, i as f64)
                             .with_total(steps as f64);
@@ -126,8 +134,8 @@ struct Peer {
     addr: SocketAddr,
     kind: Kind,
     tools: PeerTools,
-    /// Every request's headers (HTTP requests and WebSocket handshakes).
-    seen: Arc<Mutex<Vec<axum::http::HeaderMap>>>,
+    /// Every request's method and headers (HTTP requests and WebSocket handshakes).
+    seen: Arc<Mutex<Vec<(axum::http::Method, axum::http::HeaderMap)>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -140,7 +148,7 @@ impl Peer {
         kind: Kind,
         port: u16,
         tools: PeerTools,
-        seen: Arc<Mutex<Vec<axum::http::HeaderMap>>>,
+        seen: Arc<Mutex<Vec<(axum::http::Method, axum::http::HeaderMap)>>>,
     ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -180,7 +188,9 @@ impl Peer {
         let log = seen.clone();
         let router = router.layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
-                log.lock().unwrap().push(req.headers().clone());
+                log.lock()
+                    .unwrap()
+                    .push((req.method().clone(), req.headers().clone()));
                 next.run(req)
             },
         ));
@@ -228,8 +238,26 @@ impl Peer {
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|h| h.get(name).map(|v| v.to_str().unwrap().to_owned()))
+            .filter_map(|(_, h)| h.get(name).map(|v| v.to_str().unwrap().to_owned()))
             .collect()
+    }
+
+    fn methods(&self) -> Vec<axum::http::Method> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+
+    /// Waits (bounded) until `pred` holds for the peer's tools state.
+    async fn wait_for(&self, what: &str, pred: impl Fn(&PeerTools) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !pred(&self.tools) {
+            assert!(Instant::now() < deadline, "peer: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -422,12 +450,10 @@ async fn drop_mid_call(kind: Kind) {
             .call("far__slow_write", json!({"steps": 10, "step_ms": 50}))
             .await
     });
-    // Both calls are running on the peer.
-    let deadline = Instant::now() + WAIT;
-    while peer.tools.started.lock().unwrap().len() < 2 {
-        assert!(Instant::now() < deadline, "calls never reached the peer");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    peer.wait_for("both calls running", |t| {
+        t.started.lock().unwrap().len() == 2
+    })
+    .await;
     peer.kill();
 
     // The peer stays down for two reconnect attempts: restarting → starting gaps double.
@@ -446,12 +472,15 @@ async fn drop_mid_call(kind: Kind) {
     );
     let first = transitions[1].1 - transitions[0].1;
     let second = transitions[3].1 - transitions[2].1;
+    eprintln!("{kind:?}: reconnect backoff seen by a client: {first:?}, then {second:?}");
+    // Seen by a client, so with its scheduling noise: the delays themselves are at least
+    // 500 ms and 1000 ms (jitter only adds).
     assert!(
-        first >= Duration::from_millis(450),
+        first >= Duration::from_millis(400),
         "first backoff {first:?}"
     );
     assert!(
-        second >= Duration::from_millis(950) && second > first + first / 2,
+        second >= Duration::from_millis(900) && second > first + first / 2,
         "second backoff {second:?} after {first:?}"
     );
     let reason = gw.server("far").await["last_error"]
@@ -502,13 +531,110 @@ async fn drop_mid_call(kind: Kind) {
     assert_eq!(slow["outcome"], "ok");
 }
 
-#[tokio::test]
+// Several threads: the event reader must not wait behind the gateway's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamable_http_remote_that_drops_mid_call_is_reconnected_with_backoff_and_replay_rules()
 {
     drop_mid_call(Kind::HttpSse).await;
 }
 
-#[tokio::test]
+// Several threads: the event reader must not wait behind the gateway's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_remote_that_drops_mid_call_is_reconnected_with_backoff_and_replay_rules() {
     drop_mid_call(Kind::Ws).await;
+}
+
+/// A client's `notifications/cancelled` reaches the remote as a cancel of the request the
+/// gateway really sent there.
+async fn cancel_through(kind: Kind) {
+    let peer = Peer::start(kind);
+    let gw = gateway(vec![remote_server("far", &peer.url())]).await;
+    let mut mcp = McpHttp::connect(&gw).await;
+    mcp.wait_tools("remote tools", |n| n.iter().any(|t| t == "far__slow"))
+        .await;
+    let mut caller = mcp.sibling(&gw, 1);
+    let call = tokio::spawn(async move {
+        caller
+            .send(json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call",
+                         "params": {"name": "far__slow", "arguments": {"steps": 200, "step_ms": 50}}}))
+            .await
+    });
+    peer.wait_for("the call running", |t| {
+        !t.started.lock().unwrap().is_empty()
+    })
+    .await;
+    mcp.notify(
+        "notifications/cancelled",
+        json!({"requestId": 77, "reason": "user stopped it"}),
+    )
+    .await;
+    peer.wait_for("the cancel", |t| !t.cancelled.lock().unwrap().is_empty())
+        .await;
+    let cancelled = peer.tools.cancelled.lock().unwrap().clone();
+    assert!(cancelled[0].starts_with("slow at step"), "{cancelled:?}");
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the caller is released")
+        .unwrap();
+    // The server is still fine for the next call.
+    let reply = mcp.call("far__echo", json!({"text": "after"})).await;
+    assert_eq!(reply.text(), "after");
+}
+
+#[tokio::test]
+async fn a_cancel_reaches_a_streamable_http_remote() {
+    cancel_through(Kind::HttpSse).await;
+}
+
+#[tokio::test]
+async fn a_cancel_reaches_a_websocket_remote() {
+    cancel_through(Kind::Ws).await;
+}
+
+#[tokio::test]
+async fn an_idle_remote_that_goes_away_is_noticed_and_reconnected_and_its_session_ended_at_stop() {
+    for kind in [Kind::HttpSse, Kind::Ws] {
+        let mut peer = Peer::start(kind);
+        let gw = gateway(vec![remote_server("idle", &peer.url())]).await;
+        gw.wait_server("idle", "running").await;
+        peer.kill();
+        // No call is needed to notice: the GET stream (HTTP) or the socket (WS) breaks.
+        let s = gw.wait_server("idle", "restarting").await;
+        let reason = s["last_error"].as_str().unwrap_or_default();
+        assert!(reason.contains(&peer.url()), "{kind:?}: {reason}");
+        peer.restart();
+        let s = gw.wait_server("idle", "running").await;
+        assert!(s["restarts"].as_u64().unwrap() >= 1, "{kind:?}: {s}");
+        let mut mcp = McpHttp::connect(&gw).await;
+        let reply = mcp.call("idle__echo", json!({"text": "back"})).await;
+        assert_eq!(reply.text(), "back", "{kind:?}");
+        gw.stop().await.expect("clean stop");
+        if kind == Kind::HttpSse {
+            // The session was ended politely.
+            assert!(
+                peer.methods().contains(&axum::http::Method::DELETE),
+                "{:?}",
+                peer.methods()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_remote_that_refuses_us_stays_restarting_with_the_http_status() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(|| async { (axum::http::StatusCode::UNAUTHORIZED, "token expired") }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let gw = gateway(vec![remote_server("denied", &format!("http://{addr}/mcp"))]).await;
+    let s = gw.wait_server("denied", "restarting").await;
+    let reason = s["last_error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("401") && reason.contains("token expired"),
+        "{reason}"
+    );
+    server.abort();
 }
