@@ -754,7 +754,7 @@ async fn supervise(inner: Arc<Inner>, mut control: mpsc::UnboundedReceiver<Contr
             Err(why) => why,
         };
 
-        tracing::warn!(server = %inner.name, %reason, "server crashed");
+        tracing::warn!(server = %inner.name, %reason, "server went away");
         inner.bus.publish(HubEvent::ServerCrashed {
             server: inner.name.clone(),
             reason: reason.clone(),

@@ -255,8 +255,9 @@ impl Session {
         }
     }
 
-    /// Posts a notification or a response; waits for the server to take it.
-    async fn post_in_order(&self, body: Vec<u8>) {
+    /// Posts a notification or a response; waits for the server to take it (not for any
+    /// stream it may answer with: that is read on its own task).
+    async fn post_in_order(self: &Arc<Self>, body: Vec<u8>) {
         let sent = tokio::select! {
             r = tokio::time::timeout(SHORT_REQUEST, self.post(body).send()) => r,
             () = self.conn().closed().cancelled() => return,
@@ -269,10 +270,20 @@ impl Session {
             Ok(Ok(resp)) if resp.status().is_success() => {
                 // A server may answer a notification with a stream of its own messages.
                 if is_event_stream(&resp) {
-                    let mut events = SseReader::new(resp);
-                    while let Ok(Some(data)) = events.next().await {
-                        self.deliver(&data, false);
-                    }
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let closed = this.conn().closed().clone();
+                        let mut events = SseReader::new(resp);
+                        loop {
+                            tokio::select! {
+                                e = events.next() => match e {
+                                    Ok(Some(data)) => this.deliver(&data, false),
+                                    Ok(None) | Err(_) => return,
+                                },
+                                () = closed.cancelled() => return,
+                            }
+                        }
+                    });
                 } else if let Ok(body) = read_capped(resp, MAX_MESSAGE).await
                     && !body.trim_ascii().is_empty()
                 {
