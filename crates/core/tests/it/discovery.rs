@@ -41,3 +41,45 @@ async fn serve_announces_its_url_and_pid_and_withdraws_them_at_shutdown() {
     assert!(temp.path().join("registry.db").exists(), "data dir intact");
     assert!(!path.exists(), "mcp.json removed at shutdown");
 }
+
+#[tokio::test]
+async fn switchboard_connect_finds_the_gateway_through_the_discovery_file() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let temp = tempfile::tempdir().unwrap();
+    let gw = TestGateway::in_dir(temp.path(), |_| {}).await.unwrap();
+    // A config that names another port: only mcp.json can lead to this gateway.
+    let config = temp.path().join("elsewhere.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:9\"\n").unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["connect", "--data-dir"])
+        .arg(temp.path())
+        .arg("--config")
+        .arg(&config)
+        .env("SWITCHBOARD_TOKEN", &gw.token)
+        .env("SWITCHBOARD_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let init = serde_json::json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"stdio","version":"1"}}});
+    stdin
+        .write_all(format!("{init}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, out.next_line())
+        .await
+        .expect("an answer in time")
+        .unwrap()
+        .expect("open");
+    let reply: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        reply["result"]["serverInfo"]["name"], "switchboard",
+        "{reply}"
+    );
+    drop(stdin);
+    let _ = tokio::time::timeout(WAIT, child.wait()).await;
+}
