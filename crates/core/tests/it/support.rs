@@ -388,6 +388,18 @@ impl SseClient {
         }
     }
 
+    /// Whether the server ends the stream within `wait` (events on the way are skipped).
+    pub async fn ended_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     pub async fn next(&mut self) -> (String, Value) {
         self.next_within(WAIT).await.expect("an event in time")
     }
