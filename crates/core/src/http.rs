@@ -501,7 +501,9 @@ async fn servers(State(state): State<AppState>) -> Json<serde_json::Value> {
             let name = s["name"].as_str().unwrap_or_default().to_owned();
             if let Some(up) = mcp.upstream(&name) {
                 s["stderr_tail"] = json!(up.stderr_tail());
-                s["command"] = json!(up.config().command);
+                let config = up.config();
+                s["command"] = json!(config.command);
+                s["url"] = json!(config.url);
             }
         }
     }

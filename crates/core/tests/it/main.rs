@@ -5,9 +5,11 @@
 
 mod auth;
 mod binary;
+mod discovery;
 mod http;
 mod mcp;
 mod persistence;
 mod registration;
+mod remote;
 mod support;
 mod ws;

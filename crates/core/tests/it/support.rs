@@ -444,8 +444,7 @@ pub fn fixture_server(name: &str, args: &[&str]) -> switchboard_core::config::Se
         env: Default::default(),
         cwd: None,
         enabled: true,
-        replay: Default::default(),
-        call_timeout_ms: None,
+        ..Default::default()
     }
 }
 
@@ -575,6 +574,16 @@ impl McpHttp {
             }
         };
         Reply { status, messages }
+    }
+
+    /// Another client in this one's session, numbering its requests from `next_id` (so
+    /// that ids do not clash within the session): for concurrent calls.
+    pub fn sibling(&self, gw: &TestGateway, next_id: u64) -> Self {
+        Self {
+            session: self.session.clone(),
+            next_id,
+            ..Self::new(gw)
+        }
     }
 
     pub async fn request(&mut self, method: &str, params: Value) -> Reply {
