@@ -122,8 +122,7 @@ pub fn read_client_config(path: &Path) -> Result<Vec<Entry>, ImportError> {
                         env: s.env,
                         cwd: s.cwd,
                         enabled: !s.disabled,
-                        replay: Default::default(),
-                        call_timeout_ms: None,
+                        ..ServerConfig::default()
                     }),
                     (None, Some(url)) => Err(format!(
                         "remote server ({url}); only stdio servers are imported for now"

@@ -14,10 +14,12 @@
 //! - [`import`]: servers from Claude Desktop / Cursor configs into ours.
 //! - [`auth`]: pairing codes, tokens (hashes in the OS keychain), roles and allowlists.
 //! - [`config`]: the TOML config and the platform directories.
+//! - [`discovery`]: `mcp.json` in the data dir, announcing the running gateway's URL.
 
 pub mod auth;
 pub mod config;
 pub mod connect;
+pub mod discovery;
 pub mod events;
 pub mod http;
 pub mod import;

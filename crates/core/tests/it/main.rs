@@ -5,11 +5,13 @@
 
 mod auth;
 mod binary;
+mod discovery;
 mod fast_path;
 mod http;
 mod mcp;
 mod persistence;
 mod registration;
+mod remote;
 mod sessions;
 mod support;
 mod ws;
