@@ -342,25 +342,6 @@ async fn wait_tool(http: &Http, tool: &str, servers: usize) {
     }
 }
 
-async fn latencies<F, Fut>(n: u64, mut one: F) -> Vec<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Value>,
-{
-    for _ in 0..200 {
-        one().await; // warm up
-    }
-    let mut t = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        let t0 = Instant::now();
-        let v = one().await;
-        t.push(t0.elapsed());
-        assert!(v.get("result").is_some(), "{v}");
-    }
-    t.sort();
-    t
-}
-
 /// Calls per second with `clients` tasks each calling in a loop for `secs`.
 async fn throughput<F, Fut>(clients: usize, secs: u64, make: F) -> f64
 where
@@ -495,51 +476,51 @@ fn main() {
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
 
-        eprintln!("direct stdio: {calls} sequential echo calls…");
         let direct = Arc::new(Stdio_::start().await);
-        let d = direct.clone();
-        let t_direct = latencies(calls, || { let d = d.clone(); async move { d.request(echo_call(0)).await } }).await;
-
-        eprintln!("through /mcp: {calls} sequential echo calls…");
         let (gw, url) = start_gateway(dir.path(), 1, "echo");
         let token = pair(dir.path(), &url).await;
         let http = Arc::new(Http::connect(&url, &token).await);
         wait_tool(&http, "__echo", 1).await;
-        let h = http.clone();
-        let call = || { let h = h.clone(); async move {
-            h.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
-                "params":{"name":"s0__echo","arguments":{"text":"ping"}}})).await } };
-        let t_gw = latencies(calls, call).await;
-
-        eprintln!("floor: GET /healthz on the same HTTP client…");
+        let ws_url = url.replace("http://", "ws://").replace("/mcp", "/ws");
+        let mut ws = Ws::connect(&ws_url, &token).await;
         let health = url.replace("/mcp", "/healthz");
         let hc = http.client.clone();
-        let t_floor = latencies(calls, || {
-            let hc = hc.clone();
-            let health = health.clone();
-            async move {
-                let body = hc.get(&health).send().await.unwrap().text().await.unwrap();
-                json!({"result": body})
+        let mcp_echo = || json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
+            "params":{"name":"s0__echo","arguments":{"text":"ping"}}});
+
+        // The paths take turns, a tenth of the calls at a time, so that whatever else the
+        // machine is doing falls on all of them alike.
+        eprintln!("latency: {calls} sequential echo calls per path, in 10 interleaved rounds…");
+        const PATHS: usize = 5;
+        let mut t: [Vec<Duration>; PATHS] = Default::default();
+        for round in 0..=10 {
+            let n = if round == 0 { 200 } else { calls / 10 }; // round 0 warms up
+            let n = n as usize;
+            for (path, times) in t.iter_mut().enumerate() {
+                for _ in 0..n {
+                    let t0 = Instant::now();
+                    let v = match path {
+                        0 => direct.request(echo_call(0)).await,
+                        1 => http.request(mcp_echo()).await,
+                        2 => stateless(&http.client, &token, &url, 1).await,
+                        3 => ws.request(ws_echo()).await,
+                        _ => {
+                            let body = hc.get(&health).send().await.unwrap().text().await.unwrap();
+                            json!({"result": body})
+                        }
+                    };
+                    let took = t0.elapsed();
+                    assert!(v.get("result").is_some(), "{v}");
+                    if round > 0 {
+                        times.push(took);
+                    }
+                }
             }
-        })
-        .await;
-
-        eprintln!("2026-07-28 stateless: {calls} sequential echo calls…");
-        let sc = http.client.clone();
-        let surl = url.clone();
-        let t_stateless = latencies(calls, || {
-            let sc = sc.clone();
-            let surl = surl.clone();
-            let token = token.clone();
-            async move { stateless(&sc, &token, &surl, 1).await }
-        })
-        .await;
-
-        eprintln!("through /ws: {calls} sequential echo calls…");
-        let ws_url = url.replace("http://", "ws://").replace("/mcp", "/ws");
-        let ws = Arc::new(Mutex::new(Ws::connect(&ws_url, &token).await));
-        let w = ws.clone();
-        let t_ws = latencies(calls, || { let w = w.clone(); async move { w.lock().await.request(ws_echo()).await } }).await;
+        }
+        for times in &mut t {
+            times.sort();
+        }
+        let [t_direct, t_gw, t_stateless, t_ws, t_floor] = t;
         drop(ws);
 
         eprintln!("throughput, 16 clients, {secs} s each path…");

@@ -675,6 +675,19 @@ mod tests {
     }
 
     #[test]
+    fn query_tokens_are_redacted_from_logged_uris() {
+        let uri: axum::http::Uri = "/ws/mcp/events?session_id=abc&token=sbw_secret&Token=x"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            redacted(&uri),
+            "/ws/mcp/events?session_id=abc&token=REDACTED&Token=REDACTED"
+        );
+        let plain: axum::http::Uri = "/mcp".parse().unwrap();
+        assert_eq!(redacted(&plain), "/mcp");
+    }
+
+    #[test]
     fn origins() {
         let g = LocalGuard::new(11391, vec!["https://Example.org/".into()]);
         for ok in [

@@ -324,6 +324,40 @@ impl Sessions {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_slow_watcher_loses_old_frames_and_never_holds_up_the_call() {
+        let bus = EventBus::new(16);
+        let sessions = Sessions::new(bus);
+        let (s, token) = sessions.open(None, "c", "http", true);
+        let mut slow = s.subscribe();
+        for i in 0..(FRAMES * 3) {
+            s.publish(&json!({"progress": i})); // would block here if it could
+        }
+        match slow.recv().await {
+            Err(broadcast::error::RecvError::Lagged(n)) => assert_eq!(n as usize, FRAMES * 2),
+            other => panic!("expected a lag, got {other:?}"),
+        }
+        let next: Value = serde_json::from_str(&slow.recv().await.unwrap()).unwrap();
+        assert_eq!(next["progress"], FRAMES * 2, "the newest frames are kept");
+        // the watch token opens this session only
+        let token = token.unwrap();
+        assert!(sessions.watchable(&s.id, None, Some(&token)).is_some());
+        assert!(
+            sessions
+                .watchable(&s.id, Some("other"), Some("sbw_nope"))
+                .is_none()
+        );
+        assert!(sessions.watchable(&s.id, Some("c"), None).is_some());
+        assert!(sessions.close(&s.id, "deleted"));
+        assert!(s.closed.is_cancelled());
+        assert!(!sessions.close(&s.id, "deleted"), "closed once");
+    }
+}
+
 /// `POST /session`, `DELETE /session/<id>`, and the two watch streams.
 pub(crate) mod routes {
     use std::convert::Infallible;

@@ -203,7 +203,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
     drop(notify_tx);
 
     // Requests in flight, by id: cancelled by `notifications/cancelled` or the socket ending.
-    let mut cancels: HashMap<String, CancellationToken> = HashMap::new();
+    let mut cancels: HashMap<String, (CancellationToken, Value)> = HashMap::new();
     let mut inflight = FuturesUnordered::new();
     let mut version = String::from("2025-11-25");
     let period = hub.gateway_config.ws_heartbeat();
@@ -220,8 +220,8 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
             biased;
             () = caller.revoked.cancelled() => {
                 // Calls in flight are answered before the socket closes.
-                for id in cancels.keys() {
-                    let frame = error_frame(json!(id), -32001,
+                for (_, id) in cancels.values() {
+                    let frame = error_frame(id.clone(), -32001,
                         "authentication required: this client was unpaired");
                     let _ = socket.send(text(&frame)).await;
                 }
@@ -277,7 +277,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
                         Incoming::Notification { method, params } => {
                             if method == "notifications/cancelled"
                                 && let Some(id) = dispatch::cancelled_id(params.as_ref())
-                                && let Some(ct) = cancels.get(&id)
+                                && let Some((ct, _)) = cancels.get(&id)
                             {
                                 ct.cancel();
                             }
@@ -296,7 +296,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
                                     "Invalid Request: this id is already in use by a request in flight")));
                             } else if runs_long(&req.method) {
                                 let cancel = CancellationToken::new();
-                                cancels.insert(key.clone(), cancel.clone());
+                                cancels.insert(key.clone(), (cancel.clone(), req.id.clone()));
                                 let progress = req.progress_token().map(|token| ClientProgress {
                                     token,
                                     out: Some(progress_out.clone()),
@@ -330,7 +330,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
         }
     };
     // Whatever is still running was asked for by a client that is gone.
-    for ct in cancels.values() {
+    for (ct, _) in cancels.values() {
         ct.cancel();
     }
     drop(inflight);
