@@ -5,6 +5,7 @@
 
 mod auth;
 mod binary;
+mod dashboard;
 mod http;
 mod mcp;
 mod persistence;
