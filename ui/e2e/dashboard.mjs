@@ -82,7 +82,6 @@ try {
     for (let i = 1; i < seen.length; i++) if (!(seen[i] > seen[i - 1])) throw new Error(`progress went ${seen}`);
     const row = page.locator('[data-testid=in-flight] tr[data-call]');
     if (!(await row.textContent()).includes('sdk-agent')) throw new Error('the running call does not name its client');
-    await shot('calls');
     const result = await call;
     if (!progress.length) throw new Error('the SDK client got no progress');
     if (result.isError) throw new Error(`the call failed: ${JSON.stringify(result)}`);
@@ -95,6 +94,11 @@ try {
     await page.keyboard.press('Enter');
     await page.getByTestId('arguments').filter({ hasText: 'shown in the detail pane' }).waitFor();
     await page.getByTestId('result').filter({ hasText: 'shown in the detail pane' }).waitFor();
+    // with a call running, history and a detail open: the screenshot
+    const second = sdk.callTool({ name: 'fx__slow', arguments: { steps: 10, step_ms: 300 } }, undefined, { onprogress: () => {}, timeout: 30_000 });
+    await until('the second call to report progress', async () => Number(await bar.getAttribute('aria-valuenow', { timeout: 1000 }).catch(() => 0)) >= 3, T);
+    await shot('calls');
+    await second;
     // filters
     await page.getByLabel('Outcome').selectOption('error');
     await page.getByText('No finished calls match the filter').waitFor();
@@ -235,6 +239,8 @@ try {
   if (consoleErrors.length) throw new Error(`errors in the page: ${consoleErrors.join('\n')}`);
 } catch (e) {
   failures++;
+  await page.screenshot({ path: join(DOCS, '..', 'ui', 'test-results', 'failure.png') }).catch(() => {});
+  console.log(`page text at the failure:\n${(await page.locator('body').innerText().catch(() => '')).slice(0, 1500)}`);
   console.log(`gateway log tail:\n${gw.log.slice(-20).join('')}`);
 } finally {
   ws?.terminate();

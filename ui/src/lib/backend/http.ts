@@ -121,15 +121,16 @@ export class SseParser {
   constructor(private readonly onEvent: (ev: HubEvent) => void) {}
 
   push(chunk: string): void {
-    this.buf += chunk;
+    const buf = this.buf + chunk;
+    // One pass over the text, one slice per line: a chunk may hold hundreds of events.
+    let from = 0;
     let nl: number;
-    while ((nl = this.buf.indexOf('\n')) >= 0) {
-      let line = this.buf.slice(0, nl);
-      this.buf = this.buf.slice(nl + 1);
-      if (line.endsWith('\r')) line = line.slice(0, -1);
-      if (line === '') {
+    while ((nl = buf.indexOf('\n', from)) >= 0) {
+      let end = nl;
+      if (end > from && buf.charCodeAt(end - 1) === 13) end--; // \r\n
+      if (end === from) {
         if (this.data.length) {
-          const text = this.data.join('\n');
+          const text = this.data.length === 1 ? this.data[0] : this.data.join('\n');
           this.data = [];
           try {
             this.onEvent(JSON.parse(text) as HubEvent);
@@ -137,10 +138,13 @@ export class SseParser {
             // a frame that is not JSON (never sent by the gateway) is skipped
           }
         }
-      } else if (line.startsWith('data:')) {
-        this.data.push(line.slice(line[5] === ' ' ? 6 : 5));
+      } else if (buf.startsWith('data:', from)) {
+        const start = from + (buf.charCodeAt(from + 5) === 32 ? 6 : 5);
+        this.data.push(buf.slice(start, end));
       }
       // `event:`, `id:` and `:` comments carry nothing we need
+      from = nl + 1;
     }
+    this.buf = from === 0 ? buf : buf.slice(from);
   }
 }
