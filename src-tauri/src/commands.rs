@@ -35,6 +35,15 @@ pub(crate) fn status(shell: State<'_, Shell>) -> Value {
     })
 }
 
+/// The dashboard's credential: the gateway's URL and a token the gateway keeps in memory only.
+/// The webview holds it in memory too (never in local storage) and talks to the gateway's
+/// HTTP/WebSocket API with it, exactly like the dashboard in a paired browser.
+#[tauri::command]
+pub(crate) fn dashboard_credential(shell: State<'_, Shell>) -> Result<Value, CommandError> {
+    let g = gateway(&shell)?;
+    Ok(json!({ "url": g.url, "token": g.webview_token }))
+}
+
 /// Servers, projects and clients, as the dashboard shows them.
 #[tauri::command]
 pub(crate) fn snapshot(shell: State<'_, Shell>) -> Result<Value, CommandError> {

@@ -39,6 +39,8 @@ pub(crate) struct GatewayHandles {
     pub(crate) unpairer: switchboard_core::server::Unpairer,
     pub(crate) bus: switchboard_core::EventBus,
     pub(crate) shutdown: CancellationToken,
+    /// The webview's own credential: held in memory by the gateway, never stored.
+    pub(crate) webview_token: String,
 }
 
 /// The config the app runs with: the platform config file, or the files and address named by
@@ -80,6 +82,7 @@ fn start_gateway() -> anyhow::Result<(GatewayHandles, tauri::async_runtime::Join
             unpairer: gateway.unpairer(),
             bus: gateway.bus(),
             shutdown: shutdown.clone(),
+            webview_token: gateway.auth().issue_ephemeral("switchboard-app"),
         };
         anyhow::Ok((handles, (gateway, listener)))
     })?;
@@ -132,14 +135,20 @@ pub fn run() {
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,
             None,
         ))
+        .plugin(tauri_plugin_dialog::init())
         .invoke_handler(tauri::generate_handler![
+            commands::dashboard_credential,
             commands::snapshot,
             commands::pair_code,
             commands::unpair,
             commands::status,
         ])
         .setup(|app| {
-            let notifier = notify::Notifier::new();
+            let mute_file = load_config()
+                .ok()
+                .and_then(|c| c.resolved_data_dir().ok())
+                .map(|d| d.join("muted-servers.json"));
+            let notifier = notify::Notifier::new(mute_file);
             let (gateway, startup_error, stopped) = match start_gateway() {
                 Ok((g, task)) => (Some(g), None, Some(task)),
                 Err(e) => {

@@ -2,7 +2,8 @@
 //! Reconnect storms and flapping must give one notification, not hundreds: each subject
 //! notifies at most once per [`SUBJECT_QUIET`], and all of them at most [`MAX_PER_MINUTE`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,8 @@ const LONG_CALL: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 struct State {
     paused: bool,
+    /// Servers whose crashes, failures and long calls stay silent (saved in `mute_file`).
+    muted: BTreeSet<String>,
     last: HashMap<String, Instant>,
     recent: VecDeque<Instant>,
 }
@@ -24,11 +27,54 @@ struct State {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Notifier {
     state: Arc<Mutex<State>>,
+    /// Where the muted servers are kept across restarts (`None`: memory only).
+    mute_file: Option<Arc<PathBuf>>,
 }
 
 impl Notifier {
-    pub(crate) fn new() -> Self {
-        Self::default()
+    /// A notifier whose per-server mutes live in `mute_file` (a JSON list of server names).
+    pub(crate) fn new(mute_file: Option<PathBuf>) -> Self {
+        let muted = mute_file
+            .as_deref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|b| serde_json::from_slice::<BTreeSet<String>>(&b).ok())
+            .unwrap_or_default();
+        Self {
+            state: Arc::new(Mutex::new(State {
+                muted,
+                ..State::default()
+            })),
+            mute_file: mute_file.map(Arc::new),
+        }
+    }
+
+    pub(crate) fn muted(&self, server: &str) -> bool {
+        self.state
+            .lock()
+            .expect("notifier lock")
+            .muted
+            .contains(server)
+    }
+
+    /// Mutes or unmutes a server's notifications, and saves the list.
+    pub(crate) fn set_muted(&self, server: &str, muted: bool) {
+        let list = {
+            let mut s = self.state.lock().expect("notifier lock");
+            if muted {
+                s.muted.insert(server.to_owned());
+            } else {
+                s.muted.remove(server);
+            }
+            s.muted.clone()
+        };
+        if let Some(file) = &self.mute_file {
+            let json = serde_json::to_vec_pretty(&list).unwrap_or_default();
+            let tmp = file.with_extension("json.tmp");
+            let saved = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &**file));
+            if let Err(e) = saved {
+                tracing::warn!(error = %e, file = %file.display(), "could not save muted servers");
+            }
+        }
     }
 
     pub(crate) fn set_paused(&self, paused: bool) {
@@ -116,6 +162,8 @@ pub(crate) fn watch(app: tauri::AppHandle, bus: EventBus, notifier: Notifier) {
             crate::tray::on_event(&app, &ev.event);
             let n = notifier.clone();
             match &ev.event {
+                HubEvent::ServerCrashed { server, .. } | HubEvent::ServerState { server, .. }
+                    if n.muted(server) => {}
                 HubEvent::ServerCrashed { server, reason } => n.notify(
                     &format!("server:{server}"),
                     &format!("MCP server '{server}' crashed"),
@@ -137,7 +185,12 @@ pub(crate) fn watch(app: tauri::AppHandle, bus: EventBus, notifier: Notifier) {
                     &format!("Project '{name}' went offline"),
                     path,
                 ),
-                HubEvent::CallStarted { call_id, tool, .. } => {
+                HubEvent::CallStarted {
+                    call_id,
+                    tool,
+                    server,
+                    ..
+                } if !n.muted(server) => {
                     calls.insert(
                         call_id.clone(),
                         LongCall {
@@ -215,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_storm_on_one_subject_gives_one_notification_and_the_rate_is_capped() {
-        let n = Notifier::new();
+        let n = Notifier::new(None);
         assert!(n.admit("project:/a"));
         for _ in 0..50 {
             assert!(!n.admit("project:/a"));
@@ -224,5 +277,20 @@ mod tests {
         assert_eq!(admitted, MAX_PER_MINUTE - 1);
         n.set_paused(true);
         assert!(!n.admit("fresh"));
+    }
+
+    #[test]
+    fn mutes_are_saved_and_read_back() {
+        let dir = std::env::temp_dir().join(format!("sb-mute-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("muted-servers.json");
+        let n = Notifier::new(Some(file.clone()));
+        assert!(!n.muted("fx"));
+        n.set_muted("fx", true);
+        n.set_muted("gh", true);
+        n.set_muted("gh", false);
+        let again = Notifier::new(Some(file));
+        assert!(again.muted("fx") && !again.muted("gh"));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

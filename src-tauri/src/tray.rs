@@ -11,10 +11,12 @@ use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
 use tauri::tray::TrayIconBuilder;
 use tauri::{AppHandle, Manager};
 use tauri_plugin_autostart::ManagerExt as _;
+use tauri_plugin_dialog::{DialogExt as _, MessageDialogButtons, MessageDialogKind};
 
 use crate::Shell;
 
 pub(crate) const TRAY_ID: &str = "main";
+pub(crate) const STATUS: &str = "tray/status";
 pub(crate) const OPEN: &str = "tray/open";
 pub(crate) const PAIR: &str = "tray/pair";
 pub(crate) const PAUSE: &str = "tray/pause-notifications";
@@ -22,6 +24,7 @@ pub(crate) const LOGIN: &str = "tray/start-at-login";
 pub(crate) const QUIT: &str = "tray/quit";
 pub(crate) const UNPAIR: &str = "tray/unpair/";
 pub(crate) const RESTART: &str = "tray/restart/";
+pub(crate) const MUTE: &str = "tray/mute/";
 
 const IDLE: &[u8] = include_bytes!("../../icons/tray-idle.png");
 const BUSY: &[u8] = include_bytes!("../../icons/tray-busy.png");
@@ -39,6 +42,14 @@ static STATE: Mutex<Option<TrayState>> = Mutex::new(None);
 
 fn build_menu(app: &AppHandle, shell: &Shell) -> tauri::Result<Menu<tauri::Wry>> {
     let menu = Menu::new(app)?;
+    menu.append(&MenuItem::with_id(
+        app,
+        STATUS,
+        status(shell).1,
+        false,
+        None::<&str>,
+    )?)?;
+    menu.append(&PredefinedMenuItem::separator(app)?)?;
     menu.append(&MenuItem::with_id(
         app,
         OPEN,
@@ -88,15 +99,25 @@ fn build_menu(app: &AppHandle, shell: &Shell) -> tauri::Result<Menu<tauri::Wry>>
             )?)?;
         }
         for up in ups {
-            let s = up.status();
-            let label = format!("{}: {} — Restart", up.name(), s.state.as_str());
-            servers.append(&MenuItem::with_id(
+            let name = up.name();
+            let label = format!("{name}: {}", up.status().state.as_str());
+            let one = Submenu::with_id(app, format!("tray/server/{name}"), label, true)?;
+            one.append(&MenuItem::with_id(
                 app,
-                format!("{RESTART}{}", up.name()),
-                label,
+                format!("{RESTART}{name}"),
+                "Restart",
                 true,
                 None::<&str>,
             )?)?;
+            one.append(&CheckMenuItem::with_id(
+                app,
+                format!("{MUTE}{name}"),
+                "Mute Notifications",
+                true,
+                shell.notifier.muted(name),
+                None::<&str>,
+            )?)?;
+            servers.append(&one)?;
         }
     }
     menu.append(&clients)?;
@@ -173,14 +194,15 @@ fn on_menu(app: &AppHandle, id: &str) {
         _ if id.starts_with(UNPAIR) => {
             let name = id[UNPAIR.len()..].to_owned();
             if let Some(g) = shell.gateway.clone() {
-                let app = app.clone();
-                tauri::async_runtime::spawn(async move {
-                    match g.unpairer.unpair(&name).await {
-                        Ok(_) => refresh(&app),
-                        Err(e) => tracing::error!(error = %e, "unpair failed"),
-                    }
-                });
+                confirm_unpair(app, g, name);
             }
+        }
+        _ if id.starts_with(MUTE) => {
+            let server = &id[MUTE.len()..];
+            shell
+                .notifier
+                .set_muted(server, !shell.notifier.muted(server));
+            refresh(app);
         }
         _ if id.starts_with(RESTART) => {
             if let Some(up) = shell
@@ -195,20 +217,50 @@ fn on_menu(app: &AppHandle, id: &str) {
     }
 }
 
-/// Rebuilds the menu, the icon and the tooltip from the current state.
-pub(crate) fn refresh(app: &AppHandle) {
-    let Some(tray) = app.tray_by_id(TRAY_ID) else {
-        return;
-    };
-    let shell = app.state::<Shell>().inner().clone();
-    if let Ok(menu) = build_menu(app, &shell) {
-        let _ = tray.set_menu(Some(menu));
-    }
-    let (icon, tooltip) = match &shell.gateway {
+/// Unpairing cuts a client off at once, so the person is asked first.
+fn confirm_unpair(app: &AppHandle, g: crate::GatewayHandles, name: String) {
+    let app2 = app.clone();
+    app.dialog()
+        .message(format!(
+            "{name} will lose access to Switchboard at once: its token stops working and its \
+             open sessions close. It can be paired again later with a new code."
+        ))
+        .title(format!("Unpair {name}?"))
+        .kind(MessageDialogKind::Warning)
+        .buttons(MessageDialogButtons::OkCancelCustom(
+            "Unpair".into(),
+            "Cancel".into(),
+        ))
+        .show(move |confirmed| {
+            if !confirmed {
+                tracing::info!(client = %name, "unpair cancelled");
+                return;
+            }
+            tauri::async_runtime::spawn(async move {
+                match g.unpairer.unpair(&name).await {
+                    Ok(_) => refresh(&app2),
+                    Err(e) => {
+                        tracing::error!(error = %e, "unpair failed");
+                        let shell = app2.state::<Shell>().inner().clone();
+                        shell.notifier.notify(
+                            "unpair",
+                            &format!("{name} could not be unpaired"),
+                            &e.to_string(),
+                        );
+                    }
+                }
+            });
+        });
+}
+
+/// The state in words: the first (disabled) line of the menu, and the tooltip where the
+/// platform has one (Linux tray hosts show no tooltip).
+fn status(shell: &Shell) -> (&'static [u8], String) {
+    match &shell.gateway {
         None => (
             DOWN,
             format!(
-                "Switchboard — gateway down: {}",
+                "Gateway down: {}",
                 shell.startup_error.clone().unwrap_or_default()
             ),
         ),
@@ -225,20 +277,30 @@ pub(crate) fn refresh(app: &AppHandle) {
                 .filter(|u| u.status().state == ServerState::Running)
                 .count();
             if !failed.is_empty() {
-                (
-                    FAILED,
-                    format!("Switchboard — server failed: {}", failed.join(", ")),
-                )
+                (FAILED, format!("Server failed: {}", failed.join(", ")))
             } else if calls > 0 {
                 (
                     BUSY,
-                    format!("Switchboard — {calls} call(s) running, {running} server(s) up"),
+                    format!("{calls} call(s) running, {running} server(s) up"),
                 )
             } else {
-                (IDLE, format!("Switchboard — idle, {running} server(s) up"))
+                (IDLE, format!("Idle, {running} server(s) up"))
             }
         }
+    }
+}
+
+/// Rebuilds the menu, the icon and the tooltip from the current state.
+pub(crate) fn refresh(app: &AppHandle) {
+    let Some(tray) = app.tray_by_id(TRAY_ID) else {
+        return;
     };
+    let shell = app.state::<Shell>().inner().clone();
+    if let Ok(menu) = build_menu(app, &shell) {
+        let _ = tray.set_menu(Some(menu));
+    }
+    let (icon, line) = status(&shell);
+    let tooltip = format!("Switchboard — {line}");
     if let Ok(img) = Image::from_bytes(icon) {
         let _ = tray.set_icon(Some(img));
     }

@@ -93,16 +93,81 @@ def layout(menu) -> dict[str, int]:
     data = json.loads(out)["data"]
     items: dict[str, int] = {}
 
-    def walk(node):
+    def walk(node, parent):
         ident, props, children = node
-        label = props.get("label", {}).get("data")
+        label = (props.get("label", {}).get("data") or "").replace("_", "")
         if label:
-            items[label.replace("_", "")] = ident
+            items.setdefault(label, ident)
+            items[f"{parent}/{label}"] = ident
         for c in children:
-            walk(c["data"])
+            walk(c["data"], label)
 
-    walk(data[1])
+    walk(data[1], "")
     return items
+
+
+def status_line(pid: int) -> str:
+    """The first line of the tray menu: the app's state in words."""
+    menu = find_menu(pid)
+    if not menu:
+        return ""
+    out = busctl("--json=short", "call", menu[0], menu[1], "com.canonical.dbusmenu", "GetLayout", "iias", "0", "1", "0")
+    first = json.loads(out)["data"][1][2][0]["data"]
+    return first[1].get("label", {}).get("data", "")
+
+
+ICONS = Path(__file__).resolve().parents[2] / "icons"
+
+
+def tray_icon(pid: int) -> str | None:
+    """Which of our tray icons the StatusNotifierItem shows now: the PNG the tray wrote,
+    compared pixel for pixel with icons/tray-*.png."""
+    from PIL import Image
+    menu = find_menu(pid)
+    if not menu:
+        return None
+    out = busctl("--json=short", "get-property", menu[0], menu[1].rsplit("/", 1)[0], "org.kde.StatusNotifierItem", "IconName")
+    shown = Path(json.loads(out)["data"])
+    if not shown.is_file():
+        return None
+    pixels = Image.open(shown).convert("RGBA").tobytes()
+    for state in ["idle", "busy", "failed", "down"]:
+        if Image.open(ICONS / f"tray-{state}.png").convert("RGBA").tobytes() == pixels:
+            return state
+    return "unknown"
+
+
+def x_windows(name: str, visible: bool = True) -> list[str]:
+    args = ["xdotool", "search"] + (["--onlyvisible"] if visible else []) + ["--name", name]
+    return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.split()
+
+
+def close_window(wid: str) -> None:
+    """What a window manager does for the close button: WM_DELETE_WINDOW to the client."""
+    from Xlib import X, display, protocol
+    d = display.Display()
+    w = d.create_resource_object("window", int(wid))
+    proto, delete = d.intern_atom("WM_PROTOCOLS"), d.intern_atom("WM_DELETE_WINDOW")
+    w.send_event(protocol.event.ClientMessage(window=w, client_type=proto, data=(32, [delete, X.CurrentTime, 0, 0, 0])),
+                 event_mask=X.NoEventMask)
+    d.flush()
+    d.close()
+
+
+def dialog(title: str, answer: str) -> None:
+    """Answers the app's message dialog titled `title`: Escape cancels; "ok" clicks the first
+    (confirming) button, as a person would."""
+    wid = wait(f"the dialog {title!r}", lambda: (x_windows(f"^{re.escape(title)}$") or [None])[0], timeout=10)
+    time.sleep(0.3)
+    if answer == "cancel":
+        subprocess.run(["xdotool", "windowfocus", "--sync", wid], timeout=10, check=True)
+        subprocess.run(["xdotool", "key", "Escape"], timeout=10, check=True)
+    else:
+        geo = dict(l.split("=") for l in subprocess.run(["xdotool", "getwindowgeometry", "--shell", wid],
+                                                         capture_output=True, text=True, timeout=10).stdout.split())
+        subprocess.run(["xdotool", "mousemove", "--window", wid, str(int(geo["WIDTH"]) // 4), str(int(geo["HEIGHT"]) - 17),
+                        "click", "1"], timeout=10, check=True)
+    wait("the dialog gone", lambda: not x_windows(f"^{re.escape(title)}$"), timeout=10)
 
 
 def item(pid: int, label_prefix: str):
@@ -125,6 +190,11 @@ def notifications(log: Path) -> list[str]:
     text = log.read_text(errors="replace") if log.exists() else ""
     # each Notify call: app name, replaces id, icon, summary, body
     return re.findall(r'member=Notify.*?string "Switchboard"\s+uint32 \d+\s+string "[^"]*"\s+string "([^"]*)"', text, re.S)
+
+
+def notifications_full(log: Path) -> list[tuple[str, str]]:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return re.findall(r'member=Notify.*?string "Switchboard"\s+uint32 \d+\s+string "[^"]*"\s+string "([^"]*)"\s+string "(.*?)"\n\s+array', text, re.S)
 
 
 def ws_connect(path: str):
@@ -207,7 +277,8 @@ def check(name: str, fn) -> None:
 
 def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="switchboard-desktop-"))
-    (tmp / "config.toml").write_text(f'[[servers]]\nname = "fx"\ncommand = "{FIXTURE}"\n')
+    (tmp / "config.toml").write_text(f'[[servers]]\nname = "fx"\ncommand = "{FIXTURE}"\n\n'
+                                     f'[[servers]]\nname = "fx2"\ncommand = "{FIXTURE}"\n')
     keyring = subprocess.Popen(["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "XDG_DATA_HOME": str(tmp / "keyrings")})
@@ -240,11 +311,32 @@ def main() -> int:
         state["rss_kib"] = next(int(l.split()[1]) for l in Path(f"/proc/{app.pid}/status").read_text().splitlines() if l.startswith("VmRSS:"))
         items = layout(state["menu"])
         for label in ["Open Dashboard", "Pair New Client…", "Paired Clients", "Servers", "Pause Notifications",
-                      "Start at Login", "Quit"]:
+                      "Start at Login", "Quit", "fx: running/Restart", "fx: running/Mute Notifications"]:
             assert label in items, f"{label!r} not in the tray menu {sorted(items)}"
-    check("the app starts: gateway answers, tray menu published on D-Bus", started)
+        wait("the idle state in words", lambda: status_line(app.pid) == "Idle, 2 server(s) up")
+        assert tray_icon(app.pid) == "idle", tray_icon(app.pid)
+    check("the app starts: gateway answers, tray menu published on D-Bus, state idle (words and icon)", started)
     if "menu" not in state:
         return finish(app, tmp)
+
+    def window():
+        assert not x_windows("^Switchboard$"), "a tray app starts without its window"
+        click(*wait("the Open Dashboard item", lambda: item(app.pid, "Open Dashboard")))
+        main_window = wait("the dashboard window", lambda: (x_windows("^Switchboard$") or [None])[0])
+        close_window(main_window)
+        wait("the window hidden", lambda: not x_windows("^Switchboard$"))
+        time.sleep(0.5)
+        assert app.poll() is None and http("GET", "/healthz")[0] == 200, "closing the window quit the app"
+        assert find_menu(app.pid), "the tray went away with the window"
+        click(*wait("the Open Dashboard item", lambda: item(app.pid, "Open Dashboard")))
+        wait("the window shown again", lambda: x_windows("^Switchboard$"))
+        close_window(x_windows("^Switchboard$")[0])
+        wait("the window hidden", lambda: not x_windows("^Switchboard$"))
+        second = subprocess.run([APP], env=env, capture_output=True, timeout=30)
+        assert second.returncode == 0, second
+        wait("the running app's window shown by the second launch", lambda: x_windows("^Switchboard$"))
+        assert app.poll() is None
+    check("closing the window keeps Switchboard in the tray; a second launch opens the running one", window)
 
     def pair():
         click(*wait("the Pair item", lambda: item(app.pid, "Pair New Client")))
@@ -256,12 +348,29 @@ def main() -> int:
         status, clients = http("GET", "/api/clients", token=state["token"])
         assert status == 200 and [c["name"] for c in clients] == ["desktop-test"], clients
     check("Pair (tray) creates a code and a notification; the code pairs a client", pair)
+    if os.environ.get("SWITCHBOARD_SCREENSHOT"):
+        # the README's picture: the window (showing the pairing code) and the notification
+        from PIL import ImageGrab
+        time.sleep(1.5)
+        ImageGrab.grab(xdisplay=os.environ["DISPLAY"]).save(os.environ["SWITCHBOARD_SCREENSHOT"])
 
     def unpair():
+        # an open event stream of that client: it must end when the client is unpaired
+        req = urllib.request.Request(BASE + "/api/events", headers={"authorization": f"Bearer {state['token']}"})
+        stream = urllib.request.urlopen(req, timeout=10)
         click(*wait("the client in the tray menu", lambda: item(app.pid, "desktop-test")))
+        dialog("Unpair desktop-test?", "cancel")
+        time.sleep(0.5)
+        assert http("GET", "/api/clients", token=state["token"])[0] == 200, "cancelled, yet unpaired"
+        click(*wait("the client in the tray menu", lambda: item(app.pid, "desktop-test")))
+        dialog("Unpair desktop-test?", "ok")
         wait("the token revoked", lambda: http("GET", "/api/clients", token=state["token"])[0] == 401)
+        t0 = time.monotonic()
+        while stream.read(1024):
+            assert time.monotonic() - t0 < 5, "the event stream stayed open"
+        stream.close()
     if "token" in state:
-        check("Unpair (tray) revokes the token", unpair)
+        check("Unpair (tray) asks first; Cancel keeps the client, Unpair revokes it and ends its stream", unpair)
 
     def crash():
         before = len([s for s in notifications(log) if s.startswith("Pairing code")])
@@ -283,15 +392,77 @@ def main() -> int:
         state["token2"] = token
     check("a killed server gives one crash notification and comes back", crash)
 
+    def restart():
+        before = state["fixture_pid"]()
+        crashes = len(notifications(log))
+        click(*wait("the Restart item", lambda: item(app.pid, "fx: running/Restart")))
+        wait("a new fx process", lambda: state["fixture_pid"]() not in (None, before))
+        wait("fx running", lambda: status_line(app.pid) == "Idle, 2 server(s) up")
+        wait("the old process gone (reaped, not a zombie)", lambda: not Path(f"/proc/{before}").exists())
+        assert len(notifications(log)) == crashes, "a restart is not a crash"
+        state["child"] = state["fixture_pid"]()
+    if "token2" in state:
+        check("Restart (tray) restarts the server without a crash notification", restart)
+
+    def mute_and_pause():
+        token = state["token2"]
+        pid = lambda: next(s["pid"] for s in http("GET", "/api/servers", token=token)[1]["servers"] if s["name"] == "fx2")
+        crashed = lambda: sum("'fx2' crashed" in s for s in notifications(log))
+        click(*wait("fx2's Mute item", lambda: item(app.pid, "fx2: running/Mute Notifications")))
+        wait("the mute saved", lambda: (tmp / "data" / "muted-servers.json").exists())
+        first = pid()
+        os.kill(first, signal.SIGKILL)
+        wait("fx2 back", lambda: pid() not in (None, first), timeout=20)
+        time.sleep(1.5)
+        assert crashed() == 0, "a muted server's crash was notified"
+        click(*wait("fx2's Mute item", lambda: item(app.pid, "fx2: running/Mute Notifications")))
+        time.sleep(0.5)
+        os.kill(pid(), signal.SIGKILL)
+        wait("the unmuted crash notified", lambda: crashed() == 1)
+        # Pause: a project going offline stays silent while paused, and is notified after
+        project = Path.home() / ".cache" / "switchboard" / "desktop-pause-project"
+        project.mkdir(parents=True, exist_ok=True)
+        info = {"path": str(project.resolve()), "name": "pause-project", "db_path": str(project / "p.db"),
+                "mcp_connected": True, "is_online": True}
+        def online_then_offline():
+            sock = ws_connect("/ws/mcp")
+            ws_send(sock, envelope("hello", {"entity_type": "mcp_server", "capabilities": []}))
+            assert ws_recv(sock)["type"] == "welcome"
+            ws_send(sock, envelope("register", info))
+            assert ws_recv(sock)["payload"] == {"success": True}
+            sock.close()
+        offline = lambda: sum(s == "Project 'pause-project' went offline" for s in notifications(log))
+        click(*wait("the Pause item", lambda: item(app.pid, "Pause Notifications")))
+        time.sleep(0.5)
+        online_then_offline()
+        time.sleep(2)
+        assert offline() == 0, "notified while paused"
+        click(*wait("the Pause item", lambda: item(app.pid, "Pause Notifications")))
+        time.sleep(0.5)
+        online_then_offline()
+        wait("the offline notification after resuming", lambda: offline() == 1)
+    if "token2" in state:
+        check("per-server Mute and Pause Notifications silence what they should, and only that", mute_and_pause)
+
     def slow_call():
-        body = mcp_call(state["token2"], "fx__slow", {"steps": 15, "step_ms": 2000}, timeout=90)
+        import threading
+        result = {}
+        caller = threading.Thread(target=lambda: result.update(body=mcp_call(
+            state["token2"], "fx__slow", {"steps": 15, "step_ms": 2000}, timeout=90)))
+        caller.start()
+        wait("the busy state in words", lambda: status_line(app.pid).startswith("1 call(s) running"), timeout=10)
+        assert tray_icon(app.pid) == "busy", tray_icon(app.pid)
+        caller.join(timeout=90)
+        body = result.get("body", "")
         assert "done after 15 steps" in body, body[-500:]
+        wait("idle again", lambda: status_line(app.pid) == "Idle, 2 server(s) up")
+        assert tray_icon(app.pid) == "idle", tray_icon(app.pid)
         running = wait("a progress notification", lambda: [s for s in notifications(log) if s == "fx__slow is running"])
         finished = wait("the completion notification", lambda: [s for s in notifications(log) if s == "fx__slow finished"])
         assert len(finished) == 1, finished
         print(f"# 30 s call: {len(running)} progress notification update(s), 1 completion")
     if "token2" in state:
-        check("a 30 s call shows progress and completion notifications", slow_call)
+        check("a 30 s call shows progress and completion notifications; the tray says calls are running", slow_call)
 
     def reconnect_storm():
         project = Path.home() / ".cache" / "switchboard" / "desktop-test-project"
@@ -356,6 +527,14 @@ def main() -> int:
         wait("the autostart entry removed", lambda: not entry.exists())
     check("Start at Login (tray) adds and removes the autostart entry", start_at_login)
 
+    def failed():
+        with (tmp / "config.toml").open("a") as f:
+            f.write('\n[[servers]]\nname = "bad"\ncommand = "/bin/false"\n')
+        wait("the failed state in words", lambda: status_line(app.pid) == "Server failed: bad", timeout=60)
+        assert tray_icon(app.pid) == "failed", tray_icon(app.pid)
+        wait("a failure notification", lambda: any(s == "MCP server 'bad' failed" for s in notifications(log)))
+    check("a server that keeps crashing: the tray shows it failed (words and icon) and a notification says so", failed)
+
     def quit_():
         click(*wait("the Quit item", lambda: item(app.pid, "Quit")))
         code = app.wait(timeout=15)
@@ -364,6 +543,129 @@ def main() -> int:
             assert not Path(f"/proc/{state['child']}").exists(), "the MCP server outlived the app"
         assert http("GET", "/healthz")[0] is None, "the gateway still answers"
     check("Quit (tray) exits cleanly and leaves no child process", quit_)
+
+    def webview():
+        """tauri-driver + WebKitWebDriver open the app's own webview: the page gets its
+        credential through the Tauri command (memory only), reaches the gateway with it, and
+        shows live state (a client paired meanwhile appears without a reload)."""
+        driver_bin = os.environ.get("TAURI_DRIVER_BIN", "tauri-driver")
+        port, native = free_port(), free_port()
+        driver = bg([driver_bin, "--port", str(port), "--native-port", str(native)], env=env,
+                    stdout=(tmp / "tauri-driver.log").open("w"), stderr=subprocess.STDOUT)
+        wd = f"http://127.0.0.1:{port}"
+
+        def call(method, path, body=None, timeout=30):
+            req = urllib.request.Request(wd + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+            req.add_header("content-type", "application/json")
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read())["value"]
+
+        def up():
+            try:
+                call("GET", "/status", timeout=2)
+                return True
+            except (urllib.error.URLError, ConnectionError, OSError):
+                return False
+        wait("tauri-driver", up, timeout=15)
+        session = call("POST", "/session", {"capabilities": {"alwaysMatch": {"tauri:options": {"application": APP}}}},
+                       timeout=60)["sessionId"]
+        try:
+            script = lambda js, *args: call("POST", f"/session/{session}/execute/sync", {"script": js, "args": list(args)})
+            wait("the dashboard page loaded", lambda: script("return document.readyState") == "complete", timeout=30)
+            wait("the gateway of this app", lambda: http("GET", "/healthz")[0] == 200, timeout=30)
+            got = call("POST", f"/session/{session}/execute/async", {"script": """
+                const done = arguments[arguments.length - 1];
+                window.__TAURI_INTERNALS__.invoke('dashboard_credential')
+                  .then(c => fetch(c.url + '/api/servers', {headers: {authorization: 'Bearer ' + c.token}})
+                    .then(r => r.json().then(j => done({url: c.url, status: r.status, body: j}))))
+                  .catch(e => done({error: String(e)}));""", "args": []})
+            assert "error" not in got, got
+            assert got["url"] == BASE and got["status"] == 200, got
+            assert {"fx", "fx2"} <= {s["name"] for s in got["body"]["servers"]}, got
+            stored = script("return JSON.stringify(window.localStorage) + JSON.stringify(window.sessionStorage)")
+            assert "sb_" not in stored, "the webview's token was written to storage"
+            wait("live server state in the page", lambda: "fx2" in script("return document.body.innerText"), timeout=20)
+            code = subprocess.run([SWITCHBOARD, "pair", "--data-dir", str(tmp / "data")], capture_output=True,
+                                  text=True, timeout=15).stdout.strip().splitlines()[-1]
+            status, _ = http("POST", "/pair", {"code": code, "name": "seen-live"})
+            assert status == 200, status
+            wait("the new client shown live", lambda: "seen-live" in script("return document.body.innerText"), timeout=20)
+        finally:
+            try:
+                call("DELETE", f"/session/{session}", timeout=30)
+            except (urllib.error.URLError, OSError):
+                pass
+            driver.terminate()
+            driver.wait(timeout=10)
+        wait("the app closed with its session", lambda: http("GET", "/healthz")[0] is None, timeout=20)
+    check("the real webview (tauri-driver + WebKitWebDriver): its own credential, the gateway's live state", webview)
+
+    def desktop_entry():
+        """What double-clicking the installed app does: the desktop entry launched by GIO."""
+        entry = Path(os.environ["SWITCHBOARD_DESKTOP_FILE"])
+        fields = dict(l.split("=", 1) for l in entry.read_text().splitlines() if "=" in l)
+        assert fields.get("Exec", "").split()[0] == "switchboard-app", fields
+        icon = fields.get("Icon", "")
+        assert icon and list(Path("/usr/share/icons/hicolor").glob(f"*/apps/{icon}.png")), f"no icon {icon!r} installed"
+        before = set(subprocess.run(["pgrep", "-x", "switchboard-app"], capture_output=True, text=True).stdout.split())
+        subprocess.run(["gio", "launch", str(entry)], env=env, timeout=15, check=True)
+        pid = int(wait("the launched app", lambda: next(iter(set(subprocess.run(
+            ["pgrep", "-x", "switchboard-app"], capture_output=True, text=True).stdout.split()) - before), None)))
+        wait("its gateway", lambda: http("GET", "/healthz")[0] == 200, timeout=30)
+        wait("its tray menu", lambda: find_menu(pid), timeout=30)
+        click(*wait("the Quit item", lambda: item(pid, "Quit")))
+        wait("the app gone", lambda: not Path(f"/proc/{pid}").exists() or
+             "zombie" in Path(f"/proc/{pid}/status").read_text(errors="replace"), timeout=20)
+    if os.environ.get("SWITCHBOARD_DESKTOP_FILE"):
+        check("the installed desktop entry (as a double-click runs it) starts the tray app", desktop_entry)
+
+    def port_in_use():
+        import socket
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        other = subprocess.Popen([APP], env={**env, "SWITCHBOARD_LISTEN": f"127.0.0.1:{port}"},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(other)
+        try:
+            said = wait("the port-in-use notification", lambda: next(
+                (b for s, b in notifications_full(log) if s == "Switchboard could not start its gateway"), None), timeout=30)
+            assert f"127.0.0.1:{port} is already used by another program" in said, said
+            wait("the tray saying the gateway is down", lambda: status_line(other.pid).startswith("Gateway down:"), timeout=15)
+            assert tray_icon(other.pid) == "down", tray_icon(other.pid)
+            click(*wait("the Quit item", lambda: item(other.pid, "Quit")))
+            assert other.wait(timeout=15) == 0
+        finally:
+            holder.close()
+    check("the port held by another program: a notification says so plainly; the tray shows the gateway down", port_in_use)
+
+    def no_keychain():
+        # a session bus with no Secret Service at all (nothing to activate), as on a desktop
+        # without gnome-keyring or KWallet; dunst and a monitor on it record the notification
+        conf = tmp / "bare-bus.conf"
+        conf.write_text('<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" '
+                        '"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd"><busconfig><type>session</type>'
+                        '<listen>unix:tmpdir=/tmp</listen><policy context="default"><allow send_destination="*" '
+                        'eavesdrop="true"/><allow eavesdrop="true"/><allow own="*"/></policy></busconfig>')
+        bus = subprocess.Popen(["dbus-daemon", "--config-file", str(conf), "--nofork", "--print-address=1"],
+                               stdout=subprocess.PIPE, text=True)
+        procs.append(bus)
+        address = bus.stdout.readline().strip()
+        bare = {**env, "DBUS_SESSION_BUS_ADDRESS": address, "SWITCHBOARD_LISTEN": "127.0.0.1:0"}
+        bg(["dunst"], env=bare)
+        bare_log = tmp / "bare-notify.log"
+        bg(["dbus-monitor", "--address", address, "interface='org.freedesktop.Notifications',member='Notify'"],
+           stdout=bare_log.open("w"))
+        time.sleep(1)
+        other = subprocess.Popen([APP], env=bare, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(other)
+        said = wait("the no-keychain notification", lambda: next(
+            (b for s, b in notifications_full(bare_log) if s == "Switchboard could not start its gateway"), None), timeout=30)
+        assert "no OS keychain" in said and "token_store" in said, said
+        other.terminate()
+        other.wait(timeout=15)
+    check("no OS keychain: a notification says so and what to do", no_keychain)
     return finish(app, tmp, state)
 
 

@@ -199,6 +199,9 @@ try {
     await shot('telemetry');
     await tab('Overview').click();
     await page.getByTestId('stat-gateway').filter({ hasText: 'Healthy' }).waitFor();
+    // what the desktop test reads too: servers and a client paired meanwhile, by name
+    await page.getByTestId('overview-servers').filter({ hasText: 'fx' }).waitFor();
+    await page.getByTestId('overview-clients').filter({ hasText: 'load' }).waitFor();
     await shot('overview');
   });
 

@@ -183,7 +183,11 @@ pub(crate) async fn server_action(
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewServer {
     name: String,
+    /// A stdio server's program, or
+    #[serde(default)]
     command: String,
+    /// a remote server's `http(s)://` or `ws(s)://` URL.
+    url: Option<String>,
     #[serde(default)]
     args: Vec<String>,
     #[serde(default)]
@@ -191,7 +195,7 @@ pub(crate) struct NewServer {
     cwd: Option<PathBuf>,
 }
 
-/// `POST /api/servers`: adds a server to the config file and starts it.
+/// `POST /api/servers`: adds a server (stdio or remote) to the config file and starts it.
 pub(crate) async fn add_server(
     State(state): State<AppState>,
     Body(new): Body<NewServer>,
@@ -199,14 +203,17 @@ pub(crate) async fn add_server(
     let server = ServerConfig {
         name: new.name.trim().to_owned(),
         command: new.command.trim().to_owned(),
+        url: new
+            .url
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty()),
         args: new.args,
         env: new.env,
         cwd: new.cwd,
         enabled: true,
-        replay: Default::default(),
-        call_timeout_ms: None,
+        ..ServerConfig::default()
     };
-    crate::config::validate_server_name(&server.name).map_err(DashboardError::BadRequest)?;
+    server.validate().map_err(DashboardError::BadRequest)?;
     let name = server.name.clone();
     edit_config(&state.0, |text| crate::import::add_server(text, &server)).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"added": name}))))

@@ -128,6 +128,8 @@ struct Entry {
     record: ClientRecord,
     revoked: CancellationToken,
     last_saved_seen: Option<Instant>,
+    /// Held in memory only (the desktop app's own webview): never stored, never listed.
+    ephemeral: bool,
 }
 
 /// Cheap handle; clone freely.
@@ -198,6 +200,7 @@ impl Auth {
                         record: r,
                         revoked: CancellationToken::new(),
                         last_saved_seen: None,
+                        ephemeral: false,
                     },
                 )
             })
@@ -314,42 +317,14 @@ impl Auth {
             return Err(PairError::UnknownRole(r.clone()));
         }
 
-        let mut secret = [0u8; 32];
-        rand::fill(&mut secret);
-        let token = format!(
-            "{TOKEN_PREFIX}{}",
-            secret
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
-        let record = {
-            let clients = self.inner.clients.read().expect("clients lock");
-            let base = name
-                .map(|n| n.trim().chars().take(64).collect::<String>())
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| "client".into());
-            let taken = |n: &str| clients.values().any(|e| e.record.name == n);
-            let mut unique = base.clone();
-            let mut i = 2;
-            while taken(&unique) {
-                unique = format!("{base}-{i}");
-                i += 1;
-            }
-            ClientRecord {
-                name: unique,
-                role,
-                token_sha256: sha256_hex(token.as_bytes()),
-                created_ms: now_ms(),
-                last_seen_ms: None,
-            }
-        };
+        let (token, record) = self.new_record(name, role);
         self.inner.clients.write().expect("clients lock").insert(
             record.token_sha256.clone(),
             Entry {
                 record: record.clone(),
                 revoked: CancellationToken::new(),
                 last_saved_seen: None,
+                ephemeral: false,
             },
         );
         if let Err(e) = self.persist().await {
@@ -369,6 +344,55 @@ impl Auth {
         Ok((token, view))
     }
 
+    /// A fresh token and its record, under a name no other client has.
+    fn new_record(&self, name: Option<String>, role: Option<String>) -> (String, ClientRecord) {
+        let mut secret = [0u8; 32];
+        rand::fill(&mut secret);
+        let token = format!(
+            "{TOKEN_PREFIX}{}",
+            secret
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let clients = self.inner.clients.read().expect("clients lock");
+        let base = name
+            .map(|n| n.trim().chars().take(64).collect::<String>())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "client".into());
+        let taken = |n: &str| clients.values().any(|e| e.record.name == n);
+        let mut unique = base.clone();
+        let mut i = 2;
+        while taken(&unique) {
+            unique = format!("{base}-{i}");
+            i += 1;
+        }
+        let record = ClientRecord {
+            name: unique,
+            role,
+            token_sha256: sha256_hex(token.as_bytes()),
+            created_ms: now_ms(),
+            last_seen_ms: None,
+        };
+        (token, record)
+    }
+
+    /// A token for the desktop app's own webview: valid until the gateway stops, held in
+    /// memory only (never written to the token store) and not listed among paired clients.
+    pub fn issue_ephemeral(&self, name: &str) -> String {
+        let (token, record) = self.new_record(Some(name.to_owned()), None);
+        self.inner.clients.write().expect("clients lock").insert(
+            record.token_sha256.clone(),
+            Entry {
+                record,
+                revoked: CancellationToken::new(),
+                last_saved_seen: None,
+                ephemeral: true,
+            },
+        );
+        token
+    }
+
     fn view(&self, r: &ClientRecord) -> ClientView {
         ClientView {
             name: r.name.clone(),
@@ -384,7 +408,11 @@ impl Auth {
     async fn persist(&self) -> Result<(), TokenStoreError> {
         let records: Vec<ClientRecord> = {
             let clients = self.inner.clients.read().expect("clients lock");
-            let mut v: Vec<ClientRecord> = clients.values().map(|e| e.record.clone()).collect();
+            let mut v: Vec<ClientRecord> = clients
+                .values()
+                .filter(|e| !e.ephemeral)
+                .map(|e| e.record.clone())
+                .collect();
             v.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.name.cmp(&b.name)));
             v
         };
@@ -406,9 +434,10 @@ impl Auth {
                 return None;
             }
             entry.record.last_seen_ms = Some(now_ms());
-            if entry
-                .last_saved_seen
-                .is_none_or(|t| t.elapsed() > LAST_SEEN_EVERY)
+            if !entry.ephemeral
+                && entry
+                    .last_saved_seen
+                    .is_none_or(|t| t.elapsed() > LAST_SEEN_EVERY)
             {
                 entry.last_saved_seen = Some(Instant::now());
                 save = true;
@@ -498,7 +527,11 @@ impl Auth {
 
     pub fn clients(&self) -> Vec<ClientView> {
         let clients = self.inner.clients.read().expect("clients lock");
-        let mut v: Vec<ClientView> = clients.values().map(|e| self.view(&e.record)).collect();
+        let mut v: Vec<ClientView> = clients
+            .values()
+            .filter(|e| !e.ephemeral)
+            .map(|e| self.view(&e.record))
+            .collect();
         v.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.name.cmp(&b.name)));
         v
     }
@@ -581,6 +614,30 @@ mod tests {
             auth.pair(IP, &code, None, None).await,
             Err(PairError::WrongCode { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn an_ephemeral_token_verifies_but_is_never_stored_or_listed() {
+        let (auth, store) = auth().await;
+        let code = auth.issue_code(None).unwrap();
+        auth.pair(IP, &code, Some("cursor".into()), None)
+            .await
+            .unwrap();
+        let token = auth.issue_ephemeral("switchboard-app");
+        assert!(token.starts_with("sb_") && token.len() == 3 + 64);
+        assert_eq!(auth.verify(&token).unwrap().name, "switchboard-app");
+        // a later save (another pairing) still leaves it out
+        let code = auth.issue_code(None).unwrap();
+        auth.pair(IP, &code, Some("claude".into()), None)
+            .await
+            .unwrap();
+        // (both paired in the same millisecond sort by name)
+        let mut names: Vec<String> = store.load().unwrap().into_iter().map(|r| r.name).collect();
+        names.sort();
+        assert_eq!(names, ["claude", "cursor"]);
+        let mut listed: Vec<String> = auth.clients().into_iter().map(|c| c.name).collect();
+        listed.sort();
+        assert_eq!(listed, ["claude", "cursor"]);
     }
 
     #[tokio::test]

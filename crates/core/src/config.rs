@@ -87,19 +87,28 @@ pub enum TokenStoreKind {
     Memory,
 }
 
-/// One upstream MCP server: a stdio child process.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// One upstream MCP server: a stdio child process (`command`) or a remote endpoint (`url`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Prefix of its tools (`<name>__<tool>`): letters, digits, `-` and `_`, no `__`.
     pub name: String,
+    /// The program of a stdio server; empty for a remote one (exactly one of the two is set).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub command: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
+    /// A remote server: `http(s)://…` speaks Streamable HTTP, `ws(s)://…` MCP over WebSocket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Extra HTTP headers sent to a remote server (on every request, or on the WebSocket
+    /// handshake); values may come from the OS keychain.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, HeaderValue>,
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
     /// Per-tool replay contract, overriding the tool's annotations: `"safe"` replays a call
@@ -113,6 +122,196 @@ pub struct ServerConfig {
 
 fn enabled_by_default() -> bool {
     true
+}
+
+/// How Switchboard reaches a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport<'a> {
+    /// A child process speaking newline-delimited JSON-RPC on stdio.
+    Stdio { command: &'a str },
+    /// Streamable HTTP (2025-11-25) at an `http(s)` URL.
+    Http { url: &'a str },
+    /// One JSON-RPC message per text frame at a `ws(s)` URL.
+    WebSocket { url: &'a str },
+}
+
+impl ServerConfig {
+    /// The transport this entry asks for (after [`Config::validate`]; an entry with neither a
+    /// command nor a URL reads as a stdio server with an empty command).
+    pub fn transport(&self) -> Transport<'_> {
+        match &self.url {
+            Some(url) if url.starts_with("ws://") || url.starts_with("wss://") => {
+                Transport::WebSocket { url }
+            }
+            Some(url) => Transport::Http { url },
+            None => Transport::Stdio {
+                command: &self.command,
+            },
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        self.url.is_some()
+    }
+
+    /// Checks the parts that serde cannot: one of command/url, a usable URL, header names.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_server_name(&self.name)?;
+        let name = &self.name;
+        let Some(url) = &self.url else {
+            if self.command.trim().is_empty() {
+                return Err(format!(
+                    "server {name:?} needs either command = \"…\" (a stdio server) or \
+                     url = \"…\" (a remote one)"
+                ));
+            }
+            if !self.headers.is_empty() {
+                return Err(format!(
+                    "server {name:?}: headers apply to remote servers (url = \"…\"); a stdio \
+                     server gets its settings through env"
+                ));
+            }
+            return Ok(());
+        };
+        if !self.command.is_empty() {
+            return Err(format!(
+                "server {name:?} has both command and url; a server is either a stdio command or \
+                 a remote URL"
+            ));
+        }
+        if !self.args.is_empty() || !self.env.is_empty() || self.cwd.is_some() {
+            return Err(format!(
+                "server {name:?}: args, env and cwd apply to stdio servers (command = \"…\"), \
+                 not to url = {url:?}"
+            ));
+        }
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| format!("server {name:?}: url {url:?} is not a URL ({e})"))?;
+        if !matches!(parsed.scheme(), "http" | "https" | "ws" | "wss") {
+            return Err(format!(
+                "server {name:?}: url {url:?} must start with http://, https:// (Streamable \
+                 HTTP) or ws://, wss:// (MCP over WebSocket)"
+            ));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(format!("server {name:?}: url {url:?} has no host"));
+        }
+        for (header, value) in &self.headers {
+            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return Err(format!(
+                    "server {name:?}: {header:?} is not a valid HTTP header name"
+                ));
+            }
+            if let HeaderValue::Plain(v) = value
+                && reqwest::header::HeaderValue::from_str(v).is_err()
+            {
+                return Err(format!(
+                    "server {name:?}: the value of header {header:?} is not a valid HTTP header \
+                     value (control characters or non-ASCII)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A header value of a remote server: literal text, or read when connecting.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "RawHeaderValue", into = "RawHeaderValue")]
+pub enum HeaderValue {
+    /// `Authorization = "Bearer abc"`.
+    Plain(String),
+    /// `Authorization = { keychain = "service/account", prefix = "Bearer " }`: the secret
+    /// stored in the OS keychain under that service and account, after `prefix`.
+    Keychain {
+        service: String,
+        account: String,
+        prefix: String,
+    },
+    /// `Authorization = { env = "MY_TOKEN", prefix = "Bearer " }`: an environment variable of
+    /// the gateway, after `prefix`.
+    Env { var: String, prefix: String },
+}
+
+// Never print a header's value: it is usually a credential.
+impl std::fmt::Debug for HeaderValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plain(_) => f.write_str("Plain(<redacted>)"),
+            Self::Keychain {
+                service, account, ..
+            } => write!(f, "Keychain({service}/{account})"),
+            Self::Env { var, .. } => write!(f, "Env({var})"),
+        }
+    }
+}
+
+/// The TOML shapes of [`HeaderValue`].
+#[derive(Deserialize, Serialize)]
+#[serde(untagged)]
+enum RawHeaderValue {
+    Plain(String),
+    Source(BTreeMap<String, String>),
+}
+
+impl TryFrom<RawHeaderValue> for HeaderValue {
+    type Error = String;
+
+    fn try_from(raw: RawHeaderValue) -> Result<Self, String> {
+        const SHAPES: &str = "a header value is a string, { keychain = \"service/account\" } or \
+            { env = \"VARIABLE\" }, either with an optional prefix = \"Bearer \"";
+        let mut table = match raw {
+            RawHeaderValue::Plain(s) => return Ok(Self::Plain(s)),
+            RawHeaderValue::Source(t) => t,
+        };
+        let prefix = table.remove("prefix").unwrap_or_default();
+        let keychain = table.remove("keychain");
+        let env = table.remove("env");
+        if let Some(key) = table.keys().next() {
+            return Err(format!("unknown key {key:?} in a header value; {SHAPES}"));
+        }
+        match (keychain, env) {
+            (Some(entry), None) => match entry.split_once('/') {
+                Some((service, account)) if !service.is_empty() && !account.is_empty() => {
+                    Ok(Self::Keychain {
+                        service: service.to_owned(),
+                        account: account.to_owned(),
+                        prefix,
+                    })
+                }
+                _ => Err(format!(
+                    "keychain = {entry:?} must name \"service/account\" (both non-empty)"
+                )),
+            },
+            (None, Some(var)) if !var.is_empty() => Ok(Self::Env { var, prefix }),
+            _ => Err(SHAPES.to_owned()),
+        }
+    }
+}
+
+impl From<HeaderValue> for RawHeaderValue {
+    fn from(v: HeaderValue) -> Self {
+        let with_prefix = |mut t: BTreeMap<String, String>, prefix: String| {
+            if !prefix.is_empty() {
+                t.insert("prefix".into(), prefix);
+            }
+            Self::Source(t)
+        };
+        match v {
+            HeaderValue::Plain(s) => Self::Plain(s),
+            HeaderValue::Keychain {
+                service,
+                account,
+                prefix,
+            } => with_prefix(
+                BTreeMap::from([("keychain".into(), format!("{service}/{account}"))]),
+                prefix,
+            ),
+            HeaderValue::Env { var, prefix } => {
+                with_prefix(BTreeMap::from([("env".into(), var)]), prefix)
+            }
+        }
+    }
 }
 
 /// Whether a tool call may be sent again after the server died while running it.
@@ -167,6 +366,15 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Lines of stderr kept per server.
     pub stderr_lines: usize,
+    /// Reconnect backoff of remote servers: doubles from the first to the max (a little
+    /// jitter on top), back to the first after 10 s of health. Remote servers are never
+    /// marked `failed` by a crash loop: a network outage should heal by itself.
+    pub remote_backoff_initial_ms: u64,
+    pub remote_backoff_max_ms: u64,
+    /// Where `{ keychain = "service/account" }` header values are read: the OS keychain when
+    /// unset. Tests put an in-memory store here.
+    #[serde(skip)]
+    pub header_secrets: Option<std::sync::Arc<dyn crate::auth::store::SecretStore>>,
 }
 
 impl Default for GatewayConfig {
@@ -181,6 +389,9 @@ impl Default for GatewayConfig {
             stop_grace_ms: 2_000,
             max_body_bytes: 4 * 1024 * 1024,
             stderr_lines: 200,
+            remote_backoff_initial_ms: 500,
+            remote_backoff_max_ms: 30_000,
+            header_secrets: None,
         }
     }
 }
@@ -333,12 +544,9 @@ impl Config {
         }
         let mut seen = std::collections::BTreeSet::new();
         for s in &self.servers {
-            validate_server_name(&s.name)?;
+            s.validate()?;
             if !seen.insert(s.name.as_str()) {
                 return Err(format!("server name {:?} is used twice", s.name));
-            }
-            if s.command.trim().is_empty() {
-                return Err(format!("server {:?} has an empty command", s.name));
             }
         }
         Ok(())
@@ -406,6 +614,100 @@ mod tests {
         )
         .unwrap();
         assert!(dup.validate().unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn remote_servers_take_a_url_and_headers_from_text_keychain_or_env() {
+        let c = Config::parse(
+            r#"
+[[servers]]
+name = "web"
+url = "https://mcp.example.com/mcp"
+headers = { Authorization = { keychain = "my-service/my-account", prefix = "Bearer " }, X-Team = "blue", X-Key = { env = "WEB_KEY" } }
+
+[[servers]]
+name = "sock"
+url = "ws://127.0.0.1:9000/ws"
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let web = &c.servers[0];
+        assert!(matches!(web.transport(), Transport::Http { url } if url.ends_with("/mcp")));
+        assert!(matches!(
+            c.servers[1].transport(),
+            Transport::WebSocket { .. }
+        ));
+        assert_eq!(
+            web.headers["Authorization"],
+            HeaderValue::Keychain {
+                service: "my-service".into(),
+                account: "my-account".into(),
+                prefix: "Bearer ".into()
+            }
+        );
+        assert_eq!(web.headers["X-Team"], HeaderValue::Plain("blue".into()));
+        assert_eq!(
+            web.headers["X-Key"],
+            HeaderValue::Env {
+                var: "WEB_KEY".into(),
+                prefix: String::new()
+            }
+        );
+        // Values never show in debug output (logs), only where they come from.
+        let debug = format!("{web:?}");
+        assert!(
+            !debug.contains("blue") && debug.contains("my-service/my-account"),
+            "{debug}"
+        );
+        // It writes back as it was read.
+        let again: ServerConfig = toml::from_str(&toml::to_string(web).unwrap()).unwrap();
+        assert_eq!(&again, web);
+    }
+
+    #[test]
+    fn a_server_is_a_command_or_a_url_and_bad_remote_entries_are_explained() {
+        let check = |entry: &str| {
+            Config::parse(&format!("[[servers]]\nname = \"s\"\n{entry}\n"))
+                .and_then(|c| c.validate())
+                .unwrap_err()
+        };
+        for (entry, expected) in [
+            ("", "either command"),
+            (
+                "command = \"x\"\nurl = \"http://h/mcp\"",
+                "both command and url",
+            ),
+            ("url = \"ftp://h/mcp\"", "must start with http://"),
+            ("url = \"not a url\"", "is not a URL"),
+            (
+                "url = \"http://h/mcp\"\nargs = [\"-v\"]",
+                "args, env and cwd apply to stdio",
+            ),
+            (
+                "command = \"x\"\nheaders = { A = \"b\" }",
+                "headers apply to remote servers",
+            ),
+            (
+                "url = \"http://h/mcp\"\nheaders = { \"bad name\" = \"b\" }",
+                "not a valid HTTP header name",
+            ),
+            (
+                "url = \"http://h/mcp\"\nheaders = { A = { keychain = \"no-slash\" } }",
+                "service/account",
+            ),
+            (
+                "url = \"http://h/mcp\"\nheaders = { A = { keychan = \"a/b\" } }",
+                "unknown key \"keychan\"",
+            ),
+            (
+                "url = \"http://h/mcp\"\nheaders = { A = { prefix = \"x\" } }",
+                "a header value is a string",
+            ),
+        ] {
+            let err = check(entry);
+            assert!(err.contains(expected), "{entry:?}: {err}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRef, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -74,7 +74,6 @@ pub fn router(state: AppState) -> Router {
         .route("/pair", axum::routing::post(crate::pairing::pair))
         .merge(protected)
         .fallback(crate::assets::fallback)
-        .layer(cors(&state.0.guard))
         .layer(middleware::from_fn_with_state(state.clone(), local_only))
         .with_state(state)
 }
@@ -126,24 +125,6 @@ async fn require_token(State(state): State<AppState>, mut req: Request, next: Ne
     };
     req.extensions_mut().insert(caller);
     next.run(req).await
-}
-
-/// The desktop webview's page is not served by the gateway (its origin is `tauri://…`), so
-/// its API calls are cross-origin: allow exactly the webview origins and configured ones.
-/// (Pages served by the gateway itself are same-origin and need none of this.)
-fn cors(guard: &LocalGuard) -> tower_http::cors::CorsLayer {
-    use axum::http::Method;
-    let origins: Vec<axum::http::HeaderValue> = WEBVIEW_ORIGINS
-        .iter()
-        .map(|o| (*o).to_owned())
-        .chain(guard.extra_origins.iter().cloned())
-        .filter_map(|o| o.parse().ok())
-        .collect();
-    tower_http::cors::CorsLayer::new()
-        .allow_origin(origins)
-        .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .max_age(Duration::from_secs(600))
 }
 
 /// `DELETE /api/clients/{name}`: unpair.
@@ -402,9 +383,19 @@ impl LocalGuard {
         if WEBVIEW_ORIGINS.contains(&origin.as_str()) || self.extra_origins.contains(&origin) {
             return true;
         }
+        self.same_origin(&origin)
+    }
+
+    fn same_origin(&self, origin: &str) -> bool {
         origin
             .strip_prefix("http://")
             .is_some_and(|authority| self.host_ok(authority))
+    }
+
+    /// An allowed `Origin` other than our own pages: the webview, or one the config names.
+    pub fn is_cross_origin(&self, origin: &str) -> bool {
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        self.origin_ok(&origin) && !self.same_origin(&origin)
     }
 }
 
@@ -433,8 +424,9 @@ async fn local_only(State(state): State<AppState>, req: Request, next: Next) -> 
             .into_response();
         }
     }
-    if let Some(origin) = origin(req.headers())
-        && !guard.origin_ok(&origin)
+    let origin = origin(req.headers());
+    if let Some(origin) = &origin
+        && !guard.origin_ok(origin)
     {
         tracing::warn!(%origin, path = %req.uri().path(), "refused: foreign Origin");
         return ApiError::forbidden(
@@ -443,7 +435,48 @@ async fn local_only(State(state): State<AppState>, req: Request, next: Next) -> 
         )
         .into_response();
     }
-    next.run(req).await
+    // The desktop webview (and origins the config names) call the API cross-origin: answer
+    // their CORS preflight here, before any token is asked for, and label their responses.
+    let cross = origin.filter(|o| guard.is_cross_origin(o));
+    if let Some(o) = &cross
+        && req.method() == axum::http::Method::OPTIONS
+    {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        cors_headers(r.headers_mut(), o);
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE, PUT, PATCH, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(
+                "authorization, content-type, accept, last-event-id, mcp-session-id, \
+                 mcp-protocol-version",
+            ),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        return r;
+    }
+    let mut response = next.run(req).await;
+    if let Some(o) = &cross {
+        cors_headers(response.headers_mut(), o);
+    }
+    response
+}
+
+fn cors_headers(h: &mut HeaderMap, origin: &str) {
+    if let Ok(v) = HeaderValue::from_str(origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("mcp-session-id"),
+        );
+    }
 }
 
 fn origin(headers: &HeaderMap) -> Option<String> {
@@ -479,7 +512,9 @@ async fn servers(State(state): State<AppState>) -> Json<serde_json::Value> {
             let name = s["name"].as_str().unwrap_or_default().to_owned();
             if let Some(up) = mcp.upstream(&name) {
                 s["stderr_tail"] = json!(up.stderr_tail());
-                s["command"] = json!(up.config().command);
+                let config = up.config();
+                s["command"] = json!(config.command);
+                s["url"] = json!(config.url);
             }
         }
     }
@@ -546,7 +581,16 @@ async fn projects(State(state): State<AppState>) -> Json<Vec<ProjectView>> {
 /// `GET /api/events`: every HubEvent as SSE, `event:` its type, `id:` its sequence number.
 async fn events(
     State(state): State<AppState>,
+    axum::extract::Extension(caller): axum::extract::Extension<crate::auth::Caller>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // The stream ends when the gateway stops or its client is unpaired.
+    let shutdown = state.0.shutdown.clone();
+    let ended = async move {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = caller.revoked.cancelled() => {}
+        }
+    };
     let stream = state
         .0
         .bus
@@ -561,7 +605,7 @@ async fn events(
                 .json_data(&*ev)
                 .unwrap_or_else(|e| Event::default().comment(format!("unserializable: {e}"))))
         })
-        .take_until(state.0.shutdown.clone().cancelled_owned());
+        .take_until(ended);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE).text("keep-alive"))
 }
 

@@ -122,8 +122,7 @@ pub fn read_client_config(path: &Path) -> Result<Vec<Entry>, ImportError> {
                         env: s.env,
                         cwd: s.cwd,
                         enabled: !s.disabled,
-                        replay: Default::default(),
-                        call_timeout_ms: None,
+                        ..ServerConfig::default()
                     }),
                     (None, Some(url)) => Err(format!(
                         "remote server ({url}); only stdio servers are imported for now"
@@ -187,7 +186,12 @@ pub fn merge(existing: &str, sources: &[Entry]) -> Result<(String, Outcome), Str
 fn server_table(name: &str, server: &ServerConfig) -> Table {
     let mut t = Table::new();
     t.insert("name", value(name));
-    t.insert("command", value(server.command.clone()));
+    if !server.command.is_empty() {
+        t.insert("command", value(server.command.clone()));
+    }
+    if let Some(url) = &server.url {
+        t.insert("url", value(url.clone()));
+    }
     if !server.args.is_empty() {
         t.insert("args", value(server.args.iter().collect::<Array>()));
     }
@@ -209,10 +213,7 @@ fn server_table(name: &str, server: &ServerConfig) -> Table {
 
 /// Appends one server to the TOML config text, keeping comments; its name must be free.
 pub fn add_server(existing: &str, server: &ServerConfig) -> Result<String, String> {
-    validate_server_name(&server.name)?;
-    if server.command.trim().is_empty() {
-        return Err("the command is empty".into());
-    }
+    server.validate()?;
     let current = crate::Config::parse(existing)?;
     if current.servers.iter().any(|s| s.name == server.name) {
         return Err(format!("a server named {:?} already exists", server.name));

@@ -17,6 +17,7 @@
 //! - [`import`]: servers from Claude Desktop / Cursor configs into ours.
 //! - [`auth`]: pairing codes, tokens (hashes in the OS keychain), roles and allowlists.
 //! - [`config`]: the TOML config and the platform directories.
+//! - [`discovery`]: `mcp.json` in the data dir, announcing the running gateway's URL.
 
 pub mod api;
 pub mod assets;
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod calls;
 pub mod config;
 pub mod connect;
+pub mod discovery;
 pub mod events;
 pub mod http;
 pub mod import;

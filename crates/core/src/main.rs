@@ -64,7 +64,8 @@ enum Command {
         /// Role when pairing
         #[arg(long)]
         role: Option<String>,
-        /// Gateway MCP URL [default: http://<listen from the config>/mcp]
+        /// Gateway MCP URL [default: from mcp.json in the data dir, else
+        /// http://<listen from the config>/mcp]
         #[arg(long)]
         url: Option<String>,
         #[command(flatten)]
@@ -231,7 +232,16 @@ async fn run_connect(
     url: Option<String>,
     place: Place,
 ) -> anyhow::Result<()> {
-    let url = match url {
+    // The running gateway's own announcement first (it may listen elsewhere than the config
+    // says), then the configured address.
+    let announced = || {
+        place
+            .data_dir()
+            .ok()
+            .and_then(|d| switchboard_core::discovery::Discovery::read(&d))
+            .map(|d| d.url)
+    };
+    let url = match url.or_else(announced) {
         Some(u) => u,
         None => format!(
             "http://{}/mcp",

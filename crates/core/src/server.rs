@@ -225,6 +225,19 @@ impl Gateway {
                 shutdown.clone(),
             ));
         }
+        let announcement = match crate::discovery::announce(
+            &self.data_dir,
+            crate::discovery::Discovery::for_this_process(listener.local_addr()?),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, dir = %self.data_dir.display(),
+                    "cannot write the discovery file; local tools will not find this gateway");
+                None
+            }
+        };
         let app =
             router(AppState(self.hub.clone())).into_make_service_with_connect_info::<SocketAddr>();
         // No Nagle: responses (SSE especially) are written in small pieces, and waiting for
@@ -239,17 +252,25 @@ impl Gateway {
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future();
         tokio::pin!(server);
-        tokio::select! {
+        let served: Result<(), ServeError> = tokio::select! {
             biased;
-            result = &mut server => result?,
+            result = &mut server => result.map_err(ServeError::from),
             () = shutdown.cancelled() => {
                 tracing::info!("shutting down");
                 match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
-                    Ok(result) => result?,
-                    Err(_) => tracing::warn!("HTTP connections still open after the drain timeout"),
+                    Ok(result) => result.map_err(ServeError::from),
+                    Err(_) => {
+                        tracing::warn!("HTTP connections still open after the drain timeout");
+                        Ok(())
+                    }
                 }
             }
+        };
+        // No longer taking requests: stop announcing before the slower drain below.
+        if let Some(announcement) = announcement {
+            announcement.withdraw();
         }
+        served?;
         self.tasks.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait())
             .await

@@ -1,19 +1,26 @@
-//! Supervised upstream MCP servers (stdio child processes).
+//! Supervised upstream MCP servers: stdio child processes and remote endpoints.
 //!
-//! Each [`Upstream`] owns one supervisor task that spawns the server, runs the MCP handshake,
-//! lists its tools (again on `tools/list_changed`), keeps a bounded tail of its stderr, and
-//! restarts it with exponential backoff and jitter when it dies. Too many crashes in a window
-//! mark it `failed` until someone asks for a restart. Children are stopped politely (stdin
-//! closed, a grace period, then killed) and are killed if their handle is dropped.
+//! Each [`Upstream`] owns one supervisor task that opens the server's transport (spawns the
+//! child, or connects to the URL), runs the MCP handshake, lists its tools (again on
+//! `tools/list_changed`), and opens it again with exponential backoff when it dies. The
+//! supervisor does not care what carries the messages: [`stdio`] and [`remote`] each hand it a
+//! [`Link`] (how to notice its end, how to stop it) and a [`Connection`].
 //!
-//! Calls go through [`Upstream::request`], which survives a crash once: a call in flight when
-//! the server died is sent again to the restarted server if it is safe to repeat, and answered
-//! with a clear error otherwise.
+//! - stdio: stderr is kept in a bounded tail; too many crashes in a window mark the server
+//!   `failed` until someone asks for a restart; children are stopped politely (stdin closed, a
+//!   grace period, then killed) and are killed if their handle is dropped.
+//! - remote: a lost connection is reconnected with its own backoff (500 ms doubling to 30 s,
+//!   reset after 10 s of health) and never ends `failed`.
+//!
+//! Calls go through [`Upstream::request`], which survives a crash or lost connection once: a
+//! call in flight then is sent again to the reopened server if it is safe to repeat, and
+//! answered with a clear error otherwise.
 
 pub mod connection;
+mod remote;
+mod stdio;
 
 use std::collections::VecDeque;
-use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,12 +28,10 @@ use std::time::{Duration, Instant};
 use rmcp::model::Tool;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{GatewayConfig, ReplayContract, ServerConfig};
+use crate::config::{GatewayConfig, ReplayContract, ServerConfig, Transport};
 use crate::events::{EventBus, HubEvent};
 pub use connection::{Connection, Progress, ProgressSink, RpcError, ServerNotice};
 
@@ -39,7 +44,7 @@ pub const UPSTREAM_PROTOCOL: &str = "2025-11-25";
 pub enum ServerState {
     Starting,
     Running,
-    /// Crashed; waiting out the backoff before the next start.
+    /// Crashed (or lost its connection); waiting out the backoff before the next start.
     Restarting,
     /// Crashed too often; not restarted until asked.
     Failed,
@@ -66,6 +71,7 @@ pub struct Status {
     pub state: ServerState,
     /// Increases with every successful start.
     pub generation: u64,
+    /// The child's process id (stdio servers only).
     pub pid: Option<u32>,
     pub tools: Arc<Vec<Tool>>,
     /// The `capabilities` object of the server's `initialize` result.
@@ -113,16 +119,17 @@ pub enum CallError {
         reason: Option<String>,
     },
     #[error(
-        "server '{server}' crashed while running this call; it was not repeated because \
+        "server '{server}' {loss} while running this call; it was not repeated because \
          '{method_target}' is not marked safe to repeat (readOnlyHint/idempotentHint, or \
          replay = \"safe\" in the config)"
     )]
     CrashedNotRepeated {
         server: String,
         method_target: String,
+        loss: Loss,
     },
-    #[error("server '{server}' crashed while running this call, and again while it was repeated")]
-    CrashedTwice { server: String },
+    #[error("server '{server}' {loss} while running this call, and again while it was repeated")]
+    CrashedTwice { server: String, loss: Loss },
     #[error("{0}")]
     Remote(RpcError),
     #[error("server '{server}' did not answer within {} ms", timeout.as_millis())]
@@ -140,6 +147,24 @@ impl CallError {
             Self::Timeout { .. } => -32001,
             _ => -32603,
         }
+    }
+}
+
+/// How a server went away under a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// A stdio server's process ended.
+    Crashed,
+    /// A remote server's connection dropped.
+    Disconnected,
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Crashed => "crashed",
+            Self::Disconnected => "dropped the connection",
+        })
     }
 }
 
@@ -365,24 +390,33 @@ impl Upstream {
             if let Some(token) = &token {
                 conn.unregister_progress(token);
             }
+            let loss = || {
+                if self.config().is_remote() {
+                    Loss::Disconnected
+                } else {
+                    Loss::Crashed
+                }
+            };
             return match result {
                 Ok(result) => Ok(Answer {
                     result,
                     replay_attempts,
                 }),
                 Err(RpcError::Closed) if replayable && replay_attempts == 0 => {
-                    tracing::warn!(server = %self.inner.name, %target,
-                        "server died during a call; replaying it on the restarted server");
+                    tracing::warn!(server = %self.inner.name, %target, loss = %loss(),
+                        "server went away during a call; replaying it once it is back");
                     replay_attempts = 1;
                     generation = current + 1;
                     continue;
                 }
                 Err(RpcError::Closed) if replay_attempts > 0 => Err(CallError::CrashedTwice {
                     server: self.inner.name.clone(),
+                    loss: loss(),
                 }),
                 Err(RpcError::Closed) => Err(CallError::CrashedNotRepeated {
                     server: self.inner.name.clone(),
                     method_target: target.to_owned(),
+                    loss: loss(),
                 }),
                 Err(RpcError::Timeout(_)) => Err(CallError::Timeout {
                     server: self.inner.name.clone(),
@@ -432,66 +466,78 @@ impl Inner {
     }
 }
 
-/// A started child and its connection.
-struct Running {
-    child: Child,
+/// What carries a server's messages, as the supervisor sees it.
+enum Link {
+    Stdio(stdio::Process),
+    Remote(remote::Remote),
+}
+
+impl Link {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Self::Stdio(p) => p.pid(),
+            Self::Remote(_) => None,
+        }
+    }
+
+    /// Resolves when the link is gone, with the reason.
+    async fn ended(&mut self) -> String {
+        match self {
+            Self::Stdio(p) => p.ended().await,
+            Self::Remote(r) => r.ended().await,
+        }
+    }
+
+    /// The handshake failed with `error`: tears the link down and says why, as precisely as
+    /// the transport can (exit status and last stderr line, or the connection error).
+    async fn abandon(self, inner: &Inner, error: RpcError) -> String {
+        match self {
+            Self::Stdio(p) => p.abandon(inner, error).await,
+            Self::Remote(r) => r.abandon(error).await,
+        }
+    }
+
+    /// The polite stop, bounded by the grace period.
+    async fn stop(self, inner: &Inner) {
+        match self {
+            Self::Stdio(p) => p.stop(inner).await,
+            Self::Remote(r) => r.stop(inner).await,
+        }
+    }
+}
+
+/// A server's transport, open, with its connection.
+struct Opened {
+    link: Link,
     conn: Arc<Connection>,
     notices: mpsc::UnboundedReceiver<ServerNotice>,
 }
 
-fn describe_exit(status: std::io::Result<ExitStatus>) -> String {
-    match status {
-        Ok(s) => {
-            #[cfg(unix)]
-            {
-                use std::os::unix::process::ExitStatusExt;
-                if let Some(sig) = s.signal() {
-                    return format!("killed by signal {sig}");
-                }
-            }
-            match s.code() {
-                Some(code) => format!("exited with code {code}"),
-                None => "exited".into(),
-            }
+/// Opens the transport `cfg` asks for.
+async fn open(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String> {
+    let (notice_tx, notices) = mpsc::unbounded_channel();
+    let (link, conn) = match cfg.transport() {
+        Transport::Stdio { .. } => {
+            let (p, conn) = stdio::spawn(inner, cfg, notice_tx)?;
+            (Link::Stdio(p), conn)
         }
-        Err(e) => format!("could not be waited for: {e}"),
-    }
+        Transport::Http { .. } | Transport::WebSocket { .. } => {
+            let (r, conn) = remote::connect(inner, cfg, notice_tx).await?;
+            (Link::Remote(r), conn)
+        }
+    };
+    Ok(Opened {
+        link,
+        conn,
+        notices,
+    })
 }
 
-async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Running, String> {
-    let mut cmd = Command::new(&cfg.command);
-    cmd.args(&cfg.args)
-        .envs(&cfg.env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(cwd) = &cfg.cwd {
-        cmd.current_dir(cwd);
-    }
-    // Own process group: a Ctrl+C in the terminal reaches the gateway, which stops its
-    // children itself, in order.
-    #[cfg(unix)]
-    cmd.process_group(0);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {:?}: {e}", cfg.command))?;
-    let pid = child.id();
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return Err("child has no stdio pipes".into());
-    };
-    let tail = inner.clone();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::debug!(server = %tail.name, "stderr: {line}");
-            tail.push_stderr(line);
-        }
-    });
-    let (notice_tx, notices) = mpsc::unbounded_channel();
-    let conn = Connection::start(&cfg.name, stdin, stdout, notice_tx);
+/// Opens the server and runs the MCP handshake: `initialize`, `notifications/initialized`,
+/// `tools/list`.
+async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String> {
+    let opened = open(inner, cfg).await?;
+    let conn = opened.conn.clone();
     let timeout = inner.limits.start_timeout();
     let init = conn
         .request(
@@ -507,30 +553,22 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Running, String
         .await;
     let init = match init {
         Ok(v) => v,
-        Err(e) => {
-            conn.mark_closed();
-            let exit = match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
-                Ok(status) => describe_exit(status),
-                Err(_) => {
-                    let _ = child.kill().await;
-                    "did not answer initialize".into()
-                }
-            };
-            let last = inner.stderr.lock().expect("stderr lock").back().cloned();
-            return Err(format!(
-                "initialize failed ({e}); the process {exit}{}",
-                last.map(|l| format!("; last stderr line: {l}"))
-                    .unwrap_or_default()
-            ));
-        }
+        Err(e) => return Err(opened.link.abandon(inner, e).await),
     };
     let _ = conn.notify("notifications/initialized", json!({})).await;
     let capabilities = init.get("capabilities").cloned().unwrap_or(json!({}));
     let tools = if capabilities.get("tools").is_some() {
-        list_tools(inner, &conn).await?
+        match list_tools(inner, &conn).await {
+            Ok(tools) => tools,
+            Err(e) => {
+                opened.link.stop(inner).await;
+                return Err(e);
+            }
+        }
     } else {
         Vec::new()
     };
+    let pid = opened.link.pid();
     inner.update(|s| {
         s.generation += 1;
         s.pid = pid;
@@ -540,11 +578,7 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Running, String
         s.conn = Some(conn.clone());
         s.running_since = Some(Instant::now());
     });
-    Ok(Running {
-        child,
-        conn,
-        notices,
-    })
+    Ok(opened)
 }
 
 /// `tools/list`, following cursors. Tools that do not parse are skipped with a warning.
@@ -588,30 +622,49 @@ async fn list_tools(inner: &Inner, conn: &Connection) -> Result<Vec<Tool>, Strin
     Ok(tools)
 }
 
-/// Close stdin, wait for the grace period, then kill. Always reaps the child.
-async fn stop_gracefully(inner: &Inner, mut run: Running) {
-    run.conn.close_stdin();
-    match tokio::time::timeout(inner.limits.stop_grace(), run.child.wait()).await {
-        Ok(status) => {
-            tracing::info!(server = %inner.name, "stopped: {}", describe_exit(status));
-        }
-        Err(_) => {
-            tracing::warn!(server = %inner.name, "did not exit after stdin closed; killing it");
-            let _ = run.child.kill().await;
-        }
-    }
-    run.conn.mark_closed();
+/// When to try again after a crash or a lost connection.
+struct Policy {
+    initial_ms: u64,
+    max_ms: u64,
+    /// Jitter as a factor range: restarts of many servers do not line up.
+    jitter: (f64, f64),
+    /// Whether a crash loop ends in `failed` (stdio); a remote server keeps reconnecting.
+    crash_loop: bool,
 }
 
-fn backoff(limits: &GatewayConfig, attempt: u32) -> Duration {
-    let base = limits
-        .backoff_initial_ms
-        .saturating_mul(1u64 << attempt.min(20))
-        .min(limits.backoff_max_ms);
-    // Full jitter in [base/2, base]: restarts of many servers do not line up.
-    let jitter = rand::random::<f64>() * 0.5 + 0.5;
-    Duration::from_millis((base as f64 * jitter) as u64)
+impl Policy {
+    fn for_server(limits: &GatewayConfig, cfg: &ServerConfig) -> Self {
+        if cfg.is_remote() {
+            Self {
+                initial_ms: limits.remote_backoff_initial_ms,
+                max_ms: limits.remote_backoff_max_ms,
+                // The documented delays are minimums: 500 ms means at least 500 ms.
+                jitter: (1.0, 1.1),
+                crash_loop: false,
+            }
+        } else {
+            Self {
+                initial_ms: limits.backoff_initial_ms,
+                max_ms: limits.backoff_max_ms,
+                jitter: (0.5, 1.0),
+                crash_loop: true,
+            }
+        }
+    }
+
+    fn delay(&self, attempt: u32) -> Duration {
+        let base = self
+            .initial_ms
+            .saturating_mul(1u64 << attempt.min(20))
+            .min(self.max_ms);
+        let (lo, hi) = self.jitter;
+        let factor = lo + rand::random::<f64>() * (hi - lo);
+        Duration::from_millis((base as f64 * factor) as u64)
+    }
 }
+
+/// A server up this long has its backoff reset.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 
 enum Exit {
     Crashed(String),
@@ -637,15 +690,16 @@ async fn supervise(inner: Arc<Inner>, mut control: mpsc::UnboundedReceiver<Contr
             attempt = 0;
             continue;
         }
+        let policy = Policy::for_server(&inner.limits, &cfg);
         inner.set_state(ServerState::Starting, None);
         let reason = match start(&inner, &cfg).await {
             Ok(mut run) => {
                 inner.set_state(ServerState::Running, None);
-                tracing::info!(server = %inner.name, pid = ?run.child.id(), "running");
+                tracing::info!(server = %inner.name, pid = ?run.link.pid(), "running");
                 let up_since = Instant::now();
                 let exit = loop {
                     tokio::select! {
-                        status = run.child.wait() => break Exit::Crashed(describe_exit(status)),
+                        why = run.link.ended() => break Exit::Crashed(why),
                         () = inner.shutdown.cancelled() => break Exit::Shutdown,
                         cmd = control.recv() => match cmd {
                             Some(Control::Restart) => break Exit::Restart,
@@ -676,18 +730,20 @@ async fn supervise(inner: Arc<Inner>, mut control: mpsc::UnboundedReceiver<Contr
                 match exit {
                     Exit::Crashed(why) => {
                         run.conn.mark_closed();
-                        if up_since.elapsed() > Duration::from_secs(10) {
+                        if up_since.elapsed() > HEALTHY_AFTER {
                             attempt = 0;
                         }
                         why
                     }
                     Exit::Shutdown => {
-                        stop_gracefully(&inner, run).await;
+                        run.link.stop(&inner).await;
+                        run.conn.mark_closed();
                         inner.set_state(ServerState::Stopped, None);
                         return;
                     }
                     Exit::Restart => {
-                        stop_gracefully(&inner, run).await;
+                        run.link.stop(&inner).await;
+                        run.conn.mark_closed();
                         crashes.clear();
                         attempt = 0;
                         inner.update(|s| s.restarts += 1);
@@ -698,7 +754,7 @@ async fn supervise(inner: Arc<Inner>, mut control: mpsc::UnboundedReceiver<Contr
             Err(why) => why,
         };
 
-        tracing::warn!(server = %inner.name, %reason, "server crashed");
+        tracing::warn!(server = %inner.name, %reason, "server went away");
         inner.bus.publish(HubEvent::ServerCrashed {
             server: inner.name.clone(),
             reason: reason.clone(),
@@ -711,7 +767,7 @@ async fn supervise(inner: Arc<Inner>, mut control: mpsc::UnboundedReceiver<Contr
         {
             crashes.pop_front();
         }
-        if crashes.len() >= inner.limits.max_crashes.max(1) {
+        if policy.crash_loop && crashes.len() >= inner.limits.max_crashes.max(1) {
             let why = format!(
                 "crashed {} times within {} s; last: {reason}",
                 crashes.len(),
@@ -726,7 +782,7 @@ async fn supervise(inner: Arc<Inner>, mut control: mpsc::UnboundedReceiver<Contr
             attempt = 0;
             continue;
         }
-        let delay = backoff(&inner.limits, attempt);
+        let delay = policy.delay(attempt);
         attempt += 1;
         inner.set_state(ServerState::Restarting, Some(reason));
         tokio::select! {

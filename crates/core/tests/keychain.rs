@@ -75,3 +75,40 @@ fn client_list_round_trips_through_the_os_keychain() {
     assert_eq!(store.load().expect("load after delete"), Vec::new());
     store.delete().expect("deleting a missing entry is fine");
 }
+
+#[test]
+#[ignore = "needs a running, unlocked OS keychain; run scripts/test-keychain"]
+fn remote_header_secrets_are_read_from_the_os_keychain() {
+    use switchboard_core::auth::keychain::KeychainSecrets;
+    use switchboard_core::auth::store::SecretStore;
+
+    let service = format!("switchboard-test-{}", uuid::Uuid::new_v4().simple());
+    let entry = keyring::Entry::new(&service, "remote-api").expect("keychain entry");
+    struct Delete(keyring::Entry);
+    impl Drop for Delete {
+        fn drop(&mut self) {
+            let _ = self.0.delete_credential();
+        }
+    }
+    let secrets = KeychainSecrets;
+    assert_eq!(
+        secrets
+            .secret(&service, "remote-api")
+            .expect("read a missing secret"),
+        None
+    );
+    entry
+        .set_password("tok-123 with spaces")
+        .expect("store the secret the way a person would");
+    let _cleanup = Delete(entry);
+    assert_eq!(
+        secrets.secret(&service, "remote-api").expect("read it"),
+        Some("tok-123 with spaces".to_owned())
+    );
+    assert_eq!(
+        secrets
+            .secret(&service, "other-account")
+            .expect("another account"),
+        None
+    );
+}

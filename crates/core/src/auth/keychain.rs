@@ -60,27 +60,55 @@ impl KeychainTokenStore {
     }
 
     fn map_error(&self, e: Error) -> TokenStoreError {
-        let what = format!("OS keychain entry {}/{ACCOUNT}", self.service);
-        match e {
-            Error::NoStorageAccess(cause) => TokenStoreError::Locked(format!(
-                "the OS keychain is locked or refused access ({cause}); {UNLOCK_HINT}"
-            )),
-            Error::PlatformFailure(_) | Error::NoDefaultStore => unavailable(&e),
-            // Neither message includes the secret's bytes.
-            Error::BadEncoding(_) | Error::BadDataFormat(..) => {
-                TokenStoreError::Corrupt(format!("{what} is not a client list: {e}"))
-            }
-            Error::Ambiguous(items) => TokenStoreError::Corrupt(format!(
-                "{what} matches {} keychain items; delete them in the keychain manager and pair \
-                 the clients again",
-                items.len()
-            )),
-            Error::TooLong(..) => TokenStoreError::Io(format!(
-                "{what}: too many paired clients for one keychain item ({e}); unpair some, or \
-                 set token_store = \"file\" in the config"
-            )),
-            e => TokenStoreError::Io(format!("{what}: {e}")),
+        map_error(format!("OS keychain entry {}/{ACCOUNT}", self.service), e)
+    }
+}
+
+/// Any secret in the OS keychain, by service and account: header values of remote servers.
+/// Blocking, like everything here (see the module docs).
+#[derive(Debug, Clone, Default)]
+pub struct KeychainSecrets;
+
+impl super::store::SecretStore for KeychainSecrets {
+    fn describe(&self) -> String {
+        format!("OS keychain ({KEYCHAIN})")
+    }
+
+    fn secret(&self, service: &str, account: &str) -> Result<Option<String>, TokenStoreError> {
+        let what = || format!("OS keychain entry {service}/{account}");
+        let entry = Entry::new(service, account).map_err(|e| match (e, Entry::store_status()) {
+            (Error::NoDefaultStore, Err(cause)) => unavailable(cause),
+            (e, _) => map_error(what(), e),
+        })?;
+        match entry.get_password() {
+            Ok(secret) => Ok(Some(secret)),
+            Err(Error::NoEntry) => Ok(None),
+            Err(e) => Err(map_error(what(), e)),
         }
+    }
+}
+
+/// A keychain failure as a [`TokenStoreError`] that says what to do; `what` names the entry.
+fn map_error(what: String, e: Error) -> TokenStoreError {
+    match e {
+        Error::NoStorageAccess(cause) => TokenStoreError::Locked(format!(
+            "the OS keychain is locked or refused access ({cause}); {UNLOCK_HINT}"
+        )),
+        Error::PlatformFailure(_) | Error::NoDefaultStore => unavailable(&e),
+        // Neither message includes the secret's bytes.
+        Error::BadEncoding(_) | Error::BadDataFormat(..) => {
+            TokenStoreError::Corrupt(format!("{what} cannot be read: {e}"))
+        }
+        Error::Ambiguous(items) => TokenStoreError::Corrupt(format!(
+            "{what} matches {} keychain items; delete them in the keychain manager and pair \
+                 the clients again",
+            items.len()
+        )),
+        Error::TooLong(..) => TokenStoreError::Io(format!(
+            "{what}: too many paired clients for one keychain item ({e}); unpair some, or \
+                 set token_store = \"file\" in the config"
+        )),
+        e => TokenStoreError::Io(format!("{what}: {e}")),
     }
 }
 

@@ -47,6 +47,45 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug + 'static {
     fn save(&self, clients: &[ClientRecord]) -> Result<(), TokenStoreError>;
 }
 
+/// Where secrets named in the config are read (`headers = { Authorization = { keychain =
+/// "service/account" } }` of remote servers). Blocking, like [`TokenStore`].
+pub trait SecretStore: Send + Sync + std::fmt::Debug + 'static {
+    /// For messages: "OS keychain (Secret Service)", "memory".
+    fn describe(&self) -> String;
+    /// The secret of `(service, account)`; `Ok(None)` when there is none.
+    fn secret(&self, service: &str, account: &str) -> Result<Option<String>, TokenStoreError>;
+}
+
+/// Secrets held in memory (tests).
+#[derive(Debug, Default)]
+pub struct MemorySecrets {
+    secrets: Mutex<std::collections::BTreeMap<(String, String), String>>,
+}
+
+impl MemorySecrets {
+    pub fn insert(&self, service: &str, account: &str, secret: &str) {
+        self.secrets
+            .lock()
+            .expect("secrets lock")
+            .insert((service.to_owned(), account.to_owned()), secret.to_owned());
+    }
+}
+
+impl SecretStore for MemorySecrets {
+    fn describe(&self) -> String {
+        "memory (not persisted)".into()
+    }
+
+    fn secret(&self, service: &str, account: &str) -> Result<Option<String>, TokenStoreError> {
+        Ok(self
+            .secrets
+            .lock()
+            .expect("secrets lock")
+            .get(&(service.to_owned(), account.to_owned()))
+            .cloned())
+    }
+}
+
 /// For tests and for `token_store = "memory"` (nothing survives a restart).
 #[derive(Debug, Default)]
 pub struct MemoryTokenStore {

@@ -1,10 +1,13 @@
-//! One JSON-RPC connection to a stdio MCP server: newline-delimited JSON on its stdin/stdout.
+//! One JSON-RPC connection to an MCP server, whatever carries it: newline-delimited JSON on a
+//! child's stdin/stdout ([`Connection::start`]), or whole messages handed over by a network
+//! transport ([`Connection::framed`] with its [`Outbox`], and [`Connection::receive`]).
 //!
 //! Our request ids are numbers we allocate, so the caller's ids never reach the server (they
-//! are mapped back by whoever holds the future). A reader task routes responses to waiting
-//! callers, progress notifications to the sink registered for their token, and list-changed
-//! notifications to the supervisor. When stdout ends, every waiting caller gets
-//! [`RpcError::Closed`] at once: that is how a crash mid-call is noticed.
+//! are mapped back by whoever holds the future). Incoming messages are routed here: responses
+//! to waiting callers, progress notifications to the sink registered for their token, and
+//! list-changed notifications to the supervisor. When the transport ends (stdout closes, the
+//! socket drops), every waiting caller gets [`RpcError::Closed`] at once: that is how a crash
+//! or a lost connection mid-call is noticed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +40,7 @@ pub enum RpcError {
         message: String,
         data: Option<Value>,
     },
-    #[error("the server's process ended")]
+    #[error("the connection to the server ended (process exited or connection lost)")]
     Closed,
     #[error("no answer within {} ms", .0.as_millis())]
     Timeout(Duration),
@@ -54,9 +57,41 @@ pub enum ServerNotice {
 }
 
 enum Outgoing {
-    Line(Vec<u8>),
-    /// Close the child's stdin: the polite way to ask a stdio server to exit.
+    /// One serialized JSON-RPC message, without a line end.
+    Message(Vec<u8>),
+    /// The polite end: close the child's stdin, or end the remote session.
     CloseStdin,
+}
+
+/// The messages a network transport must deliver to the server, in order.
+#[derive(Debug)]
+pub struct Outbox {
+    rx: mpsc::Receiver<Outgoing>,
+    closed: CancellationToken,
+}
+
+impl Outbox {
+    /// The next message to send; `None` when the connection is being closed (politely, by
+    /// [`Connection::close_stdin`], or because it is gone).
+    pub async fn next(&mut self) -> Option<Vec<u8>> {
+        let msg = tokio::select! {
+            m = self.rx.recv() => m,
+            () = self.closed.cancelled() => None,
+        };
+        match msg? {
+            Outgoing::Message(m) => Some(m),
+            Outgoing::CloseStdin => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Message(m) => write!(f, "Message({} bytes)", m.len()),
+            Self::CloseStdin => f.write_str("CloseStdin"),
+        }
+    }
 }
 
 type Waiter = oneshot::Sender<Result<Value, RpcError>>;
@@ -70,8 +105,10 @@ pub struct Connection {
     next_id: AtomicU64,
     /// Cancelled when stdout ends (the process died or closed it).
     closed: CancellationToken,
-    /// Lines on stdout that were not JSON-RPC.
+    /// Lines on stdout (or messages) that were not JSON-RPC.
     garbage: AtomicU64,
+    /// Where list-changed notifications go (the supervisor).
+    notices: mpsc::UnboundedSender<ServerNotice>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -94,7 +131,20 @@ impl Connection {
         stdout: ChildStdout,
         notices: mpsc::UnboundedSender<ServerNotice>,
     ) -> Arc<Self> {
-        let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+        let (conn, outbox) = Self::framed(server, notices);
+        tokio::spawn(write_loop(stdin, outbox.rx, conn.closed.clone()));
+        tokio::spawn(read_loop(conn.clone(), stdout));
+        conn
+    }
+
+    /// A connection whose transport is someone else's: it drains the [`Outbox`], hands every
+    /// message from the server to [`Connection::receive`], and calls
+    /// [`Connection::mark_closed`] when the link is gone.
+    pub fn framed(
+        server: &str,
+        notices: mpsc::UnboundedSender<ServerNotice>,
+    ) -> (Arc<Self>, Outbox) {
+        let (out, rx) = mpsc::channel(OUT_QUEUE);
         let conn = Arc::new(Self {
             server: server.to_owned(),
             out,
@@ -103,10 +153,32 @@ impl Connection {
             next_id: AtomicU64::new(1),
             closed: CancellationToken::new(),
             garbage: AtomicU64::new(0),
+            notices,
         });
-        tokio::spawn(write_loop(stdin, out_rx, conn.closed.clone()));
-        tokio::spawn(read_loop(conn.clone(), stdout, notices));
-        conn
+        let outbox = Outbox {
+            rx,
+            closed: conn.closed.clone(),
+        };
+        (conn, outbox)
+    }
+
+    /// A message from the server: one JSON-RPC object (a batch array is taken apart).
+    pub fn receive(&self, message: &[u8]) {
+        match serde_json::from_slice::<Value>(message) {
+            Ok(Value::Array(batch)) => {
+                for msg in batch {
+                    self.on_message(msg, message);
+                }
+            }
+            Ok(msg) => self.on_message(msg, message),
+            Err(_) => self.on_garbage(message),
+        }
+    }
+
+    /// Whether request `id` still has a caller waiting for its answer (a transport stops
+    /// reading a response stream nobody waits for).
+    pub(crate) fn awaits(&self, id: u64) -> bool {
+        self.pending.lock().expect("pending lock").contains_key(&id)
     }
 
     pub fn closed(&self) -> &CancellationToken {
@@ -148,10 +220,9 @@ impl Connection {
     }
 
     async fn write(&self, msg: &Value) -> Result<(), RpcError> {
-        let mut line = serde_json::to_vec(msg).expect("JSON values serialize");
-        line.push(b'\n');
+        let bytes = serde_json::to_vec(msg).expect("JSON values serialize");
         self.out
-            .send(Outgoing::Line(line))
+            .send(Outgoing::Message(bytes))
             .await
             .map_err(|_| RpcError::Closed)
     }
@@ -208,22 +279,22 @@ impl Connection {
         outcome
     }
 
-    fn on_line(&self, line: &[u8], notices: &mpsc::UnboundedSender<ServerNotice>) {
-        let msg: Value = match serde_json::from_slice(line) {
-            Ok(Value::Object(m)) => Value::Object(m),
-            _ => {
-                let n = self.garbage.fetch_add(1, Ordering::Relaxed) + 1;
-                let shown: String = String::from_utf8_lossy(line).chars().take(120).collect();
-                if n.is_power_of_two() {
-                    tracing::warn!(server = %self.server, lines = n, %shown,
-                        "server wrote something other than JSON-RPC to stdout; ignored");
-                }
-                return;
-            }
-        };
+    fn on_garbage(&self, raw: &[u8]) {
+        let n = self.garbage.fetch_add(1, Ordering::Relaxed) + 1;
+        let shown: String = String::from_utf8_lossy(raw).chars().take(120).collect();
+        if n.is_power_of_two() {
+            tracing::warn!(server = %self.server, lines = n, %shown,
+                "server sent something other than JSON-RPC; ignored");
+        }
+    }
+
+    fn on_message(&self, msg: Value, raw: &[u8]) {
+        if !msg.is_object() {
+            return self.on_garbage(raw);
+        }
         let method = msg.get("method").and_then(Value::as_str);
         match (method, msg.get("id")) {
-            (Some(method), None) => self.on_notification(method, &msg, notices),
+            (Some(method), None) => self.on_notification(method, &msg),
             (Some(method), Some(id)) => {
                 // A request from the server. We offer no client capabilities, so only ping.
                 let reply = if method == "ping" {
@@ -232,9 +303,8 @@ impl Connection {
                     json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601,
                         "message": format!("Switchboard does not support {method:?} from servers")}})
                 };
-                let mut bytes = serde_json::to_vec(&reply).expect("JSON values serialize");
-                bytes.push(b'\n');
-                let _ = self.out.try_send(Outgoing::Line(bytes));
+                let bytes = serde_json::to_vec(&reply).expect("JSON values serialize");
+                let _ = self.out.try_send(Outgoing::Message(bytes));
             }
             (None, Some(id)) => {
                 let Some(id) = id.as_u64() else {
@@ -269,12 +339,8 @@ impl Connection {
         }
     }
 
-    fn on_notification(
-        &self,
-        method: &str,
-        msg: &Value,
-        notices: &mpsc::UnboundedSender<ServerNotice>,
-    ) {
+    fn on_notification(&self, method: &str, msg: &Value) {
+        let notices = &self.notices;
         let params = msg.get("params").cloned().unwrap_or(Value::Null);
         match method {
             "notifications/progress" => {
@@ -335,7 +401,10 @@ async fn write_loop(
         let mut close = false;
         for msg in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
             match msg {
-                Outgoing::Line(line) => buf.extend_from_slice(&line),
+                Outgoing::Message(line) => {
+                    buf.extend_from_slice(&line);
+                    buf.push(b'\n');
+                }
                 Outgoing::CloseStdin => {
                     close = true;
                     break;
@@ -353,11 +422,7 @@ async fn write_loop(
     let _ = stdin.shutdown().await;
 }
 
-async fn read_loop(
-    conn: Arc<Connection>,
-    stdout: ChildStdout,
-    notices: mpsc::UnboundedSender<ServerNotice>,
-) {
+async fn read_loop(conn: Arc<Connection>, stdout: ChildStdout) {
     let mut reader = BufReader::with_capacity(64 * 1024, stdout);
     let mut line = Vec::with_capacity(4096);
     loop {
@@ -367,7 +432,7 @@ async fn read_loop(
             Ok(_) => {
                 let trimmed = line.trim_ascii();
                 if !trimmed.is_empty() {
-                    conn.on_line(trimmed, &notices);
+                    conn.receive(trimmed);
                 }
             }
         }

@@ -155,6 +155,12 @@ async fn unpairing_closes_the_clients_open_streams_and_sessions_at_once() {
         (paired["name"].clone(), paired["role"].clone()),
         (json!("victim"), json!("default"))
     );
+    let mut victim_events = SseClient::open(
+        reqwest::Client::new()
+            .get(gw.url("/api/events"))
+            .bearer_auth(&victim_token),
+    )
+    .await;
     let mut victim = McpHttp::new(&gw);
     victim.token = Some(victim_token.clone());
     let r = victim
@@ -205,6 +211,10 @@ async fn unpairing_closes_the_clients_open_streams_and_sessions_at_once() {
     assert!(
         took < Duration::from_millis(100),
         "stream closed after {took:?}"
+    );
+    assert!(
+        victim_events.ended_within(Duration::from_millis(500)).await,
+        "the unpaired client's event stream stayed open"
     );
     assert_eq!(events.next_named("client_unpaired").await["name"], "victim");
     // the token is dead, and the session is gone even for a valid token

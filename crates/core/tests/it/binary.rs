@@ -85,6 +85,12 @@ async fn serve_prints_its_address_and_stops_cleanly_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(health["status"], "ok");
+    // The discovery file names this process and its endpoint.
+    let discovery: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.path().join("mcp.json")).unwrap()).unwrap();
+    assert_eq!(discovery["url"], format!("{url}/mcp"));
+    assert_eq!(discovery["pid"], child.id());
+    chrono::DateTime::parse_from_rfc3339(discovery["started_at"].as_str().unwrap()).unwrap();
 
     let mut ws = WsClient::connect(&format!("{}/ws/mcp", url.replace("http", "ws"))).await;
     assert!(ws.register(&project_dir("binary")).await);
@@ -100,6 +106,10 @@ async fn serve_prints_its_address_and_stops_cleanly_on_sigterm() {
     let (code, stderr) = finish(child, Duration::from_secs(10));
     assert_eq!(code, 0, "stderr: {stderr}");
     assert!(data.path().join("registry.db").exists());
+    assert!(
+        !data.path().join("mcp.json").exists(),
+        "discovery file removed at shutdown"
+    );
 }
 
 #[test]

@@ -373,6 +373,28 @@ async fn servers_are_restarted_disabled_enabled_and_added_through_the_config_fil
         "{body}"
     );
     let (status, body) = json_of(
+        post(
+            &gw,
+            "/api/servers",
+            json!({"name": "r", "url": "ftp://example.org"}),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("must start with http")
+    );
+    let (status, body) = json_of(
         post(&gw, "/api/servers", json!({"nme": "x"}))
             .send()
             .await

@@ -87,6 +87,74 @@ async fn a_foreign_origin_is_refused_and_our_own_is_welcome() {
 }
 
 #[tokio::test]
+async fn the_desktop_webview_gets_cors_answers_and_other_pages_do_not() {
+    let gw = TestGateway::start().await;
+    let client = reqwest::Client::new();
+    // the preflight comes without a token and is answered before authentication
+    let r = client
+        .request(reqwest::Method::OPTIONS, gw.url("/api/clients"))
+        .header("origin", "tauri://localhost")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "tauri://localhost");
+    assert!(
+        h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    // the real request still needs the token, and its answer is labelled for the webview
+    let r = client
+        .get(gw.url("/api/clients"))
+        .header("origin", "tauri://localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "tauri://localhost"
+    );
+    let r = client
+        .get(gw.url("/api/clients"))
+        .bearer_auth(&gw.token)
+        .header("origin", "tauri://localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "tauri://localhost"
+    );
+    // our own page is same-origin: no CORS headers; a foreign page gets no preflight answer
+    let own = format!("http://127.0.0.1:{}", gw.addr.port());
+    let r = client
+        .get(gw.url("/api/clients"))
+        .bearer_auth(&gw.token)
+        .header("origin", own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    let r = client
+        .request(reqwest::Method::OPTIONS, gw.url("/api/clients"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
 async fn unknown_routes_get_a_json_404() {
     let gw = TestGateway::start().await;
     // (other paths without an extension are the dashboard's own routes: see dashboard.rs)

@@ -6,9 +6,11 @@
 mod auth;
 mod binary;
 mod dashboard;
+mod discovery;
 mod http;
 mod mcp;
 mod persistence;
 mod registration;
+mod remote;
 mod support;
 mod ws;

@@ -94,16 +94,8 @@ async fn a_killed_server_replays_the_safe_call_refuses_the_other_and_comes_back(
     let old_pid = pid_of(&mut mcp, "fx").await;
 
     // same session, own clients, ids that do not clash within the session
-    let mut safe = McpHttp {
-        session: mcp.session.clone(),
-        next_id: 100,
-        ..McpHttp::new(&gw)
-    };
-    let mut unsafe_ = McpHttp {
-        session: mcp.session.clone(),
-        next_id: 200,
-        ..McpHttp::new(&gw)
-    };
+    let mut safe = mcp.sibling(&gw, 100);
+    let mut unsafe_ = mcp.sibling(&gw, 200);
     let safe_call = tokio::spawn(async move {
         safe.call("fx__slow", json!({"steps": 5, "step_ms": 60}))
             .await

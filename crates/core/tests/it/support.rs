@@ -388,6 +388,18 @@ impl SseClient {
         }
     }
 
+    /// Whether the server ends the stream within `wait` (events on the way are skipped).
+    pub async fn ended_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     pub async fn next(&mut self) -> (String, Value) {
         self.next_within(WAIT).await.expect("an event in time")
     }
@@ -432,8 +444,7 @@ pub fn fixture_server(name: &str, args: &[&str]) -> switchboard_core::config::Se
         env: Default::default(),
         cwd: None,
         enabled: true,
-        replay: Default::default(),
-        call_timeout_ms: None,
+        ..Default::default()
     }
 }
 
@@ -563,6 +574,16 @@ impl McpHttp {
             }
         };
         Reply { status, messages }
+    }
+
+    /// Another client in this one's session, numbering its requests from `next_id` (so
+    /// that ids do not clash within the session): for concurrent calls.
+    pub fn sibling(&self, gw: &TestGateway, next_id: u64) -> Self {
+        Self {
+            session: self.session.clone(),
+            next_id,
+            ..Self::new(gw)
+        }
     }
 
     pub async fn request(&mut self, method: &str, params: Value) -> Reply {

@@ -1,0 +1,640 @@
+//! Remote upstreams: a `[[servers]]` entry with `url` instead of `command`, reached over
+//! Streamable HTTP or MCP over WebSocket, behind the gateway's `/mcp` like any stdio server.
+//!
+//! The remote peers are real MCP servers built from rmcp's server pieces (its Streamable HTTP
+//! service, and its handler over a WebSocket), on 127.0.0.1:0, each in its own tokio runtime
+//! so that a test can kill it the way a crashed host goes away: every socket closed at once.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage, ContentBlock,
+    ErrorCode, ErrorData, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig, ServerJsonRpcMessage, Tool, ToolAnnotations,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ServerHandler, ServiceExt};
+use serde_json::{Value, json};
+use switchboard_core::auth::store::MemorySecrets;
+use switchboard_core::config::{HeaderValue, ServerConfig as UpstreamConfig};
+
+use crate::support::*;
+
+/// Tools of the peer: `echo`, `slow` (idempotent, with progress), `slow_write` (not safe to
+/// repeat), `add_tool` (adds an echo tool and announces the list change).
+#[derive(Clone, Default)]
+struct PeerTools {
+    extra: Arc<Mutex<Vec<String>>>,
+    /// How many `slow`/`slow_write` calls started (a replay is a second start).
+    started: Arc<Mutex<Vec<String>>>,
+    /// Calls that saw their cancellation (rmcp cancels `ctx.ct` on `notifications/cancelled`).
+    cancelled: Arc<Mutex<Vec<String>>>,
+}
+
+fn schema() -> Arc<serde_json::Map<String, Value>> {
+    Arc::new(
+        json!({"type": "object"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    )
+}
+
+impl ServerHandler for PeerTools {
+    fn get_info(&self) -> ServerConfig {
+        let caps = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .build();
+        ServerConfig::new(caps)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let mut slow = Tool::new("slow", "Counts to `steps` with progress", schema());
+        slow.annotations = Some(ToolAnnotations::new().idempotent(true));
+        let mut tools = vec![
+            Tool::new("echo", "Returns `text`", schema()),
+            slow,
+            Tool::new("slow_write", "Like slow, but not safe to repeat", schema()),
+            Tool::new("add_tool", "Adds an echo tool named `name`", schema()),
+        ];
+        for name in self.extra.lock().unwrap().iter() {
+            tools.push(Tool::new(name.clone(), "Added at run time", schema()));
+        }
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        let text = |t: String| Ok(CallToolResult::success(vec![ContentBlock::text(t)]).into());
+        match request.name.as_ref() {
+            "echo" => text(args["text"].as_str().unwrap_or_default().to_owned()),
+            "slow" | "slow_write" => {
+                self.started.lock().unwrap().push(request.name.to_string());
+                let steps = args["steps"].as_u64().unwrap_or(3);
+                let step_ms = args["step_ms"].as_u64().unwrap_or(20);
+                for i in 1..=steps {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(step_ms)) => {}
+                        () = ctx.ct.cancelled() => {
+                            self.cancelled.lock().unwrap().push(format!("{} at step {i}", request.name));
+                            return Err(ErrorData::new(ErrorCode(-32800), "cancelled", None));
+                        }
+                    }
+                    if let Some(token) = ctx.meta.get_progress_token() {
+                        let p = ProgressNotificationParam::new(token, i as f64)
+                            .with_total(steps as f64);
+                        let _ = ctx.peer.notify_progress(p).await;
+                    }
+                }
+                text(format!("done after {steps} steps"))
+            }
+            "add_tool" => {
+                let name = args["name"].as_str().unwrap_or("extra").to_owned();
+                self.extra.lock().unwrap().push(name.clone());
+                let _ = ctx.peer.notify_tool_list_changed().await;
+                text(format!("added {name}"))
+            }
+            other if self.extra.lock().unwrap().iter().any(|n| n == other) => text(format!(
+                "{other}: {}",
+                args["text"].as_str().unwrap_or_default()
+            )),
+            other => Err(ErrorData::new(
+                ErrorCode(-32602),
+                format!("unknown tool {other}"),
+                None,
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// rmcp's Streamable HTTP service with sessions: answers as SSE, has a GET stream.
+    HttpSse,
+    /// rmcp's Streamable HTTP service without sessions, answering plain JSON.
+    HttpJson,
+    /// rmcp's handler over a WebSocket, one message per text frame.
+    Ws,
+}
+
+/// A remote MCP server in its own runtime.
+struct Peer {
+    addr: SocketAddr,
+    kind: Kind,
+    tools: PeerTools,
+    /// Every request's method and headers (HTTP requests and WebSocket handshakes).
+    seen: Arc<Mutex<Vec<(axum::http::Method, axum::http::HeaderMap)>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Peer {
+    fn start(kind: Kind) -> Self {
+        Self::start_on(kind, 0, PeerTools::default(), Arc::default())
+    }
+
+    fn start_on(
+        kind: Kind,
+        port: u16,
+        tools: PeerTools,
+        seen: Arc<Mutex<Vec<(axum::http::Method, axum::http::HeaderMap)>>>,
+    ) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("peer port");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = match kind {
+            Kind::HttpSse | Kind::HttpJson => {
+                use rmcp::transport::streamable_http_server::{
+                    StreamableHttpServerConfig, StreamableHttpService, session::local,
+                };
+                let config = StreamableHttpServerConfig::default()
+                    .with_legacy_session_mode(kind == Kind::HttpSse)
+                    .with_json_response(kind == Kind::HttpJson);
+                let handler = tools.clone();
+                let service = StreamableHttpService::new(
+                    move || Ok(handler.clone()),
+                    Arc::new(local::LocalSessionManager::default()),
+                    config,
+                );
+                axum::Router::new().nest_service("/mcp", service)
+            }
+            Kind::Ws => {
+                let handler = tools.clone();
+                axum::Router::new().route(
+                    "/ws",
+                    axum::routing::get(move |ws: axum::extract::ws::WebSocketUpgrade| {
+                        let handler = handler.clone();
+                        async move { ws.on_upgrade(move |socket| serve_ws(socket, handler)) }
+                    }),
+                )
+            }
+        };
+        let log = seen.clone();
+        let router = router.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                log.lock()
+                    .unwrap()
+                    .push((req.method().clone(), req.headers().clone()));
+                next.run(req)
+            },
+        ));
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let _ = axum::serve(listener, router).await;
+        });
+        Self {
+            addr,
+            kind,
+            tools,
+            seen,
+            runtime: Some(runtime),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self.kind {
+            Kind::Ws => format!("ws://{}/ws", self.addr),
+            _ => format!("http://{}/mcp", self.addr),
+        }
+    }
+
+    /// Gone at once, like a crashed host: every task dropped, every socket closed.
+    fn kill(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Back on the same port with the same tools.
+    fn restart(&mut self) {
+        self.kill();
+        *self = Self::start_on(
+            self.kind,
+            self.addr.port(),
+            self.tools.clone(),
+            self.seen.clone(),
+        );
+    }
+
+    /// Values of header `name` over every request so far.
+    fn header_values(&self, name: &str) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, h)| h.get(name).map(|v| v.to_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    fn methods(&self) -> Vec<axum::http::Method> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+
+    /// Waits (bounded) until `pred` holds for the peer's tools state.
+    async fn wait_for(&self, what: &str, pred: impl Fn(&PeerTools) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !pred(&self.tools) {
+            assert!(Instant::now() < deadline, "peer: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// rmcp's server over an axum WebSocket: one JSON-RPC message per text frame.
+async fn serve_ws(socket: axum::extract::ws::WebSocket, handler: PeerTools) {
+    use axum::extract::ws::Message;
+    let (sink, stream) = socket.split();
+    let sink = sink.with(|msg: ServerJsonRpcMessage| async move {
+        Ok::<_, axum::Error>(Message::text(serde_json::to_string(&msg).unwrap()))
+    });
+    let stream = stream.filter_map(|frame| async move {
+        match frame {
+            Ok(Message::Text(t)) => serde_json::from_str::<ClientJsonRpcMessage>(&t).ok(),
+            _ => None,
+        }
+    });
+    if let Ok(running) = handler.serve((Box::pin(sink), Box::pin(stream))).await {
+        let _ = running.waiting().await;
+    }
+}
+
+fn remote_server(name: &str, url: &str) -> UpstreamConfig {
+    UpstreamConfig {
+        name: name.into(),
+        url: Some(url.into()),
+        enabled: true,
+        ..Default::default()
+    }
+}
+
+/// A gateway with `servers`; the secret `sb-test/remote` is in its (memory) secret store.
+async fn gateway(servers: Vec<UpstreamConfig>) -> TestGateway {
+    TestGateway::with(|c| {
+        c.servers = servers;
+        let secrets = MemorySecrets::default();
+        secrets.insert("sb-test", "remote", "s3cret-from-keychain");
+        c.gateway.header_secrets = Some(Arc::new(secrets));
+    })
+    .await
+}
+
+fn keychain_auth() -> (String, HeaderValue) {
+    (
+        "Authorization".into(),
+        HeaderValue::Keychain {
+            service: "sb-test".into(),
+            account: "remote".into(),
+            prefix: "Bearer ".into(),
+        },
+    )
+}
+
+/// Lists, calls (with progress under the client's own token), and sees a list change, through
+/// the gateway's `/mcp`.
+async fn list_call_progress_and_list_change(kind: Kind) {
+    let peer = Peer::start(kind);
+    let mut server = remote_server("web", &peer.url());
+    server.headers = [
+        keychain_auth(),
+        ("X-Plain".into(), HeaderValue::Plain("plain-value".into())),
+    ]
+    .into();
+    let gw = gateway(vec![server]).await;
+    let mut mcp = McpHttp::connect(&gw).await;
+    let names = mcp
+        .wait_tools("remote tools", |n| n.iter().any(|t| t == "web__slow"))
+        .await;
+    for t in ["web__echo", "web__slow", "web__slow_write", "web__add_tool"] {
+        assert!(names.iter().any(|n| n == t), "{t} missing from {names:?}");
+    }
+
+    let reply = mcp.call("web__echo", json!({"text": "hello remote"})).await;
+    assert_eq!(reply.text(), "hello remote", "{:?}", reply.messages);
+
+    let reply = mcp
+        .request(
+            "tools/call",
+            json!({"name": "web__slow", "arguments": {"steps": 3, "step_ms": 20},
+                   "_meta": {"progressToken": "client-token-1"}}),
+        )
+        .await;
+    let progress = reply.notifications("notifications/progress");
+    assert_eq!(progress.len(), 3, "{:?}", reply.messages);
+    for (i, p) in progress.iter().enumerate() {
+        assert_eq!(p["params"]["progressToken"], "client-token-1");
+        assert_eq!(p["params"]["progress"], json!((i + 1) as f64));
+    }
+    assert_eq!(reply.text(), "done after 3 steps");
+
+    // The server's list change reaches the gateway, which lists the new tool.
+    let reply = mcp.call("web__add_tool", json!({"name": "late"})).await;
+    assert_eq!(reply.text(), "added late");
+    mcp.wait_tools("the added tool", |n| n.iter().any(|t| t == "web__late"))
+        .await;
+    let reply = mcp.call("web__late", json!({"text": "x"})).await;
+    assert_eq!(reply.text(), "late: x");
+
+    // The headers reached the remote, the keychain one with its prefix.
+    let auth = peer.header_values("authorization");
+    assert!(!auth.is_empty(), "no Authorization header reached the peer");
+    assert!(
+        auth.iter().all(|v| v == "Bearer s3cret-from-keychain"),
+        "{auth:?}"
+    );
+    assert!(
+        peer.header_values("x-plain")
+            .iter()
+            .all(|v| v == "plain-value")
+    );
+
+    let s = gw.server("web").await;
+    assert_eq!(s["state"], "running");
+    assert_eq!(s["url"], peer.url());
+    assert_eq!(s["pid"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_streamable_http_remote_with_sessions_and_sse_works_like_a_stdio_server() {
+    list_call_progress_and_list_change(Kind::HttpSse).await;
+}
+
+#[tokio::test]
+async fn a_websocket_remote_works_like_a_stdio_server() {
+    list_call_progress_and_list_change(Kind::Ws).await;
+}
+
+#[tokio::test]
+async fn a_stateless_remote_answering_plain_json_is_listed_and_called() {
+    let peer = Peer::start(Kind::HttpJson);
+    let gw = gateway(vec![remote_server("plain", &peer.url())]).await;
+    let mut mcp = McpHttp::connect(&gw).await;
+    mcp.wait_tools("remote tools", |n| n.iter().any(|t| t == "plain__echo"))
+        .await;
+    let reply = mcp.call("plain__echo", json!({"text": "json body"})).await;
+    assert_eq!(reply.text(), "json body", "{:?}", reply.messages);
+    // No session was offered, so none was sent back.
+    assert!(peer.header_values("mcp-session-id").is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_keychain_secret_keeps_the_server_down_with_a_reason_naming_it() {
+    let peer = Peer::start(Kind::HttpSse);
+    let mut server = remote_server("locked", &peer.url());
+    server.headers = [(
+        "Authorization".to_owned(),
+        HeaderValue::Keychain {
+            service: "sb-test".into(),
+            account: "absent".into(),
+            prefix: String::new(),
+        },
+    )]
+    .into();
+    let gw = gateway(vec![server]).await;
+    let s = gw.wait_server("locked", "restarting").await;
+    let reason = s["last_error"].as_str().unwrap();
+    assert!(
+        reason.contains("sb-test/absent") && reason.contains("Authorization"),
+        "{reason}"
+    );
+    assert!(
+        peer.seen.lock().unwrap().is_empty(),
+        "nothing is sent without the header"
+    );
+}
+
+/// The remote goes away mid-call: the gateway reconnects with a doubling backoff, replays the
+/// idempotent call and refuses to repeat the other one.
+async fn drop_mid_call(kind: Kind) {
+    let mut peer = Peer::start(kind);
+    let gw = gateway(vec![remote_server("far", &peer.url())]).await;
+    let mut mcp = McpHttp::connect(&gw).await;
+    mcp.wait_tools("remote tools", |n| n.iter().any(|t| t == "far__slow"))
+        .await;
+    let mut events = gw.events().await;
+
+    let mut safe = mcp.sibling(&gw, 100);
+    let mut unsafe_ = mcp.sibling(&gw, 200);
+    let safe_call = tokio::spawn(async move {
+        safe.call("far__slow", json!({"steps": 10, "step_ms": 50}))
+            .await
+    });
+    let unsafe_call = tokio::spawn(async move {
+        unsafe_
+            .call("far__slow_write", json!({"steps": 10, "step_ms": 50}))
+            .await
+    });
+    peer.wait_for("both calls running", |t| {
+        t.started.lock().unwrap().len() == 2
+    })
+    .await;
+    peer.kill();
+
+    // The peer stays down for two reconnect attempts: restarting → starting gaps double.
+    let mut transitions: Vec<(String, Instant)> = Vec::new();
+    while transitions.iter().filter(|(s, _)| s == "starting").count() < 2 {
+        let data = events.next_named("server_state").await;
+        if data["server"] == "far" {
+            transitions.push((data["state"].as_str().unwrap().to_owned(), Instant::now()));
+        }
+    }
+    let states: Vec<&str> = transitions.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        states,
+        ["restarting", "starting", "restarting", "starting"],
+        "{transitions:?}"
+    );
+    let first = transitions[1].1 - transitions[0].1;
+    let second = transitions[3].1 - transitions[2].1;
+    eprintln!("{kind:?}: reconnect backoff seen by a client: {first:?}, then {second:?}");
+    // Seen by a client, so with its scheduling noise: the delays themselves are at least
+    // 500 ms and 1000 ms (jitter only adds).
+    assert!(
+        first >= Duration::from_millis(400),
+        "first backoff {first:?}"
+    );
+    assert!(
+        second >= Duration::from_millis(900) && second > first + first / 2,
+        "second backoff {second:?} after {first:?}"
+    );
+    let reason = gw.server("far").await["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains(&peer.url()), "{reason}");
+
+    peer.restart();
+    let safe = tokio::time::timeout(Duration::from_secs(30), safe_call)
+        .await
+        .expect("the replayed call ends")
+        .unwrap();
+    assert_eq!(safe.text(), "done after 10 steps", "{:?}", safe.messages);
+    let refused = tokio::time::timeout(WAIT, unsafe_call)
+        .await
+        .expect("the refused call ends")
+        .unwrap();
+    assert_eq!(refused.result()["isError"], true, "{:?}", refused.messages);
+    let text = refused.text();
+    assert!(
+        text.contains("dropped the connection") && text.contains("not repeated"),
+        "{text}"
+    );
+    gw.wait_server("far", "running").await;
+    // Each tool ran once before the drop; only the safe one ran again.
+    let started = peer.tools.started.lock().unwrap().clone();
+    assert_eq!(
+        started.iter().filter(|s| *s == "slow").count(),
+        2,
+        "{started:?}"
+    );
+    assert_eq!(
+        started.iter().filter(|s| *s == "slow_write").count(),
+        1,
+        "{started:?}"
+    );
+
+    // Telemetry records the replay.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines = std::fs::read_to_string(gw.data_dir.join("telemetry.jsonl")).unwrap();
+    let slow: Value = lines
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["tool_name"] == "far__slow")
+        .expect("a telemetry line for far__slow");
+    assert_eq!(slow["replay_attempts"], 1);
+    assert_eq!(slow["outcome"], "ok");
+}
+
+// Several threads: the event reader must not wait behind the gateway's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamable_http_remote_that_drops_mid_call_is_reconnected_with_backoff_and_replay_rules()
+{
+    drop_mid_call(Kind::HttpSse).await;
+}
+
+// Several threads: the event reader must not wait behind the gateway's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_remote_that_drops_mid_call_is_reconnected_with_backoff_and_replay_rules() {
+    drop_mid_call(Kind::Ws).await;
+}
+
+/// A client's `notifications/cancelled` reaches the remote as a cancel of the request the
+/// gateway really sent there.
+async fn cancel_through(kind: Kind) {
+    let peer = Peer::start(kind);
+    let gw = gateway(vec![remote_server("far", &peer.url())]).await;
+    let mut mcp = McpHttp::connect(&gw).await;
+    mcp.wait_tools("remote tools", |n| n.iter().any(|t| t == "far__slow"))
+        .await;
+    let mut caller = mcp.sibling(&gw, 1);
+    let call = tokio::spawn(async move {
+        caller
+            .send(json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call",
+                         "params": {"name": "far__slow", "arguments": {"steps": 200, "step_ms": 50}}}))
+            .await
+    });
+    peer.wait_for("the call running", |t| {
+        !t.started.lock().unwrap().is_empty()
+    })
+    .await;
+    mcp.notify(
+        "notifications/cancelled",
+        json!({"requestId": 77, "reason": "user stopped it"}),
+    )
+    .await;
+    peer.wait_for("the cancel", |t| !t.cancelled.lock().unwrap().is_empty())
+        .await;
+    let cancelled = peer.tools.cancelled.lock().unwrap().clone();
+    assert!(cancelled[0].starts_with("slow at step"), "{cancelled:?}");
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the caller is released")
+        .unwrap();
+    // The server is still fine for the next call.
+    let reply = mcp.call("far__echo", json!({"text": "after"})).await;
+    assert_eq!(reply.text(), "after");
+}
+
+#[tokio::test]
+async fn a_cancel_reaches_a_streamable_http_remote() {
+    cancel_through(Kind::HttpSse).await;
+}
+
+#[tokio::test]
+async fn a_cancel_reaches_a_websocket_remote() {
+    cancel_through(Kind::Ws).await;
+}
+
+#[tokio::test]
+async fn an_idle_remote_that_goes_away_is_noticed_and_reconnected_and_its_session_ended_at_stop() {
+    for kind in [Kind::HttpSse, Kind::Ws] {
+        let mut peer = Peer::start(kind);
+        let gw = gateway(vec![remote_server("idle", &peer.url())]).await;
+        gw.wait_server("idle", "running").await;
+        peer.kill();
+        // No call is needed to notice: the GET stream (HTTP) or the socket (WS) breaks.
+        let s = gw.wait_server("idle", "restarting").await;
+        let reason = s["last_error"].as_str().unwrap_or_default();
+        assert!(reason.contains(&peer.url()), "{kind:?}: {reason}");
+        peer.restart();
+        let s = gw.wait_server("idle", "running").await;
+        assert!(s["restarts"].as_u64().unwrap() >= 1, "{kind:?}: {s}");
+        let mut mcp = McpHttp::connect(&gw).await;
+        let reply = mcp.call("idle__echo", json!({"text": "back"})).await;
+        assert_eq!(reply.text(), "back", "{kind:?}");
+        gw.stop().await.expect("clean stop");
+        if kind == Kind::HttpSse {
+            // The session was ended politely.
+            assert!(
+                peer.methods().contains(&axum::http::Method::DELETE),
+                "{:?}",
+                peer.methods()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_remote_that_refuses_us_stays_restarting_with_the_http_status() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(|| async { (axum::http::StatusCode::UNAUTHORIZED, "token expired") }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let gw = gateway(vec![remote_server("denied", &format!("http://{addr}/mcp"))]).await;
+    let s = gw.wait_server("denied", "restarting").await;
+    let reason = s["last_error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("401") && reason.contains("token expired"),
+        "{reason}"
+    );
+    server.abort();
+}
