@@ -42,3 +42,10 @@ export async function pairBrowser(code: string, name: string): Promise<GatewayCl
 export function forgetCredential(): void {
   if (!inTauri()) sessionStorage.removeItem(TOKEN_KEY);
 }
+
+/** Codes issued outside the page (the desktop tray's Pair New Client…); nothing in a browser. */
+export async function onOutsidePairCode(cb: (code: string, expiresInS: number) => void): Promise<void> {
+  if (!inTauri()) return;
+  const { onTrayPairCode } = await import('./tauri');
+  await onTrayPairCode(cb);
+}
