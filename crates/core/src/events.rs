@@ -47,6 +47,8 @@ pub enum HubEvent {
         server: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         session_id: Option<String>,
+        /// The paired client that made the call.
+        client: Option<String>,
     },
     /// A running call reported progress.
     CallProgress {

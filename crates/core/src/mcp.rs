@@ -97,6 +97,8 @@ struct Inner {
     /// Which server a resource URI came from (learned from `resources/list`).
     resource_owner: Mutex<HashMap<String, String>>,
     started: Instant,
+    /// Calls in flight and recently finished, with payloads, for the dashboard.
+    calls: crate::calls::CallLog,
 }
 
 impl McpGateway {
@@ -120,6 +122,7 @@ impl McpGateway {
                 peers: Mutex::new(Vec::new()),
                 resource_owner: Mutex::new(HashMap::new()),
                 started: Instant::now(),
+                calls: crate::calls::CallLog::default(),
             }),
         };
         gw.apply(servers);
@@ -128,6 +131,11 @@ impl McpGateway {
 
     pub fn telemetry(&self) -> &Telemetry {
         &self.inner.telemetry
+    }
+
+    /// Tool calls in flight and recently finished (the dashboard's Calls view).
+    pub fn calls(&self) -> &crate::calls::CallLog {
+        &self.inner.calls
     }
 
     fn spawn_upstream(&self, cfg: UpstreamConfig) -> Upstream {
@@ -399,11 +407,31 @@ impl CallScope {
             Err(_) => String::new(),
         };
         if method == "tools/call" {
+            let client = caller(ctx).map(|c| c.name);
+            gw.inner.calls.started(crate::calls::CallView {
+                call_id: call_id.clone(),
+                tool: tool.to_owned(),
+                server: server.to_owned(),
+                client: client.clone(),
+                session_id: session_id.clone(),
+                started_ms: chrono::Utc::now().timestamp_millis(),
+                finished_ms: None,
+                latency_ms: None,
+                outcome: "running",
+                error: None,
+                replay_attempts: 0,
+                progress: None,
+                total: None,
+                message: None,
+                arguments: None,
+                result: None,
+            });
             gw.inner.bus.publish(HubEvent::CallStarted {
                 call_id: call_id.clone(),
                 tool: tool.to_owned(),
                 server: server.to_owned(),
                 session_id: session_id.clone(),
+                client,
             });
         }
         Self {
@@ -419,6 +447,21 @@ impl CallScope {
     }
 
     fn finish(&self, replay_attempts: u32, error: Option<(i64, String)>) {
+        self.finish_with(replay_attempts, error, None);
+    }
+
+    /// Records what the call was asked (shown in the dashboard's detail pane).
+    fn arguments(&self, arguments: &Value) {
+        self.gw.inner.calls.arguments(&self.call_id, arguments);
+    }
+
+    /// Like `finish`, keeping the result (or error) the client got for the dashboard.
+    fn finish_with(
+        &self,
+        replay_attempts: u32,
+        error: Option<(i64, String)>,
+        result: Option<&Value>,
+    ) {
         let latency_ms = self.started.elapsed().as_millis() as u64;
         let outcome = if error.is_some() { "error" } else { "ok" };
         self.gw.record(&CallRecord {
@@ -436,6 +479,13 @@ impl CallScope {
             error_message: error.as_ref().map(|e| e.1.clone()),
         });
         if self.method == "tools/call" {
+            self.gw.inner.calls.finished(
+                &self.call_id,
+                latency_ms,
+                replay_attempts,
+                error.as_ref().map(|e| e.1.clone()),
+                result,
+            );
             self.gw.inner.bus.publish(HubEvent::CallFinished {
                 call_id: self.call_id.clone(),
                 tool: self.tool.clone(),
@@ -478,6 +528,7 @@ impl ProgressRelay {
             })
         });
         let bus = gw.inner.bus.clone();
+        let calls = gw.inner.calls.clone();
         let call_id = call_id.to_owned();
         // Progress must increase; after a replay the restarted server counts from the start
         // again, and those reports are held back until they pass the last one sent.
@@ -490,6 +541,7 @@ impl ProgressRelay {
                 }
                 *last = p.progress;
             }
+            calls.progress(&call_id, p.progress, p.total, p.message.clone());
             bus.publish(HubEvent::CallProgress {
                 call_id: call_id.clone(),
                 progress: p.progress,
@@ -586,7 +638,7 @@ impl Handler {
         } else {
             self.gw.inner.telemetry.snapshot()
         };
-        scope.finish(0, None);
+        scope.finish_with(0, None, Some(&value));
         json_result(value)
     }
 }
@@ -671,6 +723,7 @@ impl ServerHandler for Handler {
         if let Some(args) = request.arguments {
             params["arguments"] = Value::Object(args);
         }
+        scope.arguments(params.get("arguments").unwrap_or(&Value::Null));
         let relay = ProgressRelay::start(&self.gw, &scope.call_id, &context);
         let (cancel, watcher) = call_cancellation(&context);
         let answer = up
@@ -701,7 +754,8 @@ impl ServerHandler for Handler {
                             .unwrap_or_else(|| "tool reported an error".into());
                         (0, text)
                     });
-                    scope.finish(a.replay_attempts, err);
+                    let shown = serde_json::to_value(&result).unwrap_or(Value::Null);
+                    scope.finish_with(a.replay_attempts, err, Some(&shown));
                     Ok(result.into())
                 }
                 Err(e) => {
