@@ -34,7 +34,6 @@ pub(crate) struct Shell {
 pub(crate) struct GatewayHandles {
     pub(crate) url: String,
     pub(crate) auth: switchboard_core::auth::Auth,
-    pub(crate) registry: switchboard_core::registration::Registry,
     pub(crate) mcp: switchboard_core::mcp::McpGateway,
     pub(crate) unpairer: switchboard_core::server::Unpairer,
     pub(crate) bus: switchboard_core::EventBus,
@@ -77,7 +76,6 @@ fn start_gateway() -> anyhow::Result<(GatewayHandles, tauri::async_runtime::Join
         let handles = GatewayHandles {
             url: format!("http://{local}"),
             auth: gateway.auth(),
-            registry: gateway.registry(),
             mcp: gateway.mcp(),
             unpairer: gateway.unpairer(),
             bus: gateway.bus(),
@@ -136,13 +134,7 @@ pub fn run() {
             None,
         ))
         .plugin(tauri_plugin_dialog::init())
-        .invoke_handler(tauri::generate_handler![
-            commands::dashboard_credential,
-            commands::snapshot,
-            commands::pair_code,
-            commands::unpair,
-            commands::status,
-        ])
+        .invoke_handler(tauri::generate_handler![commands::dashboard_credential,])
         .setup(|app| {
             let mute_file = load_config()
                 .ok()

@@ -153,6 +153,16 @@ struct LongCall {
     shown: Option<(u32, Instant)>,
 }
 
+/// Whether `server` is a remote endpoint (it reconnects; it does not crash).
+fn is_remote(app: &tauri::AppHandle, server: &str) -> bool {
+    use tauri::Manager as _;
+    app.state::<crate::Shell>()
+        .gateway
+        .as_ref()
+        .and_then(|g| g.mcp.upstream(server))
+        .is_some_and(|up| up.config().is_remote())
+}
+
 /// Turns hub events into notifications until the bus closes.
 pub(crate) fn watch(app: tauri::AppHandle, bus: EventBus, notifier: Notifier) {
     let mut events = bus.subscribe();
@@ -164,11 +174,21 @@ pub(crate) fn watch(app: tauri::AppHandle, bus: EventBus, notifier: Notifier) {
             match &ev.event {
                 HubEvent::ServerCrashed { server, .. } | HubEvent::ServerState { server, .. }
                     if n.muted(server) => {}
-                HubEvent::ServerCrashed { server, reason } => n.notify(
-                    &format!("server:{server}"),
-                    &format!("MCP server '{server}' crashed"),
-                    &format!("{reason}. Switchboard is restarting it."),
-                ),
+                HubEvent::ServerCrashed { server, reason } => {
+                    if is_remote(&app, server) {
+                        n.notify(
+                            &format!("server:{server}"),
+                            &format!("MCP server '{server}' lost its connection"),
+                            &format!("{reason}. Switchboard is reconnecting."),
+                        );
+                    } else {
+                        n.notify(
+                            &format!("server:{server}"),
+                            &format!("MCP server '{server}' crashed"),
+                            &format!("{reason}. Switchboard is restarting it."),
+                        );
+                    }
+                }
                 HubEvent::ServerState {
                     server,
                     state: switchboard_core::upstream::ServerState::Failed,

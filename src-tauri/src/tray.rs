@@ -154,7 +154,14 @@ fn on_menu(app: &AppHandle, id: &str) {
                     Ok(code) => {
                         // the window shows the code with its countdown; the notification too
                         crate::open_dashboard(app);
-                        let _ = tauri::Emitter::emit(app, "pair-code", &code);
+                        let _ = tauri::Emitter::emit(
+                            app,
+                            "pair-code",
+                            serde_json::json!({
+                                "code": code,
+                                "expires_in_s": g.auth.roles().code_ttl.as_secs(),
+                            }),
+                        );
                         shell.notifier.notify(
                             &format!("pair:{code}"),
                             &format!("Pairing code {code}"),
@@ -330,7 +337,6 @@ pub(crate) fn on_event(app: &AppHandle, ev: &HubEvent) {
     if changed {
         refresh(app);
     }
-    let _ = tauri::Emitter::emit(app, "hub", ev);
 }
 
 /// Creates the tray icon with its menu.

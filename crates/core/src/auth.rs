@@ -504,6 +504,17 @@ impl Auth {
             .push(session.to_owned());
     }
 
+    /// The MCP session ids `client` has opened (some may have closed since).
+    pub fn sessions_of(&self, client: &str) -> Vec<String> {
+        self.inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get(client)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Whether `session` was opened by someone other than `client`.
     pub fn session_of_other(&self, client: &str, session: &str) -> bool {
         self.inner

@@ -48,7 +48,6 @@ pub enum HubEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         session_id: Option<String>,
         /// The paired client that made the call.
-        #[serde(skip_serializing_if = "Option::is_none")]
         client: Option<String>,
     },
     /// A running call reported progress.

@@ -42,8 +42,23 @@ pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/api/projects", get(projects))
         .route("/api/events", get(events))
-        .route("/api/servers", get(servers))
-        .route("/api/clients", get(clients))
+        .route("/api/servers", get(servers).post(crate::api::add_server))
+        .route(
+            "/api/servers/{name}/{action}",
+            axum::routing::post(crate::api::server_action),
+        )
+        .route("/api/calls", get(crate::api::calls))
+        .route("/api/calls/{id}", get(crate::api::call))
+        .route("/api/telemetry", get(crate::api::telemetry))
+        .route(
+            "/api/import",
+            get(crate::api::import_sources).post(crate::api::import),
+        )
+        .route(
+            "/api/pair-codes",
+            axum::routing::post(crate::api::pair_code),
+        )
+        .route("/api/clients", get(crate::api::clients))
         .route("/api/clients/{name}", axum::routing::delete(unpair_client))
         .route("/metrics", get(metrics))
         .route("/ws", get(crate::mcp::ws::upgrade))
@@ -65,7 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/session/{id}/events", get(session::sse))
         .route("/ws/mcp/events", get(session::ws))
         .merge(protected)
-        .fallback(not_found)
+        .fallback(crate::assets::fallback)
         .layer(middleware::from_fn_with_state(state.clone(), local_only))
         .with_state(state)
 }
@@ -117,10 +132,6 @@ async fn require_token(State(state): State<AppState>, mut req: Request, next: Ne
     };
     req.extensions_mut().insert(caller);
     next.run(req).await
-}
-
-async fn clients(State(state): State<AppState>) -> Json<Vec<crate::auth::ClientView>> {
-    Json(state.0.auth.clients())
 }
 
 /// `DELETE /api/clients/{name}`: unpair.
@@ -636,14 +647,6 @@ async fn events(
         })
         .take_until(ended);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE).text("keep-alive"))
-}
-
-async fn not_found(req: Request) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no route for {} {}", req.method(), req.uri().path()),
-    )
 }
 
 #[cfg(test)]

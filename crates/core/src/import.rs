@@ -172,25 +172,7 @@ pub fn merge(existing: &str, sources: &[Entry]) -> Result<(String, Outcome), Str
             n += 1;
         }
         names.insert(name.clone());
-        let mut t = Table::new();
-        t.insert("name", value(name.clone()));
-        t.insert("command", value(server.command.clone()));
-        if !server.args.is_empty() {
-            t.insert("args", value(server.args.iter().collect::<Array>()));
-        }
-        if !server.env.is_empty() {
-            let mut env = InlineTable::new();
-            for (k, v) in &server.env {
-                env.insert(k, v.into());
-            }
-            t.insert("env", value(env));
-        }
-        if let Some(cwd) = &server.cwd {
-            t.insert("cwd", value(cwd.to_string_lossy().into_owned()));
-        }
-        if !server.enabled {
-            t.insert("enabled", value(false));
-        }
+        let t = server_table(&name, server);
         tables.push(t);
         outcome.added.push(name);
     }
@@ -198,6 +180,86 @@ pub fn merge(existing: &str, sources: &[Entry]) -> Result<(String, Outcome), Str
     // what we wrote must load
     crate::Config::parse(&text)?.validate()?;
     Ok((text, outcome))
+}
+
+/// The `[[servers]]` table of `server`, named `name`.
+fn server_table(name: &str, server: &ServerConfig) -> Table {
+    let mut t = Table::new();
+    t.insert("name", value(name));
+    if !server.command.is_empty() {
+        t.insert("command", value(server.command.clone()));
+    }
+    if let Some(url) = &server.url {
+        t.insert("url", value(url.clone()));
+    }
+    if !server.args.is_empty() {
+        t.insert("args", value(server.args.iter().collect::<Array>()));
+    }
+    if !server.env.is_empty() {
+        let mut env = InlineTable::new();
+        for (k, v) in &server.env {
+            env.insert(k, v.into());
+        }
+        t.insert("env", value(env));
+    }
+    if let Some(cwd) = &server.cwd {
+        t.insert("cwd", value(cwd.to_string_lossy().into_owned()));
+    }
+    if !server.enabled {
+        t.insert("enabled", value(false));
+    }
+    t
+}
+
+/// Appends one server to the TOML config text, keeping comments; its name must be free.
+pub fn add_server(existing: &str, server: &ServerConfig) -> Result<String, String> {
+    server.validate()?;
+    let current = crate::Config::parse(existing)?;
+    if current.servers.iter().any(|s| s.name == server.name) {
+        return Err(format!("a server named {:?} already exists", server.name));
+    }
+    let mut doc: DocumentMut = existing.parse().map_err(|e| format!("{e}"))?;
+    if !doc.contains_key("servers") {
+        doc.insert("servers", Item::ArrayOfTables(ArrayOfTables::new()));
+    }
+    let Some(tables) = doc["servers"].as_array_of_tables_mut() else {
+        return Err("`servers` in the config is not an array of tables".into());
+    };
+    tables.push(server_table(&server.name, server));
+    let text = doc.to_string();
+    crate::Config::parse(&text)?.validate()?;
+    Ok(text)
+}
+
+/// Sets `enabled` of the server named `name` in the TOML config text, keeping comments.
+pub fn set_enabled(existing: &str, name: &str, enabled: bool) -> Result<String, String> {
+    let mut doc: DocumentMut = existing.parse().map_err(|e| format!("{e}"))?;
+    let table = doc
+        .get_mut("servers")
+        .and_then(Item::as_array_of_tables_mut)
+        .and_then(|t| {
+            t.iter_mut()
+                .find(|t| t.get("name").and_then(Item::as_str) == Some(name))
+        })
+        .ok_or_else(|| format!("no server named {name:?} in the config file"))?;
+    if enabled {
+        table.remove("enabled");
+    } else {
+        table.insert("enabled", value(false));
+    }
+    let text = doc.to_string();
+    crate::Config::parse(&text)?.validate()?;
+    Ok(text)
+}
+
+/// Replaces `path` with `text` through a temp file and a rename: a watching gateway never
+/// reads half a file.
+pub fn write_config(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path))
 }
 
 /// Imports `sources` into the config file at `config` (created if missing).
@@ -221,20 +283,10 @@ pub fn import_into(config: &Path, sources: &[PathBuf]) -> Result<Outcome, Import
         message,
     })?;
     if !outcome.added.is_empty() {
-        if let Some(dir) = config.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| ImportError::Write {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        // temp file + rename: a watching gateway never reads half a file
-        let tmp = config.with_extension("toml.tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, config))
-            .map_err(|source| ImportError::Write {
-                path: config.to_path_buf(),
-                source,
-            })?;
+        write_config(config, &text).map_err(|source| ImportError::Write {
+            path: config.to_path_buf(),
+            source,
+        })?;
     }
     Ok(outcome)
 }

@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`server`]: [`serve`], the single entry point (headless binary, desktop shell, tests).
 //! - [`http`]: the router, the local-only guard (`Host`/`Origin`), the dashboard read API.
+//! - [`api`]: the dashboard's API (calls, statistics, server actions, pairing codes).
+//! - [`assets`]: the dashboard itself (`ui/dist`, embedded), served at `/`.
 //! - [`registration`]: the IEP v1.0 registration server at `/ws/mcp` and the project registry
 //!   (in memory, written through to SQLite).
 //! - [`store`]: SQLite in the data dir (project registry, call history), one writer thread.
@@ -10,13 +12,17 @@
 //!   notifications consume.
 //! - [`upstream`]: supervised stdio MCP servers (spawn, restart, replay).
 //! - [`mcp`]: the MCP gateway: one aggregated server behind `/mcp`, built on rmcp.
+//! - [`calls`]: tool calls in flight and recently finished, with payloads (dashboard).
 //! - [`telemetry`]: per-call records (`telemetry.jsonl`, SQLite), counters, `/metrics`.
 //! - [`import`]: servers from Claude Desktop / Cursor configs into ours.
 //! - [`auth`]: pairing codes, tokens (hashes in the OS keychain), roles and allowlists.
 //! - [`config`]: the TOML config and the platform directories.
 //! - [`discovery`]: `mcp.json` in the data dir, announcing the running gateway's URL.
 
+pub mod api;
+pub mod assets;
 pub mod auth;
+pub mod calls;
 pub mod config;
 pub mod connect;
 pub mod discovery;

@@ -113,6 +113,8 @@ struct Inner {
     /// Which server a resource URI came from (learned from `resources/list`).
     resource_owner: Mutex<HashMap<String, String>>,
     started: Instant,
+    /// Calls in flight and recently finished, with payloads, for the dashboard.
+    calls: crate::calls::CallLog,
 }
 
 impl McpGateway {
@@ -137,6 +139,7 @@ impl McpGateway {
                 bus,
                 resource_owner: Mutex::new(HashMap::new()),
                 started: Instant::now(),
+                calls: crate::calls::CallLog::default(),
             }),
         };
         gw.apply(servers);
@@ -145,6 +148,11 @@ impl McpGateway {
 
     pub fn telemetry(&self) -> &Telemetry {
         &self.inner.telemetry
+    }
+
+    /// Tool calls in flight and recently finished (the dashboard's Calls view).
+    pub fn calls(&self) -> &crate::calls::CallLog {
+        &self.inner.calls
     }
 
     fn spawn_upstream(&self, cfg: UpstreamConfig) -> Upstream {
@@ -419,12 +427,31 @@ impl CallScope {
     ) -> Self {
         let call_id = format!("c{}", gw.inner.call_seq.fetch_add(1, Ordering::Relaxed));
         if method == "tools/call" {
+            let client = ctx.caller.map(|c| c.name.clone());
+            gw.inner.calls.started(crate::calls::CallView {
+                call_id: call_id.clone(),
+                tool: tool.to_owned(),
+                server: server.to_owned(),
+                client: client.clone(),
+                session_id: ctx.session_id.clone(),
+                started_ms: chrono::Utc::now().timestamp_millis(),
+                finished_ms: None,
+                latency_ms: None,
+                outcome: "running",
+                error: None,
+                replay_attempts: 0,
+                progress: None,
+                total: None,
+                message: None,
+                arguments: None,
+                result: None,
+            });
             gw.inner.bus.publish(HubEvent::CallStarted {
                 call_id: call_id.clone(),
                 tool: tool.to_owned(),
                 server: server.to_owned(),
                 session_id: ctx.session_id.clone(),
-                client: ctx.caller.map(|c| c.name.clone()),
+                client,
             });
             if let Some(s) = &ctx.session
                 && s.watchers() > 0
@@ -451,6 +478,21 @@ impl CallScope {
     }
 
     fn finish(&self, replay_attempts: u32, error: Option<(i64, String)>) {
+        self.finish_with(replay_attempts, error, None);
+    }
+
+    /// Records what the call was asked (shown in the dashboard's detail pane).
+    fn arguments(&self, arguments: &Value) {
+        self.gw.inner.calls.arguments(&self.call_id, arguments);
+    }
+
+    /// Like `finish`, keeping the result (or error) the client got for the dashboard.
+    fn finish_with(
+        &self,
+        replay_attempts: u32,
+        error: Option<(i64, String)>,
+        result: Option<&Value>,
+    ) {
         let latency_ms = self.started.elapsed().as_millis() as u64;
         let outcome = if error.is_some() { "error" } else { "ok" };
         self.gw.record(&CallRecord {
@@ -468,6 +510,13 @@ impl CallScope {
             error_message: error.as_ref().map(|e| e.1.clone()),
         });
         if self.method == "tools/call" {
+            self.gw.inner.calls.finished(
+                &self.call_id,
+                latency_ms,
+                replay_attempts,
+                error.as_ref().map(|e| e.1.clone()),
+                result,
+            );
             if let Some(s) = &self.session
                 && s.watchers() > 0
             {
@@ -504,6 +553,7 @@ impl ProgressRelay {
             .map(|p| (p.token.clone(), p.out.clone()));
         let session = ctx.session.clone();
         let bus = gw.inner.bus.clone();
+        let calls = gw.inner.calls.clone();
         let call_id = call_id.to_owned();
         let tool = tool.to_owned();
         // Progress must increase; after a replay the restarted server counts from the start
@@ -517,6 +567,7 @@ impl ProgressRelay {
                 }
                 *last = p.progress;
             }
+            calls.progress(&call_id, p.progress, p.total, p.message.clone());
             bus.publish(HubEvent::CallProgress {
                 call_id: call_id.clone(),
                 progress: p.progress,

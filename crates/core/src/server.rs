@@ -67,6 +67,11 @@ pub(crate) struct Hub {
     pub(crate) ws_sockets: crate::mcp::ws::SocketCount,
     pub(crate) guard: LocalGuard,
     pub(crate) started: Instant,
+    /// The config file the dashboard edits (add, enable, disable, import); `None` when the
+    /// gateway runs on defaults without a file.
+    pub(crate) config_path: Option<PathBuf>,
+    /// One config edit at a time: read, change, write must not interleave.
+    pub(crate) config_edit: tokio::sync::Mutex<()>,
     /// Root of the shutdown tree: streams and sockets watch it.
     pub(crate) shutdown: CancellationToken,
 }
@@ -158,6 +163,8 @@ impl Gateway {
             gateway_config: config.gateway.clone(),
             guard: LocalGuard::new(local.port(), config.http.allowed_origins.clone()),
             started: Instant::now(),
+            config_path: config.source.clone(),
+            config_edit: tokio::sync::Mutex::new(()),
             shutdown,
         });
         #[cfg(unix)]

@@ -155,7 +155,7 @@ impl Dispatcher {
         } else {
             self.gw.inner.telemetry.snapshot()
         };
-        scope.finish(0, None);
+        scope.finish_with(0, None, Some(&value));
         json_result(value)
     }
 
@@ -190,6 +190,7 @@ impl Dispatcher {
         if let Some(args) = request.arguments {
             params.insert("arguments".into(), Value::Object(args));
         }
+        scope.arguments(params.get("arguments").unwrap_or(&Value::Null));
         let relay = ProgressRelay::start(&self.gw, &scope.call_id, &name, ctx);
         let answer = up
             .request(
@@ -215,7 +216,8 @@ impl Dispatcher {
                             .unwrap_or_else(|| "tool reported an error".into());
                         (0, text)
                     });
-                    scope.finish(a.replay_attempts, err);
+                    let shown = serde_json::to_value(&result).unwrap_or(Value::Null);
+                    scope.finish_with(a.replay_attempts, err, Some(&shown));
                     Ok(result)
                 }
                 Err(e) => {

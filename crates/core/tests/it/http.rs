@@ -157,10 +157,13 @@ async fn the_desktop_webview_gets_cors_answers_and_other_pages_do_not() {
 #[tokio::test]
 async fn unknown_routes_get_a_json_404() {
     let gw = TestGateway::start().await;
-    let r = reqwest::get(gw.url("/nope")).await.unwrap();
-    assert_eq!(r.status(), 404);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "not_found");
+    // (other paths without an extension are the dashboard's own routes: see dashboard.rs)
+    for path in ["/api/nope", "/nope.txt"] {
+        let r = reqwest::get(gw.url(path)).await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+    }
 }
 
 #[tokio::test]

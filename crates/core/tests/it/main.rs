@@ -5,6 +5,7 @@
 
 mod auth;
 mod binary;
+mod dashboard;
 mod discovery;
 mod fast_path;
 mod http;

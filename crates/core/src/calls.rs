@@ -1,0 +1,368 @@
+//! The dashboard's view of tool calls: those in flight (with their latest progress) and the
+//! most recent finished ones, with their arguments and results cut to a size cap.
+//!
+//! Kept in memory, bounded: [`IN_FLIGHT_MAX`] running calls (the oldest is forgotten when a
+//! new one starts beyond it) and [`RECENT_MAX`] finished calls (the oldest goes first). The
+//! full history without payloads is the `calls` table in SQLite (see [`crate::store`]).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Finished calls kept for the dashboard.
+pub const RECENT_MAX: usize = 2000;
+/// Running calls tracked at once.
+pub const IN_FLIGHT_MAX: usize = 4096;
+/// Bytes of JSON kept of a call's arguments and of its result.
+pub const PAYLOAD_CAP: usize = 16 * 1024;
+
+/// A call's arguments or result as kept: the JSON text, cut at [`PAYLOAD_CAP`] bytes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Payload {
+    pub json: String,
+    /// The size of the whole JSON text, before the cut.
+    pub bytes: usize,
+    pub truncated: bool,
+}
+
+impl Payload {
+    pub fn of(value: &Value) -> Self {
+        let text = serde_json::to_string_pretty(value).unwrap_or_default();
+        let bytes = text.len();
+        if bytes <= PAYLOAD_CAP {
+            return Self {
+                json: text,
+                bytes,
+                truncated: false,
+            };
+        }
+        let mut end = PAYLOAD_CAP;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self {
+            json: text[..end].to_owned(),
+            bytes,
+            truncated: true,
+        }
+    }
+}
+
+/// One call as the dashboard shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CallView {
+    pub call_id: String,
+    pub tool: String,
+    pub server: String,
+    pub client: Option<String>,
+    pub session_id: Option<String>,
+    pub started_ms: i64,
+    /// Set once finished.
+    pub finished_ms: Option<i64>,
+    pub latency_ms: Option<u64>,
+    /// `running`, `ok` or `error`.
+    pub outcome: &'static str,
+    pub error: Option<String>,
+    pub replay_attempts: u32,
+    pub progress: Option<f64>,
+    pub total: Option<f64>,
+    pub message: Option<String>,
+    /// Left out of lists; see [`CallLog::get`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Payload>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Payload>,
+}
+
+impl CallView {
+    fn summary(&self) -> Self {
+        Self {
+            arguments: None,
+            result: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// Which finished calls a list wants (all fields optional; exact matches).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct Filter {
+    pub server: Option<String>,
+    pub tool: Option<String>,
+    pub client: Option<String>,
+    pub outcome: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl Filter {
+    fn matches(&self, c: &CallView) -> bool {
+        let eq = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref()
+                .is_none_or(|w| w.is_empty() || Some(w) == have)
+        };
+        eq(&self.server, Some(&c.server))
+            && eq(&self.tool, Some(&c.tool))
+            && eq(&self.client, c.client.as_deref())
+            && eq(&self.outcome, Some(c.outcome))
+    }
+}
+
+/// Cheap handle; clone freely.
+#[derive(Debug, Clone, Default)]
+pub struct CallLog {
+    inner: Arc<Mutex<Log>>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    /// By call id; ids are `c<n>` in start order, so a map keeps them findable and bounded.
+    in_flight: BTreeMap<u64, CallView>,
+    /// Newest last.
+    recent: VecDeque<CallView>,
+}
+
+fn id_num(call_id: &str) -> u64 {
+    call_id
+        .strip_prefix('c')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+impl CallLog {
+    pub fn started(&self, mut call: CallView) {
+        call.outcome = "running";
+        let mut log = self.inner.lock().expect("call log lock");
+        if log.in_flight.len() >= IN_FLIGHT_MAX {
+            log.in_flight.pop_first();
+        }
+        log.in_flight.insert(id_num(&call.call_id), call);
+    }
+
+    pub fn arguments(&self, call_id: &str, arguments: &Value) {
+        let mut log = self.inner.lock().expect("call log lock");
+        if let Some(c) = log.in_flight.get_mut(&id_num(call_id)) {
+            c.arguments = Some(Payload::of(arguments));
+        }
+    }
+
+    pub fn progress(
+        &self,
+        call_id: &str,
+        progress: f64,
+        total: Option<f64>,
+        message: Option<String>,
+    ) {
+        let mut log = self.inner.lock().expect("call log lock");
+        if let Some(c) = log.in_flight.get_mut(&id_num(call_id)) {
+            c.progress = Some(progress);
+            c.total = total;
+            if message.is_some() {
+                c.message = message;
+            }
+        }
+    }
+
+    /// Moves a call to the finished list. `result` is the tool's result (or error) as JSON.
+    pub fn finished(
+        &self,
+        call_id: &str,
+        latency_ms: u64,
+        replay_attempts: u32,
+        error: Option<String>,
+        result: Option<&Value>,
+    ) {
+        let mut log = self.inner.lock().expect("call log lock");
+        let Some(mut c) = log.in_flight.remove(&id_num(call_id)) else {
+            return;
+        };
+        c.finished_ms = Some(c.started_ms + latency_ms as i64);
+        c.latency_ms = Some(latency_ms);
+        c.outcome = if error.is_some() { "error" } else { "ok" };
+        c.error = error;
+        c.replay_attempts = replay_attempts;
+        c.result = result.map(Payload::of);
+        if log.recent.len() >= RECENT_MAX {
+            log.recent.pop_front();
+        }
+        log.recent.push_back(c);
+    }
+
+    /// Running calls, oldest first (without payloads).
+    pub fn in_flight(&self) -> Vec<CallView> {
+        let log = self.inner.lock().expect("call log lock");
+        log.in_flight.values().map(CallView::summary).collect()
+    }
+
+    /// Finished calls matching `filter`, newest first (without payloads).
+    pub fn recent(&self, filter: &Filter) -> Vec<CallView> {
+        let limit = filter.limit.unwrap_or(500).min(RECENT_MAX);
+        let log = self.inner.lock().expect("call log lock");
+        log.recent
+            .iter()
+            .rev()
+            .filter(|c| filter.matches(c))
+            .take(limit)
+            .map(CallView::summary)
+            .collect()
+    }
+
+    /// One call with its arguments and result.
+    pub fn get(&self, call_id: &str) -> Option<CallView> {
+        let log = self.inner.lock().expect("call log lock");
+        log.in_flight
+            .get(&id_num(call_id))
+            .or_else(|| log.recent.iter().rev().find(|c| c.call_id == call_id))
+            .cloned()
+    }
+
+    /// Latency percentiles and error rates per server and tool over the kept finished calls.
+    pub fn stats(&self) -> Vec<ToolStats> {
+        let log = self.inner.lock().expect("call log lock");
+        let mut by: BTreeMap<(String, String), (Vec<u64>, usize)> = BTreeMap::new();
+        for c in &log.recent {
+            let e = by.entry((c.server.clone(), c.tool.clone())).or_default();
+            e.0.push(c.latency_ms.unwrap_or(0));
+            e.1 += usize::from(c.outcome == "error");
+        }
+        by.into_iter()
+            .map(|((server, tool), (mut lat, errors))| {
+                lat.sort_unstable();
+                let pct = |p: f64| {
+                    let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+                    lat[i.min(lat.len() - 1)]
+                };
+                ToolStats {
+                    calls: lat.len(),
+                    errors,
+                    error_rate: errors as f64 / lat.len() as f64,
+                    p50_ms: pct(0.5),
+                    p90_ms: pct(0.9),
+                    p99_ms: pct(0.99),
+                    max_ms: lat[lat.len() - 1],
+                    server,
+                    tool,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Latency and errors of one tool of one server.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ToolStats {
+    pub server: String,
+    pub tool: String,
+    pub calls: usize,
+    pub errors: usize,
+    pub error_rate: f64,
+    pub p50_ms: u64,
+    pub p90_ms: u64,
+    pub p99_ms: u64,
+    pub max_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn call(id: &str, tool: &str) -> CallView {
+        CallView {
+            call_id: id.into(),
+            tool: tool.into(),
+            server: "s".into(),
+            client: Some("cli".into()),
+            session_id: None,
+            started_ms: 1000,
+            finished_ms: None,
+            latency_ms: None,
+            outcome: "running",
+            error: None,
+            replay_attempts: 0,
+            progress: None,
+            total: None,
+            message: None,
+            arguments: None,
+            result: None,
+        }
+    }
+
+    #[test]
+    fn payloads_are_cut_at_the_cap_on_a_char_boundary() {
+        let big = json!({"text": "é".repeat(PAYLOAD_CAP)});
+        let p = Payload::of(&big);
+        assert!(p.truncated);
+        assert!(p.json.len() <= PAYLOAD_CAP && p.json.len() > PAYLOAD_CAP - 4);
+        assert!(p.bytes > PAYLOAD_CAP * 2);
+        let small = Payload::of(&json!({"a": 1}));
+        assert!(!small.truncated);
+        assert_eq!(small.bytes, small.json.len());
+    }
+
+    #[test]
+    fn a_call_moves_from_in_flight_to_recent_with_its_progress_and_result() {
+        let log = CallLog::default();
+        log.started(call("c1", "slow"));
+        log.arguments("c1", &json!({"a": 1}));
+        log.progress("c1", 2.0, Some(4.0), Some("half".into()));
+        let running = log.in_flight();
+        assert_eq!(running.len(), 1);
+        assert_eq!(running[0].progress, Some(2.0));
+        assert_eq!(running[0].message.as_deref(), Some("half"));
+        assert!(running[0].arguments.is_none(), "lists leave payloads out");
+        log.finished("c1", 40, 1, None, Some(&json!({"content": []})));
+        assert!(log.in_flight().is_empty());
+        let done = log.get("c1").unwrap();
+        assert_eq!(done.outcome, "ok");
+        assert_eq!(done.latency_ms, Some(40));
+        assert_eq!(done.finished_ms, Some(1040));
+        assert_eq!(done.replay_attempts, 1);
+        assert!(done.arguments.unwrap().json.contains("\"a\": 1"));
+        assert!(done.result.is_some());
+    }
+
+    #[test]
+    fn filters_and_stats() {
+        let log = CallLog::default();
+        for i in 0..10 {
+            let id = format!("c{i}");
+            log.started(call(&id, if i % 2 == 0 { "even" } else { "odd" }));
+            let error = (i == 9).then(|| "boom".to_owned());
+            log.finished(&id, i * 10, 0, error, None);
+        }
+        let odd = log.recent(&Filter {
+            tool: Some("odd".into()),
+            ..Filter::default()
+        });
+        assert_eq!(odd.len(), 5);
+        assert_eq!(odd[0].call_id, "c9", "newest first");
+        let errors = log.recent(&Filter {
+            outcome: Some("error".into()),
+            ..Filter::default()
+        });
+        assert_eq!(errors.len(), 1);
+        let stats = log.stats();
+        let odd = stats.iter().find(|s| s.tool == "odd").unwrap();
+        assert_eq!((odd.calls, odd.errors), (5, 1));
+        assert_eq!((odd.p50_ms, odd.max_ms), (50, 90));
+        assert!((odd.error_rate - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_recent_list_is_bounded() {
+        let log = CallLog::default();
+        for i in 0..(RECENT_MAX + 5) {
+            let id = format!("c{i}");
+            log.started(call(&id, "t"));
+            log.finished(&id, 1, 0, None, None);
+        }
+        let all = log.recent(&Filter {
+            limit: Some(usize::MAX),
+            ..Filter::default()
+        });
+        assert_eq!(all.len(), RECENT_MAX);
+        assert!(log.get("c0").is_none());
+    }
+}

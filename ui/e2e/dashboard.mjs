@@ -1,0 +1,255 @@
+// The dashboard in a real browser (Chromium through playwright-core) against the real
+// headless gateway with a real stdio server, real MCP SDK client and a real IEP project.
+// Saves a screenshot of each view under docs/. Run by scripts/test-ui.
+
+import { chromium } from 'playwright-core';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import WebSocket from 'ws';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Gateway, envelope, projectDir, projectInfo, sleep, until, within } from './gateway.mjs';
+
+const DOCS = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'docs');
+const T = 15_000; // every wait on the page is bounded by this
+
+let failures = 0;
+async function step(name, fn) {
+  const started = Date.now();
+  try {
+    await within(90_000, name, fn());
+    console.log(`ok   ${name} (${Date.now() - started} ms)`);
+  } catch (e) {
+    failures++;
+    console.log(`FAIL ${name}: ${e.stack ?? e}`);
+    throw e;
+  }
+}
+
+const gw = new Gateway();
+await gw.start();
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox'] });
+const context = await browser.newContext({ colorScheme: 'light', viewport: { width: 1280, height: 860 } });
+const page = await context.newPage();
+page.setDefaultTimeout(T);
+const consoleErrors = [];
+page.on('pageerror', (e) => consoleErrors.push(String(e)));
+const shot = (name) => page.screenshot({ path: join(DOCS, `dashboard-${name}.png`), fullPage: false });
+const tab = (name) => page.getByRole('tab', { name });
+
+let sdk;
+let sdkToken;
+let ws;
+try {
+  await step('the page asks for a pairing code, pairs, and goes live', async () => {
+    await page.goto(gw.url + '/');
+    await page.getByLabel('Pairing code').waitFor();
+    const stored = await page.evaluate(() => ({ s: sessionStorage.length, l: localStorage.length }));
+    if (stored.s || stored.l) throw new Error(`storage before pairing: ${JSON.stringify(stored)}`);
+    await page.getByLabel('Pairing code').fill('000000');
+    await page.getByRole('button', { name: 'Pair' }).click();
+    await page.getByRole('alert').filter({ hasText: /wrong pairing code/i }).waitFor();
+    await page.getByLabel('Pairing code').fill(await gw.code());
+    await page.getByRole('button', { name: 'Pair' }).click();
+    await page.getByTestId('connection').filter({ hasText: 'Live' }).waitFor();
+    const where = await page.evaluate(() => ({ session: Object.keys(sessionStorage), local: localStorage.length }));
+    if (where.local !== 0 || !where.session.includes('switchboard.token')) throw new Error(`token kept in ${JSON.stringify(where)}`);
+    // a reload in the same tab stays signed in
+    await page.reload();
+    await page.getByTestId('connection').filter({ hasText: 'Live' }).waitFor();
+  });
+
+  await step('a slow call from the MCP SDK client shows its progress bar advancing to done', async () => {
+    sdkToken = await gw.pair('sdk-agent');
+    sdk = new Client({ name: 'sdk-agent', version: '1.0.0' });
+    await sdk.connect(
+      new StreamableHTTPClientTransport(new URL(gw.url + '/mcp'), { requestInit: { headers: { Authorization: `Bearer ${sdkToken}` } } }),
+    );
+    await tab('Calls').click();
+    const progress = [];
+    const call = sdk.callTool({ name: 'fx__slow', arguments: { steps: 20, step_ms: 150 } }, undefined, {
+      onprogress: (p) => progress.push(p.progress),
+      timeout: 30_000,
+    });
+    const bar = page.getByRole('progressbar', { name: 'Progress of fx__slow' });
+    await bar.waitFor();
+    const seen = [];
+    await until('the bar to advance three times', async () => {
+      const v = Number(await bar.getAttribute('aria-valuenow', { timeout: 1000 }).catch(() => NaN));
+      if (Number.isFinite(v) && v !== seen[seen.length - 1]) seen.push(v);
+      return seen.length >= 3;
+    }, T, 30);
+    for (let i = 1; i < seen.length; i++) if (!(seen[i] > seen[i - 1])) throw new Error(`progress went ${seen}`);
+    const row = page.locator('[data-testid=in-flight] tr[data-call]');
+    if (!(await row.textContent()).includes('sdk-agent')) throw new Error('the running call does not name its client');
+    const result = await call;
+    if (!progress.length) throw new Error('the SDK client got no progress');
+    if (result.isError) throw new Error(`the call failed: ${JSON.stringify(result)}`);
+    await page.locator('[data-testid=history] tr[data-call]').filter({ hasText: 'fx__slow' }).filter({ hasText: 'ok' }).waitFor();
+    await page.getByRole('progressbar').waitFor({ state: 'detached' });
+    // the detail pane: arguments and result
+    await sdk.callTool({ name: 'fx__echo', arguments: { text: 'shown in the detail pane' } });
+    const echoRow = page.locator('[data-testid=history] tr[data-call]').filter({ hasText: 'fx__echo' });
+    await echoRow.focus();
+    await page.keyboard.press('Enter');
+    await page.getByTestId('arguments').filter({ hasText: 'shown in the detail pane' }).waitFor();
+    await page.getByTestId('result').filter({ hasText: 'shown in the detail pane' }).waitFor();
+    // with a call running, history and a detail open: the screenshot
+    const second = sdk.callTool({ name: 'fx__slow', arguments: { steps: 10, step_ms: 300 } }, undefined, { onprogress: () => {}, timeout: 30_000 });
+    await until('the second call to report progress', async () => Number(await bar.getAttribute('aria-valuenow', { timeout: 1000 }).catch(() => 0)) >= 3, T);
+    await shot('calls');
+    await second;
+    // filters
+    await page.getByLabel('Outcome').selectOption('error');
+    await page.getByText('No finished calls match the filter').waitFor();
+    await page.getByLabel('Outcome').selectOption('');
+    console.log(`     progress seen in the page: ${seen.join(' → ')}; SDK notifications: ${progress.length}`);
+  });
+
+  await step('a killed server is shown failing and recovering', async () => {
+    await sdk.callTool({ name: 'fx__stderr', arguments: { text: 'hello from the fixture stderr' } });
+    await tab('Servers').click();
+    const row = page.locator('tr[data-server=fx]');
+    await row.getByTestId('state').filter({ hasText: 'running' }).waitFor();
+    await page.locator('[data-testid=stderr]').filter({ hasText: 'hello from the fixture stderr' }).waitFor();
+    await page.evaluate(() => {
+      const el = document.querySelector('tr[data-server=fx]');
+      window.__states = [];
+      new MutationObserver(() => window.__states.push(el.querySelector('[data-testid=state]')?.textContent)).observe(el, { subtree: true, childList: true, characterData: true });
+    });
+    const before = (await gw.api('/api/servers')).servers.find((s) => s.name === 'fx');
+    process.kill(before.pid, 'SIGKILL');
+    await until('fx to be running again with one more restart', async () => {
+      const restarts = Number(await row.getByTestId('restarts').textContent());
+      const state = await row.getByTestId('state').textContent();
+      return state === 'running' && restarts === before.restarts + 1;
+    });
+    const states = await page.evaluate(() => window.__states);
+    if (!states.some((s) => s && s !== 'running')) throw new Error(`never saw fx leave running: ${states}`);
+    console.log(`     states seen: ${[...new Set(states)].join(' → ')}`);
+    await tab('Overview').click();
+    await page.getByTestId('failures').filter({ hasText: 'fx crashed' }).waitFor();
+    await page.getByTestId('stat-servers').filter({ hasText: '1 / 1' }).waitFor();
+    await tab('Servers').click();
+    await shot('servers');
+  });
+
+  await step('a registered project goes online and offline, with its live db_operation feed', async () => {
+    await tab('Projects').click();
+    const dir = projectDir('dashboard-demo');
+    ws = new WebSocket(gw.url.replace('http', 'ws') + '/ws/mcp');
+    await within(T, 'ws open', new Promise((r, j) => (ws.once('open', r), ws.once('error', j))));
+    const replies = [];
+    ws.on('message', (m) => replies.push(JSON.parse(m.toString())));
+    ws.send(envelope('hello', { entity_type: 'mcp_server', capabilities: [] }));
+    ws.send(envelope('register', projectInfo(dir)));
+    await until('registered', () => replies.some((r) => r.type === 'registered'));
+    const row = page.locator(`tr[data-project="${dir}"]`);
+    await row.getByTestId('project-state').filter({ hasText: 'online' }).waitFor();
+    await row.getByTestId('sockets').filter({ hasText: '1' }).waitFor();
+    for (const [operation, entity, ids] of [['create', 'task', [1]], ['update', 'task', [1, 2]], ['delete', 'event', [7]]]) {
+      ws.send(envelope('db_operation', { operation, entity, affected_ids: ids, project_path: dir }));
+    }
+    await page.locator('[data-testid=db-feed] tbody tr').nth(2).waitFor();
+    await shot('projects');
+    ws.close();
+    await row.getByTestId('project-state').filter({ hasText: 'offline' }).waitFor();
+  });
+
+  await step('a client is unpaired from the page and its session closes', async () => {
+    await tab('Clients').click();
+    const row = page.locator('tr[data-client=sdk-agent]');
+    await row.getByTestId('sessions').filter({ hasText: '1' }).waitFor();
+    // Pair new client: code with countdown, then a ready-to-paste config made here
+    await page.getByRole('button', { name: 'Pair new client…' }).click();
+    const code = await page.getByTestId('pair-code').textContent();
+    if (!/^\d{6}$/.test(code)) throw new Error(`code ${code}`);
+    const first = Number(await page.getByTestId('countdown').textContent());
+    await until('the countdown to tick', async () => Number(await page.getByTestId('countdown').textContent()) < first, 5000);
+    await shot('clients');
+    await page.getByLabel('Client name').fill('cursor');
+    await page.getByRole('button', { name: 'Make its configuration' }).click();
+    await page.getByTestId('mcp-json').filter({ hasText: 'Bearer sb_' }).waitFor();
+    await page.locator('tr[data-client=cursor]').waitFor();
+    await page.getByRole('button', { name: 'Done' }).click();
+
+    await row.getByRole('button', { name: 'Unpair' }).click();
+    await row.getByRole('button', { name: 'Yes, unpair' }).click();
+    await row.waitFor({ state: 'detached' });
+    const refused = await sdk.listTools().then(
+      () => null,
+      (e) => String(e),
+    );
+    if (!refused) throw new Error('the unpaired client can still list tools');
+    console.log(`     the unpaired SDK client now gets: ${refused.slice(0, 120)}`);
+  });
+
+  await step('overview and telemetry show the traffic', async () => {
+    const token = await gw.pair('load');
+    const c = new Client({ name: 'load', version: '1' });
+    await c.connect(new StreamableHTTPClientTransport(new URL(gw.url + '/mcp'), { requestInit: { headers: { Authorization: `Bearer ${token}` } } }));
+    for (let i = 0; i < 30; i++) {
+      await c.callTool({ name: i % 10 === 9 ? 'fx__fail' : 'fx__echo', arguments: i % 10 === 9 ? { message: 'planned failure' } : { text: `n${i}` } });
+      await sleep(40);
+    }
+    await c.close();
+    await tab('Telemetry').click();
+    await page.getByTestId('telemetry').filter({ hasText: 'fx__echo' }).waitFor();
+    await page.getByTestId('telemetry').filter({ hasText: 'fx__fail' }).waitFor();
+    await shot('telemetry');
+    await tab('Overview').click();
+    await page.getByTestId('stat-gateway').filter({ hasText: 'Healthy' }).waitFor();
+    // what the desktop test reads too: servers and a client paired meanwhile, by name
+    await page.getByTestId('overview-servers').filter({ hasText: 'fx' }).waitFor();
+    await page.getByTestId('overview-clients').filter({ hasText: 'load' }).waitFor();
+    await shot('overview');
+  });
+
+  await step('keyboard: the view tabs move with the arrow keys', async () => {
+    await tab('Overview').focus();
+    await page.keyboard.press('ArrowRight');
+    await page.getByRole('tab', { name: 'Calls', selected: true }).waitFor();
+    await page.keyboard.press('End');
+    await page.getByRole('tab', { name: 'Telemetry', selected: true }).waitFor();
+    await page.keyboard.press('Home');
+    await page.getByRole('tab', { name: 'Overview', selected: true }).waitFor();
+  });
+
+  await step('readable at 200% zoom: no horizontal scrolling of the page', async () => {
+    for (const view of ['Overview', 'Calls', 'Servers', 'Clients', 'Projects', 'Telemetry']) {
+      await tab(view).click();
+      await page.setViewportSize({ width: 640, height: 430 }); // 1280x860 at 200 %
+      await sleep(100);
+      const over = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+      await page.setViewportSize({ width: 1280, height: 860 });
+      if (over > 2) throw new Error(`${view} scrolls sideways by ${over}px at 200 %`);
+    }
+  });
+
+  await step('a lost gateway shows a banner; the page reconnects and resynchronises', async () => {
+    await tab('Servers').click();
+    await gw.stop();
+    await page.getByTestId('banner').waitFor();
+    await page.getByTestId('connection').filter({ hasText: 'Offline' }).waitFor();
+    await gw.start();
+    await page.getByTestId('connection').filter({ hasText: 'Live' }).waitFor({ timeout: 30_000 });
+    await page.getByTestId('banner').waitFor({ state: 'detached' });
+    await page.locator('tr[data-server=fx]').getByTestId('state').filter({ hasText: 'running' }).waitFor();
+    const resyncs = await page.evaluate(() => window.__switchboard.stats.resyncs);
+    if (resyncs < 2) throw new Error(`resyncs ${resyncs}`);
+  });
+
+  if (consoleErrors.length) throw new Error(`errors in the page: ${consoleErrors.join('\n')}`);
+} catch (e) {
+  failures++;
+  await page.screenshot({ path: join(DOCS, '..', 'ui', 'test-results', 'failure.png') }).catch(() => {});
+  console.log(`page text at the failure:\n${(await page.locator('body').innerText().catch(() => '')).slice(0, 1500)}`);
+  console.log(`gateway log tail:\n${gw.log.slice(-20).join('')}`);
+} finally {
+  ws?.terminate();
+  await sdk?.close().catch(() => {});
+  await browser.close();
+  await gw.stop();
+}
+console.log(failures ? 'dashboard browser test FAILED' : 'dashboard browser test passed');
+process.exit(failures ? 1 : 0);

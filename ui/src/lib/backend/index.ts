@@ -1,0 +1,51 @@
+// The backend seam: the rest of the UI gets a GatewayClient from here and never knows
+// whether it runs in a browser tab or in the desktop app.
+
+import { GatewayClient, ApiError } from './http';
+import type { PairResult } from '../types';
+
+export { GatewayClient, ApiError } from './http';
+
+/** Where the browser keeps its token: this tab only, gone when the tab closes. */
+const TOKEN_KEY = 'switchboard.token';
+
+export function inTauri(): boolean {
+  return typeof window !== 'undefined' && '__TAURI_INTERNALS__' in window;
+}
+
+/** A client if this page already has a credential (desktop app, or paired earlier in this tab). */
+export async function existingClient(): Promise<GatewayClient | null> {
+  if (inTauri()) {
+    const { tauriClient } = await import('./tauri');
+    return tauriClient();
+  }
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? new GatewayClient('', token) : null;
+}
+
+/** Trades a pairing code for this tab's token. */
+export async function pairBrowser(code: string, name: string): Promise<GatewayClient> {
+  const resp = await fetch('/pair', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ code: code.trim(), name: name.trim() || 'dashboard' }),
+  });
+  const body = (await resp.json().catch(() => null)) as (PairResult & { error?: { code: string; message: string } }) | null;
+  if (!resp.ok || !body?.token) {
+    throw new ApiError(resp.status, body?.error?.code ?? 'pair_failed', body?.error?.message ?? `pairing failed (${resp.status})`);
+  }
+  sessionStorage.setItem(TOKEN_KEY, body.token);
+  return new GatewayClient('', body.token);
+}
+
+/** Forgets this tab's token (it was revoked, or the person signs out). */
+export function forgetCredential(): void {
+  if (!inTauri()) sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/** Codes issued outside the page (the desktop tray's Pair New Client…); nothing in a browser. */
+export async function onOutsidePairCode(cb: (code: string, expiresInS: number) => void): Promise<void> {
+  if (!inTauri()) return;
+  const { onTrayPairCode } = await import('./tauri');
+  await onTrayPairCode(cb);
+}

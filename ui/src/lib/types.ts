@@ -1,0 +1,148 @@
+// Wire types of the gateway's API and event stream (crates/core: http.rs, api.rs, events.rs).
+
+export type ServerState = 'starting' | 'running' | 'restarting' | 'failed' | 'disabled' | 'stopped';
+
+export interface ServerInfo {
+  name: string;
+  state: ServerState;
+  pid: number | null;
+  generation: number;
+  restarts: number;
+  tools: number;
+  uptime_ms: number | null;
+  last_error: string | null;
+  stderr_tail?: string[];
+  command?: string;
+}
+
+export interface ToolInfo {
+  name: string;
+  server: string;
+  tool: string;
+  annotations?: {
+    title?: string;
+    readOnlyHint?: boolean;
+    destructiveHint?: boolean;
+    idempotentHint?: boolean;
+    openWorldHint?: boolean;
+  } | null;
+}
+
+export interface ServersSnapshot {
+  gateway: { version: string; uptime_ms: number };
+  servers_running: number;
+  servers_total: number;
+  servers: ServerInfo[];
+  tools: ToolInfo[];
+}
+
+export interface ClientInfo {
+  name: string;
+  role: string;
+  created_ms: number;
+  last_seen_ms: number | null;
+  open_sessions: string[];
+}
+
+export interface ProjectInfo {
+  path: string;
+  name: string;
+  db_path: string;
+  agent: string | null;
+  online: boolean;
+  sockets: number;
+  first_seen: string;
+  last_seen: string;
+  last_db_operation: Record<string, unknown> | null;
+  last_db_operation_at: string | null;
+}
+
+export interface Payload {
+  json: string;
+  bytes: number;
+  truncated: boolean;
+}
+
+export type Outcome = 'running' | 'ok' | 'error';
+
+export interface Call {
+  call_id: string;
+  tool: string;
+  server: string;
+  client: string | null;
+  session_id: string | null;
+  started_ms: number;
+  finished_ms: number | null;
+  latency_ms: number | null;
+  outcome: Outcome;
+  error: string | null;
+  replay_attempts: number;
+  progress: number | null;
+  total: number | null;
+  message: string | null;
+  arguments?: Payload;
+  result?: Payload;
+}
+
+export interface CallsSnapshot {
+  in_flight: Call[];
+  recent: Call[];
+}
+
+export interface ToolStats {
+  server: string;
+  tool: string;
+  calls: number;
+  errors: number;
+  error_rate: number;
+  p50_ms: number;
+  p90_ms: number;
+  p99_ms: number;
+  max_ms: number;
+}
+
+export interface TelemetrySnapshot {
+  window_calls: number;
+  tools: ToolStats[];
+  totals: { requests: number; successes: number; errors: number; replays: number };
+}
+
+export interface Health {
+  status: string;
+  version: string;
+  uptime_ms: number;
+  projects_online: number;
+  registration_sockets: number;
+}
+
+export interface PairCode {
+  code: string;
+  expires_in_s: number;
+  pair_url: string;
+}
+
+export interface PairResult {
+  paired: boolean;
+  token: string;
+  name: string;
+  role: string;
+  client_config: { url: string; claude_code: string; mcp_json: unknown };
+}
+
+/** Every HubEvent as stamped by the bus (`type` is the tag). */
+export type HubEvent = { seq: number; timestamp: string } & (
+  | { type: 'project_online'; path: string; name: string; sockets: number }
+  | { type: 'project_offline'; path: string; name: string }
+  | { type: 'db_operation'; project_path: string; operation: string; entity: string; affected_ids: number[]; data?: unknown }
+  | { type: 'server_state'; server: string; state: ServerState; reason?: string }
+  | { type: 'server_crashed'; server: string; reason: string }
+  | { type: 'server_tools_changed'; server: string; tools: number }
+  | { type: 'call_started'; call_id: string; tool: string; server: string; session_id?: string; client?: string | null }
+  | { type: 'call_progress'; call_id: string; progress: number; total?: number; message?: string }
+  | { type: 'call_finished'; call_id: string; tool: string; server: string; outcome: 'ok' | 'error'; latency_ms: number; replay_attempts: number; error?: string }
+  | { type: 'client_paired'; name: string; role: string }
+  | { type: 'client_unpaired'; name: string }
+  | { type: 'session_opened'; session_id: string; client: string; transport: string }
+  | { type: 'session_closed'; session_id: string; client: string; transport: string; reason: string }
+  | { type: 'lagged'; missed: number }
+);
