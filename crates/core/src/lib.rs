@@ -11,7 +11,9 @@
 //! - [`events`]: the bounded broadcast of [`HubEvent`]s that the dashboard, tray and
 //!   notifications consume.
 //! - [`upstream`]: supervised stdio MCP servers (spawn, restart, replay).
-//! - [`mcp`]: the MCP gateway: one aggregated server behind `/mcp`, built on rmcp.
+//! - [`mcp`]: the MCP gateway: one aggregated server, answered by one dispatcher (`mcp/dispatch`)
+//!   behind `/mcp` (rmcp's Streamable HTTP, plus a fast path for plain calls) and `/ws`; MCP
+//!   sessions and their progress streams (`mcp/session`).
 //! - [`calls`]: tool calls in flight and recently finished, with payloads (dashboard).
 //! - [`telemetry`]: per-call records (`telemetry.jsonl`, SQLite), counters, `/metrics`.
 //! - [`import`]: servers from Claude Desktop / Cursor configs into ours.
