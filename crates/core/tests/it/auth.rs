@@ -211,7 +211,10 @@ async fn unpairing_closes_the_clients_open_streams_and_sessions_at_once() {
     // take seconds): the bound leaves room for a loaded machine, speed is not measured here.
     let took = closed_at.saturating_duration_since(t0);
     println!("stream closed {took:?} after the unpair request");
-    assert!(took < Duration::from_secs(1), "stream closed after {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "stream closed after {took:?}"
+    );
     assert!(
         victim_events.ended_within(Duration::from_millis(500)).await,
         "the unpaired client's event stream stayed open"
