@@ -474,13 +474,14 @@ async fn drop_mid_call(kind: Kind) {
     let second = transitions[3].1 - transitions[2].1;
     eprintln!("{kind:?}: reconnect backoff seen by a client: {first:?}, then {second:?}");
     // Seen by a client, so with its scheduling noise: the delays themselves are at least
-    // 500 ms and 1000 ms (jitter only adds).
+    // 500 ms and 1000 ms (jitter only adds, so comparing the two with each other would test
+    // the jitter, not the doubling).
     assert!(
         first >= Duration::from_millis(400),
         "first backoff {first:?}"
     );
     assert!(
-        second >= Duration::from_millis(900) && second > first + first / 2,
+        second >= Duration::from_millis(900),
         "second backoff {second:?} after {first:?}"
     );
     let reason = gw.server("far").await["last_error"]
