@@ -15,10 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+#[cfg(not(unix))]
+use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+#[cfg(unix)]
+mod pipe;
 
 /// A progress notification, as the server sent it (minus its token).
 #[derive(Debug, Clone, PartialEq)]
@@ -99,7 +104,7 @@ type Waiter = oneshot::Sender<Result<Value, RpcError>>;
 /// Handle to a running connection; shared by every caller of that server generation.
 pub struct Connection {
     server: String,
-    out: mpsc::Sender<Outgoing>,
+    out: Sink,
     pending: Mutex<HashMap<u64, Waiter>>,
     progress: Mutex<HashMap<String, ProgressSink>>,
     next_id: AtomicU64,
@@ -123,6 +128,53 @@ impl std::fmt::Debug for Connection {
 /// Requests waiting to be written, per server; callers wait when it is full.
 const OUT_QUEUE: usize = 1024;
 
+/// Where outgoing messages go.
+enum Sink {
+    /// To whoever drains the [`Outbox`] (a network transport, or the stdin writer task).
+    Channel(mpsc::Sender<Outgoing>),
+    /// Straight into the child's stdin (see [`pipe`]).
+    #[cfg(unix)]
+    Pipe(Arc<pipe::PipeOut>),
+}
+
+impl Sink {
+    /// Sends one message, waiting while the queue is full; `false` once the sink is closed.
+    async fn send(&self, mut msg: Vec<u8>) -> bool {
+        match self {
+            Self::Channel(tx) => tx.send(Outgoing::Message(msg)).await.is_ok(),
+            #[cfg(unix)]
+            Self::Pipe(p) => {
+                msg.push(b'\n');
+                p.send(&msg).await
+            }
+        }
+    }
+
+    /// Sends one message if there is room now.
+    fn try_send(&self, mut msg: Vec<u8>) {
+        match self {
+            Self::Channel(tx) => {
+                let _ = tx.try_send(Outgoing::Message(msg));
+            }
+            #[cfg(unix)]
+            Self::Pipe(p) => {
+                msg.push(b'\n');
+                let _ = p.offer(&msg);
+            }
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Self::Channel(tx) => {
+                let _ = tx.try_send(Outgoing::CloseStdin);
+            }
+            #[cfg(unix)]
+            Self::Pipe(p) => p.close(),
+        }
+    }
+}
+
 impl Connection {
     /// Starts the reader and writer tasks for a freshly spawned child.
     pub fn start(
@@ -131,8 +183,24 @@ impl Connection {
         stdout: ChildStdout,
         notices: mpsc::UnboundedSender<ServerNotice>,
     ) -> Arc<Self> {
-        let (conn, outbox) = Self::framed(server, notices);
-        tokio::spawn(write_loop(stdin, outbox.rx, conn.closed.clone()));
+        let closed = CancellationToken::new();
+        // Writes go straight into the pipe where the platform lets us (no task hop per call);
+        // otherwise through the writer task.
+        #[cfg(unix)]
+        let conn = match pipe::PipeOut::start(stdin, closed.clone()) {
+            Ok(p) => Self::with_sink(server, notices, Sink::Pipe(p), closed),
+            Err(e) => {
+                tracing::warn!(server, error = %e, "cannot write to the child's stdin");
+                let (tx, _) = mpsc::channel(1);
+                Self::with_sink(server, notices, Sink::Channel(tx), closed)
+            }
+        };
+        #[cfg(not(unix))]
+        let conn = {
+            let (tx, rx) = mpsc::channel(OUT_QUEUE);
+            tokio::spawn(write_loop(stdin, rx, closed.clone()));
+            Self::with_sink(server, notices, Sink::Channel(tx), closed)
+        };
         tokio::spawn(read_loop(conn.clone(), stdout));
         conn
     }
@@ -145,21 +213,31 @@ impl Connection {
         notices: mpsc::UnboundedSender<ServerNotice>,
     ) -> (Arc<Self>, Outbox) {
         let (out, rx) = mpsc::channel(OUT_QUEUE);
-        let conn = Arc::new(Self {
+        let closed = CancellationToken::new();
+        let outbox = Outbox {
+            rx,
+            closed: closed.clone(),
+        };
+        let conn = Self::with_sink(server, notices, Sink::Channel(out), closed);
+        (conn, outbox)
+    }
+
+    fn with_sink(
+        server: &str,
+        notices: mpsc::UnboundedSender<ServerNotice>,
+        out: Sink,
+        closed: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             server: server.to_owned(),
             out,
             pending: Mutex::new(HashMap::new()),
             progress: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            closed: CancellationToken::new(),
+            closed,
             garbage: AtomicU64::new(0),
             notices,
-        });
-        let outbox = Outbox {
-            rx,
-            closed: conn.closed.clone(),
-        };
-        (conn, outbox)
+        })
     }
 
     /// A message from the server: one JSON-RPC object (a batch array is taken apart).
@@ -205,7 +283,7 @@ impl Connection {
     }
 
     pub fn close_stdin(&self) {
-        let _ = self.out.try_send(Outgoing::CloseStdin);
+        self.out.close();
     }
 
     pub fn register_progress(&self, token: &str, sink: ProgressSink) {
@@ -220,11 +298,13 @@ impl Connection {
     }
 
     async fn write(&self, msg: &impl serde::Serialize) -> Result<(), RpcError> {
-        let bytes = serde_json::to_vec(msg).expect("JSON values serialize");
-        self.out
-            .send(Outgoing::Message(bytes))
-            .await
-            .map_err(|_| RpcError::Closed)
+        let mut bytes = Vec::with_capacity(256);
+        serde_json::to_writer(&mut bytes, msg).expect("JSON values serialize");
+        if self.out.send(bytes).await {
+            Ok(())
+        } else {
+            Err(RpcError::Closed)
+        }
     }
 
     /// Sends a notification.
@@ -318,7 +398,7 @@ impl Connection {
         let msg = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
             "params": {"requestId": id, "reason": "the client went away"}});
         let bytes = serde_json::to_vec(&msg).expect("JSON values serialize");
-        let _ = self.out.try_send(Outgoing::Message(bytes));
+        self.out.try_send(bytes);
     }
 
     fn on_garbage(&self, raw: &[u8]) {
@@ -346,7 +426,7 @@ impl Connection {
                         "message": format!("Switchboard does not support {method:?} from servers")}})
                 };
                 let bytes = serde_json::to_vec(&reply).expect("JSON values serialize");
-                let _ = self.out.try_send(Outgoing::Message(bytes));
+                self.out.try_send(bytes);
             }
             (None, Some(id)) => {
                 let Some(id) = id.as_u64() else {
@@ -450,6 +530,7 @@ impl Drop for Abandoned<'_> {
     }
 }
 
+#[cfg(not(unix))]
 async fn write_loop(
     mut stdin: ChildStdin,
     mut rx: mpsc::Receiver<Outgoing>,
