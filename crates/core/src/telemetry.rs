@@ -268,10 +268,13 @@ fn write_lines(file: std::fs::File, mut rx: mpsc::Receiver<(String, CallRow)>, s
     while let Some(first) = rx.blocking_recv() {
         std::thread::sleep(COALESCE);
         let mut result = Ok(());
+        let mut rows = Vec::new();
         for (line, row) in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
             result = result.and_then(|()| writeln!(out, "{line}"));
-            store.record_call(row);
+            rows.push(row);
         }
+        // one job (one transaction) per burst
+        store.record_calls(rows);
         if let Err(e) = result.and_then(|()| out.flush()) {
             tracing::warn!(error = %e, "telemetry.jsonl write failed");
         }
