@@ -6,7 +6,10 @@
 //! Prints latency percentiles of `tools/call echo` (sequential), the added latency, throughput
 //! with 16 concurrent clients on each path, and the gateway's RSS with 10 servers running.
 //!
-//! `cargo bench -p switchboard-core --bench gateway [-- --calls N --seconds S]`
+//! `cargo bench -p switchboard-core --bench gateway [-- --calls N --seconds S --quick]`
+//!
+//! `--quick` (for iterating) measures only latency and throughput: it skips the event fan-out,
+//! the 10,000 idle sockets and the 10-server RSS, and prints those rows as not measured.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -469,6 +472,7 @@ async fn fanout_lags(url: &str, token: &str) -> Vec<Duration> {
 fn main() {
     let calls: u64 = arg("--calls", 5000);
     let secs: u64 = arg("--seconds", 5);
+    let quick = std::env::args().any(|a| a == "--quick");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -566,26 +570,32 @@ fn main() {
                 n
             }
         }).await;
-        eprintln!("event fan-out: 100 watchers of one session…");
-        let fanout = fanout_lags(&url, &token).await;
+        let extra = if quick {
+            drop(gw);
+            None
+        } else {
+            eprintln!("event fan-out: 100 watchers of one session…");
+            let fanout = fanout_lags(&url, &token).await;
 
-        eprintln!("RSS with 10,000 idle authenticated /ws sessions…");
-        let (rss_before, rss_10k, held) = idle_sockets(&url, &token, gw.0.id(), 10_000).await;
-        drop(gw);
+            eprintln!("RSS with 10,000 idle authenticated /ws sessions…");
+            let (rss_before, rss_10k, held) = idle_sockets(&url, &token, gw.0.id(), 10_000).await;
+            drop(gw);
 
-        eprintln!("RSS with 10 servers…");
-        let dir10 = tempfile::tempdir().unwrap();
-        let (gw10, url10) = start_gateway(dir10.path(), 10, "echo");
-        let token10 = pair(dir10.path(), &url10).await;
-        let h10 = Http::connect(&url10, &token10).await;
-        wait_tool(&h10, "__echo", 10).await;
-        for i in 0..10 {
-            h10.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
-                "params":{"name": format!("s{i}__echo"),"arguments":{"text":"x"}}})).await;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss10 = rss_kib(gw10.0.id());
-        drop(gw10);
+            eprintln!("RSS with 10 servers…");
+            let dir10 = tempfile::tempdir().unwrap();
+            let (gw10, url10) = start_gateway(dir10.path(), 10, "echo");
+            let token10 = pair(dir10.path(), &url10).await;
+            let h10 = Http::connect(&url10, &token10).await;
+            wait_tool(&h10, "__echo", 10).await;
+            for i in 0..10 {
+                h10.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
+                    "params":{"name": format!("s{i}__echo"),"arguments":{"text":"x"}}})).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let rss10 = rss_kib(gw10.0.id());
+            drop(gw10);
+            Some((fanout, rss_before, rss_10k, held, rss10))
+        };
 
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
         let added = |g: &[Duration], p: f64| us(percentile(g, p)) - us(percentile(&t_direct, p));
@@ -612,6 +622,10 @@ fn main() {
             verdict(pct_mcp >= 25.0));
         println!("| throughput, 16 clients, /ws | {tp_direct:.0} calls/s | {tp_ws:.0} calls/s | {pct_ws:.1}% of direct | ≥ 50% | {} |",
             verdict(pct_ws >= 50.0));
+        let Some((fanout, rss_before, rss_10k, held, rss10)) = extra else {
+            println!("| (--quick: fan-out, idle sockets and RSS not measured) | | | | | |");
+            return;
+        };
         let mib = |k: u64| k as f64 / 1024.0;
         println!("| gateway RSS, 10 servers running | — | {:.1} MiB | — | ≤ 40 MB | {} |",
             mib(rss10), verdict(rss10 as f64 * 1024.0 <= 40e6));
