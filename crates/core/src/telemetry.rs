@@ -69,7 +69,8 @@ struct Inner {
     path: PathBuf,
     /// The writer thread's queue: the JSON line and the SQLite row of each call.
     lines: mpsc::Sender<(String, CallRow)>,
-    counters: Mutex<BTreeMap<(String, String), Counters>>,
+    /// By server, then method.
+    counters: Mutex<BTreeMap<String, BTreeMap<&'static str, Counters>>>,
     dropped_lines: AtomicU64,
     store: Arc<Store>,
 }
@@ -105,9 +106,12 @@ impl Telemetry {
     pub fn record(&self, rec: &CallRecord) {
         {
             let mut counters = self.inner.counters.lock().expect("counters lock");
-            let c = counters
-                .entry((rec.server.clone(), rec.method.to_owned()))
-                .or_default();
+            // no allocation once the server is known
+            let methods = match counters.get_mut(rec.server.as_str()) {
+                Some(m) => m,
+                None => counters.entry(rec.server.clone()).or_default(),
+            };
+            let c = methods.entry(rec.method).or_default();
             c.requests += 1;
             if rec.outcome == "ok" {
                 c.successes += 1;
@@ -149,7 +153,7 @@ impl Telemetry {
         let counters = self.inner.counters.lock().expect("counters lock").clone();
         let mut totals = Counters::default();
         let mut methods = Vec::new();
-        for ((server, method), c) in &counters {
+        for (server, method, c) in flat(&counters) {
             totals.requests += c.requests;
             totals.successes += c.successes;
             totals.errors += c.errors;
@@ -206,7 +210,7 @@ impl Telemetry {
         ];
         for (name, help, get) in families {
             let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
-            for ((server, method), c) in &counters {
+            for (server, method, c) in flat(&counters) {
                 let _ = writeln!(
                     out,
                     "{name}{{server=\"{}\",method=\"{}\"}} {}",
@@ -221,7 +225,7 @@ impl Telemetry {
             out,
             "# HELP {name} Latency of requests through the gateway.\n# TYPE {name} histogram"
         );
-        for ((server, method), c) in &counters {
+        for (server, method, c) in flat(&counters) {
             let labels = format!("server=\"{}\",method=\"{}\"", esc(server), esc(method));
             for (i, le) in BUCKETS_MS.iter().enumerate() {
                 let _ = writeln!(
@@ -279,4 +283,13 @@ fn write_lines(file: std::fs::File, mut rx: mpsc::Receiver<(String, CallRow)>, s
             tracing::warn!(error = %e, "telemetry.jsonl write failed");
         }
     }
+}
+
+/// Counters as (server, method, counters), in order.
+fn flat<'a>(
+    counters: &'a BTreeMap<String, BTreeMap<&'static str, Counters>>,
+) -> impl Iterator<Item = (&'a String, &'a &'static str, &'a Counters)> {
+    counters
+        .iter()
+        .flat_map(|(server, methods)| methods.iter().map(move |(m, c)| (server, m, c)))
 }
