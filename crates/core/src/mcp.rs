@@ -306,9 +306,9 @@ impl McpGateway {
     pub fn resolve(&self, name: &str) -> Option<(Upstream, Tool)> {
         if let Some((server, tool)) = names::split(name)
             && let Some(up) = self.upstream(server)
-            && let Some(t) = up.status().tools.iter().find(|t| t.name == tool)
+            && let Some(t) = up.tool(tool)
         {
-            return Some((up.clone(), t.clone()));
+            return Some((up, t));
         }
         // A shortened name: look it up in the table.
         let entry = self.tools().into_iter().find(|t| t.name == name)?;

@@ -205,7 +205,8 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
     // Requests in flight, by id: cancelled by `notifications/cancelled` or the socket ending.
     let mut cancels: HashMap<String, (CancellationToken, Value)> = HashMap::new();
     let mut inflight = FuturesUnordered::new();
-    let mut version = String::from("2025-11-25");
+    // shared by the calls in flight: no copy per call
+    let mut version: Arc<str> = Arc::from("2025-11-25");
     let period = hub.gateway_config.ws_heartbeat();
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -289,7 +290,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
                                     .and_then(|p| p.get("protocolVersion"))
                                     .and_then(Value::as_str)
                             {
-                                v.clone_into(&mut version);
+                                version = Arc::from(v);
                             }
                             if cancels.contains_key(&key) {
                                 out = Some(text(&error_frame(req.id, -32600,
