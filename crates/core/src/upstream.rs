@@ -328,7 +328,7 @@ impl Upstream {
                 let s = rx.borrow_and_update();
                 match (s.state, &s.conn) {
                     (ServerState::Running, Some(conn))
-                        if s.generation >= generation && !conn.closed().is_cancelled() =>
+                        if s.generation >= generation && !conn.is_closed() =>
                     {
                         return Ok((conn.clone(), s.generation));
                     }

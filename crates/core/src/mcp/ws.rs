@@ -215,11 +215,20 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
     let d_ref = &d;
     let session_ref = &session;
 
+    // Made once, not per turn of the loop, and on this socket's own child tokens: polling a
+    // token's future takes its lock, and `shutdown` (and a client's `revoked`) is shared by
+    // every socket.
+    let revoked_token = caller.revoked.child_token();
+    let shutdown_token = hub.shutdown.child_token();
+    let revoked = revoked_token.cancelled();
+    let shutdown = shutdown_token.cancelled();
+    tokio::pin!(revoked, shutdown);
+
     let end = loop {
         let mut out: Option<Message> = None;
         tokio::select! {
             biased;
-            () = caller.revoked.cancelled() => {
+            () = &mut revoked => {
                 // Calls in flight are answered before the socket closes.
                 for (_, id) in cancels.values() {
                     let frame = error_frame(id.clone(), -32001,
@@ -228,7 +237,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
                 }
                 break End::Close(close_code::POLICY, "client unpaired");
             }
-            () = hub.shutdown.cancelled() => break End::Close(close_code::AWAY, "gateway shutting down"),
+            () = &mut shutdown => break End::Close(close_code::AWAY, "gateway shutting down"),
             Some((key, frame)) = inflight.next(), if !inflight.is_empty() => {
                 cancels.remove::<String>(&key);
                 // this call's progress first: it is queued already

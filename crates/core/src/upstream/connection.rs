@@ -110,6 +110,9 @@ pub struct Connection {
     next_id: AtomicU64,
     /// Cancelled when stdout ends (the process died or closed it).
     closed: CancellationToken,
+    /// Set with `closed`: checked on every call without taking the token's lock, which every
+    /// caller of this server shares.
+    is_closed: std::sync::atomic::AtomicBool,
     /// Lines on stdout (or messages) that were not JSON-RPC.
     garbage: AtomicU64,
     /// Where list-changed notifications go (the supervisor).
@@ -235,6 +238,7 @@ impl Connection {
             progress: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed,
+            is_closed: std::sync::atomic::AtomicBool::new(false),
             garbage: AtomicU64::new(0),
             notices,
         })
@@ -263,12 +267,18 @@ impl Connection {
         &self.closed
     }
 
+    /// Whether the connection has ended ([`mark_closed`](Self::mark_closed)).
+    pub fn is_closed(&self) -> bool {
+        self.is_closed.load(Ordering::Acquire)
+    }
+
     pub fn garbage_lines(&self) -> u64 {
         self.garbage.load(Ordering::Relaxed)
     }
 
     /// Fails every waiting request with [`RpcError::Closed`]; later requests fail at once.
     pub fn mark_closed(&self) {
+        self.is_closed.store(true, Ordering::Release);
         self.closed.cancel();
         let waiters: Vec<Waiter> = self
             .pending
@@ -333,7 +343,7 @@ impl Connection {
         timeout: Duration,
         cancel: Option<&CancellationToken>,
     ) -> Result<Value, RpcError> {
-        if self.closed.is_cancelled() {
+        if self.is_closed() {
             return Err(RpcError::Closed);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
