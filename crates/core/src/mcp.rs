@@ -446,13 +446,15 @@ impl CallScope {
                 arguments: None,
                 result: None,
             });
-            gw.inner.bus.publish(HubEvent::CallStarted {
-                call_id: call_id.clone(),
-                tool: tool.to_owned(),
-                server: server.to_owned(),
-                session_id: ctx.session_id.clone(),
-                client,
-            });
+            if gw.inner.bus.has_subscribers() {
+                gw.inner.bus.publish(HubEvent::CallStarted {
+                    call_id: call_id.clone(),
+                    tool: tool.to_owned(),
+                    server: server.to_owned(),
+                    session_id: ctx.session_id.clone(),
+                    client,
+                });
+            }
             if let Some(s) = &ctx.session
                 && s.watchers() > 0
             {
@@ -528,15 +530,17 @@ impl CallScope {
                 }
                 s.publish(&frame);
             }
-            self.gw.inner.bus.publish(HubEvent::CallFinished {
-                call_id: self.call_id.clone(),
-                tool: self.tool.clone(),
-                server: self.server.clone(),
-                outcome,
-                latency_ms,
-                replay_attempts,
-                error: error.map(|e| e.1),
-            });
+            if self.gw.inner.bus.has_subscribers() {
+                self.gw.inner.bus.publish(HubEvent::CallFinished {
+                    call_id: self.call_id.clone(),
+                    tool: self.tool.clone(),
+                    server: self.server.clone(),
+                    outcome,
+                    latency_ms,
+                    replay_attempts,
+                    error: error.map(|e| e.1),
+                });
+            }
         }
     }
 }
@@ -568,12 +572,14 @@ impl ProgressRelay {
                 *last = p.progress;
             }
             calls.progress(&call_id, p.progress, p.total, p.message.clone());
-            bus.publish(HubEvent::CallProgress {
-                call_id: call_id.clone(),
-                progress: p.progress,
-                total: p.total,
-                message: p.message.clone(),
-            });
+            if bus.has_subscribers() {
+                bus.publish(HubEvent::CallProgress {
+                    call_id: call_id.clone(),
+                    progress: p.progress,
+                    total: p.total,
+                    message: p.message.clone(),
+                });
+            }
             if let Some(s) = &session
                 && s.watchers() > 0
             {
