@@ -365,7 +365,7 @@ impl McpGateway {
         Dispatcher::new(self.clone(), Arc::new(roles))
     }
 
-    fn record(&self, rec: &CallRecord) {
+    fn record(&self, rec: CallRecord) {
         self.inner.telemetry.record(rec);
     }
 }
@@ -497,7 +497,7 @@ impl CallScope {
     ) {
         let latency_ms = self.started.elapsed().as_millis() as u64;
         let outcome = if error.is_some() { "error" } else { "ok" };
-        self.gw.record(&CallRecord {
+        self.gw.record(CallRecord {
             event: "tool_call",
             ts_unix_ms: chrono::Utc::now().timestamp_millis(),
             request_id: self.request_id.clone(),

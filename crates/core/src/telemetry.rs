@@ -67,8 +67,9 @@ pub struct Telemetry {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    /// The writer thread's queue: the JSON line and the SQLite row of each call.
-    lines: mpsc::Sender<(String, CallRow)>,
+    /// The writer thread's queue: each call, made into its JSON line and SQLite row there (off
+    /// the call's path).
+    lines: mpsc::Sender<CallRecord>,
     /// By server, then method.
     counters: Mutex<BTreeMap<String, BTreeMap<&'static str, Counters>>>,
     dropped_lines: AtomicU64,
@@ -103,7 +104,7 @@ impl Telemetry {
         &self.inner.path
     }
 
-    pub fn record(&self, rec: &CallRecord) {
+    pub fn record(&self, rec: CallRecord) {
         {
             let mut counters = self.inner.counters.lock().expect("counters lock");
             // no allocation once the server is known
@@ -128,22 +129,7 @@ impl Telemetry {
                 *b += 1;
             }
         }
-        let Ok(line) = serde_json::to_string(rec) else {
-            return;
-        };
-        let row = CallRow {
-            ts_unix_ms: rec.ts_unix_ms,
-            request_id: rec.request_id.clone(),
-            session_id: rec.session_id.clone(),
-            tool_name: rec.tool_name.clone(),
-            server: rec.server.clone(),
-            latency_ms: rec.latency_ms as i64,
-            replay_attempts: rec.replay_attempts,
-            outcome: rec.outcome.to_owned(),
-            error_code: rec.error_code,
-            error_message: rec.error_message.clone(),
-        };
-        if self.inner.lines.try_send((line, row)).is_err() {
+        if self.inner.lines.try_send(rec).is_err() {
             self.inner.dropped_lines.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -266,16 +252,30 @@ pub fn esc(v: &str) -> String {
 /// caller's path).
 const COALESCE: std::time::Duration = std::time::Duration::from_millis(10);
 
-fn write_lines(file: std::fs::File, mut rx: mpsc::Receiver<(String, CallRow)>, store: &Store) {
+fn write_lines(file: std::fs::File, mut rx: mpsc::Receiver<CallRecord>, store: &Store) {
     use std::io::Write as _;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
     while let Some(first) = rx.blocking_recv() {
         std::thread::sleep(COALESCE);
         let mut result = Ok(());
         let mut rows = Vec::new();
-        for (line, row) in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+        for rec in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            let Ok(line) = serde_json::to_string(&rec) else {
+                continue;
+            };
             result = result.and_then(|()| writeln!(out, "{line}"));
-            rows.push(row);
+            rows.push(CallRow {
+                ts_unix_ms: rec.ts_unix_ms,
+                request_id: rec.request_id,
+                session_id: rec.session_id,
+                tool_name: rec.tool_name,
+                server: rec.server,
+                latency_ms: rec.latency_ms as i64,
+                replay_attempts: rec.replay_attempts,
+                outcome: rec.outcome.to_owned(),
+                error_code: rec.error_code,
+                error_message: rec.error_message,
+            });
         }
         // one job (one transaction) per burst
         store.record_calls(rows);
