@@ -4,7 +4,7 @@
 //!   `switchboard` binary, which forwards them to the same fixture server.
 //!
 //! Prints latency percentiles of `tools/call echo` (sequential), the added latency, throughput
-//! with 16 concurrent clients on each path, and the gateway's RSS with 10 servers running.
+//! with 16 concurrent clients on each path (in turns of one second), and the gateway's RSS with 10 servers running.
 //!
 //! `cargo bench -p switchboard-core --bench gateway [-- --calls N --seconds S --quick]`
 //!
@@ -345,22 +345,6 @@ async fn wait_tool(http: &Http, tool: &str, servers: usize) {
     }
 }
 
-/// Calls per second with `clients` tasks each calling in a loop for `secs`.
-async fn throughput<F, Fut>(clients: usize, secs: u64, make: F) -> f64
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = u64> + Send + 'static,
-{
-    let _ = secs;
-    let start = Instant::now();
-    let handles: Vec<_> = (0..clients).map(|i| tokio::spawn(make(i))).collect();
-    let mut total = 0;
-    for h in handles {
-        total += h.await.unwrap();
-    }
-    total as f64 / start.elapsed().as_secs_f64()
-}
-
 /// Opens `n` authenticated `/ws` sockets (each an MCP session) and leaves them idle; returns
 /// the gateway's RSS before and with them, and how many were held.
 async fn idle_sockets(url: &str, token: &str, pid: u32, n: usize) -> (u64, u64, usize) {
@@ -527,49 +511,54 @@ fn main() {
         let [t_direct, t_gw, t_stateless, t_ws, t_floor] = t;
         drop(ws);
 
-        eprintln!("throughput, 16 clients, {secs} s each path…");
-        let deadline = move || Instant::now() + Duration::from_secs(secs);
-        let d = direct.clone();
-        let tp_direct = throughput(16, secs, move |_| {
-            let d = d.clone();
-            let end = deadline();
-            async move {
-                let mut n = 0;
-                while Instant::now() < end { d.request(echo_call(0)).await; n += 1; }
-                n
-            }
-        }).await;
+        // Like the latency rounds, the paths take turns (one second each, `secs` rounds), so
+        // that load from elsewhere falls on all of them alike.
+        eprintln!("throughput, 16 clients, {secs} s each path, in 1 s turns…");
         let mut clients = Vec::new();
         for _ in 0..16 {
             clients.push(Arc::new(Http::connect(&url, &token).await));
         }
-        let clients = Arc::new(clients);
         let ws_url16 = url.replace("http://", "ws://").replace("/mcp", "/ws");
-        let token16 = token.clone();
-        let tp_ws = throughput(16, secs, move |_| {
-            let end = deadline();
-            let ws_url = ws_url16.clone();
-            let token = token16.clone();
-            async move {
-                let mut c = Ws::connect(&ws_url, &token).await;
-                let mut n = 0;
-                while Instant::now() < end { c.request(ws_echo()).await; n += 1; }
-                n
-            }
-        }).await;
-        let tp_gw = throughput(16, secs, move |i| {
-            let c = clients[i].clone();
-            let end = deadline();
-            async move {
-                let mut n = 0;
-                while Instant::now() < end {
-                    c.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
-                        "params":{"name":"s0__echo","arguments":{"text":"ping"}}})).await;
-                    n += 1;
+        let mut sockets = Vec::new();
+        for _ in 0..16 {
+            sockets.push(Arc::new(Mutex::new(Ws::connect(&ws_url16, &token).await)));
+        }
+        // calls and seconds per path: direct, /ws, /mcp
+        let mut done = [(0u64, 0f64); 3];
+        for _round in 0..secs {
+            for (path, slot) in done.iter_mut().enumerate() {
+                let end = Instant::now() + Duration::from_secs(1);
+                let start = Instant::now();
+                let handles: Vec<_> = (0..16)
+                    .map(|i| {
+                        let d = direct.clone();
+                        let c = clients[i].clone();
+                        let w = sockets[i].clone();
+                        tokio::spawn(async move {
+                            let mut n = 0u64;
+                            let mut w = w.lock().await;
+                            while Instant::now() < end {
+                                match path {
+                                    0 => { d.request(echo_call(0)).await; }
+                                    1 => { w.request(ws_echo()).await; }
+                                    _ => { c.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
+                                        "params":{"name":"s0__echo","arguments":{"text":"ping"}}})).await; }
+                                }
+                                n += 1;
+                            }
+                            n
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    slot.0 += h.await.unwrap();
                 }
-                n
+                slot.1 += start.elapsed().as_secs_f64();
             }
-        }).await;
+        }
+        drop(sockets);
+        let rate = |(n, t): (u64, f64)| n as f64 / t;
+        let (tp_direct, tp_ws, tp_gw) = (rate(done[0]), rate(done[1]), rate(done[2]));
         let extra = if quick {
             drop(gw);
             None
