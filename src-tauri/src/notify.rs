@@ -1,4 +1,5 @@
-//! Desktop notifications (notify-rust): crashes, failures, projects going offline, long calls.
+//! Desktop notifications (notify-rust): crashes, failures, projects going offline, clients
+//! disconnecting, long calls.
 //! Reconnect storms and flapping must give one notification, not hundreds: each subject
 //! notifies at most once per [`SUBJECT_QUIET`], and all of them at most [`MAX_PER_MINUTE`].
 
@@ -163,11 +164,21 @@ fn is_remote(app: &tauri::AppHandle, server: &str) -> bool {
         .is_some_and(|up| up.config().is_remote())
 }
 
+fn shutting_down(app: &tauri::AppHandle) -> bool {
+    use tauri::Manager as _;
+    app.state::<crate::Shell>()
+        .gateway
+        .as_ref()
+        .is_none_or(|g| g.shutdown.is_cancelled())
+}
+
 /// Turns hub events into notifications until the bus closes.
 pub(crate) fn watch(app: tauri::AppHandle, bus: EventBus, notifier: Notifier) {
     let mut events = bus.subscribe();
     tauri::async_runtime::spawn(async move {
         let mut calls: HashMap<String, LongCall> = HashMap::new();
+        // Open MCP sessions per paired client: a client has disconnected when its last one ends.
+        let mut sessions: HashMap<String, usize> = HashMap::new();
         while let Some(ev) = events.recv().await {
             crate::tray::on_event(&app, &ev.event);
             let n = notifier.clone();
@@ -200,6 +211,26 @@ pub(crate) fn watch(app: tauri::AppHandle, bus: EventBus, notifier: Notifier) {
                         .as_deref()
                         .unwrap_or("it keeps crashing; restart it from the tray"),
                 ),
+                HubEvent::SessionOpened { client, .. } => {
+                    *sessions.entry(client.clone()).or_default() += 1;
+                }
+                HubEvent::SessionClosed { client, reason, .. } => {
+                    let left = sessions.get_mut(client).map(|open| {
+                        *open = open.saturating_sub(1);
+                        *open
+                    });
+                    if left == Some(0) {
+                        sessions.remove(client);
+                        // Unpairing is the person's own doing, and quitting closes everything.
+                        if reason != "client unpaired" && !shutting_down(&app) {
+                            n.notify(
+                                &format!("client:{client}"),
+                                &format!("{client} disconnected"),
+                                &format!("Its last MCP session ended ({reason})."),
+                            );
+                        }
+                    }
+                }
                 HubEvent::ProjectOffline { path, name } => n.notify(
                     &format!("project:{path}"),
                     &format!("Project '{name}' went offline"),

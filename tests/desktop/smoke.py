@@ -154,6 +154,18 @@ def close_window(wid: str) -> None:
     d.close()
 
 
+def hide_window(wid: str) -> None:
+    """Closes the window as a person would and waits for it to go; a close request sent
+    while the window is still being mapped can be lost, so it is repeated (as a person would
+    click again), bounded."""
+    def gone():
+        if not x_windows("^Switchboard$"):
+            return True
+        close_window(wid)
+        return False
+    wait("the window hidden", gone, timeout=15, every=1.0)
+
+
 def dialog(title: str, answer: str) -> None:
     """Answers the app's message dialog titled `title`: Escape cancels; "ok" clicks the first
     (confirming) button, as a person would."""
@@ -197,13 +209,14 @@ def notifications_full(log: Path) -> list[tuple[str, str]]:
     return re.findall(r'member=Notify.*?string "Switchboard"\s+uint32 \d+\s+string "[^"]*"\s+string "([^"]*)"\s+string "(.*?)"\n\s+array', text, re.S)
 
 
-def ws_connect(path: str):
+def ws_connect(path: str, token: str | None = None):
     """A minimal WebSocket client (stdlib only): the handshake, then masked text frames."""
     import base64
     import socket
     sock = socket.create_connection(("127.0.0.1", PORT), timeout=5)
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{PORT}\r\nUpgrade: websocket\r\n"
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{PORT}\r\nUpgrade: websocket\r\n{auth}"
                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
     head = b""
     while b"\r\n\r\n" not in head:
@@ -323,15 +336,13 @@ def main() -> int:
         assert not x_windows("^Switchboard$"), "a tray app starts without its window"
         click(*wait("the Open Dashboard item", lambda: item(app.pid, "Open Dashboard")))
         main_window = wait("the dashboard window", lambda: (x_windows("^Switchboard$") or [None])[0])
-        close_window(main_window)
-        wait("the window hidden", lambda: not x_windows("^Switchboard$"))
+        hide_window(main_window)
         time.sleep(0.5)
         assert app.poll() is None and http("GET", "/healthz")[0] == 200, "closing the window quit the app"
         assert find_menu(app.pid), "the tray went away with the window"
         click(*wait("the Open Dashboard item", lambda: item(app.pid, "Open Dashboard")))
         wait("the window shown again", lambda: x_windows("^Switchboard$"))
-        close_window(x_windows("^Switchboard$")[0])
-        wait("the window hidden", lambda: not x_windows("^Switchboard$"))
+        hide_window(x_windows("^Switchboard$")[0])
         second = subprocess.run([APP], env=env, capture_output=True, timeout=30)
         assert second.returncode == 0, second
         wait("the running app's window shown by the second launch", lambda: x_windows("^Switchboard$"))
@@ -391,6 +402,19 @@ def main() -> int:
         state["child"] = state["fixture_pid"]()
         state["token2"] = token
     check("a killed server gives one crash notification and comes back", crash)
+
+    def client_disconnected():
+        said = lambda: sum(s == "crash-test disconnected" for s in notifications(log))
+        sock = ws_connect("/ws", state["token2"])
+        ws_send(sock, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "ws", "version": "1"}}}))
+        assert ws_recv(sock)["id"] == 1
+        time.sleep(1)
+        assert said() == 0, "notified while still connected"
+        sock.close()  # the client goes away
+        wait("the disconnect notification", lambda: said() == 1)
+    if "token2" in state:
+        check("a paired client that disconnects gives a notification", client_disconnected)
 
     def restart():
         before = state["fixture_pid"]()

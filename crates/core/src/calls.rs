@@ -81,6 +81,35 @@ pub struct CallView {
 }
 
 impl CallView {
+    /// A call that has just started.
+    pub fn running(
+        call_id: String,
+        tool: String,
+        server: String,
+        client: Option<String>,
+        session_id: Option<String>,
+        started_ms: i64,
+    ) -> Self {
+        Self {
+            call_id,
+            tool,
+            server,
+            client,
+            session_id,
+            started_ms,
+            finished_ms: None,
+            latency_ms: None,
+            outcome: "running",
+            error: None,
+            replay_attempts: 0,
+            progress: None,
+            total: None,
+            message: None,
+            arguments: None,
+            result: None,
+        }
+    }
+
     fn summary(&self) -> Self {
         Self {
             arguments: None,
@@ -273,24 +302,14 @@ mod tests {
     use serde_json::json;
 
     fn call(id: &str, tool: &str) -> CallView {
-        CallView {
-            call_id: id.into(),
-            tool: tool.into(),
-            server: "s".into(),
-            client: Some("cli".into()),
-            session_id: None,
-            started_ms: 1000,
-            finished_ms: None,
-            latency_ms: None,
-            outcome: "running",
-            error: None,
-            replay_attempts: 0,
-            progress: None,
-            total: None,
-            message: None,
-            arguments: None,
-            result: None,
-        }
+        CallView::running(
+            id.into(),
+            tool.into(),
+            "s".into(),
+            Some("cli".into()),
+            None,
+            1000,
+        )
     }
 
     #[test]

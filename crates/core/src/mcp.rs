@@ -428,24 +428,14 @@ impl CallScope {
         let call_id = format!("c{}", gw.inner.call_seq.fetch_add(1, Ordering::Relaxed));
         if method == "tools/call" {
             let client = ctx.caller.map(|c| c.name.clone());
-            gw.inner.calls.started(crate::calls::CallView {
-                call_id: call_id.clone(),
-                tool: tool.to_owned(),
-                server: server.to_owned(),
-                client: client.clone(),
-                session_id: ctx.session_id.clone(),
-                started_ms: chrono::Utc::now().timestamp_millis(),
-                finished_ms: None,
-                latency_ms: None,
-                outcome: "running",
-                error: None,
-                replay_attempts: 0,
-                progress: None,
-                total: None,
-                message: None,
-                arguments: None,
-                result: None,
-            });
+            gw.inner.calls.started(crate::calls::CallView::running(
+                call_id.clone(),
+                tool.to_owned(),
+                server.to_owned(),
+                client.clone(),
+                ctx.session_id.clone(),
+                chrono::Utc::now().timestamp_millis(),
+            ));
             if gw.inner.bus.has_subscribers() {
                 gw.inner.bus.publish(HubEvent::CallStarted {
                     call_id: call_id.clone(),

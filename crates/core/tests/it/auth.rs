@@ -207,9 +207,12 @@ async fn unpairing_closes_the_clients_open_streams_and_sessions_at_once() {
         .await
         .expect("stream closed")
         .unwrap();
+    // Closed by the unpair itself (typically a few ms; no keep-alive, sweep or expiry, which
+    // take seconds): the bound leaves room for a loaded machine, speed is not measured here.
     let took = closed_at.saturating_duration_since(t0);
+    println!("stream closed {took:?} after the unpair request");
     assert!(
-        took < Duration::from_millis(100),
+        took < Duration::from_secs(1),
         "stream closed after {took:?}"
     );
     assert!(

@@ -20,6 +20,20 @@ async fn json_of(r: reqwest::Response) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// POSTs `body` to `path`, expects the error `code` with `status`, and returns its message.
+async fn refused(gw: &TestGateway, path: &str, body: Value, status: u16, code: &str) -> String {
+    let (got, body) = json_of(post(gw, path, body).send().await.unwrap()).await;
+    assert_eq!(
+        (got, body["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{path}: {body}"
+    );
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn the_page_is_served_without_a_token_with_types_caching_and_an_app_fallback() {
     let gw = TestGateway::start().await;
@@ -338,96 +352,41 @@ async fn servers_are_restarted_disabled_enabled_and_added_through_the_config_fil
     );
 
     // errors: a taken name, a bad name, a bad body, an unknown server or action
-    let (status, body) = json_of(
-        post(
-            &gw,
+    for (path, body, status, code, says) in [
+        (
             "/api/servers",
             json!({"name": "fy", "command": FIXTURE}),
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (422, Some("config_rejected")),
-        "{body}"
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("already exists")
-    );
-    let (status, body) = json_of(
-        post(&gw, "/api/servers", json!({"name": "a b", "command": "x"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("bad_request")),
-        "{body}"
-    );
-    let (status, body) = json_of(
-        post(
-            &gw,
+            422,
+            "config_rejected",
+            "already exists",
+        ),
+        (
+            "/api/servers",
+            json!({"name": "a b", "command": "x"}),
+            400,
+            "bad_request",
+            "",
+        ),
+        (
             "/api/servers",
             json!({"name": "r", "url": "ftp://example.org"}),
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("bad_request")),
-        "{body}"
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("must start with http")
-    );
-    let (status, body) = json_of(
-        post(&gw, "/api/servers", json!({"nme": "x"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("bad_request")),
-        "{body}"
-    );
-    let (status, body) = json_of(
-        post(&gw, "/api/servers/nope/restart", json!({}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (404, Some("no_such_server"))
-    );
-    let (status, body) = json_of(
-        post(&gw, "/api/servers/fx/explode", json!({}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("bad_request"))
-    );
+            400,
+            "bad_request",
+            "must start with http",
+        ),
+        ("/api/servers", json!({"nme": "x"}), 400, "bad_request", ""),
+        (
+            "/api/servers/nope/restart",
+            json!({}),
+            404,
+            "no_such_server",
+            "",
+        ),
+        ("/api/servers/fx/explode", json!({}), 400, "bad_request", ""),
+    ] {
+        let message = refused(&gw, path, body, status, code).await;
+        assert!(message.contains(says), "{path}: {message}");
+    }
     // nothing was lost
     assert_eq!(
         switchboard_core::Config::load(Some(&path))

@@ -218,9 +218,12 @@ async fn unpairing_closes_the_socket() {
     .await
     .expect("closed within 2 s");
     assert_eq!(closed, Some(1008));
+    // Closed by the unpair itself (typically a few ms; the heartbeat would take 30 s): the
+    // bound leaves room for a loaded machine, speed is not measured here.
     let took = t0.elapsed();
+    println!("socket closed {took:?} after the unpair answered");
     assert!(
-        took < Duration::from_millis(100),
+        took < Duration::from_secs(1),
         "socket closed {took:?} after the unpair answered"
     );
 }
