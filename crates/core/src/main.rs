@@ -8,11 +8,6 @@ use clap::{Parser, Subcommand};
 use switchboard_core::Config;
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc: the gateway allocates and frees many small buffers per call, and glibc's malloc
-/// was a sixth of its CPU time under load.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "switchboard",
