@@ -4,9 +4,12 @@
 //!   `switchboard` binary, which forwards them to the same fixture server.
 //!
 //! Prints latency percentiles of `tools/call echo` (sequential), the added latency, throughput
-//! with 16 concurrent clients on each path, and the gateway's RSS with 10 servers running.
+//! with 16 concurrent clients on each path (in turns of one second), and the gateway's RSS with 10 servers running.
 //!
-//! `cargo bench -p switchboard-core --bench gateway [-- --calls N --seconds S]`
+//! `cargo bench -p switchboard-core --bench gateway [-- --calls N --seconds S --quick]`
+//!
+//! `--quick` (for iterating) measures only latency and throughput: it skips the event fan-out,
+//! the 10,000 idle sockets and the 10-server RSS, and prints those rows as not measured.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -342,22 +345,6 @@ async fn wait_tool(http: &Http, tool: &str, servers: usize) {
     }
 }
 
-/// Calls per second with `clients` tasks each calling in a loop for `secs`.
-async fn throughput<F, Fut>(clients: usize, secs: u64, make: F) -> f64
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = u64> + Send + 'static,
-{
-    let _ = secs;
-    let start = Instant::now();
-    let handles: Vec<_> = (0..clients).map(|i| tokio::spawn(make(i))).collect();
-    let mut total = 0;
-    for h in handles {
-        total += h.await.unwrap();
-    }
-    total as f64 / start.elapsed().as_secs_f64()
-}
-
 /// Opens `n` authenticated `/ws` sockets (each an MCP session) and leaves them idle; returns
 /// the gateway's RSS before and with them, and how many were held.
 async fn idle_sockets(url: &str, token: &str, pid: u32, n: usize) -> (u64, u64, usize) {
@@ -469,6 +456,7 @@ async fn fanout_lags(url: &str, token: &str) -> Vec<Duration> {
 fn main() {
     let calls: u64 = arg("--calls", 5000);
     let secs: u64 = arg("--seconds", 5);
+    let quick = std::env::args().any(|a| a == "--quick");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -523,69 +511,80 @@ fn main() {
         let [t_direct, t_gw, t_stateless, t_ws, t_floor] = t;
         drop(ws);
 
-        eprintln!("throughput, 16 clients, {secs} s each path…");
-        let deadline = move || Instant::now() + Duration::from_secs(secs);
-        let d = direct.clone();
-        let tp_direct = throughput(16, secs, move |_| {
-            let d = d.clone();
-            let end = deadline();
-            async move {
-                let mut n = 0;
-                while Instant::now() < end { d.request(echo_call(0)).await; n += 1; }
-                n
-            }
-        }).await;
+        // Like the latency rounds, the paths take turns (one second each, `secs` rounds), so
+        // that load from elsewhere falls on all of them alike.
+        eprintln!("throughput, 16 clients, {secs} s each path, in 1 s turns…");
         let mut clients = Vec::new();
         for _ in 0..16 {
             clients.push(Arc::new(Http::connect(&url, &token).await));
         }
-        let clients = Arc::new(clients);
         let ws_url16 = url.replace("http://", "ws://").replace("/mcp", "/ws");
-        let token16 = token.clone();
-        let tp_ws = throughput(16, secs, move |_| {
-            let end = deadline();
-            let ws_url = ws_url16.clone();
-            let token = token16.clone();
-            async move {
-                let mut c = Ws::connect(&ws_url, &token).await;
-                let mut n = 0;
-                while Instant::now() < end { c.request(ws_echo()).await; n += 1; }
-                n
-            }
-        }).await;
-        let tp_gw = throughput(16, secs, move |i| {
-            let c = clients[i].clone();
-            let end = deadline();
-            async move {
-                let mut n = 0;
-                while Instant::now() < end {
-                    c.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
-                        "params":{"name":"s0__echo","arguments":{"text":"ping"}}})).await;
-                    n += 1;
-                }
-                n
-            }
-        }).await;
-        eprintln!("event fan-out: 100 watchers of one session…");
-        let fanout = fanout_lags(&url, &token).await;
-
-        eprintln!("RSS with 10,000 idle authenticated /ws sessions…");
-        let (rss_before, rss_10k, held) = idle_sockets(&url, &token, gw.0.id(), 10_000).await;
-        drop(gw);
-
-        eprintln!("RSS with 10 servers…");
-        let dir10 = tempfile::tempdir().unwrap();
-        let (gw10, url10) = start_gateway(dir10.path(), 10, "echo");
-        let token10 = pair(dir10.path(), &url10).await;
-        let h10 = Http::connect(&url10, &token10).await;
-        wait_tool(&h10, "__echo", 10).await;
-        for i in 0..10 {
-            h10.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
-                "params":{"name": format!("s{i}__echo"),"arguments":{"text":"x"}}})).await;
+        let mut sockets = Vec::new();
+        for _ in 0..16 {
+            sockets.push(Arc::new(Mutex::new(Ws::connect(&ws_url16, &token).await)));
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss10 = rss_kib(gw10.0.id());
-        drop(gw10);
+        // calls and seconds per path: direct, /ws, /mcp
+        let mut done = [(0u64, 0f64); 3];
+        for _round in 0..secs {
+            for (path, slot) in done.iter_mut().enumerate() {
+                let end = Instant::now() + Duration::from_secs(1);
+                let start = Instant::now();
+                let handles: Vec<_> = (0..16)
+                    .map(|i| {
+                        let d = direct.clone();
+                        let c = clients[i].clone();
+                        let w = sockets[i].clone();
+                        tokio::spawn(async move {
+                            let mut n = 0u64;
+                            let mut w = w.lock().await;
+                            while Instant::now() < end {
+                                match path {
+                                    0 => { d.request(echo_call(0)).await; }
+                                    1 => { w.request(ws_echo()).await; }
+                                    _ => { c.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
+                                        "params":{"name":"s0__echo","arguments":{"text":"ping"}}})).await; }
+                                }
+                                n += 1;
+                            }
+                            n
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    slot.0 += h.await.unwrap();
+                }
+                slot.1 += start.elapsed().as_secs_f64();
+            }
+        }
+        drop(sockets);
+        let rate = |(n, t): (u64, f64)| n as f64 / t;
+        let (tp_direct, tp_ws, tp_gw) = (rate(done[0]), rate(done[1]), rate(done[2]));
+        let extra = if quick {
+            drop(gw);
+            None
+        } else {
+            eprintln!("event fan-out: 100 watchers of one session…");
+            let fanout = fanout_lags(&url, &token).await;
+
+            eprintln!("RSS with 10,000 idle authenticated /ws sessions…");
+            let (rss_before, rss_10k, held) = idle_sockets(&url, &token, gw.0.id(), 10_000).await;
+            drop(gw);
+
+            eprintln!("RSS with 10 servers…");
+            let dir10 = tempfile::tempdir().unwrap();
+            let (gw10, url10) = start_gateway(dir10.path(), 10, "echo");
+            let token10 = pair(dir10.path(), &url10).await;
+            let h10 = Http::connect(&url10, &token10).await;
+            wait_tool(&h10, "__echo", 10).await;
+            for i in 0..10 {
+                h10.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
+                    "params":{"name": format!("s{i}__echo"),"arguments":{"text":"x"}}})).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let rss10 = rss_kib(gw10.0.id());
+            drop(gw10);
+            Some((fanout, rss_before, rss_10k, held, rss10))
+        };
 
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
         let added = |g: &[Duration], p: f64| us(percentile(g, p)) - us(percentile(&t_direct, p));
@@ -612,6 +611,10 @@ fn main() {
             verdict(pct_mcp >= 25.0));
         println!("| throughput, 16 clients, /ws | {tp_direct:.0} calls/s | {tp_ws:.0} calls/s | {pct_ws:.1}% of direct | ≥ 50% | {} |",
             verdict(pct_ws >= 50.0));
+        let Some((fanout, rss_before, rss_10k, held, rss10)) = extra else {
+            println!("| (--quick: fan-out, idle sockets and RSS not measured) | | | | | |");
+            return;
+        };
         let mib = |k: u64| k as f64 / 1024.0;
         println!("| gateway RSS, 10 servers running | — | {:.1} MiB | — | ≤ 40 MB | {} |",
             mib(rss10), verdict(rss10 as f64 * 1024.0 <= 40e6));

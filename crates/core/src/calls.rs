@@ -29,7 +29,11 @@ pub struct Payload {
 
 impl Payload {
     pub fn of(value: &Value) -> Self {
-        let text = serde_json::to_string_pretty(value).unwrap_or_default();
+        let mut buf = Vec::with_capacity(256);
+        let text = match serde_json::to_writer_pretty(&mut buf, value) {
+            Ok(()) => String::from_utf8(buf).unwrap_or_default(),
+            Err(_) => String::new(),
+        };
         let bytes = text.len();
         if bytes <= PAYLOAD_CAP {
             return Self {

@@ -145,9 +145,20 @@ impl EventBus {
         }
     }
 
+    /// Whether anyone is subscribed now (producers on hot paths skip building events nobody
+    /// would receive).
+    pub fn has_subscribers(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
     /// Publishes to every current subscriber; never blocks, never fails.
     pub fn publish(&self, event: HubEvent) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        if !self.has_subscribers() {
+            // nobody to receive it: numbered (so `seq` still counts every event), not stamped
+            tracing::debug!(seq, kind = event.kind(), "hub event (no subscribers)");
+            return;
+        }
         let stamped = Stamped {
             seq,
             timestamp: crate::now_rfc3339(),

@@ -306,9 +306,9 @@ impl McpGateway {
     pub fn resolve(&self, name: &str) -> Option<(Upstream, Tool)> {
         if let Some((server, tool)) = names::split(name)
             && let Some(up) = self.upstream(server)
-            && let Some(t) = up.status().tools.iter().find(|t| t.name == tool)
+            && let Some(t) = up.tool(tool)
         {
-            return Some((up.clone(), t.clone()));
+            return Some((up, t));
         }
         // A shortened name: look it up in the table.
         let entry = self.tools().into_iter().find(|t| t.name == name)?;
@@ -365,7 +365,7 @@ impl McpGateway {
         Dispatcher::new(self.clone(), Arc::new(roles))
     }
 
-    fn record(&self, rec: &CallRecord) {
+    fn record(&self, rec: CallRecord) {
         self.inner.telemetry.record(rec);
     }
 }
@@ -436,13 +436,15 @@ impl CallScope {
                 ctx.session_id.clone(),
                 chrono::Utc::now().timestamp_millis(),
             ));
-            gw.inner.bus.publish(HubEvent::CallStarted {
-                call_id: call_id.clone(),
-                tool: tool.to_owned(),
-                server: server.to_owned(),
-                session_id: ctx.session_id.clone(),
-                client,
-            });
+            if gw.inner.bus.has_subscribers() {
+                gw.inner.bus.publish(HubEvent::CallStarted {
+                    call_id: call_id.clone(),
+                    tool: tool.to_owned(),
+                    server: server.to_owned(),
+                    session_id: ctx.session_id.clone(),
+                    client,
+                });
+            }
             if let Some(s) = &ctx.session
                 && s.watchers() > 0
             {
@@ -485,7 +487,7 @@ impl CallScope {
     ) {
         let latency_ms = self.started.elapsed().as_millis() as u64;
         let outcome = if error.is_some() { "error" } else { "ok" };
-        self.gw.record(&CallRecord {
+        self.gw.record(CallRecord {
             event: "tool_call",
             ts_unix_ms: chrono::Utc::now().timestamp_millis(),
             request_id: self.request_id.clone(),
@@ -518,15 +520,17 @@ impl CallScope {
                 }
                 s.publish(&frame);
             }
-            self.gw.inner.bus.publish(HubEvent::CallFinished {
-                call_id: self.call_id.clone(),
-                tool: self.tool.clone(),
-                server: self.server.clone(),
-                outcome,
-                latency_ms,
-                replay_attempts,
-                error: error.map(|e| e.1),
-            });
+            if self.gw.inner.bus.has_subscribers() {
+                self.gw.inner.bus.publish(HubEvent::CallFinished {
+                    call_id: self.call_id.clone(),
+                    tool: self.tool.clone(),
+                    server: self.server.clone(),
+                    outcome,
+                    latency_ms,
+                    replay_attempts,
+                    error: error.map(|e| e.1),
+                });
+            }
         }
     }
 }
@@ -558,12 +562,14 @@ impl ProgressRelay {
                 *last = p.progress;
             }
             calls.progress(&call_id, p.progress, p.total, p.message.clone());
-            bus.publish(HubEvent::CallProgress {
-                call_id: call_id.clone(),
-                progress: p.progress,
-                total: p.total,
-                message: p.message.clone(),
-            });
+            if bus.has_subscribers() {
+                bus.publish(HubEvent::CallProgress {
+                    call_id: call_id.clone(),
+                    progress: p.progress,
+                    total: p.total,
+                    message: p.message.clone(),
+                });
+            }
             if let Some(s) = &session
                 && s.watchers() > 0
             {

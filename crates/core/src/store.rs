@@ -82,7 +82,8 @@ type Ack = oneshot::Sender<Result<(), String>>;
 #[derive(Debug)]
 enum Job {
     Save(Box<ProjectRow>, Option<Ack>),
-    Call(Box<CallRow>),
+    /// A burst of call rows (the telemetry writer's), committed in one transaction.
+    Calls(Vec<CallRow>),
 }
 
 /// Handle to the registry database; cheap to share behind an `Arc`.
@@ -227,16 +228,24 @@ impl Store {
         }
     }
 
-    /// Queues a call row; never waits. Dropped (and counted) when the writer is behind.
-    pub fn record_call(&self, row: CallRow) {
+    /// Queues call rows; never waits. Dropped (and counted) when the writer is behind.
+    pub fn record_calls(&self, rows: Vec<CallRow>) {
+        if rows.is_empty() {
+            return;
+        }
         let Some(tx) = self.sender() else { return };
-        if tx.try_send(Job::Call(Box::new(row))).is_err() {
+        if let Err(e) = tx.try_send(Job::Calls(rows)) {
+            let lost = match e.into_inner() {
+                Job::Calls(rows) => rows.len() as u64,
+                Job::Save(..) => 0,
+            };
             let n = self
                 .dropped_calls
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n.is_power_of_two() {
+                .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+            // warned at the first loss and whenever the count passes a power of two
+            if n == 0 || (n + lost).ilog2() != n.ilog2() {
                 tracing::warn!(
-                    dropped = n + 1,
+                    dropped = n + lost,
                     "call history writer is behind; rows dropped"
                 );
             }
@@ -345,9 +354,18 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
             for job in &batch {
                 results.push(match job {
                     Job::Save(row, _) => upsert(&tx, row).map_err(|e| e.to_string()),
-                    Job::Call(row) => {
-                        calls_since_trim += 1;
-                        insert_call(&tx, row).map_err(|e| e.to_string())
+                    Job::Calls(rows) => {
+                        calls_since_trim += rows.len();
+                        // every row is tried; the first failure is reported
+                        let mut first_error = Ok(());
+                        for row in rows {
+                            if let Err(e) = insert_call(&tx, row)
+                                && first_error.is_ok()
+                            {
+                                first_error = Err(e.to_string());
+                            }
+                        }
+                        first_error
                     }
                 });
             }
@@ -378,9 +396,9 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
                         let _ = ack.send(result);
                     }
                 }
-                Job::Call(row) => {
+                Job::Calls(rows) => {
                     if let Err(e) = result {
-                        tracing::warn!(tool = %row.tool_name, error = %e, "call history write failed");
+                        tracing::warn!(rows = rows.len(), error = %e, "call history write failed");
                     }
                 }
             }

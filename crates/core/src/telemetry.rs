@@ -67,9 +67,11 @@ pub struct Telemetry {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    /// The writer thread's queue: the JSON line and the SQLite row of each call.
-    lines: mpsc::Sender<(String, CallRow)>,
-    counters: Mutex<BTreeMap<(String, String), Counters>>,
+    /// The writer thread's queue: each call, made into its JSON line and SQLite row there (off
+    /// the call's path).
+    lines: mpsc::Sender<CallRecord>,
+    /// By server, then method.
+    counters: Mutex<BTreeMap<String, BTreeMap<&'static str, Counters>>>,
     dropped_lines: AtomicU64,
     store: Arc<Store>,
 }
@@ -102,12 +104,15 @@ impl Telemetry {
         &self.inner.path
     }
 
-    pub fn record(&self, rec: &CallRecord) {
+    pub fn record(&self, rec: CallRecord) {
         {
             let mut counters = self.inner.counters.lock().expect("counters lock");
-            let c = counters
-                .entry((rec.server.clone(), rec.method.to_owned()))
-                .or_default();
+            // no allocation once the server is known
+            let methods = match counters.get_mut(rec.server.as_str()) {
+                Some(m) => m,
+                None => counters.entry(rec.server.clone()).or_default(),
+            };
+            let c = methods.entry(rec.method).or_default();
             c.requests += 1;
             if rec.outcome == "ok" {
                 c.successes += 1;
@@ -124,22 +129,7 @@ impl Telemetry {
                 *b += 1;
             }
         }
-        let Ok(line) = serde_json::to_string(rec) else {
-            return;
-        };
-        let row = CallRow {
-            ts_unix_ms: rec.ts_unix_ms,
-            request_id: rec.request_id.clone(),
-            session_id: rec.session_id.clone(),
-            tool_name: rec.tool_name.clone(),
-            server: rec.server.clone(),
-            latency_ms: rec.latency_ms as i64,
-            replay_attempts: rec.replay_attempts,
-            outcome: rec.outcome.to_owned(),
-            error_code: rec.error_code,
-            error_message: rec.error_message.clone(),
-        };
-        if self.inner.lines.try_send((line, row)).is_err() {
+        if self.inner.lines.try_send(rec).is_err() {
             self.inner.dropped_lines.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -149,7 +139,7 @@ impl Telemetry {
         let counters = self.inner.counters.lock().expect("counters lock").clone();
         let mut totals = Counters::default();
         let mut methods = Vec::new();
-        for ((server, method), c) in &counters {
+        for (server, method, c) in flat(&counters) {
             totals.requests += c.requests;
             totals.successes += c.successes;
             totals.errors += c.errors;
@@ -206,7 +196,7 @@ impl Telemetry {
         ];
         for (name, help, get) in families {
             let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
-            for ((server, method), c) in &counters {
+            for (server, method, c) in flat(&counters) {
                 let _ = writeln!(
                     out,
                     "{name}{{server=\"{}\",method=\"{}\"}} {}",
@@ -221,7 +211,7 @@ impl Telemetry {
             out,
             "# HELP {name} Latency of requests through the gateway.\n# TYPE {name} histogram"
         );
-        for ((server, method), c) in &counters {
+        for (server, method, c) in flat(&counters) {
             let labels = format!("server=\"{}\",method=\"{}\"", esc(server), esc(method));
             for (i, le) in BUCKETS_MS.iter().enumerate() {
                 let _ = writeln!(
@@ -262,18 +252,44 @@ pub fn esc(v: &str) -> String {
 /// caller's path).
 const COALESCE: std::time::Duration = std::time::Duration::from_millis(10);
 
-fn write_lines(file: std::fs::File, mut rx: mpsc::Receiver<(String, CallRow)>, store: &Store) {
+fn write_lines(file: std::fs::File, mut rx: mpsc::Receiver<CallRecord>, store: &Store) {
     use std::io::Write as _;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
     while let Some(first) = rx.blocking_recv() {
         std::thread::sleep(COALESCE);
         let mut result = Ok(());
-        for (line, row) in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+        let mut rows = Vec::new();
+        for rec in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            let Ok(line) = serde_json::to_string(&rec) else {
+                continue;
+            };
             result = result.and_then(|()| writeln!(out, "{line}"));
-            store.record_call(row);
+            rows.push(CallRow {
+                ts_unix_ms: rec.ts_unix_ms,
+                request_id: rec.request_id,
+                session_id: rec.session_id,
+                tool_name: rec.tool_name,
+                server: rec.server,
+                latency_ms: rec.latency_ms as i64,
+                replay_attempts: rec.replay_attempts,
+                outcome: rec.outcome.to_owned(),
+                error_code: rec.error_code,
+                error_message: rec.error_message,
+            });
         }
+        // one job (one transaction) per burst
+        store.record_calls(rows);
         if let Err(e) = result.and_then(|()| out.flush()) {
             tracing::warn!(error = %e, "telemetry.jsonl write failed");
         }
     }
+}
+
+/// Counters as (server, method, counters), in order.
+fn flat<'a>(
+    counters: &'a BTreeMap<String, BTreeMap<&'static str, Counters>>,
+) -> impl Iterator<Item = (&'a String, &'a &'static str, &'a Counters)> {
+    counters
+        .iter()
+        .flat_map(|(server, methods)| methods.iter().map(move |(m, c)| (server, m, c)))
 }

@@ -236,6 +236,17 @@ impl Upstream {
         self.inner.status.borrow().clone()
     }
 
+    /// The tool `name` of the running server, found without cloning the whole status.
+    pub fn tool(&self, name: &str) -> Option<Tool> {
+        self.inner
+            .status
+            .borrow()
+            .tools
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
+    }
+
     pub fn watch(&self) -> watch::Receiver<Status> {
         self.inner.status.subscribe()
     }
@@ -317,7 +328,7 @@ impl Upstream {
                 let s = rx.borrow_and_update();
                 match (s.state, &s.conn) {
                     (ServerState::Running, Some(conn))
-                        if s.generation >= generation && !conn.closed().is_cancelled() =>
+                        if s.generation >= generation && !conn.is_closed() =>
                     {
                         return Ok((conn.clone(), s.generation));
                     }

@@ -205,7 +205,8 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
     // Requests in flight, by id: cancelled by `notifications/cancelled` or the socket ending.
     let mut cancels: HashMap<String, (CancellationToken, Value)> = HashMap::new();
     let mut inflight = FuturesUnordered::new();
-    let mut version = String::from("2025-11-25");
+    // shared by the calls in flight: no copy per call
+    let mut version: Arc<str> = Arc::from("2025-11-25");
     let period = hub.gateway_config.ws_heartbeat();
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -214,11 +215,20 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
     let d_ref = &d;
     let session_ref = &session;
 
+    // Made once, not per turn of the loop, and on this socket's own child tokens: polling a
+    // token's future takes its lock, and `shutdown` (and a client's `revoked`) is shared by
+    // every socket.
+    let revoked_token = caller.revoked.child_token();
+    let shutdown_token = hub.shutdown.child_token();
+    let revoked = revoked_token.cancelled();
+    let shutdown = shutdown_token.cancelled();
+    tokio::pin!(revoked, shutdown);
+
     let end = loop {
         let mut out: Option<Message> = None;
         tokio::select! {
             biased;
-            () = caller.revoked.cancelled() => {
+            () = &mut revoked => {
                 // Calls in flight are answered before the socket closes.
                 for (_, id) in cancels.values() {
                     let frame = error_frame(id.clone(), -32001,
@@ -227,7 +237,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
                 }
                 break End::Close(close_code::POLICY, "client unpaired");
             }
-            () = hub.shutdown.cancelled() => break End::Close(close_code::AWAY, "gateway shutting down"),
+            () = &mut shutdown => break End::Close(close_code::AWAY, "gateway shutting down"),
             Some((key, frame)) = inflight.next(), if !inflight.is_empty() => {
                 cancels.remove::<String>(&key);
                 // this call's progress first: it is queued already
@@ -289,7 +299,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
                                     .and_then(|p| p.get("protocolVersion"))
                                     .and_then(Value::as_str)
                             {
-                                v.clone_into(&mut version);
+                                version = Arc::from(v);
                             }
                             if cancels.contains_key(&key) {
                                 out = Some(text(&error_frame(req.id, -32600,

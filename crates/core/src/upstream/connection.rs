@@ -15,10 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+#[cfg(not(unix))]
+use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+#[cfg(unix)]
+mod pipe;
 
 /// A progress notification, as the server sent it (minus its token).
 #[derive(Debug, Clone, PartialEq)]
@@ -99,12 +104,15 @@ type Waiter = oneshot::Sender<Result<Value, RpcError>>;
 /// Handle to a running connection; shared by every caller of that server generation.
 pub struct Connection {
     server: String,
-    out: mpsc::Sender<Outgoing>,
+    out: Sink,
     pending: Mutex<HashMap<u64, Waiter>>,
     progress: Mutex<HashMap<String, ProgressSink>>,
     next_id: AtomicU64,
     /// Cancelled when stdout ends (the process died or closed it).
     closed: CancellationToken,
+    /// Set with `closed`: checked on every call without taking the token's lock, which every
+    /// caller of this server shares.
+    is_closed: std::sync::atomic::AtomicBool,
     /// Lines on stdout (or messages) that were not JSON-RPC.
     garbage: AtomicU64,
     /// Where list-changed notifications go (the supervisor).
@@ -123,6 +131,53 @@ impl std::fmt::Debug for Connection {
 /// Requests waiting to be written, per server; callers wait when it is full.
 const OUT_QUEUE: usize = 1024;
 
+/// Where outgoing messages go.
+enum Sink {
+    /// To whoever drains the [`Outbox`] (a network transport, or the stdin writer task).
+    Channel(mpsc::Sender<Outgoing>),
+    /// Straight into the child's stdin (see [`pipe`]).
+    #[cfg(unix)]
+    Pipe(Arc<pipe::PipeOut>),
+}
+
+impl Sink {
+    /// Sends one message, waiting while the queue is full; `false` once the sink is closed.
+    async fn send(&self, mut msg: Vec<u8>) -> bool {
+        match self {
+            Self::Channel(tx) => tx.send(Outgoing::Message(msg)).await.is_ok(),
+            #[cfg(unix)]
+            Self::Pipe(p) => {
+                msg.push(b'\n');
+                p.send(&msg).await
+            }
+        }
+    }
+
+    /// Sends one message if there is room now.
+    fn try_send(&self, mut msg: Vec<u8>) {
+        match self {
+            Self::Channel(tx) => {
+                let _ = tx.try_send(Outgoing::Message(msg));
+            }
+            #[cfg(unix)]
+            Self::Pipe(p) => {
+                msg.push(b'\n');
+                let _ = p.offer(&msg);
+            }
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Self::Channel(tx) => {
+                let _ = tx.try_send(Outgoing::CloseStdin);
+            }
+            #[cfg(unix)]
+            Self::Pipe(p) => p.close(),
+        }
+    }
+}
+
 impl Connection {
     /// Starts the reader and writer tasks for a freshly spawned child.
     pub fn start(
@@ -131,8 +186,24 @@ impl Connection {
         stdout: ChildStdout,
         notices: mpsc::UnboundedSender<ServerNotice>,
     ) -> Arc<Self> {
-        let (conn, outbox) = Self::framed(server, notices);
-        tokio::spawn(write_loop(stdin, outbox.rx, conn.closed.clone()));
+        let closed = CancellationToken::new();
+        // Writes go straight into the pipe where the platform lets us (no task hop per call);
+        // otherwise through the writer task.
+        #[cfg(unix)]
+        let conn = match pipe::PipeOut::start(stdin, closed.clone()) {
+            Ok(p) => Self::with_sink(server, notices, Sink::Pipe(p), closed),
+            Err(e) => {
+                tracing::warn!(server, error = %e, "cannot write to the child's stdin");
+                let (tx, _) = mpsc::channel(1);
+                Self::with_sink(server, notices, Sink::Channel(tx), closed)
+            }
+        };
+        #[cfg(not(unix))]
+        let conn = {
+            let (tx, rx) = mpsc::channel(OUT_QUEUE);
+            tokio::spawn(write_loop(stdin, rx, closed.clone()));
+            Self::with_sink(server, notices, Sink::Channel(tx), closed)
+        };
         tokio::spawn(read_loop(conn.clone(), stdout));
         conn
     }
@@ -145,21 +216,32 @@ impl Connection {
         notices: mpsc::UnboundedSender<ServerNotice>,
     ) -> (Arc<Self>, Outbox) {
         let (out, rx) = mpsc::channel(OUT_QUEUE);
-        let conn = Arc::new(Self {
+        let closed = CancellationToken::new();
+        let outbox = Outbox {
+            rx,
+            closed: closed.clone(),
+        };
+        let conn = Self::with_sink(server, notices, Sink::Channel(out), closed);
+        (conn, outbox)
+    }
+
+    fn with_sink(
+        server: &str,
+        notices: mpsc::UnboundedSender<ServerNotice>,
+        out: Sink,
+        closed: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             server: server.to_owned(),
             out,
             pending: Mutex::new(HashMap::new()),
             progress: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            closed: CancellationToken::new(),
+            closed,
+            is_closed: std::sync::atomic::AtomicBool::new(false),
             garbage: AtomicU64::new(0),
             notices,
-        });
-        let outbox = Outbox {
-            rx,
-            closed: conn.closed.clone(),
-        };
-        (conn, outbox)
+        })
     }
 
     /// A message from the server: one JSON-RPC object (a batch array is taken apart).
@@ -185,12 +267,18 @@ impl Connection {
         &self.closed
     }
 
+    /// Whether the connection has ended ([`mark_closed`](Self::mark_closed)).
+    pub fn is_closed(&self) -> bool {
+        self.is_closed.load(Ordering::Acquire)
+    }
+
     pub fn garbage_lines(&self) -> u64 {
         self.garbage.load(Ordering::Relaxed)
     }
 
     /// Fails every waiting request with [`RpcError::Closed`]; later requests fail at once.
     pub fn mark_closed(&self) {
+        self.is_closed.store(true, Ordering::Release);
         self.closed.cancel();
         let waiters: Vec<Waiter> = self
             .pending
@@ -205,7 +293,7 @@ impl Connection {
     }
 
     pub fn close_stdin(&self) {
-        let _ = self.out.try_send(Outgoing::CloseStdin);
+        self.out.close();
     }
 
     pub fn register_progress(&self, token: &str, sink: ProgressSink) {
@@ -220,11 +308,13 @@ impl Connection {
     }
 
     async fn write(&self, msg: &impl serde::Serialize) -> Result<(), RpcError> {
-        let bytes = serde_json::to_vec(msg).expect("JSON values serialize");
-        self.out
-            .send(Outgoing::Message(bytes))
-            .await
-            .map_err(|_| RpcError::Closed)
+        let mut bytes = Vec::with_capacity(256);
+        serde_json::to_writer(&mut bytes, msg).expect("JSON values serialize");
+        if self.out.send(bytes).await {
+            Ok(())
+        } else {
+            Err(RpcError::Closed)
+        }
     }
 
     /// Sends a notification.
@@ -253,7 +343,7 @@ impl Connection {
         timeout: Duration,
         cancel: Option<&CancellationToken>,
     ) -> Result<Value, RpcError> {
-        if self.closed.is_cancelled() {
+        if self.is_closed() {
             return Err(RpcError::Closed);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -318,7 +408,7 @@ impl Connection {
         let msg = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
             "params": {"requestId": id, "reason": "the client went away"}});
         let bytes = serde_json::to_vec(&msg).expect("JSON values serialize");
-        let _ = self.out.try_send(Outgoing::Message(bytes));
+        self.out.try_send(bytes);
     }
 
     fn on_garbage(&self, raw: &[u8]) {
@@ -346,7 +436,7 @@ impl Connection {
                         "message": format!("Switchboard does not support {method:?} from servers")}})
                 };
                 let bytes = serde_json::to_vec(&reply).expect("JSON values serialize");
-                let _ = self.out.try_send(Outgoing::Message(bytes));
+                self.out.try_send(bytes);
             }
             (None, Some(id)) => {
                 let Some(id) = id.as_u64() else {
@@ -450,6 +540,7 @@ impl Drop for Abandoned<'_> {
     }
 }
 
+#[cfg(not(unix))]
 async fn write_loop(
     mut stdin: ChildStdin,
     mut rx: mpsc::Receiver<Outgoing>,
