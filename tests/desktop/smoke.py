@@ -322,11 +322,12 @@ def main() -> int:
         state["menu"] = wait("the tray menu on D-Bus", lambda: find_menu(app.pid), timeout=30)
         time.sleep(2)
         state["rss_kib"] = next(int(l.split()[1]) for l in Path(f"/proc/{app.pid}/status").read_text().splitlines() if l.startswith("VmRSS:"))
-        items = layout(state["menu"])
+        # the servers are still starting when the tray first appears
+        wait("the idle state in words", lambda: status_line(app.pid) == "Idle, 2 server(s) up", timeout=30)
+        items = layout(find_menu(app.pid))
         for label in ["Open Dashboard", "Pair New Client…", "Paired Clients", "Servers", "Pause Notifications",
                       "Start at Login", "Quit", "fx: running/Restart", "fx: running/Mute Notifications"]:
             assert label in items, f"{label!r} not in the tray menu {sorted(items)}"
-        wait("the idle state in words", lambda: status_line(app.pid) == "Idle, 2 server(s) up")
         assert tray_icon(app.pid) == "idle", tray_icon(app.pid)
     check("the app starts: gateway answers, tray menu published on D-Bus, state idle (words and icon)", started)
     if "menu" not in state:
