@@ -175,6 +175,9 @@ fn shutting_down(app: &tauri::AppHandle) -> bool {
 /// Turns hub events into notifications until the bus closes.
 pub(crate) fn watch(app: tauri::AppHandle, bus: EventBus, notifier: Notifier) {
     let mut events = bus.subscribe();
+    // The gateway (and its servers) started before this subscription: catch the tray up with
+    // what happened meanwhile; every change from here on arrives as an event.
+    crate::tray::refresh(&app);
     tauri::async_runtime::spawn(async move {
         let mut calls: HashMap<String, LongCall> = HashMap::new();
         // Open MCP sessions per paired client: a client has disconnected when its last one ends.
