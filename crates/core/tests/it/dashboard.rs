@@ -20,6 +20,13 @@ async fn json_of(r: reqwest::Response) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// POSTs `body` to `path`, expects 200, and returns the answer.
+async fn accepted(gw: &TestGateway, path: &str, body: Value) -> Value {
+    let (status, answer) = json_of(post(gw, path, body).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{path}: {answer}");
+    answer
+}
+
 /// POSTs `body` to `path`, expects the error `code` with `status`, and returns its message.
 async fn refused(gw: &TestGateway, path: &str, body: Value, status: u16, code: &str) -> String {
     let (got, body) = json_of(post(gw, path, body).send().await.unwrap()).await;
@@ -286,14 +293,7 @@ async fn servers_are_restarted_disabled_enabled_and_added_through_the_config_fil
     let (gw, _dir, path) = with_config_file().await;
     let before = gw.server("fx").await;
 
-    let (status, body) = json_of(
-        post(&gw, "/api/servers/fx/restart", json!({}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    accepted(&gw, "/api/servers/fx/restart", json!({})).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let s = gw.server("fx").await;
@@ -304,27 +304,13 @@ async fn servers_are_restarted_disabled_enabled_and_added_through_the_config_fil
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let (status, _) = json_of(
-        post(&gw, "/api/servers/fx/disable", json!({}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200);
+    accepted(&gw, "/api/servers/fx/disable", json!({})).await;
     gw.wait_server("fx", "disabled").await;
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("# my servers"), "comments kept: {text}");
     assert!(text.contains("enabled = false"), "{text}");
 
-    let (status, _) = json_of(
-        post(&gw, "/api/servers/fx/enable", json!({}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200);
+    accepted(&gw, "/api/servers/fx/enable", json!({})).await;
     gw.wait_server("fx", "running").await;
     assert!(
         !std::fs::read_to_string(&path)
@@ -431,14 +417,7 @@ async fn servers_are_imported_from_a_claude_desktop_config() {
         .to_string(),
     )
     .unwrap();
-    let (status, body) = json_of(
-        post(&gw, "/api/import", json!({"path": claude}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let body = accepted(&gw, "/api/import", json!({"path": claude})).await;
     assert_eq!(body["added"], json!(["from-claude"]));
     assert_eq!(body["skipped"][0]["name"], "remote");
     gw.wait_server("from-claude", "running").await;
