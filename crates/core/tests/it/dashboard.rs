@@ -108,46 +108,6 @@ async fn the_page_is_served_without_a_token_with_types_caching_and_an_app_fallba
 }
 
 #[tokio::test]
-async fn the_desktop_webview_may_call_the_api_cross_origin_and_others_may_not() {
-    let gw = TestGateway::start().await;
-    let client = reqwest::Client::new();
-    let pre = client
-        .request(reqwest::Method::OPTIONS, gw.url("/api/servers"))
-        .header("origin", "tauri://localhost")
-        .header("access-control-request-method", "GET")
-        .header("access-control-request-headers", "authorization")
-        .send()
-        .await
-        .unwrap();
-    assert!(pre.status().is_success(), "{}", pre.status());
-    assert_eq!(
-        pre.headers()["access-control-allow-origin"],
-        "tauri://localhost"
-    );
-    let got = client
-        .get(gw.url("/api/servers"))
-        .header("origin", "tauri://localhost")
-        .bearer_auth(&gw.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
-    assert_eq!(
-        got.headers()["access-control-allow-origin"],
-        "tauri://localhost"
-    );
-    let evil = client
-        .request(reqwest::Method::OPTIONS, gw.url("/api/servers"))
-        .header("origin", "http://evil.example")
-        .header("access-control-request-method", "GET")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(evil.status(), 403);
-    gw.stop().await.unwrap();
-}
-
-#[tokio::test]
 async fn calls_are_listed_with_client_arguments_result_and_statistics() {
     let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
     gw.wait_server("fx", "running").await;
