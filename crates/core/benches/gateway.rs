@@ -1,7 +1,10 @@
 //! MCP gateway figures, one run, the same client code on both paths:
 //! - direct: JSON-RPC over the fixture server's stdio;
 //! - through the gateway: the same requests as Streamable HTTP POSTs to `/mcp` of the real
-//!   `switchboard` binary, which forwards them to the same fixture server.
+//!   `switchboard` binary, which forwards them to the same fixture server;
+//! - the relay floor, for reference: the direct client with `switchboard-relay` in between, a
+//!   process that only forwards bytes (blocking reads and writes, one thread each way). What it
+//!   adds is what one extra process hop costs on this machine, whatever the process does.
 //!
 //! Prints latency percentiles of `tools/call echo` (sequential), the added latency, throughput
 //! with 16 concurrent clients on each path (in turns of one second), and the gateway's RSS with 10 servers running.
@@ -29,7 +32,15 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, oneshot};
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_switchboard-fixture");
-const SWITCHBOARD: &str = env!("CARGO_BIN_EXE_switchboard");
+const SWITCHBOARD_BUILT: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// The gateway binary under test: this build's, or `SWITCHBOARD_BENCH_GATEWAY` (to measure an
+/// earlier build with the same bench).
+fn switchboard() -> String {
+    std::env::var("SWITCHBOARD_BENCH_GATEWAY").unwrap_or_else(|_| SWITCHBOARD_BUILT.to_owned())
+}
+/// The relay floor: one process that only forwards bytes (see its module docs).
+const RELAY: &str = env!("CARGO_BIN_EXE_switchboard-relay");
 
 fn echo_call(id: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
@@ -45,8 +56,19 @@ struct Stdio_ {
 }
 
 impl Stdio_ {
+    /// The fixture server, straight on our pipes.
     async fn start() -> Self {
-        let mut child = tokio::process::Command::new(FIXTURE)
+        Self::spawn(FIXTURE, &[]).await
+    }
+
+    /// The fixture behind `switchboard-relay`: one do-nothing process in between.
+    async fn relayed() -> Self {
+        Self::spawn(RELAY, &[FIXTURE]).await
+    }
+
+    async fn spawn(program: &str, args: &[&str]) -> Self {
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -279,7 +301,7 @@ fn start_gateway(dir: &Path, servers: usize, tool: &str) -> (Running, String) {
         ));
     }
     std::fs::write(dir.join("config.toml"), cfg).unwrap();
-    let mut child = Command::new(SWITCHBOARD)
+    let mut child = Command::new(switchboard())
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(dir.join("config.toml"))
         .arg("--data-dir")
@@ -304,7 +326,7 @@ fn start_gateway(dir: &Path, servers: usize, tool: &str) -> (Running, String) {
 /// Pairs the bench client the way any client does: a code from `switchboard pair`, traded at
 /// `POST /pair`.
 async fn pair(dir: &Path, url: &str) -> String {
-    let out = Command::new(SWITCHBOARD)
+    let out = Command::new(switchboard())
         .args(["pair", "--data-dir"])
         .arg(dir.join("data"))
         .output()
@@ -463,8 +485,10 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
+        eprintln!("gateway under test: {}", switchboard());
 
         let direct = Arc::new(Stdio_::start().await);
+        let relay = Arc::new(Stdio_::relayed().await);
         let (gw, url) = start_gateway(dir.path(), 1, "echo");
         let token = pair(dir.path(), &url).await;
         let http = Arc::new(Http::connect(&url, &token).await);
@@ -479,7 +503,7 @@ fn main() {
         // The paths take turns, a tenth of the calls at a time, so that whatever else the
         // machine is doing falls on all of them alike.
         eprintln!("latency: {calls} sequential echo calls per path, in 10 interleaved rounds…");
-        const PATHS: usize = 5;
+        const PATHS: usize = 6;
         let mut t: [Vec<Duration>; PATHS] = Default::default();
         for round in 0..=10 {
             let n = if round == 0 { 200 } else { calls / 10 }; // round 0 warms up
@@ -492,6 +516,7 @@ fn main() {
                         1 => http.request(mcp_echo()).await,
                         2 => stateless(&http.client, &token, &url, 1).await,
                         3 => ws.request(ws_echo()).await,
+                        4 => relay.request(echo_call(0)).await,
                         _ => {
                             let body = hc.get(&health).send().await.unwrap().text().await.unwrap();
                             json!({"result": body})
@@ -508,7 +533,7 @@ fn main() {
         for times in &mut t {
             times.sort();
         }
-        let [t_direct, t_gw, t_stateless, t_ws, t_floor] = t;
+        let [t_direct, t_gw, t_stateless, t_ws, t_relay, t_floor] = t;
         drop(ws);
 
         // Like the latency rounds, the paths take turns (one second each, `secs` rounds), so
@@ -523,15 +548,15 @@ fn main() {
         for _ in 0..16 {
             sockets.push(Arc::new(Mutex::new(Ws::connect(&ws_url16, &token).await)));
         }
-        // calls and seconds per path: direct, /ws, /mcp
-        let mut done = [(0u64, 0f64); 3];
+        // calls and seconds per path: direct, /ws, /mcp, relay floor
+        let mut done = [(0u64, 0f64); 4];
         for _round in 0..secs {
             for (path, slot) in done.iter_mut().enumerate() {
                 let end = Instant::now() + Duration::from_secs(1);
                 let start = Instant::now();
                 let handles: Vec<_> = (0..16)
                     .map(|i| {
-                        let d = direct.clone();
+                        let d = if path == 3 { relay.clone() } else { direct.clone() };
                         let c = clients[i].clone();
                         let w = sockets[i].clone();
                         tokio::spawn(async move {
@@ -539,10 +564,11 @@ fn main() {
                             let mut w = w.lock().await;
                             while Instant::now() < end {
                                 match path {
-                                    0 => { d.request(echo_call(0)).await; }
+                                    0 | 3 => { d.request(echo_call(0)).await; }
                                     1 => { w.request(ws_echo()).await; }
-                                    _ => { c.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
+                                    2 => { c.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
                                         "params":{"name":"s0__echo","arguments":{"text":"ping"}}})).await; }
+                                    _ => unreachable!(),
                                 }
                                 n += 1;
                             }
@@ -558,7 +584,8 @@ fn main() {
         }
         drop(sockets);
         let rate = |(n, t): (u64, f64)| n as f64 / t;
-        let (tp_direct, tp_ws, tp_gw) = (rate(done[0]), rate(done[1]), rate(done[2]));
+        let (tp_direct, tp_ws, tp_gw, tp_relay) =
+            (rate(done[0]), rate(done[1]), rate(done[2]), rate(done[3]));
         let extra = if quick {
             drop(gw);
             None
@@ -603,6 +630,11 @@ fn main() {
                     p * 100.0, us(percentile(&t_direct, p)), us(percentile(g, p)), verdict(a <= target));
             }
         }
+        for (p, target) in [(0.50, 30.0), (0.99, 250.0)] {
+            println!("| relay floor p{:.0}: one do-nothing extra process (switchboard-relay), for reference | {:.0} µs | {:.0} µs | {:.0} µs | (≤ {target:.0} µs) | {} |",
+                p * 100.0, us(percentile(&t_direct, p)), us(percentile(&t_relay, p)), added(&t_relay, p),
+                if added(&t_relay, p) <= target { "floor under target" } else { "floor ABOVE target" });
+        }
         println!("| HTTP floor: GET /healthz p50 / p99 (no MCP, same client) | — | {:.0} / {:.0} µs | — | — | |",
             us(percentile(&t_floor, 0.5)), us(percentile(&t_floor, 0.99)));
         let pct_mcp = 100.0 * tp_gw / tp_direct;
@@ -611,6 +643,8 @@ fn main() {
             verdict(pct_mcp >= 25.0));
         println!("| throughput, 16 clients, /ws | {tp_direct:.0} calls/s | {tp_ws:.0} calls/s | {pct_ws:.1}% of direct | ≥ 50% | {} |",
             verdict(pct_ws >= 50.0));
+        let pct_relay = 100.0 * tp_relay / tp_direct;
+        println!("| relay floor throughput, 16 clients (one do-nothing extra process, for reference) | {tp_direct:.0} calls/s | {tp_relay:.0} calls/s | {pct_relay:.1}% of direct | — | |");
         let Some((fanout, rss_before, rss_10k, held, rss10)) = extra else {
             println!("| (--quick: fan-out, idle sockets and RSS not measured) | | | | | |");
             return;
