@@ -4,6 +4,9 @@
 //! Kept in memory, bounded: [`IN_FLIGHT_MAX`] running calls (the oldest is forgotten when a
 //! new one starts beyond it) and [`RECENT_MAX`] finished calls (the oldest goes first). The
 //! full history without payloads is the `calls` table in SQLite (see [`crate::store`]).
+//!
+//! Payloads are kept as the compact JSON text they came as and pretty-printed only when the
+//! dashboard asks for the call ([`CallLog::get`]); one over [`PAYLOAD_CAP`] is cut at once.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -27,7 +30,55 @@ pub struct Payload {
     pub truncated: bool,
 }
 
+/// A call's arguments or result as it comes to the log.
+#[derive(Debug, Clone, Copy)]
+pub enum PayloadSrc<'a> {
+    /// JSON text (valid JSON, as read off the wire).
+    Json(&'a str),
+    Value(&'a Value),
+}
+
+/// A payload as kept until someone asks: small JSON text as it came, or already cut.
+#[derive(Debug, Clone, PartialEq)]
+enum Kept {
+    Json(Box<str>),
+    Shown(Payload),
+}
+
+impl Kept {
+    fn of(src: PayloadSrc<'_>) -> Self {
+        match src {
+            // pretty text is never shorter than compact text: under the cap, it may fit whole
+            PayloadSrc::Json(text) if text.len() <= PAYLOAD_CAP => Self::Json(text.into()),
+            PayloadSrc::Json(text) => Self::Shown(Payload::of_json(text)),
+            PayloadSrc::Value(v) => Self::Shown(Payload::of(v)),
+        }
+    }
+
+    fn shown(&self) -> Payload {
+        match self {
+            Self::Json(text) => Payload::of_json(text),
+            Self::Shown(p) => p.clone(),
+        }
+    }
+}
+
+/// A call's payloads, kept out of sight of lists.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Payloads {
+    arguments: Option<Kept>,
+    result: Option<Kept>,
+}
+
 impl Payload {
+    /// Pretty-prints JSON text (as [`of`](Self::of) its value).
+    pub fn of_json(text: &str) -> Self {
+        match serde_json::from_str::<Value>(text) {
+            Ok(v) => Self::of(&v),
+            Err(_) => Self::of(&Value::Null),
+        }
+    }
+
     pub fn of(value: &Value) -> Self {
         let mut buf = Vec::with_capacity(256);
         let text = match serde_json::to_writer_pretty(&mut buf, value) {
@@ -78,6 +129,9 @@ pub struct CallView {
     pub arguments: Option<Payload>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Payload>,
+    /// The payloads as kept, shown by [`CallLog::get`].
+    #[serde(skip)]
+    pub kept: Payloads,
 }
 
 impl CallView {
@@ -107,14 +161,32 @@ impl CallView {
             message: None,
             arguments: None,
             result: None,
+            kept: Payloads::default(),
         }
     }
 
     fn summary(&self) -> Self {
         Self {
+            call_id: self.call_id.clone(),
+            tool: self.tool.clone(),
+            server: self.server.clone(),
+            client: self.client.clone(),
+            session_id: self.session_id.clone(),
+            message: self.message.clone(),
+            error: self.error.clone(),
             arguments: None,
             result: None,
-            ..self.clone()
+            kept: Payloads::default(),
+            ..*self
+        }
+    }
+
+    /// With its payloads, pretty-printed.
+    fn detailed(&self) -> Self {
+        Self {
+            arguments: self.kept.arguments.as_ref().map(Kept::shown),
+            result: self.kept.result.as_ref().map(Kept::shown),
+            ..self.summary()
         }
     }
 }
@@ -173,10 +245,11 @@ impl CallLog {
         log.in_flight.insert(id_num(&call.call_id), call);
     }
 
-    pub fn arguments(&self, call_id: &str, arguments: &Value) {
+    pub fn arguments(&self, call_id: &str, arguments: PayloadSrc<'_>) {
+        let kept = Kept::of(arguments); // outside the lock
         let mut log = self.inner.lock().expect("call log lock");
         if let Some(c) = log.in_flight.get_mut(&id_num(call_id)) {
-            c.arguments = Some(Payload::of(arguments));
+            c.kept.arguments = Some(kept);
         }
     }
 
@@ -204,8 +277,9 @@ impl CallLog {
         latency_ms: u64,
         replay_attempts: u32,
         error: Option<String>,
-        result: Option<&Value>,
+        result: Option<PayloadSrc<'_>>,
     ) {
+        let kept = result.map(Kept::of); // outside the lock
         let mut log = self.inner.lock().expect("call log lock");
         let Some(mut c) = log.in_flight.remove(&id_num(call_id)) else {
             return;
@@ -215,7 +289,7 @@ impl CallLog {
         c.outcome = if error.is_some() { "error" } else { "ok" };
         c.error = error;
         c.replay_attempts = replay_attempts;
-        c.result = result.map(Payload::of);
+        c.kept.result = kept;
         if log.recent.len() >= RECENT_MAX {
             log.recent.pop_front();
         }
@@ -243,11 +317,14 @@ impl CallLog {
 
     /// One call with its arguments and result.
     pub fn get(&self, call_id: &str) -> Option<CallView> {
-        let log = self.inner.lock().expect("call log lock");
-        log.in_flight
-            .get(&id_num(call_id))
-            .or_else(|| log.recent.iter().rev().find(|c| c.call_id == call_id))
-            .cloned()
+        let found = {
+            let log = self.inner.lock().expect("call log lock");
+            log.in_flight
+                .get(&id_num(call_id))
+                .or_else(|| log.recent.iter().rev().find(|c| c.call_id == call_id))
+                .cloned()
+        };
+        found.map(|c| c.detailed()) // pretty-printed outside the lock
     }
 
     /// Latency percentiles and error rates per server and tool over the kept finished calls.
@@ -328,14 +405,20 @@ mod tests {
     fn a_call_moves_from_in_flight_to_recent_with_its_progress_and_result() {
         let log = CallLog::default();
         log.started(call("c1", "slow"));
-        log.arguments("c1", &json!({"a": 1}));
+        log.arguments("c1", PayloadSrc::Value(&json!({"a": 1})));
         log.progress("c1", 2.0, Some(4.0), Some("half".into()));
         let running = log.in_flight();
         assert_eq!(running.len(), 1);
         assert_eq!(running[0].progress, Some(2.0));
         assert_eq!(running[0].message.as_deref(), Some("half"));
         assert!(running[0].arguments.is_none(), "lists leave payloads out");
-        log.finished("c1", 40, 1, None, Some(&json!({"content": []})));
+        log.finished(
+            "c1",
+            40,
+            1,
+            None,
+            Some(PayloadSrc::Json(r#"{"content":[]}"#)),
+        );
         assert!(log.in_flight().is_empty());
         let done = log.get("c1").unwrap();
         assert_eq!(done.outcome, "ok");
@@ -344,6 +427,33 @@ mod tests {
         assert_eq!(done.replay_attempts, 1);
         assert!(done.arguments.unwrap().json.contains("\"a\": 1"));
         assert!(done.result.is_some());
+    }
+
+    #[test]
+    fn raw_json_payloads_are_shown_as_their_values_pretty_printed() {
+        let log = CallLog::default();
+        log.started(call("c1", "echo"));
+        let args = r#"{"text":"h\u00e9 \"quoted\" ☃","n":[1,2.5,-3e2],"z":null}"#;
+        log.arguments("c1", PayloadSrc::Json(args));
+        let result = r#"{"content":[{"type":"text","text":"ok"}],"isError":false}"#;
+        log.finished("c1", 1, 0, None, Some(PayloadSrc::Json(result)));
+        let got = log.get("c1").unwrap();
+        let value: Value = serde_json::from_str(args).unwrap();
+        assert_eq!(got.arguments.unwrap(), Payload::of(&value));
+        let value: Value = serde_json::from_str(result).unwrap();
+        assert_eq!(got.result.unwrap(), Payload::of(&value));
+        assert!(log.recent(&Filter::default())[0].result.is_none());
+
+        // over the cap as compact text: cut at once, exactly as its value would be
+        log.started(call("c2", "echo"));
+        let big = format!(r#"{{"text":"{}"}}"#, "é\\n".repeat(PAYLOAD_CAP));
+        log.arguments("c2", PayloadSrc::Json(&big));
+        let shown = log.get("c2").unwrap().arguments.unwrap();
+        assert!(shown.truncated);
+        assert_eq!(
+            shown,
+            Payload::of(&serde_json::from_str::<Value>(&big).unwrap())
+        );
     }
 
     #[test]

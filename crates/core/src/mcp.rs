@@ -474,7 +474,7 @@ impl CallScope {
     }
 
     /// Records what the call was asked (shown in the dashboard's detail pane).
-    fn arguments(&self, arguments: &Value) {
+    fn arguments(&self, arguments: crate::calls::PayloadSrc<'_>) {
         self.gw.inner.calls.arguments(&self.call_id, arguments);
     }
 
@@ -483,7 +483,7 @@ impl CallScope {
         &self,
         replay_attempts: u32,
         error: Option<(i64, String)>,
-        result: Option<&Value>,
+        result: Option<crate::calls::PayloadSrc<'_>>,
     ) {
         let latency_ms = self.started.elapsed().as_millis() as u64;
         let outcome = if error.is_some() { "error" } else { "ok" };

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use rmcp::model::Tool;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -170,9 +171,37 @@ impl std::fmt::Display for Loss {
 
 /// A finished upstream request: its result and how often it was replayed.
 #[derive(Debug, Clone)]
-pub struct Answer {
-    pub result: Value,
+pub struct Answer<R = Value> {
+    pub result: R,
     pub replay_attempts: u32,
+}
+
+/// A result as the server wrote it (see [`Upstream::call_tool`]).
+pub type RawAnswer = Answer<Box<RawValue>>;
+
+/// `tools/call` params as written upstream, the client's arguments passed on as they came.
+#[derive(Serialize)]
+struct ToolCallParams<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a RawValue>,
+    #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+    meta: Option<TokenMeta<'a>>,
+}
+
+#[derive(Serialize)]
+struct TokenMeta<'a> {
+    #[serde(rename = "progressToken")]
+    progress_token: &'a str,
+}
+
+/// What a request carries; written anew for each attempt (each has its own progress token).
+enum Params<'a> {
+    Value(Value),
+    ToolCall {
+        name: &'a str,
+        arguments: Option<&'a RawValue>,
+    },
 }
 
 enum Control {
@@ -377,12 +406,64 @@ impl Upstream {
     pub async fn request(
         &self,
         method: &str,
-        mut params: Value,
+        params: Value,
         target: &str,
         replayable: bool,
         progress: Option<ProgressSink>,
         cancel: &CancellationToken,
     ) -> Result<Answer, CallError> {
+        let a = self
+            .send(
+                method,
+                Params::Value(params),
+                target,
+                replayable,
+                progress,
+                cancel,
+            )
+            .await?;
+        match serde_json::from_str(a.result.get()) {
+            Ok(result) => Ok(Answer {
+                result,
+                replay_attempts: a.replay_attempts,
+            }),
+            // it was read as JSON already
+            Err(e) => Err(CallError::Remote(RpcError::Remote {
+                code: -32603,
+                message: format!("unreadable result: {e}"),
+                data: None,
+            })),
+        }
+    }
+
+    /// `tools/call` of `tool` with the client's `arguments` (a JSON object, or none) passed on
+    /// as they came, answering the result as the server wrote it; otherwise as
+    /// [`request`](Self::request).
+    pub async fn call_tool(
+        &self,
+        tool: &str,
+        arguments: Option<&RawValue>,
+        replayable: bool,
+        progress: Option<ProgressSink>,
+        cancel: &CancellationToken,
+    ) -> Result<RawAnswer, CallError> {
+        let params = Params::ToolCall {
+            name: tool,
+            arguments,
+        };
+        self.send("tools/call", params, tool, replayable, progress, cancel)
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        mut params: Params<'_>,
+        target: &str,
+        replayable: bool,
+        progress: Option<ProgressSink>,
+        cancel: &CancellationToken,
+    ) -> Result<RawAnswer, CallError> {
         let timeout = self.call_timeout();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut generation = 0;
@@ -396,7 +477,7 @@ impl Upstream {
                     self.inner.progress_seq.fetch_add(1, Ordering::Relaxed)
                 );
                 conn.register_progress(&token, sink.clone());
-                if let Value::Object(map) = &mut params {
+                if let Params::Value(Value::Object(map)) = &mut params {
                     let meta = map.entry("_meta").or_insert_with(|| json!({}));
                     if let Value::Object(meta) = meta {
                         meta.insert("progressToken".into(), Value::String(token.clone()));
@@ -405,9 +486,17 @@ impl Upstream {
                 token
             });
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let result = conn
-                .request_ref(method, &params, remaining, Some(cancel))
-                .await;
+            let result = match &params {
+                Params::Value(v) => conn.request_raw(method, v, remaining, Some(cancel)).await,
+                Params::ToolCall { name, arguments } => {
+                    let p = ToolCallParams {
+                        name,
+                        arguments: *arguments,
+                        meta: token.as_deref().map(|t| TokenMeta { progress_token: t }),
+                    };
+                    conn.request_raw(method, &p, remaining, Some(cancel)).await
+                }
+            };
             if let Some(token) = &token {
                 conn.unregister_progress(token);
             }

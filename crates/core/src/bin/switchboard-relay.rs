@@ -43,7 +43,10 @@ fn main() -> ExitCode {
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("switchboard-relay: cannot start {}: {e}", program.to_string_lossy());
+            eprintln!(
+                "switchboard-relay: cannot start {}: {e}",
+                program.to_string_lossy()
+            );
             return ExitCode::from(1);
         }
     };

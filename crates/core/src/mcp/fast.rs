@@ -48,7 +48,8 @@ fn has_param_headers(v: &Value) -> bool {
 
 /// A stateless 2026-07-28 request the fast path can check exactly as rmcp would.
 fn stateless_ok(hub: &Hub, headers: &HeaderMap, req: &Request) -> bool {
-    let Some(meta) = req.params.as_ref().and_then(|p| p.get("_meta")) else {
+    let params = req.params_value();
+    let Some(meta) = params.as_ref().and_then(|p| p.get("_meta")) else {
         return false;
     };
     if meta.get(META_VERSION).and_then(Value::as_str) != Some(STATELESS_VERSION)
@@ -68,8 +69,7 @@ fn stateless_ok(hub: &Hub, headers: &HeaderMap, req: &Request) -> bool {
         _ => None,
     };
     if let Some(key) = name_key {
-        let expected = req
-            .params
+        let expected = params
             .as_ref()
             .and_then(|p| p.get(key))
             .and_then(Value::as_str);
@@ -79,8 +79,7 @@ fn stateless_ok(hub: &Hub, headers: &HeaderMap, req: &Request) -> bool {
         }
     }
     if req.method == "tools/call"
-        && let Some(name) = req
-            .params
+        && let Some(name) = params
             .as_ref()
             .and_then(|p| p.get("name"))
             .and_then(Value::as_str)
@@ -104,7 +103,8 @@ pub(crate) async fn answer(hub: &Hub, parts: &Parts, body: &[u8]) -> Option<Resp
     let Incoming::Request(req) = dispatch::parse(body) else {
         return None;
     };
-    if !Dispatcher::serves(&req.method) || req.progress_token().is_some() {
+    let meta = req.meta();
+    if !Dispatcher::serves(&req.method) || meta.progress_token.is_some() {
         return None;
     }
     let session = match single(headers, "mcp-session-id") {
@@ -115,8 +115,7 @@ pub(crate) async fn answer(hub: &Hub, parts: &Parts, body: &[u8]) -> Option<Resp
             None
         }
         Some(sid) if SESSION_VERSIONS.contains(&version) => {
-            let meta = req.params.as_ref().and_then(|p| p.get("_meta"));
-            if meta.is_some_and(|m| m.get(META_VERSION).is_some()) {
+            if meta.has_version {
                 return None;
             }
             let s = hub.mcp.sessions().get(sid)?;

@@ -295,9 +295,8 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
                         Incoming::Request(req) => {
                             let key = dispatch::id_text(&req.id);
                             if req.method == "initialize"
-                                && let Some(v) = req.params.as_ref()
-                                    .and_then(|p| p.get("protocolVersion"))
-                                    .and_then(Value::as_str)
+                                && let Some(p) = req.params_value()
+                                && let Some(v) = p.get("protocolVersion").and_then(Value::as_str)
                             {
                                 version = Arc::from(v);
                             }

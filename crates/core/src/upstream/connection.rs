@@ -14,6 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 #[cfg(not(unix))]
 use tokio::io::AsyncWriteExt;
@@ -99,7 +103,8 @@ impl std::fmt::Debug for Outgoing {
     }
 }
 
-type Waiter = oneshot::Sender<Result<Value, RpcError>>;
+/// A result as the server wrote it: parsed only by whoever needs more than to pass it on.
+type Waiter = oneshot::Sender<Result<Box<RawValue>, RpcError>>;
 
 /// Handle to a running connection; shared by every caller of that server generation.
 pub struct Connection {
@@ -244,16 +249,27 @@ impl Connection {
         })
     }
 
-    /// A message from the server: one JSON-RPC object (a batch array is taken apart).
+    /// A message from the server: one JSON-RPC object (a batch array is taken apart). Read
+    /// without building a tree: a result is handed on as the raw JSON text it came as.
     pub fn receive(&self, message: &[u8]) {
-        match serde_json::from_slice::<Value>(message) {
-            Ok(Value::Array(batch)) => {
-                for msg in batch {
-                    self.on_message(msg, message);
+        match message.trim_ascii_start().first() {
+            Some(b'{') => match serde_json::from_slice::<InMessage<'_>>(message) {
+                Ok(msg) => self.on_message(msg),
+                Err(_) => self.on_garbage(message),
+            },
+            Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(message) {
+                Ok(batch) => {
+                    for raw in batch {
+                        let bytes = raw.get().as_bytes();
+                        match serde_json::from_str::<InMessage<'_>>(raw.get()) {
+                            Ok(msg) if bytes.first() == Some(&b'{') => self.on_message(msg),
+                            _ => self.on_garbage(bytes),
+                        }
+                    }
                 }
-            }
-            Ok(msg) => self.on_message(msg, message),
-            Err(_) => self.on_garbage(message),
+                Err(_) => self.on_garbage(message),
+            },
+            _ => self.on_garbage(message),
         }
     }
 
@@ -307,7 +323,7 @@ impl Connection {
         self.progress.lock().expect("progress lock").remove(token);
     }
 
-    async fn write(&self, msg: &impl serde::Serialize) -> Result<(), RpcError> {
+    async fn write(&self, msg: &(impl serde::Serialize + ?Sized)) -> Result<(), RpcError> {
         let mut bytes = Vec::with_capacity(256);
         serde_json::to_writer(&mut bytes, msg).expect("JSON values serialize");
         if self.out.send(bytes).await {
@@ -343,6 +359,24 @@ impl Connection {
         timeout: Duration,
         cancel: Option<&CancellationToken>,
     ) -> Result<Value, RpcError> {
+        let raw = self.request_raw(method, params, timeout, cancel).await?;
+        // it was read as JSON already
+        serde_json::from_str(raw.get()).map_err(|e| RpcError::Remote {
+            code: -32603,
+            message: format!("unreadable result: {e}"),
+            data: None,
+        })
+    }
+
+    /// [`request_ref`](Self::request_ref) with any serializable `params`, answering the result
+    /// as the raw JSON text the server wrote.
+    pub async fn request_raw<P: serde::Serialize + ?Sized>(
+        &self,
+        method: &str,
+        params: &P,
+        timeout: Duration,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Box<RawValue>, RpcError> {
         if self.is_closed() {
             return Err(RpcError::Closed);
         }
@@ -420,13 +454,9 @@ impl Connection {
         }
     }
 
-    fn on_message(&self, mut msg: Value, raw: &[u8]) {
-        if !msg.is_object() {
-            return self.on_garbage(raw);
-        }
-        let method = msg.get("method").and_then(Value::as_str);
-        match (method, msg.get("id")) {
-            (Some(method), None) => self.on_notification(method, &msg),
+    fn on_message(&self, msg: InMessage<'_>) {
+        match (msg.method.as_deref(), msg.id) {
+            (Some(method), None) => self.on_notification(method, msg.params),
             (Some(method), Some(id)) => {
                 // A request from the server. We offer no client capabilities, so only ping.
                 let reply = if method == "ping" {
@@ -439,15 +469,17 @@ impl Connection {
                 self.out.try_send(bytes);
             }
             (None, Some(id)) => {
-                let Some(id) = id.as_u64() else {
-                    tracing::warn!(server = %self.server, %id, "response with an id we never sent");
+                // our ids are plain unsigned integers
+                let Ok(id) = id.get().parse::<u64>() else {
+                    tracing::warn!(server = %self.server, id = %id.get(),
+                        "response with an id we never sent");
                     return;
                 };
                 let Some(waiter) = self.pending.lock().expect("pending lock").remove(&id) else {
                     return; // cancelled or timed out already
                 };
-                let result = match (msg.get_mut("result").map(Value::take), msg.get("error")) {
-                    (Some(r), _) => Ok(r),
+                let result = match (msg.result, &msg.error) {
+                    (Some(r), _) => Ok(r.to_owned()),
                     (None, Some(e)) => Err(RpcError::Remote {
                         code: e.get("code").and_then(Value::as_i64).unwrap_or(-32603),
                         message: e
@@ -471,9 +503,11 @@ impl Connection {
         }
     }
 
-    fn on_notification(&self, method: &str, msg: &Value) {
+    fn on_notification(&self, method: &str, params: Option<&RawValue>) {
         let notices = &self.notices;
-        let params = msg.get("params").cloned().unwrap_or(Value::Null);
+        let params: Value = params
+            .and_then(|p| serde_json::from_str(p.get()).ok())
+            .unwrap_or(Value::Null);
         match method {
             "notifications/progress" => {
                 let token = match params.get("progressToken") {
@@ -519,11 +553,33 @@ impl Connection {
 
 /// A request as written to the server, serialized straight from borrowed parts.
 #[derive(serde::Serialize)]
-struct OutRequest<'a> {
+struct OutRequest<'a, P: serde::Serialize + ?Sized> {
     jsonrpc: &'static str,
     id: u64,
     method: &'a str,
-    params: &'a Value,
+    params: &'a P,
+}
+
+/// One message from the server, read in place: only what routing needs is looked at.
+#[derive(Deserialize)]
+struct InMessage<'a> {
+    /// `Some` for `"id": null` too (that is not a notification).
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+    /// `Some` for `"result": null` too (a result, if not a useful one).
+    #[serde(default, borrow, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// Keeps a present `null` apart from a missing field.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
 }
 
 /// Cancels a request whose caller stopped waiting (ids start at 1; 0 = disarmed).
@@ -594,4 +650,139 @@ async fn read_loop(conn: Arc<Connection>, stdout: ChildStdout) {
         }
     }
     conn.mark_closed();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A framed connection, a request sent on it, and the id it went out with.
+    async fn asked(
+        conn: &Arc<Connection>,
+        outbox: &mut Outbox,
+    ) -> (
+        tokio::task::JoinHandle<Result<Box<RawValue>, RpcError>>,
+        u64,
+    ) {
+        let c = conn.clone();
+        let call = tokio::spawn(async move {
+            c.request_raw(
+                "tools/call",
+                &json!({"name": "echo"}),
+                Duration::from_secs(5),
+                None,
+            )
+            .await
+        });
+        let sent = tokio::time::timeout(Duration::from_secs(5), outbox.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let sent: Value = serde_json::from_slice(&sent).unwrap();
+        assert_eq!(sent["params"], json!({"name": "echo"}));
+        (call, sent["id"].as_u64().unwrap())
+    }
+
+    async fn answer(reply: impl FnOnce(u64) -> String) -> Result<Box<RawValue>, RpcError> {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (conn, mut outbox) = Connection::framed("t", tx);
+        let (call, id) = asked(&conn, &mut outbox).await;
+        conn.receive(reply(id).as_bytes());
+        tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn results_come_back_as_the_exact_text_the_server_wrote() {
+        let result = r#"{"content":[{"type":"text","text":"h\u00e9 \"q\" ☃ \n"}], "n": 1.50}"#;
+        let got = answer(|id| format!(r#"  {{"jsonrpc":"2.0","id":{id},"result":{result}}}"#))
+            .await
+            .unwrap();
+        assert_eq!(got.get(), result);
+        let null = answer(|id| format!(r#"{{"jsonrpc":"2.0","result":null,"id":{id}}}"#))
+            .await
+            .unwrap();
+        assert_eq!(null.get(), "null", "a null result is a result");
+    }
+
+    #[tokio::test]
+    async fn errors_and_empty_answers_from_the_server() {
+        let e = answer(|id| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32602,"message":"bad \"x\"","data":{{"k":[1]}}}}}}"#
+            )
+        })
+        .await
+        .unwrap_err();
+        let RpcError::Remote {
+            code,
+            message,
+            data,
+        } = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!((code, message.as_str()), (-32602, "bad \"x\""));
+        assert_eq!(data, Some(json!({"k": [1]})));
+        let e = answer(|id| format!(r#"{{"jsonrpc":"2.0","id":{id}}}"#))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RpcError::Remote { code: -32603, .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn batches_garbage_and_foreign_ids() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (conn, mut outbox) = Connection::framed("t", tx);
+        let (call, id) = asked(&conn, &mut outbox).await;
+        // not ours: a string id, an id we never sent, not JSON-RPC at all
+        conn.receive(format!(r#"{{"jsonrpc":"2.0","id":"{id}","result":1}}"#).as_bytes());
+        conn.receive(br#"{"jsonrpc":"2.0","id":999999,"result":1}"#);
+        conn.receive(b"garbage");
+        conn.receive(b"[1, \"two\"]");
+        conn.receive(b"42");
+        assert_eq!(conn.garbage_lines(), 4);
+        assert!(conn.awaits(id), "still waiting for its own answer");
+        // a batch: a notification and our answer
+        conn.receive(
+            format!(
+                r#"[{{"jsonrpc":"2.0","method":"notifications/message","params":{{}}}},
+                    {{"jsonrpc":"2.0","id":{id},"result":{{"ok":true}}}}]"#
+            )
+            .as_bytes(),
+        );
+        let got = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.get(), r#"{"ok":true}"#);
+    }
+
+    #[tokio::test]
+    async fn progress_reaches_the_sink_of_its_token_and_pings_are_answered() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (conn, mut outbox) = Connection::framed("t", tx);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        conn.register_progress("sb-t-1", Arc::new(move |p| s.lock().unwrap().push(p)));
+        conn.receive(
+            br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"sb-t-1","progress":2,"total":4,"message":"half \u00e9"}}"#,
+        );
+        conn.receive(br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"other","progress":1}}"#);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![Progress {
+                progress: 2.0,
+                total: Some(4.0),
+                message: Some("half é".into()),
+            }]
+        );
+        conn.receive(br#"{"jsonrpc":"2.0","id":"p-1","method":"ping"}"#);
+        let pong = outbox.next().await.unwrap();
+        let pong: Value = serde_json::from_slice(&pong).unwrap();
+        assert_eq!(pong, json!({"jsonrpc": "2.0", "id": "p-1", "result": {}}));
+    }
 }
