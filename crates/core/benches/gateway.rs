@@ -17,7 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::{arg, percentile, rss_kib};
+use common::{arg, children, cpu_time, percentile, rss_kib};
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -52,7 +52,7 @@ struct Stdio_ {
     stdin: Mutex<tokio::process::ChildStdin>,
     pending: Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Value>>>>,
     next: AtomicU64,
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
 }
 
 impl Stdio_ {
@@ -93,12 +93,16 @@ impl Stdio_ {
             stdin: Mutex::new(stdin),
             pending,
             next: AtomicU64::new(1),
-            _child: child,
+            child,
         };
         s.request(json!({"jsonrpc":"2.0","id":0,"method":"initialize",
             "params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}))
             .await;
         s
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap()
     }
 
     async fn request(&self, mut msg: Value) -> Value {
@@ -307,6 +311,10 @@ fn start_gateway(dir: &Path, servers: usize, tool: &str) -> (Running, String) {
         .arg("--data-dir")
         .arg(dir.join("data"))
         .env("SWITCHBOARD_LOG", "warn")
+        .envs(
+            // the gateway's tokio worker threads, to compare (the bench's own are left alone)
+            std::env::var("SWITCHBOARD_BENCH_WORKERS").map(|n| ("TOKIO_WORKER_THREADS", n)),
+        )
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -550,10 +558,26 @@ fn main() {
         }
         // calls and seconds per path: direct, /ws, /mcp, relay floor
         let mut done = [(0u64, 0f64); 4];
+        // CPU used during each path's turns: the bench (all clients), the process in between
+        // (gateway or relay), the server process
+        let bench_pid = std::process::id();
+        let direct_fixture = direct.pid();
+        let relay_pid = relay.pid();
+        let relay_fixture = children(relay_pid)[0];
+        let gw_fixture = children(gw.0.id())[0];
+        let procs = |path: usize| -> [Option<u32>; 3] {
+            match path {
+                0 => [Some(bench_pid), None, Some(direct_fixture)],
+                1 | 2 => [Some(bench_pid), Some(gw.0.id()), Some(gw_fixture)],
+                _ => [Some(bench_pid), Some(relay_pid), Some(relay_fixture)],
+            }
+        };
+        let mut cpu = [[Duration::ZERO; 3]; 4];
         for _round in 0..secs {
             for (path, slot) in done.iter_mut().enumerate() {
                 let end = Instant::now() + Duration::from_secs(1);
                 let start = Instant::now();
+                let cpu_before = procs(path).map(|p| p.map(cpu_time).unwrap_or_default());
                 let handles: Vec<_> = (0..16)
                     .map(|i| {
                         let d = if path == 3 { relay.clone() } else { direct.clone() };
@@ -580,6 +604,10 @@ fn main() {
                     slot.0 += h.await.unwrap();
                 }
                 slot.1 += start.elapsed().as_secs_f64();
+                let cpu_after = procs(path).map(|p| p.map(cpu_time).unwrap_or_default());
+                for k in 0..3 {
+                    cpu[path][k] += cpu_after[k].saturating_sub(cpu_before[k]);
+                }
             }
         }
         drop(sockets);
@@ -645,6 +673,20 @@ fn main() {
             verdict(pct_ws >= 50.0));
         let pct_relay = 100.0 * tp_relay / tp_direct;
         println!("| relay floor throughput, 16 clients (one do-nothing extra process, for reference) | {tp_direct:.0} calls/s | {tp_relay:.0} calls/s | {pct_relay:.1}% of direct | — | |");
+        println!();
+        println!("CPU per call during the 16-client turns (from /proc, 10 ms ticks; the machine has {} CPUs)",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+        println!("| path | calls/s | bench clients | in between | server (fixture) | total |");
+        println!("|---|---|---|---|---|---|");
+        for (path, name) in [(0, "direct stdio"), (3, "relay floor"), (1, "/ws"), (2, "/mcp")] {
+            let calls = done[path].0.max(1) as f64;
+            let per = |d: Duration| us(d) / calls;
+            let between = if path == 0 { "—".to_owned() } else { format!("{:.1} µs", per(cpu[path][1])) };
+            println!("| {name} | {:.0} | {:.1} µs | {between} | {:.1} µs | {:.1} µs |",
+                rate(done[path]), per(cpu[path][0]), per(cpu[path][2]),
+                per(cpu[path][0] + cpu[path][1] + cpu[path][2]));
+        }
+        println!();
         let Some((fanout, rss_before, rss_10k, held, rss10)) = extra else {
             println!("| (--quick: fan-out, idle sockets and RSS not measured) | | | | | |");
             return;

@@ -11,6 +11,7 @@ pub mod names;
 pub mod session;
 pub(crate) mod ws;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -320,6 +321,21 @@ impl McpGateway {
             .find(|t| t.name == entry.original)
             .cloned()?;
         Some((up, tool))
+    }
+
+    /// Where a call of `name` goes: the server, the tool's own name there, and whether a call
+    /// of it is safe to replay. Like [`resolve`](Self::resolve) without copying the tool.
+    pub fn route<'a>(&self, name: &'a str) -> Option<(Upstream, Cow<'a, str>, bool)> {
+        if let Some((server, tool)) = names::split(name)
+            && let Some(up) = self.upstream(server)
+            && let Some(replayable) = up.route(tool)
+        {
+            return Some((up, Cow::Borrowed(tool), replayable));
+        }
+        // a shortened name (rare): through the table
+        let (up, tool) = self.resolve(name)?;
+        let replayable = up.route(&tool.name)?;
+        Some((up, Cow::Owned(tool.name.into_owned()), replayable))
     }
 
     /// Servers and their state, for the health tool and the API.

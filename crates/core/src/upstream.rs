@@ -335,6 +335,29 @@ impl Upstream {
             .is_some_and(|a| a.read_only_hint == Some(true) || a.idempotent_hint == Some(true))
     }
 
+    /// Whether this server offers `tool` now and, if it does, whether a call of it is safe to
+    /// replay ([`is_replayable`](Self::is_replayable)): one look, no copy of the tool.
+    pub fn route(&self, tool: &str) -> Option<bool> {
+        let annotated = {
+            let status = self.inner.status.borrow();
+            let t = status.tools.iter().find(|t| t.name == tool)?;
+            t.annotations
+                .as_ref()
+                .is_some_and(|a| a.read_only_hint == Some(true) || a.idempotent_hint == Some(true))
+        };
+        if let Some(contract) = self
+            .inner
+            .config
+            .lock()
+            .expect("config lock")
+            .replay
+            .get(tool)
+        {
+            return Some(*contract == ReplayContract::Safe);
+        }
+        Some(annotated)
+    }
+
     fn call_timeout(&self) -> Duration {
         self.inner
             .config

@@ -201,18 +201,17 @@ impl Dispatcher {
         if name == HEALTH_TOOL || name == TELEMETRY_TOOL {
             return Ok(ToolAnswer::Typed(self.builtin(name, ctx)));
         }
-        let Some((up, tool)) = self.gw.resolve(name) else {
+        let Some((up, tool, replayable)) = self.gw.route(name) else {
             let scope = CallScope::begin(&self.gw, ctx, "tools/call", name, BUILTIN_SERVER);
             let message = format!("unknown tool '{name}'");
             scope.finish(0, Some((-32602, message.clone())));
             return Err(error_data(-32602, message, None));
         };
         let scope = CallScope::begin(&self.gw, ctx, "tools/call", name, up.name());
-        let replayable = up.is_replayable(&tool.name);
         scope.arguments(PayloadSrc::Json(arguments.map_or("null", RawValue::get)));
         let relay = ProgressRelay::start(&self.gw, &scope.call_id, name, ctx);
         let answer = up
-            .call_tool(&tool.name, arguments, replayable, Some(relay), &ctx.cancel)
+            .call_tool(&tool, arguments, replayable, Some(relay), &ctx.cancel)
             .await;
         match answer {
             Ok(a) => match checked_result(a.result) {

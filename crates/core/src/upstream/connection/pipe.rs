@@ -1,14 +1,20 @@
-//! Writing to a child's stdin without a task hop per message.
+//! Writing to a child's stdin without a task hop per message, and in one `write` per burst.
 //!
-//! A caller whose line finds the pipe idle (nothing queued, the writer task not busy) writes it
-//! itself with one non-blocking `write`, under the lock, so it reaches the child at once and is
-//! never torn: the call is synchronous, there is no await for a cancellation to land in. When
-//! the pipe is busy (a partial write, a full pipe, or bytes already queued) the line is appended
-//! whole to the queue and the writer task writes everything queued with one `write` per burst,
-//! in order. The queue is bounded: past [`QUEUE_CAP`] bytes callers wait for room.
+//! A caller whose line finds the pipe idle (nothing queued, the writer task not busy, and no
+//! line written in the last [`BURST_GAP`]) writes it itself with one non-blocking `write`,
+//! under the lock, so it reaches the child at once and is never torn: the call is synchronous,
+//! there is no await for a cancellation to land in. Otherwise the line is appended whole to
+//! the queue, and the writer task writes everything queued with one `write`, in order: when
+//! the pipe is busy (a partial write, a full pipe, bytes already queued), and when calls come
+//! close together. Then the writer first lets the other tasks that are ready run (a
+//! [`yield_now`](tokio::task::yield_now), which tokio runs after them), so that the calls of
+//! one burst (say, requests that arrived on several sockets at once) reach the server in one
+//! `write` and wake it once, not once each. The queue is bounded: past [`QUEUE_CAP`] bytes
+//! callers wait for room.
 
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::net::unix::pipe;
 use tokio::sync::Notify;
@@ -16,6 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Bytes waiting for the writer task beyond which callers wait.
 const QUEUE_CAP: usize = 4 * 1024 * 1024;
+
+/// A line that comes within this long of the last write is part of a burst: it is gathered
+/// with the others of its burst rather than written at once. Sequential calls (one at a time,
+/// each waiting for its answer) are further apart than this and are written at once.
+const BURST_GAP: Duration = Duration::from_micros(30);
 
 /// The write half of a child's stdin, shared by every caller of that connection.
 pub(super) struct PipeOut {
@@ -35,6 +46,8 @@ struct State {
     busy: bool,
     /// Close once everything queued is written; nothing more is taken.
     closing: bool,
+    /// When a line was last written (or handed to the writer task).
+    last_write: Option<Instant>,
 }
 
 /// What became of a line offered to the pipe.
@@ -68,6 +81,7 @@ impl PipeOut {
                 queue: Vec::new(),
                 busy: false,
                 closing: false,
+                last_write: None,
             }),
             wake: Notify::new(),
             room: Notify::new(),
@@ -82,11 +96,20 @@ impl PipeOut {
         if s.closing {
             return Offer::Closed;
         }
-        let Some(pipe) = &s.pipe else {
+        if s.pipe.is_none() {
             return Offer::Closed;
-        };
-        if s.queue.is_empty() && !s.busy {
-            let written = match pipe.try_write(line) {
+        }
+        let now = Instant::now();
+        let burst = s
+            .last_write
+            .is_some_and(|t| now.saturating_duration_since(t) < BURST_GAP);
+        s.last_write = Some(now);
+        if s.queue.is_empty() && !s.busy && !burst {
+            let tried = match &s.pipe {
+                Some(pipe) => pipe.try_write(line),
+                None => return Offer::Closed,
+            };
+            let written = match tried {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(_) => {
@@ -154,7 +177,12 @@ async fn write_loop(out: Arc<PipeOut>, closed: CancellationToken) {
         };
         let Some(pipe) = pipe else {
             tokio::select! {
-                () = out.wake.notified() => continue,
+                () = out.wake.notified() => {
+                    // the rest of this burst first (tokio wakes a yielding task after the
+                    // tasks that are ready now)
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 () = closed.cancelled() => break,
             }
         };
