@@ -65,14 +65,25 @@ pub fn router(state: AppState) -> Router {
         .route("/session", axum::routing::post(session::create))
         .route("/api/sessions", get(session::list))
         .route("/session/{id}", axum::routing::delete(session::delete))
-        .merge(
-            Router::new()
-                .nest_service("/mcp", mcp_service(&state))
-                .layer(middleware::from_fn_with_state(state.clone(), mcp_precheck))
-                .layer(middleware::from_fn_with_state(state.clone(), mcp_sessions)),
-        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // `/mcp` (and below it, as a nested service would be) checks the token itself, in one
+    // handler with the other steps in front of rmcp: a layer per step would clone the stack
+    // under it on every request.
+    let svc = mcp_service(&state);
+    let mcp = {
+        let svc = svc.clone();
+        axum::routing::any(move |State(state): State<AppState>, req: Request| {
+            let svc = svc.clone();
+            async move { mcp_entry(&state, &svc, req).await }
+        })
+    };
+    let mcp_below = axum::routing::any(move |State(state): State<AppState>, req: Request| {
+        let svc = svc.clone();
+        async move { mcp_entry(&state, &svc, req).await }
+    });
     Router::new()
+        .route("/mcp", mcp)
+        .route("/mcp/{*rest}", mcp_below)
         .route("/healthz", get(healthz))
         .route("/ws/mcp", get(registration::upgrade))
         .route("/pair", axum::routing::post(crate::pairing::pair))
@@ -109,29 +120,62 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let unauthorized = |code: &'static str, message: &str| {
-        let mut r = ApiError::new(StatusCode::UNAUTHORIZED, code, message).into_response();
+    match authenticate(&state, req.headers()) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Why a request's token was refused: the 401 it is answered with.
+struct Unauthorized(&'static str, &'static str);
+
+impl IntoResponse for Unauthorized {
+    fn into_response(self) -> Response {
+        let mut r = ApiError::new(StatusCode::UNAUTHORIZED, self.0, self.1).into_response();
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             axum::http::HeaderValue::from_static("Bearer realm=\"switchboard\""),
         );
         r
-    };
-    let Some(token) = bearer(req.headers()) else {
-        return unauthorized(
+    }
+}
+
+/// The paired client a request's bearer token belongs to.
+fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<crate::auth::Caller, Unauthorized> {
+    let Some(token) = bearer(headers) else {
+        return Err(Unauthorized(
             "token_required",
             "a token is required: pair this client (ask for a code with `switchboard pair`, \
              then POST it to /pair) and send `Authorization: Bearer <token>`",
-        );
+        ));
     };
-    let Some(caller) = state.0.auth.verify(&token) else {
-        return unauthorized(
-            "token_invalid",
-            "this token is not paired (it may have been revoked)",
-        );
+    state.0.auth.verify(&token).ok_or(Unauthorized(
+        "token_invalid",
+        "this token is not paired (it may have been revoked)",
+    ))
+}
+
+/// The rmcp service behind `/mcp`.
+type McpService = rmcp::transport::streamable_http_server::StreamableHttpService<
+    crate::mcp::Handler,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+>;
+
+/// Everything in front of rmcp for one `/mcp` request, in order: the token, the client's own
+/// sessions, the body checks, and the fast path (see [`mcp_precheck`], [`mcp_sessions`]).
+async fn mcp_entry(state: &AppState, svc: &McpService, mut req: Request) -> Response {
+    let caller = match authenticate(state, req.headers()) {
+        Ok(c) => c,
+        Err(refused) => return refused.into_response(),
     };
-    req.extensions_mut().insert(caller);
-    next.run(req).await
+    req.extensions_mut().insert(caller.clone());
+    mcp_sessions(state, caller, req, svc).await
 }
 
 /// `DELETE /api/clients/{name}`: unpair.
@@ -158,12 +202,7 @@ async fn unpair_client(
 
 /// rmcp's Streamable HTTP service (2025-11-25 sessions and 2026-07-28 stateless) around our
 /// aggregating handler. Host and Origin are already checked by `local_only`.
-fn mcp_service(
-    state: &AppState,
-) -> rmcp::transport::streamable_http_server::StreamableHttpService<
-    crate::mcp::Handler,
-    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
-> {
+fn mcp_service(state: &AppState) -> McpService {
     use rmcp::transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService,
     };
@@ -179,12 +218,14 @@ fn mcp_service(
 /// Checks a POST to `/mcp` before rmcp sees it: a body over the limit is 413, a body that is
 /// not JSON is 400 with a JSON-RPC parse error (id null), both with a message that says so.
 /// Every response (POST answers and the GET stream) is watched by a [`GuardedBody`].
-async fn mcp_precheck(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let revoked = req
-        .extensions()
-        .get::<crate::auth::Caller>()
-        .map(|c| Box::pin(c.revoked.clone().cancelled_owned()));
-    let guard = |resp: Response, gone: Option<tokio_util::sync::CancellationToken>| {
+async fn mcp_precheck(state: &AppState, req: Request, svc: &McpService) -> Response {
+    let rmcp = |req: Request| async move { svc.handle(req).await.map(axum::body::Body::new) };
+    let revoked = |req: &Request| {
+        req.extensions()
+            .get::<crate::auth::Caller>()
+            .map(|c| Box::pin(c.revoked.clone().cancelled_owned()))
+    };
+    let guard = |resp: Response, gone: Option<tokio_util::sync::CancellationToken>, revoked| {
         let (parts, body) = resp.into_parts();
         Response::from_parts(
             parts,
@@ -196,7 +237,8 @@ async fn mcp_precheck(State(state): State<AppState>, req: Request, next: Next) -
         )
     };
     if req.method() != axum::http::Method::POST {
-        return guard(next.run(req).await, None);
+        let revoked = revoked(&req);
+        return guard(rmcp(req).await, None, revoked);
     }
     let limit = state.0.gateway_config.max_body_bytes;
     let rpc_error = |status: StatusCode, code: i64, message: String| {
@@ -227,12 +269,13 @@ async fn mcp_precheck(State(state): State<AppState>, req: Request, next: Next) -
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return too_big();
     };
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-        return rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
-    }
-    // Plain request/response: answered here, without rmcp's session machinery.
+    // Plain request/response: answered here, without rmcp's session machinery (it takes
+    // only valid JSON-RPC requests).
     if let Some(resp) = crate::mcp::fast::answer(&state.0, &parts, &bytes).await {
         return resp;
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
     }
     crate::mcp::fast::cancel_notified(&state.0, &parts.headers, &bytes);
     // A client that goes away before its response is complete cancels what it asked for.
@@ -240,15 +283,18 @@ async fn mcp_precheck(State(state): State<AppState>, req: Request, next: Next) -
     let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
     req.extensions_mut()
         .insert(crate::mcp::ClientGone(gone.clone()));
-    guard(next.run(req).await, Some(gone))
+    let revoked = revoked(&req);
+    guard(rmcp(req).await, Some(gone), revoked)
 }
 
 /// Ties `/mcp` sessions to the client that opened them: another client's session id is
 /// refused (404, as if unknown); new session ids are remembered so that unpairing closes them.
-async fn mcp_sessions(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(caller) = req.extensions().get::<crate::auth::Caller>().cloned() else {
-        return next.run(req).await;
-    };
+async fn mcp_sessions(
+    state: &AppState,
+    caller: crate::auth::Caller,
+    req: Request,
+    svc: &McpService,
+) -> Response {
     let auth = &state.0.auth;
     if let Some(sid) = req
         .headers()
@@ -262,7 +308,7 @@ async fn mcp_sessions(State(state): State<AppState>, req: Request, next: Next) -
     let deleted = (req.method() == axum::http::Method::DELETE)
         .then(|| req.headers().get("mcp-session-id").cloned())
         .flatten();
-    let resp = next.run(req).await;
+    let resp = mcp_precheck(state, req, svc).await;
     let sessions = state.0.mcp.sessions();
     if let Some(sid) = resp
         .headers()
