@@ -632,8 +632,11 @@ def main() -> int:
         def call(method, path, body=None, timeout=30):
             req = urllib.request.Request(wd + path, method=method, data=json.dumps(body).encode() if body is not None else None)
             req.add_header("content-type", "application/json")
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return json.loads(r.read())["value"]
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as r:
+                    return json.loads(r.read())["value"]
+            except urllib.error.HTTPError as e:
+                raise AssertionError(f"WebDriver {method} {path}: {e.code} {e.read()[:300]!r}") from None
 
         def up():
             try:
