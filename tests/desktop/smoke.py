@@ -401,6 +401,11 @@ def main() -> int:
             wait("the dashboard window", lambda: x_windows("^Switchboard$"))
             time.sleep(1.5)
             subprocess.run(["xdotool", "windowraise", win], timeout=10)
+            # no window manager stacks the notification above the windows: raise it by hand
+            notes = subprocess.run(["xdotool", "search", "--onlyvisible", "--class", "dunst"], capture_output=True,
+                                   text=True, timeout=10).stdout.split()
+            for note in notes:
+                subprocess.run(["xdotool", "windowraise", note], timeout=10)
             time.sleep(0.5)
             from PIL import ImageGrab
             ImageGrab.grab(xdisplay=os.environ["DISPLAY"]).save(os.environ["SWITCHBOARD_SCREENSHOT"])
