@@ -155,16 +155,16 @@ def close_window(wid: str) -> None:
     d.close()
 
 
-def hide_window(wid: str) -> None:
+def hide_window(wid: str, title: str = "^Switchboard$") -> None:
     """Closes the window as a person would and waits for it to go; a close request sent
     while the window is still being mapped can be lost, so it is repeated (as a person would
     click again), bounded."""
     def gone():
-        if not x_windows("^Switchboard$"):
+        if not x_windows(title):
             return True
         close_window(wid)
         return False
-    wait("the window hidden", gone, timeout=15, every=1.0)
+    wait(f"the window {title} gone", gone, timeout=15, every=1.0)
 
 
 def dialog(title: str, answer: str) -> None:
@@ -414,13 +414,7 @@ def main() -> int:
         state["token"] = body["token"]
         status, clients = http("GET", "/api/clients", token=state["token"])
         assert status == 200 and [c["name"] for c in clients] == ["desktop-test"], clients
-        # closing it keeps the app
-        def closed():
-            if not x_windows("^Pair New Client$"):
-                return True
-            close_window(win)
-            return False
-        wait("the pairing window closed", closed, timeout=15, every=1.0)
+        hide_window(win, "^Pair New Client$")  # closing it keeps the app
         assert app.poll() is None and http("GET", "/healthz")[0] == 200, "closing the pairing window quit the app"
     check("Pair (tray) shows a code in a small window and a notification; the code pairs a client", pair)
 
