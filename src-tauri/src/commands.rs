@@ -13,6 +13,8 @@ use crate::Shell;
 pub(crate) enum CommandError {
     #[error("the gateway is not running: {0}")]
     GatewayDown(String),
+    #[error("no pairing code: {0}")]
+    Pairing(String),
 }
 
 fn gateway(shell: &Shell) -> Result<&crate::GatewayHandles, CommandError> {
@@ -29,4 +31,22 @@ fn gateway(shell: &Shell) -> Result<&crate::GatewayHandles, CommandError> {
 pub(crate) fn dashboard_credential(shell: State<'_, Shell>) -> Result<Value, CommandError> {
     let g = gateway(&shell)?;
     Ok(json!({ "url": g.url, "token": g.webview_token }))
+}
+
+/// The pairing code the small window shows (the tray's Pair New Client…), with its state:
+/// pending with the milliseconds left, used (by which client), or gone. `null` if none yet.
+#[tauri::command]
+pub(crate) fn pair_code(
+    shell: State<'_, Shell>,
+) -> Result<Option<crate::pairing::PairCodeView>, CommandError> {
+    gateway(&shell)?;
+    Ok(crate::pairing::current(&shell))
+}
+
+/// A new code for the pairing window (its "New code" button), as the tray's Pair does.
+#[tauri::command]
+pub(crate) fn new_pair_code(app: tauri::AppHandle) -> Result<(), CommandError> {
+    crate::pairing::pair_new_client(&app)
+        .map(|_| ())
+        .map_err(CommandError::Pairing)
 }

@@ -5,10 +5,12 @@
 //! # Layout
 //! - `tray.rs`: the tray icon, its menu (ids are `tray/...` constants) and its state.
 //! - `notify.rs`: desktop notifications, coalesced per subject and rate-capped.
-//! - `commands.rs`: the Tauri commands the dashboard calls (the backend seam).
+//! - `pairing.rs`: Pair New Client…, the code and its countdown in a small window.
+//! - `commands.rs`: the Tauri commands the pages call (the backend seam).
 
 mod commands;
 mod notify;
+mod pairing;
 mod tray;
 
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,8 @@ pub(crate) struct Shell {
     pub(crate) notifier: notify::Notifier,
     /// Resolves when the gateway has stopped (after Quit).
     pub(crate) stopped: Arc<Mutex<Option<tauri::async_runtime::JoinHandle<()>>>>,
+    /// The pairing code the pairing window shows (the last one the tray issued).
+    pub(crate) pair_code: Arc<Mutex<Option<String>>>,
 }
 
 /// Cheap handles into the running gateway.
@@ -134,7 +138,11 @@ pub fn run() {
             None,
         ))
         .plugin(tauri_plugin_dialog::init())
-        .invoke_handler(tauri::generate_handler![commands::dashboard_credential,])
+        .invoke_handler(tauri::generate_handler![
+            commands::dashboard_credential,
+            commands::pair_code,
+            commands::new_pair_code,
+        ])
         .setup(|app| {
             let mute_file = load_config()
                 .ok()
@@ -159,6 +167,7 @@ pub fn run() {
                 startup_error,
                 notifier,
                 stopped: Arc::new(Mutex::new(stopped)),
+                pair_code: Arc::default(),
             };
             app.manage(shell.clone());
             tray::install(app.handle(), &shell)?;

@@ -149,31 +149,11 @@ fn on_menu(app: &AppHandle, id: &str) {
     match id {
         OPEN => crate::open_dashboard(app),
         PAIR => {
-            if let Some(g) = &shell.gateway {
-                match g.auth.issue_code(None) {
-                    Ok(code) => {
-                        // the window shows the code with its countdown; the notification too
-                        crate::open_dashboard(app);
-                        let _ = tauri::Emitter::emit(
-                            app,
-                            "pair-code",
-                            serde_json::json!({
-                                "code": code,
-                                "expires_in_s": g.auth.roles().code_ttl.as_secs(),
-                            }),
-                        );
-                        shell.notifier.notify(
-                            &format!("pair:{code}"),
-                            &format!("Pairing code {code}"),
-                            &format!(
-                                "Valid {} s. In the client: POST {}/pair with this code.",
-                                g.auth.roles().code_ttl.as_secs(),
-                                g.url
-                            ),
-                        );
-                    }
-                    Err(e) => tracing::error!(error = %e, "no pairing code"),
-                }
+            if let Err(e) = crate::pairing::pair_new_client(app) {
+                tracing::error!(error = %e, "no pairing code");
+                shell
+                    .notifier
+                    .notify("pair", "No pairing code could be issued", &e);
             }
         }
         PAUSE => {

@@ -9,7 +9,7 @@
 pub mod keychain;
 pub mod store;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -117,6 +117,18 @@ struct Code {
     role: Option<String>,
 }
 
+/// Where a pairing code stands, for whoever shows it (the desktop app's pairing window).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum CodeState {
+    /// Waiting to be used, for `left_ms` more.
+    Pending { left_ms: u64 },
+    /// Traded for a token by the client now named `by`.
+    Used { by: String },
+    /// Expired, never issued, or pushed out by newer codes.
+    Gone,
+}
+
 #[derive(Debug, Default)]
 struct Attempts {
     failures: u32,
@@ -144,6 +156,8 @@ struct Inner {
     /// By `token_sha256`.
     clients: RwLock<HashMap<String, Entry>>,
     codes: Mutex<Vec<Code>>,
+    /// The last codes traded for a token, with the client each paired (newest last).
+    used: Mutex<VecDeque<(String, String)>>,
     attempts: Mutex<HashMap<IpAddr, Attempts>>,
     roles: Roles,
     bus: EventBus,
@@ -210,6 +224,7 @@ impl Auth {
                 store,
                 clients: RwLock::new(clients),
                 codes: Mutex::new(Vec::new()),
+                used: Mutex::new(VecDeque::new()),
                 attempts: Mutex::new(HashMap::new()),
                 roles,
                 bus,
@@ -250,6 +265,36 @@ impl Auth {
         Ok(digits)
     }
 
+    /// Whether `code` still waits to be used, was used (and by whom), or is gone.
+    pub fn code_state(&self, code: &str) -> CodeState {
+        let now = Instant::now();
+        let pending = self
+            .inner
+            .codes
+            .lock()
+            .expect("codes lock")
+            .iter()
+            .find(|c| c.digits == code)
+            .map(|c| c.expires.saturating_duration_since(now));
+        match pending {
+            Some(left) if !left.is_zero() => CodeState::Pending {
+                left_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+            },
+            Some(_) => CodeState::Gone,
+            None => self
+                .inner
+                .used
+                .lock()
+                .expect("used lock")
+                .iter()
+                .rev()
+                .find(|(digits, _)| digits == code)
+                .map_or(CodeState::Gone, |(_, by)| CodeState::Used {
+                    by: by.clone(),
+                }),
+        }
+    }
+
     /// Trades a code for a token. `name` is made unique; `role` must fit the code.
     pub async fn pair(
         &self,
@@ -271,7 +316,7 @@ impl Auth {
                 *a = Attempts::default();
             }
         }
-        let code_role = {
+        let (digits, code_role) = {
             let mut codes = self.inner.codes.lock().expect("codes lock");
             let found = codes
                 .iter()
@@ -287,7 +332,8 @@ impl Auth {
                     {
                         return Err(PairError::RoleMismatch(bound.clone()));
                     }
-                    codes.remove(i).role
+                    let c = codes.remove(i);
+                    (c.digits, c.role)
                 }
                 None => {
                     drop(codes);
@@ -336,6 +382,13 @@ impl Auth {
             return Err(PairError::Store(e));
         }
         let view = self.view(&record);
+        {
+            let mut used = self.inner.used.lock().expect("used lock");
+            if used.len() >= MAX_CODES {
+                used.pop_front();
+            }
+            used.push_back((digits, view.name.clone()));
+        }
         tracing::info!(client = %view.name, role = %view.role, "client paired");
         self.inner.bus.publish(HubEvent::ClientPaired {
             name: view.name.clone(),
@@ -697,6 +750,46 @@ mod tests {
         assert_eq!(store.load().unwrap().len(), 1);
         assert_eq!(auth.unpair("bot").await.unwrap(), None);
     }
+
+    #[tokio::test]
+    async fn a_code_tells_how_long_it_waits_and_who_used_it() {
+        let (auth, _) = auth().await;
+        let first = auth.issue_code(None).unwrap();
+        auth.pair(IP, &first, Some("cursor".into()), None)
+            .await
+            .unwrap();
+        let code = auth.issue_code(None).unwrap();
+        match auth.code_state(&code) {
+            CodeState::Pending { left_ms } => {
+                assert!(left_ms > 110_000 && left_ms <= 120_000, "{left_ms}")
+            }
+            other => panic!("a fresh code is pending, not {other:?}"),
+        }
+        // the name it reports is the one the client got (made unique)
+        auth.pair(IP, &code, Some("cursor".into()), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            auth.code_state(&code),
+            CodeState::Used {
+                by: "cursor-2".into()
+            }
+        );
+        assert_eq!(
+            auth.code_state(&first),
+            CodeState::Used {
+                by: "cursor".into()
+            }
+        );
+        let never = if code == "000000" { "000001" } else { "000000" };
+        if never != first {
+            assert_eq!(auth.code_state(never), CodeState::Gone);
+        }
+        assert_eq!(
+            serde_json::to_value(auth.code_state(&code)).unwrap(),
+            serde_json::json!({"state": "used", "by": "cursor-2"})
+        );
+    }
 }
 
 #[cfg(test)]
@@ -718,7 +811,9 @@ mod expiry {
         .await
         .unwrap();
         let code = auth.issue_code(None).unwrap();
+        assert!(matches!(auth.code_state(&code), CodeState::Pending { left_ms } if left_ms <= 50));
         tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(auth.code_state(&code), CodeState::Gone);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(
             auth.pair(ip, &code, None, None).await.unwrap_err(),

@@ -146,3 +146,10 @@ export type HubEvent = { seq: number; timestamp: string } & (
   | { type: 'session_closed'; session_id: string; client: string; transport: string; reason: string }
   | { type: 'lagged'; missed: number }
 );
+
+/** The desktop app's pairing window: the tray's code and where it stands. */
+export type PairCodeView = { code: string; pair_url: string; ttl_s: number } & (
+  | { state: 'pending'; left_ms: number }
+  | { state: 'used'; by: string }
+  | { state: 'gone' }
+);

@@ -43,9 +43,9 @@ export function forgetCredential(): void {
   if (!inTauri()) sessionStorage.removeItem(TOKEN_KEY);
 }
 
-/** Codes issued outside the page (the desktop tray's Pair New Client…); nothing in a browser. */
-export async function onOutsidePairCode(cb: (code: string, expiresInS: number) => void): Promise<void> {
-  if (!inTauri()) return;
-  const { onTrayPairCode } = await import('./tauri');
-  await onTrayPairCode(cb);
+/** Whether this page is the desktop app's small pairing window (not the dashboard). */
+export async function isPairWindow(): Promise<boolean> {
+  if (!inTauri()) return false;
+  const { windowLabel } = await import('./tauri');
+  return (await windowLabel()) === 'pair';
 }
