@@ -437,3 +437,57 @@ async fn tokens_never_reach_the_logs_even_at_trace_level() {
         "part of the token appears in the logs"
     );
 }
+
+/// `switchboard-relay` (the bench's relay floor) passes bytes both ways unchanged and ends with
+/// its child: a request through it gets the fixture's answer, and closing its stdin ends both.
+#[test]
+fn the_relay_forwards_both_ways_and_ends_with_its_child() {
+    use std::io::Write as _;
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_switchboard-relay"))
+        .arg(FIXTURE)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = relay.stdin.take().unwrap();
+    let mut stdout = BufReader::new(relay.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for _ in 0..2 {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            lines.push(line);
+        }
+        let _ = tx.send(lines);
+    });
+    // two requests in one write, one of them split across two writes
+    stdin
+        .write_all(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"h\u00e9 \"one\""}}}
+{"jsonrpc":"2.0","id":"two","method":"tools/ca"#,
+        )
+        .unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    stdin
+        .write_all(br#"ll","params":{"name":"echo","arguments":{"text":"2"}}}"#)
+        .unwrap();
+    stdin.write_all(b"\n").unwrap();
+    stdin.flush().unwrap();
+    let lines = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let answers: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 2, "{lines:?}");
+    let one = answers.iter().find(|a| a["id"] == 1).unwrap();
+    assert!(one["result"].to_string().contains(r#"hé \"one\""#), "{one}");
+    assert!(answers.iter().any(|a| a["id"] == "two"), "{answers:?}");
+    drop(stdin);
+    let (code, _) = finish(relay, Duration::from_secs(10));
+    assert_eq!(code, 0, "the fixture exits cleanly when its stdin closes");
+}
