@@ -4,7 +4,11 @@
 //!   `switchboard` binary, which forwards them to the same fixture server;
 //! - the relay floor, for reference: the direct client with `switchboard-relay` in between, a
 //!   process that only forwards bytes (blocking reads and writes, one thread each way). What it
-//!   adds is what one extra process hop costs on this machine, whatever the process does.
+//!   adds is what one extra process hop costs on this machine, whatever the process does;
+//! - the transport floors, for reference: `GET /healthz` (an HTTP round trip to the gateway)
+//!   and an MCP `ping` on the `/ws` socket (a WebSocket round trip the gateway answers itself),
+//!   neither of which reaches a server: a call through the gateway costs at least that on top
+//!   of its own trip to the server.
 //!
 //! Prints latency percentiles of `tools/call echo` (sequential), the added latency, throughput
 //! with 16 concurrent clients on each path (in turns of one second), and the gateway's RSS with 10 servers running.
@@ -511,7 +515,7 @@ fn main() {
         // The paths take turns, a tenth of the calls at a time, so that whatever else the
         // machine is doing falls on all of them alike.
         eprintln!("latency: {calls} sequential echo calls per path, in 10 interleaved rounds…");
-        const PATHS: usize = 6;
+        const PATHS: usize = 7;
         let mut t: [Vec<Duration>; PATHS] = Default::default();
         for round in 0..=10 {
             let n = if round == 0 { 200 } else { calls / 10 }; // round 0 warms up
@@ -525,6 +529,10 @@ fn main() {
                         2 => stateless(&http.client, &token, &url, 1).await,
                         3 => ws.request(ws_echo()).await,
                         4 => relay.request(echo_call(0)).await,
+                        6 => {
+                            ws.request(json!({"jsonrpc":"2.0","id":0,"method":"ping"}))
+                                .await
+                        }
                         _ => {
                             let body = hc.get(&health).send().await.unwrap().text().await.unwrap();
                             json!({"result": body})
@@ -541,7 +549,7 @@ fn main() {
         for times in &mut t {
             times.sort();
         }
-        let [t_direct, t_gw, t_stateless, t_ws, t_relay, t_floor] = t;
+        let [t_direct, t_gw, t_stateless, t_ws, t_relay, t_floor, t_ws_floor] = t;
         drop(ws);
 
         // Like the latency rounds, the paths take turns (one second each, `secs` rounds), so
@@ -665,6 +673,8 @@ fn main() {
         }
         println!("| HTTP floor: GET /healthz p50 / p99 (no MCP, same client) | — | {:.0} / {:.0} µs | — | — | |",
             us(percentile(&t_floor, 0.5)), us(percentile(&t_floor, 0.99)));
+        println!("| /ws floor: MCP `ping` answered by the gateway p50 / p99 (no upstream, same socket) | — | {:.0} / {:.0} µs | — | — | |",
+            us(percentile(&t_ws_floor, 0.5)), us(percentile(&t_ws_floor, 0.99)));
         let pct_mcp = 100.0 * tp_gw / tp_direct;
         let pct_ws = 100.0 * tp_ws / tp_direct;
         println!("| throughput, 16 clients, /mcp | {tp_direct:.0} calls/s | {tp_gw:.0} calls/s | {pct_mcp:.1}% of direct | ≥ 25% | {} |",

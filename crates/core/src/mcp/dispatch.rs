@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ContentBlock, ErrorCode, ErrorData,
+    CallToolRequestParams, CallToolResult, ContentBlock, DiscoverResult, ErrorCode, ErrorData,
     GetPromptRequestParams, GetPromptResult, Implementation, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, Prompt,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, Prompt, ProtocolVersion,
     ReadResourceRequestParams, ReadResourceResult, Resource, ResourceTemplate, ResultType,
     ServerCapabilities, ServerConfig, ServerResult, Tool,
 };
@@ -420,7 +420,7 @@ impl Dispatcher {
     pub(crate) async fn answer(&self, ctx: &CallCtx<'_>, req: Request, version: &str) -> String {
         // As rmcp's handler does: 2026-07-28 wants caching hints on cacheable results and
         // reports a missing resource as invalid params; older revisions have no `resultType`.
-        let stateless = version >= STATELESS_VERSION;
+        let stateless = version >= STATELESS_VERSION || req.method == "server/discover";
         let result: Result<ServerResult, ErrorData> = match req.method.as_str() {
             "initialize" => {
                 let params = req.params_value();
@@ -434,6 +434,13 @@ impl Dispatcher {
                 .to_string();
             }
             "ping" => Ok(ServerResult::empty(())),
+            // 2026-07-28's opener, answered as rmcp answers it on `/mcp`
+            "server/discover" => Ok(ServerResult::DiscoverResult(
+                DiscoverResult::from_server_info(
+                    ProtocolVersion::KNOWN_VERSIONS.to_vec(),
+                    self.server_info(),
+                ),
+            )),
             "tools/list" => Ok(ServerResult::ListToolsResult(
                 ListToolsResult::with_all_items(self.list_tools(ctx.caller)),
             )),

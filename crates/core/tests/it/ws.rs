@@ -134,6 +134,57 @@ async fn the_token_works_by_header_and_by_subprotocol() {
 }
 
 #[tokio::test]
+async fn server_discover_answers_as_on_mcp() {
+    let gw = gateway().await;
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {},
+                      "io.modelcontextprotocol/clientInfo": {"name": "it", "version": "1"}});
+    // a 2026-07-28 client opens with server/discover, no initialize
+    let (mut ws, _) = open(&gw, Some(&gw.token), None).await.unwrap();
+    let on_ws = rpc(&mut ws, 1, "server/discover", json!({"_meta": meta})).await;
+    let r = on_ws["result"].clone();
+    assert!(
+        r["supportedVersions"]
+            .as_array()
+            .is_some_and(|v| v.contains(&json!("2026-07-28")) && v.contains(&json!("2025-11-25"))),
+        "{on_ws}"
+    );
+    assert_eq!(
+        r["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "switchboard"
+    );
+    assert!(r["capabilities"]["tools"].is_object(), "{on_ws}");
+    assert_eq!(r["resultType"], "complete");
+
+    // the same answer rmcp gives on /mcp
+    let resp = reqwest::Client::new()
+        .post(gw.url("/mcp"))
+        .bearer_auth(&gw.token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "server/discover")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // (rmcp answers as an event stream: the one `data:` line is the response)
+    let body = resp.text().await.unwrap();
+    let data = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .find(|d| !d.is_empty())
+        .unwrap_or(&body);
+    let on_mcp: Value = serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(on_ws, on_mcp);
+}
+
+#[tokio::test]
 async fn no_token_is_401_and_a_plain_get_is_426() {
     let gw = gateway().await;
     match open(&gw, None, None).await {
