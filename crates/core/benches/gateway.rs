@@ -8,7 +8,9 @@
 //! - the transport floors, for reference: `GET /healthz` (an HTTP round trip to the gateway)
 //!   and an MCP `ping` on the `/ws` socket (a WebSocket round trip the gateway answers itself),
 //!   neither of which reaches a server: a call through the gateway costs at least that on top
-//!   of its own trip to the server.
+//!   of its own trip to the server; and the same `ping` answered by a bare tokio-tungstenite
+//!   server in a process of its own (this binary started again), the price of a WebSocket
+//!   round trip here whatever the server does.
 //!
 //! Prints latency percentiles of `tools/call echo` (sequential), the added latency, throughput
 //! with 16 concurrent clients on each path (in turns of one second), and the gateway's RSS with 10 servers running.
@@ -487,7 +489,61 @@ async fn fanout_lags(url: &str, token: &str) -> Vec<Duration> {
     lags
 }
 
+/// Set in the environment of this bench binary started again as the WebSocket floor.
+const WS_FLOOR_ENV: &str = "SWITCHBOARD_BENCH_WS_FLOOR";
+
+/// The WebSocket floor, for reference: a bare tokio-tungstenite server on a multi-thread tokio
+/// runtime (as the gateway runs), in a process of its own, that answers every JSON-RPC
+/// request with an empty result and does nothing else. Prints its address, then serves.
+fn ws_floor_server() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap());
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if let Message::Text(t) = m {
+                        let v: Value = serde_json::from_str(&t).unwrap_or_default();
+                        let reply = json!({"jsonrpc": "2.0", "id": v["id"], "result": {}});
+                        if ws.send(Message::text(reply.to_string())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Starts [`ws_floor_server`] (this binary again) and returns it with its `ws://` URL.
+fn start_ws_floor() -> (Running, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(WS_FLOOR_ENV, "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Running(child), format!("ws://{}/", line.trim()))
+}
+
 fn main() {
+    if std::env::var_os(WS_FLOOR_ENV).is_some() {
+        return ws_floor_server();
+    }
     let calls: u64 = arg("--calls", 5000);
     let secs: u64 = arg("--seconds", 5);
     let quick = std::env::args().any(|a| a == "--quick");
@@ -507,6 +563,8 @@ fn main() {
         wait_tool(&http, "__echo", 1).await;
         let ws_url = url.replace("http://", "ws://").replace("/mcp", "/ws");
         let mut ws = Ws::connect(&ws_url, &token).await;
+        let (_ws_floor_server, ws_floor_url) = start_ws_floor();
+        let mut ws_floor = Ws::connect(&ws_floor_url, "").await;
         let health = url.replace("/mcp", "/healthz");
         let hc = http.client.clone();
         let mcp_echo = || json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
@@ -515,7 +573,7 @@ fn main() {
         // The paths take turns, a tenth of the calls at a time, so that whatever else the
         // machine is doing falls on all of them alike.
         eprintln!("latency: {calls} sequential echo calls per path, in 10 interleaved rounds…");
-        const PATHS: usize = 7;
+        const PATHS: usize = 8;
         let mut t: [Vec<Duration>; PATHS] = Default::default();
         for round in 0..=10 {
             let n = if round == 0 { 200 } else { calls / 10 }; // round 0 warms up
@@ -531,6 +589,11 @@ fn main() {
                         4 => relay.request(echo_call(0)).await,
                         6 => {
                             ws.request(json!({"jsonrpc":"2.0","id":0,"method":"ping"}))
+                                .await
+                        }
+                        7 => {
+                            ws_floor
+                                .request(json!({"jsonrpc":"2.0","id":0,"method":"ping"}))
                                 .await
                         }
                         _ => {
@@ -549,7 +612,7 @@ fn main() {
         for times in &mut t {
             times.sort();
         }
-        let [t_direct, t_gw, t_stateless, t_ws, t_relay, t_floor, t_ws_floor] = t;
+        let [t_direct, t_gw, t_stateless, t_ws, t_relay, t_floor, t_ws_floor, t_ws_bare] = t;
         drop(ws);
 
         // Like the latency rounds, the paths take turns (one second each, `secs` rounds), so
@@ -675,6 +738,8 @@ fn main() {
             us(percentile(&t_floor, 0.5)), us(percentile(&t_floor, 0.99)));
         println!("| /ws floor: MCP `ping` answered by the gateway p50 / p99 (no upstream, same socket) | — | {:.0} / {:.0} µs | — | — | |",
             us(percentile(&t_ws_floor, 0.5)), us(percentile(&t_ws_floor, 0.99)));
+        println!("| WebSocket floor: a bare tokio-tungstenite server process answering each request p50 / p99 (same client) | — | {:.0} / {:.0} µs | — | — | |",
+            us(percentile(&t_ws_bare, 0.5)), us(percentile(&t_ws_bare, 0.99)));
         let pct_mcp = 100.0 * tp_gw / tp_direct;
         let pct_ws = 100.0 * tp_ws / tp_direct;
         println!("| throughput, 16 clients, /mcp | {tp_direct:.0} calls/s | {tp_gw:.0} calls/s | {pct_mcp:.1}% of direct | ≥ 25% | {} |",
