@@ -311,8 +311,8 @@ fn start_gateway(dir: &Path, servers: usize, tool: &str) -> (Running, String) {
         ));
     }
     std::fs::write(dir.join("config.toml"), cfg).unwrap();
-    let mut child = Command::new(switchboard())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+    let mut cmd = Command::new(switchboard());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(dir.join("config.toml"))
         .arg("--data-dir")
         .arg(dir.join("data"))
@@ -320,21 +320,24 @@ fn start_gateway(dir: &Path, servers: usize, tool: &str) -> (Running, String) {
         .envs(
             // the gateway's tokio worker threads, to compare (the bench's own are left alone)
             std::env::var("SWITCHBOARD_BENCH_WORKERS").map(|n| ("TOKIO_WORKER_THREADS", n)),
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+        );
+    let (running, line) = first_line(&mut cmd);
     let base = line
-        .trim()
         .strip_prefix("Switchboard listening on ")
         .unwrap()
         .to_owned();
     let _ = tool;
-    (Running(child), format!("{base}/mcp"))
+    (running, format!("{base}/mcp"))
+}
+
+/// Starts `cmd` and returns it with the first line it prints (where it listens).
+fn first_line(cmd: &mut Command) -> (Running, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Running(child), line.trim().to_owned())
 }
 
 /// Pairs the bench client the way any client does: a code from `switchboard pair`, traded at
@@ -528,16 +531,9 @@ fn ws_floor_server() {
 
 /// Starts [`ws_floor_server`] (this binary again) and returns it with its `ws://` URL.
 fn start_ws_floor() -> (Running, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(WS_FLOOR_ENV, "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Running(child), format!("ws://{}/", line.trim()))
+    let (running, addr) =
+        first_line(Command::new(std::env::current_exe().unwrap()).env(WS_FLOOR_ENV, "1"));
+    (running, format!("ws://{addr}/"))
 }
 
 fn main() {

@@ -316,46 +316,39 @@ impl Upstream {
     /// Whether a tool call may be repeated after a crash: the config's replay contract, or the
     /// tool's `readOnlyHint`/`idempotentHint`.
     pub fn is_replayable(&self, tool: &str) -> bool {
-        if let Some(contract) = self
-            .inner
-            .config
-            .lock()
-            .expect("config lock")
-            .replay
-            .get(tool)
-        {
-            return *contract == ReplayContract::Safe;
-        }
-        let status = self.inner.status.borrow();
-        status
-            .tools
-            .iter()
-            .find(|t| t.name == tool)
-            .and_then(|t| t.annotations.as_ref())
-            .is_some_and(|a| a.read_only_hint == Some(true) || a.idempotent_hint == Some(true))
+        self.replay_contract(tool).unwrap_or_else(|| {
+            let status = self.inner.status.borrow();
+            status
+                .tools
+                .iter()
+                .find(|t| t.name == tool)
+                .is_some_and(annotated_safe)
+        })
     }
 
     /// Whether this server offers `tool` now and, if it does, whether a call of it is safe to
     /// replay ([`is_replayable`](Self::is_replayable)): one look, no copy of the tool.
     pub fn route(&self, tool: &str) -> Option<bool> {
-        let annotated = {
-            let status = self.inner.status.borrow();
-            let t = status.tools.iter().find(|t| t.name == tool)?;
-            t.annotations
-                .as_ref()
-                .is_some_and(|a| a.read_only_hint == Some(true) || a.idempotent_hint == Some(true))
-        };
-        if let Some(contract) = self
-            .inner
+        let annotated = annotated_safe(
+            self.inner
+                .status
+                .borrow()
+                .tools
+                .iter()
+                .find(|t| t.name == tool)?,
+        );
+        Some(self.replay_contract(tool).unwrap_or(annotated))
+    }
+
+    /// What the config's replay contract says of `tool`, if it names it.
+    fn replay_contract(&self, tool: &str) -> Option<bool> {
+        self.inner
             .config
             .lock()
             .expect("config lock")
             .replay
             .get(tool)
-        {
-            return Some(*contract == ReplayContract::Safe);
-        }
-        Some(annotated)
+            .map(|c| *c == ReplayContract::Safe)
     }
 
     fn call_timeout(&self) -> Duration {
@@ -715,6 +708,13 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String>
 }
 
 /// `tools/list`, following cursors. Tools that do not parse are skipped with a warning.
+/// Whether the tool says a repeated call is harmless (`readOnlyHint` or `idempotentHint`).
+fn annotated_safe(tool: &Tool) -> bool {
+    tool.annotations
+        .as_ref()
+        .is_some_and(|a| a.read_only_hint == Some(true) || a.idempotent_hint == Some(true))
+}
+
 async fn list_tools(inner: &Inner, conn: &Connection) -> Result<Vec<Tool>, String> {
     let mut tools = Vec::new();
     let mut cursor: Option<String> = None;
