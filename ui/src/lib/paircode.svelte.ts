@@ -1,4 +1,4 @@
-// A pairing code being shown (issued by the page or by the desktop tray), with its expiry.
+// A pairing code the Clients view shows (issued from the page), with its expiry.
 import type { PairCode } from './types';
 
 export const pending: { code: PairCode | null; expiresAt: number } = $state({ code: null, expiresAt: 0 });
