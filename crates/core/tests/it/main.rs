@@ -15,4 +15,5 @@ mod registration;
 mod remote;
 mod sessions;
 mod support;
+mod tls;
 mod ws;

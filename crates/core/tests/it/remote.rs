@@ -26,7 +26,7 @@ use crate::support::*;
 /// Tools of the peer: `echo`, `slow` (idempotent, with progress), `slow_write` (not safe to
 /// repeat), `add_tool` (adds an echo tool and announces the list change).
 #[derive(Clone, Default)]
-struct PeerTools {
+pub(crate) struct PeerTools {
     extra: Arc<Mutex<Vec<String>>>,
     /// How many `slow`/`slow_write` calls started (a replay is a second start).
     started: Arc<Mutex<Vec<String>>>,
@@ -120,7 +120,7 @@ impl ServerHandler for PeerTools {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
+pub(crate) enum Kind {
     /// rmcp's Streamable HTTP service with sessions: answers as SSE, has a GET stream.
     HttpSse,
     /// rmcp's Streamable HTTP service without sessions, answering plain JSON.
@@ -158,42 +158,7 @@ impl Peer {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("peer port");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = match kind {
-            Kind::HttpSse | Kind::HttpJson => {
-                use rmcp::transport::streamable_http_server::{
-                    StreamableHttpServerConfig, StreamableHttpService, session::local,
-                };
-                let config = StreamableHttpServerConfig::default()
-                    .with_legacy_session_mode(kind == Kind::HttpSse)
-                    .with_json_response(kind == Kind::HttpJson);
-                let handler = tools.clone();
-                let service = StreamableHttpService::new(
-                    move || Ok(handler.clone()),
-                    Arc::new(local::LocalSessionManager::default()),
-                    config,
-                );
-                axum::Router::new().nest_service("/mcp", service)
-            }
-            Kind::Ws => {
-                let handler = tools.clone();
-                axum::Router::new().route(
-                    "/ws",
-                    axum::routing::get(move |ws: axum::extract::ws::WebSocketUpgrade| {
-                        let handler = handler.clone();
-                        async move { ws.on_upgrade(move |socket| serve_ws(socket, handler)) }
-                    }),
-                )
-            }
-        };
-        let log = seen.clone();
-        let router = router.layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                log.lock()
-                    .unwrap()
-                    .push((req.method().clone(), req.headers().clone()));
-                next.run(req)
-            },
-        ));
+        let router = router(kind, tools.clone(), seen.clone());
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let _ = axum::serve(listener, router).await;
@@ -265,6 +230,52 @@ impl Drop for Peer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The peer's routes: `/mcp` (rmcp's Streamable HTTP service) or `/ws` (rmcp over a WebSocket),
+/// noting every request's method and headers in `seen`. Served over plain TCP here and over TLS
+/// in `tls.rs`.
+pub(crate) fn router(
+    kind: Kind,
+    tools: PeerTools,
+    seen: Arc<Mutex<Vec<(axum::http::Method, axum::http::HeaderMap)>>>,
+) -> axum::Router {
+let router = match kind {
+        Kind::HttpSse | Kind::HttpJson => {
+            use rmcp::transport::streamable_http_server::{
+                StreamableHttpServerConfig, StreamableHttpService, session::local,
+            };
+            let config = StreamableHttpServerConfig::default()
+                .with_legacy_session_mode(kind == Kind::HttpSse)
+                .with_json_response(kind == Kind::HttpJson);
+            let handler = tools.clone();
+            let service = StreamableHttpService::new(
+                move || Ok(handler.clone()),
+                Arc::new(local::LocalSessionManager::default()),
+                config,
+            );
+            axum::Router::new().nest_service("/mcp", service)
+        }
+        Kind::Ws => {
+            let handler = tools.clone();
+            axum::Router::new().route(
+                "/ws",
+                axum::routing::get(move |ws: axum::extract::ws::WebSocketUpgrade| {
+                    let handler = handler.clone();
+                    async move { ws.on_upgrade(move |socket| serve_ws(socket, handler)) }
+                }),
+            )
+        }
+    };
+    let log = seen;
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            log.lock()
+                .unwrap()
+                .push((req.method().clone(), req.headers().clone()));
+            next.run(req)
+        },
+    ))
 }
 
 /// rmcp's server over an axum WebSocket: one JSON-RPC message per text frame.

@@ -497,9 +497,14 @@ impl Reply {
 
 impl McpHttp {
     pub fn new(gw: &TestGateway) -> Self {
+        Self::to(gw.url("/mcp"), gw.token.clone())
+    }
+
+    /// A client of the gateway's `/mcp` at `url` (a gateway this process did not start).
+    pub fn to(url: String, token: String) -> Self {
         Self {
-            url: gw.url("/mcp"),
-            token: Some(gw.token.clone()),
+            url,
+            token: Some(token),
             session: None,
             protocol: "2025-11-25".into(),
             client: reqwest::Client::new(),
@@ -509,8 +514,12 @@ impl McpHttp {
 
     /// `initialize` + `notifications/initialized`.
     pub async fn connect(gw: &TestGateway) -> Self {
-        let mut c = Self::new(gw);
-        let reply = c
+        Self::new(gw).initialize().await
+    }
+
+    /// `initialize` + `notifications/initialized`.
+    pub async fn initialize(mut self) -> Self {
+        let reply = self
             .request(
                 "initialize",
                 json!({"protocolVersion": "2025-11-25", "capabilities": {},
@@ -518,8 +527,8 @@ impl McpHttp {
             )
             .await;
         assert_eq!(reply.result()["serverInfo"]["name"], "switchboard");
-        c.notify("notifications/initialized", json!({})).await;
-        c
+        self.notify("notifications/initialized", json!({})).await;
+        self
     }
 
     pub fn post(&self, body: String) -> reqwest::RequestBuilder {
