@@ -240,7 +240,7 @@ pub(crate) fn router(
     tools: PeerTools,
     seen: Arc<Mutex<Vec<(axum::http::Method, axum::http::HeaderMap)>>>,
 ) -> axum::Router {
-let router = match kind {
+    let router = match kind {
         Kind::HttpSse | Kind::HttpJson => {
             use rmcp::transport::streamable_http_server::{
                 StreamableHttpServerConfig, StreamableHttpService, session::local,
