@@ -181,6 +181,35 @@ async fn read_secret(inner: &Inner, service: &str, account: &str) -> Result<Stri
     }
 }
 
+/// A connect error, led by a plain account of a refused server certificate when that is what
+/// it is. The TLS library (OpenSSL, through native-tls) says "…certificate verify failed…
+/// (unable to get local issuer certificate)", deep in a chain of causes; a person needs to read
+/// first that the certificate is not trusted and how to trust a private CA.
+pub(super) fn explain_tls(detail: String) -> String {
+    let Some(at) = detail.find("certificate verify failed") else {
+        return detail;
+    };
+    // native-tls puts OpenSSL's verify result after the error stack, in parentheses.
+    let why = detail[at..]
+        .split_once(" (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(why, _)| why);
+    let mut plain = match why {
+        Some(why) => format!("the server's TLS certificate was refused ({why})"),
+        None => "the server's TLS certificate was refused".to_owned(),
+    };
+    // An unknown issuer is what a private CA looks like; an expired certificate or a wrong
+    // host name is not fixed by trusting anything.
+    const UNKNOWN_ISSUER: [&str; 3] = ["issuer certificate", "self-signed", "self signed"];
+    if why.is_none_or(|why| UNKNOWN_ISSUER.iter().any(|p| why.contains(p))) {
+        plain.push_str(
+            "; if a private CA signed it, add that CA to the system's trust store or point \
+             SSL_CERT_FILE at its PEM file in Switchboard's environment",
+        );
+    }
+    format!("{plain}. Details: {detail}")
+}
+
 /// Connects to the remote server `cfg` names, with its headers read now.
 pub(super) async fn connect(
     inner: &Arc<Inner>,
@@ -204,3 +233,47 @@ pub(super) async fn connect(
 
 /// How long a notification or a session `DELETE` may take.
 const SHORT_REQUEST: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::explain_tls;
+
+    /// What reqwest (hyper-tls, native-tls, OpenSSL 3) said for a certificate from an unknown CA.
+    const UNKNOWN_CA: &str = "error sending request for url (https://127.0.0.1:35755/mcp): \
+        client error (Connect): error:0A000086:SSL routines:tls_post_process_server_certificate:\
+        certificate verify failed:../ssl/statem/statem_clnt.c:1889: (unable to get local issuer \
+        certificate)";
+
+    #[test]
+    fn a_certificate_from_an_unknown_ca_is_named_with_how_to_trust_it() {
+        let out = explain_tls(UNKNOWN_CA.to_owned());
+        assert!(
+            out.starts_with(
+                "the server's TLS certificate was refused (unable to get local issuer certificate)"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("SSL_CERT_FILE"), "{out}");
+        assert!(out.ends_with(UNKNOWN_CA), "the details are kept: {out}");
+    }
+
+    #[test]
+    fn a_wrong_host_name_is_named_without_the_trust_advice() {
+        let detail = UNKNOWN_CA.replace(
+            "unable to get local issuer certificate",
+            "hostname mismatch",
+        );
+        let out = explain_tls(detail);
+        assert!(
+            out.starts_with("the server's TLS certificate was refused (hostname mismatch)"),
+            "{out}"
+        );
+        assert!(!out.contains("SSL_CERT_FILE"), "{out}");
+    }
+
+    #[test]
+    fn other_errors_are_left_as_they_are() {
+        let detail = "error sending request: connection refused".to_owned();
+        assert_eq!(explain_tls(detail.clone()), detail);
+    }
+}

@@ -393,16 +393,21 @@ async fn read_capped(resp: Response, cap: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// reqwest's error with its causes ("error sending request: connection refused").
+/// reqwest's error with its causes ("error sending request: connection refused"), a cause
+/// whose text is already there left out (native-tls repeats OpenSSL's), a refused server
+/// certificate explained first.
 fn error_chain(e: &reqwest::Error) -> String {
     let mut out = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
-    out
+    super::explain_tls(out)
 }
 
 /// Server-Sent Events from a response body: the `data` of each `message` event.

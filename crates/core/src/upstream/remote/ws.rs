@@ -55,7 +55,12 @@ pub(super) async fn start(
     );
     let socket = match tokio::time::timeout(inner.limits.start_timeout(), connecting).await {
         Ok(Ok((socket, _))) => socket,
-        Ok(Err(e)) => return Err(format!("cannot connect to {url}: {e}")),
+        Ok(Err(e)) => {
+            return Err(format!(
+                "cannot connect to {url}: {}",
+                super::explain_tls(e.to_string())
+            ));
+        }
         Err(_) => {
             return Err(format!(
                 "cannot connect to {url}: no WebSocket within {} ms",
