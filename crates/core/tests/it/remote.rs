@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse;
 use futures_util::{SinkExt, StreamExt};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage, ContentBlock,
@@ -16,7 +17,6 @@ use rmcp::model::{
     ServerCapabilities, ServerConfig, ServerJsonRpcMessage, Tool, ToolAnnotations,
 };
 use rmcp::service::{RequestContext, RoleServer};
-use axum::response::IntoResponse;
 use rmcp::{ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use switchboard_core::auth::store::MemorySecrets;
@@ -202,8 +202,7 @@ impl Peer {
                     router.layer(axum::middleware::from_fn(
                         |req: axum::extract::Request, next: axum::middleware::Next| async move {
                             if req.method() == axum::http::Method::GET {
-                                return axum::http::StatusCode::METHOD_NOT_ALLOWED
-                                    .into_response();
+                                return axum::http::StatusCode::METHOD_NOT_ALLOWED.into_response();
                             }
                             next.run(req).await
                         },
@@ -787,7 +786,10 @@ async fn a_streamable_http_response_stream_cut_mid_call_is_resumed_with_last_eve
     assert_eq!(progress, expected, "{:?}", reply.messages);
     // Resumed, not reconnected: the same session, no restart.
     let ids = peer.header_values("last-event-id");
-    assert!(!ids.is_empty(), "no GET with Last-Event-ID reached the peer");
+    assert!(
+        !ids.is_empty(),
+        "no GET with Last-Event-ID reached the peer"
+    );
     eprintln!("resumed after event ids {ids:?}");
     // rmcp's ids are `<index>/<stream>`: the stream of the POST, never the GET's.
     assert!(ids.iter().all(|i| i.contains('/')), "{ids:?}");

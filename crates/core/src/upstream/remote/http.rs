@@ -261,9 +261,9 @@ impl Session {
             // answer's events like the `GET` stream's, so a resumption would find that one.
             let last = cursor.last_id.clone().filter(|_| !initialize);
             let Some(last) = last else {
-                return self
-                    .state
-                    .lose(format!("the response stream of {method} {why} before its answer"));
+                return self.state.lose(format!(
+                    "the response stream of {method} {why} before its answer"
+                ));
             };
             loop {
                 fruitless += 1;
@@ -741,5 +741,73 @@ impl SseReader {
             _ => {}
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(body: &'static str) -> SseReader {
+        let resp = reqwest::Response::from(
+            axum::http::Response::builder()
+                .header(CONTENT_TYPE, "text/event-stream")
+                .body(body)
+                .unwrap(),
+        );
+        SseReader::new(resp)
+    }
+
+    /// What rmcp sends on a `POST`'s stream, then what it sends on resumption after `1/0`:
+    /// the priming event (id, retry, empty data) counts for the cursor, and the event it
+    /// repeats is recognised.
+    #[tokio::test]
+    async fn ids_and_retry_are_read_and_a_repeated_event_is_skipped() {
+        let mut cursor = StreamCursor::default();
+        let mut first =
+            reader("data:\nid: 0/0\nretry: 200\n\n: ping\n\nid: 1/0\ndata: {\"a\":1}\n\n");
+        let priming = first.next().await.unwrap().unwrap();
+        assert_eq!(priming.id.as_deref(), Some("0/0"));
+        assert!(priming.data.is_empty());
+        assert!(cursor.note(priming.id));
+        let one = first.next().await.unwrap().unwrap();
+        assert_eq!(one.data, b"{\"a\":1}");
+        assert!(cursor.note(one.id));
+        assert!(first.next().await.unwrap().is_none());
+        assert_eq!(first.retry, Some(Duration::from_millis(200)));
+        assert_eq!(cursor.last_id.as_deref(), Some("1/0"));
+
+        let mut resumed = reader("id: 1/0\ndata: {\"a\":1}\n\nid: 2/0\ndata: {\"a\":2}\n\n");
+        let again = resumed.next().await.unwrap().unwrap();
+        assert!(!cursor.note(again.id), "the repeated event is a duplicate");
+        let two = resumed.next().await.unwrap().unwrap();
+        assert!(cursor.note(two.id));
+        assert_eq!(two.data, b"{\"a\":2}");
+        assert_eq!(cursor.last_id.as_deref(), Some("2/0"));
+    }
+
+    #[test]
+    fn the_wait_before_resuming_doubles_and_honours_the_servers_retry_up_to_a_cap() {
+        assert_eq!(resume_wait(1, None), Duration::from_millis(100));
+        assert_eq!(resume_wait(3, None), Duration::from_millis(400));
+        assert_eq!(
+            resume_wait(1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            resume_wait(1, Some(Duration::from_secs(600))),
+            MAX_RETRY_WAIT
+        );
+    }
+
+    #[test]
+    fn the_cursor_remembers_a_bounded_number_of_ids() {
+        let mut cursor = StreamCursor::default();
+        for i in 0..SEEN_IDS + 10 {
+            assert!(cursor.note(Some(i.to_string())));
+        }
+        assert_eq!(cursor.seen.len(), SEEN_IDS);
+        assert!(!cursor.note(Some((SEEN_IDS + 9).to_string())));
+        assert!(cursor.note(None), "an event without id is always new");
     }
 }
