@@ -6,7 +6,9 @@
 //! blocking thread with a timeout, because a locked keychain may never answer), and the
 //! [`Remote`] link the supervisor watches. A transport that loses its connection calls
 //! [`LinkState::lose`]: every caller waiting on it gets [`RpcError::Closed`] at once, and the
-//! supervisor reconnects with the remote backoff.
+//! supervisor reconnects with the remote backoff. Over Streamable HTTP a broken response
+//! stream is first resumed with `Last-Event-ID` (see [`http`]); only a stream that cannot be
+//! resumed loses the connection.
 
 pub(super) mod http;
 pub(super) mod ws;

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse;
 use futures_util::{SinkExt, StreamExt};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage, ContentBlock,
@@ -32,6 +33,8 @@ pub(crate) struct PeerTools {
     started: Arc<Mutex<Vec<String>>>,
     /// Calls that saw their cancellation (rmcp cancels `ctx.ct` on `notifications/cancelled`).
     cancelled: Arc<Mutex<Vec<String>>>,
+    /// Progress notifications handed to rmcp so far.
+    progress_sent: Arc<Mutex<u64>>,
 }
 
 fn schema() -> Arc<serde_json::Map<String, Value>> {
@@ -96,6 +99,7 @@ impl ServerHandler for PeerTools {
                         let p = ProgressNotificationParam::new(token, i as f64)
                             .with_total(steps as f64);
                         let _ = ctx.peer.notify_progress(p).await;
+                        *self.progress_sent.lock().unwrap() += 1;
                     }
                 }
                 text(format!("done after {steps} steps"))
@@ -123,6 +127,9 @@ impl ServerHandler for PeerTools {
 pub(crate) enum Kind {
     /// rmcp's Streamable HTTP service with sessions: answers as SSE, has a GET stream.
     HttpSse,
+    /// The same service behind a front that answers every `GET` with 405, as a server
+    /// without a GET stream may (so nothing can be resumed either).
+    HttpSseNoGet,
     /// rmcp's Streamable HTTP service without sessions, answering plain JSON.
     HttpJson,
     /// rmcp's handler over a WebSocket, one message per text frame.
@@ -136,12 +143,24 @@ struct Peer {
     tools: PeerTools,
     /// Every request's method and headers (HTTP requests and WebSocket handshakes).
     seen: Arc<Mutex<Vec<(axum::http::Method, axum::http::HeaderMap)>>>,
+    /// The `retry:` of its SSE streams; `None`: rmcp's default (3 s).
+    sse_retry: Option<Duration>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Peer {
     fn start(kind: Kind) -> Self {
-        Self::start_on(kind, 0, PeerTools::default(), Arc::default())
+        Self::start_on(kind, 0, PeerTools::default(), Arc::default(), None)
+    }
+
+    fn start_with_retry(kind: Kind, sse_retry: Duration) -> Self {
+        Self::start_on(
+            kind,
+            0,
+            PeerTools::default(),
+            Arc::default(),
+            Some(sse_retry),
+        )
     }
 
     fn start_on(
@@ -149,6 +168,7 @@ impl Peer {
         port: u16,
         tools: PeerTools,
         seen: Arc<Mutex<Vec<(axum::http::Method, axum::http::HeaderMap)>>>,
+        sse_retry: Option<Duration>,
     ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -158,7 +178,7 @@ impl Peer {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("peer port");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = router(kind, tools.clone(), seen.clone());
+        let router = router(kind, tools.clone(), seen.clone(), sse_retry);
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let _ = axum::serve(listener, router).await;
@@ -168,6 +188,7 @@ impl Peer {
             kind,
             tools,
             seen,
+            sse_retry,
             runtime: Some(runtime),
         }
     }
@@ -194,6 +215,7 @@ impl Peer {
             self.addr.port(),
             self.tools.clone(),
             self.seen.clone(),
+            self.sse_retry,
         );
     }
 
@@ -239,22 +261,37 @@ pub(crate) fn router(
     kind: Kind,
     tools: PeerTools,
     seen: Arc<Mutex<Vec<(axum::http::Method, axum::http::HeaderMap)>>>,
+    sse_retry: Option<Duration>,
 ) -> axum::Router {
     let router = match kind {
-        Kind::HttpSse | Kind::HttpJson => {
+        Kind::HttpSse | Kind::HttpSseNoGet | Kind::HttpJson => {
             use rmcp::transport::streamable_http_server::{
                 StreamableHttpServerConfig, StreamableHttpService, session::local,
             };
-            let config = StreamableHttpServerConfig::default()
-                .with_legacy_session_mode(kind == Kind::HttpSse)
+            let mut config = StreamableHttpServerConfig::default()
+                .with_legacy_session_mode(kind != Kind::HttpJson)
                 .with_json_response(kind == Kind::HttpJson);
+            let mut sessions = local::LocalSessionManager::default();
+            if let Some(retry) = sse_retry {
+                config = config.with_sse_retry(Some(retry));
+                sessions.session_config.sse_retry = Some(retry);
+            }
             let handler = tools.clone();
-            let service = StreamableHttpService::new(
-                move || Ok(handler.clone()),
-                Arc::new(local::LocalSessionManager::default()),
-                config,
-            );
-            axum::Router::new().nest_service("/mcp", service)
+            let service =
+                StreamableHttpService::new(move || Ok(handler.clone()), Arc::new(sessions), config);
+            let router = axum::Router::new().nest_service("/mcp", service);
+            if kind == Kind::HttpSseNoGet {
+                router.layer(axum::middleware::from_fn(
+                    |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                        if req.method() == axum::http::Method::GET {
+                            return axum::http::StatusCode::METHOD_NOT_ALLOWED.into_response();
+                        }
+                        next.run(req).await
+                    },
+                ))
+            } else {
+                router
+            }
         }
         Kind::Ws => {
             let handler = tools.clone();
@@ -649,4 +686,166 @@ async fn a_remote_that_refuses_us_stays_restarting_with_the_http_status() {
         "{reason}"
     );
     server.abort();
+}
+
+/// A TCP proxy in front of a peer that can cut every live connection at once while it keeps
+/// accepting new ones: a network blip or a restarted load balancer, not a server that died.
+struct Proxy {
+    addr: SocketAddr,
+    /// The byte pumps of the connections accepted so far; aborting one closes both sockets.
+    live: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let live: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let pumps = live.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let pump = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                let mut pumps = pumps.lock().unwrap();
+                pumps.retain(|p| !p.is_finished());
+                pumps.push(pump.abort_handle());
+            }
+        });
+        Self { addr, live, accept }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    /// Closes every connection open now; how many there were.
+    fn cut(&self) -> usize {
+        let pumps = std::mem::take(&mut *self.live.lock().unwrap());
+        let open = pumps.iter().filter(|p| !p.is_finished()).count();
+        for p in pumps {
+            p.abort();
+        }
+        open
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// Calls `far__slow_write` (not safe to repeat) with progress through `gw`, and cuts every
+/// connection between the gateway and the remote once three progress steps were sent.
+async fn call_and_cut(gw: &TestGateway, peer: &Peer, proxy: &Proxy) -> Reply {
+    let mut mcp = McpHttp::connect(gw).await;
+    mcp.wait_tools("remote tools", |n| n.iter().any(|t| t == "far__slow_write"))
+        .await;
+    let mut caller = mcp.sibling(gw, 300);
+    let call = tokio::spawn(async move {
+        caller
+            .request(
+                "tools/call",
+                json!({"name": "far__slow_write", "arguments": {"steps": 10, "step_ms": 100},
+                       "_meta": {"progressToken": "resume-me"}}),
+            )
+            .await
+    });
+    peer.wait_for("three progress steps", |t| {
+        *t.progress_sent.lock().unwrap() >= 3
+    })
+    .await;
+    let cut = proxy.cut();
+    // The POST carrying the answer and the GET stream, at least.
+    assert!(cut >= 2, "only {cut} connections were open to cut");
+    tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("the call ends")
+        .unwrap()
+}
+
+// Several threads: the proxy's pumps must not wait behind the gateway's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamable_http_response_stream_cut_mid_call_is_resumed_with_last_event_id() {
+    let peer = Peer::start_with_retry(Kind::HttpSse, Duration::from_millis(200));
+    let proxy = Proxy::start(peer.addr).await;
+    let gw = gateway(vec![remote_server("far", &proxy.url())]).await;
+    let reply = call_and_cut(&gw, &peer, &proxy).await;
+
+    // The real result, from the one run of the tool.
+    assert_eq!(reply.text(), "done after 10 steps", "{:?}", reply.messages);
+    let started = peer.tools.started.lock().unwrap().clone();
+    assert_eq!(started, ["slow_write"], "the tool ran exactly once");
+    // Every progress step once, in order, under the caller's own token: the steps sent
+    // while the connection was down were replayed, the one rmcp repeats was skipped.
+    let progress: Vec<Value> = reply
+        .notifications("notifications/progress")
+        .iter()
+        .map(|p| {
+            assert_eq!(p["params"]["progressToken"], "resume-me", "{p}");
+            p["params"]["progress"].clone()
+        })
+        .collect();
+    let expected: Vec<Value> = (1..=10).map(|i| json!(i as f64)).collect();
+    assert_eq!(progress, expected, "{:?}", reply.messages);
+    // Resumed, not reconnected: the same session, no restart.
+    let ids = peer.header_values("last-event-id");
+    assert!(
+        !ids.is_empty(),
+        "no GET with Last-Event-ID reached the peer"
+    );
+    eprintln!("resumed after event ids {ids:?}");
+    // rmcp's ids are `<index>/<stream>`: the stream of the POST, never the GET's.
+    assert!(ids.iter().all(|i| i.contains('/')), "{ids:?}");
+    let s = gw.server("far").await;
+    assert_eq!(s["state"], "running", "{s}");
+    assert_eq!(s["restarts"], 0, "{s}");
+    let sessions: std::collections::HashSet<String> =
+        peer.header_values("mcp-session-id").into_iter().collect();
+    assert_eq!(sessions.len(), 1, "one session throughout: {sessions:?}");
+
+    // Telemetry: an ordinary successful call, no replay.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines = std::fs::read_to_string(gw.data_dir.join("telemetry.jsonl")).unwrap();
+    let call: Value = lines
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["tool_name"] == "far__slow_write")
+        .expect("a telemetry line for far__slow_write");
+    assert_eq!(call["outcome"], "ok", "{call}");
+    assert_eq!(call["replay_attempts"], 0, "{call}");
+}
+
+// Several threads: the proxy's pumps must not wait behind the gateway's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_that_refuses_to_resume_a_cut_stream_falls_back_to_reconnect_and_replay_rules() {
+    let peer = Peer::start_with_retry(Kind::HttpSseNoGet, Duration::from_millis(200));
+    let proxy = Proxy::start(peer.addr).await;
+    let gw = gateway(vec![remote_server("far", &proxy.url())]).await;
+    let reply = call_and_cut(&gw, &peer, &proxy).await;
+
+    // Resumption was tried, refused with 405, and the call was not repeated.
+    assert!(
+        !peer.header_values("last-event-id").is_empty(),
+        "resumption was not even tried"
+    );
+    assert_eq!(reply.result()["isError"], true, "{:?}", reply.messages);
+    let text = reply.text();
+    assert!(
+        text.contains("dropped the connection") && text.contains("not repeated"),
+        "{text}"
+    );
+    let s = gw.wait_server("far", "running").await;
+    assert!(s["restarts"].as_u64().unwrap() >= 1, "{s}");
+    let started = peer.tools.started.lock().unwrap().clone();
+    assert_eq!(started, ["slow_write"], "not repeated");
+    // The reconnected server works.
+    let mut mcp = McpHttp::connect(&gw).await;
+    let reply = mcp.call("far__echo", json!({"text": "after"})).await;
+    assert_eq!(reply.text(), "after");
 }

@@ -199,7 +199,7 @@ impl TlsPeer {
                 });
             }
         });
-        let app = router(kind, PeerTools::default(), Arc::default());
+        let app = router(kind, PeerTools::default(), Arc::default(), None);
         let serving = tokio::spawn(async move {
             let _ = axum::serve(TlsListener { addr, ready }, app).await;
         });

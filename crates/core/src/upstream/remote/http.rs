@@ -6,11 +6,26 @@
 //!
 //! Notifications and responses are posted in order, one at a time (the server must see
 //! `notifications/initialized` before anything else); requests are posted concurrently, at
-//! most [`MAX_IN_FLIGHT`] at once. The connection counts as lost (the supervisor reconnects,
-//! in-flight calls follow the replay rules) when a `POST` or the `GET` stream cannot reach the
-//! server, when a response stream ends before its answer, or when the server forgets the
+//! most [`MAX_IN_FLIGHT`] at once.
+//!
+//! A response stream (other than `initialize`'s) that ends or breaks before its answer is
+//! resumed when the server gave its events ids: a `GET` with the session and
+//! `Last-Event-ID: <last id seen on that stream>` asks the server to replay what followed. At most [`RESUME_ATTEMPTS`] resumptions
+//! in a row that bring nothing new, each after a short doubling pause (never shorter than the
+//! server's `retry:`, which the spec makes binding, capped at [`MAX_RETRY_WAIT`]) and each
+//! within [`RESUME_TIMEOUT`]; the caller's own timeout still ends it. Events the server
+//! repeats (rmcp replays the last one seen) are recognised by id and skipped, so progress is
+//! delivered once. rmcp can resume a `POST`'s stream only while the request is still running:
+//! once the answer was sent into a broken stream it forgets the stream and answers the
+//! resumption with an empty stream, which counts as refused.
+//!
+//! The connection counts as lost (the supervisor reconnects, in-flight calls follow the
+//! replay rules) when a `POST` or the `GET` stream cannot reach the server, when a response
+//! stream ends before its answer and cannot be resumed (no event id seen, resumption refused
+//! with a 4xx or an empty stream, or attempts used up), or when the server forgets the
 //! session (404). An HTTP error status on one request fails that request only.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +47,19 @@ const CALLER_CHECK: Duration = Duration::from_millis(250);
 /// Pause before the `GET` stream is opened again after the server ended it.
 const GET_RETRY: Duration = Duration::from_secs(1);
 
+/// Resumptions of one response stream in a row that may bring nothing new.
+const RESUME_ATTEMPTS: u32 = 3;
+/// First pause before resuming; doubles with each fruitless attempt.
+const RESUME_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest a server's `retry:` may make us wait before resuming.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+/// How long the resuming `GET` may take to answer.
+const RESUME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Event ids remembered per response stream, to skip events a resumption repeats.
+const SEEN_IDS: usize = 4096;
+
 const SESSION_HEADER: &str = "mcp-session-id";
+const LAST_EVENT_ID_HEADER: &str = "last-event-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 
 /// One HTTP session with a server.
@@ -176,30 +203,7 @@ impl Session {
             *self.session_id.lock().expect("session lock") = Some(sid.clone());
         }
         if is_event_stream(&resp) {
-            let mut events = SseReader::new(resp);
-            loop {
-                let event = tokio::select! {
-                    e = events.next() => e,
-                    () = self.caller_gone(id) => return,
-                };
-                match event {
-                    Ok(Some(data)) => self.deliver(&data, initialize),
-                    Ok(None) if !self.conn().awaits(id) => return,
-                    Ok(None) => {
-                        return self.state.lose(format!(
-                            "the response stream of {method} ended before its answer"
-                        ));
-                    }
-                    Err(e) => {
-                        return self
-                            .state
-                            .lose(format!("the response stream of {method}: {e}"));
-                    }
-                }
-                if !self.conn().awaits(id) {
-                    return; // answered (or given up): stop reading this stream
-                }
-            }
+            return self.follow(id, method, resp, initialize).await;
         }
         if status == StatusCode::ACCEPTED {
             return self.fail(
@@ -220,6 +224,163 @@ impl Session {
             }
             Err(e) => self.state.lose(format!("the answer to {method}: {e}")),
         }
+    }
+
+    /// Reads request `id`'s SSE answer until it arrives or its caller gives up. A stream that
+    /// ends or breaks first is resumed with `GET` + `Last-Event-ID` when the server gave its
+    /// events ids; only when that is impossible or refused is the connection lost.
+    async fn follow(&self, id: u64, method: &str, resp: Response, initialize: bool) {
+        let mut cursor = StreamCursor::default();
+        let mut events = SseReader::new(resp);
+        // Resumptions in a row that brought nothing new; reset by any new event.
+        let mut fruitless = 0;
+        let mut resumed = false;
+        loop {
+            let (why, fresh) = match self.read(id, &mut events, &mut cursor, initialize).await {
+                Read::Done => return,
+                Read::Ended { fresh } => ("ended", fresh),
+                Read::Broke { error, fresh } => {
+                    tracing::debug!(url = %self.url, %method, %error, "response stream broke");
+                    ("broke", fresh)
+                }
+            };
+            if let Some(retry) = events.retry {
+                cursor.retry = Some(retry);
+            }
+            if fresh {
+                fruitless = 0;
+            } else if resumed && why == "ended" {
+                // A resumed stream that closes at once with nothing new (rmcp's way of
+                // refusing an id it cannot replay) will not do better next time.
+                return self.state.lose(format!(
+                    "the response stream of {method} {why} before its answer, and the server \
+                     had nothing to resume it with"
+                ));
+            }
+            // The handshake is not resumed: nothing is established yet, and rmcp numbers its
+            // answer's events like the `GET` stream's, so a resumption would find that one.
+            let last = cursor.last_id.clone().filter(|_| !initialize);
+            let Some(last) = last else {
+                return self.state.lose(format!(
+                    "the response stream of {method} {why} before its answer"
+                ));
+            };
+            loop {
+                fruitless += 1;
+                if fruitless > RESUME_ATTEMPTS {
+                    return self.state.lose(format!(
+                        "the response stream of {method} {why} before its answer and could \
+                         not be resumed in {RESUME_ATTEMPTS} attempts"
+                    ));
+                }
+                let wait = resume_wait(fruitless, cursor.retry);
+                tracing::info!(url = %self.url, %method, last_event_id = %last,
+                    attempt = fruitless, wait_ms = wait.as_millis() as u64,
+                    "the response stream {why} before its answer; resuming it");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = self.caller_gone(id) => return,
+                }
+                let reopened = tokio::select! {
+                    r = self.reopen(&last) => r,
+                    () = self.caller_gone(id) => return,
+                };
+                match reopened {
+                    Ok(resp) => {
+                        tracing::info!(url = %self.url, %method, last_event_id = %last,
+                            "resumed the response stream");
+                        events = SseReader::new(resp);
+                        resumed = true;
+                        break;
+                    }
+                    Err(Reopen::Retry(error)) => {
+                        tracing::info!(url = %self.url, %method, %error,
+                            "resuming the response stream failed");
+                    }
+                    Err(Reopen::Refused(error)) => {
+                        tracing::info!(url = %self.url, %method, %error,
+                            "the server refused to resume the response stream; the connection \
+                             counts as lost");
+                        return self.state.lose(format!(
+                            "the response stream of {method} {why} before its answer and \
+                             could not be resumed: {error}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers the events of one response stream (skipping any seen before on it) until the
+    /// answer arrives, the caller gives up, or the stream ends.
+    async fn read(
+        &self,
+        id: u64,
+        events: &mut SseReader,
+        cursor: &mut StreamCursor,
+        initialize: bool,
+    ) -> Read {
+        let mut fresh = false;
+        loop {
+            let event = tokio::select! {
+                e = events.next() => e,
+                () = self.caller_gone(id) => return Read::Done,
+            };
+            match event {
+                Ok(Some(event)) => {
+                    if !cursor.note(event.id) {
+                        continue; // a replay of an event we already have
+                    }
+                    fresh = true;
+                    if !event.data.is_empty() {
+                        self.deliver(&event.data, initialize);
+                    }
+                }
+                Ok(None) if !self.conn().awaits(id) => return Read::Done,
+                Ok(None) => return Read::Ended { fresh },
+                Err(error) => return Read::Broke { error, fresh },
+            }
+            if !self.conn().awaits(id) {
+                return Read::Done; // answered (or given up): stop reading this stream
+            }
+        }
+    }
+
+    /// `GET` with `Last-Event-ID`: the rest of a response stream, if the server can replay it.
+    async fn reopen(&self, last_event_id: &str) -> Result<Response, Reopen> {
+        let id = HeaderValue::from_str(last_event_id)
+            .map_err(|_| Reopen::Refused("the event id is not a valid header value".into()))?;
+        let req = self
+            .with_session(self.client.get(self.url.clone()))
+            .header(ACCEPT, "text/event-stream")
+            .header(LAST_EVENT_ID_HEADER, id);
+        let resp = match tokio::time::timeout(RESUME_TIMEOUT, req.send()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(Reopen::Retry(format!("GET failed: {}", error_chain(&e)))),
+            Err(_) => {
+                return Err(Reopen::Retry(format!(
+                    "no answer to GET within {} s",
+                    RESUME_TIMEOUT.as_secs()
+                )));
+            }
+        };
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND && self.has_session() {
+            return Err(Reopen::Refused(
+                "the server no longer knows the session (404)".into(),
+            ));
+        }
+        if status.is_success() && is_event_stream(&resp) {
+            return Ok(resp);
+        }
+        if status.is_server_error() {
+            return Err(Reopen::Retry(format!("GET answered HTTP {status}")));
+        }
+        Err(Reopen::Refused(if status.is_success() {
+            "GET answered without an event stream".into()
+        } else {
+            format!("GET answered HTTP {status}")
+        }))
     }
 
     /// Hands a message to the connection; after `initialize`, notes the negotiated version.
@@ -276,7 +437,7 @@ impl Session {
                         let mut events = SseReader::new(resp);
                         loop {
                             tokio::select! {
-                                e = events.next() => match e {
+                                e = events.next_data() => match e {
                                     Ok(Some(data)) => this.deliver(&data, false),
                                     Ok(None) | Err(_) => return,
                                 },
@@ -332,7 +493,7 @@ impl Session {
                     let mut events = SseReader::new(r);
                     loop {
                         let event = tokio::select! {
-                            e = events.next() => e,
+                            e = events.next_data() => e,
                             () = closed.cancelled() => return,
                         };
                         match event {
@@ -410,13 +571,84 @@ fn error_chain(e: &reqwest::Error) -> String {
     super::explain_tls(out)
 }
 
-/// Server-Sent Events from a response body: the `data` of each `message` event.
+/// How one response stream ended.
+enum Read {
+    /// Answered, or nobody waits any more.
+    Done,
+    /// The server ended it before the answer.
+    Ended { fresh: bool },
+    /// It broke before the answer.
+    Broke { error: String, fresh: bool },
+}
+
+/// Why a resuming `GET` gave no stream.
+enum Reopen {
+    /// Worth another attempt (unreachable, timed out, 5xx).
+    Retry(String),
+    /// The server will not resume it (4xx, no event stream).
+    Refused(String),
+}
+
+/// Where a response stream stands: the id a resumption asks after, and the ids already
+/// delivered (a server may repeat them: rmcp replays the last one seen).
+#[derive(Default)]
+struct StreamCursor {
+    last_id: Option<String>,
+    /// The server's `retry:`, which the spec says a client must wait before reconnecting.
+    retry: Option<Duration>,
+    seen: HashSet<String>,
+    /// `seen` in arrival order, to forget the oldest past [`SEEN_IDS`].
+    order: VecDeque<String>,
+}
+
+impl StreamCursor {
+    /// Notes an event's id; false if the event was already delivered.
+    fn note(&mut self, id: Option<String>) -> bool {
+        let Some(id) = id else { return true };
+        if id.is_empty() {
+            self.last_id = None; // an empty id resets the cursor (SSE standard)
+            return true;
+        }
+        if self.seen.contains(&id) {
+            return false;
+        }
+        if self.order.len() == SEEN_IDS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        self.seen.insert(id.clone());
+        self.order.push_back(id.clone());
+        self.last_id = Some(id);
+        true
+    }
+}
+
+/// The pause before resumption `attempt` (from 1): a short doubling backoff, but never less
+/// than the server's `retry:` (capped, so a server cannot park a call for long).
+fn resume_wait(attempt: u32, retry: Option<Duration>) -> Duration {
+    let backoff = RESUME_BACKOFF * 2u32.saturating_pow(attempt.saturating_sub(1));
+    backoff.max(retry.unwrap_or_default().min(MAX_RETRY_WAIT))
+}
+
+/// One dispatched Server-Sent Event.
+struct SseEvent {
+    /// The event's own `id:` field, if it had one.
+    id: Option<String>,
+    /// The `data` of a `message` event; empty for other events and for priming events.
+    data: Vec<u8>,
+}
+
+/// Server-Sent Events from a response body.
 struct SseReader {
     stream:
         std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buf: Vec<u8>,
     data: Vec<u8>,
     event: String,
+    id: Option<String>,
+    /// The last `retry:` the server sent: how long it wants us to wait before reconnecting.
+    retry: Option<Duration>,
 }
 
 impl SseReader {
@@ -426,11 +658,24 @@ impl SseReader {
             buf: Vec::new(),
             data: Vec::new(),
             event: String::new(),
+            id: None,
+            retry: None,
         }
     }
 
-    /// The next event's data; `Ok(None)` at the end of the stream.
-    async fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
+    /// The next event's data, skipping events without any (priming events, pings).
+    async fn next_data(&mut self) -> Result<Option<Vec<u8>>, String> {
+        loop {
+            match self.next().await? {
+                Some(e) if e.data.is_empty() => {}
+                Some(e) => return Ok(Some(e.data)),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next event with an id or data; `Ok(None)` at the end of the stream.
+    async fn next(&mut self) -> Result<Option<SseEvent>, String> {
         loop {
             while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
                 let mut line: Vec<u8> = self.buf.drain(..=end).collect();
@@ -438,8 +683,8 @@ impl SseReader {
                 if line.last() == Some(&b'\r') {
                     line.pop();
                 }
-                if let Some(data) = self.on_line(&line) {
-                    return Ok(Some(data));
+                if let Some(event) = self.on_line(&line) {
+                    return Ok(Some(event));
                 }
             }
             if self.buf.len() + self.data.len() > MAX_MESSAGE {
@@ -453,13 +698,17 @@ impl SseReader {
         }
     }
 
-    /// One line; an event's data when the line ends it.
-    fn on_line(&mut self, line: &[u8]) -> Option<Vec<u8>> {
+    /// One line; the event when the line ends one.
+    fn on_line(&mut self, line: &[u8]) -> Option<SseEvent> {
         if line.is_empty() {
             let event = std::mem::take(&mut self.event);
-            let data = std::mem::take(&mut self.data);
+            let mut data = std::mem::take(&mut self.data);
+            let id = self.id.take();
             let is_message = event.is_empty() || event == "message";
-            return (is_message && !data.trim_ascii().is_empty()).then_some(data);
+            if !is_message || data.trim_ascii().is_empty() {
+                data.clear();
+            }
+            return (id.is_some() || !data.is_empty()).then_some(SseEvent { id, data });
         }
         if line.starts_with(b":") {
             return None; // a comment (keep-alive)
@@ -479,8 +728,91 @@ impl SseReader {
                 self.data.extend_from_slice(value);
             }
             b"event" => self.event = String::from_utf8_lossy(value).into_owned(),
-            _ => {} // id, retry: no resumption here; a broken stream reconnects the session
+            // An id with NUL is ignored (SSE standard); so is one that is not UTF-8, since it
+            // could not be sent back in a header.
+            b"id" if !value.contains(&0) => {
+                if let Ok(id) = std::str::from_utf8(value) {
+                    self.id = Some(id.to_owned());
+                }
+            }
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                if let Some(ms) = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    self.retry = Some(Duration::from_millis(ms));
+                }
+            }
+            _ => {}
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(body: &'static str) -> SseReader {
+        let resp = reqwest::Response::from(
+            axum::http::Response::builder()
+                .header(CONTENT_TYPE, "text/event-stream")
+                .body(body)
+                .unwrap(),
+        );
+        SseReader::new(resp)
+    }
+
+    /// What rmcp sends on a `POST`'s stream, then what it sends on resumption after `1/0`:
+    /// the priming event (id, retry, empty data) counts for the cursor, and the event it
+    /// repeats is recognised.
+    #[tokio::test]
+    async fn ids_and_retry_are_read_and_a_repeated_event_is_skipped() {
+        let mut cursor = StreamCursor::default();
+        let mut first =
+            reader("data:\nid: 0/0\nretry: 200\n\n: ping\n\nid: 1/0\ndata: {\"a\":1}\n\n");
+        let priming = first.next().await.unwrap().unwrap();
+        assert_eq!(priming.id.as_deref(), Some("0/0"));
+        assert!(priming.data.is_empty());
+        assert!(cursor.note(priming.id));
+        let one = first.next().await.unwrap().unwrap();
+        assert_eq!(one.data, b"{\"a\":1}");
+        assert!(cursor.note(one.id));
+        assert!(first.next().await.unwrap().is_none());
+        assert_eq!(first.retry, Some(Duration::from_millis(200)));
+        assert_eq!(cursor.last_id.as_deref(), Some("1/0"));
+
+        let mut resumed = reader("id: 1/0\ndata: {\"a\":1}\n\nid: 2/0\ndata: {\"a\":2}\n\n");
+        let again = resumed.next().await.unwrap().unwrap();
+        assert!(!cursor.note(again.id), "the repeated event is a duplicate");
+        let two = resumed.next().await.unwrap().unwrap();
+        assert!(cursor.note(two.id));
+        assert_eq!(two.data, b"{\"a\":2}");
+        assert_eq!(cursor.last_id.as_deref(), Some("2/0"));
+    }
+
+    #[test]
+    fn the_wait_before_resuming_doubles_and_honours_the_servers_retry_up_to_a_cap() {
+        assert_eq!(resume_wait(1, None), Duration::from_millis(100));
+        assert_eq!(resume_wait(3, None), Duration::from_millis(400));
+        assert_eq!(
+            resume_wait(1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            resume_wait(1, Some(Duration::from_secs(600))),
+            MAX_RETRY_WAIT
+        );
+    }
+
+    #[test]
+    fn the_cursor_remembers_a_bounded_number_of_ids() {
+        let mut cursor = StreamCursor::default();
+        for i in 0..SEEN_IDS + 10 {
+            assert!(cursor.note(Some(i.to_string())));
+        }
+        assert_eq!(cursor.seen.len(), SEEN_IDS);
+        assert!(!cursor.note(Some((SEEN_IDS + 9).to_string())));
+        assert!(cursor.note(None), "an event without id is always new");
     }
 }
