@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+const BIN: &str = SWITCHBOARD_BIN;
 
 /// A config file that keeps tokens in memory (these tests are not about the keychain).
 fn memory_config(dir: &std::path::Path) -> String {
@@ -63,21 +63,7 @@ async fn serve_prints_its_address_and_stops_cleanly_on_sigterm() {
         "--data-dir",
         &data.path().to_string_lossy(),
     ]);
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        line
-    });
-    let line = tokio::time::timeout(WAIT, line)
-        .await
-        .expect("startup line")
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("Switchboard listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let url = listening_base(&mut child).await;
     let health: serde_json::Value = reqwest::get(format!("{url}/healthz"))
         .await
         .unwrap()
@@ -370,37 +356,9 @@ async fn tokens_never_reach_the_logs_even_at_trace_level() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("Switchboard listening on ")
-        .unwrap()
-        .to_owned();
-    let out = Command::new(BIN)
-        .args(["pair", "--data-dir"])
-        .arg(data.path())
-        .output()
-        .unwrap();
-    let code = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
+    let base = listening_base(&mut child).await;
+    let token = pair_with_cli(&base, data.path(), "log-check").await;
     let client = reqwest::Client::new();
-    let body: serde_json::Value = client
-        .post(format!("{base}/pair"))
-        .json(&serde_json::json!({"code": code, "name": "log-check"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = body["token"].as_str().unwrap().to_owned();
     for _ in 0..2 {
         let r = client
             .get(format!("{base}/api/clients"))

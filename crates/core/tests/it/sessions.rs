@@ -263,9 +263,9 @@ async fn only_the_owner_or_the_session_token_may_watch() {
 
 #[tokio::test]
 async fn the_legacy_query_token_never_reaches_a_log_line() {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::Read;
     use std::process::{Command, Stdio};
-    const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+    const BIN: &str = SWITCHBOARD_BIN;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "[auth]\ntoken_store = \"memory\"\n").unwrap();
@@ -287,40 +287,9 @@ async fn the_legacy_query_token_never_reaches_a_log_line() {
         let _ = stderr.read_to_string(&mut all);
         all
     });
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        line
-    });
-    let line = tokio::time::timeout(WAIT, line).await.unwrap().unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("Switchboard listening on ")
-        .unwrap()
-        .to_owned();
+    let base = listening_base(&mut child).await;
     let addr = base.strip_prefix("http://").unwrap().to_owned();
-    let out = Command::new(BIN)
-        .args(["pair", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let code = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
-    let paired: Value = reqwest::Client::new()
-        .post(format!("{base}/pair"))
-        .json(&json!({"code": code, "name": "logs"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = paired["token"].as_str().unwrap().to_owned();
+    let token = pair_with_cli(&base, &data, "logs").await;
     let created: Value = reqwest::Client::new()
         .post(format!("{base}/session"))
         .bearer_auth(&token)
@@ -332,7 +301,7 @@ async fn the_legacy_query_token_never_reaches_a_log_line() {
         .unwrap();
     let sid = created["session_id"]
         .as_str()
-        .unwrap_or_else(|| panic!("{created} {paired}"));
+        .unwrap_or_else(|| panic!("{created}"));
     let watch_token = created["token"].as_str().unwrap().to_owned();
 
     let (mut watcher, _) = connect(

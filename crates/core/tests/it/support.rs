@@ -689,3 +689,66 @@ pub fn process_state(pid: u32) -> Option<char> {
     stat.rsplit_once(") ")
         .and_then(|(_, rest)| rest.chars().next())
 }
+
+/// The real `switchboard` binary, for tests that run it as a child process.
+pub const SWITCHBOARD_BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// The base URL (`http://127.0.0.1:<port>`) a `switchboard serve` child prints on its first
+/// line; its stdout must be piped. Waits at most [`WAIT`].
+pub async fn listening_base(child: &mut std::process::Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("the child's stdout piped");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    });
+    let line = tokio::time::timeout(WAIT, line)
+        .await
+        .expect("startup line")
+        .unwrap();
+    line.trim()
+        .strip_prefix("Switchboard listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned()
+}
+
+/// Pairs a client with a running `switchboard serve` child the way a person does: a code
+/// from `switchboard pair --data-dir <data>`, traded at `POST <base>/pair`. Returns the token.
+pub async fn pair_with_cli(base: &str, data: &Path, name: &str) -> String {
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(SWITCHBOARD_BIN)
+            .args(["pair", "--data-dir"])
+            .arg(data)
+            .output(),
+    )
+    .await
+    .expect("pair in time")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    let paired: Value = reqwest::Client::new()
+        .post(format!("{base}/pair"))
+        .json(&json!({"code": code, "name": name}))
+        .timeout(WAIT)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    paired["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {paired}"))
+        .to_owned()
+}

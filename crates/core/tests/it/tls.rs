@@ -5,7 +5,6 @@
 //! through tokio-native-tls) on 127.0.0.1:0, with a throwaway CA and server certificate made
 //! here for `127.0.0.1` and `localhost`.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,7 +28,7 @@ use tokio::task::JoinHandle;
 use crate::remote::{Kind, PeerTools, router};
 use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+const BIN: &str = SWITCHBOARD_BIN;
 
 /// A private CA and a server certificate it signed, as PEM.
 struct Pki {
@@ -270,54 +269,8 @@ impl Gateway {
             cmd.env("SSL_CERT_FILE", ca);
         }
         let mut child = cmd.spawn().expect("spawn switchboard");
-        let stdout = child.stdout.take().unwrap();
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).unwrap();
-            line
-        });
-        let line = tokio::time::timeout(WAIT, line)
-            .await
-            .expect("startup line")
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("Switchboard listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-
-        let out = tokio::time::timeout(
-            WAIT,
-            tokio::process::Command::new(BIN)
-                .args(["pair", "--data-dir"])
-                .arg(&data)
-                .output(),
-        )
-        .await
-        .expect("pair in time")
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let code = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_owned();
-        let paired: Value = reqwest::Client::new()
-            .post(format!("{base}/pair"))
-            .json(&json!({"code": code, "name": "tls-test"}))
-            .timeout(WAIT)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = paired["token"].as_str().expect("a token").to_owned();
+        let base = listening_base(&mut child).await;
+        let token = pair_with_cli(&base, &data, "tls-test").await;
         Self {
             child,
             base,
