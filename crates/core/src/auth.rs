@@ -161,8 +161,6 @@ struct Inner {
     attempts: Mutex<HashMap<IpAddr, Attempts>>,
     roles: Roles,
     bus: EventBus,
-    /// Session ids opened by each client (by name), closed when it is unpaired.
-    sessions: Mutex<HashMap<String, Vec<String>>>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -228,7 +226,6 @@ impl Auth {
                 attempts: Mutex::new(HashMap::new()),
                 roles,
                 bus,
-                sessions: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -518,7 +515,9 @@ impl Auth {
 
     /// Revokes a client: its token stops working, its streams and sessions close.
     /// Returns the session ids to close, or `None` if no client has that name.
-    pub async fn unpair(&self, name: &str) -> Result<Option<Vec<String>>, TokenStoreError> {
+    /// The client's sessions are the session registry's (`mcp::session`); `false` if no
+    /// client has that name.
+    pub async fn unpair(&self, name: &str) -> Result<bool, TokenStoreError> {
         let removed = {
             let mut clients = self.inner.clients.write().expect("clients lock");
             let key = clients
@@ -528,54 +527,15 @@ impl Auth {
             key.and_then(|k| clients.remove(&k))
         };
         let Some(entry) = removed else {
-            return Ok(None);
+            return Ok(false);
         };
         entry.revoked.cancel();
-        let sessions = self
-            .inner
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .remove(name)
-            .unwrap_or_default();
-        tracing::info!(client = %name, sessions = sessions.len(), "client unpaired");
+        tracing::info!(client = %name, "client unpaired");
         self.inner.bus.publish(HubEvent::ClientUnpaired {
             name: name.to_owned(),
         });
         self.persist().await?;
-        Ok(Some(sessions))
-    }
-
-    /// Remembers that `client` opened MCP session `session`.
-    pub fn note_session(&self, client: &str, session: &str) {
-        self.inner
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .entry(client.to_owned())
-            .or_default()
-            .push(session.to_owned());
-    }
-
-    /// The MCP session ids `client` has opened (some may have closed since).
-    pub fn sessions_of(&self, client: &str) -> Vec<String> {
-        self.inner
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .get(client)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Whether `session` was opened by someone other than `client`.
-    pub fn session_of_other(&self, client: &str, session: &str) -> bool {
-        self.inner
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .iter()
-            .any(|(c, ids)| c != client && ids.iter().any(|s| s == session))
+        Ok(true)
     }
 
     pub fn clients(&self) -> Vec<ClientView> {
@@ -740,15 +700,11 @@ mod tests {
         let (_, b) = auth.pair(IP, &c2, Some("bot".into()), None).await.unwrap();
         assert_eq!((a.name.as_str(), b.name.as_str()), ("bot", "bot-2"));
         let revoked = auth.verify(&t1).unwrap().revoked;
-        auth.note_session("bot", "s-1");
-        assert_eq!(
-            auth.unpair("bot").await.unwrap(),
-            Some(vec!["s-1".to_owned()])
-        );
+        assert!(auth.unpair("bot").await.unwrap());
         assert!(revoked.is_cancelled());
         assert!(auth.verify(&t1).is_none());
         assert_eq!(store.load().unwrap().len(), 1);
-        assert_eq!(auth.unpair("bot").await.unwrap(), None);
+        assert!(!auth.unpair("bot").await.unwrap());
     }
 
     #[tokio::test]

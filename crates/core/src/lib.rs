@@ -1,28 +1,34 @@
 //! Switchboard's core: the local MCP hub, free of any desktop toolkit.
 //!
 //! # Layout
-//! - [`server`]: [`serve`], the single entry point (headless binary, desktop shell, tests).
-//! - [`http`]: the router, the local-only guard (`Host`/`Origin`), the dashboard read API.
-//! - [`api`]: the dashboard's API (calls, statistics, server actions, pairing codes).
-//! - [`assets`]: the dashboard itself (`ui/dist`, embedded), served at `/`.
+//! Top to bottom: each module uses only those listed below it, and no file imports a file
+//! that imports it (`scripts/check-layers` checks both, in CI).
+//! - [`server`]: [`serve`], the single entry point (headless binary, desktop shell, tests):
+//!   opens the stores, assembles the state, serves and drains.
+//! - [`http`]: the router and everything HTTP: the local-only guard, token middleware, the
+//!   `/mcp` front door, the dashboard's API and pages, session routes, the shared state.
+//! - [`pairing`]: `POST /pair`, unpairing, and the owner's control socket (`switchboard pair`).
 //! - [`registration`]: the IEP v1.0 registration server at `/ws/mcp` and the project registry
 //!   (in memory, written through to SQLite).
-//! - [`store`]: SQLite in the data dir (project registry, call history), one writer thread.
-//! - [`events`]: the bounded broadcast of [`HubEvent`]s that the dashboard, tray and
-//!   notifications consume.
-//! - [`upstream`]: supervised stdio MCP servers (spawn, restart, replay).
-//! - [`mcp`]: the MCP gateway: one aggregated server, answered by one dispatcher (`mcp/dispatch`)
-//!   behind `/mcp` (rmcp's Streamable HTTP, plus a fast path for plain calls) and `/ws`; MCP
-//!   sessions and their progress streams (`mcp/session`).
+//! - [`mcp`]: the MCP gateway: one aggregated server, answered by one dispatcher behind `/mcp`
+//!   (rmcp's Streamable HTTP, plus a fast path for plain calls) and `/ws`; MCP sessions (the one
+//!   session registry) and their progress streams.
+//! - [`upstream`]: supervised MCP servers, stdio children and remote endpoints (spawn,
+//!   restart, replay).
+//! - [`import`]: servers from Claude Desktop / Cursor configs into ours.
 //! - [`calls`]: tool calls in flight and recently finished, with payloads (dashboard).
 //! - [`telemetry`]: per-call records (`telemetry.jsonl`, SQLite), counters, `/metrics`.
-//! - [`import`]: servers from Claude Desktop / Cursor configs into ours.
+//! - [`store`]: SQLite in the data dir (project registry, call history), one writer thread.
 //! - [`auth`]: pairing codes, tokens (hashes in the OS keychain), roles and allowlists.
+//! - [`events`]: the bounded broadcast of [`HubEvent`]s that the dashboard, tray and
+//!   notifications consume.
+//! - [`registration::protocol`]: the registration wire types (events carry them).
+//! - [`http::error`]: [`ApiError`](http::ApiError) and the bearer token, the HTTP vocabulary
+//!   domain handlers answer with.
 //! - [`config`]: the TOML config and the platform directories.
 //! - [`discovery`]: `mcp.json` in the data dir, announcing the running gateway's URL.
+//! - [`connect`]: `switchboard connect`, the stdio bridge for clients that only spawn servers.
 
-pub mod api;
-pub mod assets;
 pub mod auth;
 pub mod calls;
 pub mod config;

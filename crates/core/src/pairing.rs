@@ -10,10 +10,59 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::PairError;
+use std::sync::Arc;
+
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+
 use crate::auth::store::TokenStoreError;
-use crate::http::{ApiError, AppState};
-use crate::server::Hub;
+use crate::auth::{Auth, PairError};
+use crate::http::error::ApiError;
+use crate::mcp::session::Sessions;
+
+/// What pairing and unpairing touch: the tokens, and the sessions an unpaired client loses.
+#[derive(Debug, Clone)]
+pub struct Pairing {
+    auth: Auth,
+    /// Every MCP session (closed on unpair, their watchers' streams end).
+    sessions: Sessions,
+    /// rmcp's own `/mcp` sessions, closed too so that the client's streams end.
+    rmcp: Arc<LocalSessionManager>,
+    /// The gateway's port, for the URLs handed to a new client.
+    port: u16,
+}
+
+impl Pairing {
+    pub(crate) fn new(
+        auth: Auth,
+        sessions: Sessions,
+        rmcp: Arc<LocalSessionManager>,
+        port: u16,
+    ) -> Self {
+        Self {
+            auth,
+            sessions,
+            rmcp,
+            port,
+        }
+    }
+
+    /// Revokes `name` and closes its MCP sessions. `Ok(false)` if there is no such client.
+    pub async fn unpair(&self, name: &str) -> Result<bool, TokenStoreError> {
+        if !self.auth.unpair(name).await? {
+            return Ok(false);
+        }
+        use rmcp::transport::streamable_http_server::session::{SessionId, SessionManager as _};
+        for id in self.sessions.close_client(name, "client unpaired") {
+            let id: SessionId = id.into();
+            if self.rmcp.has_session(&id).await.unwrap_or(false)
+                && let Err(e) = self.rmcp.close_session(&id).await
+            {
+                tracing::debug!(session = %id, error = %e, "session already gone");
+            }
+        }
+        Ok(true)
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,8 +73,8 @@ pub(crate) struct PairRequest {
 }
 
 /// Ready-to-paste configuration for the common clients.
-fn client_config(hub: &Hub, token: &str) -> serde_json::Value {
-    let url = format!("http://127.0.0.1:{}/mcp", hub.guard.port());
+fn client_config(port: u16, token: &str) -> serde_json::Value {
+    let url = format!("http://127.0.0.1:{port}/mcp");
     json!({
         "url": url,
         "claude_code": format!(
@@ -41,12 +90,11 @@ fn client_config(hub: &Hub, token: &str) -> serde_json::Value {
 
 /// `POST /pair`: the code in `X-Pairing-Code` or in a JSON body `{code, name?, role?}`.
 pub(crate) async fn pair(
-    State(state): State<AppState>,
+    State(hub): State<Pairing>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let hub = &state.0;
     let req: PairRequest = if body.iter().all(u8::is_ascii_whitespace) {
         PairRequest::default()
     } else {
@@ -81,7 +129,7 @@ pub(crate) async fn pair(
             "token": token,
             "name": client.name,
             "role": client.role,
-            "client_config": client_config(hub, &token),
+            "client_config": client_config(hub.port, &token),
         }))
         .into_response(),
         Err(PairError::LockedOut { retry_after }) => {
@@ -117,28 +165,12 @@ pub(crate) async fn pair(
     }
 }
 
-/// Revokes `name` and closes its MCP sessions. `Ok(false)` if there is no such client.
-pub(crate) async fn unpair(hub: &Hub, name: &str) -> Result<bool, TokenStoreError> {
-    let Some(sessions) = hub.auth.unpair(name).await? else {
-        return Ok(false);
-    };
-    hub.mcp.sessions().close_client(name, "client unpaired");
-    for id in sessions {
-        let id: rmcp::transport::streamable_http_server::session::SessionId = id.into();
-        use rmcp::transport::streamable_http_server::session::SessionManager as _;
-        if let Err(e) = hub.sessions.close_session(&id).await {
-            tracing::debug!(session = %id, error = %e, "session already gone");
-        }
-    }
-    Ok(true)
-}
-
 /// The control socket's file name in the data dir.
 pub const CONTROL_SOCKET: &str = "control.sock";
 
 /// Answers one control request: `{"op":"pair","role"?}`, `{"op":"unpair","name"}`,
 /// `{"op":"clients"}`.
-async fn control_request(hub: &Hub, req: serde_json::Value) -> serde_json::Value {
+async fn control_request(hub: &Pairing, req: serde_json::Value) -> serde_json::Value {
     match req["op"].as_str() {
         Some("pair") => {
             let role = req["role"].as_str().map(str::to_owned);
@@ -147,14 +179,14 @@ async fn control_request(hub: &Hub, req: serde_json::Value) -> serde_json::Value
                     "ok": true,
                     "code": code,
                     "expires_in_s": hub.auth.roles().code_ttl.as_secs(),
-                    "pair_url": format!("http://127.0.0.1:{}/pair", hub.guard.port()),
+                    "pair_url": format!("http://127.0.0.1:{}/pair", hub.port),
                 }),
                 Err(e) => json!({"ok": false, "error": e.to_string()}),
             }
         }
         Some("unpair") => {
             let name = req["name"].as_str().unwrap_or_default();
-            match unpair(hub, name).await {
+            match hub.unpair(name).await {
                 Ok(true) => json!({"ok": true, "unpaired": name}),
                 Ok(false) => {
                     json!({"ok": false, "error": format!("no paired client named {name:?}")})
@@ -188,8 +220,9 @@ pub(crate) fn bind_control(path: &std::path::Path) -> std::io::Result<tokio::net
 pub(crate) async fn serve_control(
     listener: tokio::net::UnixListener,
     path: std::path::PathBuf,
-    hub: std::sync::Arc<Hub>,
+    hub: Pairing,
     shutdown: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
 ) {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     loop {
@@ -199,7 +232,8 @@ pub(crate) async fn serve_control(
         };
         let Ok((stream, _)) = conn else { continue };
         let hub = hub.clone();
-        tokio::spawn(async move {
+        // tracked: shutdown waits (bounded) for an answer being written
+        tasks.spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
             let mut reader = tokio::io::BufReader::new(read.take(64 * 1024));

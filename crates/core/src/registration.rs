@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::RegistrationConfig;
-use crate::http::ApiError;
+use crate::http::error::ApiError;
 use protocol::{ClientMessage, ErrorCode, ProtocolError, ServerMessage};
 pub use registry::{ConnId, ProjectView, Registry};
 

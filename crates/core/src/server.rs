@@ -15,10 +15,12 @@ use crate::auth::store::{FileTokenStore, MemoryTokenStore, TokenStore, TokenStor
 use crate::auth::{Auth, Roles};
 use crate::config::{Config, ConfigError, TokenStoreKind};
 use crate::events::{self, EventBus};
+use crate::http::state::Hub;
 use crate::http::{AppState, LocalGuard, router};
 use crate::mcp::McpGateway;
+use crate::pairing::Pairing;
 use crate::registration::{RegistrationServer, Registry};
-use crate::store::{Store, StoreError};
+use crate::store::{ProjectRow, Store, StoreError};
 use crate::telemetry::Telemetry;
 
 /// How long shutdown waits for connections and sockets to finish their goodbyes.
@@ -48,32 +50,6 @@ pub enum ServeError {
     },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Everything the handlers share.
-#[derive(Debug)]
-pub(crate) struct Hub {
-    pub(crate) bus: EventBus,
-    pub(crate) registration: Arc<RegistrationServer>,
-    pub(crate) mcp: McpGateway,
-    pub(crate) auth: Auth,
-    /// rmcp's sessions behind `/mcp`, so that unpairing can close a client's sessions.
-    pub(crate) sessions:
-        Arc<rmcp::transport::streamable_http_server::session::local::LocalSessionManager>,
-    pub(crate) gateway_config: crate::config::GatewayConfig,
-    /// The MCP dispatcher for `/ws` and the `/mcp` fast path (roles fixed at startup).
-    pub(crate) dispatcher: crate::mcp::dispatch::Dispatcher,
-    /// Open `/ws` sockets, against `gateway_config.ws_max_connections`.
-    pub(crate) ws_sockets: crate::mcp::ws::SocketCount,
-    pub(crate) guard: LocalGuard,
-    pub(crate) started: Instant,
-    /// The config file the dashboard edits (add, enable, disable, import); `None` when the
-    /// gateway runs on defaults without a file.
-    pub(crate) config_path: Option<PathBuf>,
-    /// One config edit at a time: read, change, write must not interleave.
-    pub(crate) config_edit: tokio::sync::Mutex<()>,
-    /// Root of the shutdown tree: streams and sockets watch it.
-    pub(crate) shutdown: CancellationToken,
 }
 
 /// A gateway whose state is open but which is not yet serving. The desktop shell uses this to
@@ -107,12 +83,51 @@ impl Gateway {
             known_projects = rows.len(),
             "project registry open"
         );
-        let bus = EventBus::new(events::DEFAULT_CAPACITY);
         let telemetry =
             Telemetry::open(&data_dir, store.clone()).map_err(|source| ServeError::Telemetry {
                 path: data_dir.join(crate::telemetry::FILE_NAME),
                 source,
             })?;
+        // Tokens before servers: a gateway that cannot authenticate starts no children.
+        let tokens = token_store(config, &data_dir).await?;
+        let opened = Opened {
+            store,
+            rows,
+            telemetry,
+            tokens,
+        };
+        #[allow(unused_mut)]
+        let mut gateway = Self::assemble(config, local, opened, data_dir, shutdown).await?;
+        #[cfg(unix)]
+        {
+            let path = gateway.data_dir.join(crate::pairing::CONTROL_SOCKET);
+            gateway.control = match crate::pairing::bind_control(&path) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open the control socket; `switchboard pair` will not work");
+                    None
+                }
+            };
+        }
+        Ok(gateway)
+    }
+
+    /// The gateway over stores that are open already: the one place its parts are put
+    /// together (`open` for a real data dir, the router's tests over in-memory stores).
+    async fn assemble(
+        config: &Config,
+        local: SocketAddr,
+        opened: Opened,
+        data_dir: PathBuf,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ServeError> {
+        let Opened {
+            store,
+            rows,
+            telemetry,
+            tokens,
+        } = opened;
+        let bus = EventBus::new(events::DEFAULT_CAPACITY);
         let registry = Registry::new(
             store,
             rows,
@@ -126,17 +141,15 @@ impl Gateway {
             shutdown.clone(),
             tasks.clone(),
         ));
-        // Tokens before servers: a gateway that cannot authenticate starts no children.
-        let store = token_store(config, &data_dir).await?;
         let roles = Roles {
             default_role: config.auth.default_role.clone(),
             roles: config.effective_roles(),
             code_ttl: Duration::from_millis(config.auth.code_ttl_ms.max(1)),
         };
-        let auth = Auth::open(store.clone(), roles, bus.clone())
+        let auth = Auth::open(tokens.clone(), roles, bus.clone())
             .await
             .map_err(|error| ServeError::Tokens {
-                store: store.describe(),
+                store: tokens.describe(),
                 error,
             })?;
         tracing::info!(store = %auth.store_description(), clients = auth.clients().len(), "tokens");
@@ -159,30 +172,21 @@ impl Gateway {
             registration,
             mcp,
             auth,
-            sessions: Arc::new(Default::default()),
+            rmcp_sessions: Arc::new(Default::default()),
             gateway_config: config.gateway.clone(),
             guard: LocalGuard::new(local.port(), config.http.allowed_origins.clone()),
             started: Instant::now(),
             config_path: config.source.clone(),
             config_edit: tokio::sync::Mutex::new(()),
             shutdown,
+            tasks: tasks.clone(),
         });
-        #[cfg(unix)]
-        let control = match crate::pairing::bind_control(
-            &data_dir.join(crate::pairing::CONTROL_SOCKET),
-        ) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot open the control socket; `switchboard pair` will not work");
-                None
-            }
-        };
         Ok(Self {
             hub,
             tasks,
             data_dir,
             #[cfg(unix)]
-            control,
+            control: None,
         })
     }
 
@@ -208,7 +212,7 @@ impl Gateway {
 
     /// A handle that unpairs a client and closes its sessions, usable after `run` started.
     pub fn unpairer(&self) -> Unpairer {
-        Unpairer(self.hub.clone())
+        Unpairer(self.hub.pairing())
     }
 
     /// The event bus, for consumers outside the HTTP API (tray, notifications).
@@ -228,13 +232,14 @@ impl Gateway {
             self.tasks.spawn(crate::pairing::serve_control(
                 control,
                 self.data_dir.join(crate::pairing::CONTROL_SOCKET),
-                self.hub.clone(),
+                self.hub.pairing(),
                 shutdown.clone(),
+                self.tasks.clone(),
             ));
         }
         self.tasks
             .spawn(self.hub.mcp.sessions().clone().sweep_expired(
-                self.hub.sessions.clone(),
+                self.hub.rmcp_sessions.clone(),
                 SESSION_SWEEP,
                 shutdown.clone(),
             ));
@@ -343,13 +348,21 @@ async fn watch_config(path: PathBuf, mcp: McpGateway, shutdown: CancellationToke
 
 /// Unpairs clients of a running gateway (revokes, closes sessions and sockets).
 #[derive(Debug, Clone)]
-pub struct Unpairer(Arc<Hub>);
+pub struct Unpairer(Pairing);
 
 impl Unpairer {
     /// `Ok(false)` if no client has that name.
     pub async fn unpair(&self, name: &str) -> Result<bool, TokenStoreError> {
-        crate::pairing::unpair(&self.0, name).await
+        self.0.unpair(name).await
     }
+}
+
+/// The stores a gateway runs on, open.
+struct Opened {
+    store: Arc<Store>,
+    rows: Vec<ProjectRow>,
+    telemetry: Telemetry,
+    tokens: Arc<dyn TokenStore>,
 }
 
 /// Runs Switchboard on `listener` until `shutdown` is cancelled.
@@ -413,4 +426,140 @@ async fn keychain_store(config: &Config) -> Result<Arc<dyn TokenStore>, ServeErr
         store: store.describe(),
         error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::auth::store::MemoryTokenStore;
+
+    /// The router over in-memory stores: no data dir, no keychain, no child process.
+    async fn app() -> (axum::Router, Auth) {
+        let (store, rows) = Store::in_memory().unwrap();
+        let store = Arc::new(store);
+        let opened = Opened {
+            telemetry: Telemetry::in_memory(store.clone()).unwrap(),
+            store,
+            rows,
+            tokens: Arc::new(MemoryTokenStore::default()),
+        };
+        let local: SocketAddr = "127.0.0.1:11391".parse().unwrap();
+        let gateway = Gateway::assemble(
+            &Config::default(),
+            local,
+            opened,
+            PathBuf::from("/nonexistent"),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        let auth = gateway.auth();
+        (router(AppState(gateway.hub.clone())), auth)
+    }
+
+    fn get(path: &str) -> axum::http::request::Builder {
+        Request::get(path).header(header::HOST, "127.0.0.1:11391")
+    }
+
+    async fn body(r: axum::response::Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_router_guards_hosts_and_origins_and_asks_for_tokens() {
+        let (app, auth) = app().await;
+        let r = app
+            .clone()
+            .oneshot(get("/healthz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(body(r).await["status"], "ok");
+
+        // DNS rebinding: a foreign Host is refused before any route
+        let r = app
+            .clone()
+            .oneshot(
+                Request::get("/healthz")
+                    .header(header::HOST, "evil.example:11391")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+        assert_eq!(body(r).await["error"]["code"], "foreign_host");
+        let r = app
+            .clone()
+            .oneshot(
+                get("/healthz")
+                    .header(header::ORIGIN, "http://evil.example")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(body(r).await["error"]["code"], "foreign_origin");
+
+        // the webview's preflight is answered before any token is asked for
+        let r = app
+            .clone()
+            .oneshot(
+                Request::options("/api/servers")
+                    .header(header::HOST, "127.0.0.1:11391")
+                    .header(header::ORIGIN, "tauri://localhost")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "tauri://localhost"
+        );
+
+        // protected routes and `/mcp`: no token, a wrong one, a paired one
+        for path in ["/api/servers", "/mcp"] {
+            let r = app
+                .clone()
+                .oneshot(get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+            assert!(r.headers().contains_key(header::WWW_AUTHENTICATE), "{path}");
+            assert_eq!(body(r).await["error"]["code"], "token_required", "{path}");
+            let r = app
+                .clone()
+                .oneshot(
+                    get(path)
+                        .header(header::AUTHORIZATION, "Bearer sb_not_paired")
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+            assert_eq!(body(r).await["error"]["code"], "token_invalid", "{path}");
+        }
+        let token = auth.issue_ephemeral("router-test");
+        let r = app
+            .clone()
+            .oneshot(
+                get("/api/servers")
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(body(r).await["servers_total"], 0, "no server configured");
+    }
 }

@@ -103,6 +103,21 @@ fn is_corruption(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// The error for a database that cannot be opened at `path`.
+fn failure(path: &Path, source: rusqlite::Error) -> StoreError {
+    if is_corruption(&source) {
+        StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: source.to_string(),
+        }
+    } else {
+        StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) `dir/registry.db`, marks every project offline (nothing is connected
     /// to a process that just started) and returns the rows it holds.
@@ -112,26 +127,27 @@ impl Store {
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let fail = |source: rusqlite::Error| {
-            if is_corruption(&source) {
-                StoreError::Corrupt {
-                    path: path.clone(),
-                    detail: source.to_string(),
-                }
-            } else {
-                StoreError::Open {
-                    path: path.clone(),
-                    source,
-                }
-            }
-        };
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(fail)?;
+        .map_err(|source| failure(&path, source))?;
+        Self::start(path, conn)
+    }
+
+    /// A store that keeps nothing on disk, for tests of what sits above it.
+    #[cfg(test)]
+    pub(crate) fn in_memory() -> Result<(Self, Vec<ProjectRow>), StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| failure(&path, source))?;
+        Self::start(path, conn)
+    }
+
+    /// Checks and prepares an open database, loads its rows and starts the writer.
+    fn start(path: PathBuf, conn: Connection) -> Result<(Self, Vec<ProjectRow>), StoreError> {
+        let fail = |source: rusqlite::Error| failure(&path, source);
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(fail)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -184,7 +200,7 @@ impl Store {
             .name("registry-writer".into())
             .spawn(move || write_loop(conn, rx))
             .map_err(|source| StoreError::Dir {
-                path: dir.to_path_buf(),
+                path: path.clone(),
                 source,
             })?;
         Ok((

@@ -84,11 +84,25 @@ impl Telemetry {
             .create(true)
             .append(true)
             .open(&path)?;
+        Self::start(path, file, store)
+    }
+
+    /// Telemetry that writes its lines nowhere (the rows still go to `store`), for tests.
+    #[cfg(test)]
+    pub(crate) fn in_memory(store: Arc<Store>) -> std::io::Result<Self> {
+        Self::start(PathBuf::from("/dev/null"), std::io::sink(), store)
+    }
+
+    fn start(
+        path: PathBuf,
+        out: impl std::io::Write + Send + 'static,
+        store: Arc<Store>,
+    ) -> std::io::Result<Self> {
         let (lines, rx) = mpsc::channel(QUEUE);
         let rows = store.clone();
         std::thread::Builder::new()
             .name("telemetry-writer".into())
-            .spawn(move || write_lines(file, rx, &rows))?;
+            .spawn(move || write_lines(out, rx, &rows))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -252,7 +266,7 @@ pub fn esc(v: &str) -> String {
 /// caller's path).
 const COALESCE: std::time::Duration = std::time::Duration::from_millis(10);
 
-fn write_lines(file: std::fs::File, mut rx: mpsc::Receiver<CallRecord>, store: &Store) {
+fn write_lines(file: impl std::io::Write, mut rx: mpsc::Receiver<CallRecord>, store: &Store) {
     use std::io::Write as _;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
     while let Some(first) = rx.blocking_recv() {

@@ -10,14 +10,24 @@
 //! stay rmcp's. A session's request still reaches rmcp once a minute, so rmcp's idle timer
 //! never ends a busy session.
 
-use axum::http::{HeaderMap, StatusCode, header, request::Parts};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header, request::Parts};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::McpGateway;
 use super::dispatch::{self, CallCtx, Dispatcher, Incoming, Request, STATELESS_VERSION};
+use super::session::Sessions;
 use crate::auth::Caller;
-use crate::server::Hub;
+
+/// What the fast path made of a request it took.
+#[derive(Debug)]
+pub(crate) enum Fast {
+    /// The JSON-RPC response frame, for a `200 application/json`.
+    Answered(String),
+    /// The client was unpaired while its request ran.
+    Unpaired,
+}
 
 /// Session revisions whose requests the fast path answers (rmcp accepts these headers).
 const SESSION_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
@@ -47,7 +57,7 @@ fn has_param_headers(v: &Value) -> bool {
 }
 
 /// A stateless 2026-07-28 request the fast path can check exactly as rmcp would.
-fn stateless_ok(hub: &Hub, headers: &HeaderMap, req: &Request) -> bool {
+fn stateless_ok(gw: &McpGateway, headers: &HeaderMap, req: &Request) -> bool {
     let params = req.params_value();
     let Some(meta) = params.as_ref().and_then(|p| p.get("_meta")) else {
         return false;
@@ -83,7 +93,7 @@ fn stateless_ok(hub: &Hub, headers: &HeaderMap, req: &Request) -> bool {
             .as_ref()
             .and_then(|p| p.get("name"))
             .and_then(Value::as_str)
-        && let Some((_, tool)) = hub.mcp.resolve(name)
+        && let Some((_, tool)) = gw.resolve(name)
         && tool.input_schema.values().any(has_param_headers)
     {
         return false;
@@ -92,7 +102,13 @@ fn stateless_ok(hub: &Hub, headers: &HeaderMap, req: &Request) -> bool {
 }
 
 /// Answers `body` here if it may be; `None` hands it to rmcp.
-pub(crate) async fn answer(hub: &Hub, parts: &Parts, body: &[u8]) -> Option<Response> {
+pub(crate) async fn answer(
+    gw: &McpGateway,
+    dispatcher: &Dispatcher,
+    rmcp: &LocalSessionManager,
+    parts: &Parts,
+    body: &[u8],
+) -> Option<Fast> {
     let caller = parts.extensions.get::<Caller>()?;
     let headers = &parts.headers;
     let accept = single(headers, header::ACCEPT.as_str())?;
@@ -109,7 +125,7 @@ pub(crate) async fn answer(hub: &Hub, parts: &Parts, body: &[u8]) -> Option<Resp
     }
     let session = match single(headers, "mcp-session-id") {
         None if version == STATELESS_VERSION => {
-            if !stateless_ok(hub, headers, &req) {
+            if !stateless_ok(gw, headers, &req) {
                 return None;
             }
             None
@@ -118,7 +134,7 @@ pub(crate) async fn answer(hub: &Hub, parts: &Parts, body: &[u8]) -> Option<Resp
             if meta.has_version {
                 return None;
             }
-            let s = hub.mcp.sessions().get(sid)?;
+            let s = gw.sessions().get(sid)?;
             if s.client != caller.name || s.transport != "http" || !s.fast_path_ok() {
                 return None;
             }
@@ -126,7 +142,7 @@ pub(crate) async fn answer(hub: &Hub, parts: &Parts, body: &[u8]) -> Option<Resp
                 use rmcp::transport::streamable_http_server::session::SessionManager as _;
                 let id: rmcp::transport::streamable_http_server::session::SessionId =
                     sid.to_owned().into();
-                if !hub.sessions.has_session(&id).await.unwrap_or(false) {
+                if !rmcp.has_session(&id).await.unwrap_or(false) {
                     return None; // rmcp answers 404
                 }
             }
@@ -148,41 +164,23 @@ pub(crate) async fn answer(hub: &Hub, parts: &Parts, body: &[u8]) -> Option<Resp
         progress: None,
         cancel,
     };
-    let frame = tokio::select! {
+    Some(tokio::select! {
         biased;
-        frame = hub.dispatcher.answer(&ctx, req, version) => frame,
-        () = caller.revoked.cancelled() => {
-            return Some(
-                crate::http::ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "token_invalid",
-                    "this client was unpaired",
-                )
-                .into_response(),
-            );
-        }
-    };
-    let body = frame;
-    Some(
-        (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response(),
-    )
+        frame = dispatcher.answer(&ctx, req, version) => Fast::Answered(frame),
+        () = caller.revoked.cancelled() => Fast::Unpaired,
+    })
 }
 
 /// A POSTed `notifications/cancelled` for a request the fast path is running in `session`:
 /// cancels it (rmcp, which never saw that request, ignores the notification).
-pub(crate) fn cancel_notified(hub: &Hub, headers: &HeaderMap, body: &[u8]) {
+pub(crate) fn cancel_notified(sessions: &Sessions, headers: &HeaderMap, body: &[u8]) {
     let Some(sid) = single(headers, "mcp-session-id") else {
         return;
     };
     if let Incoming::Notification { method, params } = dispatch::parse(body)
         && method == "notifications/cancelled"
         && let Some(id) = dispatch::cancelled_id(params.as_ref())
-        && let Some(s) = hub.mcp.sessions().get(sid)
+        && let Some(s) = sessions.get(sid)
     {
         s.cancel(&id);
     }

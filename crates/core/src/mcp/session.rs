@@ -237,9 +237,9 @@ impl Sessions {
         true
     }
 
-    /// Ends every session of `client` (it was unpaired).
-    pub fn close_client(&self, client: &str, reason: &str) {
-        let ids: Vec<String> = self
+    /// The ids of `client`'s sessions, sorted.
+    pub fn ids_of(&self, client: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
             .inner
             .lock()
             .expect("sessions lock")
@@ -247,9 +247,17 @@ impl Sessions {
             .filter(|s| s.client == client)
             .map(|s| s.id.clone())
             .collect();
-        for id in ids {
-            self.close(&id, reason);
+        ids.sort();
+        ids
+    }
+
+    /// Ends every session of `client` (it was unpaired); returns their ids.
+    pub fn close_client(&self, client: &str, reason: &str) -> Vec<String> {
+        let ids = self.ids_of(client);
+        for id in &ids {
+            self.close(id, reason);
         }
+        ids
     }
 
     /// Closes (as `expired`) the `/mcp` sessions that rmcp no longer has: it ends idle ones
@@ -355,210 +363,5 @@ mod tests {
         assert!(sessions.close(&s.id, "deleted"));
         assert!(s.closed.is_cancelled());
         assert!(!sessions.close(&s.id, "deleted"), "closed once");
-    }
-}
-
-/// `POST /session`, `DELETE /session/<id>`, and the two watch streams.
-pub(crate) mod routes {
-    use std::convert::Infallible;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use axum::Json;
-    use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-    use axum::extract::{Extension, Path, Query, State};
-    use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    use axum::response::{IntoResponse, Response};
-    use futures_util::{Stream, StreamExt};
-    use serde_json::json;
-    use tokio::sync::broadcast;
-
-    use super::Session;
-    use crate::auth::Caller;
-    use crate::http::{ApiError, AppState, SSE_KEEP_ALIVE, bearer};
-    use crate::server::Hub;
-
-    /// The subprotocol `/ws/mcp/events` echoes when offered.
-    const WATCH_PROTOCOL: &str = "construct.v1";
-
-    /// `POST /session`: a session of the caller's own, with a token that lets anything holding
-    /// it watch (only) this session.
-    pub(crate) async fn create(
-        State(state): State<AppState>,
-        Extension(caller): Extension<Caller>,
-    ) -> Response {
-        let (s, token) = state
-            .0
-            .mcp
-            .sessions()
-            .open(None, &caller.name, "http", true);
-        (
-            StatusCode::CREATED,
-            Json(json!({"session_id": s.id, "token": token})),
-        )
-            .into_response()
-    }
-
-    /// `GET /api/sessions`: every session, and how many `/ws` sockets are open.
-    pub(crate) async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
-        let hub = &state.0;
-        Json(json!({
-            "ws": hub.ws_sockets.get(),
-            "ws_max": hub.gateway_config.ws_max_connections,
-            "sessions": hub.mcp.sessions().list(),
-        }))
-    }
-
-    /// `DELETE /session/<id>`: only its owner may end it.
-    pub(crate) async fn delete(
-        State(state): State<AppState>,
-        Extension(caller): Extension<Caller>,
-        Path(id): Path<String>,
-    ) -> Response {
-        let sessions = state.0.mcp.sessions();
-        if sessions.watchable(&id, Some(&caller.name), None).is_none() {
-            return unknown().into_response();
-        }
-        sessions.close(&id, "deleted");
-        Json(json!({"closed": id})).into_response()
-    }
-
-    fn unknown() -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "no such session")
-    }
-
-    /// Who may watch `id`: its owner (a paired token) or the holder of its watch token.
-    /// The token comes from `Authorization`, the `bearer.` subprotocol, or (WebSocket only,
-    /// legacy) `?token=`.
-    fn authorize(hub: &Hub, id: &str, token: Option<String>) -> Result<Arc<Session>, ApiError> {
-        let Some(token) = token else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "token_required",
-                "send the session's token (from POST /session) or a paired client's token as \
-                 `Authorization: Bearer <token>`",
-            ));
-        };
-        let client = hub.auth.verify(&token);
-        let sessions = hub.mcp.sessions();
-        match sessions.watchable(id, client.as_ref().map(|c| c.name.as_str()), Some(&token)) {
-            Some(s) => Ok(s),
-            None if client.is_some() || sessions.get(id).is_none() => Err(unknown()),
-            None => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "token_invalid",
-                "this token does not open this session",
-            )),
-        }
-    }
-
-    /// Frames of a session for one watcher: oldest dropped when it falls behind (then one
-    /// `lagged` frame says how many); ends with the session or the gateway.
-    fn frames(hub: &Hub, s: &Session) -> impl Stream<Item = Arc<str>> + Send + 'static {
-        let rx = s.subscribe();
-        futures_util::stream::unfold(rx, |mut rx| async move {
-            match rx.recv().await {
-                Ok(frame) => Some((frame, rx)),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    let lagged = json!({"event": "lagged", "missed": missed,
-                        "timestamp": crate::now_rfc3339()});
-                    Some((Arc::from(lagged.to_string()), rx))
-                }
-                Err(broadcast::error::RecvError::Closed) => None,
-            }
-        })
-        .take_until(s.closed.clone().cancelled_owned())
-        .take_until(hub.shutdown.clone().cancelled_owned())
-    }
-
-    /// `GET /session/<id>/events`: the session's frames as SSE, one `data:` line each.
-    pub(crate) async fn sse(
-        State(state): State<AppState>,
-        Path(id): Path<String>,
-        headers: HeaderMap,
-    ) -> Response {
-        let hub = &state.0;
-        let session = match authorize(hub, &id, bearer(&headers)) {
-            Ok(s) => s,
-            Err(e) => return e.into_response(),
-        };
-        let stream = frames(hub, &session)
-            .map(|frame| Ok::<_, Infallible>(Event::default().data(frame.as_ref())));
-        Sse::new(stream)
-            .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE).text("keep-alive"))
-            .into_response()
-    }
-
-    #[derive(Debug, serde::Deserialize)]
-    pub(crate) struct EventsQuery {
-        session_id: Option<String>,
-        /// Legacy: the token in the query (redacted from every log line).
-        token: Option<String>,
-    }
-
-    /// `GET /ws/mcp/events?session_id=`: the same frames, one WebSocket text frame each.
-    pub(crate) async fn ws(
-        State(state): State<AppState>,
-        Query(query): Query<EventsQuery>,
-        headers: HeaderMap,
-        ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-    ) -> Response {
-        let hub = state.0.clone();
-        let Some(id) = query.session_id.filter(|s| !s.is_empty()) else {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "session_id_required",
-                "say which session to watch: /ws/mcp/events?session_id=<id>",
-            )
-            .into_response();
-        };
-        let session = match authorize(&hub, &id, bearer(&headers).or(query.token)) {
-            Ok(s) => s,
-            Err(e) => return e.into_response(),
-        };
-        let Ok(ws) = ws else {
-            let mut r = ApiError::new(
-                StatusCode::UPGRADE_REQUIRED,
-                "upgrade_required",
-                "/ws/mcp/events is a WebSocket; /session/<id>/events is the same stream as SSE",
-            )
-            .into_response();
-            r.headers_mut()
-                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            return r;
-        };
-        ws.protocols([WATCH_PROTOCOL])
-            .read_buffer_size(4096)
-            .on_upgrade(move |socket| watch(socket, hub, session))
-    }
-
-    async fn watch(mut socket: WebSocket, hub: Arc<Hub>, session: Arc<Session>) {
-        let mut frames = Box::pin(frames(&hub, &session));
-        let (code, reason) = loop {
-            tokio::select! {
-                frame = frames.next() => match frame {
-                    Some(f) => {
-                        if socket.send(Message::Text(f.as_ref().into())).await.is_err() {
-                            return;
-                        }
-                    }
-                    None if hub.shutdown.is_cancelled() => break (close_code::AWAY, "gateway shutting down"),
-                    None => break (close_code::NORMAL, "session ended"),
-                },
-                incoming = socket.recv() => match incoming {
-                    None | Some(Err(_) | Ok(Message::Close(_))) => return,
-                    Some(Ok(_)) => {} // watchers only listen
-                },
-            }
-        };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            socket.send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            }))),
-        )
-        .await;
     }
 }

@@ -15,36 +15,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Extension, Query, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ToolListener;
 use super::dispatch::{
     self, CallCtx, ClientProgress, Dispatcher, Incoming, ProgressOut, Request, error_frame,
 };
 use super::session::Session;
+use super::{McpGateway, ToolListener};
 use crate::auth::Caller;
-use crate::http::{ApiError, AppState};
-use crate::server::Hub;
 
 /// Notifications (progress, list changes) waiting for the socket; beyond this a slow client
 /// loses progress notifications (never results).
 const NOTIFY_QUEUE: usize = 1024;
 /// Socket buffers: small, so that thousands of idle sockets stay cheap.
-const READ_BUFFER: usize = 2 * 1024;
-
-/// `?session_id=`: run this socket in a session made by `POST /session`.
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct WsQuery {
-    session_id: Option<String>,
-}
+pub(crate) const READ_BUFFER: usize = 2 * 1024;
 
 /// Open `/ws` sockets, against the configured cap.
 #[derive(Debug, Default)]
@@ -74,59 +63,17 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// `GET /ws` (the auth middleware has already admitted the caller).
-pub(crate) async fn upgrade(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Query(query): Query<WsQuery>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    let Ok(ws) = ws else {
-        let mut r = ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "upgrade_required",
-            "/ws speaks MCP over WebSocket; connect with a WebSocket client",
-        )
-        .into_response();
-        r.headers_mut().insert(
-            axum::http::header::UPGRADE,
-            HeaderValue::from_static("websocket"),
-        );
-        return r;
-    };
-    let hub = state.0.clone();
-    let sessions = hub.mcp.sessions().clone();
-    let attach = match query.session_id.as_deref() {
-        None => None,
-        Some(id) => match sessions.watchable(id, Some(&caller.name), None) {
-            Some(s) => Some(s),
-            None => {
-                return ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_session",
-                    "no such session (sessions are made by POST /session)",
-                )
-                .into_response();
-            }
-        },
-    };
-    let limit = hub.gateway_config.max_body_bytes;
-    // Browsers must be answered with a subprotocol they offered: they offer `bearer.<token>`
-    // to authenticate and `mcp` for us to echo (never the token).
-    let session_header = attach.as_ref().map(|s| s.id.clone());
-    let mut resp = ws
-        .protocols(["mcp"])
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .on_upgrade(move |socket| run(socket, hub, caller, attach));
-    if let Some(id) = session_header
-        && let Ok(v) = HeaderValue::from_str(&id)
-    {
-        resp.headers_mut().insert("mcp-session-id", v);
-    }
-    resp
+/// What one `/ws` socket needs from the gateway.
+#[derive(Debug, Clone)]
+pub(crate) struct SocketDeps {
+    pub(crate) gw: McpGateway,
+    pub(crate) dispatcher: Dispatcher,
+    /// Open sockets, against `cap`.
+    pub(crate) sockets: Arc<SocketCount>,
+    pub(crate) cap: usize,
+    /// How often the peer is pinged; no answer before the next ping drops it.
+    pub(crate) heartbeat: Duration,
+    pub(crate) shutdown: CancellationToken,
 }
 
 fn text(v: &Value) -> Message {
@@ -154,9 +101,15 @@ enum End {
     Close(u16, &'static str),
 }
 
-async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Option<Arc<Session>>) {
-    let cap = hub.gateway_config.ws_max_connections;
-    let Some(_slot) = hub.ws_sockets.take(cap) else {
+/// Serves one upgraded socket until it closes (or is closed: unpaired, shut down, silent).
+pub(crate) async fn run(
+    mut socket: WebSocket,
+    hub: SocketDeps,
+    caller: Caller,
+    attach: Option<Arc<Session>>,
+) {
+    let cap = hub.cap;
+    let Some(_slot) = hub.sockets.take(cap) else {
         tracing::warn!(cap, "WebSocket refused: at the connection cap");
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
@@ -165,7 +118,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
         .await;
         return;
     };
-    let sessions = hub.mcp.sessions().clone();
+    let sessions = hub.gw.sessions().clone();
     let (session, owned) = match attach {
         Some(s) => (s, false),
         None => (sessions.open(None, &caller.name, "ws", false).0, true),
@@ -177,7 +130,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
         let frame: Arc<str> = Arc::from(
             json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}).to_string(),
         );
-        hub.mcp.on_tools_changed(ToolListener(Box::new(move || {
+        hub.gw.on_tools_changed(ToolListener(Box::new(move || {
             let _ = tx.try_send(Message::Text(frame.as_ref().into()));
             !tx.is_closed()
         })));
@@ -207,7 +160,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
     let mut inflight = FuturesUnordered::new();
     // shared by the calls in flight: no copy per call
     let mut version: Arc<str> = Arc::from("2025-11-25");
-    let period = hub.gateway_config.ws_heartbeat();
+    let period = hub.heartbeat;
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut awaiting_pong = false;

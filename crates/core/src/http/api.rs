@@ -15,14 +15,14 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::error::ApiError;
+use super::state::{AppState, Hub};
 use crate::calls::Filter;
 use crate::config::ServerConfig;
-use crate::http::{ApiError, AppState};
-use crate::server::Hub;
 
 /// Why a dashboard request failed; each maps to a status and a stable code.
 #[derive(Debug, thiserror::Error)]
-pub enum DashboardError {
+pub(crate) enum DashboardError {
     #[error("{0}")]
     BadRequest(String),
     #[error("no server named {0:?}")]
@@ -65,7 +65,7 @@ impl IntoResponse for DashboardError {
 
 /// A JSON body whose rejection is our own error (400 with what was wrong).
 #[derive(Debug)]
-pub struct Body<T>(pub T);
+pub(crate) struct Body<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = DashboardError;
@@ -295,7 +295,7 @@ pub(crate) async fn pair_code(
 pub(crate) async fn clients(State(state): State<AppState>) -> axum::Json<Value> {
     let hub = &state.0;
     let live: std::collections::HashSet<String> = hub
-        .sessions
+        .rmcp_sessions
         .sessions
         .read()
         .await
@@ -308,8 +308,9 @@ pub(crate) async fn clients(State(state): State<AppState>) -> axum::Json<Value> 
         .into_iter()
         .map(|c| {
             let open: Vec<String> = hub
-                .auth
-                .sessions_of(&c.name)
+                .mcp
+                .sessions()
+                .ids_of(&c.name)
                 .into_iter()
                 .filter(|s| live.contains(s))
                 .collect();

@@ -9,7 +9,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::http::ApiError;
+use super::error::ApiError;
 
 #[derive(rust_embed::Embed)]
 #[folder = "../../ui/dist/"]

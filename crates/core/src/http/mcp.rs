@@ -1,0 +1,231 @@
+//! `/mcp`, the front door of the Streamable HTTP gateway: the token, the client's own
+//! sessions, the body checks and the fast path, in one handler in front of rmcp's service (a
+//! layer per step would clone the stack under it on every request). Every response body is
+//! watched: a client that goes away cancels what it asked for; an unpaired one's stream ends.
+
+use std::future::Future as _;
+
+use axum::Json;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::StreamableHttpService;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::error::ApiError;
+use super::state::AppState;
+use super::token::authenticate;
+use crate::auth::Caller;
+use crate::mcp::fast::{self, Fast};
+
+/// The rmcp service behind `/mcp`.
+pub(crate) type McpService = StreamableHttpService<crate::mcp::Handler, LocalSessionManager>;
+
+/// Everything in front of rmcp for one `/mcp` request, in order: the token, the client's own
+/// sessions, the body checks, and the fast path (see [`precheck`], [`sessions`]).
+pub(crate) async fn entry(state: AppState, svc: McpService, mut req: Request) -> Response {
+    let caller = match authenticate(&state.0.auth, req.headers()) {
+        Ok(c) => c,
+        Err(refused) => return refused.into_response(),
+    };
+    req.extensions_mut().insert(caller.clone());
+    sessions(&state, caller, req, &svc).await
+}
+
+/// rmcp's Streamable HTTP service (2025-11-25 sessions and 2026-07-28 stateless) around our
+/// aggregating handler. Host and Origin are already checked by `local_only`.
+pub(crate) fn service(state: &AppState) -> McpService {
+    use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
+    let hub = &state.0;
+    let handler = hub.mcp.handler(hub.auth.roles().clone());
+    let config = StreamableHttpServerConfig::default()
+        .disable_allowed_hosts()
+        .with_cancellation_token(hub.shutdown.child_token())
+        .with_max_request_body_bytes(hub.gateway_config.max_body_bytes);
+    StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        hub.rmcp_sessions.clone(),
+        config,
+    )
+}
+
+/// Checks a POST to `/mcp` before rmcp sees it: a body over the limit is 413, a body that is
+/// not JSON is 400 with a JSON-RPC parse error (id null), both with a message that says so.
+/// Every response (POST answers and the GET stream) is watched by a [`GuardedBody`].
+async fn precheck(state: &AppState, req: Request, svc: &McpService) -> Response {
+    let rmcp = |req: Request| async move { svc.handle(req).await.map(axum::body::Body::new) };
+    let revoked = |req: &Request| {
+        req.extensions()
+            .get::<Caller>()
+            .map(|c| Box::pin(c.revoked.clone().cancelled_owned()))
+    };
+    let guard = |resp: Response, gone: Option<CancellationToken>, revoked| {
+        let (parts, body) = resp.into_parts();
+        Response::from_parts(
+            parts,
+            axum::body::Body::new(GuardedBody {
+                inner: body,
+                gone,
+                revoked,
+            }),
+        )
+    };
+    if req.method() != axum::http::Method::POST {
+        let revoked = revoked(&req);
+        return guard(rmcp(req).await, None, revoked);
+    }
+    let limit = state.0.gateway_config.max_body_bytes;
+    let rpc_error = |status: StatusCode, code: i64, message: String| {
+        (
+            status,
+            Json(
+                json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}}),
+            ),
+        )
+            .into_response()
+    };
+    let too_big = || {
+        rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            -32600,
+            format!("request body exceeds the {limit} byte limit"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_big();
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return too_big();
+    };
+    // Plain request/response: answered here, without rmcp's session machinery (it takes
+    // only valid JSON-RPC requests).
+    let hub = &state.0;
+    match fast::answer(
+        &hub.mcp,
+        &hub.dispatcher,
+        &hub.rmcp_sessions,
+        &parts,
+        &bytes,
+    )
+    .await
+    {
+        Some(Fast::Answered(frame)) => {
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                frame,
+            )
+                .into_response();
+        }
+        Some(Fast::Unpaired) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token_invalid",
+                "this client was unpaired",
+            )
+            .into_response();
+        }
+        None => {}
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
+    }
+    fast::cancel_notified(hub.mcp.sessions(), &parts.headers, &bytes);
+    // A client that goes away before its response is complete cancels what it asked for.
+    let gone = CancellationToken::new();
+    let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    req.extensions_mut()
+        .insert(crate::mcp::ClientGone(gone.clone()));
+    let revoked = revoked(&req);
+    guard(rmcp(req).await, Some(gone), revoked)
+}
+
+/// Ties `/mcp` sessions to the client that opened them: another client's session id is
+/// refused (404, as if unknown); a new session is registered (under its client, so that
+/// unpairing closes it) as soon as rmcp hands out its id.
+async fn sessions(state: &AppState, caller: Caller, req: Request, svc: &McpService) -> Response {
+    let sessions = state.0.mcp.sessions();
+    let asked = req
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(sid) = &asked
+        && sessions.get(sid).is_some_and(|s| s.client != caller.name)
+    {
+        return ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "no such session")
+            .into_response();
+    }
+    let deleting = req.method() == axum::http::Method::DELETE;
+    let name = caller.name.clone();
+    let resp = precheck(state, req, svc).await;
+    if let Some(sid) = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        && sessions.get(sid).is_none()
+    {
+        sessions.open(Some(sid.to_owned()), &name, "http", false);
+    }
+    if deleting
+        && let Some(sid) = &asked
+        && resp.status().is_success()
+    {
+        sessions.close(sid, "deleted");
+    }
+    resp
+}
+
+/// A `/mcp` response body that watches its client: dropped before its last frame (the client
+/// went away), it fires `gone`; when the client is unpaired, it ends at once.
+struct GuardedBody {
+    inner: axum::body::Body,
+    /// Taken once the body has ended normally.
+    gone: Option<CancellationToken>,
+    revoked: Option<std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Some(revoked) = self.revoked.as_mut()
+            && revoked.as_mut().poll(cx).is_ready()
+        {
+            return std::task::Poll::Ready(None);
+        }
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.gone = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for GuardedBody {
+    fn drop(&mut self) {
+        if let Some(gone) = self.gone.take() {
+            gone.cancel();
+        }
+    }
+}
