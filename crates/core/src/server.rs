@@ -461,8 +461,20 @@ mod tests {
         (router(AppState(gateway.hub.clone())), auth)
     }
 
-    fn get(path: &str) -> axum::http::request::Builder {
-        Request::get(path).header(header::HOST, "127.0.0.1:11391")
+    async fn send(app: &axum::Router, req: Request<Body>) -> axum::response::Response {
+        app.clone().oneshot(req).await.unwrap()
+    }
+
+    /// A request as a local client sends it (our `Host`), with `headers` on top.
+    fn request(method: &str, path: &str, headers: &[(header::HeaderName, &str)]) -> Request<Body> {
+        let mut r = Request::builder().method(method).uri(path);
+        if !headers.iter().any(|(h, _)| h == header::HOST) {
+            r = r.header(header::HOST, "127.0.0.1:11391");
+        }
+        for (name, value) in headers {
+            r = r.header(name, *value);
+        }
+        r.body(Body::empty()).unwrap()
     }
 
     async fn body(r: axum::response::Response) -> serde_json::Value {
@@ -470,55 +482,45 @@ mod tests {
         serde_json::from_slice(&bytes).unwrap()
     }
 
+    /// Sends `req` and checks it is refused with `status` and the error `code`.
+    async fn refused(app: &axum::Router, req: Request<Body>, status: StatusCode, code: &str) {
+        let what = format!("{} {}", req.method(), req.uri());
+        let r = send(app, req).await;
+        assert_eq!(r.status(), status, "{what}");
+        if status == StatusCode::UNAUTHORIZED {
+            assert!(r.headers().contains_key(header::WWW_AUTHENTICATE), "{what}");
+        }
+        assert_eq!(body(r).await["error"]["code"], code, "{what}");
+    }
+
     #[tokio::test]
     async fn the_router_guards_hosts_and_origins_and_asks_for_tokens() {
         let (app, auth) = app().await;
-        let r = app
-            .clone()
-            .oneshot(get("/healthz").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let r = send(&app, request("GET", "/healthz", &[])).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(body(r).await["status"], "ok");
 
-        // DNS rebinding: a foreign Host is refused before any route
-        let r = app
-            .clone()
-            .oneshot(
-                Request::get("/healthz")
-                    .header(header::HOST, "evil.example:11391")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
-        assert_eq!(body(r).await["error"]["code"], "foreign_host");
-        let r = app
-            .clone()
-            .oneshot(
-                get("/healthz")
-                    .header(header::ORIGIN, "http://evil.example")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::FORBIDDEN);
-        assert_eq!(body(r).await["error"]["code"], "foreign_origin");
+        // DNS rebinding and foreign pages are refused before any route
+        let evil_host = [(header::HOST, "evil.example:11391")];
+        let evil_origin = [(header::ORIGIN, "http://evil.example")];
+        for (req, status, code) in [
+            (
+                request("GET", "/healthz", &evil_host),
+                StatusCode::MISDIRECTED_REQUEST,
+                "foreign_host",
+            ),
+            (
+                request("GET", "/healthz", &evil_origin),
+                StatusCode::FORBIDDEN,
+                "foreign_origin",
+            ),
+        ] {
+            refused(&app, req, status, code).await;
+        }
 
         // the webview's preflight is answered before any token is asked for
-        let r = app
-            .clone()
-            .oneshot(
-                Request::options("/api/servers")
-                    .header(header::HOST, "127.0.0.1:11391")
-                    .header(header::ORIGIN, "tauri://localhost")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let webview = [(header::ORIGIN, "tauri://localhost")];
+        let r = send(&app, request("OPTIONS", "/api/servers", &webview)).await;
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         assert_eq!(
             r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
@@ -526,39 +528,27 @@ mod tests {
         );
 
         // protected routes and `/mcp`: no token, a wrong one, a paired one
+        let unauthorized = StatusCode::UNAUTHORIZED;
+        let wrong = [(header::AUTHORIZATION, "Bearer sb_not_paired")];
         for path in ["/api/servers", "/mcp"] {
-            let r = app
-                .clone()
-                .oneshot(get(path).body(Body::empty()).unwrap())
-                .await
-                .unwrap();
-            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
-            assert!(r.headers().contains_key(header::WWW_AUTHENTICATE), "{path}");
-            assert_eq!(body(r).await["error"]["code"], "token_required", "{path}");
-            let r = app
-                .clone()
-                .oneshot(
-                    get(path)
-                        .header(header::AUTHORIZATION, "Bearer sb_not_paired")
-                        .body(Body::empty())
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
-            assert_eq!(body(r).await["error"]["code"], "token_invalid", "{path}");
-        }
-        let token = auth.issue_ephemeral("router-test");
-        let r = app
-            .clone()
-            .oneshot(
-                get("/api/servers")
-                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
-                    .body(Body::empty())
-                    .unwrap(),
+            refused(
+                &app,
+                request("GET", path, &[]),
+                unauthorized,
+                "token_required",
             )
-            .await
-            .unwrap();
+            .await;
+            refused(
+                &app,
+                request("GET", path, &wrong),
+                unauthorized,
+                "token_invalid",
+            )
+            .await;
+        }
+        let bearer = format!("Bearer {}", auth.issue_ephemeral("router-test"));
+        let paired = [(header::AUTHORIZATION, bearer.as_str())];
+        let r = send(&app, request("GET", "/api/servers", &paired)).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(body(r).await["servers_total"], 0, "no server configured");
     }
