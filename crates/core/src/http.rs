@@ -207,7 +207,7 @@ fn mcp_service(state: &AppState) -> McpService {
         StreamableHttpServerConfig, StreamableHttpService,
     };
     let hub = &state.0;
-    let handler = hub.mcp.handler(hub.auth.roles().clone());
+    let handler = crate::mcp::Handler::new(hub.dispatcher.clone());
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
         .with_cancellation_token(hub.shutdown.child_token())
@@ -270,14 +270,14 @@ async fn mcp_precheck(state: &AppState, req: Request, svc: &McpService) -> Respo
         return too_big();
     };
     // Plain request/response: answered here, without rmcp's session machinery (it takes
-    // only valid JSON-RPC requests).
-    if let Some(resp) = crate::mcp::fast::answer(&state.0, &parts, &bytes).await {
-        return resp;
-    }
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+    // only valid JSON-RPC requests, and says when what it declined was JSON).
+    let json = match crate::mcp::fast::answer(&state.0, &parts, &bytes).await {
+        Ok(resp) => return resp,
+        Err(declined) => matches!(declined, crate::mcp::fast::Declined::Json),
+    };
+    if !json && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
         return rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
     }
-    crate::mcp::fast::cancel_notified(&state.0, &parts.headers, &bytes);
     // A client that goes away before its response is complete cancels what it asked for.
     let gone = tokio_util::sync::CancellationToken::new();
     let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));

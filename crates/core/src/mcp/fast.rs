@@ -15,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::{self, CallCtx, Dispatcher, Incoming, Request, STATELESS_VERSION};
+use super::call::{CallCtx, Route};
+use super::dispatch::{Method, STATELESS_VERSION};
+use super::jsonrpc::{self, Incoming, Request};
 use crate::auth::Caller;
 use crate::server::Hub;
 
@@ -46,53 +48,79 @@ fn has_param_headers(v: &Value) -> bool {
     }
 }
 
-/// A stateless 2026-07-28 request the fast path can check exactly as rmcp would.
-fn stateless_ok(hub: &Hub, headers: &HeaderMap, req: &Request) -> bool {
-    let params = req.params_value();
-    let Some(meta) = params.as_ref().and_then(|p| p.get("_meta")) else {
-        return false;
-    };
+/// A stateless 2026-07-28 request the fast path can check exactly as rmcp would (`None`: it
+/// cannot), with where a `tools/call`'s tool goes when it is known: looked up once, here.
+fn stateless_ok<'p>(
+    hub: &Hub,
+    headers: &HeaderMap,
+    req: &Request,
+    method: Method,
+    params: Option<&'p Value>,
+) -> Option<Option<Route<'p>>> {
+    let meta = params.and_then(|p| p.get("_meta"))?;
     if meta.get(META_VERSION).and_then(Value::as_str) != Some(STATELESS_VERSION)
         || !meta.get(META_CAPABILITIES).is_some_and(Value::is_object)
     {
-        return false;
+        return None;
     }
     if single(headers, "mcp-method") != Some(req.method.as_str()) {
-        return false;
+        return None;
     }
     if headers.keys().any(|k| k.as_str().starts_with("mcp-param-")) {
-        return false;
+        return None;
     }
-    let name_key = match req.method.as_str() {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        _ => None,
-    };
-    if let Some(key) = name_key {
-        let expected = params
-            .as_ref()
-            .and_then(|p| p.get(key))
-            .and_then(Value::as_str);
+    if let Some(key) = method.target_param() {
+        let expected = params.and_then(|p| p.get(key)).and_then(Value::as_str);
         let given = single(headers, "mcp-name");
         if expected.is_none() || given != expected || given.is_some_and(|g| g.starts_with("=?")) {
-            return false;
+            return None;
         }
     }
-    if req.method == "tools/call"
-        && let Some(name) = params
-            .as_ref()
+    let route = match method {
+        Method::ToolsCall => params
             .and_then(|p| p.get("name"))
             .and_then(Value::as_str)
-        && let Some((_, tool)) = hub.mcp.resolve(name)
-        && tool.input_schema.values().any(has_param_headers)
+            .and_then(|name| hub.mcp.route(name)),
+        _ => None,
+    };
+    if let Some(r) = &route
+        && r.upstream
+            .tool(&r.tool)
+            .is_some_and(|t| t.input_schema.values().any(has_param_headers))
     {
-        return false;
+        return None;
     }
-    true
+    Some(route)
 }
 
-/// Answers `body` here if it may be; `None` hands it to rmcp.
-pub(crate) async fn answer(hub: &Hub, parts: &Parts, body: &[u8]) -> Option<Response> {
+/// What the fast path made of a POSTed body it left to rmcp.
+#[derive(Debug)]
+pub(crate) enum Declined {
+    /// A JSON-RPC message, so JSON: rmcp reads it.
+    Json,
+    /// Not JSON-RPC: whether it is JSON at all is still to be seen.
+    Unchecked,
+}
+
+/// Answers `body` here if it may be; otherwise says what it found for rmcp. A
+/// `notifications/cancelled` for a request the fast path is running is acted on here (rmcp,
+/// which never saw that request, ignores it).
+pub(crate) async fn answer(hub: &Hub, parts: &Parts, body: &[u8]) -> Result<Response, Declined> {
+    match jsonrpc::parse(body) {
+        Incoming::Request(req) => answer_request(hub, parts, req).await.ok_or(Declined::Json),
+        Incoming::Notification { method, params } => {
+            if method == "notifications/cancelled" {
+                cancel_notified(hub, &parts.headers, params.as_ref());
+            }
+            Err(Declined::Json)
+        }
+        Incoming::Response => Err(Declined::Json),
+        Incoming::Invalid(_) => Err(Declined::Unchecked),
+    }
+}
+
+/// Answers `req` here if it may be; `None` hands it to rmcp.
+async fn answer_request(hub: &Hub, parts: &Parts, req: Request) -> Option<Response> {
     let caller = parts.extensions.get::<Caller>()?;
     let headers = &parts.headers;
     let accept = single(headers, header::ACCEPT.as_str())?;
@@ -100,18 +128,17 @@ pub(crate) async fn answer(hub: &Hub, parts: &Parts, body: &[u8]) -> Option<Resp
         return None; // rmcp tells the client what it must accept
     }
     let version = single(headers, "mcp-protocol-version")?;
-    let Incoming::Request(req) = dispatch::parse(body) else {
-        return None;
-    };
+    let method = Method::parse(&req.method).filter(|m| m.fast_path())?;
     let meta = req.meta();
-    if !Dispatcher::serves(&req.method) || meta.progress_token.is_some() {
+    if meta.progress_token.is_some() {
         return None;
     }
+    let params;
+    let mut route = None;
     let session = match single(headers, "mcp-session-id") {
         None if version == STATELESS_VERSION => {
-            if !stateless_ok(hub, headers, &req) {
-                return None;
-            }
+            params = req.params_value();
+            route = stateless_ok(hub, headers, &req, method, params.as_ref())?;
             None
         }
         Some(sid) if SESSION_VERSIONS.contains(&version) => {
@@ -134,7 +161,7 @@ pub(crate) async fn answer(hub: &Hub, parts: &Parts, body: &[u8]) -> Option<Resp
         }
         _ => return None,
     };
-    let request_id = dispatch::id_text(&req.id);
+    let request_id = jsonrpc::id_text(&req.id);
     // Dropped (the client went away) or unpaired: the upstream request is cancelled.
     let cancel = CancellationToken::new();
     let _tracked = session
@@ -150,7 +177,7 @@ pub(crate) async fn answer(hub: &Hub, parts: &Parts, body: &[u8]) -> Option<Resp
     };
     let frame = tokio::select! {
         biased;
-        frame = hub.dispatcher.answer(&ctx, req, version) => frame,
+        frame = hub.dispatcher.answer(&ctx, req, version, route) => frame,
         () = caller.revoked.cancelled() => {
             return Some(
                 crate::http::ApiError::new(
@@ -173,15 +200,11 @@ pub(crate) async fn answer(hub: &Hub, parts: &Parts, body: &[u8]) -> Option<Resp
     )
 }
 
-/// A POSTed `notifications/cancelled` for a request the fast path is running in `session`:
-/// cancels it (rmcp, which never saw that request, ignores the notification).
-pub(crate) fn cancel_notified(hub: &Hub, headers: &HeaderMap, body: &[u8]) {
-    let Some(sid) = single(headers, "mcp-session-id") else {
-        return;
-    };
-    if let Incoming::Notification { method, params } = dispatch::parse(body)
-        && method == "notifications/cancelled"
-        && let Some(id) = dispatch::cancelled_id(params.as_ref())
+/// A POSTed `notifications/cancelled` (its `params`) for a request the fast path is running in
+/// `session`: cancels it.
+fn cancel_notified(hub: &Hub, headers: &HeaderMap, params: Option<&Value>) {
+    if let Some(sid) = single(headers, "mcp-session-id")
+        && let Some(id) = jsonrpc::cancelled_id(params)
         && let Some(s) = hub.mcp.sessions().get(sid)
     {
         s.cancel(&id);

@@ -25,10 +25,10 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::ToolListener;
-use super::dispatch::{
-    self, CallCtx, ClientProgress, Dispatcher, Incoming, ProgressOut, Request, error_frame,
-};
+use super::call::{CallCtx, ClientProgress, ProgressOut};
+use super::dispatch::{Dispatcher, Method};
+use super::gateway::ToolListener;
+use super::jsonrpc::{self, INVALID_REQUEST, Incoming, Request, UNAUTHENTICATED, error_frame};
 use super::session::Session;
 use crate::auth::Caller;
 use crate::http::{ApiError, AppState};
@@ -231,7 +231,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
             () = &mut revoked => {
                 // Calls in flight are answered before the socket closes.
                 for (_, id) in cancels.values() {
-                    let frame = error_frame(id.clone(), -32001,
+                    let frame = error_frame(id.clone(), UNAUTHENTICATED,
                         "authentication required: this client was unpaired");
                     let _ = socket.send(text(&frame)).await;
                 }
@@ -272,7 +272,7 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
                 let bytes = match &frame {
                     Message::Text(t) => t.as_bytes(),
                     Message::Binary(_) => {
-                        let e = error_frame(Value::Null, -32600,
+                        let e = error_frame(Value::Null, INVALID_REQUEST,
                             "Invalid Request: send JSON-RPC as text frames");
                         out = Some(text(&e));
                         &[][..]
@@ -281,19 +281,19 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
                     Message::Ping(_) | Message::Pong(_) => &[][..],
                 };
                 if !bytes.is_empty() || matches!(frame, Message::Text(_)) {
-                    match dispatch::parse(bytes) {
+                    match jsonrpc::parse(bytes) {
                         Incoming::Invalid(e) => out = Some(text(&e)),
                         Incoming::Response => {}
                         Incoming::Notification { method, params } => {
                             if method == "notifications/cancelled"
-                                && let Some(id) = dispatch::cancelled_id(params.as_ref())
+                                && let Some(id) = jsonrpc::cancelled_id(params.as_ref())
                                 && let Some((ct, _)) = cancels.get(&id)
                             {
                                 ct.cancel();
                             }
                         }
                         Incoming::Request(req) => {
-                            let key = dispatch::id_text(&req.id);
+                            let key = jsonrpc::id_text(&req.id);
                             if req.method == "initialize"
                                 && let Some(p) = req.params_value()
                                 && let Some(v) = p.get("protocolVersion").and_then(Value::as_str)
@@ -301,9 +301,9 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
                                 version = Arc::from(v);
                             }
                             if cancels.contains_key(&key) {
-                                out = Some(text(&error_frame(req.id, -32600,
+                                out = Some(text(&error_frame(req.id, INVALID_REQUEST,
                                     "Invalid Request: this id is already in use by a request in flight")));
-                            } else if runs_long(&req.method) {
+                            } else if Method::parse(&req.method).is_some_and(Method::waits) {
                                 let cancel = CancellationToken::new();
                                 cancels.insert(key.clone(), (cancel.clone(), req.id.clone()));
                                 let progress = req.progress_token().map(|token| ClientProgress {
@@ -320,12 +320,12 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
                                         progress,
                                         cancel,
                                     };
-                                    let frame = d_ref.answer(&ctx, req, &v).await;
+                                    let frame = d_ref.answer(&ctx, req, &v, None).await;
                                     (key, frame)
                                 });
                             } else {
                                 let ctx = quick_ctx(caller_ref, session_ref, &req);
-                                out = Some(Message::Text(d_ref.answer(&ctx, req, &version).await.into()));
+                                out = Some(Message::Text(d_ref.answer(&ctx, req, &version, None).await.into()));
                             }
                         }
                     }
@@ -360,26 +360,13 @@ async fn run(mut socket: WebSocket, hub: Arc<Hub>, caller: Caller, attach: Optio
     }
 }
 
-/// Methods that may wait on an upstream: run concurrently with the socket's other requests.
-fn runs_long(method: &str) -> bool {
-    matches!(
-        method,
-        "tools/call"
-            | "resources/list"
-            | "resources/templates/list"
-            | "resources/read"
-            | "prompts/list"
-            | "prompts/get"
-    )
-}
-
 /// Context for a request answered at once (it never waits on an upstream).
 fn quick_ctx<'a>(caller: &'a Caller, session: &Arc<Session>, req: &Request) -> CallCtx<'a> {
     CallCtx {
         caller: Some(caller),
         session_id: Some(session.id.clone()),
         session: Some(session.clone()),
-        request_id: dispatch::id_text(&req.id),
+        request_id: jsonrpc::id_text(&req.id),
         progress: None,
         cancel: CancellationToken::new(),
     }
