@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::call::{Ask, CallBook, CallCtx, Route};
 use super::gateway::McpGateway;
 use super::jsonrpc::{
-    FORBIDDEN, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, OutResponse, RESOURCE_NOT_FOUND,
-    Request, UNAUTHENTICATED, error_data, error_frame, error_response,
+    FORBIDDEN, INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, Request, UNAUTHENTICATED,
+    error_data, error_response, result_response,
 };
 use super::names;
 use super::raw::{ToolAnswer, ToolCallIn, result_frame};
@@ -337,9 +337,8 @@ impl Dispatcher {
     pub(crate) async fn read_resource(
         &self,
         ctx: &CallCtx<'_>,
-        request: ReadResourceRequestParams,
+        uri: String,
     ) -> Result<ReadResourceResult, ErrorData> {
-        let uri = request.uri;
         if self.locked_out(ctx.caller) {
             return Err(error_data(FORBIDDEN, "this role is locked out", None));
         }
@@ -448,23 +447,7 @@ impl Dispatcher {
         let answer = self.result(method, ctx, &req, route, stateless).await;
         let id = req.id;
         match answer {
-            Ok(mut result) => {
-                if stateless {
-                    result.fill_missing_cache_hints();
-                } else {
-                    result.strip_result_type_for_legacy_peer();
-                }
-                // serialized straight from the typed result, no intermediate JSON tree
-                let out = OutResponse {
-                    jsonrpc: "2.0",
-                    id: &id,
-                    result: &result,
-                };
-                serde_json::to_string(&out).unwrap_or_else(|e| {
-                    error_frame(id.clone(), INTERNAL_ERROR, format!("Internal error: {e}"))
-                        .to_string()
-                })
-            }
+            Ok(result) => result_response(&id, result, stateless),
             Err(Untyped::Frame(frame)) => frame,
             Err(Untyped::Error(mut e)) => {
                 if stateless && e.code == ErrorCode::RESOURCE_NOT_FOUND {
@@ -529,7 +512,7 @@ impl Dispatcher {
             ),
             Method::ResourcesRead => {
                 let p = params::<ReadResourceRequestParams>(req.params_value())?;
-                ServerResult::ReadResourceResult(self.read_resource(ctx, p).await?)
+                ServerResult::ReadResourceResult(self.read_resource(ctx, p.uri).await?)
             }
             Method::PromptsList => ServerResult::ListPromptsResult(
                 ListPromptsResult::with_all_items(self.list_prompts(ctx).await),

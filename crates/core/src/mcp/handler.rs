@@ -82,11 +82,6 @@ impl Handler {
             cancel,
         }
     }
-
-    /// The context of a request that neither reports progress nor outlives rmcp's `ct`.
-    fn plain<'a>(&self, context: &'a RequestContext<RoleServer>) -> CallCtx<'a> {
-        self.ctx(context, context.ct.clone(), None)
-    }
 }
 
 /// The paired client behind a request (put there by the auth middleware).
@@ -174,6 +169,21 @@ impl PeerProgress {
     }
 }
 
+/// A `ServerHandler` method answered by the dispatcher `d` for a request that neither reports
+/// progress nor outlives rmcp's `ct` (its context `ctx`); every one but `call_tool`.
+macro_rules! answered {
+    ($name:ident($params:ty) -> $result:ty, |$d:ident, $ctx:ident, $request:ident| $body:expr) => {
+        async fn $name(
+            &self,
+            $request: $params,
+            context: RequestContext<RoleServer>,
+        ) -> Result<$result, ErrorData> {
+            let ($d, $ctx) = (&self.d, &self.ctx(&context, context.ct.clone(), None));
+            $body
+        }
+    };
+}
+
 impl ServerHandler for Handler {
     fn get_info(&self) -> ServerConfig {
         self.d.server_info()
@@ -228,48 +238,29 @@ impl ServerHandler for Handler {
         answer.map(Into::into)
     }
 
-    async fn list_resources(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ListResourcesResult, ErrorData> {
-        let resources = self.d.list_resources(&self.plain(&context)).await;
-        Ok(ListResourcesResult::with_all_items(resources))
-    }
-
-    async fn list_resource_templates(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let templates = self.d.list_resource_templates(&self.plain(&context)).await;
-        Ok(ListResourceTemplatesResult::with_all_items(templates))
-    }
-
-    async fn read_resource(
-        &self,
-        request: ReadResourceRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ReadResourceResponse, ErrorData> {
-        let ctx = self.plain(&context);
-        self.d.read_resource(&ctx, request).await.map(Into::into)
-    }
-
-    async fn list_prompts(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ListPromptsResult, ErrorData> {
-        let prompts = self.d.list_prompts(&self.plain(&context)).await;
-        Ok(ListPromptsResult::with_all_items(prompts))
-    }
-
-    async fn get_prompt(
-        &self,
-        request: GetPromptRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<GetPromptResponse, ErrorData> {
-        let ctx = self.plain(&context);
-        self.d.get_prompt(&ctx, request).await.map(Into::into)
-    }
+    // The rest is the dispatcher's answer for the request's caller, in rmcp's types.
+    answered!(
+        list_resources(Option<PaginatedRequestParams>) -> ListResourcesResult,
+        |d, ctx, _request| Ok(ListResourcesResult::with_all_items(
+            d.list_resources(ctx).await
+        ))
+    );
+    answered!(
+        list_resource_templates(Option<PaginatedRequestParams>) -> ListResourceTemplatesResult,
+        |d, ctx, _request| Ok(ListResourceTemplatesResult::with_all_items(
+            d.list_resource_templates(ctx).await
+        ))
+    );
+    answered!(
+        read_resource(ReadResourceRequestParams) -> ReadResourceResponse,
+        |d, ctx, request| d.read_resource(ctx, request.uri).await.map(Into::into)
+    );
+    answered!(
+        list_prompts(Option<PaginatedRequestParams>) -> ListPromptsResult,
+        |d, ctx, _request| Ok(ListPromptsResult::with_all_items(d.list_prompts(ctx).await))
+    );
+    answered!(
+        get_prompt(GetPromptRequestParams) -> GetPromptResponse,
+        |d, ctx, request| d.get_prompt(ctx, request).await.map(Into::into)
+    );
 }

@@ -135,10 +135,29 @@ pub(crate) fn id_text(id: &Value) -> String {
 
 /// A JSON-RPC result response, as written.
 #[derive(serde::Serialize)]
-pub(crate) struct OutResponse<'a> {
-    pub(crate) jsonrpc: &'static str,
-    pub(crate) id: &'a Value,
-    pub(crate) result: &'a ServerResult,
+struct OutResponse<'a> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    result: &'a ServerResult,
+}
+
+/// A JSON-RPC response around a typed MCP result: with caching hints for a 2026-07-28 client
+/// (`stateless`), without `resultType` for older ones. Serialized straight from the typed
+/// result, no intermediate JSON tree.
+pub(crate) fn result_response(id: &Value, mut result: ServerResult, stateless: bool) -> String {
+    if stateless {
+        result.fill_missing_cache_hints();
+    } else {
+        result.strip_result_type_for_legacy_peer();
+    }
+    let out = OutResponse {
+        jsonrpc: "2.0",
+        id,
+        result: &result,
+    };
+    serde_json::to_string(&out).unwrap_or_else(|e| {
+        error_frame(id.clone(), INTERNAL_ERROR, format!("Internal error: {e}")).to_string()
+    })
 }
 
 /// A JSON-RPC error response.

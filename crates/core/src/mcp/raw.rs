@@ -30,19 +30,11 @@ impl<'a> ToolCallIn<'a> {
             arguments: Option<&'a RawValue>,
             #[serde(rename = "_meta", default, borrow, deserialize_with = "present_raw")]
             meta: Option<&'a RawValue>,
-            #[serde(
-                rename = "inputResponses",
-                default,
-                borrow,
-                deserialize_with = "present_raw"
-            )]
+            #[serde(rename = "inputResponses")]
+            #[serde(default, borrow, deserialize_with = "present_raw")]
             input_responses: Option<&'a RawValue>,
-            #[serde(
-                rename = "requestState",
-                default,
-                borrow,
-                deserialize_with = "present_raw"
-            )]
+            #[serde(rename = "requestState")]
+            #[serde(default, borrow, deserialize_with = "present_raw")]
             request_state: Option<&'a RawValue>,
         }
         let params = params.filter(|p| is_object(p))?;
@@ -109,12 +101,8 @@ pub(crate) fn checked_result(raw: Box<RawValue>) -> Checked {
         content: Vec<TextBlock<'a>>,
         #[serde(rename = "isError", default, deserialize_with = "present_bool")]
         is_error: Option<bool>,
-        #[serde(
-            rename = "structuredContent",
-            default,
-            borrow,
-            deserialize_with = "present_raw"
-        )]
+        #[serde(rename = "structuredContent")]
+        #[serde(default, borrow, deserialize_with = "present_raw")]
         structured_content: Option<&'a RawValue>,
         #[serde(rename = "_meta", default, borrow, deserialize_with = "present_raw")]
         meta: Option<&'a RawValue>,
@@ -192,7 +180,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::mcp::jsonrpc::OutResponse;
+    use crate::mcp::jsonrpc::result_response;
 
     fn raw(text: &str) -> Box<RawValue> {
         RawValue::from_string(text.to_owned()).unwrap()
@@ -237,18 +225,8 @@ mod tests {
     fn typed_frame(id: &Value, result: &str, stateless: bool) -> Value {
         let mut r: CallToolResult = serde_json::from_str(result).unwrap();
         r.result_type.get_or_insert(ResultType::COMPLETE);
-        let mut r = ServerResult::CallToolResult(r);
-        if stateless {
-            r.fill_missing_cache_hints();
-        } else {
-            r.strip_result_type_for_legacy_peer();
-        }
-        let out = OutResponse {
-            jsonrpc: "2.0",
-            id,
-            result: &r,
-        };
-        serde_json::to_value(&out).unwrap()
+        let frame = result_response(id, ServerResult::CallToolResult(r), stateless);
+        serde_json::from_str(&frame).unwrap()
     }
 
     #[test]
