@@ -1,5 +1,6 @@
-//! The `/mcp` fast path: plain request/response POSTs answered by the [`Dispatcher`] in the
-//! request's own task, as `application/json`, without rmcp's per-session workers.
+//! The `/mcp` fast path: plain request/response POSTs answered by the
+//! [`Dispatcher`](super::dispatch::Dispatcher) in the request's own task, as
+//! `application/json`, without rmcp's per-session workers.
 //!
 //! It takes only what needs none of rmcp's session machinery and whose checks it can make
 //! exactly: one JSON-RPC request for a method the dispatcher serves, no progress token (that
@@ -9,6 +10,10 @@
 //! DELETE, SSE-only clients, anything unusual) goes to rmcp as before, so its answers and errors
 //! stay rmcp's. A session's request still reaches rmcp once a minute, so rmcp's idle timer
 //! never ends a busy session.
+//!
+//! The body is read once here: what it declines, it says was JSON-RPC or not ([`Declined`]), so
+//! the HTTP layer checks only the rest for a parse error; a stateless `tools/call`'s tool is
+//! looked up once here and its route handed to the dispatcher.
 
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
