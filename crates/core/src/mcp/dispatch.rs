@@ -181,7 +181,7 @@ impl Dispatcher {
     }
 
     /// Whether the caller's role allows `name` (fails closed without a caller).
-    pub(crate) fn allowed(&self, caller: Option<&Caller>, name: &str) -> Result<(), ErrorData> {
+    fn allowed(&self, caller: Option<&Caller>, name: &str) -> Result<(), ErrorData> {
         let Some(c) = caller else {
             return Err(error_data(UNAUTHENTICATED, "authentication required", None));
         };
@@ -271,7 +271,7 @@ impl Dispatcher {
 
     /// `tools/call` of `name` with the client's `arguments` (a JSON object) as they came.
     /// `route`: where `name` goes, if the caller has looked it up already.
-    pub(crate) async fn call_tool_raw(
+    async fn call_tool_raw(
         &self,
         ctx: &CallCtx<'_>,
         name: &str,
