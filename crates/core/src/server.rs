@@ -164,7 +164,7 @@ impl Gateway {
         if let Some(path) = config.source.clone() {
             tasks.spawn(watch_config(path, mcp.clone(), shutdown.clone()));
         }
-        let dispatcher = mcp.dispatcher(auth.roles().clone());
+        let dispatcher = crate::mcp::Dispatcher::new(mcp.clone(), auth.roles().clone());
         let hub = Arc::new(Hub {
             bus,
             dispatcher,

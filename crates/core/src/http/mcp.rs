@@ -19,6 +19,7 @@ use super::state::AppState;
 use super::token::authenticate;
 use crate::auth::Caller;
 use crate::mcp::fast::{self, Fast};
+use crate::mcp::jsonrpc::{INVALID_REQUEST, PARSE_ERROR};
 
 /// The rmcp service behind `/mcp`.
 pub(crate) type McpService = StreamableHttpService<crate::mcp::Handler, LocalSessionManager>;
@@ -39,7 +40,7 @@ pub(crate) async fn entry(state: AppState, svc: McpService, mut req: Request) ->
 pub(crate) fn service(state: &AppState) -> McpService {
     use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
     let hub = &state.0;
-    let handler = hub.mcp.handler(hub.auth.roles().clone());
+    let handler = crate::mcp::Handler::new(hub.dispatcher.clone());
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
         .with_cancellation_token(hub.shutdown.child_token())
@@ -89,7 +90,7 @@ async fn precheck(state: &AppState, req: Request, svc: &McpService) -> Response 
     let too_big = || {
         rpc_error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            -32600,
+            INVALID_REQUEST,
             format!("request body exceeds the {limit} byte limit"),
         )
     };
@@ -106,18 +107,16 @@ async fn precheck(state: &AppState, req: Request, svc: &McpService) -> Response 
         return too_big();
     };
     // Plain request/response: answered here, without rmcp's session machinery (it takes
-    // only valid JSON-RPC requests).
+    // only valid JSON-RPC requests, and says when what it declined was JSON).
     let hub = &state.0;
-    match fast::answer(
-        &hub.mcp,
-        &hub.dispatcher,
-        &hub.rmcp_sessions,
-        &parts,
-        &bytes,
-    )
-    .await
-    {
-        Some(Fast::Answered(frame)) => {
+    let front = fast::Front {
+        mcp: &hub.mcp,
+        dispatcher: &hub.dispatcher,
+        sessions: &hub.rmcp_sessions,
+        shutdown: &hub.shutdown,
+    };
+    let json = match fast::answer(front, &parts, &bytes).await {
+        Ok(Fast::Answered(frame)) => {
             return (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -125,7 +124,7 @@ async fn precheck(state: &AppState, req: Request, svc: &McpService) -> Response 
             )
                 .into_response();
         }
-        Some(Fast::Unpaired) => {
+        Ok(Fast::Unpaired) => {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "token_invalid",
@@ -133,14 +132,17 @@ async fn precheck(state: &AppState, req: Request, svc: &McpService) -> Response 
             )
             .into_response();
         }
-        None => {}
+        Err(declined) => matches!(declined, fast::Declined::Json),
+    };
+    if !json && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            PARSE_ERROR,
+            format!("Parse error: {e}"),
+        );
     }
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-        return rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
-    }
-    fast::cancel_notified(hub.mcp.sessions(), &parts.headers, &bytes);
     // A client that goes away before its response is complete cancels what it asked for.
-    let gone = CancellationToken::new();
+    let gone = hub.shutdown.child_token();
     let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
     req.extensions_mut()
         .insert(crate::mcp::ClientGone(gone.clone()));

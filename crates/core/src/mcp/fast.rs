@@ -1,5 +1,6 @@
-//! The `/mcp` fast path: plain request/response POSTs answered by the [`Dispatcher`] in the
-//! request's own task, as `application/json`, without rmcp's per-session workers.
+//! The `/mcp` fast path: plain request/response POSTs answered by the
+//! [`Dispatcher`](super::dispatch::Dispatcher) in the request's own task, as
+//! `application/json`, without rmcp's per-session workers.
 //!
 //! It takes only what needs none of rmcp's session machinery and whose checks it can make
 //! exactly: one JSON-RPC request for a method the dispatcher serves, no progress token (that
@@ -9,16 +10,32 @@
 //! DELETE, SSE-only clients, anything unusual) goes to rmcp as before, so its answers and errors
 //! stay rmcp's. A session's request still reaches rmcp once a minute, so rmcp's idle timer
 //! never ends a busy session.
+//!
+//! The body is read once here: what it declines, it says was JSON-RPC or not ([`Declined`]), so
+//! the HTTP layer checks only the rest for a parse error; a stateless `tools/call`'s tool is
+//! looked up once here and its route handed to the dispatcher.
 
 use axum::http::{HeaderMap, header, request::Parts};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::McpGateway;
-use super::dispatch::{self, CallCtx, Dispatcher, Incoming, Request, STATELESS_VERSION};
-use super::session::Sessions;
+use super::call::{CallCtx, Route};
+use super::dispatch::{Dispatcher, Method, STATELESS_VERSION};
+use super::gateway::McpGateway;
+use super::jsonrpc::{self, Incoming, Request};
 use crate::auth::Caller;
+
+/// What the fast path reads of the gateway.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Front<'a> {
+    pub(crate) mcp: &'a McpGateway,
+    pub(crate) dispatcher: &'a Dispatcher,
+    /// rmcp's own sessions: a session rmcp no longer has is left to rmcp (its 404).
+    pub(crate) sessions: &'a LocalSessionManager,
+    /// Per-call cancellation derives from it.
+    pub(crate) shutdown: &'a CancellationToken,
+}
 
 /// What the fast path made of a request it took.
 #[derive(Debug)]
@@ -56,59 +73,79 @@ fn has_param_headers(v: &Value) -> bool {
     }
 }
 
-/// A stateless 2026-07-28 request the fast path can check exactly as rmcp would.
-fn stateless_ok(gw: &McpGateway, headers: &HeaderMap, req: &Request) -> bool {
-    let params = req.params_value();
-    let Some(meta) = params.as_ref().and_then(|p| p.get("_meta")) else {
-        return false;
-    };
+/// A stateless 2026-07-28 request the fast path can check exactly as rmcp would (`None`: it
+/// cannot), with where a `tools/call`'s tool goes when it is known: looked up once, here.
+fn stateless_ok<'p>(
+    hub: Front<'_>,
+    headers: &HeaderMap,
+    req: &Request,
+    method: Method,
+    params: Option<&'p Value>,
+) -> Option<Option<Route<'p>>> {
+    let meta = params.and_then(|p| p.get("_meta"))?;
     if meta.get(META_VERSION).and_then(Value::as_str) != Some(STATELESS_VERSION)
         || !meta.get(META_CAPABILITIES).is_some_and(Value::is_object)
     {
-        return false;
+        return None;
     }
     if single(headers, "mcp-method") != Some(req.method.as_str()) {
-        return false;
+        return None;
     }
     if headers.keys().any(|k| k.as_str().starts_with("mcp-param-")) {
-        return false;
+        return None;
     }
-    let name_key = match req.method.as_str() {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        _ => None,
-    };
-    if let Some(key) = name_key {
-        let expected = params
-            .as_ref()
-            .and_then(|p| p.get(key))
-            .and_then(Value::as_str);
+    if let Some(key) = method.target_param() {
+        let expected = params.and_then(|p| p.get(key)).and_then(Value::as_str);
         let given = single(headers, "mcp-name");
         if expected.is_none() || given != expected || given.is_some_and(|g| g.starts_with("=?")) {
-            return false;
+            return None;
         }
     }
-    if req.method == "tools/call"
-        && let Some(name) = params
-            .as_ref()
+    let route = match method {
+        Method::ToolsCall => params
             .and_then(|p| p.get("name"))
             .and_then(Value::as_str)
-        && let Some((_, tool)) = gw.resolve(name)
-        && tool.input_schema.values().any(has_param_headers)
+            .and_then(|name| hub.mcp.route(name)),
+        _ => None,
+    };
+    if let Some(r) = &route
+        && r.upstream
+            .tool(&r.tool)
+            .is_some_and(|t| t.input_schema.values().any(has_param_headers))
     {
-        return false;
+        return None;
     }
-    true
+    Some(route)
 }
 
-/// Answers `body` here if it may be; `None` hands it to rmcp.
-pub(crate) async fn answer(
-    gw: &McpGateway,
-    dispatcher: &Dispatcher,
-    rmcp: &LocalSessionManager,
-    parts: &Parts,
-    body: &[u8],
-) -> Option<Fast> {
+/// What the fast path made of a POSTed body it left to rmcp.
+#[derive(Debug)]
+pub(crate) enum Declined {
+    /// A JSON-RPC message, so JSON: rmcp reads it.
+    Json,
+    /// Not JSON-RPC: whether it is JSON at all is still to be seen.
+    Unchecked,
+}
+
+/// Answers `body` here if it may be; otherwise says what it found for rmcp. A
+/// `notifications/cancelled` for a request the fast path is running is acted on here (rmcp,
+/// which never saw that request, ignores it).
+pub(crate) async fn answer(hub: Front<'_>, parts: &Parts, body: &[u8]) -> Result<Fast, Declined> {
+    match jsonrpc::parse(body) {
+        Incoming::Request(req) => answer_request(hub, parts, req).await.ok_or(Declined::Json),
+        Incoming::Notification { method, params } => {
+            if method == "notifications/cancelled" {
+                cancel_notified(hub, &parts.headers, params.as_ref());
+            }
+            Err(Declined::Json)
+        }
+        Incoming::Response => Err(Declined::Json),
+        Incoming::Invalid(_) => Err(Declined::Unchecked),
+    }
+}
+
+/// Answers `req` here if it may be; `None` hands it to rmcp.
+async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<Fast> {
     let caller = parts.extensions.get::<Caller>()?;
     let headers = &parts.headers;
     let accept = single(headers, header::ACCEPT.as_str())?;
@@ -116,25 +153,24 @@ pub(crate) async fn answer(
         return None; // rmcp tells the client what it must accept
     }
     let version = single(headers, "mcp-protocol-version")?;
-    let Incoming::Request(req) = dispatch::parse(body) else {
-        return None;
-    };
+    let method = Method::parse(&req.method).filter(|m| m.fast_path())?;
     let meta = req.meta();
-    if !Dispatcher::serves(&req.method) || meta.progress_token.is_some() {
+    if meta.progress_token.is_some() {
         return None;
     }
+    let params;
+    let mut route = None;
     let session = match single(headers, "mcp-session-id") {
         None if version == STATELESS_VERSION => {
-            if !stateless_ok(gw, headers, &req) {
-                return None;
-            }
+            params = req.params_value();
+            route = stateless_ok(hub, headers, &req, method, params.as_ref())?;
             None
         }
         Some(sid) if SESSION_VERSIONS.contains(&version) => {
             if meta.has_version {
                 return None;
             }
-            let s = gw.sessions().get(sid)?;
+            let s = hub.mcp.sessions().get(sid)?;
             if s.client != caller.name || s.transport != "http" || !s.fast_path_ok() {
                 return None;
             }
@@ -142,7 +178,7 @@ pub(crate) async fn answer(
                 use rmcp::transport::streamable_http_server::session::SessionManager as _;
                 let id: rmcp::transport::streamable_http_server::session::SessionId =
                     sid.to_owned().into();
-                if !rmcp.has_session(&id).await.unwrap_or(false) {
+                if !hub.sessions.has_session(&id).await.unwrap_or(false) {
                     return None; // rmcp answers 404
                 }
             }
@@ -150,9 +186,10 @@ pub(crate) async fn answer(
         }
         _ => return None,
     };
-    let request_id = dispatch::id_text(&req.id);
-    // Dropped (the client went away) or unpaired: the upstream request is cancelled.
-    let cancel = CancellationToken::new();
+    let request_id = jsonrpc::id_text(&req.id);
+    // Dropped (the client went away), unpaired or shut down: the upstream request is
+    // cancelled.
+    let cancel = hub.shutdown.child_token();
     let _tracked = session
         .as_ref()
         .map(|s| s.track(request_id.clone(), cancel.clone()));
@@ -166,21 +203,17 @@ pub(crate) async fn answer(
     };
     Some(tokio::select! {
         biased;
-        frame = dispatcher.answer(&ctx, req, version) => Fast::Answered(frame),
+        frame = hub.dispatcher.answer(&ctx, req, version, route) => Fast::Answered(frame),
         () = caller.revoked.cancelled() => Fast::Unpaired,
     })
 }
 
-/// A POSTed `notifications/cancelled` for a request the fast path is running in `session`:
-/// cancels it (rmcp, which never saw that request, ignores the notification).
-pub(crate) fn cancel_notified(sessions: &Sessions, headers: &HeaderMap, body: &[u8]) {
-    let Some(sid) = single(headers, "mcp-session-id") else {
-        return;
-    };
-    if let Incoming::Notification { method, params } = dispatch::parse(body)
-        && method == "notifications/cancelled"
-        && let Some(id) = dispatch::cancelled_id(params.as_ref())
-        && let Some(s) = sessions.get(sid)
+/// A POSTed `notifications/cancelled` (its `params`) for a request the fast path is running in
+/// `session`: cancels it.
+fn cancel_notified(hub: Front<'_>, headers: &HeaderMap, params: Option<&Value>) {
+    if let Some(sid) = single(headers, "mcp-session-id")
+        && let Some(id) = jsonrpc::cancelled_id(params)
+        && let Some(s) = hub.mcp.sessions().get(sid)
     {
         s.cancel(&id);
     }

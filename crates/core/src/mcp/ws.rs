@@ -22,11 +22,11 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::{
-    self, CallCtx, ClientProgress, Dispatcher, Incoming, ProgressOut, Request, error_frame,
-};
+use super::call::{CallCtx, ClientProgress, ProgressOut};
+use super::dispatch::{Dispatcher, Method};
+use super::gateway::{McpGateway, ToolListener};
+use super::jsonrpc::{self, INVALID_REQUEST, Incoming, Request, UNAUTHENTICATED, error_frame};
 use super::session::Session;
-use super::{McpGateway, ToolListener};
 use crate::auth::Caller;
 
 /// Notifications (progress, list changes) waiting for the socket; beyond this a slow client
@@ -184,7 +184,7 @@ pub(crate) async fn run(
             () = &mut revoked => {
                 // Calls in flight are answered before the socket closes.
                 for (_, id) in cancels.values() {
-                    let frame = error_frame(id.clone(), -32001,
+                    let frame = error_frame(id.clone(), UNAUTHENTICATED,
                         "authentication required: this client was unpaired");
                     let _ = socket.send(text(&frame)).await;
                 }
@@ -225,7 +225,7 @@ pub(crate) async fn run(
                 let bytes = match &frame {
                     Message::Text(t) => t.as_bytes(),
                     Message::Binary(_) => {
-                        let e = error_frame(Value::Null, -32600,
+                        let e = error_frame(Value::Null, INVALID_REQUEST,
                             "Invalid Request: send JSON-RPC as text frames");
                         out = Some(text(&e));
                         &[][..]
@@ -234,19 +234,19 @@ pub(crate) async fn run(
                     Message::Ping(_) | Message::Pong(_) => &[][..],
                 };
                 if !bytes.is_empty() || matches!(frame, Message::Text(_)) {
-                    match dispatch::parse(bytes) {
+                    match jsonrpc::parse(bytes) {
                         Incoming::Invalid(e) => out = Some(text(&e)),
                         Incoming::Response => {}
                         Incoming::Notification { method, params } => {
                             if method == "notifications/cancelled"
-                                && let Some(id) = dispatch::cancelled_id(params.as_ref())
+                                && let Some(id) = jsonrpc::cancelled_id(params.as_ref())
                                 && let Some((ct, _)) = cancels.get(&id)
                             {
                                 ct.cancel();
                             }
                         }
                         Incoming::Request(req) => {
-                            let key = dispatch::id_text(&req.id);
+                            let key = jsonrpc::id_text(&req.id);
                             if req.method == "initialize"
                                 && let Some(p) = req.params_value()
                                 && let Some(v) = p.get("protocolVersion").and_then(Value::as_str)
@@ -254,10 +254,10 @@ pub(crate) async fn run(
                                 version = Arc::from(v);
                             }
                             if cancels.contains_key(&key) {
-                                out = Some(text(&error_frame(req.id, -32600,
+                                out = Some(text(&error_frame(req.id, INVALID_REQUEST,
                                     "Invalid Request: this id is already in use by a request in flight")));
-                            } else if runs_long(&req.method) {
-                                let cancel = CancellationToken::new();
+                            } else if Method::parse(&req.method).is_some_and(Method::waits) {
+                                let cancel = shutdown_token.child_token();
                                 cancels.insert(key.clone(), (cancel.clone(), req.id.clone()));
                                 let progress = req.progress_token().map(|token| ClientProgress {
                                     token,
@@ -273,12 +273,12 @@ pub(crate) async fn run(
                                         progress,
                                         cancel,
                                     };
-                                    let frame = d_ref.answer(&ctx, req, &v).await;
+                                    let frame = d_ref.answer(&ctx, req, &v, None).await;
                                     (key, frame)
                                 });
                             } else {
-                                let ctx = quick_ctx(caller_ref, session_ref, &req);
-                                out = Some(Message::Text(d_ref.answer(&ctx, req, &version).await.into()));
+                                let ctx = quick_ctx(caller_ref, session_ref, &req, shutdown_token.child_token());
+                                out = Some(Message::Text(d_ref.answer(&ctx, req, &version, None).await.into()));
                             }
                         }
                     }
@@ -313,27 +313,19 @@ pub(crate) async fn run(
     }
 }
 
-/// Methods that may wait on an upstream: run concurrently with the socket's other requests.
-fn runs_long(method: &str) -> bool {
-    matches!(
-        method,
-        "tools/call"
-            | "resources/list"
-            | "resources/templates/list"
-            | "resources/read"
-            | "prompts/list"
-            | "prompts/get"
-    )
-}
-
 /// Context for a request answered at once (it never waits on an upstream).
-fn quick_ctx<'a>(caller: &'a Caller, session: &Arc<Session>, req: &Request) -> CallCtx<'a> {
+fn quick_ctx<'a>(
+    caller: &'a Caller,
+    session: &Arc<Session>,
+    req: &Request,
+    cancel: CancellationToken,
+) -> CallCtx<'a> {
     CallCtx {
         caller: Some(caller),
         session_id: Some(session.id.clone()),
         session: Some(session.clone()),
-        request_id: dispatch::id_text(&req.id),
+        request_id: jsonrpc::id_text(&req.id),
         progress: None,
-        cancel: CancellationToken::new(),
+        cancel,
     }
 }

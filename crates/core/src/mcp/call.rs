@@ -1,0 +1,429 @@
+//! One request's way to a server and its record.
+//!
+//! The dispatcher decides what a request is and where it goes ([`Route`]); [`CallBook`] takes
+//! it from there in one step: it records the call (the dashboard's call log, the bus, the
+//! session's call frames, telemetry), relays the server's progress ([`ProgressRelay`]), sends
+//! the request, reads the answer (tool results through the raw pass-through, `mod raw`) and
+//! records how it ended. Calls answered without a server (refused, unknown, built-in) are
+//! recorded with [`CallBook::answered`].
+//!
+//! It owns the handles it writes to; the gateway makes one and hands it out.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rmcp::model::{CallToolResult, ContentBlock, ErrorData, ResultType};
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::jsonrpc::{INTERNAL_ERROR, REQUEST_CANCELLED, error_data};
+use super::raw::{Checked, ToolAnswer, checked_result, error_text};
+use super::session::{self, Session};
+use crate::auth::Caller;
+use crate::calls::{CallLog, CallView, PayloadSrc};
+use crate::events::{EventBus, HubEvent};
+use crate::telemetry::{CallRecord, Telemetry};
+use crate::upstream::{CallError, Progress, ProgressSink, RpcError, Upstream};
+
+/// The server name of calls the gateway answers itself (built-in tools, refusals).
+pub(crate) const GATEWAY_SERVER: &str = "switchboard";
+
+/// Where progress for the client goes: called with the client's own token, in order, from the
+/// upstream's reader. Must not block.
+pub(crate) type ProgressOut = Arc<dyn Fn(&Value, &Progress) + Send + Sync>;
+
+/// The client's progress token and where its notifications go.
+pub(crate) struct ClientProgress {
+    pub(crate) token: Value,
+    pub(crate) out: Option<ProgressOut>,
+}
+
+/// Who is asking and for what: everything a method needs besides its parameters.
+pub(crate) struct CallCtx<'a> {
+    /// `None` fails closed (-32001).
+    pub(crate) caller: Option<&'a Caller>,
+    /// The session id as the client sent it (telemetry, events).
+    pub(crate) session_id: Option<String>,
+    /// The session's progress stream, when it is one we track.
+    pub(crate) session: Option<Arc<Session>>,
+    /// The client's JSON-RPC id, as text.
+    pub(crate) request_id: String,
+    pub(crate) progress: Option<ClientProgress>,
+    /// The client's cancellation (or its going away).
+    pub(crate) cancel: CancellationToken,
+}
+
+/// Where a call of a tool goes, looked up once and handed on.
+#[derive(Debug)]
+pub(crate) struct Route<'a> {
+    /// The name the client called.
+    pub(crate) exposed: &'a str,
+    pub(crate) upstream: Upstream,
+    /// The tool's own name on that server.
+    pub(crate) tool: Cow<'a, str>,
+    /// Whether a call of it is safe to replay.
+    pub(crate) replayable: bool,
+}
+
+/// A request to one server that is not a tool call (`resources/read`, `prompts/get`).
+#[derive(Debug)]
+pub(crate) struct Ask<'a> {
+    pub(crate) method: &'static str,
+    /// What the call is recorded as (the URI, the exposed prompt name).
+    pub(crate) name: &'a str,
+    /// What the server calls it.
+    pub(crate) target: &'a str,
+    pub(crate) params: Value,
+    /// What the method returns, for the error when a server returns something else.
+    pub(crate) what: &'static str,
+}
+
+/// Where calls are recorded. Cheap to clone (one `Arc`), shared by every transport.
+#[derive(Debug, Clone)]
+pub(crate) struct CallBook(Arc<Book>);
+
+#[derive(Debug)]
+struct Book {
+    telemetry: Telemetry,
+    /// Calls in flight and recently finished, with payloads, for the dashboard.
+    calls: CallLog,
+    /// `CallStarted`/`CallProgress`/`CallFinished` for the dashboard and tray.
+    bus: EventBus,
+    /// Numbers call ids (`c1`, `c2`, …) across transports.
+    seq: AtomicU64,
+}
+
+impl CallBook {
+    pub(crate) fn new(telemetry: Telemetry, bus: EventBus) -> Self {
+        Self(Arc::new(Book {
+            telemetry,
+            calls: CallLog::default(),
+            bus,
+            seq: AtomicU64::new(1),
+        }))
+    }
+
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.0.telemetry
+    }
+
+    pub(crate) fn calls(&self) -> &CallLog {
+        &self.0.calls
+    }
+
+    /// Records a `tools/call` the gateway answered itself: `Ok` with a built-in tool's result,
+    /// `Err` with the code and message it refused the call with.
+    pub(crate) fn answered(
+        &self,
+        ctx: &CallCtx<'_>,
+        tool: &str,
+        answer: Result<&Value, (i64, String)>,
+    ) {
+        let scope = CallScope::begin(self, ctx, "tools/call", tool, GATEWAY_SERVER);
+        match answer {
+            Ok(value) => scope.finish_with(0, None, Some(PayloadSrc::Value(value))),
+            Err(error) => scope.finish(0, Some(error)),
+        }
+    }
+
+    /// `tools/call` of `route` with the client's `arguments` (a JSON object) as they came.
+    /// The server's progress goes to the client as it comes; a plain result comes back as the
+    /// server wrote it.
+    pub(crate) async fn call_tool(
+        &self,
+        ctx: &CallCtx<'_>,
+        route: Route<'_>,
+        arguments: Option<&RawValue>,
+    ) -> Result<ToolAnswer, ErrorData> {
+        let Route {
+            exposed: name,
+            upstream: up,
+            tool,
+            replayable,
+        } = route;
+        let scope = CallScope::begin(self, ctx, "tools/call", name, up.name());
+        scope.arguments(PayloadSrc::Json(arguments.map_or("null", RawValue::get)));
+        let relay = ProgressRelay::start(self, &scope.call_id, name, ctx);
+        let answer = up
+            .call_tool(&tool, arguments, replayable, Some(relay), &ctx.cancel)
+            .await;
+        match answer {
+            Ok(a) => match checked_result(a.result) {
+                Checked::Plain { raw, error } => {
+                    scope.finish_with(
+                        a.replay_attempts,
+                        error.map(|text| (0, text)),
+                        Some(PayloadSrc::Json(raw.get())),
+                    );
+                    Ok(ToolAnswer::Raw(raw))
+                }
+                Checked::Typed(mut result) => {
+                    // Upstreams speak 2025-11-25, which has no `resultType`; 2026-07-28 clients
+                    // require it (it is dropped again for older clients).
+                    result.result_type.get_or_insert(ResultType::COMPLETE);
+                    let err = (result.is_error == Some(true)).then(|| (0, error_text(&result)));
+                    let shown = serde_json::to_value(&result).unwrap_or(Value::Null);
+                    scope.finish_with(a.replay_attempts, err, Some(PayloadSrc::Value(&shown)));
+                    Ok(ToolAnswer::Typed(result))
+                }
+                Checked::Invalid(e) => {
+                    let message = format!(
+                        "server '{}' returned an invalid tool result: {e}",
+                        up.name()
+                    );
+                    scope.finish(a.replay_attempts, Some((INTERNAL_ERROR, message.clone())));
+                    Err(error_data(INTERNAL_ERROR, message, None))
+                }
+            },
+            Err(e) => {
+                let attempts = u32::from(matches!(e, CallError::CrashedTwice { .. }));
+                scope.finish(attempts, Some((e.code(), e.to_string())));
+                match remote_error(e) {
+                    Ok(data) => Err(data),
+                    // Failures of the server itself are tool errors: the model can read them.
+                    Err(e) => Ok(ToolAnswer::Typed(CallToolResult::error(vec![
+                        ContentBlock::text(e.to_string()),
+                    ]))),
+                }
+            }
+        }
+    }
+
+    /// `ask` on `up` (replayable, no progress), its result read as a `T`.
+    pub(crate) async fn request<T: DeserializeOwned>(
+        &self,
+        ctx: &CallCtx<'_>,
+        up: &Upstream,
+        ask: Ask<'_>,
+    ) -> Result<T, ErrorData> {
+        let scope = CallScope::begin(self, ctx, ask.method, ask.name, up.name());
+        let answer = up
+            .request(ask.method, ask.params, ask.target, true, None, &ctx.cancel)
+            .await;
+        match answer {
+            Ok(a) => match serde_json::from_value::<T>(a.result) {
+                Ok(r) => {
+                    scope.finish(a.replay_attempts, None);
+                    Ok(r)
+                }
+                Err(e) => {
+                    let m = format!(
+                        "server '{}' returned an invalid {}: {e}",
+                        up.name(),
+                        ask.what
+                    );
+                    scope.finish(a.replay_attempts, Some((INTERNAL_ERROR, m.clone())));
+                    Err(error_data(INTERNAL_ERROR, m, None))
+                }
+            },
+            Err(e) => {
+                scope.finish(0, Some((e.code(), e.to_string())));
+                Err(remote_error(e)
+                    .unwrap_or_else(|e| error_data(INTERNAL_ERROR, e.to_string(), None)))
+            }
+        }
+    }
+}
+
+/// A server's JSON-RPC error (or the client's cancellation) as the client's error; anything
+/// else is a failure of the server itself.
+fn remote_error(e: CallError) -> Result<ErrorData, CallError> {
+    match e {
+        CallError::Remote(RpcError::Remote {
+            code,
+            message,
+            data,
+        }) => Ok(error_data(code, message, data)),
+        CallError::Cancelled => Ok(error_data(REQUEST_CANCELLED, "request cancelled", None)),
+        other => Err(other),
+    }
+}
+
+/// One call's record from start to finish: events, telemetry, the session's call frames.
+struct CallScope {
+    book: CallBook,
+    call_id: String,
+    request_id: String,
+    session_id: Option<String>,
+    session: Option<Arc<Session>>,
+    tool: String,
+    server: String,
+    method: &'static str,
+    started: Instant,
+}
+
+impl CallScope {
+    fn begin(
+        book: &CallBook,
+        ctx: &CallCtx<'_>,
+        method: &'static str,
+        tool: &str,
+        server: &str,
+    ) -> Self {
+        let b = &book.0;
+        let call_id = format!("c{}", b.seq.fetch_add(1, Ordering::Relaxed));
+        if method == "tools/call" {
+            let client = ctx.caller.map(|c| c.name.clone());
+            b.calls.started(CallView::running(
+                call_id.clone(),
+                tool.to_owned(),
+                server.to_owned(),
+                client.clone(),
+                ctx.session_id.clone(),
+                chrono::Utc::now().timestamp_millis(),
+            ));
+            if b.bus.has_subscribers() {
+                b.bus.publish(HubEvent::CallStarted {
+                    call_id: call_id.clone(),
+                    tool: tool.to_owned(),
+                    server: server.to_owned(),
+                    session_id: ctx.session_id.clone(),
+                    client,
+                });
+            }
+            if let Some(s) = &ctx.session
+                && s.watchers() > 0
+            {
+                let mut frame = json!({"event": "call_started", "call_id": call_id,
+                    "tool": tool, "timestamp": crate::now_rfc3339()});
+                if let Some(p) = &ctx.progress {
+                    frame["token"] = p.token.clone();
+                }
+                s.publish(&frame);
+            }
+        }
+        Self {
+            book: book.clone(),
+            call_id,
+            request_id: ctx.request_id.clone(),
+            session_id: ctx.session_id.clone(),
+            session: ctx.session.clone(),
+            tool: tool.to_owned(),
+            server: server.to_owned(),
+            method,
+            started: Instant::now(),
+        }
+    }
+
+    fn finish(&self, replay_attempts: u32, error: Option<(i64, String)>) {
+        self.finish_with(replay_attempts, error, None);
+    }
+
+    /// Records what the call was asked (shown in the dashboard's detail pane).
+    fn arguments(&self, arguments: PayloadSrc<'_>) {
+        self.book.0.calls.arguments(&self.call_id, arguments);
+    }
+
+    /// Like `finish`, keeping the result (or error) the client got for the dashboard.
+    fn finish_with(
+        &self,
+        replay_attempts: u32,
+        error: Option<(i64, String)>,
+        result: Option<PayloadSrc<'_>>,
+    ) {
+        let b = &self.book.0;
+        let latency_ms = self.started.elapsed().as_millis() as u64;
+        let outcome = if error.is_some() { "error" } else { "ok" };
+        b.telemetry.record(CallRecord {
+            event: "tool_call",
+            ts_unix_ms: chrono::Utc::now().timestamp_millis(),
+            request_id: self.request_id.clone(),
+            tool_name: self.tool.clone(),
+            server: self.server.clone(),
+            method: self.method,
+            session_id: self.session_id.clone(),
+            latency_ms,
+            replay_attempts,
+            outcome,
+            error_code: error.as_ref().map(|e| e.0),
+            error_message: error.as_ref().map(|e| e.1.clone()),
+        });
+        if self.method == "tools/call" {
+            b.calls.finished(
+                &self.call_id,
+                latency_ms,
+                replay_attempts,
+                error.as_ref().map(|e| e.1.clone()),
+                result,
+            );
+            if let Some(s) = &self.session
+                && s.watchers() > 0
+            {
+                let mut frame = json!({"event": "call_finished", "call_id": self.call_id,
+                    "tool": self.tool, "outcome": outcome, "latency_ms": latency_ms,
+                    "timestamp": crate::now_rfc3339()});
+                if let Some((_, message)) = &error {
+                    frame["error"] = json!(message);
+                }
+                s.publish(&frame);
+            }
+            if b.bus.has_subscribers() {
+                b.bus.publish(HubEvent::CallFinished {
+                    call_id: self.call_id.clone(),
+                    tool: self.tool.clone(),
+                    server: self.server.clone(),
+                    outcome,
+                    latency_ms,
+                    replay_attempts,
+                    error: error.map(|e| e.1),
+                });
+            }
+        }
+    }
+}
+
+/// Where upstream progress of one call goes: the client (under its own token, in order), the
+/// bus, and the session's watchers.
+struct ProgressRelay;
+
+impl ProgressRelay {
+    fn start(book: &CallBook, call_id: &str, tool: &str, ctx: &CallCtx<'_>) -> ProgressSink {
+        let client = ctx
+            .progress
+            .as_ref()
+            .map(|p| (p.token.clone(), p.out.clone()));
+        let session = ctx.session.clone();
+        let book = book.clone();
+        let call_id = call_id.to_owned();
+        let tool = tool.to_owned();
+        // Progress must increase; after a replay the restarted server counts from the start
+        // again, and those reports are held back until they pass the last one sent.
+        let last = Mutex::new(f64::NEG_INFINITY);
+        Arc::new(move |p: Progress| {
+            {
+                let mut last = last.lock().expect("progress lock");
+                if p.progress <= *last {
+                    return;
+                }
+                *last = p.progress;
+            }
+            let b = &book.0;
+            b.calls
+                .progress(&call_id, p.progress, p.total, p.message.clone());
+            if b.bus.has_subscribers() {
+                b.bus.publish(HubEvent::CallProgress {
+                    call_id: call_id.clone(),
+                    progress: p.progress,
+                    total: p.total,
+                    message: p.message.clone(),
+                });
+            }
+            if let Some(s) = &session
+                && s.watchers() > 0
+            {
+                let token = client
+                    .as_ref()
+                    .map(|c| c.0.clone())
+                    .unwrap_or_else(|| Value::String(call_id.clone()));
+                s.publish(&session::progress_frame(&token, &p, &tool));
+            }
+            if let Some((token, Some(out))) = &client {
+                out(token, &p);
+            }
+        })
+    }
+}

@@ -1,0 +1,355 @@
+//! [`McpGateway`]: every supervised server's tools, resources and prompts as one set.
+//!
+//! It holds the upstreams and applies config changes live, aggregates and names the tools
+//! (`<server>__<tool>`, see `mod names`), says where a call of one goes ([`McpGateway::route`]),
+//! reports health, and tells listeners when the tool list changes. It keeps the MCP sessions and
+//! hands out the [`CallBook`] calls are recorded in. It answers no request itself: that is the
+//! dispatcher's, which callers build over it.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use rmcp::model::Tool;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::call::{CallBook, Route};
+use super::names;
+use super::session::Sessions;
+use crate::config::{GatewayConfig, ServerConfig as UpstreamConfig};
+use crate::events::EventBus;
+use crate::telemetry::Telemetry;
+use crate::upstream::{ServerState, Upstream};
+
+/// A tool as clients see it.
+#[derive(Debug, Clone)]
+pub(crate) struct ExposedTool {
+    /// The name clients call.
+    pub(crate) name: String,
+    pub(crate) server: String,
+    /// The server's own name for it.
+    pub(crate) original: String,
+    /// Its definition, renamed to `name`.
+    pub(crate) tool: Tool,
+}
+
+/// Told when the tool list changes; answers `false` once its client is gone.
+pub(crate) struct ToolListener(pub(crate) Box<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for ToolListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ToolListener")
+    }
+}
+
+/// Cheap handle; clone freely.
+#[derive(Debug, Clone)]
+pub struct McpGateway {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    upstreams: RwLock<BTreeMap<String, Upstream>>,
+    limits: GatewayConfig,
+    bus: EventBus,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    /// Told when the tool list changes (rmcp sessions, WebSockets); dropped once they answer
+    /// `false` (their client is gone).
+    tool_listeners: Mutex<Vec<ToolListener>>,
+    /// Every MCP session and its progress stream.
+    sessions: Sessions,
+    /// Which server a resource URI came from (learned from `resources/list`).
+    resource_owner: Mutex<HashMap<String, String>>,
+    started: Instant,
+    /// Where every call is recorded (telemetry, the dashboard's call log, the bus).
+    book: CallBook,
+}
+
+impl McpGateway {
+    pub(crate) fn new(
+        servers: &[UpstreamConfig],
+        limits: GatewayConfig,
+        bus: EventBus,
+        telemetry: Telemetry,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        let gw = Self {
+            inner: Arc::new(Inner {
+                upstreams: RwLock::new(BTreeMap::new()),
+                limits,
+                shutdown,
+                tasks,
+                tool_listeners: Mutex::new(Vec::new()),
+                sessions: Sessions::new(bus.clone()),
+                book: CallBook::new(telemetry, bus.clone()),
+                bus,
+                resource_owner: Mutex::new(HashMap::new()),
+                started: Instant::now(),
+            }),
+        };
+        gw.apply(servers);
+        gw
+    }
+
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        self.inner.book.telemetry()
+    }
+
+    /// Tool calls in flight and recently finished (the dashboard's Calls view).
+    pub(crate) fn calls(&self) -> &crate::calls::CallLog {
+        self.inner.book.calls()
+    }
+
+    /// Where calls are recorded, for whoever answers them.
+    pub(crate) fn book(&self) -> &CallBook {
+        &self.inner.book
+    }
+
+    fn spawn_upstream(&self, cfg: UpstreamConfig) -> Upstream {
+        let up = Upstream::spawn(
+            cfg,
+            self.inner.limits.clone(),
+            self.inner.bus.clone(),
+            self.inner.shutdown.child_token(),
+            &self.inner.tasks,
+        );
+        // Tell client sessions whenever this server's tools appear, change or go away.
+        let mut rx = up.watch();
+        let gw = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tasks.spawn(async move {
+            let mut last = (ServerState::Starting, 0usize);
+            loop {
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { break },
+                    () = shutdown.cancelled() => break,
+                }
+                let key = {
+                    let s = rx.borrow_and_update();
+                    (s.state, Arc::as_ptr(&s.tools) as usize)
+                };
+                let was_running = last.0 == ServerState::Running;
+                let is_running = key.0 == ServerState::Running;
+                if was_running != is_running || (is_running && key.1 != last.1) {
+                    gw.notify_tools_changed();
+                }
+                last = key;
+            }
+        });
+        up
+    }
+
+    /// Makes the running set of servers match `servers`: new ones start, removed ones stop,
+    /// changed ones restart with their new config. Client sessions are untouched.
+    pub(crate) fn apply(&self, servers: &[UpstreamConfig]) {
+        let mut changed = false;
+        {
+            let mut ups = self.inner.upstreams.write().expect("upstreams lock");
+            let wanted: BTreeMap<&str, &UpstreamConfig> =
+                servers.iter().map(|s| (s.name.as_str(), s)).collect();
+            ups.retain(|name, up| {
+                let keep = wanted.contains_key(name.as_str());
+                if !keep {
+                    tracing::info!(server = %name, "removed from config; stopping");
+                    up.stop();
+                    changed = true;
+                }
+                keep
+            });
+            for (name, cfg) in wanted {
+                match ups.get(name) {
+                    Some(up) if up.config() == *cfg => {}
+                    Some(up) => {
+                        tracing::info!(server = %name, "config changed; restarting");
+                        up.reconfigure(cfg.clone());
+                    }
+                    None => {
+                        tracing::info!(server = %name, command = %cfg.command, "starting");
+                        let up = self.spawn_upstream(cfg.clone());
+                        ups.insert(name.to_owned(), up);
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if changed {
+            self.notify_tools_changed();
+        }
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<Upstream> {
+        self.inner
+            .upstreams
+            .read()
+            .expect("upstreams lock")
+            .get(name)
+            .cloned()
+    }
+
+    pub fn upstreams(&self) -> Vec<Upstream> {
+        self.inner
+            .upstreams
+            .read()
+            .expect("upstreams lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn notify_tools_changed(&self) {
+        self.inner
+            .tool_listeners
+            .lock()
+            .expect("listeners lock")
+            .retain(|tell| (tell.0)());
+    }
+
+    /// Calls `tell` whenever the aggregated tool list changes, until it returns `false`.
+    pub(crate) fn on_tools_changed(&self, tell: ToolListener) {
+        self.inner
+            .tool_listeners
+            .lock()
+            .expect("listeners lock")
+            .push(tell);
+    }
+
+    /// Every MCP session and its progress stream.
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+
+    /// Every tool of every running server, sorted, with unique names.
+    pub(crate) fn tools(&self) -> Vec<ExposedTool> {
+        let mut out: Vec<ExposedTool> = Vec::new();
+        for up in self.upstreams() {
+            let status = up.status();
+            if status.state != ServerState::Running {
+                continue;
+            }
+            for tool in status.tools.iter() {
+                let mut t = tool.clone();
+                let name = names::exposed(up.name(), &tool.name);
+                t.name = name.clone().into();
+                out.push(ExposedTool {
+                    name,
+                    server: up.name().to_owned(),
+                    original: tool.name.to_string(),
+                    tool: t,
+                });
+            }
+        }
+        // Shortened names can collide only through their hash; lengthen it until unique.
+        let mut seen = std::collections::HashSet::new();
+        for t in &mut out {
+            let mut hash_len = 8;
+            while seen.contains(&t.name) && hash_len < 32 {
+                hash_len += 4;
+                t.name = names::exposed_with(&t.server, &t.original, hash_len);
+                t.tool.name = t.name.clone().into();
+            }
+            seen.insert(t.name.clone());
+        }
+        out
+    }
+
+    /// The upstream and original tool behind an exposed name.
+    fn resolve(&self, name: &str) -> Option<(Upstream, Tool)> {
+        if let Some((server, tool)) = names::split(name)
+            && let Some(up) = self.upstream(server)
+            && let Some(t) = up.tool(tool)
+        {
+            return Some((up, t));
+        }
+        // A shortened name: look it up in the table.
+        let entry = self.tools().into_iter().find(|t| t.name == name)?;
+        let up = self.upstream(&entry.server)?;
+        let tool = up
+            .status()
+            .tools
+            .iter()
+            .find(|t| t.name == entry.original)
+            .cloned()?;
+        Some((up, tool))
+    }
+
+    /// Where a call of `name` goes: the server, the tool's own name there, and whether a call
+    /// of it is safe to replay. Like [`resolve`](Self::resolve) without copying the tool.
+    pub(crate) fn route<'a>(&self, name: &'a str) -> Option<Route<'a>> {
+        if let Some((server, tool)) = names::split(name)
+            && let Some(up) = self.upstream(server)
+            && let Some(replayable) = up.route(tool)
+        {
+            return Some(Route {
+                exposed: name,
+                upstream: up,
+                tool: Cow::Borrowed(tool),
+                replayable,
+            });
+        }
+        // a shortened name (rare): through the table
+        let (up, tool) = self.resolve(name)?;
+        let replayable = up.route(&tool.name)?;
+        Some(Route {
+            exposed: name,
+            upstream: up,
+            tool: Cow::Owned(tool.name.into_owned()),
+            replayable,
+        })
+    }
+
+    /// The server that listed resource `uri` (the first by name), if one did.
+    pub(crate) fn resource_owner(&self, uri: &str) -> Option<String> {
+        self.inner
+            .resource_owner
+            .lock()
+            .expect("owner lock")
+            .get(uri)
+            .cloned()
+    }
+
+    /// Remembers which server listed which resource URIs.
+    pub(crate) fn learn_resource_owners(&self, owners: HashMap<String, String>) {
+        self.inner
+            .resource_owner
+            .lock()
+            .expect("owner lock")
+            .extend(owners);
+    }
+
+    /// Servers and their state, for the health tool and the API.
+    pub(crate) fn health(&self) -> Value {
+        let servers: Vec<Value> = self
+            .upstreams()
+            .iter()
+            .map(|up| {
+                let s = up.status();
+                json!({
+                    "name": up.name(),
+                    "state": s.state,
+                    "pid": s.pid,
+                    "generation": s.generation,
+                    "restarts": s.restarts,
+                    "tools": s.tools.len(),
+                    "uptime_ms": s.running_since.map(|t| t.elapsed().as_millis() as u64),
+                    "last_error": s.last_error,
+                })
+            })
+            .collect();
+        let running = servers.iter().filter(|s| s["state"] == "running").count();
+        json!({
+            "gateway": {
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime_ms": self.inner.started.elapsed().as_millis() as u64,
+            },
+            "servers_running": running,
+            "servers_total": servers.len(),
+            "servers": servers,
+        })
+    }
+}

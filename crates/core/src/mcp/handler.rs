@@ -1,0 +1,266 @@
+//! The rmcp `ServerHandler` that rmcp's Streamable HTTP service runs per `/mcp` client session:
+//! rmcp's typed requests, answered by the shared [`Dispatcher`].
+//!
+//! What it adds to the dispatcher is rmcp's side of a call: who the caller is (put in the
+//! request by the auth middleware), the session id, progress through rmcp's peer under the
+//! client's own token (in order, before the result), and cancellation by the client's
+//! `notifications/cancelled` or its going away ([`ClientGone`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::request::Parts;
+use rmcp::ServerHandler;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, ErrorData, GetPromptRequestParams, GetPromptResponse,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ReadResourceRequestParams,
+    ReadResourceResponse, ServerConfig,
+};
+use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::call::{CallCtx, ClientProgress, ProgressOut};
+use super::dispatch::Dispatcher;
+use super::gateway::ToolListener;
+use super::jsonrpc::id_text;
+use crate::auth::Caller;
+use crate::upstream::Progress;
+
+/// Progress notifications of one call waiting for rmcp's peer. When it is full the client is
+/// not reading: further progress is dropped until there is room again (never the result,
+/// which does not pass through here).
+const PROGRESS_QUEUE: usize = 1024;
+
+/// How long a call's result waits for its progress notifications to be out.
+const PROGRESS_DRAIN: Duration = Duration::from_secs(2);
+
+/// Put into a `/mcp` request's extensions by the HTTP layer: cancelled when the client goes
+/// away before its response is complete.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientGone(pub(crate) CancellationToken);
+
+/// The rmcp server each `/mcp` client session talks to.
+#[derive(Debug, Clone)]
+pub(crate) struct Handler {
+    d: Dispatcher,
+}
+
+impl Handler {
+    pub(crate) fn new(d: Dispatcher) -> Self {
+        Self { d }
+    }
+
+    /// What the dispatcher needs to know about an rmcp request.
+    fn ctx<'a>(
+        &self,
+        context: &'a RequestContext<RoleServer>,
+        cancel: CancellationToken,
+        progress: Option<ClientProgress>,
+    ) -> CallCtx<'a> {
+        let parts = context.extensions.get::<Parts>();
+        let session_id = parts
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let session = session_id
+            .as_deref()
+            .and_then(|id| self.d.gateway().sessions().get(id));
+        let request_id = match serde_json::to_value(&context.id) {
+            Ok(v) => id_text(&v),
+            Err(_) => String::new(),
+        };
+        CallCtx {
+            caller: caller(context),
+            session_id,
+            session,
+            request_id,
+            progress,
+            cancel,
+        }
+    }
+}
+
+/// The paired client behind a request (put there by the auth middleware).
+fn caller(context: &RequestContext<RoleServer>) -> Option<&Caller> {
+    context
+        .extensions
+        .get::<Parts>()
+        .and_then(|p| p.extensions.get::<Caller>())
+}
+
+/// The token a call should stop on, a child of rmcp's `ct` (the client's
+/// `notifications/cancelled`), and the [`ClientGone`] token that must cancel it too: see
+/// [`until_gone`].
+fn call_cancellation(
+    context: &RequestContext<RoleServer>,
+) -> (CancellationToken, Option<CancellationToken>) {
+    let gone = context
+        .extensions
+        .get::<Parts>()
+        .and_then(|p| p.extensions.get::<ClientGone>())
+        .map(|g| g.0.clone());
+    match gone {
+        Some(gone) => (context.ct.child_token(), Some(gone)),
+        None => (context.ct.clone(), None),
+    }
+}
+
+/// Runs `call` to its end; if the client goes away first, `cancel` is cancelled (the call
+/// then ends as cancelled calls do). Watched in the call's own task: no watcher task.
+async fn until_gone<T>(
+    call: impl Future<Output = T>,
+    gone: Option<CancellationToken>,
+    cancel: &CancellationToken,
+) -> T {
+    let Some(gone) = gone else {
+        return call.await;
+    };
+    tokio::pin!(call);
+    tokio::select! {
+        biased;
+        answer = &mut call => answer,
+        () = gone.cancelled() => {
+            tracing::debug!("client went away mid-call; cancelling upstream");
+            cancel.cancel();
+            call.await
+        }
+    }
+}
+
+/// Client progress through rmcp's peer: a forwarder task keeps the notifications in order.
+struct PeerProgress {
+    out: ProgressOut,
+    forwarder: tokio::task::JoinHandle<()>,
+}
+
+impl PeerProgress {
+    fn start(peer: Peer<RoleServer>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<ProgressNotificationParam>(PROGRESS_QUEUE);
+        let forwarder = tokio::spawn(async move {
+            while let Some(param) = rx.recv().await {
+                let _ = peer.notify_progress(param).await;
+            }
+        });
+        let out: ProgressOut = Arc::new(move |token: &Value, p: &Progress| {
+            let Ok(token) = serde_json::from_value::<ProgressToken>(token.clone()) else {
+                return;
+            };
+            let mut param = ProgressNotificationParam::new(token, p.progress);
+            if let Some(total) = p.total {
+                param = param.with_total(total);
+            }
+            if let Some(message) = &p.message {
+                param = param.with_message(message.clone());
+            }
+            // full: the client is too slow; it loses this progress report (see PROGRESS_QUEUE)
+            let _ = tx.try_send(param);
+        });
+        Self { out, forwarder }
+    }
+
+    /// Waits (bounded) until every progress notification is out, so none trails the result.
+    async fn drain(self) {
+        drop(self.out);
+        let _ = tokio::time::timeout(PROGRESS_DRAIN, self.forwarder).await;
+    }
+}
+
+/// A `ServerHandler` method answered by the dispatcher `d` for a request that neither reports
+/// progress nor outlives rmcp's `ct` (its context `ctx`); every one but `call_tool`.
+macro_rules! answered {
+    ($name:ident($params:ty) -> $result:ty, |$d:ident, $ctx:ident, $request:ident| $body:expr) => {
+        async fn $name(
+            &self,
+            $request: $params,
+            context: RequestContext<RoleServer>,
+        ) -> Result<$result, ErrorData> {
+            let ($d, $ctx) = (&self.d, &self.ctx(&context, context.ct.clone(), None));
+            $body
+        }
+    };
+}
+
+impl ServerHandler for Handler {
+    fn get_info(&self) -> ServerConfig {
+        self.d.server_info()
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let peer = context.peer;
+        self.d
+            .gateway()
+            .on_tools_changed(ToolListener(Box::new(move || {
+                if peer.is_transport_closed() {
+                    return false;
+                }
+                let peer = peer.clone();
+                tokio::spawn(async move {
+                    let _ = peer.notify_tool_list_changed().await;
+                });
+                true
+            })));
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let tools = self.d.list_tools(caller(&context));
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let relay = context
+            .meta
+            .get_progress_token()
+            .and_then(|t| serde_json::to_value(t).ok())
+            .map(|token| (token, PeerProgress::start(context.peer.clone())));
+        let progress = relay.as_ref().map(|(token, p)| ClientProgress {
+            token: token.clone(),
+            out: Some(p.out.clone()),
+        });
+        let (cancel, gone) = call_cancellation(&context);
+        let ctx = self.ctx(&context, cancel.clone(), progress);
+        let answer = until_gone(self.d.call_tool(&ctx, request), gone, &cancel).await;
+        drop(ctx);
+        if let Some((_, p)) = relay {
+            p.drain().await;
+        }
+        answer.map(Into::into)
+    }
+
+    // The rest is the dispatcher's answer for the request's caller, in rmcp's types.
+    answered!(
+        list_resources(Option<PaginatedRequestParams>) -> ListResourcesResult,
+        |d, ctx, _request| Ok(ListResourcesResult::with_all_items(
+            d.list_resources(ctx).await
+        ))
+    );
+    answered!(
+        list_resource_templates(Option<PaginatedRequestParams>) -> ListResourceTemplatesResult,
+        |d, ctx, _request| Ok(ListResourceTemplatesResult::with_all_items(
+            d.list_resource_templates(ctx).await
+        ))
+    );
+    answered!(
+        read_resource(ReadResourceRequestParams) -> ReadResourceResponse,
+        |d, ctx, request| d.read_resource(ctx, request.uri).await.map(Into::into)
+    );
+    answered!(
+        list_prompts(Option<PaginatedRequestParams>) -> ListPromptsResult,
+        |d, ctx, _request| Ok(ListPromptsResult::with_all_items(d.list_prompts(ctx).await))
+    );
+    answered!(
+        get_prompt(GetPromptRequestParams) -> GetPromptResponse,
+        |d, ctx, request| d.get_prompt(ctx, request).await.map(Into::into)
+    );
+}
