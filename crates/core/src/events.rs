@@ -2,6 +2,11 @@
 //!
 //! Producers never wait: the bus is a ring. A subscriber that falls behind loses its oldest
 //! events and receives one [`HubEvent::Lagged`] saying how many, then carries on.
+//!
+//! This module sits below every producer (`upstream`, `auth`, `registration`, `mcp`): it
+//! imports none of them. What an event carries is therefore defined here, including
+//! [`ServerState`], the lifecycle a supervised server reports (`upstream` drives it and
+//! re-exports it as `upstream::ServerState`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +37,7 @@ pub enum HubEvent {
     /// A supervised server changed state (running, restarting, failed, …).
     ServerState {
         server: String,
-        state: crate::upstream::ServerState,
+        state: ServerState,
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
@@ -110,6 +115,33 @@ impl HubEvent {
             Self::ClientPaired { .. } => "client_paired",
             Self::ClientUnpaired { .. } => "client_unpaired",
             Self::Lagged { .. } => "lagged",
+        }
+    }
+}
+
+/// Lifecycle of a supervised server, as its [`HubEvent::ServerState`] events report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    Starting,
+    Running,
+    /// Crashed (or lost its connection); waiting out the backoff before the next start.
+    Restarting,
+    /// Crashed too often; not restarted until asked.
+    Failed,
+    Disabled,
+    Stopped,
+}
+
+impl ServerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Restarting => "restarting",
+            Self::Failed => "failed",
+            Self::Disabled => "disabled",
+            Self::Stopped => "stopped",
         }
     }
 }

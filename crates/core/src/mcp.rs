@@ -101,6 +101,7 @@ pub struct McpGateway {
 struct Inner {
     upstreams: RwLock<BTreeMap<String, Upstream>>,
     limits: GatewayConfig,
+    secrets: Arc<dyn crate::auth::store::SecretStore>,
     bus: EventBus,
     telemetry: Telemetry,
     shutdown: CancellationToken,
@@ -122,6 +123,7 @@ impl McpGateway {
     pub fn new(
         servers: &[UpstreamConfig],
         limits: GatewayConfig,
+        secrets: Arc<dyn crate::auth::store::SecretStore>,
         bus: EventBus,
         telemetry: Telemetry,
         shutdown: CancellationToken,
@@ -131,6 +133,7 @@ impl McpGateway {
             inner: Arc::new(Inner {
                 upstreams: RwLock::new(BTreeMap::new()),
                 limits,
+                secrets,
                 telemetry,
                 shutdown,
                 tasks,
@@ -160,6 +163,7 @@ impl McpGateway {
         let up = Upstream::spawn(
             cfg,
             self.inner.limits.clone(),
+            self.inner.secrets.clone(),
             self.inner.bus.clone(),
             self.inner.shutdown.child_token(),
             &self.inner.tasks,

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::store::{FileTokenStore, MemoryTokenStore, TokenStore, TokenStoreError};
+use crate::auth::store::{FileTokenStore, MemoryTokenStore, Stores, TokenStore, TokenStoreError};
 use crate::auth::{Auth, Roles};
 use crate::config::{Config, ConfigError, TokenStoreKind};
 use crate::events::{self, EventBus};
@@ -96,6 +96,16 @@ impl Gateway {
         local: SocketAddr,
         shutdown: CancellationToken,
     ) -> Result<Self, ServeError> {
+        Self::open_with(config, local, Stores::default(), shutdown).await
+    }
+
+    /// [`open`](Self::open), with the `stores` given in place of the configured ones.
+    pub async fn open_with(
+        config: &Config,
+        local: SocketAddr,
+        stores: Stores,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ServeError> {
         if !local.ip().is_loopback() {
             return Err(ServeError::NotLoopback(local));
         }
@@ -127,7 +137,10 @@ impl Gateway {
             tasks.clone(),
         ));
         // Tokens before servers: a gateway that cannot authenticate starts no children.
-        let store = token_store(config, &data_dir).await?;
+        let store = match stores.tokens {
+            Some(tokens) => tokens,
+            None => token_store(config, &data_dir).await?,
+        };
         let roles = Roles {
             default_role: config.auth.default_role.clone(),
             roles: config.effective_roles(),
@@ -143,6 +156,9 @@ impl Gateway {
         let mcp = McpGateway::new(
             &config.servers,
             config.gateway.clone(),
+            stores
+                .secrets
+                .unwrap_or_else(|| Arc::new(crate::auth::keychain::KeychainSecrets)),
             bus.clone(),
             telemetry,
             shutdown.child_token(),
@@ -358,8 +374,18 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    serve_with(listener, config, Stores::default(), shutdown).await
+}
+
+/// [`serve`], with the `stores` given in place of the configured ones (tests: in memory).
+pub async fn serve_with(
+    listener: TcpListener,
+    config: Config,
+    stores: Stores,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let local = listener.local_addr()?;
-    Gateway::open(&config, local, shutdown)
+    Gateway::open_with(&config, local, stores, shutdown)
         .await?
         .run(listener)
         .await
