@@ -455,6 +455,8 @@ impl Auth {
         };
         if save {
             let me = self.clone();
+            // Not on the gateway's tracker (Auth has none): it ends by itself within
+            // STORE_TIMEOUT (`blocking`), and a last-seen time lost at exit is harmless.
             tokio::spawn(async move {
                 if let Err(e) = me.persist().await {
                     tracing::warn!(error = %e, "could not save last-seen times");
