@@ -25,15 +25,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventBus, HubEvent};
 pub use roles::Roles;
-pub use store::STORE_TIMEOUT;
+pub(crate) use store::STORE_TIMEOUT;
 use store::{ClientRecord, TokenStore, TokenStoreError, blocking};
 
-pub const TOKEN_PREFIX: &str = "sb_";
-/// How long a pairing code is valid.
-pub const CODE_TTL: Duration = Duration::from_secs(120);
+pub(crate) const TOKEN_PREFIX: &str = "sb_";
 /// Wrong codes from one address before it is locked out.
-pub const MAX_FAILURES: u32 = 5;
-pub const LOCKOUT: Duration = Duration::from_secs(300);
+pub(crate) const MAX_FAILURES: u32 = 5;
+pub(crate) const LOCKOUT: Duration = Duration::from_secs(300);
 /// Codes waiting to be used at once; the oldest goes when another is issued.
 const MAX_CODES: usize = 16;
 /// `last_seen` is written to the store at most this often per client.
@@ -185,11 +183,11 @@ impl Auth {
         &self.inner.roles
     }
 
-    pub fn store_description(&self) -> String {
+    pub(crate) fn store_description(&self) -> String {
         self.inner.store.describe()
     }
 
-    /// A new single-use code, valid for [`CODE_TTL`]; `role` binds the client it pairs.
+    /// A new single-use code, valid for the roles' `code_ttl`; `role` binds the client it pairs.
     pub fn issue_code(&self, role: Option<String>) -> Result<String, PairError> {
         if let Some(r) = &role
             && !self.inner.roles.exists(r)
@@ -422,7 +420,7 @@ impl Auth {
     }
 
     /// The caller behind a bearer token, if it is paired.
-    pub fn verify(&self, token: &str) -> Option<Caller> {
+    pub(crate) fn verify(&self, token: &str) -> Option<Caller> {
         if !token.starts_with(TOKEN_PREFIX) {
             return None;
         }
@@ -546,6 +544,9 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use store::MemoryTokenStore;
+
+    /// How long a pairing code is valid by default.
+    const CODE_TTL: Duration = Duration::from_secs(120);
 
     fn roles() -> Roles {
         Roles {

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 const OUT_QUEUE: usize = 1024;
 
 /// Keychain service under which `connect` keeps its own token (account: the gateway URL).
-pub const KEYCHAIN_SERVICE: &str = "switchboard-connect";
+pub(crate) const KEYCHAIN_SERVICE: &str = "switchboard-connect";
 
 fn entry(url: &str) -> Result<keyring::Entry, String> {
     keyring::Entry::new(KEYCHAIN_SERVICE, url).map_err(|e| format!("OS keychain: {e}"))

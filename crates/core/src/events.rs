@@ -166,7 +166,7 @@ pub struct EventBus {
 }
 
 /// Default number of events a subscriber may fall behind before it starts losing them.
-pub const DEFAULT_CAPACITY: usize = 4096;
+pub(crate) const DEFAULT_CAPACITY: usize = 4096;
 
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
@@ -179,7 +179,7 @@ impl EventBus {
 
     /// Whether anyone is subscribed now (producers on hot paths skip building events nobody
     /// would receive).
-    pub fn has_subscribers(&self) -> bool {
+    pub(crate) fn has_subscribers(&self) -> bool {
         self.tx.receiver_count() > 0
     }
 
@@ -229,7 +229,7 @@ impl Subscriber {
     }
 
     /// Turns the subscriber into a stream (for SSE).
-    pub fn into_stream(self) -> impl futures_util::Stream<Item = Arc<Stamped>> + Send {
+    pub(crate) fn into_stream(self) -> impl futures_util::Stream<Item = Arc<Stamped>> + Send {
         futures_util::stream::unfold(self, |mut sub| async move {
             sub.recv().await.map(|ev| (ev, sub))
         })

@@ -43,7 +43,7 @@ pub use state::{ServerState, Status};
 
 /// Why a call through an upstream failed.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
+pub(crate) enum CallError {
     #[error("server '{server}' is {state}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
     Unavailable {
         server: String,
@@ -72,7 +72,7 @@ pub enum CallError {
 
 impl CallError {
     /// JSON-RPC code for this error.
-    pub fn code(&self) -> i64 {
+    pub(crate) fn code(&self) -> i64 {
         match self {
             Self::Remote(RpcError::Remote { code, .. }) => *code,
             Self::Cancelled => -32800,
@@ -84,7 +84,7 @@ impl CallError {
 
 /// How a server went away under a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Loss {
+pub(crate) enum Loss {
     /// A stdio server's process ended.
     Crashed,
     /// A remote server's connection dropped.
@@ -102,13 +102,13 @@ impl std::fmt::Display for Loss {
 
 /// A finished upstream request: its result and how often it was replayed.
 #[derive(Debug, Clone)]
-pub struct Answer<R = Value> {
-    pub result: R,
-    pub replay_attempts: u32,
+pub(crate) struct Answer<R = Value> {
+    pub(crate) result: R,
+    pub(crate) replay_attempts: u32,
 }
 
 /// A result as the server wrote it (see [`Upstream::call_tool`]).
-pub type RawAnswer = Answer<Box<RawValue>>;
+pub(crate) type RawAnswer = Answer<Box<RawValue>>;
 
 /// `tools/call` params as written upstream, the client's arguments passed on as they came.
 #[derive(Serialize)]
@@ -182,7 +182,7 @@ impl Upstream {
     }
 
     /// The tool `name` of the running server, found without cloning the whole status.
-    pub fn tool(&self, name: &str) -> Option<Tool> {
+    pub(crate) fn tool(&self, name: &str) -> Option<Tool> {
         self.inner
             .status
             .borrow()
@@ -192,7 +192,7 @@ impl Upstream {
             .cloned()
     }
 
-    pub fn watch(&self) -> watch::Receiver<Status> {
+    pub(crate) fn watch(&self) -> watch::Receiver<Status> {
         self.inner.status.subscribe()
     }
 
@@ -201,7 +201,7 @@ impl Upstream {
     }
 
     /// The last lines the server wrote to stderr, oldest first.
-    pub fn stderr_tail(&self) -> Vec<String> {
+    pub(crate) fn stderr_tail(&self) -> Vec<String> {
         self.inner
             .stderr
             .lock()
@@ -217,32 +217,20 @@ impl Upstream {
     }
 
     /// Applies a changed config: restarts the server with it (or stops it if disabled).
-    pub fn reconfigure(&self, config: ServerConfig) {
+    pub(crate) fn reconfigure(&self, config: ServerConfig) {
         *self.inner.next_config.lock().expect("config lock") = Some(config);
         self.inner.restart();
     }
 
     /// Stops supervising: the child is stopped politely.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.inner.shutdown.cancel();
     }
 
-    /// Whether a tool call may be repeated after a crash: the config's replay contract, or the
-    /// tool's `readOnlyHint`/`idempotentHint`.
-    pub fn is_replayable(&self, tool: &str) -> bool {
-        self.replay_contract(tool).unwrap_or_else(|| {
-            let status = self.inner.status.borrow();
-            status
-                .tools
-                .iter()
-                .find(|t| t.name == tool)
-                .is_some_and(annotated_safe)
-        })
-    }
-
-    /// Whether this server offers `tool` now and, if it does, whether a call of it is safe to
-    /// replay ([`is_replayable`](Self::is_replayable)): one look, no copy of the tool.
-    pub fn route(&self, tool: &str) -> Option<bool> {
+    /// Whether this server offers `tool` now and, if it does, whether a call of it may be
+    /// repeated after a crash (the config's replay contract, else the tool's
+    /// `readOnlyHint`/`idempotentHint`): one look, no copy of the tool.
+    pub(crate) fn route(&self, tool: &str) -> Option<bool> {
         let annotated = annotated_safe(
             self.inner
                 .status
@@ -333,7 +321,7 @@ impl Upstream {
     /// `params._meta` when `progress` is given, and its notifications reach the sink. If the
     /// server dies meanwhile, the request is sent once more to the restarted server when
     /// `replayable`, else the caller is told it was not repeated.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: &str,
         params: Value,
@@ -369,7 +357,7 @@ impl Upstream {
     /// `tools/call` of `tool` with the client's `arguments` (a JSON object, or none) passed on
     /// as they came, answering the result as the server wrote it; otherwise as
     /// [`request`](Self::request).
-    pub async fn call_tool(
+    pub(crate) async fn call_tool(
         &self,
         tool: &str,
         arguments: Option<&RawValue>,

@@ -9,7 +9,7 @@ use std::time::Duration;
 pub struct Roles {
     pub default_role: String,
     pub roles: BTreeMap<String, Vec<String>>,
-    /// How long a pairing code is valid (`auth::CODE_TTL` unless configured).
+    /// How long a pairing code is valid (`auth.code_ttl_ms` in the config).
     pub code_ttl: Duration,
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// A keychain that does not answer by then is reported as locked.
-pub const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Stores that the caller of `serve_with` / `Gateway::open_with` hands in instead of the ones
 /// the config names (tests: in memory). `None` (the default) means: as configured, which for
@@ -168,7 +168,7 @@ impl SecretStore for MemorySecrets {
 
 /// For tests and for `token_store = "memory"` (nothing survives a restart).
 #[derive(Debug, Default)]
-pub struct MemoryTokenStore {
+pub(crate) struct MemoryTokenStore {
     clients: Mutex<Vec<ClientRecord>>,
 }
 
@@ -190,12 +190,12 @@ impl TokenStore for MemoryTokenStore {
 /// A JSON file readable by its owner only; used where there is no keychain and the config
 /// says `token_store = "file"`.
 #[derive(Debug)]
-pub struct FileTokenStore {
+pub(crate) struct FileTokenStore {
     path: PathBuf,
 }
 
 impl FileTokenStore {
-    pub fn new(path: &Path) -> Self {
+    pub(crate) fn new(path: &Path) -> Self {
         Self {
             path: path.to_path_buf(),
         }

@@ -264,7 +264,7 @@ impl Connection {
 
     /// A message from the server: one JSON-RPC object (a batch array is taken apart). Read
     /// without building a tree: a result is handed on as the raw JSON text it came as.
-    pub fn receive(&self, message: &[u8]) {
+    pub(crate) fn receive(&self, message: &[u8]) {
         match message.trim_ascii_start().first() {
             Some(b'{') => match serde_json::from_slice::<InMessage<'_>>(message) {
                 Ok(msg) => self.on_message(msg),
@@ -293,21 +293,22 @@ impl Connection {
     }
 
     /// Cancelled when the connection ended or the gateway is stopping (see the module docs).
-    pub fn closed(&self) -> &CancellationToken {
+    pub(crate) fn closed(&self) -> &CancellationToken {
         &self.closed
     }
 
     /// Whether the connection has ended ([`mark_closed`](Self::mark_closed)).
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.is_closed.load(Ordering::Acquire)
     }
 
-    pub fn garbage_lines(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn garbage_lines(&self) -> u64 {
         self.garbage.load(Ordering::Relaxed)
     }
 
     /// Fails every waiting request with [`RpcError::Closed`]; later requests fail at once.
-    pub fn mark_closed(&self) {
+    pub(crate) fn mark_closed(&self) {
         self.is_closed.store(true, Ordering::Release);
         self.closed.cancel();
         self.ended.notify_waiters();
@@ -323,18 +324,18 @@ impl Connection {
         }
     }
 
-    pub fn close_stdin(&self) {
+    pub(crate) fn close_stdin(&self) {
         self.out.close();
     }
 
-    pub fn register_progress(&self, token: &str, sink: ProgressSink) {
+    pub(crate) fn register_progress(&self, token: &str, sink: ProgressSink) {
         self.progress
             .lock()
             .expect("progress lock")
             .insert(token.to_owned(), sink);
     }
 
-    pub fn unregister_progress(&self, token: &str) {
+    pub(crate) fn unregister_progress(&self, token: &str) {
         self.progress.lock().expect("progress lock").remove(token);
     }
 
@@ -349,14 +350,14 @@ impl Connection {
     }
 
     /// Sends a notification.
-    pub async fn notify(&self, method: &str, params: Value) -> Result<(), RpcError> {
+    pub(crate) async fn notify(&self, method: &str, params: Value) -> Result<(), RpcError> {
         self.write(&json!({"jsonrpc": "2.0", "method": method, "params": params}))
             .await
     }
 
     /// Sends a request and waits for its result, at most `timeout`, until `cancel` fires, or
     /// until the process dies. A timed-out or cancelled request is cancelled upstream too.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: &str,
         params: Value,
@@ -367,7 +368,7 @@ impl Connection {
     }
 
     /// [`request`](Self::request) without taking `params` (a replay may send them again).
-    pub async fn request_ref(
+    pub(crate) async fn request_ref(
         &self,
         method: &str,
         params: &Value,
@@ -385,7 +386,7 @@ impl Connection {
 
     /// [`request_ref`](Self::request_ref) with any serializable `params`, answering the result
     /// as the raw JSON text the server wrote.
-    pub async fn request_raw<P: serde::Serialize + ?Sized>(
+    pub(crate) async fn request_raw<P: serde::Serialize + ?Sized>(
         &self,
         method: &str,
         params: &P,

@@ -59,7 +59,7 @@ impl Status {
         }
     }
 
-    pub fn has_capability(&self, name: &str) -> bool {
+    pub(crate) fn has_capability(&self, name: &str) -> bool {
         self.capabilities.get(name).is_some()
     }
 }
