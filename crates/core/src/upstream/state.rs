@@ -1,7 +1,7 @@
-//! What one supervised server is, shared by its handle ([`Upstream`](super::Upstream)), its
-//! supervisor and its transports: the [`Status`] it publishes, and [`Inner`], the state behind
-//! the handle. A leaf of `upstream/`: every other file there imports from it, it imports none
-//! of them but the connection it names.
+//! What one supervised server is, shared by its handle (`Upstream`), its supervisor and its
+//! transports: the [`Status`] it publishes, and [`Inner`], the state behind the handle. A leaf
+//! of `upstream/`: the other files there import from it; it imports none of them but the
+//! connection it names.
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
@@ -74,7 +74,7 @@ pub(super) struct Restart;
 /// nothing but a redundant restart is lost.
 pub(super) const CONTROL_QUEUE: usize = 16;
 
-/// The state behind an [`Upstream`](super::Upstream) handle and its supervisor.
+/// The state behind an `Upstream` handle and its supervisor.
 #[derive(Debug)]
 pub(super) struct Inner {
     pub(super) name: String,

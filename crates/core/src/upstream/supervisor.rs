@@ -1,15 +1,14 @@
-//! The supervisor of one server: opens its transport ([`stdio`](super::stdio) or
-//! [`remote`](super::remote), as a [`Link`]), runs the MCP handshake, lists its tools (again
-//! on `tools/list_changed`), and opens it again with exponential backoff when it dies.
+//! The supervisor of one server: opens its transport (`stdio` or `remote`, as a [`Link`]),
+//! runs the MCP handshake, lists its tools (again on `tools/list_changed`), and opens it
+//! again with exponential backoff when it dies.
 //!
 //! - stdio: too many crashes in a window mark the server `failed` until someone asks for a
 //!   restart; children are stopped politely (stdin closed, a grace period, then killed).
 //! - remote: a lost connection is reconnected with its own backoff (500 ms doubling to 30 s,
 //!   reset after 10 s of health) and never ends `failed`.
 //!
-//! It owns the server's [`Status`](super::state::Status) (through [`Inner`]); callers only
-//! read it. Restarts and config changes reach it on the bounded control queue
-//! ([`CONTROL_QUEUE`](super::state::CONTROL_QUEUE)).
+//! It owns the server's `Status` (through [`Inner`]); callers only read it. Restarts and
+//! config changes reach it on the bounded control queue (`state::CONTROL_QUEUE`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

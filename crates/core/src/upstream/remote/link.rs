@@ -1,7 +1,6 @@
-//! What the remote transports ([`http`](super::http), [`ws`](super::ws)) and the
-//! [`Remote`](super::Remote) link share: the [`LinkState`] of one connection, the size and
-//! time limits, and how a connect error is told (a refused TLS certificate first). A leaf:
-//! it imports nothing else of `upstream/remote`.
+//! What the remote transports (`remote/http`, `remote/ws`) and the `Remote` link share: the
+//! [`LinkState`] of one connection, the size and time limits, and how a connect error is told
+//! (a refused TLS certificate first). A leaf: it imports nothing else of `upstream/remote`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
