@@ -4,12 +4,17 @@
 //! control socket); a client trades it at `POST /pair` for a token `sb_<64 hex>`, shown once.
 //! Only `sha256(token)` is kept, in a [`store::TokenStore`] (the OS keychain in the product).
 //! Every request that can reach a tool carries the token; its client's role decides which
-//! tools it sees and may call. Unpairing revokes the token and closes the client's sessions.
+//! tools it sees and may call ([`Roles`], in `auth/roles`). Unpairing revokes the token and
+//! closes the client's sessions.
+//!
+//! Below this file: `auth/roles` (allowlists), [`store`] (the store traits, and the bounded
+//! off-runtime calls every keychain access goes through), [`keychain`] (the OS keychain).
 
 pub mod keychain;
+mod roles;
 pub mod store;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -19,62 +24,18 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventBus, HubEvent};
-use store::{ClientRecord, TokenStore, TokenStoreError};
+pub use roles::Roles;
+pub(crate) use store::STORE_TIMEOUT;
+use store::{ClientRecord, TokenStore, TokenStoreError, blocking};
 
-pub const TOKEN_PREFIX: &str = "sb_";
-/// How long a pairing code is valid.
-pub const CODE_TTL: Duration = Duration::from_secs(120);
+pub(crate) const TOKEN_PREFIX: &str = "sb_";
 /// Wrong codes from one address before it is locked out.
-pub const MAX_FAILURES: u32 = 5;
-pub const LOCKOUT: Duration = Duration::from_secs(300);
+pub(crate) const MAX_FAILURES: u32 = 5;
+pub(crate) const LOCKOUT: Duration = Duration::from_secs(300);
 /// Codes waiting to be used at once; the oldest goes when another is issued.
 const MAX_CODES: usize = 16;
-/// A keychain that does not answer by then is reported as locked.
-pub const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `last_seen` is written to the store at most this often per client.
 const LAST_SEEN_EVERY: Duration = Duration::from_secs(60);
-
-/// The role allowlists: role name → tool patterns (exact names, or globs with `*`).
-#[derive(Debug, Clone)]
-pub struct Roles {
-    pub default_role: String,
-    pub roles: BTreeMap<String, Vec<String>>,
-    /// How long a pairing code is valid ([`CODE_TTL`] unless configured).
-    pub code_ttl: Duration,
-}
-
-impl Roles {
-    /// Whether `role` may see and call `tool`. An unknown role or an empty list allows nothing.
-    pub fn allows(&self, role: &str, tool: &str) -> bool {
-        self.roles
-            .get(role)
-            .is_some_and(|patterns| patterns.iter().any(|p| glob_match(p, tool)))
-    }
-
-    pub fn exists(&self, role: &str) -> bool {
-        self.roles.contains_key(role)
-    }
-}
-
-/// `*` matches any run of characters; everything else matches itself.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || !name[first.len()..].ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
-        }
-    }
-    name.len() >= first.len() + last.len()
-}
 
 /// A paired client as the API shows it (never its token or hash).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -179,21 +140,6 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Runs a blocking store call off the runtime, bounded by [`STORE_TIMEOUT`].
-async fn blocking<T: Send + 'static>(
-    what: &'static str,
-    f: impl FnOnce() -> Result<T, TokenStoreError> + Send + 'static,
-) -> Result<T, TokenStoreError> {
-    match tokio::time::timeout(STORE_TIMEOUT, tokio::task::spawn_blocking(f)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(TokenStoreError::Io(format!("{what} failed: {e}"))),
-        Err(_) => Err(TokenStoreError::Locked(format!(
-            "the keychain did not answer {what} within {} s; is it locked? Unlock it and retry",
-            STORE_TIMEOUT.as_secs()
-        ))),
-    }
-}
-
 impl Auth {
     /// Loads the paired clients from `store`.
     pub async fn open(
@@ -234,11 +180,11 @@ impl Auth {
         &self.inner.roles
     }
 
-    pub fn store_description(&self) -> String {
+    pub(crate) fn store_description(&self) -> String {
         self.inner.store.describe()
     }
 
-    /// A new single-use code, valid for [`CODE_TTL`]; `role` binds the client it pairs.
+    /// A new single-use code, valid for the roles' `code_ttl`; `role` binds the client it pairs.
     pub fn issue_code(&self, role: Option<String>) -> Result<String, PairError> {
         if let Some(r) = &role
             && !self.inner.roles.exists(r)
@@ -471,7 +417,7 @@ impl Auth {
     }
 
     /// The caller behind a bearer token, if it is paired.
-    pub fn verify(&self, token: &str) -> Option<Caller> {
+    pub(crate) fn verify(&self, token: &str) -> Option<Caller> {
         if !token.starts_with(TOKEN_PREFIX) {
             return None;
         }
@@ -504,6 +450,8 @@ impl Auth {
         };
         if save {
             let me = self.clone();
+            // Not on the gateway's tracker (Auth has none): it ends by itself within
+            // STORE_TIMEOUT (`blocking`), and a last-seen time lost at exit is harmless.
             tokio::spawn(async move {
                 if let Err(e) = me.persist().await {
                     tracing::warn!(error = %e, "could not save last-seen times");
@@ -552,8 +500,13 @@ impl Auth {
 
 #[cfg(test)]
 mod tests {
+    use super::roles::glob_match;
     use super::*;
+    use std::collections::BTreeMap;
     use store::MemoryTokenStore;
+
+    /// How long a pairing code is valid by default.
+    const CODE_TTL: Duration = Duration::from_secs(120);
 
     fn roles() -> Roles {
         Roles {
@@ -751,6 +704,7 @@ mod tests {
 #[cfg(test)]
 mod expiry {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[tokio::test]
     async fn an_expired_code_is_refused_as_expired() {

@@ -2,6 +2,8 @@
 //!
 //! The file lives in the platform config dir (`directories`), command-line flags override it,
 //! and state goes to the platform data dir unless the file or a flag names another.
+//! It is plain data, with no runtime handles: the stores a caller hands in instead of the
+//! configured ones travel beside it (`auth::store::Stores`, `server::serve_with`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -375,10 +377,6 @@ pub struct GatewayConfig {
     /// marked `failed` by a crash loop: a network outage should heal by itself.
     pub remote_backoff_initial_ms: u64,
     pub remote_backoff_max_ms: u64,
-    /// Where `{ keychain = "service/account" }` header values are read: the OS keychain when
-    /// unset. Tests put an in-memory store here.
-    #[serde(skip)]
-    pub header_secrets: Option<std::sync::Arc<dyn crate::auth::store::SecretStore>>,
 }
 
 impl Default for GatewayConfig {
@@ -397,7 +395,6 @@ impl Default for GatewayConfig {
             ws_heartbeat_ms: 30_000,
             remote_backoff_initial_ms: 500,
             remote_backoff_max_ms: 30_000,
-            header_secrets: None,
         }
     }
 }

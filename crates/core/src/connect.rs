@@ -5,6 +5,9 @@
 //!
 //! Its token lives in the OS keychain (`switchboard connect --pair` puts it there);
 //! `SWITCHBOARD_TOKEN` overrides it where there is no keychain.
+//!
+//! Lines for stdout wait on a bounded queue ([`OUT_QUEUE`]): when stdout is slow, relaying
+//! waits for it. Every task is owned by [`relay`], which ends them before it returns.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,8 +17,13 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+/// Lines waiting for stdout. When full, whoever has a line waits for room: the client reading
+/// our stdout sets the pace (the writer only stops when stdout does, and then sending fails at
+/// once rather than waiting).
+const OUT_QUEUE: usize = 1024;
+
 /// Keychain service under which `connect` keeps its own token (account: the gateway URL).
-pub const KEYCHAIN_SERVICE: &str = "switchboard-connect";
+pub(crate) const KEYCHAIN_SERVICE: &str = "switchboard-connect";
 
 fn entry(url: &str) -> Result<keyring::Entry, String> {
     keyring::Entry::new(KEYCHAIN_SERVICE, url).map_err(|e| format!("OS keychain: {e}"))
@@ -72,7 +80,7 @@ struct Session {
 pub async fn relay(url: String, token: String) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let session = Arc::new(Mutex::new(Session::default()));
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(OUT_QUEUE);
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
         while let Some(line) = out_rx.recv().await {
@@ -88,6 +96,8 @@ pub async fn relay(url: String, token: String) -> anyhow::Result<()> {
     });
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut tasks = tokio::task::JoinSet::new();
+    // The session's GET stream, once `initialize` has opened a session; ended below.
+    let mut listener: Option<tokio::task::JoinHandle<()>> = None;
     while let Some(line) = lines.next_line().await? {
         if line.trim().is_empty() {
             continue;
@@ -95,27 +105,39 @@ pub async fn relay(url: String, token: String) -> anyhow::Result<()> {
         let msg: Value = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(e) => {
-                let _ = out_tx.send(
-                    json!({"jsonrpc": "2.0", "id": null,
-                           "error": {"code": -32700, "message": format!("Parse error: {e}")}})
-                    .to_string(),
-                );
+                let _ = out_tx
+                    .send(
+                        json!({"jsonrpc": "2.0", "id": null,
+                               "error": {"code": -32700, "message": format!("Parse error: {e}")}})
+                        .to_string(),
+                    )
+                    .await;
                 continue;
             }
         };
-        let (client, url, token, session, out) = (
+        // The handshake must finish before anything else uses the session.
+        let forward = forward(
             client.clone(),
             url.clone(),
             token.clone(),
             session.clone(),
             out_tx.clone(),
+            msg.clone(),
         );
-        // The handshake must finish before anything else uses the session.
-        let forward = forward(client, url, token, session, out, msg.clone());
         if msg["method"] == "initialize" {
-            forward.await;
+            if forward.await && listener.is_none() {
+                listener = Some(tokio::spawn(listen(
+                    client.clone(),
+                    url.clone(),
+                    token.clone(),
+                    session.clone(),
+                    out_tx.clone(),
+                )));
+            }
         } else {
-            tasks.spawn(forward);
+            tasks.spawn(async move {
+                forward.await;
+            });
         }
     }
     // stdin closed: let answers in flight finish (bounded), end the session, stop.
@@ -134,6 +156,10 @@ pub async fn relay(url: String, token: String) -> anyhow::Result<()> {
                 .send(),
         )
         .await;
+    }
+    if let Some(listener) = listener {
+        listener.abort();
+        let _ = listener.await;
     }
     drop(out_tx);
     let _ = writer.await;
@@ -162,11 +188,7 @@ fn request(
 }
 
 /// Sends `data:` payloads of an SSE body (or a plain JSON body) to stdout as they arrive.
-async fn pump(
-    resp: reqwest::Response,
-    out: &mpsc::UnboundedSender<String>,
-    mut seen: impl FnMut(&Value),
-) {
+async fn pump(resp: reqwest::Response, out: &mpsc::Sender<String>, mut seen: impl FnMut(&Value)) {
     let sse = resp
         .headers()
         .get("content-type")
@@ -177,7 +199,7 @@ async fn pump(
             && let Ok(v) = serde_json::from_str::<Value>(&text)
         {
             seen(&v);
-            let _ = out.send(v.to_string());
+            let _ = out.send(v.to_string()).await;
         }
         return;
     }
@@ -195,20 +217,22 @@ async fn pump(
                 .join("\n");
             if let Ok(v) = serde_json::from_str::<Value>(&data) {
                 seen(&v);
-                let _ = out.send(v.to_string());
+                let _ = out.send(v.to_string()).await;
             }
         }
     }
 }
 
+/// POSTs one message and relays its answer; `true` when it was the `initialize` that opened a
+/// session whose GET stream should now be listened to.
 async fn forward(
     client: reqwest::Client,
     url: String,
     token: String,
     session: Arc<Mutex<Session>>,
-    out: mpsc::UnboundedSender<String>,
+    out: mpsc::Sender<String>,
     msg: Value,
-) {
+) -> bool {
     let id = msg.get("id").cloned();
     let is_init = msg["method"] == "initialize";
     let sent = request(&client, reqwest::Method::POST, &url, &token, &session)
@@ -220,29 +244,33 @@ async fn forward(
         Ok(r) => r,
         Err(e) => {
             if let Some(id) = id {
-                let _ = out.send(
-                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32000,
+                let _ = out
+                    .send(
+                        json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32000,
                     "message": format!("cannot reach Switchboard at {url}: {e}")}})
-                    .to_string(),
-                );
+                        .to_string(),
+                    )
+                    .await;
             }
-            return;
+            return false;
         }
     };
     let status = resp.status();
     if status == reqwest::StatusCode::ACCEPTED {
-        return;
+        return false;
     }
     if !status.is_success() {
         let body = resp.text().await.unwrap_or_default();
         if let Some(id) = id {
-            let _ = out.send(
-                json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32000,
+            let _ = out
+                .send(
+                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32000,
                 "message": format!("Switchboard answered {status}: {body}")}})
-                .to_string(),
-            );
+                    .to_string(),
+                )
+                .await;
         }
-        return;
+        return false;
     }
     if is_init
         && let Some(sid) = resp
@@ -259,25 +287,29 @@ async fn forward(
         }
     })
     .await;
-    if is_init {
-        let start = {
-            let mut s = session.lock().expect("session lock");
-            let start = s.id.is_some() && !s.listening;
-            s.listening |= start;
-            start
-        };
-        if start {
-            let (client, url, token, session, out) = (client, url, token, session, out);
-            tokio::spawn(async move {
-                let get = request(&client, reqwest::Method::GET, &url, &token, &session)
-                    .send()
-                    .await;
-                if let Ok(resp) = get
-                    && resp.status().is_success()
-                {
-                    pump(resp, &out, |_| {}).await;
-                }
-            });
-        }
+    if !is_init {
+        return false;
+    }
+    let mut s = session.lock().expect("session lock");
+    let start = s.id.is_some() && !s.listening;
+    s.listening |= start;
+    start
+}
+
+/// The session's GET stream: what the gateway sends on its own (tool list changes), to stdout.
+async fn listen(
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    session: Arc<Mutex<Session>>,
+    out: mpsc::Sender<String>,
+) {
+    let get = request(&client, reqwest::Method::GET, &url, &token, &session)
+        .send()
+        .await;
+    if let Ok(resp) = get
+        && resp.status().is_success()
+    {
+        pump(resp, &out, |_| {}).await;
     }
 }

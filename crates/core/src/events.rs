@@ -2,6 +2,11 @@
 //!
 //! Producers never wait: the bus is a ring. A subscriber that falls behind loses its oldest
 //! events and receives one [`HubEvent::Lagged`] saying how many, then carries on.
+//!
+//! This module sits below every producer (`upstream`, `auth`, `registration`, `mcp`): it
+//! imports none of them. What an event carries is therefore defined here, including
+//! [`ServerState`], the lifecycle a supervised server reports (`upstream` drives it and
+//! re-exports it as `upstream::ServerState`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +37,7 @@ pub enum HubEvent {
     /// A supervised server changed state (running, restarting, failed, …).
     ServerState {
         server: String,
-        state: crate::upstream::ServerState,
+        state: ServerState,
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
@@ -114,6 +119,33 @@ impl HubEvent {
     }
 }
 
+/// Lifecycle of a supervised server, as its [`HubEvent::ServerState`] events report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    Starting,
+    Running,
+    /// Crashed (or lost its connection); waiting out the backoff before the next start.
+    Restarting,
+    /// Crashed too often; not restarted until asked.
+    Failed,
+    Disabled,
+    Stopped,
+}
+
+impl ServerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Restarting => "restarting",
+            Self::Failed => "failed",
+            Self::Disabled => "disabled",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
 /// An event as delivered: numbered in publish order and stamped.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stamped {
@@ -134,7 +166,7 @@ pub struct EventBus {
 }
 
 /// Default number of events a subscriber may fall behind before it starts losing them.
-pub const DEFAULT_CAPACITY: usize = 4096;
+pub(crate) const DEFAULT_CAPACITY: usize = 4096;
 
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
@@ -147,7 +179,7 @@ impl EventBus {
 
     /// Whether anyone is subscribed now (producers on hot paths skip building events nobody
     /// would receive).
-    pub fn has_subscribers(&self) -> bool {
+    pub(crate) fn has_subscribers(&self) -> bool {
         self.tx.receiver_count() > 0
     }
 
@@ -197,7 +229,7 @@ impl Subscriber {
     }
 
     /// Turns the subscriber into a stream (for SSE).
-    pub fn into_stream(self) -> impl futures_util::Stream<Item = Arc<Stamped>> + Send {
+    pub(crate) fn into_stream(self) -> impl futures_util::Stream<Item = Arc<Stamped>> + Send {
         futures_util::stream::unfold(self, |mut sub| async move {
             sub.recv().await.map(|ev| (ev, sub))
         })

@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::store::{FileTokenStore, MemoryTokenStore, TokenStore, TokenStoreError};
+use crate::auth::store::{
+    FileTokenStore, MemoryTokenStore, SecretStore, Stores, TokenStore, TokenStoreError,
+};
 use crate::auth::{Auth, Roles};
 use crate::config::{Config, ConfigError, TokenStoreKind};
 use crate::events::{self, EventBus};
@@ -72,6 +74,16 @@ impl Gateway {
         local: SocketAddr,
         shutdown: CancellationToken,
     ) -> Result<Self, ServeError> {
+        Self::open_with(config, local, Stores::default(), shutdown).await
+    }
+
+    /// [`open`](Self::open), with the `stores` given in place of the configured ones.
+    pub async fn open_with(
+        config: &Config,
+        local: SocketAddr,
+        stores: Stores,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ServeError> {
         if !local.ip().is_loopback() {
             return Err(ServeError::NotLoopback(local));
         }
@@ -89,12 +101,19 @@ impl Gateway {
                 source,
             })?;
         // Tokens before servers: a gateway that cannot authenticate starts no children.
-        let tokens = token_store(config, &data_dir).await?;
+        let tokens = match stores.tokens {
+            Some(tokens) => tokens,
+            None => token_store(config, &data_dir).await?,
+        };
+        let secrets = stores
+            .secrets
+            .unwrap_or_else(|| Arc::new(crate::auth::keychain::KeychainSecrets));
         let opened = Opened {
             store,
             rows,
             telemetry,
             tokens,
+            secrets,
         };
         #[allow(unused_mut)]
         let mut gateway = Self::assemble(config, local, opened, data_dir, shutdown).await?;
@@ -126,6 +145,7 @@ impl Gateway {
             rows,
             telemetry,
             tokens,
+            secrets,
         } = opened;
         let bus = EventBus::new(events::DEFAULT_CAPACITY);
         let registry = Registry::new(
@@ -156,6 +176,7 @@ impl Gateway {
         let mcp = McpGateway::new(
             &config.servers,
             config.gateway.clone(),
+            secrets,
             bus.clone(),
             telemetry,
             shutdown.child_token(),
@@ -363,6 +384,8 @@ struct Opened {
     rows: Vec<ProjectRow>,
     telemetry: Telemetry,
     tokens: Arc<dyn TokenStore>,
+    /// Where remote servers' header secrets are read from.
+    secrets: Arc<dyn SecretStore>,
 }
 
 /// Runs Switchboard on `listener` until `shutdown` is cancelled.
@@ -371,8 +394,18 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    serve_with(listener, config, Stores::default(), shutdown).await
+}
+
+/// [`serve`], with the `stores` given in place of the configured ones (tests: in memory).
+pub async fn serve_with(
+    listener: TcpListener,
+    config: Config,
+    stores: Stores,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let local = listener.local_addr()?;
-    Gateway::open(&config, local, shutdown)
+    Gateway::open_with(&config, local, stores, shutdown)
         .await?
         .run(listener)
         .await
@@ -446,6 +479,7 @@ mod tests {
             store,
             rows,
             tokens: Arc::new(MemoryTokenStore::default()),
+            secrets: Arc::new(crate::auth::store::MemorySecrets::default()),
         };
         let local: SocketAddr = "127.0.0.1:11391".parse().unwrap();
         let gateway = Gateway::assemble(

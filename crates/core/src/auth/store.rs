@@ -1,13 +1,93 @@
-//! Where paired clients are kept: the OS keychain in the product, a 0600 file where the
-//! config explicitly allows it, memory in tests. Only `sha256(token)` is ever stored.
+//! Where secrets are kept: paired clients' token hashes ([`TokenStore`]: the OS keychain in
+//! the product, a 0600 file where the config explicitly allows it, memory in tests; only
+//! `sha256(token)` is ever stored) and the secrets that remote servers' headers name
+//! ([`SecretStore`]: the OS keychain, memory in tests). [`Stores`] hands either to the gateway
+//! in place of the configured one.
 //!
-//! The trait is blocking on purpose (keychain APIs are): callers run it off the async runtime
-//! with a timeout (see `auth::Tokens`).
+//! Both traits are blocking on purpose (keychain APIs are, and a locked keychain may never
+//! answer): async callers go through [`blocking`] and [`read_secret`], which run the call on a
+//! blocking thread bounded by [`STORE_TIMEOUT`].
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+/// A keychain that does not answer by then is reported as locked.
+pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stores that the caller of `serve_with` / `Gateway::open_with` hands in instead of the ones
+/// the config names (tests: in memory). `None` (the default) means: as configured, which for
+/// secrets is always the OS keychain.
+#[derive(Debug, Clone, Default)]
+pub struct Stores {
+    /// Where paired clients are kept, instead of `auth.token_store`.
+    pub tokens: Option<Arc<dyn TokenStore>>,
+    /// Where `{ keychain = "service/account" }` header values are read, instead of the OS
+    /// keychain.
+    pub secrets: Option<Arc<dyn SecretStore>>,
+}
+
+/// Why a blocking call gave no answer.
+enum Unanswered {
+    /// Not within [`STORE_TIMEOUT`].
+    Timeout,
+    /// The blocking task panicked or was cancelled.
+    Failed(tokio::task::JoinError),
+}
+
+/// Runs `f` on a blocking thread, bounded by [`STORE_TIMEOUT`] (the thread itself may linger
+/// if the keychain never answers; nobody waits for it).
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Unanswered> {
+    match tokio::time::timeout(STORE_TIMEOUT, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(Unanswered::Failed(e)),
+        Err(_) => Err(Unanswered::Timeout),
+    }
+}
+
+/// Runs a blocking store call off the runtime, bounded by [`STORE_TIMEOUT`]; `what` names it
+/// in the error ("loading paired clients").
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, TokenStoreError> + Send + 'static,
+) -> Result<T, TokenStoreError> {
+    match off_runtime(f).await {
+        Ok(r) => r,
+        Err(Unanswered::Failed(e)) => Err(TokenStoreError::Io(format!("{what} failed: {e}"))),
+        Err(Unanswered::Timeout) => Err(TokenStoreError::Locked(format!(
+            "the keychain did not answer {what} within {} s; is it locked? Unlock it and retry",
+            STORE_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// The secret `(service, account)` from `store`, off the runtime and bounded in time; the
+/// error says what to do (store it, unlock the keychain).
+pub(crate) async fn read_secret(
+    store: &Arc<dyn SecretStore>,
+    service: &str,
+    account: &str,
+) -> Result<String, String> {
+    let describe = store.describe();
+    let (store, s, a) = (store.clone(), service.to_owned(), account.to_owned());
+    match off_runtime(move || store.secret(&s, &a)).await {
+        Ok(Ok(Some(secret))) => Ok(secret),
+        Ok(Ok(None)) => Err(format!(
+            "no secret {service}/{account} in the {describe}; store it there (service \
+             {service:?}, account {account:?})"
+        )),
+        Ok(Err(e)) => Err(format!("cannot read {service}/{account}: {e}")),
+        Err(Unanswered::Failed(e)) => Err(format!("cannot read {service}/{account}: {e}")),
+        Err(Unanswered::Timeout) => Err(format!(
+            "the {describe} did not answer within {} s reading {service}/{account}; is it locked?",
+            STORE_TIMEOUT.as_secs()
+        )),
+    }
+}
 
 /// One paired client, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +168,7 @@ impl SecretStore for MemorySecrets {
 
 /// For tests and for `token_store = "memory"` (nothing survives a restart).
 #[derive(Debug, Default)]
-pub struct MemoryTokenStore {
+pub(crate) struct MemoryTokenStore {
     clients: Mutex<Vec<ClientRecord>>,
 }
 
@@ -110,12 +190,12 @@ impl TokenStore for MemoryTokenStore {
 /// A JSON file readable by its owner only; used where there is no keychain and the config
 /// says `token_store = "file"`.
 #[derive(Debug)]
-pub struct FileTokenStore {
+pub(crate) struct FileTokenStore {
     path: PathBuf,
 }
 
 impl FileTokenStore {
-    pub fn new(path: &Path) -> Self {
+    pub(crate) fn new(path: &Path) -> Self {
         Self {
             path: path.to_path_buf(),
         }

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use super::call::{CallBook, Route};
 use super::names;
 use super::session::Sessions;
+use crate::auth::store::SecretStore;
 use crate::config::{GatewayConfig, ServerConfig as UpstreamConfig};
 use crate::events::EventBus;
 use crate::telemetry::Telemetry;
@@ -55,6 +56,8 @@ pub struct McpGateway {
 struct Inner {
     upstreams: RwLock<BTreeMap<String, Upstream>>,
     limits: GatewayConfig,
+    /// Where remote servers' header secrets are read from (the OS keychain, or tests' own).
+    secrets: Arc<dyn SecretStore>,
     bus: EventBus,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -74,6 +77,7 @@ impl McpGateway {
     pub(crate) fn new(
         servers: &[UpstreamConfig],
         limits: GatewayConfig,
+        secrets: Arc<dyn SecretStore>,
         bus: EventBus,
         telemetry: Telemetry,
         shutdown: CancellationToken,
@@ -83,6 +87,7 @@ impl McpGateway {
             inner: Arc::new(Inner {
                 upstreams: RwLock::new(BTreeMap::new()),
                 limits,
+                secrets,
                 shutdown,
                 tasks,
                 tool_listeners: Mutex::new(Vec::new()),
@@ -115,6 +120,7 @@ impl McpGateway {
         let up = Upstream::spawn(
             cfg,
             self.inner.limits.clone(),
+            self.inner.secrets.clone(),
             self.inner.bus.clone(),
             self.inner.shutdown.child_token(),
             &self.inner.tasks,

@@ -8,6 +8,13 @@
 //! list-changed notifications to the supervisor. When the transport ends (stdout closes, the
 //! socket drops), every waiting caller gets [`RpcError::Closed`] at once: that is how a crash
 //! or a lost connection mid-call is noticed.
+//!
+//! A connection's [`closed`](Connection::closed) token is a child of its upstream's shutdown
+//! token: the transport tasks that watch it stop when the connection ends or the gateway
+//! stops, whichever comes first. Whether the connection really *ended* is
+//! [`is_closed`](Connection::is_closed), set only by [`mark_closed`](Connection::mark_closed)
+//! (a polite stop still runs after shutdown began). The tasks of a stdio connection run on the
+//! gateway's [`TaskTracker`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +30,11 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{ChildStdin, ChildStdout};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::notice::{ListChanged, NoticeSender};
 
 #[cfg(unix)]
 mod pipe;
@@ -57,14 +67,6 @@ pub enum RpcError {
     Cancelled,
 }
 
-/// Something the server told us that the supervisor acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerNotice {
-    ToolsChanged,
-    ResourcesChanged,
-    PromptsChanged,
-}
-
 enum Outgoing {
     /// One serialized JSON-RPC message, without a line end.
     Message(Vec<u8>),
@@ -74,7 +76,7 @@ enum Outgoing {
 
 /// The messages a network transport must deliver to the server, in order.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     rx: mpsc::Receiver<Outgoing>,
     closed: CancellationToken,
 }
@@ -82,7 +84,7 @@ pub struct Outbox {
 impl Outbox {
     /// The next message to send; `None` when the connection is being closed (politely, by
     /// [`Connection::close_stdin`], or because it is gone).
-    pub async fn next(&mut self) -> Option<Vec<u8>> {
+    pub(crate) async fn next(&mut self) -> Option<Vec<u8>> {
         let msg = tokio::select! {
             m = self.rx.recv() => m,
             () = self.closed.cancelled() => None,
@@ -113,15 +115,19 @@ pub struct Connection {
     pending: Mutex<HashMap<u64, Waiter>>,
     progress: Mutex<HashMap<String, ProgressSink>>,
     next_id: AtomicU64,
-    /// Cancelled when stdout ends (the process died or closed it).
+    /// Cancelled when the connection ends (stdout ends, the link is lost or stopped) or when
+    /// the upstream's shutdown token is (a child of it): what transport tasks stop on.
     closed: CancellationToken,
-    /// Set with `closed`: checked on every call without taking the token's lock, which every
-    /// caller of this server shares.
+    /// Set (with `closed`) only when the connection ended: checked on every call without
+    /// taking the token's lock, which every caller of this server shares.
     is_closed: std::sync::atomic::AtomicBool,
+    /// Woken by [`mark_closed`](Self::mark_closed): the stdout reader stops then even if a
+    /// grandchild keeps the pipe open (it outlives shutdown's start to read late answers).
+    ended: Notify,
     /// Lines on stdout (or messages) that were not JSON-RPC.
     garbage: AtomicU64,
-    /// Where list-changed notifications go (the supervisor).
-    notices: mpsc::UnboundedSender<ServerNotice>,
+    /// Where list-changed notifications go (the supervisor); never waits (see `notice`).
+    notices: NoticeSender,
 }
 
 impl std::fmt::Debug for Connection {
@@ -158,7 +164,8 @@ impl Sink {
         }
     }
 
-    /// Sends one message if there is room now.
+    /// Sends one message if there is room now; when the queue is full it is dropped (only
+    /// cancellation notices and ping answers go this way: a server copes without them).
     fn try_send(&self, mut msg: Vec<u8>) {
         match self {
             Self::Channel(tx) => {
@@ -184,18 +191,21 @@ impl Sink {
 }
 
 impl Connection {
-    /// Starts the reader and writer tasks for a freshly spawned child.
-    pub fn start(
+    /// Starts the reader and writer tasks for a freshly spawned child, on `tasks`; `stop` is
+    /// the upstream's shutdown token.
+    pub(crate) fn start(
         server: &str,
         stdin: ChildStdin,
         stdout: ChildStdout,
-        notices: mpsc::UnboundedSender<ServerNotice>,
+        notices: NoticeSender,
+        stop: &CancellationToken,
+        tasks: &TaskTracker,
     ) -> Arc<Self> {
-        let closed = CancellationToken::new();
+        let closed = stop.child_token();
         // Writes go straight into the pipe where the platform lets us (no task hop per call);
         // otherwise through the writer task.
         #[cfg(unix)]
-        let conn = match pipe::PipeOut::start(stdin, closed.clone()) {
+        let conn = match pipe::PipeOut::start(stdin, closed.clone(), tasks) {
             Ok(p) => Self::with_sink(server, notices, Sink::Pipe(p), closed),
             Err(e) => {
                 tracing::warn!(server, error = %e, "cannot write to the child's stdin");
@@ -206,22 +216,24 @@ impl Connection {
         #[cfg(not(unix))]
         let conn = {
             let (tx, rx) = mpsc::channel(OUT_QUEUE);
-            tokio::spawn(write_loop(stdin, rx, closed.clone()));
+            tasks.spawn(write_loop(stdin, rx, closed.clone()));
             Self::with_sink(server, notices, Sink::Channel(tx), closed)
         };
-        tokio::spawn(read_loop(conn.clone(), stdout));
+        tasks.spawn(read_loop(conn.clone(), stdout));
         conn
     }
 
     /// A connection whose transport is someone else's: it drains the [`Outbox`], hands every
     /// message from the server to [`Connection::receive`], and calls
-    /// [`Connection::mark_closed`] when the link is gone.
-    pub fn framed(
+    /// [`Connection::mark_closed`] when the link is gone. `stop` is the upstream's shutdown
+    /// token.
+    pub(crate) fn framed(
         server: &str,
-        notices: mpsc::UnboundedSender<ServerNotice>,
+        notices: NoticeSender,
+        stop: &CancellationToken,
     ) -> (Arc<Self>, Outbox) {
         let (out, rx) = mpsc::channel(OUT_QUEUE);
-        let closed = CancellationToken::new();
+        let closed = stop.child_token();
         let outbox = Outbox {
             rx,
             closed: closed.clone(),
@@ -232,7 +244,7 @@ impl Connection {
 
     fn with_sink(
         server: &str,
-        notices: mpsc::UnboundedSender<ServerNotice>,
+        notices: NoticeSender,
         out: Sink,
         closed: CancellationToken,
     ) -> Arc<Self> {
@@ -244,6 +256,7 @@ impl Connection {
             next_id: AtomicU64::new(1),
             closed,
             is_closed: std::sync::atomic::AtomicBool::new(false),
+            ended: Notify::new(),
             garbage: AtomicU64::new(0),
             notices,
         })
@@ -251,7 +264,7 @@ impl Connection {
 
     /// A message from the server: one JSON-RPC object (a batch array is taken apart). Read
     /// without building a tree: a result is handed on as the raw JSON text it came as.
-    pub fn receive(&self, message: &[u8]) {
+    pub(crate) fn receive(&self, message: &[u8]) {
         match message.trim_ascii_start().first() {
             Some(b'{') => match serde_json::from_slice::<InMessage<'_>>(message) {
                 Ok(msg) => self.on_message(msg),
@@ -279,23 +292,26 @@ impl Connection {
         self.pending.lock().expect("pending lock").contains_key(&id)
     }
 
-    pub fn closed(&self) -> &CancellationToken {
+    /// Cancelled when the connection ended or the gateway is stopping (see the module docs).
+    pub(crate) fn closed(&self) -> &CancellationToken {
         &self.closed
     }
 
     /// Whether the connection has ended ([`mark_closed`](Self::mark_closed)).
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.is_closed.load(Ordering::Acquire)
     }
 
-    pub fn garbage_lines(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn garbage_lines(&self) -> u64 {
         self.garbage.load(Ordering::Relaxed)
     }
 
     /// Fails every waiting request with [`RpcError::Closed`]; later requests fail at once.
-    pub fn mark_closed(&self) {
+    pub(crate) fn mark_closed(&self) {
         self.is_closed.store(true, Ordering::Release);
         self.closed.cancel();
+        self.ended.notify_waiters();
         let waiters: Vec<Waiter> = self
             .pending
             .lock()
@@ -308,18 +324,18 @@ impl Connection {
         }
     }
 
-    pub fn close_stdin(&self) {
+    pub(crate) fn close_stdin(&self) {
         self.out.close();
     }
 
-    pub fn register_progress(&self, token: &str, sink: ProgressSink) {
+    pub(crate) fn register_progress(&self, token: &str, sink: ProgressSink) {
         self.progress
             .lock()
             .expect("progress lock")
             .insert(token.to_owned(), sink);
     }
 
-    pub fn unregister_progress(&self, token: &str) {
+    pub(crate) fn unregister_progress(&self, token: &str) {
         self.progress.lock().expect("progress lock").remove(token);
     }
 
@@ -334,14 +350,14 @@ impl Connection {
     }
 
     /// Sends a notification.
-    pub async fn notify(&self, method: &str, params: Value) -> Result<(), RpcError> {
+    pub(crate) async fn notify(&self, method: &str, params: Value) -> Result<(), RpcError> {
         self.write(&json!({"jsonrpc": "2.0", "method": method, "params": params}))
             .await
     }
 
     /// Sends a request and waits for its result, at most `timeout`, until `cancel` fires, or
     /// until the process dies. A timed-out or cancelled request is cancelled upstream too.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: &str,
         params: Value,
@@ -352,7 +368,7 @@ impl Connection {
     }
 
     /// [`request`](Self::request) without taking `params` (a replay may send them again).
-    pub async fn request_ref(
+    pub(crate) async fn request_ref(
         &self,
         method: &str,
         params: &Value,
@@ -370,7 +386,7 @@ impl Connection {
 
     /// [`request_ref`](Self::request_ref) with any serializable `params`, answering the result
     /// as the raw JSON text the server wrote.
-    pub async fn request_raw<P: serde::Serialize + ?Sized>(
+    pub(crate) async fn request_raw<P: serde::Serialize + ?Sized>(
         &self,
         method: &str,
         params: &P,
@@ -535,13 +551,13 @@ impl Connection {
                 }
             }
             "notifications/tools/list_changed" => {
-                let _ = notices.send(ServerNotice::ToolsChanged);
+                notices.send(ListChanged::Tools);
             }
             "notifications/resources/list_changed" => {
-                let _ = notices.send(ServerNotice::ResourcesChanged);
+                notices.send(ListChanged::Resources);
             }
             "notifications/prompts/list_changed" => {
-                let _ = notices.send(ServerNotice::PromptsChanged);
+                notices.send(ListChanged::Prompts);
             }
             "notifications/message" => {
                 tracing::info!(server = %self.server, log = %params, "server log");
@@ -634,12 +650,25 @@ async fn write_loop(
     let _ = stdin.shutdown().await;
 }
 
+/// Reads the child's stdout until it ends, or until the connection was marked closed (after a
+/// stop, a grandchild may still hold the pipe open).
 async fn read_loop(conn: Arc<Connection>, stdout: ChildStdout) {
     let mut reader = BufReader::with_capacity(64 * 1024, stdout);
     let mut line = Vec::with_capacity(4096);
+    let ended = conn.ended.notified();
+    tokio::pin!(ended);
+    ended.as_mut().enable();
+    if conn.is_closed() {
+        return;
+    }
     loop {
         line.clear();
-        match reader.read_until(b'\n', &mut line).await {
+        let read = tokio::select! {
+            biased;
+            r = reader.read_until(b'\n', &mut line) => r,
+            () = ended.as_mut() => return,
+        };
+        match read {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let trimmed = line.trim_ascii();
@@ -684,8 +713,8 @@ mod tests {
     }
 
     async fn answer(reply: impl FnOnce(u64) -> String) -> Result<Box<RawValue>, RpcError> {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let (conn, mut outbox) = Connection::framed("t", tx);
+        let (tx, _rx) = super::super::notice::channel();
+        let (conn, mut outbox) = Connection::framed("t", tx, &CancellationToken::new());
         let (call, id) = asked(&conn, &mut outbox).await;
         conn.receive(reply(id).as_bytes());
         tokio::time::timeout(Duration::from_secs(5), call)
@@ -734,8 +763,8 @@ mod tests {
 
     #[tokio::test]
     async fn batches_garbage_and_foreign_ids() {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let (conn, mut outbox) = Connection::framed("t", tx);
+        let (tx, _rx) = super::super::notice::channel();
+        let (conn, mut outbox) = Connection::framed("t", tx, &CancellationToken::new());
         let (call, id) = asked(&conn, &mut outbox).await;
         // not ours: a string id, an id we never sent, not JSON-RPC at all
         conn.receive(format!(r#"{{"jsonrpc":"2.0","id":"{id}","result":1}}"#).as_bytes());
@@ -763,8 +792,8 @@ mod tests {
 
     #[tokio::test]
     async fn progress_reaches_the_sink_of_its_token_and_pings_are_answered() {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let (conn, mut outbox) = Connection::framed("t", tx);
+        let (tx, _rx) = super::super::notice::channel();
+        let (conn, mut outbox) = Connection::framed("t", tx, &CancellationToken::new());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
         conn.register_progress("sb-t-1", Arc::new(move |p| s.lock().unwrap().push(p)));

@@ -3,7 +3,8 @@
 //!
 //! The child gets its own process group (a Ctrl+C in the terminal reaches only the gateway,
 //! which stops its children itself, in order), is killed if its handle is dropped, and is
-//! always reaped.
+//! always reaped. Its pipes are read on the gateway's task tracker; the stderr reader ends
+//! when stderr closes or the server is shut down.
 
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -11,9 +12,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
-use super::{Connection, Inner, RpcError, ServerNotice};
+use super::connection::{Connection, RpcError};
+use super::notice::NoticeSender;
+use super::state::Inner;
 use crate::config::ServerConfig;
 
 /// A running child.
@@ -26,7 +28,7 @@ pub(super) struct Process {
 pub(super) fn spawn(
     inner: &Arc<Inner>,
     cfg: &ServerConfig,
-    notices: mpsc::UnboundedSender<ServerNotice>,
+    notices: NoticeSender,
 ) -> Result<(Process, Arc<Connection>), String> {
     let mut cmd = Command::new(&cfg.command);
     cmd.args(&cfg.args)
@@ -49,14 +51,28 @@ pub(super) fn spawn(
         return Err("child has no stdio pipes".into());
     };
     let tail = inner.clone();
-    tokio::spawn(async move {
+    // Until stderr closes: a crash's last lines still reach the tail. A grandchild may hold
+    // the pipe open past the child, so shutdown ends it too.
+    inner.tasks.spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        loop {
+            let line = tokio::select! {
+                line = lines.next_line() => line,
+                () = tail.shutdown.cancelled() => break,
+            };
+            let Ok(Some(line)) = line else { break };
             tracing::debug!(server = %tail.name, "stderr: {line}");
             tail.push_stderr(line);
         }
     });
-    let conn = Connection::start(&cfg.name, stdin, stdout, notices);
+    let conn = Connection::start(
+        &cfg.name,
+        stdin,
+        stdout,
+        notices,
+        &inner.shutdown,
+        &inner.tasks,
+    );
     Ok((
         Process {
             child,

@@ -180,7 +180,9 @@ async fn a_server_that_exits_at_once_ends_up_failed_with_the_reason() {
             fixture_server("ok", &[]),
             fixture_server("dud", &["--exit-immediately"]),
         ];
-        c.gateway.backoff_initial_ms = 10;
+        // slow enough that the event stream below is open before the third crash (at least
+        // 150 + 300 ms with jitter): with 10 ms the dud could fail before anyone listened
+        c.gateway.backoff_initial_ms = 300;
         c.gateway.max_crashes = 3;
     })
     .await;

@@ -19,7 +19,7 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ServerHandler, ServiceExt};
 use serde_json::{Value, json};
-use switchboard_core::auth::store::MemorySecrets;
+use switchboard_core::auth::store::{MemorySecrets, Stores};
 use switchboard_core::config::{HeaderValue, ServerConfig as UpstreamConfig};
 
 use crate::support::*;
@@ -344,13 +344,13 @@ fn remote_server(name: &str, url: &str) -> UpstreamConfig {
 
 /// A gateway with `servers`; the secret `sb-test/remote` is in its (memory) secret store.
 async fn gateway(servers: Vec<UpstreamConfig>) -> TestGateway {
-    TestGateway::with(|c| {
-        c.servers = servers;
-        let secrets = MemorySecrets::default();
-        secrets.insert("sb-test", "remote", "s3cret-from-keychain");
-        c.gateway.header_secrets = Some(Arc::new(secrets));
-    })
-    .await
+    let secrets = MemorySecrets::default();
+    secrets.insert("sb-test", "remote", "s3cret-from-keychain");
+    let stores = Stores {
+        secrets: Some(Arc::new(secrets)),
+        ..Stores::default()
+    };
+    TestGateway::with_stores(stores, |c| c.servers = servers).await
 }
 
 fn keychain_auth() -> (String, HeaderValue) {

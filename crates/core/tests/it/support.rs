@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use switchboard_core::{Config, ServeError, serve};
+use switchboard_core::auth::store::Stores;
+use switchboard_core::server::serve_with;
+use switchboard_core::{Config, ServeError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -35,9 +37,16 @@ impl TestGateway {
     }
 
     pub async fn with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::with_stores(Stores::default(), tweak).await
+    }
+
+    /// [`with`](Self::with), with `stores` in place of the configured ones.
+    pub async fn with_stores(stores: Stores, tweak: impl FnOnce(&mut Config)) -> Self {
         let temp = tempfile::tempdir().expect("tempdir");
         let dir = temp.path().to_path_buf();
-        let mut gw = Self::in_dir(&dir, tweak).await.expect("gateway starts");
+        let mut gw = Self::in_dir_with(&dir, stores, tweak)
+            .await
+            .expect("gateway starts");
         gw._temp = Some(temp);
         gw
     }
@@ -45,6 +54,15 @@ impl TestGateway {
     /// Starts on `data_dir`; `Err` if `serve` fails before it is up.
     pub async fn in_dir(
         data_dir: &Path,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Result<Self, ServeError> {
+        Self::in_dir_with(data_dir, Stores::default(), tweak).await
+    }
+
+    /// [`in_dir`](Self::in_dir), with `stores` in place of the configured ones.
+    pub async fn in_dir_with(
+        data_dir: &Path,
+        stores: Stores,
         tweak: impl FnOnce(&mut Config),
     ) -> Result<Self, ServeError> {
         let mut config = Config {
@@ -56,7 +74,7 @@ impl TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let mut handle = tokio::spawn(serve(listener, config, shutdown.clone()));
+        let mut handle = tokio::spawn(serve_with(listener, config, stores, shutdown.clone()));
         // `serve` fails fast (bad database) or serves: wait until it answers or ends.
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + WAIT;

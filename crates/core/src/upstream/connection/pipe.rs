@@ -10,7 +10,7 @@
 //! [`yield_now`](tokio::task::yield_now), which tokio runs after them), so that the calls of
 //! one burst (say, requests that arrived on several sockets at once) reach the server in one
 //! `write` and wake it once, not once each. The queue is bounded: past [`QUEUE_CAP`] bytes
-//! callers wait for room.
+//! callers wait for room (and [`PipeOut::offer`], which never waits, reports it full).
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::net::unix::pipe;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Bytes waiting for the writer task beyond which callers wait.
 const QUEUE_CAP: usize = 4 * 1024 * 1024;
@@ -68,11 +69,12 @@ impl std::fmt::Debug for PipeOut {
 }
 
 impl PipeOut {
-    /// Takes over `stdin` and starts its writer task, which ends when the pipe is closed
-    /// ([`close`](Self::close)), breaks, or `closed` fires.
+    /// Takes over `stdin` and starts its writer task on `tasks`, which ends when the pipe is
+    /// closed ([`close`](Self::close)), breaks, or `closed` fires.
     pub(super) fn start(
         stdin: tokio::process::ChildStdin,
         closed: CancellationToken,
+        tasks: &TaskTracker,
     ) -> io::Result<Arc<Self>> {
         let pipe = pipe::Sender::from_owned_fd(stdin.into_owned_fd()?)?;
         let out = Arc::new(Self {
@@ -86,7 +88,7 @@ impl PipeOut {
             wake: Notify::new(),
             room: Notify::new(),
         });
-        tokio::spawn(write_loop(out.clone(), closed));
+        tasks.spawn(write_loop(out.clone(), closed));
         Ok(out)
     }
 

@@ -24,6 +24,10 @@
 //! stream ends before its answer and cannot be resumed (no event id seen, resumption refused
 //! with a 4xx or an empty stream, or attempts used up), or when the server forgets the
 //! session (404). An HTTP error status on one request fails that request only.
+//!
+//! The event-stream format itself is read by `remote/sse`. Every task of a session runs on
+//! the gateway's task tracker and ends, at the latest, when the connection's token is
+//! cancelled (the connection ends, or the gateway stops).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -36,9 +40,10 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::{LinkState, MAX_MESSAGE, SHORT_REQUEST};
-use crate::upstream::connection::Outbox;
-use crate::upstream::{Connection, Inner};
+use super::link::{LinkState, MAX_MESSAGE, SHORT_REQUEST, error_chain};
+use super::sse::SseReader;
+use crate::upstream::connection::{Connection, Outbox};
+use crate::upstream::state::Inner;
 
 /// Requests posted at once; more wait for a slot (and, behind them, for the outbox).
 const MAX_IN_FLIGHT: usize = 256;
@@ -71,6 +76,9 @@ struct Session {
     session_id: Mutex<Option<HeaderValue>>,
     protocol: Mutex<Option<HeaderValue>>,
     state: Arc<LinkState>,
+    /// The gateway's tracker: every task of the session runs on it (each ends when the
+    /// connection's token is cancelled, at the latest).
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// Prepares a session with `url`: nothing is sent until the handshake's `initialize`.
@@ -95,8 +103,9 @@ pub(super) fn start(
         session_id: Mutex::new(None),
         protocol: Mutex::new(None),
         state: state.clone(),
+        tasks: inner.tasks.clone(),
     });
-    Ok(tokio::spawn(session.run(outbox)))
+    Ok(inner.tasks.spawn(session.run(outbox)))
 }
 
 impl Session {
@@ -122,7 +131,7 @@ impl Session {
                         break;
                     };
                     let this = self.clone();
-                    tokio::spawn(async move {
+                    self.tasks.spawn(async move {
                         this.request(id, &method, bytes).await;
                         drop(slot);
                     });
@@ -164,7 +173,7 @@ impl Session {
         self.exchange(id, method, body).await;
         let initialized = self.protocol.lock().expect("protocol lock").is_some();
         if method == "initialize" && initialized && !self.state.is_lost() {
-            tokio::spawn(self.clone().listen());
+            self.tasks.spawn(self.clone().listen());
         }
     }
 
@@ -432,7 +441,7 @@ impl Session {
                 // A server may answer a notification with a stream of its own messages.
                 if is_event_stream(&resp) {
                     let this = self.clone();
-                    tokio::spawn(async move {
+                    self.tasks.spawn(async move {
                         let closed = this.conn().closed().clone();
                         let mut events = SseReader::new(resp);
                         loop {
@@ -554,23 +563,6 @@ async fn read_capped(resp: Response, cap: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// reqwest's error with its causes ("error sending request: connection refused"), a cause
-/// whose text is already there left out (native-tls repeats OpenSSL's), a refused server
-/// certificate explained first.
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    super::explain_tls(out)
-}
-
 /// How one response stream ended.
 enum Read {
     /// Answered, or nobody waits any more.
@@ -629,124 +621,6 @@ impl StreamCursor {
 fn resume_wait(attempt: u32, retry: Option<Duration>) -> Duration {
     let backoff = RESUME_BACKOFF * 2u32.saturating_pow(attempt.saturating_sub(1));
     backoff.max(retry.unwrap_or_default().min(MAX_RETRY_WAIT))
-}
-
-/// One dispatched Server-Sent Event.
-struct SseEvent {
-    /// The event's own `id:` field, if it had one.
-    id: Option<String>,
-    /// The `data` of a `message` event; empty for other events and for priming events.
-    data: Vec<u8>,
-}
-
-/// Server-Sent Events from a response body.
-struct SseReader {
-    stream:
-        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buf: Vec<u8>,
-    data: Vec<u8>,
-    event: String,
-    id: Option<String>,
-    /// The last `retry:` the server sent: how long it wants us to wait before reconnecting.
-    retry: Option<Duration>,
-}
-
-impl SseReader {
-    fn new(resp: Response) -> Self {
-        Self {
-            stream: Box::pin(resp.bytes_stream()),
-            buf: Vec::new(),
-            data: Vec::new(),
-            event: String::new(),
-            id: None,
-            retry: None,
-        }
-    }
-
-    /// The next event's data, skipping events without any (priming events, pings).
-    async fn next_data(&mut self) -> Result<Option<Vec<u8>>, String> {
-        loop {
-            match self.next().await? {
-                Some(e) if e.data.is_empty() => {}
-                Some(e) => return Ok(Some(e.data)),
-                None => return Ok(None),
-            }
-        }
-    }
-
-    /// The next event with an id or data; `Ok(None)` at the end of the stream.
-    async fn next(&mut self) -> Result<Option<SseEvent>, String> {
-        loop {
-            while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                if let Some(event) = self.on_line(&line) {
-                    return Ok(Some(event));
-                }
-            }
-            if self.buf.len() + self.data.len() > MAX_MESSAGE {
-                return Err(format!("an event larger than {MAX_MESSAGE} bytes"));
-            }
-            match self.stream.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
-                Some(Err(e)) => return Err(error_chain(&e)),
-                None => return Ok(None),
-            }
-        }
-    }
-
-    /// One line; the event when the line ends one.
-    fn on_line(&mut self, line: &[u8]) -> Option<SseEvent> {
-        if line.is_empty() {
-            let event = std::mem::take(&mut self.event);
-            let mut data = std::mem::take(&mut self.data);
-            let id = self.id.take();
-            let is_message = event.is_empty() || event == "message";
-            if !is_message || data.trim_ascii().is_empty() {
-                data.clear();
-            }
-            return (id.is_some() || !data.is_empty()).then_some(SseEvent { id, data });
-        }
-        if line.starts_with(b":") {
-            return None; // a comment (keep-alive)
-        }
-        let (field, value) = match line.iter().position(|b| *b == b':') {
-            Some(i) => {
-                let v = &line[i + 1..];
-                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
-            }
-            None => (line, &[][..]),
-        };
-        match field {
-            b"data" => {
-                if !self.data.is_empty() {
-                    self.data.push(b'\n');
-                }
-                self.data.extend_from_slice(value);
-            }
-            b"event" => self.event = String::from_utf8_lossy(value).into_owned(),
-            // An id with NUL is ignored (SSE standard); so is one that is not UTF-8, since it
-            // could not be sent back in a header.
-            b"id" if !value.contains(&0) => {
-                if let Ok(id) = std::str::from_utf8(value) {
-                    self.id = Some(id.to_owned());
-                }
-            }
-            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
-                if let Some(ms) = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok())
-                {
-                    self.retry = Some(Duration::from_millis(ms));
-                }
-            }
-            _ => {}
-        }
-        None
-    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //!
 //! The socket is the connection: when it closes, breaks, or stops answering pings (one every
 //! [`PING_EVERY`], dead after [`DEAD_AFTER`] of silence), the connection is lost and the
-//! supervisor reconnects. Stopping sends a close frame (1001) and waits briefly for the
-//! server's.
+//! supervisor reconnects. Stopping (or the gateway's shutdown) sends a close frame (1001) and
+//! waits briefly for the server's. The socket's task runs on the gateway's task tracker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +20,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{LinkState, MAX_MESSAGE};
-use crate::upstream::Inner;
+use super::link::{LinkState, MAX_MESSAGE, explain_tls};
 use crate::upstream::connection::Outbox;
+use crate::upstream::state::Inner;
 
 /// How often we ping the server.
 const PING_EVERY: Duration = Duration::from_secs(30);
@@ -58,7 +58,7 @@ pub(super) async fn start(
         Ok(Err(e)) => {
             return Err(format!(
                 "cannot connect to {url}: {}",
-                super::explain_tls(e.to_string())
+                explain_tls(e.to_string())
             ));
         }
         Err(_) => {
@@ -68,7 +68,7 @@ pub(super) async fn start(
             ));
         }
     };
-    Ok(tokio::spawn(run(socket, outbox, state.clone())))
+    Ok(inner.tasks.spawn(run(socket, outbox, state.clone())))
 }
 
 /// Pumps messages both ways until the socket ends or we are asked to close.

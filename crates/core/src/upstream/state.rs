@@ -1,0 +1,158 @@
+//! What one supervised server is, shared by its handle (`Upstream`), its supervisor and its
+//! transports: the [`Status`] it publishes, and [`Inner`], the state behind the handle. A leaf
+//! of `upstream/`: the other files there import from it; it imports none of them but the
+//! connection it names.
+
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rmcp::model::Tool;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::connection::Connection;
+use crate::auth::store::SecretStore;
+use crate::config::{GatewayConfig, ServerConfig};
+pub use crate::events::ServerState;
+use crate::events::{EventBus, HubEvent};
+
+/// What a server is doing now; published on a watch channel.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub state: ServerState,
+    /// Increases with every successful start.
+    pub generation: u64,
+    /// The child's process id (stdio servers only).
+    pub pid: Option<u32>,
+    pub tools: Arc<Vec<Tool>>,
+    /// The `capabilities` object of the server's `initialize` result.
+    pub capabilities: Arc<Value>,
+    pub server_info: Arc<Value>,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+    /// When the server entered `Running` (for uptime).
+    pub running_since: Option<Instant>,
+    pub conn: Option<Arc<Connection>>,
+}
+
+impl Status {
+    pub(super) fn initial(enabled: bool) -> Self {
+        Self {
+            state: if enabled {
+                ServerState::Starting
+            } else {
+                ServerState::Disabled
+            },
+            generation: 0,
+            pid: None,
+            tools: Arc::new(Vec::new()),
+            capabilities: Arc::new(Value::Null),
+            server_info: Arc::new(Value::Null),
+            restarts: 0,
+            last_error: None,
+            running_since: None,
+            conn: None,
+        }
+    }
+
+    pub(crate) fn has_capability(&self, name: &str) -> bool {
+        self.capabilities.get(name).is_some()
+    }
+}
+
+/// Asks the supervisor to restart the server, with the config waiting in
+/// [`Inner::next_config`] if there is one (also brings a `failed` or `disabled` one back).
+#[derive(Debug)]
+pub(super) struct Restart;
+
+/// Restarts that may wait for the supervisor. When full, another is dropped: the ones queued
+/// restart the server anyway, and each takes the newest config from [`Inner::next_config`], so
+/// nothing but a redundant restart is lost.
+pub(super) const CONTROL_QUEUE: usize = 16;
+
+/// The state behind an `Upstream` handle and its supervisor.
+#[derive(Debug)]
+pub(super) struct Inner {
+    pub(super) name: String,
+    /// The config the server runs with; only the supervisor changes it, between runs.
+    pub(super) config: Mutex<ServerConfig>,
+    /// A changed config not yet applied: the supervisor takes it with the next [`Restart`].
+    /// The newest wins, so the control queue never has to carry configs.
+    pub(super) next_config: Mutex<Option<ServerConfig>>,
+    pub(super) limits: GatewayConfig,
+    /// Where `{ keychain = ... }` header values of a remote server are read.
+    pub(super) secrets: Arc<dyn SecretStore>,
+    pub(super) status: watch::Sender<Status>,
+    /// To the supervisor; bounded by [`CONTROL_QUEUE`] with its overflow rule.
+    pub(super) control: mpsc::Sender<Restart>,
+    pub(super) stderr: Mutex<VecDeque<String>>,
+    pub(super) bus: EventBus,
+    /// Source of upstream progress tokens, unique per server.
+    pub(super) progress_seq: AtomicU64,
+    /// Stops the supervisor (and the child) when cancelled; the parent of every connection's
+    /// token.
+    pub(super) shutdown: CancellationToken,
+    /// The gateway's tracker: the supervisor and every transport task run on it, so shutdown
+    /// waits for them.
+    pub(super) tasks: TaskTracker,
+}
+
+impl Inner {
+    pub(super) fn update(&self, f: impl FnOnce(&mut Status)) {
+        self.status.send_modify(f);
+    }
+
+    pub(super) fn set_state(&self, state: ServerState, error: Option<String>) {
+        let mut changed = false;
+        self.status.send_modify(|s| {
+            changed = s.state != state;
+            s.state = state;
+            if error.is_some() {
+                s.last_error = error.clone();
+            }
+            if state != ServerState::Running {
+                s.conn = None;
+                s.pid = None;
+                s.running_since = None;
+            }
+        });
+        if changed {
+            self.bus.publish(HubEvent::ServerState {
+                server: self.name.clone(),
+                state,
+                reason: error,
+            });
+        }
+    }
+
+    pub(super) fn push_stderr(&self, line: String) {
+        let mut tail = self.stderr.lock().expect("stderr lock");
+        if tail.len() >= self.limits.stderr_lines.max(1) {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+
+    /// Asks for a restart (see [`CONTROL_QUEUE`] for a full queue; a closed one means the
+    /// supervisor has ended, and there is nothing to restart).
+    pub(super) fn restart(&self) {
+        let _ = self.control.try_send(Restart);
+    }
+
+    /// What a control message means to the supervisor: `Some` (a restart) applies the config
+    /// waiting, if any, and answers `true`; `None` (every sender gone) answers `false`: the
+    /// supervisor ends.
+    pub(super) fn on_control(&self, msg: Option<Restart>) -> bool {
+        if msg.is_none() {
+            return false;
+        }
+        if let Some(config) = self.next_config.lock().expect("config lock").take() {
+            *self.config.lock().expect("config lock") = config;
+        }
+        true
+    }
+}

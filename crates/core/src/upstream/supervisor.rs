@@ -1,0 +1,381 @@
+//! The supervisor of one server: opens its transport (`stdio` or `remote`, as a [`Link`]),
+//! runs the MCP handshake, lists its tools (again on `tools/list_changed`), and opens it
+//! again with exponential backoff when it dies.
+//!
+//! - stdio: too many crashes in a window mark the server `failed` until someone asks for a
+//!   restart; children are stopped politely (stdin closed, a grace period, then killed).
+//! - remote: a lost connection is reconnected with its own backoff (500 ms doubling to 30 s,
+//!   reset after 10 s of health) and never ends `failed`.
+//!
+//! It owns the server's `Status` (through [`Inner`]); callers only read it. Restarts and
+//! config changes reach it on the bounded control queue (`state::CONTROL_QUEUE`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::model::Tool;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::connection::{Connection, RpcError};
+use super::notice::{self, ListChanged, NoticeReceiver};
+use super::remote;
+use super::state::{Inner, Restart, ServerState};
+use super::stdio;
+use crate::config::{GatewayConfig, ServerConfig, Transport};
+use crate::events::HubEvent;
+
+/// The protocol revision we ask upstream servers for.
+pub(crate) const UPSTREAM_PROTOCOL: &str = "2025-11-25";
+
+/// What carries a server's messages, as the supervisor sees it.
+enum Link {
+    Stdio(stdio::Process),
+    Remote(remote::Remote),
+}
+
+impl Link {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Self::Stdio(p) => p.pid(),
+            Self::Remote(_) => None,
+        }
+    }
+
+    /// Resolves when the link is gone, with the reason.
+    async fn ended(&mut self) -> String {
+        match self {
+            Self::Stdio(p) => p.ended().await,
+            Self::Remote(r) => r.ended().await,
+        }
+    }
+
+    /// The handshake failed with `error`: tears the link down and says why, as precisely as
+    /// the transport can (exit status and last stderr line, or the connection error).
+    async fn abandon(self, inner: &Inner, error: RpcError) -> String {
+        match self {
+            Self::Stdio(p) => p.abandon(inner, error).await,
+            Self::Remote(r) => r.abandon(error).await,
+        }
+    }
+
+    /// The polite stop, bounded by the grace period.
+    async fn stop(self, inner: &Inner) {
+        match self {
+            Self::Stdio(p) => p.stop(inner).await,
+            Self::Remote(r) => r.stop(inner).await,
+        }
+    }
+}
+
+/// A server's transport, open, with its connection.
+struct Opened {
+    link: Link,
+    conn: Arc<Connection>,
+    notices: NoticeReceiver,
+}
+
+/// Opens the transport `cfg` asks for.
+async fn open(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String> {
+    let (notice_tx, notices) = notice::channel();
+    let (link, conn) = match cfg.transport() {
+        Transport::Stdio { .. } => {
+            let (p, conn) = stdio::spawn(inner, cfg, notice_tx)?;
+            (Link::Stdio(p), conn)
+        }
+        Transport::Http { .. } | Transport::WebSocket { .. } => {
+            let (r, conn) = remote::connect(inner, cfg, notice_tx).await?;
+            (Link::Remote(r), conn)
+        }
+    };
+    Ok(Opened {
+        link,
+        conn,
+        notices,
+    })
+}
+
+/// Opens the server and runs the MCP handshake: `initialize`, `notifications/initialized`,
+/// `tools/list`.
+async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String> {
+    let opened = open(inner, cfg).await?;
+    let conn = opened.conn.clone();
+    let timeout = inner.limits.start_timeout();
+    let init = conn
+        .request(
+            "initialize",
+            json!({
+                "protocolVersion": UPSTREAM_PROTOCOL,
+                "capabilities": {},
+                "clientInfo": {"name": "switchboard", "version": env!("CARGO_PKG_VERSION")},
+            }),
+            timeout,
+            Some(&inner.shutdown),
+        )
+        .await;
+    let init = match init {
+        Ok(v) => v,
+        Err(e) => return Err(opened.link.abandon(inner, e).await),
+    };
+    let _ = conn.notify("notifications/initialized", json!({})).await;
+    let capabilities = init.get("capabilities").cloned().unwrap_or(json!({}));
+    let tools = if capabilities.get("tools").is_some() {
+        match list_tools(inner, &conn).await {
+            Ok(tools) => tools,
+            Err(e) => {
+                opened.link.stop(inner).await;
+                return Err(e);
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let pid = opened.link.pid();
+    inner.update(|s| {
+        s.generation += 1;
+        s.pid = pid;
+        s.tools = Arc::new(tools);
+        s.capabilities = Arc::new(capabilities);
+        s.server_info = Arc::new(init.get("serverInfo").cloned().unwrap_or(Value::Null));
+        s.conn = Some(conn.clone());
+        s.running_since = Some(Instant::now());
+    });
+    Ok(opened)
+}
+
+/// `tools/list`, following cursors. Tools that do not parse are skipped with a warning.
+async fn list_tools(inner: &Inner, conn: &Connection) -> Result<Vec<Tool>, String> {
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let params = match &cursor {
+            Some(c) => json!({"cursor": c}),
+            None => json!({}),
+        };
+        let page = conn
+            .request(
+                "tools/list",
+                params,
+                inner.limits.start_timeout(),
+                Some(&inner.shutdown),
+            )
+            .await
+            .map_err(|e| format!("tools/list failed: {e}"))?;
+        for t in page
+            .get("tools")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
+            match serde_json::from_value::<Tool>(t.clone()) {
+                Ok(tool) => tools.push(tool),
+                Err(e) => tracing::warn!(server = %inner.name, tool = %t["name"], error = %e,
+                    "tool definition ignored"),
+            }
+        }
+        cursor = page
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    Ok(tools)
+}
+
+/// When to try again after a crash or a lost connection.
+struct Policy {
+    initial_ms: u64,
+    max_ms: u64,
+    /// Jitter as a factor range: restarts of many servers do not line up.
+    jitter: (f64, f64),
+    /// Whether a crash loop ends in `failed` (stdio); a remote server keeps reconnecting.
+    crash_loop: bool,
+}
+
+impl Policy {
+    fn for_server(limits: &GatewayConfig, cfg: &ServerConfig) -> Self {
+        if cfg.is_remote() {
+            Self {
+                initial_ms: limits.remote_backoff_initial_ms,
+                max_ms: limits.remote_backoff_max_ms,
+                // The documented delays are minimums: 500 ms means at least 500 ms.
+                jitter: (1.0, 1.1),
+                crash_loop: false,
+            }
+        } else {
+            Self {
+                initial_ms: limits.backoff_initial_ms,
+                max_ms: limits.backoff_max_ms,
+                jitter: (0.5, 1.0),
+                crash_loop: true,
+            }
+        }
+    }
+
+    fn delay(&self, attempt: u32) -> Duration {
+        let base = self
+            .initial_ms
+            .saturating_mul(1u64 << attempt.min(20))
+            .min(self.max_ms);
+        let (lo, hi) = self.jitter;
+        let factor = lo + rand::random::<f64>() * (hi - lo);
+        Duration::from_millis((base as f64 * factor) as u64)
+    }
+}
+
+/// A server up this long has its backoff reset.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
+enum Exit {
+    Crashed(String),
+    Shutdown,
+    Restart,
+}
+
+/// Runs one server until its shutdown token is cancelled: starts it, watches it, restarts it
+/// when it dies or is asked to, parks it when disabled or failed.
+pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Restart>) {
+    let mut crashes: VecDeque<Instant> = VecDeque::new();
+    let mut attempt: u32 = 0;
+    loop {
+        if inner.shutdown.is_cancelled() {
+            inner.set_state(ServerState::Stopped, None);
+            return;
+        }
+        let cfg = inner.config.lock().expect("config lock").clone();
+        if !cfg.enabled {
+            inner.set_state(ServerState::Disabled, None);
+            if !wait_for_control(&inner, &mut control).await {
+                return;
+            }
+            crashes.clear();
+            attempt = 0;
+            continue;
+        }
+        let policy = Policy::for_server(&inner.limits, &cfg);
+        inner.set_state(ServerState::Starting, None);
+        let reason = match start(&inner, &cfg).await {
+            Ok(mut run) => {
+                inner.set_state(ServerState::Running, None);
+                tracing::info!(server = %inner.name, pid = ?run.link.pid(), "running");
+                let up_since = Instant::now();
+                let exit = loop {
+                    tokio::select! {
+                        // Shutdown first: it also ends a remote link (its token is a child of
+                        // ours), which is no crash.
+                        biased;
+                        () = inner.shutdown.cancelled() => break Exit::Shutdown,
+                        why = run.link.ended() => break Exit::Crashed(why),
+                        msg = control.recv() => break if inner.on_control(msg) {
+                            Exit::Restart
+                        } else {
+                            Exit::Shutdown
+                        },
+                        Some(notice) = run.notices.recv() => {
+                            if notice == ListChanged::Tools {
+                                match list_tools(&inner, &run.conn).await {
+                                    Ok(tools) => {
+                                        let count = tools.len();
+                                        inner.update(|s| s.tools = Arc::new(tools));
+                                        inner.bus.publish(HubEvent::ServerToolsChanged {
+                                            server: inner.name.clone(),
+                                            tools: count,
+                                        });
+                                    }
+                                    Err(e) => tracing::warn!(server = %inner.name, error = %e,
+                                        "could not refresh tools"),
+                                }
+                            }
+                        }
+                    }
+                };
+                match exit {
+                    Exit::Crashed(why) => {
+                        run.conn.mark_closed();
+                        if up_since.elapsed() > HEALTHY_AFTER {
+                            attempt = 0;
+                        }
+                        why
+                    }
+                    Exit::Shutdown => {
+                        run.link.stop(&inner).await;
+                        run.conn.mark_closed();
+                        inner.set_state(ServerState::Stopped, None);
+                        return;
+                    }
+                    Exit::Restart => {
+                        run.link.stop(&inner).await;
+                        run.conn.mark_closed();
+                        crashes.clear();
+                        attempt = 0;
+                        inner.update(|s| s.restarts += 1);
+                        continue;
+                    }
+                }
+            }
+            Err(why) => why,
+        };
+
+        tracing::warn!(server = %inner.name, %reason, "server went away");
+        inner.bus.publish(HubEvent::ServerCrashed {
+            server: inner.name.clone(),
+            reason: reason.clone(),
+        });
+        let now = Instant::now();
+        crashes.push_back(now);
+        while crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > inner.limits.crash_window())
+        {
+            crashes.pop_front();
+        }
+        if policy.crash_loop && crashes.len() >= inner.limits.max_crashes.max(1) {
+            let why = format!(
+                "crashed {} times within {} s; last: {reason}",
+                crashes.len(),
+                inner.limits.crash_window().as_secs()
+            );
+            tracing::error!(server = %inner.name, %why, "giving up until restarted");
+            inner.set_state(ServerState::Failed, Some(why));
+            if !wait_for_control(&inner, &mut control).await {
+                return;
+            }
+            crashes.clear();
+            attempt = 0;
+            continue;
+        }
+        let delay = policy.delay(attempt);
+        attempt += 1;
+        inner.set_state(ServerState::Restarting, Some(reason));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = inner.shutdown.cancelled() => {
+                inner.set_state(ServerState::Stopped, None);
+                return;
+            }
+            msg = control.recv() => {
+                if !inner.on_control(msg) {
+                    return;
+                }
+                crashes.clear();
+                attempt = 0;
+            }
+        }
+        inner.update(|s| s.restarts += 1);
+    }
+}
+
+/// Parks a failed or disabled server until a restart or a new config arrives. `false` when
+/// the supervisor should end.
+async fn wait_for_control(inner: &Inner, control: &mut mpsc::Receiver<Restart>) -> bool {
+    tokio::select! {
+        () = inner.shutdown.cancelled() => {
+            inner.set_state(ServerState::Stopped, None);
+            false
+        }
+        msg = control.recv() => inner.on_control(msg),
+    }
+}
