@@ -15,15 +15,15 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Finished calls kept for the dashboard.
-pub const RECENT_MAX: usize = 2000;
+pub(crate) const RECENT_MAX: usize = 2000;
 /// Running calls tracked at once.
-pub const IN_FLIGHT_MAX: usize = 4096;
+pub(crate) const IN_FLIGHT_MAX: usize = 4096;
 /// Bytes of JSON kept of a call's arguments and of its result.
-pub const PAYLOAD_CAP: usize = 16 * 1024;
+pub(crate) const PAYLOAD_CAP: usize = 16 * 1024;
 
 /// A call's arguments or result as kept: the JSON text, cut at [`PAYLOAD_CAP`] bytes.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Payload {
+pub(crate) struct Payload {
     pub json: String,
     /// The size of the whole JSON text, before the cut.
     pub bytes: usize,
@@ -32,7 +32,7 @@ pub struct Payload {
 
 /// A call's arguments or result as it comes to the log.
 #[derive(Debug, Clone, Copy)]
-pub enum PayloadSrc<'a> {
+pub(crate) enum PayloadSrc<'a> {
     /// JSON text (valid JSON, as read off the wire).
     Json(&'a str),
     Value(&'a Value),
@@ -65,21 +65,21 @@ impl Kept {
 
 /// A call's payloads, kept out of sight of lists.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Payloads {
+pub(crate) struct Payloads {
     arguments: Option<Kept>,
     result: Option<Kept>,
 }
 
 impl Payload {
     /// Pretty-prints JSON text (as [`of`](Self::of) its value).
-    pub fn of_json(text: &str) -> Self {
+    pub(crate) fn of_json(text: &str) -> Self {
         match serde_json::from_str::<Value>(text) {
             Ok(v) => Self::of(&v),
             Err(_) => Self::of(&Value::Null),
         }
     }
 
-    pub fn of(value: &Value) -> Self {
+    pub(crate) fn of(value: &Value) -> Self {
         let mut buf = Vec::with_capacity(256);
         let text = match serde_json::to_writer_pretty(&mut buf, value) {
             Ok(()) => String::from_utf8(buf).unwrap_or_default(),
@@ -107,7 +107,7 @@ impl Payload {
 
 /// One call as the dashboard shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct CallView {
+pub(crate) struct CallView {
     pub call_id: String,
     pub tool: String,
     pub server: String,
@@ -136,7 +136,7 @@ pub struct CallView {
 
 impl CallView {
     /// A call that has just started.
-    pub fn running(
+    pub(crate) fn running(
         call_id: String,
         tool: String,
         server: String,
@@ -193,7 +193,7 @@ impl CallView {
 
 /// Which finished calls a list wants (all fields optional; exact matches).
 #[derive(Debug, Default, Clone, serde::Deserialize)]
-pub struct Filter {
+pub(crate) struct Filter {
     pub server: Option<String>,
     pub tool: Option<String>,
     pub client: Option<String>,
@@ -216,7 +216,7 @@ impl Filter {
 
 /// Cheap handle; clone freely.
 #[derive(Debug, Clone, Default)]
-pub struct CallLog {
+pub(crate) struct CallLog {
     inner: Arc<Mutex<Log>>,
 }
 
@@ -236,7 +236,7 @@ fn id_num(call_id: &str) -> u64 {
 }
 
 impl CallLog {
-    pub fn started(&self, mut call: CallView) {
+    pub(crate) fn started(&self, mut call: CallView) {
         call.outcome = "running";
         let mut log = self.inner.lock().expect("call log lock");
         if log.in_flight.len() >= IN_FLIGHT_MAX {
@@ -245,7 +245,7 @@ impl CallLog {
         log.in_flight.insert(id_num(&call.call_id), call);
     }
 
-    pub fn arguments(&self, call_id: &str, arguments: PayloadSrc<'_>) {
+    pub(crate) fn arguments(&self, call_id: &str, arguments: PayloadSrc<'_>) {
         let kept = Kept::of(arguments); // outside the lock
         let mut log = self.inner.lock().expect("call log lock");
         if let Some(c) = log.in_flight.get_mut(&id_num(call_id)) {
@@ -253,7 +253,7 @@ impl CallLog {
         }
     }
 
-    pub fn progress(
+    pub(crate) fn progress(
         &self,
         call_id: &str,
         progress: f64,
@@ -271,7 +271,7 @@ impl CallLog {
     }
 
     /// Moves a call to the finished list. `result` is the tool's result (or error) as JSON.
-    pub fn finished(
+    pub(crate) fn finished(
         &self,
         call_id: &str,
         latency_ms: u64,
@@ -297,13 +297,13 @@ impl CallLog {
     }
 
     /// Running calls, oldest first (without payloads).
-    pub fn in_flight(&self) -> Vec<CallView> {
+    pub(crate) fn in_flight(&self) -> Vec<CallView> {
         let log = self.inner.lock().expect("call log lock");
         log.in_flight.values().map(CallView::summary).collect()
     }
 
     /// Finished calls matching `filter`, newest first (without payloads).
-    pub fn recent(&self, filter: &Filter) -> Vec<CallView> {
+    pub(crate) fn recent(&self, filter: &Filter) -> Vec<CallView> {
         let limit = filter.limit.unwrap_or(500).min(RECENT_MAX);
         let log = self.inner.lock().expect("call log lock");
         log.recent
@@ -316,7 +316,7 @@ impl CallLog {
     }
 
     /// One call with its arguments and result.
-    pub fn get(&self, call_id: &str) -> Option<CallView> {
+    pub(crate) fn get(&self, call_id: &str) -> Option<CallView> {
         let found = {
             let log = self.inner.lock().expect("call log lock");
             log.in_flight
@@ -328,7 +328,7 @@ impl CallLog {
     }
 
     /// Latency percentiles and error rates per server and tool over the kept finished calls.
-    pub fn stats(&self) -> Vec<ToolStats> {
+    pub(crate) fn stats(&self) -> Vec<ToolStats> {
         let log = self.inner.lock().expect("call log lock");
         let mut by: BTreeMap<(String, String), (Vec<u64>, usize)> = BTreeMap::new();
         for c in &log.recent {
@@ -361,7 +361,7 @@ impl CallLog {
 
 /// Latency and errors of one tool of one server.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ToolStats {
+pub(crate) struct ToolStats {
     pub server: String,
     pub tool: String,
     pub calls: usize,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The address Switchboard listens on unless told otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:11391";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:11391";
 
 /// Everything `serve` needs to know.
 #[derive(Debug, Clone, Deserialize)]
@@ -157,7 +157,7 @@ impl ServerConfig {
     }
 
     /// Checks the parts that serde cannot: one of command/url, a usable URL, header names.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         validate_server_name(&self.name)?;
         let name = &self.name;
         let Some(url) = &self.url else {
@@ -325,7 +325,7 @@ pub enum ReplayContract {
 }
 
 /// Server names are tool-name prefixes, so they are restricted.
-pub fn validate_server_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_server_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 32 {
         return Err(format!("server name {name:?} must be 1 to 32 characters"));
     }
@@ -404,20 +404,20 @@ fn ms(v: u64) -> Duration {
 }
 
 impl GatewayConfig {
-    pub fn ws_heartbeat(&self) -> Duration {
+    pub(crate) fn ws_heartbeat(&self) -> Duration {
         ms(self.ws_heartbeat_ms)
     }
 
-    pub fn call_timeout(&self) -> Duration {
+    pub(crate) fn call_timeout(&self) -> Duration {
         ms(self.call_timeout_ms)
     }
-    pub fn start_timeout(&self) -> Duration {
+    pub(crate) fn start_timeout(&self) -> Duration {
         ms(self.start_timeout_ms)
     }
-    pub fn crash_window(&self) -> Duration {
+    pub(crate) fn crash_window(&self) -> Duration {
         ms(self.crash_window_ms)
     }
-    pub fn stop_grace(&self) -> Duration {
+    pub(crate) fn stop_grace(&self) -> Duration {
         ms(self.stop_grace_ms)
     }
 }
@@ -458,16 +458,16 @@ impl Default for RegistrationConfig {
 }
 
 impl RegistrationConfig {
-    pub fn ping_interval(&self) -> Duration {
+    pub(crate) fn ping_interval(&self) -> Duration {
         Duration::from_millis(self.ping_interval_ms.max(1))
     }
 
-    pub fn idle_timeout(&self) -> Duration {
+    pub(crate) fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms.max(1))
     }
 
     /// The transport's hard limit for one WebSocket message.
-    pub fn transport_limit(&self) -> usize {
+    pub(crate) fn transport_limit(&self) -> usize {
         self.max_message_bytes.saturating_mul(16).max(64 * 1024)
     }
 }
@@ -532,7 +532,7 @@ impl Config {
     }
 
     /// The roles in force: `[roles]`, or a default role that sees every tool.
-    pub fn effective_roles(&self) -> BTreeMap<String, Vec<String>> {
+    pub(crate) fn effective_roles(&self) -> BTreeMap<String, Vec<String>> {
         if self.roles.is_empty() {
             BTreeMap::from([(self.auth.default_role.clone(), vec!["*".to_owned()])])
         } else {
@@ -541,7 +541,7 @@ impl Config {
     }
 
     /// Checks what the types cannot: server names and their uniqueness, the default role.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if !self.roles.is_empty() && !self.roles.contains_key(&self.auth.default_role) {
             return Err(format!(
                 "auth.default_role {:?} is not in [roles] (roles: {})",

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The file's name in the data dir.
-pub const FILE_NAME: &str = "mcp.json";
+pub(crate) const FILE_NAME: &str = "mcp.json";
 
 /// How long the liveness check of a previous owner may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -31,7 +31,7 @@ pub struct Discovery {
 
 impl Discovery {
     /// The announcement of this process serving on `addr`.
-    pub fn for_this_process(addr: SocketAddr) -> Self {
+    pub(crate) fn for_this_process(addr: SocketAddr) -> Self {
         Self {
             url: format!("http://{addr}/mcp"),
             pid: std::process::id(),
@@ -55,7 +55,7 @@ pub struct Announcement {
 
 /// Announces `ours` in `data_dir` unless another live gateway already did. `Ok(None)` when
 /// the file was left to that gateway.
-pub async fn announce(data_dir: &Path, ours: Discovery) -> std::io::Result<Option<Announcement>> {
+pub(crate) async fn announce(data_dir: &Path, ours: Discovery) -> std::io::Result<Option<Announcement>> {
     let path = data_dir.join(FILE_NAME);
     if let Some(previous) = Discovery::read(data_dir)
         && previous.pid != ours.pid
@@ -78,7 +78,7 @@ impl Announcement {
     }
 
     /// Removes the file, unless someone else has replaced it meanwhile.
-    pub fn withdraw(self) {
+    pub(crate) fn withdraw(self) {
         let current = std::fs::read(&self.path)
             .ok()
             .and_then(|b| serde_json::from_slice::<Discovery>(&b).ok());

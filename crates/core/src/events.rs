@@ -184,7 +184,7 @@ impl EventBus {
     }
 
     /// Publishes to every current subscriber; never blocks, never fails.
-    pub fn publish(&self, event: HubEvent) {
+    pub(crate) fn publish(&self, event: HubEvent) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         if !self.has_subscribers() {
             // nobody to receive it: numbered (so `seq` still counts every event), not stamped

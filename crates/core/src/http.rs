@@ -12,8 +12,8 @@
 mod api;
 mod assets;
 mod dashboard;
-pub mod error;
-pub mod guard;
+pub(crate) mod error;
+pub(crate) mod guard;
 mod mcp;
 mod sessions;
 pub(crate) mod state;
@@ -25,12 +25,11 @@ use axum::extract::{Request, State};
 use axum::middleware;
 use axum::routing::{any, delete, get, post};
 
-pub use error::ApiError;
-pub use guard::LocalGuard;
-pub use state::AppState;
+pub(crate) use guard::LocalGuard;
+pub(crate) use state::AppState;
 
 /// The whole HTTP app. Pure: tests drive it with `oneshot`, `serve` mounts it.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     // Everything that can reach a tool or show what tools do needs a paired token.
     let protected = Router::new()
         .route("/api/projects", get(dashboard::projects))

@@ -99,7 +99,7 @@ fn sanitize(raw: &str) -> String {
 }
 
 /// Reads a client config into server entries (not yet merged).
-pub fn read_client_config(path: &Path) -> Result<Vec<Entry>, ImportError> {
+pub(crate) fn read_client_config(path: &Path) -> Result<Vec<Entry>, ImportError> {
     let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read {
         path: path.to_path_buf(),
         source,
@@ -136,7 +136,7 @@ pub fn read_client_config(path: &Path) -> Result<Vec<Entry>, ImportError> {
 
 /// Appends the servers of `sources` to the TOML config text `existing`. Servers whose command
 /// and arguments are already configured are skipped; clashing names get a numeric suffix.
-pub fn merge(existing: &str, sources: &[Entry]) -> Result<(String, Outcome), String> {
+pub(crate) fn merge(existing: &str, sources: &[Entry]) -> Result<(String, Outcome), String> {
     let mut doc: DocumentMut = existing.parse().map_err(|e| format!("{e}"))?;
     let current = crate::Config::parse(existing)?;
     let mut names: BTreeSet<String> = current.servers.iter().map(|s| s.name.clone()).collect();
@@ -212,7 +212,7 @@ fn server_table(name: &str, server: &ServerConfig) -> Table {
 }
 
 /// Appends one server to the TOML config text, keeping comments; its name must be free.
-pub fn add_server(existing: &str, server: &ServerConfig) -> Result<String, String> {
+pub(crate) fn add_server(existing: &str, server: &ServerConfig) -> Result<String, String> {
     server.validate()?;
     let current = crate::Config::parse(existing)?;
     if current.servers.iter().any(|s| s.name == server.name) {
@@ -232,7 +232,7 @@ pub fn add_server(existing: &str, server: &ServerConfig) -> Result<String, Strin
 }
 
 /// Sets `enabled` of the server named `name` in the TOML config text, keeping comments.
-pub fn set_enabled(existing: &str, name: &str, enabled: bool) -> Result<String, String> {
+pub(crate) fn set_enabled(existing: &str, name: &str, enabled: bool) -> Result<String, String> {
     let mut doc: DocumentMut = existing.parse().map_err(|e| format!("{e}"))?;
     let table = doc
         .get_mut("servers")
@@ -254,7 +254,7 @@ pub fn set_enabled(existing: &str, name: &str, enabled: bool) -> Result<String, 
 
 /// Replaces `path` with `text` through a temp file and a rename: a watching gateway never
 /// reads half a file.
-pub fn write_config(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_config(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

@@ -30,19 +30,19 @@
 //! - [`connect`]: `switchboard connect`, the stdio bridge for clients that only spawn servers.
 
 pub mod auth;
-pub mod calls;
+pub(crate) mod calls;
 pub mod config;
 pub mod connect;
 pub mod discovery;
 pub mod events;
-pub mod http;
+pub(crate) mod http;
 pub mod import;
 pub mod mcp;
 pub mod pairing;
 pub mod registration;
 pub mod server;
-pub mod store;
-pub mod telemetry;
+pub(crate) mod store;
+pub(crate) mod telemetry;
 pub mod upstream;
 
 pub use config::Config;

@@ -5,11 +5,11 @@
 //! flows one way through them, each file calling only those below it:
 //! - `handler` (rmcp's `ServerHandler` for `/mcp` sessions), `fast` (the `/mcp` fast path),
 //!   `ws` (`/ws`): the transports, each turning its requests into a call context;
-//! - `dispatch`: the method table and what each method answers, over the gateway;
+//! - `dispatch`: what each method answers, over the gateway;
 //! - `gateway`: [`McpGateway`], the upstreams, the aggregated tool names and where a call goes;
 //! - `call`: one call's way to its server and its record (telemetry, call log, events,
 //!   progress);
-//! - `raw` (the pass-through of tool arguments and results), `jsonrpc` (framing, error codes),
+//! - `method` (the method table the transports and the dispatcher read), `raw` (the pass-through of tool arguments and results), `jsonrpc` (framing, error codes),
 //!   `session` (MCP sessions and their progress streams), `names` (`<server>__<tool>`).
 
 mod call;
@@ -18,9 +18,10 @@ pub(crate) mod fast;
 mod gateway;
 mod handler;
 pub(crate) mod jsonrpc;
-pub mod names;
+mod method;
+pub(crate) mod names;
 mod raw;
-pub mod session;
+pub(crate) mod session;
 pub(crate) mod ws;
 
 pub(crate) use dispatch::Dispatcher;

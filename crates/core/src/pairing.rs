@@ -166,7 +166,7 @@ pub(crate) async fn pair(
 }
 
 /// The control socket's file name in the data dir.
-pub const CONTROL_SOCKET: &str = "control.sock";
+pub(crate) const CONTROL_SOCKET: &str = "control.sock";
 
 /// Answers one control request: `{"op":"pair","role"?}`, `{"op":"unpair","name"}`,
 /// `{"op":"clients"}`.

@@ -6,7 +6,7 @@
 //! and a close frame. The global connection cap is a semaphore taken before the upgrade.
 
 pub mod protocol;
-pub mod registry;
+pub(crate) mod registry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::RegistrationConfig;
 use crate::http::error::ApiError;
 use protocol::{ClientMessage, ErrorCode, ProtocolError, ServerMessage};
-pub use registry::{ConnId, ProjectView, Registry};
+pub(crate) use registry::{ConnId, ProjectView, Registry};
 
 /// A write to a peer that takes longer than this means the peer is gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,7 +71,7 @@ impl RegistrationServer {
     }
 
     /// Registration sockets open now.
-    pub fn open_sockets(&self) -> usize {
+    pub(crate) fn open_sockets(&self) -> usize {
         self.config.max_connections - self.permits.available_permits()
     }
 }
@@ -411,7 +411,7 @@ impl Socket {
 
 /// Why a project path is refused: relative, missing, not a directory, or temporary (the real
 /// client never registers temp projects, so one arriving is a test or a mistake).
-pub async fn validate_project_path(path: &str) -> Result<PathBuf, String> {
+pub(crate) async fn validate_project_path(path: &str) -> Result<PathBuf, String> {
     let raw = Path::new(path);
     if path.is_empty() {
         return Err("the path is empty".into());

@@ -78,7 +78,7 @@ impl Gateway {
     }
 
     /// [`open`](Self::open), with the `stores` given in place of the configured ones.
-    pub async fn open_with(
+    pub(crate) async fn open_with(
         config: &Config,
         local: SocketAddr,
         stores: Stores,
@@ -219,16 +219,6 @@ impl Gateway {
     /// Paired clients: issue codes, list, unpair (the tray's menu).
     pub fn auth(&self) -> crate::auth::Auth {
         self.hub.auth.clone()
-    }
-
-    /// The project registry (registration server).
-    pub fn registry(&self) -> Registry {
-        self.hub.registration.registry().clone()
-    }
-
-    /// The token that stops this gateway.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.hub.shutdown.clone()
     }
 
     /// A handle that unpairs a client and closes its sessions, usable after `run` started.

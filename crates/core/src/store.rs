@@ -14,7 +14,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::{mpsc, oneshot};
 
 /// The file name inside the data dir.
-pub const FILE_NAME: &str = "registry.db";
+pub(crate) const FILE_NAME: &str = "registry.db";
 
 /// Jobs waiting for the writer; senders wait when it is full.
 const QUEUE: usize = 1024;
@@ -25,7 +25,7 @@ const CALLS_KEPT: i64 = 100_000;
 
 /// One tool call as recorded for the dashboard (same fields as a `telemetry.jsonl` line).
 #[derive(Debug, Clone, PartialEq)]
-pub struct CallRow {
+pub(crate) struct CallRow {
     pub ts_unix_ms: i64,
     pub request_id: String,
     pub session_id: Option<String>,
@@ -236,7 +236,7 @@ impl Store {
 
     /// Queues a row without waiting for the commit (presence changes, db operations). A failed
     /// write is logged by the writer.
-    pub async fn save_later(&self, row: ProjectRow) {
+    pub(crate) async fn save_later(&self, row: ProjectRow) {
         if let Some(tx) = self.sender()
             && tx.send(Job::Save(Box::new(row), None)).await.is_err()
         {
@@ -245,7 +245,7 @@ impl Store {
     }
 
     /// Queues call rows; never waits. Dropped (and counted) when the writer is behind.
-    pub fn record_calls(&self, rows: Vec<CallRow>) {
+    pub(crate) fn record_calls(&self, rows: Vec<CallRow>) {
         if rows.is_empty() {
             return;
         }
@@ -268,7 +268,7 @@ impl Store {
         }
     }
 
-    pub fn dropped_calls(&self) -> u64 {
+    pub(crate) fn dropped_calls(&self) -> u64 {
         self.dropped_calls
             .load(std::sync::atomic::Ordering::Relaxed)
     }

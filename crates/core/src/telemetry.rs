@@ -18,14 +18,14 @@ use tokio::sync::mpsc;
 use crate::store::{CallRow, Store};
 
 /// The file name inside the data dir.
-pub const FILE_NAME: &str = "telemetry.jsonl";
+pub(crate) const FILE_NAME: &str = "telemetry.jsonl";
 const QUEUE: usize = 8192;
 /// Upper bounds (ms) of the latency histogram buckets.
 const BUCKETS_MS: [u64; 12] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
 
 /// One finished request through the gateway.
 #[derive(Debug, Clone, Serialize)]
-pub struct CallRecord {
+pub(crate) struct CallRecord {
     pub event: &'static str,
     pub ts_unix_ms: i64,
     /// The client's JSON-RPC id, as text.
@@ -47,7 +47,7 @@ pub struct CallRecord {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub requests: u64,
     pub successes: u64,
     pub errors: u64,
@@ -60,7 +60,7 @@ pub struct Counters {
 
 /// Cheap handle; clone freely.
 #[derive(Debug, Clone)]
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     inner: Arc<Inner>,
 }
 
@@ -78,7 +78,7 @@ struct Inner {
 
 impl Telemetry {
     /// Opens `dir/telemetry.jsonl` for appending (created if missing).
-    pub fn open(dir: &Path, store: Arc<Store>) -> std::io::Result<Self> {
+    pub(crate) fn open(dir: &Path, store: Arc<Store>) -> std::io::Result<Self> {
         let path = dir.join(FILE_NAME);
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -114,11 +114,7 @@ impl Telemetry {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
-    pub fn record(&self, rec: CallRecord) {
+    pub(crate) fn record(&self, rec: CallRecord) {
         {
             let mut counters = self.inner.counters.lock().expect("counters lock");
             // no allocation once the server is known
@@ -149,7 +145,7 @@ impl Telemetry {
     }
 
     /// Counters per server and method, and totals.
-    pub fn snapshot(&self) -> Value {
+    pub(crate) fn snapshot(&self) -> Value {
         let counters = self.inner.counters.lock().expect("counters lock").clone();
         let mut totals = Counters::default();
         let mut methods = Vec::new();
@@ -184,7 +180,7 @@ impl Telemetry {
     }
 
     /// Prometheus text exposition of the counters.
-    pub fn prometheus(&self, out: &mut String) {
+    pub(crate) fn prometheus(&self, out: &mut String) {
         let counters = self.inner.counters.lock().expect("counters lock").clone();
         let families: [Family; 4] = [
             (
@@ -254,7 +250,7 @@ impl Telemetry {
 type Family = (&'static str, &'static str, fn(&Counters) -> u64);
 
 /// Escapes a Prometheus label value.
-pub fn esc(v: &str) -> String {
+pub(crate) fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -11,7 +11,7 @@ use super::error::ApiError;
 
 /// Which `Host` and `Origin` values are ours.
 #[derive(Debug, Clone)]
-pub struct LocalGuard {
+pub(crate) struct LocalGuard {
     port: u16,
     extra_origins: Vec<String>,
 }
@@ -25,11 +25,11 @@ const WEBVIEW_ORIGINS: [&str; 3] = [
 ];
 
 impl LocalGuard {
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
-    pub fn new(port: u16, extra_origins: Vec<String>) -> Self {
+    pub(crate) fn new(port: u16, extra_origins: Vec<String>) -> Self {
         Self {
             port,
             extra_origins: extra_origins
@@ -41,7 +41,7 @@ impl LocalGuard {
 
     /// `Host` must be a loopback name with our port: anything else is DNS rebinding or a
     /// request meant for someone else.
-    pub fn host_ok(&self, host: &str) -> bool {
+    pub(crate) fn host_ok(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
         let (name, port_ok) = match host.rsplit_once(':') {
             Some((name, port)) if !port.contains(']') => {
@@ -54,7 +54,7 @@ impl LocalGuard {
 
     /// A present `Origin` must be our own page (any loopback name, our port), the desktop
     /// webview, or one the config names.
-    pub fn origin_ok(&self, origin: &str) -> bool {
+    pub(crate) fn origin_ok(&self, origin: &str) -> bool {
         let origin = origin.trim_end_matches('/').to_ascii_lowercase();
         if WEBVIEW_ORIGINS.contains(&origin.as_str()) || self.extra_origins.contains(&origin) {
             return true;
@@ -69,7 +69,7 @@ impl LocalGuard {
     }
 
     /// An allowed `Origin` other than our own pages: the webview, or one the config names.
-    pub fn is_cross_origin(&self, origin: &str) -> bool {
+    pub(crate) fn is_cross_origin(&self, origin: &str) -> bool {
         let origin = origin.trim_end_matches('/').to_ascii_lowercase();
         self.origin_ok(&origin) && !self.same_origin(&origin)
     }

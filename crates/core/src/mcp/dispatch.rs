@@ -1,7 +1,6 @@
 //! The transport-independent MCP dispatcher: what the gateway answers to each request.
 //!
-//! [`Method`] is the one table of the MCP methods it serves and how each is carried;
-//! [`Dispatcher`] holds their logic (tools with roles, built-in tools, resources, prompts) over
+//! [`Dispatcher`] holds the logic of the methods in the method table (`mcp/method`) (tools with roles, built-in tools, resources, prompts) over
 //! an [`McpGateway`], and hands each call that reaches a server to the [`CallBook`] (record,
 //! progress, replay, the raw pass-through). The rmcp `Handler` behind `/mcp` sessions calls
 //! into it with rmcp's typed requests; `/ws` and the `/mcp` fast path hand it raw JSON-RPC
@@ -28,6 +27,7 @@ use super::jsonrpc::{
     FORBIDDEN, INVALID_PARAMS, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND, Request, UNAUTHENTICATED,
     error_data, error_response, result_response,
 };
+use super::method::Method;
 use super::names;
 use super::raw::{ToolAnswer, ToolCallIn, result_frame};
 use super::session::Session;
@@ -37,94 +37,6 @@ use crate::upstream::{ServerState, Upstream};
 /// Built-in tools, answered by the gateway itself.
 pub(crate) const HEALTH_TOOL: &str = "switchboard__health_snapshot";
 pub(crate) const TELEMETRY_TOOL: &str = "switchboard__telemetry_snapshot";
-
-/// An MCP method the dispatcher knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Method {
-    Initialize,
-    Ping,
-    /// 2026-07-28's opener.
-    Discover,
-    ToolsList,
-    ToolsCall,
-    ResourcesList,
-    ResourceTemplatesList,
-    ResourcesRead,
-    PromptsList,
-    PromptsGet,
-}
-
-/// One row of [`METHODS`].
-struct Spec {
-    method: Method,
-    name: &'static str,
-    /// The `/mcp` fast path may answer it (the rest stays rmcp's there, as do methods not
-    /// listed here).
-    fast_path: bool,
-    /// It may wait on a server: `/ws` runs it alongside the socket's other requests.
-    waits: bool,
-    /// The param that names its target, which a stateless request repeats in `Mcp-Name`.
-    target: Option<&'static str>,
-}
-
-/// The method table, in the order of [`Method`].
-#[rustfmt::skip]
-const METHODS: [Spec; 10] = [
-    //        method                         name                        fast_path waits  target
-    Spec::row(Method::Initialize,            "initialize",               false,    false, None),
-    Spec::row(Method::Ping,                  "ping",                     true,     false, None),
-    Spec::row(Method::Discover,              "server/discover",          false,    false, None),
-    Spec::row(Method::ToolsList,             "tools/list",               true,     false, None),
-    Spec::row(Method::ToolsCall,             "tools/call",               true,     true,  Some("name")),
-    Spec::row(Method::ResourcesList,         "resources/list",           true,     true,  None),
-    Spec::row(Method::ResourceTemplatesList, "resources/templates/list", true,     true,  None),
-    Spec::row(Method::ResourcesRead,         "resources/read",           true,     true,  Some("uri")),
-    Spec::row(Method::PromptsList,           "prompts/list",             true,     true,  None),
-    Spec::row(Method::PromptsGet,            "prompts/get",              true,     true,  Some("name")),
-];
-
-impl Spec {
-    const fn row(
-        method: Method,
-        name: &'static str,
-        fast_path: bool,
-        waits: bool,
-        target: Option<&'static str>,
-    ) -> Self {
-        Self {
-            method,
-            name,
-            fast_path,
-            waits,
-            target,
-        }
-    }
-}
-
-impl Method {
-    pub(crate) fn parse(name: &str) -> Option<Self> {
-        METHODS.iter().find(|s| s.name == name).map(|s| s.method)
-    }
-
-    fn spec(self) -> &'static Spec {
-        &METHODS[self as usize]
-    }
-
-    /// Whether the `/mcp` fast path may answer it.
-    pub(crate) fn fast_path(self) -> bool {
-        self.spec().fast_path
-    }
-
-    /// Whether it may wait on a server.
-    pub(crate) fn waits(self) -> bool {
-        self.spec().waits
-    }
-
-    /// The param naming its target (`name`, `uri`), for methods that have one.
-    pub(crate) fn target_param(self) -> Option<&'static str> {
-        self.spec().target
-    }
-}
 
 /// The gateway as one MCP server for one set of roles. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -585,18 +497,4 @@ fn json_result(value: Value) -> CallToolResult {
     let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
     r.structured_content = Some(value);
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_method_table_is_in_the_order_of_its_enum() {
-        for (i, spec) in METHODS.iter().enumerate() {
-            assert_eq!(spec.method as usize, i, "{}", spec.name);
-            assert_eq!(Method::parse(spec.name), Some(spec.method));
-        }
-        assert_eq!(Method::parse("tools/cal"), None);
-    }
 }

@@ -21,9 +21,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::call::{CallCtx, Route};
-use super::dispatch::{Dispatcher, Method, STATELESS_VERSION};
+use super::dispatch::{Dispatcher, STATELESS_VERSION};
 use super::gateway::McpGateway;
 use super::jsonrpc::{self, Incoming, Request};
+use super::method::Method;
 use crate::auth::Caller;
 
 /// What the fast path reads of the gateway.

@@ -216,6 +216,11 @@ impl McpGateway {
             .retain(|tell| (tell.0)());
     }
 
+    /// The tracker of the gateway's tasks (drained on shutdown).
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
     /// Calls `tell` whenever the aggregated tool list changes, until it returns `false`.
     pub(crate) fn on_tools_changed(&self, tell: ToolListener) {
         self.inner

@@ -37,6 +37,8 @@ const PROGRESS_QUEUE: usize = 1024;
 
 /// How long a call's result waits for its progress notifications to be out.
 const PROGRESS_DRAIN: Duration = Duration::from_secs(2);
+/// How long a tool-list change may wait for a session's stream before it is given up.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Put into a `/mcp` request's extensions by the HTTP layer: cancelled when the client goes
 /// away before its response is complete.
@@ -131,20 +133,18 @@ async fn until_gone<T>(
     }
 }
 
-/// Client progress through rmcp's peer: a forwarder task keeps the notifications in order.
+/// Client progress through rmcp's peer, sent in order from the call's own task (no task of
+/// its own): the upstream's reader queues each report, the call's task writes them while it
+/// waits for the result, and whatever is queued when the result comes goes out before it.
 struct PeerProgress {
     out: ProgressOut,
-    forwarder: tokio::task::JoinHandle<()>,
+    rx: mpsc::Receiver<ProgressNotificationParam>,
+    peer: Peer<RoleServer>,
 }
 
 impl PeerProgress {
     fn start(peer: Peer<RoleServer>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<ProgressNotificationParam>(PROGRESS_QUEUE);
-        let forwarder = tokio::spawn(async move {
-            while let Some(param) = rx.recv().await {
-                let _ = peer.notify_progress(param).await;
-            }
-        });
+        let (tx, rx) = mpsc::channel::<ProgressNotificationParam>(PROGRESS_QUEUE);
         let out: ProgressOut = Arc::new(move |token: &Value, p: &Progress| {
             let Ok(token) = serde_json::from_value::<ProgressToken>(token.clone()) else {
                 return;
@@ -159,13 +159,30 @@ impl PeerProgress {
             // full: the client is too slow; it loses this progress report (see PROGRESS_QUEUE)
             let _ = tx.try_send(param);
         });
-        Self { out, forwarder }
+        Self { out, rx, peer }
     }
 
-    /// Waits (bounded) until every progress notification is out, so none trails the result.
-    async fn drain(self) {
-        drop(self.out);
-        let _ = tokio::time::timeout(PROGRESS_DRAIN, self.forwarder).await;
+    /// Runs `call`, forwarding its progress meanwhile; then sends what is still queued (all of
+    /// it came before the result: one reader queues both), bounded by [`PROGRESS_DRAIN`].
+    async fn forward_during<T>(mut self, call: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(call);
+        let answer = loop {
+            tokio::select! {
+                biased;
+                answer = &mut call => break answer,
+                Some(param) = self.rx.recv() => {
+                    let _ = self.peer.notify_progress(param).await;
+                }
+            }
+        };
+        let (rx, peer) = (&mut self.rx, &self.peer);
+        let _ = tokio::time::timeout(PROGRESS_DRAIN, async {
+            while let Ok(param) = rx.try_recv() {
+                let _ = peer.notify_progress(param).await;
+            }
+        })
+        .await;
+        answer
     }
 }
 
@@ -191,6 +208,7 @@ impl ServerHandler for Handler {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         let peer = context.peer;
+        let tasks = self.d.gateway().tasks().clone();
         self.d
             .gateway()
             .on_tools_changed(ToolListener(Box::new(move || {
@@ -198,8 +216,10 @@ impl ServerHandler for Handler {
                     return false;
                 }
                 let peer = peer.clone();
-                tokio::spawn(async move {
-                    let _ = peer.notify_tool_list_changed().await;
+                // told from under the listeners' lock: sent from a task, tracked and bounded
+                tasks.spawn(async move {
+                    let sent = peer.notify_tool_list_changed();
+                    let _ = tokio::time::timeout(NOTIFY_TIMEOUT, sent).await;
                 });
                 true
             })));
@@ -230,11 +250,11 @@ impl ServerHandler for Handler {
         });
         let (cancel, gone) = call_cancellation(&context);
         let ctx = self.ctx(&context, cancel.clone(), progress);
-        let answer = until_gone(self.d.call_tool(&ctx, request), gone, &cancel).await;
-        drop(ctx);
-        if let Some((_, p)) = relay {
-            p.drain().await;
-        }
+        let call = until_gone(self.d.call_tool(&ctx, request), gone, &cancel);
+        let answer = match relay {
+            Some((_, p)) => p.forward_during(call).await,
+            None => call.await,
+        };
         answer.map(Into::into)
     }
 

@@ -8,15 +8,15 @@
 use sha2::{Digest, Sha256};
 
 /// The longest name some clients accept.
-pub const MAX_LEN: usize = 64;
-pub const SEPARATOR: &str = "__";
+pub(crate) const MAX_LEN: usize = 64;
+pub(crate) const SEPARATOR: &str = "__";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The exposed name with a hash of `hash_len` hex digits when shortening is needed.
-pub fn exposed_with(server: &str, tool: &str, hash_len: usize) -> String {
+pub(crate) fn exposed_with(server: &str, tool: &str, hash_len: usize) -> String {
     let full = format!("{server}{SEPARATOR}{tool}");
     if full.len() <= MAX_LEN {
         return full;
@@ -31,12 +31,12 @@ pub fn exposed_with(server: &str, tool: &str, hash_len: usize) -> String {
 }
 
 /// The exposed name of `tool` on `server`.
-pub fn exposed(server: &str, tool: &str) -> String {
+pub(crate) fn exposed(server: &str, tool: &str) -> String {
     exposed_with(server, tool, 8)
 }
 
 /// Splits an exposed name into server and tool when it was not shortened.
-pub fn split(name: &str) -> Option<(&str, &str)> {
+pub(crate) fn split(name: &str) -> Option<(&str, &str)> {
     name.split_once(SEPARATOR)
 }
 

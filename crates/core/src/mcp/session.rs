@@ -21,7 +21,7 @@ const FRAMES: usize = 1024;
 
 /// One MCP session.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     pub id: String,
     /// The paired client that owns it.
     pub client: String,
@@ -56,7 +56,7 @@ fn epoch_ms() -> u64 {
 
 impl Session {
     /// Sends a frame to every watcher; never waits, never fails.
-    pub fn publish(&self, frame: &Value) {
+    pub(crate) fn publish(&self, frame: &Value) {
         if let Some(frames) = self.frames.get()
             && frames.receiver_count() > 0
         {
@@ -66,7 +66,7 @@ impl Session {
 
     /// Whether rmcp has seen this session recently enough for the fast path to take a
     /// request; if not, the request goes to rmcp and this counts as its visit.
-    pub fn fast_path_ok(&self) -> bool {
+    pub(crate) fn fast_path_ok(&self) -> bool {
         let now = epoch_ms();
         let seen = self.rmcp_seen_ms.load(Ordering::Relaxed);
         if now.saturating_sub(seen) < RMCP_TOUCH_MS {
@@ -77,7 +77,7 @@ impl Session {
     }
 
     /// Tracks a fast-path request until the returned guard drops.
-    pub fn track(self: &Arc<Self>, id: String, cancel: CancellationToken) -> Tracked {
+    pub(crate) fn track(self: &Arc<Self>, id: String, cancel: CancellationToken) -> Tracked {
         self.inflight
             .lock()
             .expect("inflight lock")
@@ -89,7 +89,7 @@ impl Session {
     }
 
     /// Cancels the fast-path request `id`, if it is running; `false` if not.
-    pub fn cancel(&self, id: &str) -> bool {
+    pub(crate) fn cancel(&self, id: &str) -> bool {
         match self.inflight.lock().expect("inflight lock").get(id) {
             Some(ct) => {
                 ct.cancel();
@@ -99,13 +99,13 @@ impl Session {
         }
     }
 
-    pub fn watchers(&self) -> usize {
+    pub(crate) fn watchers(&self) -> usize {
         self.frames
             .get()
             .map_or(0, broadcast::Sender::receiver_count)
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
         self.frames
             .get_or_init(|| broadcast::channel(FRAMES).0)
             .subscribe()
@@ -127,7 +127,7 @@ impl Session {
 
 /// A fast-path request in flight; forgotten when dropped.
 #[derive(Debug)]
-pub struct Tracked {
+pub(crate) struct Tracked {
     session: Arc<Session>,
     id: String,
 }
@@ -143,7 +143,7 @@ impl Drop for Tracked {
 }
 
 /// A progress frame, exactly as watchers receive it.
-pub fn progress_frame(token: &Value, p: &crate::upstream::Progress, tool: &str) -> Value {
+pub(crate) fn progress_frame(token: &Value, p: &crate::upstream::Progress, tool: &str) -> Value {
     let mut m = Map::with_capacity(6);
     m.insert("token".into(), token.clone());
     m.insert("progress".into(), json!(p.progress));
@@ -160,7 +160,7 @@ pub fn progress_frame(token: &Value, p: &crate::upstream::Progress, tool: &str) 
 
 /// Every live session. Cheap handle; clone freely.
 #[derive(Debug, Clone)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     inner: Arc<Mutex<HashMap<String, Arc<Session>>>>,
     bus: EventBus,
 }
@@ -179,7 +179,7 @@ fn random(prefix: &str) -> String {
 }
 
 impl Sessions {
-    pub fn new(bus: EventBus) -> Self {
+    pub(crate) fn new(bus: EventBus) -> Self {
         Self {
             inner: Arc::default(),
             bus,
@@ -187,7 +187,7 @@ impl Sessions {
     }
 
     /// Registers a session under `id` (a fresh one if `None`) and announces it.
-    pub fn open(
+    pub(crate) fn open(
         &self,
         id: Option<String>,
         client: &str,
@@ -218,12 +218,12 @@ impl Sessions {
         (session, token)
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Session>> {
         self.inner.lock().expect("sessions lock").get(id).cloned()
     }
 
     /// Ends a session: watchers' streams end, `SessionClosed` is published. `false` if unknown.
-    pub fn close(&self, id: &str, reason: &str) -> bool {
+    pub(crate) fn close(&self, id: &str, reason: &str) -> bool {
         let Some(s) = self.inner.lock().expect("sessions lock").remove(id) else {
             return false;
         };
@@ -238,7 +238,7 @@ impl Sessions {
     }
 
     /// The ids of `client`'s sessions, sorted.
-    pub fn ids_of(&self, client: &str) -> Vec<String> {
+    pub(crate) fn ids_of(&self, client: &str) -> Vec<String> {
         let mut ids: Vec<String> = self
             .inner
             .lock()
@@ -252,7 +252,7 @@ impl Sessions {
     }
 
     /// Ends every session of `client` (it was unpaired); returns their ids.
-    pub fn close_client(&self, client: &str, reason: &str) -> Vec<String> {
+    pub(crate) fn close_client(&self, client: &str, reason: &str) -> Vec<String> {
         let ids = self.ids_of(client);
         for id in &ids {
             self.close(id, reason);
@@ -262,7 +262,7 @@ impl Sessions {
 
     /// Closes (as `expired`) the `/mcp` sessions that rmcp no longer has: it ends idle ones
     /// on its own. Runs until `stop`.
-    pub async fn sweep_expired(
+    pub(crate) async fn sweep_expired(
         self,
         rmcp: Arc<rmcp::transport::streamable_http_server::session::local::LocalSessionManager>,
         every: std::time::Duration,
@@ -295,7 +295,7 @@ impl Sessions {
 
     /// The session `id` if `client` (a paired client's name) owns it or `token` is its watch
     /// token; anyone else gets `None`, as for an unknown id.
-    pub fn watchable(
+    pub(crate) fn watchable(
         &self,
         id: &str,
         client: Option<&str>,
@@ -308,7 +308,7 @@ impl Sessions {
     }
 
     /// Every session, for the dashboard.
-    pub fn list(&self) -> Vec<Value> {
+    pub(crate) fn list(&self) -> Vec<Value> {
         let mut v: Vec<Value> = self
             .inner
             .lock()
@@ -321,14 +321,6 @@ impl Sessions {
             .collect();
         v.sort_by(|a, b| a["session_id"].as_str().cmp(&b["session_id"].as_str()));
         v
-    }
-
-    pub fn len(&self) -> usize {
-        self.inner.lock().expect("sessions lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

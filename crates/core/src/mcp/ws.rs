@@ -23,9 +23,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::call::{CallCtx, ClientProgress, ProgressOut};
-use super::dispatch::{Dispatcher, Method};
+use super::dispatch::Dispatcher;
 use super::gateway::{McpGateway, ToolListener};
 use super::jsonrpc::{self, INVALID_REQUEST, Incoming, Request, UNAUTHENTICATED, error_frame};
+use super::method::Method;
 use super::session::Session;
 use crate::auth::Caller;
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 /// The version we speak; only the major part is compared.
-pub const PROTOCOL_VERSION: &str = "1.0";
+pub(crate) const PROTOCOL_VERSION: &str = "1.0";
 const PROTOCOL_MAJOR: &str = "1";
 
 /// Project announcement, sent flat or as `{"project": {...}}`.
@@ -125,7 +125,7 @@ impl ProtocolError {
         }
     }
 
-    pub fn with_details(mut self, details: Value) -> Self {
+    pub(crate) fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self
     }
@@ -171,11 +171,11 @@ impl ServerMessage {
     }
 
     /// The JSON text of this message in its envelope, stamped now.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         self.to_json_at(&crate::now_rfc3339())
     }
 
-    pub fn to_json_at(&self, timestamp: &str) -> String {
+    pub(crate) fn to_json_at(&self, timestamp: &str) -> String {
         let (kind, payload) = self.kind_and_payload();
         json!({
             "version": PROTOCOL_VERSION,

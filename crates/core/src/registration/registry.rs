@@ -17,7 +17,7 @@ use crate::events::{EventBus, HubEvent};
 use crate::store::{ProjectRow, Store, StoreError};
 
 /// Identifies one registration socket for the life of the process.
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// Cheap handle; clone freely.
 #[derive(Debug, Clone)]
@@ -189,7 +189,7 @@ impl Registry {
 
     /// Undoes a registration whose save failed: detaches the socket and forgets a project
     /// that was never saved.
-    pub async fn rollback(&self, conn: ConnId, path: &str) {
+    pub(crate) async fn rollback(&self, conn: ConnId, path: &str) {
         self.detach(conn, path).await;
         let mut projects = self.inner.projects.lock().expect("registry lock");
         if projects
@@ -202,7 +202,7 @@ impl Registry {
 
     /// Detaches socket `conn` from `path`; the project goes offline with its last socket.
     /// A socket already retired (superseded) is no longer attached: nothing happens.
-    pub async fn detach(&self, conn: ConnId, path: &str) {
+    pub(crate) async fn detach(&self, conn: ConnId, path: &str) {
         let row = {
             let mut projects = self.inner.projects.lock().expect("registry lock");
             let Some(project) = projects.get_mut(path) else {
@@ -303,7 +303,7 @@ impl Registry {
     }
 
     /// Projects with at least one socket.
-    pub fn online_count(&self) -> usize {
+    pub(crate) fn online_count(&self) -> usize {
         let projects = self.inner.projects.lock().expect("registry lock");
         projects.values().filter(|p| !p.sockets.is_empty()).count()
     }
