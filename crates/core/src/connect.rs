@@ -76,11 +76,27 @@ struct Session {
     listening: bool,
 }
 
+/// One relay's way to the gateway and back to stdout: cheap to clone, one per request.
+#[derive(Debug, Clone)]
+struct Link {
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    session: Arc<Mutex<Session>>,
+    /// Lines for stdout (bounded: see `OUT_QUEUE`).
+    out: mpsc::Sender<String>,
+}
+
 /// Relays stdin ⇄ `url` until stdin ends.
 pub async fn relay(url: String, token: String) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    let session = Arc::new(Mutex::new(Session::default()));
     let (out_tx, mut out_rx) = mpsc::channel::<String>(OUT_QUEUE);
+    let link = Link {
+        client: reqwest::Client::new(),
+        url,
+        token,
+        session: Arc::new(Mutex::new(Session::default())),
+        out: out_tx.clone(),
+    };
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
         while let Some(line) = out_rx.recv().await {
@@ -116,23 +132,11 @@ pub async fn relay(url: String, token: String) -> anyhow::Result<()> {
             }
         };
         // The handshake must finish before anything else uses the session.
-        let forward = forward(
-            client.clone(),
-            url.clone(),
-            token.clone(),
-            session.clone(),
-            out_tx.clone(),
-            msg.clone(),
-        );
-        if msg["method"] == "initialize" {
+        let is_init = msg["method"] == "initialize";
+        let forward = link.clone().forward(msg);
+        if is_init {
             if forward.await && listener.is_none() {
-                listener = Some(tokio::spawn(listen(
-                    client.clone(),
-                    url.clone(),
-                    token.clone(),
-                    session.clone(),
-                    out_tx.clone(),
-                )));
+                listener = Some(tokio::spawn(link.clone().listen()));
             }
         } else {
             tasks.spawn(async move {
@@ -145,13 +149,13 @@ pub async fn relay(url: String, token: String) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
-    let sid = session.lock().expect("session lock").id.clone();
+    let sid = link.session.lock().expect("session lock").id.clone();
     if let Some(sid) = sid {
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
-            client
-                .delete(&url)
-                .bearer_auth(&token)
+            link.client
+                .delete(&link.url)
+                .bearer_auth(&link.token)
                 .header("mcp-session-id", sid)
                 .send(),
         )
@@ -161,30 +165,9 @@ pub async fn relay(url: String, token: String) -> anyhow::Result<()> {
         listener.abort();
         let _ = listener.await;
     }
-    drop(out_tx);
+    drop((out_tx, link));
     let _ = writer.await;
     Ok(())
-}
-
-fn request(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    token: &str,
-    session: &Mutex<Session>,
-) -> reqwest::RequestBuilder {
-    let mut req = client
-        .request(method, url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream");
-    let s = session.lock().expect("session lock");
-    if let Some(id) = &s.id {
-        req = req.header("mcp-session-id", id);
-    }
-    if let Some(p) = &s.protocol {
-        req = req.header("mcp-protocol-version", p);
-    }
-    req
 }
 
 /// Sends `data:` payloads of an SSE body (or a plain JSON body) to stdout as they arrive.
@@ -225,91 +208,99 @@ async fn pump(resp: reqwest::Response, out: &mpsc::Sender<String>, mut seen: imp
 
 /// POSTs one message and relays its answer; `true` when it was the `initialize` that opened a
 /// session whose GET stream should now be listened to.
-async fn forward(
-    client: reqwest::Client,
-    url: String,
-    token: String,
-    session: Arc<Mutex<Session>>,
-    out: mpsc::Sender<String>,
-    msg: Value,
-) -> bool {
-    let id = msg.get("id").cloned();
-    let is_init = msg["method"] == "initialize";
-    let sent = request(&client, reqwest::Method::POST, &url, &token, &session)
-        .header("content-type", "application/json")
-        .body(msg.to_string())
-        .send()
-        .await;
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some(id) = id {
-                let _ = out
-                    .send(
-                        json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32000,
-                    "message": format!("cannot reach Switchboard at {url}: {e}")}})
-                        .to_string(),
-                    )
-                    .await;
-            }
-            return false;
-        }
-    };
-    let status = resp.status();
-    if status == reqwest::StatusCode::ACCEPTED {
-        return false;
+/// Answers request `id` (if it was a request) with a JSON-RPC error saying `message`.
+async fn fail(out: &mpsc::Sender<String>, id: Option<Value>, message: String) {
+    if let Some(id) = id {
+        let frame =
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32000, "message": message}});
+        let _ = out.send(frame.to_string()).await;
     }
-    if !status.is_success() {
-        let body = resp.text().await.unwrap_or_default();
-        if let Some(id) = id {
-            let _ = out
-                .send(
-                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32000,
-                "message": format!("Switchboard answered {status}: {body}")}})
-                    .to_string(),
-                )
-                .await;
-        }
-        return false;
-    }
-    if is_init
-        && let Some(sid) = resp
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-    {
-        session.lock().expect("session lock").id = Some(sid.to_owned());
-    }
-    let s2 = session.clone();
-    pump(resp, &out, move |v| {
-        if is_init && let Some(p) = v.pointer("/result/protocolVersion").and_then(Value::as_str) {
-            s2.lock().expect("session lock").protocol = Some(p.to_owned());
-        }
-    })
-    .await;
-    if !is_init {
-        return false;
-    }
-    let mut s = session.lock().expect("session lock");
-    let start = s.id.is_some() && !s.listening;
-    s.listening |= start;
-    start
 }
 
-/// The session's GET stream: what the gateway sends on its own (tool list changes), to stdout.
-async fn listen(
-    client: reqwest::Client,
-    url: String,
-    token: String,
-    session: Arc<Mutex<Session>>,
-    out: mpsc::Sender<String>,
-) {
-    let get = request(&client, reqwest::Method::GET, &url, &token, &session)
-        .send()
+impl Link {
+    /// A request to the gateway in this relay's session.
+    fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+        let mut req = self
+            .client
+            .request(method, &self.url)
+            .bearer_auth(&self.token)
+            .header("accept", "application/json, text/event-stream");
+        let s = self.session.lock().expect("session lock");
+        if let Some(id) = &s.id {
+            req = req.header("mcp-session-id", id);
+        }
+        if let Some(p) = &s.protocol {
+            req = req.header("mcp-protocol-version", p);
+        }
+        req
+    }
+
+    /// POSTs one message; its answer goes to stdout. `true` when it was the `initialize` that
+    /// opened the session (the GET stream should start now).
+    async fn forward(self, msg: Value) -> bool {
+        let id = msg.get("id").cloned();
+        let is_init = msg["method"] == "initialize";
+        let sent = self
+            .request(reqwest::Method::POST)
+            .header("content-type", "application/json")
+            .body(msg.to_string())
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let why = format!("cannot reach Switchboard at {}: {e}", self.url);
+                fail(&self.out, id, why).await;
+                return false;
+            }
+        };
+        let status = resp.status();
+        if status == reqwest::StatusCode::ACCEPTED {
+            return false;
+        }
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            fail(
+                &self.out,
+                id,
+                format!("Switchboard answered {status}: {body}"),
+            )
+            .await;
+            return false;
+        }
+        if is_init
+            && let Some(sid) = resp
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+        {
+            self.session.lock().expect("session lock").id = Some(sid.to_owned());
+        }
+        let session = self.session.clone();
+        pump(resp, &self.out, move |v| {
+            if is_init && let Some(p) = v.pointer("/result/protocolVersion").and_then(Value::as_str)
+            {
+                session.lock().expect("session lock").protocol = Some(p.to_owned());
+            }
+        })
         .await;
-    if let Ok(resp) = get
-        && resp.status().is_success()
-    {
-        pump(resp, &out, |_| {}).await;
+        if !is_init {
+            return false;
+        }
+        let mut s = self.session.lock().expect("session lock");
+        let start = s.id.is_some() && !s.listening;
+        s.listening |= start;
+        start
+    }
+
+    /// The session's GET stream: what the gateway sends on its own (tool list changes), to
+    /// stdout.
+    async fn listen(self) {
+        let get = self.request(reqwest::Method::GET).send().await;
+        if let Ok(resp) = get
+            && resp.status().is_success()
+        {
+            pump(resp, &self.out, |_| {}).await;
+        }
     }
 }

@@ -55,7 +55,10 @@ pub struct Announcement {
 
 /// Announces `ours` in `data_dir` unless another live gateway already did. `Ok(None)` when
 /// the file was left to that gateway.
-pub(crate) async fn announce(data_dir: &Path, ours: Discovery) -> std::io::Result<Option<Announcement>> {
+pub(crate) async fn announce(
+    data_dir: &Path,
+    ours: Discovery,
+) -> std::io::Result<Option<Announcement>> {
     let path = data_dir.join(FILE_NAME);
     if let Some(previous) = Discovery::read(data_dir)
         && previous.pid != ours.pid

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -144,15 +144,7 @@ impl Drop for Tracked {
 
 /// A progress frame, exactly as watchers receive it.
 pub(crate) fn progress_frame(token: &Value, p: &crate::upstream::Progress, tool: &str) -> Value {
-    let mut m = Map::with_capacity(6);
-    m.insert("token".into(), token.clone());
-    m.insert("progress".into(), json!(p.progress));
-    if let Some(total) = p.total {
-        m.insert("total".into(), json!(total));
-    }
-    if let Some(message) = &p.message {
-        m.insert("message".into(), json!(message));
-    }
+    let mut m = p.fields("token", token, 2);
     m.insert("tool".into(), json!(tool));
     m.insert("timestamp".into(), json!(crate::now_rfc3339()));
     Value::Object(m)

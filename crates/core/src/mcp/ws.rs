@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -139,15 +139,7 @@ pub(crate) async fn run(
     let progress_out: ProgressOut = {
         let tx = notify_tx.clone();
         Arc::new(move |token: &Value, p: &crate::upstream::Progress| {
-            let mut params = Map::with_capacity(4);
-            params.insert("progressToken".into(), token.clone());
-            params.insert("progress".into(), json!(p.progress));
-            if let Some(total) = p.total {
-                params.insert("total".into(), json!(total));
-            }
-            if let Some(message) = &p.message {
-                params.insert("message".into(), json!(message));
-            }
+            let params = p.fields("progressToken", token, 0);
             let frame = json!({"jsonrpc": "2.0", "method": "notifications/progress",
                 "params": params});
             // full: this client is not reading; it loses progress, never results

@@ -47,6 +47,28 @@ pub struct Progress {
     pub message: Option<String>,
 }
 
+impl Progress {
+    /// The report as JSON fields under the token `token` named `token_key` (`progressToken` in
+    /// `notifications/progress`, `token` in a watcher's frame); `extra` room for more.
+    pub(crate) fn fields(
+        &self,
+        token_key: &str,
+        token: &serde_json::Value,
+        extra: usize,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::with_capacity(4 + extra);
+        m.insert(token_key.into(), token.clone());
+        m.insert("progress".into(), self.progress.into());
+        if let Some(total) = self.total {
+            m.insert("total".into(), total.into());
+        }
+        if let Some(message) = &self.message {
+            m.insert("message".into(), message.as_str().into());
+        }
+        m
+    }
+}
+
 /// Where progress for one upstream request goes.
 pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
 

@@ -26,7 +26,7 @@ use super::notice::NoticeSender;
 use super::state::Inner;
 use crate::auth::store::read_secret;
 use crate::config::{HeaderValue, ServerConfig, Transport};
-use link::LinkState;
+use link::{Dial, LinkState};
 
 /// A connected remote server, as the supervisor sees it.
 pub(super) struct Remote {
@@ -127,11 +127,15 @@ pub(super) async fn connect(
     let headers = resolve_headers(inner, cfg).await?;
     let (conn, outbox) = Connection::framed(&cfg.name, notices, &inner.shutdown);
     let state = LinkState::new(conn.clone());
+    let dial = |url| Dial {
+        url,
+        headers,
+        outbox,
+        state: &state,
+    };
     let (url, task) = match cfg.transport() {
-        Transport::Http { url } => (url, http::start(inner, url, headers, outbox, &state)?),
-        Transport::WebSocket { url } => {
-            (url, ws::start(inner, url, headers, outbox, &state).await?)
-        }
+        Transport::Http { url } => (url, http::start(inner, dial(url))?),
+        Transport::WebSocket { url } => (url, ws::start(inner, dial(url)).await?),
         Transport::Stdio { command } => {
             return Err(format!("{command:?} is a stdio server, not a remote one"));
         }

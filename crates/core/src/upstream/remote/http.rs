@@ -40,7 +40,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::link::{LinkState, MAX_MESSAGE, SHORT_REQUEST, error_chain};
+use super::link::{Dial, LinkState, MAX_MESSAGE, SHORT_REQUEST, error_chain};
 use super::sse::SseReader;
 use crate::upstream::connection::{Connection, Outbox};
 use crate::upstream::state::Inner;
@@ -82,13 +82,8 @@ struct Session {
 }
 
 /// Prepares a session with `url`: nothing is sent until the handshake's `initialize`.
-pub(super) fn start(
-    inner: &Inner,
-    url: &str,
-    headers: HeaderMap,
-    outbox: Outbox,
-    state: &Arc<LinkState>,
-) -> Result<JoinHandle<()>, String> {
+pub(super) fn start(inner: &Inner, dial: Dial<'_>) -> Result<JoinHandle<()>, String> {
+    let (url, headers, outbox, state) = (dial.url, dial.headers, dial.outbox, dial.state);
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
     // A fresh client per session: no pooled connection from before a drop is reused.
     let client = reqwest::Client::builder()

@@ -5,7 +5,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::upstream::connection::Connection;
+use crate::upstream::connection::{Connection, Outbox};
+
+/// What opening a remote link takes, whichever its transport.
+pub(super) struct Dial<'a> {
+    pub(super) url: &'a str,
+    /// Sent with every request (or the upgrade): configured headers, secrets resolved.
+    pub(super) headers: reqwest::header::HeaderMap,
+    /// Messages for the server, written by the link's task.
+    pub(super) outbox: Outbox,
+    pub(super) state: &'a Arc<LinkState>,
+}
 
 /// Largest message accepted from a remote server (a JSON body, an SSE event, a WS message).
 pub(super) const MAX_MESSAGE: usize = 16 * 1024 * 1024;

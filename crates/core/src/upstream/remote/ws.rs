@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use reqwest::header::HeaderMap;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -20,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::link::{LinkState, MAX_MESSAGE, explain_tls};
+use super::link::{Dial, LinkState, MAX_MESSAGE, explain_tls};
 use crate::upstream::connection::Outbox;
 use crate::upstream::state::Inner;
 
@@ -34,13 +33,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Opens the WebSocket (bounded by the start timeout) and starts its task.
-pub(super) async fn start(
-    inner: &Inner,
-    url: &str,
-    headers: HeaderMap,
-    outbox: Outbox,
-    state: &Arc<LinkState>,
-) -> Result<JoinHandle<()>, String> {
+pub(super) async fn start(inner: &Inner, dial: Dial<'_>) -> Result<JoinHandle<()>, String> {
+    let (url, headers, outbox, state) = (dial.url, dial.headers, dial.outbox, dial.state);
     let mut request = url
         .into_client_request()
         .map_err(|e| format!("url {url:?}: {e}"))?;
