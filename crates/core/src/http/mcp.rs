@@ -4,6 +4,7 @@
 //! watched: a client that goes away cancels what it asked for; an unpaired one's stream ends.
 
 use std::future::Future as _;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::Request;
@@ -20,6 +21,7 @@ use super::token::authenticate;
 use crate::auth::Caller;
 use crate::mcp::fast::{self, Fast};
 use crate::mcp::jsonrpc::{INVALID_REQUEST, PARSE_ERROR};
+use crate::mcp::session::Session;
 
 /// The rmcp service behind `/mcp`.
 pub(crate) type McpService = StreamableHttpService<crate::mcp::Handler, LocalSessionManager>;
@@ -55,7 +57,12 @@ pub(crate) fn service(state: &AppState) -> McpService {
 /// Checks a POST to `/mcp` before rmcp sees it: a body over the limit is 413, a body that is
 /// not JSON is 400 with a JSON-RPC parse error (id null), both with a message that says so.
 /// Every response (POST answers and the GET stream) is watched by a [`GuardedBody`].
-async fn precheck(state: &AppState, req: Request, svc: &McpService) -> Response {
+async fn precheck(
+    state: &AppState,
+    req: Request,
+    svc: &McpService,
+    session: Option<&Arc<Session>>,
+) -> Response {
     let rmcp = |req: Request| async move { svc.handle(req).await.map(axum::body::Body::new) };
     let revoked = |req: &Request| {
         req.extensions()
@@ -114,6 +121,7 @@ async fn precheck(state: &AppState, req: Request, svc: &McpService) -> Response 
         dispatcher: &hub.dispatcher,
         sessions: &hub.rmcp_sessions,
         shutdown: &hub.shutdown,
+        session,
     };
     let json = match fast::answer(front, &parts, &bytes).await {
         Ok(Fast::Answered(frame)) => {
@@ -160,15 +168,15 @@ async fn sessions(state: &AppState, caller: Caller, req: Request, svc: &McpServi
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if let Some(sid) = &asked
-        && sessions.get(sid).is_some_and(|s| s.client != caller.name)
-    {
+    // looked up once, here: the fast path takes it from here
+    let named = asked.as_deref().and_then(|sid| sessions.get(sid));
+    if named.as_ref().is_some_and(|s| s.client != caller.name) {
         return ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "no such session")
             .into_response();
     }
     let deleting = req.method() == axum::http::Method::DELETE;
     let name = caller.name.clone();
-    let resp = precheck(state, req, svc).await;
+    let resp = precheck(state, req, svc, named.as_ref()).await;
     if let Some(sid) = resp
         .headers()
         .get("mcp-session-id")

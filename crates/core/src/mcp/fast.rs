@@ -15,6 +15,8 @@
 //! the HTTP layer checks only the rest for a parse error; a stateless `tools/call`'s tool is
 //! looked up once here and its route handed to the dispatcher.
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, header, request::Parts};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::Value;
@@ -25,6 +27,7 @@ use super::dispatch::{Dispatcher, STATELESS_VERSION};
 use super::gateway::McpGateway;
 use super::jsonrpc::{self, Incoming, Request};
 use super::method::Method;
+use super::session::Session;
 use crate::auth::Caller;
 
 /// What the fast path reads of the gateway.
@@ -36,6 +39,9 @@ pub(crate) struct Front<'a> {
     pub(crate) sessions: &'a LocalSessionManager,
     /// Per-call cancellation derives from it.
     pub(crate) shutdown: &'a CancellationToken,
+    /// The session the request's `Mcp-Session-Id` names, if we know it (looked up once, by
+    /// the front door, which has checked it is the caller's).
+    pub(crate) session: Option<&'a Arc<Session>>,
 }
 
 /// What the fast path made of a request it took.
@@ -171,7 +177,7 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
             if meta.has_version {
                 return None;
             }
-            let s = hub.mcp.sessions().get(sid)?;
+            let s = hub.session.filter(|s| s.id == sid)?.clone();
             if s.client != caller.name || s.transport != "http" || !s.fast_path_ok() {
                 return None;
             }
@@ -214,7 +220,7 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
 fn cancel_notified(hub: Front<'_>, headers: &HeaderMap, params: Option<&Value>) {
     if let Some(sid) = single(headers, "mcp-session-id")
         && let Some(id) = jsonrpc::cancelled_id(params)
-        && let Some(s) = hub.mcp.sessions().get(sid)
+        && let Some(s) = hub.session.filter(|s| s.id == sid)
     {
         s.cancel(&id);
     }
