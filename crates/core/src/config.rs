@@ -362,6 +362,9 @@ pub struct GatewayConfig {
     /// Restart backoff: doubles from the first to the max, with jitter.
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
+    /// A server that stays up this long before it crashes or loses its connection has its
+    /// backoff (stdio and remote) start again from the first delay.
+    pub healthy_after_ms: u64,
     /// Graceful stop: after stdin closes, how long before the child is killed.
     pub stop_grace_ms: u64,
     /// Largest `/mcp` request body (413 beyond).
@@ -373,8 +376,8 @@ pub struct GatewayConfig {
     /// `/ws` heartbeat: a ping this often; a peer that has not answered by the next is dropped.
     pub ws_heartbeat_ms: u64,
     /// Reconnect backoff of remote servers: doubles from the first to the max (a little
-    /// jitter on top), back to the first after 10 s of health. Remote servers are never
-    /// marked `failed` by a crash loop: a network outage should heal by itself.
+    /// jitter on top), back to the first after `healthy_after_ms` of health. Remote servers
+    /// are never marked `failed` by a crash loop: a network outage should heal by itself.
     pub remote_backoff_initial_ms: u64,
     pub remote_backoff_max_ms: u64,
 }
@@ -388,6 +391,7 @@ impl Default for GatewayConfig {
             crash_window_ms: 60_000,
             backoff_initial_ms: 250,
             backoff_max_ms: 30_000,
+            healthy_after_ms: 10_000,
             stop_grace_ms: 2_000,
             max_body_bytes: 4 * 1024 * 1024,
             stderr_lines: 200,
@@ -416,6 +420,9 @@ impl GatewayConfig {
     }
     pub(crate) fn crash_window(&self) -> Duration {
         ms(self.crash_window_ms)
+    }
+    pub(crate) fn healthy_after(&self) -> Duration {
+        ms(self.healthy_after_ms)
     }
     pub(crate) fn stop_grace(&self) -> Duration {
         ms(self.stop_grace_ms)
@@ -588,6 +595,7 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.listen.to_string(), "127.0.0.1:11391");
         assert_eq!(c.registration.ping_interval(), Duration::from_secs(30));
+        assert_eq!(c.gateway.healthy_after(), Duration::from_secs(10));
     }
 
     #[test]

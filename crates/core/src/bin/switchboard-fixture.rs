@@ -8,6 +8,7 @@
 //! - `fail {message}`: a tool error (`isError: true`)
 //! - `add_tool {name}`: adds an echo tool and sends `notifications/tools/list_changed`
 //! - `stderr {text}`: writes a line to stderr
+//! - `hang {}`: never answers; when cancelled it says so on stderr (for call timeouts)
 //!
 //! Flags: `--name NAME` (serverInfo), `--garbage` (a non-JSON line before every response),
 //! `--exit-immediately` (exit 1 at start, for crash-loop tests).
@@ -106,6 +107,12 @@ fn tools(state: &State) -> Vec<Value> {
             json!({"text": {"type": "string"}}),
             ro.clone(),
         ),
+        tool(
+            "hang",
+            "Never answers (until cancelled)",
+            json!({}),
+            ro.clone(),
+        ),
     ];
     for name in state
         .extra_tools
@@ -158,6 +165,13 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
                 }
             }
             text_result(format!("done after {steps} steps"))
+        }
+        "hang" => {
+            while !state.is_cancelled(&id) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            eprintln!("fixture: hung request {id} cancelled");
+            return; // a cancelled request gets no response
         }
         "fail" => json!({
             "content": [{"type": "text", "text": args["message"].as_str().unwrap_or("failed")}],

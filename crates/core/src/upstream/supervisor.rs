@@ -4,8 +4,11 @@
 //!
 //! - stdio: too many crashes in a window mark the server `failed` until someone asks for a
 //!   restart; children are stopped politely (stdin closed, a grace period, then killed).
-//! - remote: a lost connection is reconnected with its own backoff (500 ms doubling to 30 s,
-//!   reset after 10 s of health) and never ends `failed`.
+//! - remote: a lost connection is reconnected with its own backoff (500 ms doubling to 30 s)
+//!   and never ends `failed`.
+//!
+//! Either backoff starts again from its first delay once a run stayed up for
+//! `gateway.healthy_after_ms` (10 s).
 //!
 //! It owns the server's `Status` (through [`Inner`]); callers only read it. Restarts and
 //! config changes reach it on the bounded control queue (`state::CONTROL_QUEUE`).
@@ -226,9 +229,6 @@ impl Policy {
     }
 }
 
-/// A server up this long has its backoff reset.
-const HEALTHY_AFTER: Duration = Duration::from_secs(10);
-
 enum Exit {
     Crashed(String),
     Shutdown,
@@ -295,7 +295,7 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
                 match exit {
                     Exit::Crashed(why) => {
                         run.conn.mark_closed();
-                        if up_since.elapsed() > HEALTHY_AFTER {
+                        if up_since.elapsed() > inner.limits.healthy_after() {
                             attempt = 0;
                         }
                         why

@@ -580,3 +580,67 @@ async fn calls_are_published_as_events_and_stored_for_the_dashboard() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Calls `tool` (which never answers), bounded well past `timeout`; returns the tool error's
+/// text and how long it took.
+async fn call_that_times_out(
+    mcp: &mut McpHttp,
+    tool: &str,
+    timeout: Duration,
+) -> (String, Duration) {
+    let started = tokio::time::Instant::now();
+    let reply = tokio::time::timeout(timeout + WAIT, mcp.call(tool, json!({})))
+        .await
+        .unwrap_or_else(|_| panic!("{tool} was not ended by its {timeout:?} timeout"));
+    let took = started.elapsed();
+    assert_eq!(reply.result()["isError"], true, "{:?}", reply.messages);
+    (reply.text(), took)
+}
+
+#[tokio::test]
+async fn call_timeout_ms_ends_a_call_that_never_answers_and_the_server_stays_usable() {
+    const GATEWAY: Duration = Duration::from_millis(1500);
+    const OVERRIDE: Duration = Duration::from_millis(300);
+    let gw = TestGateway::with(|c| {
+        let mut quick = fixture_server("fq", &[]);
+        quick.call_timeout_ms = Some(OVERRIDE.as_millis() as u64);
+        c.servers = vec![fixture_server("fx", &[]), quick];
+        c.gateway.call_timeout_ms = GATEWAY.as_millis() as u64;
+    })
+    .await;
+    let mut mcp = McpHttp::connect(&gw).await;
+    mcp.wait_tools("both servers", |n| {
+        n.iter().any(|t| t == "fx__hang") && n.iter().any(|t| t == "fq__hang")
+    })
+    .await;
+    let pids = (pid_of(&mut mcp, "fx").await, pid_of(&mut mcp, "fq").await);
+
+    for (server, timeout) in [("fx", GATEWAY), ("fq", OVERRIDE)] {
+        let (text, took) = call_that_times_out(&mut mcp, &format!("{server}__hang"), timeout).await;
+        eprintln!("{server}: {text:?} after {took:?}");
+        assert!(
+            text.contains(&format!("server '{server}'"))
+                && text.contains(&format!("{} ms", timeout.as_millis())),
+            "{server}: {text}"
+        );
+        // Ended by its own timeout: not before it, and (for fq) well before the gateway's.
+        assert!(
+            took >= timeout && took < timeout + Duration::from_millis(1000),
+            "{server}: ended after {took:?}, its timeout is {timeout:?}"
+        );
+        // The server was told to stop the request, and it is still the same, working process.
+        wait_stderr(&gw, server, "hung request").await;
+        let echo = format!("{server}__echo");
+        assert_eq!(
+            mcp.call(&echo, json!({"text": "after"})).await.text(),
+            "after"
+        );
+        let s = gw.server(server).await;
+        assert_eq!(s["state"], "running", "{s}");
+        assert_eq!(s["restarts"], 0, "{s}");
+    }
+    assert_eq!(
+        (pid_of(&mut mcp, "fx").await, pid_of(&mut mcp, "fq").await),
+        pids
+    );
+}

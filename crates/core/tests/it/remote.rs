@@ -849,3 +849,158 @@ async fn a_remote_that_refuses_to_resume_a_cut_stream_falls_back_to_reconnect_an
     let reply = mcp.call("far__echo", json!({"text": "after"})).await;
     assert_eq!(reply.text(), "after");
 }
+
+/// A `server_state` event of one server: the state and when the gateway published it.
+struct StateAt {
+    state: String,
+    at: chrono::DateTime<chrono::FixedOffset>,
+}
+
+impl std::fmt::Debug for StateAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at {}", self.state, self.at.format("%H:%M:%S%.3f"))
+    }
+}
+
+/// Reads `server_state` events of `server` until one in `state` arrives (each within
+/// [`WAIT`]), appending them to `seen`.
+async fn until_state(events: &mut SseClient, server: &str, state: &str, seen: &mut Vec<StateAt>) {
+    loop {
+        let data = events.next_named("server_state").await;
+        if data["server"] != server {
+            continue;
+        }
+        let at = chrono::DateTime::parse_from_rfc3339(data["timestamp"].as_str().unwrap())
+            .expect("RFC 3339 timestamp");
+        let got = data["state"].as_str().unwrap().to_owned();
+        let done = got == state;
+        seen.push(StateAt { state: got, at });
+        if done {
+            return;
+        }
+    }
+}
+
+/// The time between two events, by the gateway's own clock.
+fn between(from: &StateAt, to: &StateAt) -> Duration {
+    (to.at - from.at).to_std().expect("events in order")
+}
+
+/// The reconnect delays in `seen`: from each `restarting` to the `starting` after it.
+fn backoffs(seen: &[StateAt]) -> Vec<Duration> {
+    seen.windows(2)
+        .filter(|w| w[0].state == "restarting" && w[1].state == "starting")
+        .map(|w| between(&w[0], &w[1]))
+        .collect()
+}
+
+/// A reconnect delay of `base` with the remote jitter (it only adds, up to 10 %), plus room
+/// for a busy machine; never as long as the doubled delay.
+fn assert_backoff(seen: Duration, base: Duration, what: &str) {
+    let slack = Duration::from_millis(250);
+    assert!(
+        seen + Duration::from_millis(5) >= base && seen <= base.mul_f64(1.1) + slack,
+        "{what}: waited {seen:?}, expected {base:?} (+10 % jitter)"
+    );
+}
+
+fn proxied_ws(proxy: &Proxy) -> String {
+    format!("ws://{}/ws", proxy.addr)
+}
+
+// Several threads: the proxy's pumps must not wait behind the gateway's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_losses_double_the_reconnect_delay_and_a_healthy_run_resets_it() {
+    const INITIAL: Duration = Duration::from_millis(300);
+    const HEALTHY: Duration = Duration::from_millis(1000);
+    let peer = Peer::start(Kind::Ws);
+    let proxy = Proxy::start(peer.addr).await;
+    let url = proxied_ws(&proxy);
+    let gw = TestGateway::with(|c| {
+        c.servers = vec![remote_server("far", &url)];
+        c.gateway.remote_backoff_initial_ms = INITIAL.as_millis() as u64;
+        c.gateway.remote_backoff_max_ms = 60_000;
+        c.gateway.healthy_after_ms = HEALTHY.as_millis() as u64;
+    })
+    .await;
+    let mut events = gw.events().await;
+    gw.wait_server("far", "running").await;
+
+    // Three losses right after each reconnect: 300 ms, 600 ms, 1200 ms. What came before the
+    // first loss (the first start, seen or not) is left out.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        assert!(proxy.cut() >= 1, "no connection to cut");
+        if seen.is_empty() {
+            let mut before = Vec::new();
+            until_state(&mut events, "far", "restarting", &mut before).await;
+            seen.extend(before.pop());
+        }
+        until_state(&mut events, "far", "running", &mut seen).await;
+    }
+    let quick = backoffs(&seen);
+    eprintln!("after quick losses: {seen:?}");
+    assert_eq!(quick.len(), 3, "{seen:?}");
+    for (i, delay) in quick.iter().enumerate() {
+        assert_backoff(*delay, INITIAL * (1 << i), &format!("quick loss {}", i + 1));
+    }
+    // Each of those runs was short of healthy (else the test proves nothing).
+    for w in seen.windows(2) {
+        if w[0].state == "running" {
+            assert!(between(&w[0], &w[1]) < HEALTHY, "{seen:?}");
+        }
+    }
+
+    // Up for longer than `healthy_after_ms`, then lost: the initial delay again, not 2400 ms.
+    tokio::time::sleep(HEALTHY + Duration::from_millis(300)).await;
+    let mut healthy = vec![seen.pop().expect("the last running")];
+    assert!(proxy.cut() >= 1, "no connection to cut");
+    until_state(&mut events, "far", "running", &mut healthy).await;
+    eprintln!("after a healthy run: {healthy:?}");
+    assert_eq!(healthy[1].state, "restarting", "{healthy:?}");
+    assert!(between(&healthy[0], &healthy[1]) > HEALTHY, "{healthy:?}");
+    let after = backoffs(&healthy);
+    assert_eq!(after.len(), 1, "{healthy:?}");
+    assert_backoff(after[0], INITIAL, "loss after a healthy run");
+
+    let mut mcp = McpHttp::connect(&gw).await;
+    let reply = mcp.call("far__echo", json!({"text": "still here"})).await;
+    assert_eq!(reply.text(), "still here");
+}
+
+// Several threads: the proxy's pumps must not wait behind the gateway's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconnect_delay_grows_to_remote_backoff_max_ms_and_no_further() {
+    const INITIAL: Duration = Duration::from_millis(100);
+    const CAP: Duration = Duration::from_millis(400);
+    let peer = Peer::start(Kind::Ws);
+    let proxy = Proxy::start(peer.addr).await;
+    let url = proxied_ws(&proxy);
+    let gw = TestGateway::with(|c| {
+        c.servers = vec![remote_server("far", &url)];
+        c.gateway.remote_backoff_initial_ms = INITIAL.as_millis() as u64;
+        c.gateway.remote_backoff_max_ms = CAP.as_millis() as u64;
+    })
+    .await;
+    let mut events = gw.events().await;
+    gw.wait_server("far", "running").await;
+
+    // The way in is gone (connections cut, the port refusing): every attempt fails at once.
+    drop(proxy);
+    let mut seen = Vec::new();
+    while backoffs(&seen).len() < 6 {
+        until_state(&mut events, "far", "starting", &mut seen).await;
+    }
+    eprintln!("reconnecting to nothing: {seen:?}");
+    let delays = backoffs(&seen);
+    // 100, 200, 400, then 400 (uncapped: 800, 1600, 3200).
+    for (i, delay) in delays.iter().enumerate() {
+        let base = (INITIAL * (1 << i)).min(CAP);
+        assert_backoff(*delay, base, &format!("attempt {}", i + 1));
+    }
+    let reason = gw.server("far").await["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains(&url), "{reason}");
+}
