@@ -100,7 +100,7 @@ async fn bad_frames_get_errors_and_the_socket_stays_usable() {
         (envelope("registered", json!({"success":true})), "invalid_message"),
         (envelope("register", json!({"path":"/x"})), "invalid_message"),
         (
-            envelope("db_operation", json!({"operation":"explode","entity":"task","affected_ids":[1],"project_path":"/x"})),
+            envelope("db_operation", json!({"operation":42,"entity":"task","affected_ids":[1],"project_path":"/x"})),
             "invalid_message",
         ),
         (
@@ -274,6 +274,62 @@ async fn db_operations_are_published_and_recorded() {
     )
     .await;
     ws.expect_error("registration_failed").await;
+}
+
+#[tokio::test]
+async fn db_operations_take_any_operation_and_entity_and_check_only_the_shape() {
+    let gw = TestGateway::start().await;
+    let dir = project_dir("dbop-open");
+    let path = dir.to_string_lossy().into_owned();
+    let mut events = gw.events().await;
+    let mut ws = gw.ws().await;
+    assert!(ws.register(&dir).await);
+
+    // names we have never listed, as a newer client may send them: recorded and shown as sent
+    ws.send(
+        "db_operation",
+        json!({"operation":"archive","entity":"workspace","affected_ids":[41],
+               "data":{"why":"done"},"project_path": path}),
+    )
+    .await;
+    let ev = events.next_named("db_operation").await;
+    assert_eq!(
+        (ev["operation"].as_str(), ev["entity"].as_str()),
+        (Some("archive"), Some("workspace")),
+        "{ev}"
+    );
+    assert_eq!(ev["affected_ids"], json!([41]));
+    assert_eq!(ev["data"]["why"], "done");
+    let p = gw.project(&dir).await.unwrap();
+    assert_eq!(p["last_db_operation"]["operation"], "archive", "{p}");
+    assert_eq!(p["last_db_operation"]["entity"], "workspace", "{p}");
+
+    // the shape is still checked: types and required fields
+    let bad = [
+        json!({"operation":7,"entity":"task","affected_ids":[1],"project_path": path}),
+        json!({"operation":"update","entity":["task"],"affected_ids":[1],"project_path": path}),
+        json!({"entity":"task","affected_ids":[1],"project_path": path}),
+        json!({"operation":"update","affected_ids":[1],"project_path": path}),
+        json!({"operation":"update","entity":"task","affected_ids":["1"],"project_path": path}),
+        json!({"operation":"update","entity":"task","project_path": path}),
+        json!({"operation":"update","entity":"task","affected_ids":[1]}),
+    ];
+    for payload in bad {
+        ws.send("db_operation", payload.clone()).await;
+        let err = ws.expect_error("invalid_message").await;
+        assert!(
+            err["message"].as_str().unwrap().contains("db_operation"),
+            "{payload}: {err}"
+        );
+    }
+    // and none of those was published
+    ws.send(
+        "db_operation",
+        json!({"operation":"update","entity":"task","affected_ids":[2],"project_path": path}),
+    )
+    .await;
+    let ev = events.next_named("db_operation").await;
+    assert_eq!(ev["affected_ids"], json!([2]), "only the good one: {ev}");
 }
 
 /// The real intent-engine client (0.6–0.9): a bare TCP probe, then a new socket about every
