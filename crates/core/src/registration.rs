@@ -2,8 +2,9 @@
 //! their projects here.
 //!
 //! One task per socket owns that socket: it answers the client, pings it, and retires it when
-//! told to (superseded, shutdown, idle, ping timeout). Every close is announced with `goodbye`
-//! and a close frame. The global connection cap is a semaphore taken before the upgrade.
+//! told to (superseded, shutdown, idle, ping timeout, refused `register`). Every close is
+//! announced with `goodbye` and a close frame. The global connection cap is a semaphore taken
+//! before the upgrade.
 
 pub mod protocol;
 pub mod registry;
@@ -358,6 +359,23 @@ impl Socket {
         }
     }
 
+    /// A `register` we refuse: `registered{success:false}` first, because the real client
+    /// reads exactly one frame after `register` and backs off only on that; then the reason,
+    /// then goodbye and close (the client would not read anything more on this socket).
+    async fn refuse_register(&mut self, err: ProtocolError, code: u16) -> Flow {
+        if let Flow::Stop(end) = self
+            .reply(&ServerMessage::Registered { success: false })
+            .await
+        {
+            return Flow::Stop(end);
+        }
+        let reason = format!("registration refused: {}", err.code.as_str());
+        if let Flow::Stop(end) = self.refuse(err).await {
+            return Flow::Stop(end);
+        }
+        Flow::Stop(End::Goodbye { reason, code })
+    }
+
     async fn on_register(&mut self, mut info: protocol::ProjectInfo) -> Flow {
         let canonical = match validate_project_path(&info.path).await {
             Ok(p) => p,
@@ -367,12 +385,7 @@ impl Socket {
                     format!("project path {:?} rejected: {reason}", info.path),
                 )
                 .with_details(serde_json::json!({"path": info.path}));
-                if let Flow::Stop(end) = self.refuse(err).await {
-                    return Flow::Stop(end);
-                }
-                return self
-                    .reply(&ServerMessage::Registered { success: false })
-                    .await;
+                return self.refuse_register(err, close_code::POLICY).await;
             }
         };
         info.path = canonical.to_string_lossy().into_owned();
@@ -399,11 +412,7 @@ impl Socket {
                     ErrorCode::InternalError,
                     format!("registration could not be saved: {e}"),
                 );
-                if let Flow::Stop(end) = self.refuse(err).await {
-                    return Flow::Stop(end);
-                }
-                self.reply(&ServerMessage::Registered { success: false })
-                    .await
+                self.refuse_register(err, close_code::ERROR).await
             }
         }
     }

@@ -96,6 +96,19 @@ pub enum ErrorCode {
     InternalError,
 }
 
+impl ErrorCode {
+    /// The code as it goes on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::InvalidMessage => "invalid_message",
+            Self::InvalidPath => "invalid_path",
+            Self::RegistrationFailed => "registration_failed",
+            Self::InternalError => "internal_error",
+        }
+    }
+}
+
 /// Why a frame was refused: becomes an `error` message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProtocolError {
@@ -427,6 +440,19 @@ mod tests {
         ] {
             let e = parse(&env("db_operation", bad.clone())).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidMessage, "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_codes_name_themselves_as_serde_does() {
+        for code in [
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::InvalidMessage,
+            ErrorCode::InvalidPath,
+            ErrorCode::RegistrationFailed,
+            ErrorCode::InternalError,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
         }
     }
 

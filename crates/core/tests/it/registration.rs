@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -49,8 +49,37 @@ async fn register_flat_wrapped_and_without_hello_is_idempotent_per_path() {
     assert_eq!(gw.projects().await.len(), 1, "one project per path");
 }
 
+/// What the real client (seed 000, `ws_client.rs` steps 1–4) makes of its registration: it
+/// reads exactly one frame after `hello` and exactly one after `register`, and gives up (then
+/// backs off) only on `registered{success:false}`; anything else and it keeps the socket.
+#[derive(Debug, PartialEq)]
+enum SeedOutcome {
+    Registered,
+    /// `anyhow::bail!("Dashboard rejected registration")`: the client backs off.
+    Rejected,
+    /// "Unexpected response during registration": the client carries on with this socket and
+    /// reconnects a second later, forever.
+    CarriesOn(Value),
+}
+
+async fn register_as_the_seed_does(ws: &mut WsClient, info: Value) -> SeedOutcome {
+    ws.send(
+        "hello",
+        json!({"entity_type":"mcp_server","capabilities":[]}),
+    )
+    .await;
+    let _welcome = ws.recv().await; // step 2: one frame, whatever it is
+    ws.send("register", info).await;
+    let msg = ws.recv().await; // step 4: one frame
+    match (msg["type"].as_str(), msg["payload"]["success"].as_bool()) {
+        (Some("registered"), Some(true)) => SeedOutcome::Registered,
+        (Some("registered"), Some(false)) => SeedOutcome::Rejected,
+        _ => SeedOutcome::CarriesOn(msg),
+    }
+}
+
 #[tokio::test]
-async fn relative_missing_and_temporary_paths_are_invalid() {
+async fn a_refused_register_answers_registered_false_first_then_the_error_then_closes() {
     let gw = TestGateway::start().await;
     let temp = tempfile::tempdir().unwrap();
     let file = project_dir("file").join("not-a-dir.txt");
@@ -61,19 +90,30 @@ async fn relative_missing_and_temporary_paths_are_invalid() {
         temp.path().to_string_lossy().into_owned(),
         file.to_string_lossy().into_owned(),
     ];
-    let mut ws = gw.ws().await;
-    ws.hello().await;
     for path in cases {
         let mut info = project_info(std::path::Path::new("/x"));
         info["path"] = json!(path);
-        ws.send("register", info).await;
+        let mut ws = gw.ws().await;
+        assert_eq!(
+            register_as_the_seed_does(&mut ws, info).await,
+            SeedOutcome::Rejected,
+            "{path}: the real client must see the refusal in the one frame it reads"
+        );
+        // then the reason, then goodbye and a close frame
         let err = ws.expect_error("invalid_path").await;
         assert_eq!(err["details"]["path"], json!(path));
-        assert_eq!(ws.expect("registered").await, json!({"success": false}));
+        let (reason, frame) = ws.goodbye().await;
+        assert!(reason.contains("invalid_path"), "{reason}");
+        assert_eq!(u16::from(frame.expect("close frame").code), 1008);
     }
     assert!(gw.projects().await.is_empty());
-    // the socket is still usable
-    assert!(ws.register(&project_dir("after-invalid")).await);
+    gw.wait_for_sockets(0).await;
+    // a good path on a fresh socket, read the same way, is registered
+    let mut ws = gw.ws().await;
+    assert_eq!(
+        register_as_the_seed_does(&mut ws, project_info(&project_dir("after-invalid"))).await,
+        SeedOutcome::Registered
+    );
 }
 
 #[tokio::test]
