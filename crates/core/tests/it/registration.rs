@@ -373,53 +373,75 @@ async fn db_operations_take_any_operation_and_entity_and_check_only_the_shape() 
 }
 
 /// The real intent-engine client (0.6–0.9): a bare TCP probe, then a new socket about every
-/// second that sends hello + register and is never closed; db_operation on any of them; all
-/// drop at once when the process exits.
+/// second that sends hello + register and is never closed; all drop at once when the process
+/// exits. Its db_operations go through one shared channel, pumped by whichever socket's task
+/// holds it (seed 000, lines ~281–386): in a storm that is the oldest live socket, the very one
+/// the next registration retires, so they arrive on sockets the server is closing.
 #[tokio::test]
-async fn the_real_clients_reconnect_storm_keeps_one_online_project() {
+async fn the_real_clients_reconnect_storm_keeps_one_online_project_and_every_db_operation() {
     let gw = TestGateway::start().await;
     let dir = project_dir("storm");
+    let path = dir.to_string_lossy().into_owned();
     let mut events = gw.events().await;
 
     drop(TcpStream::connect(gw.addr).await.expect("TCP probe"));
-    let mut sockets = Vec::new();
-    for i in 0..10 {
+    let mut sockets: Vec<WsClient> = Vec::new();
+    let mut sent = Vec::new();
+    for i in 0..10u64 {
         let mut ws = gw.ws().await;
         ws.hello().await;
         assert!(ws.register(&dir).await, "socket {i} registers");
         sockets.push(ws);
+        if i >= 3 {
+            // That registration retired socket i-3, whose goodbye is on its way; the client,
+            // not having read it yet, sends its next notification there.
+            let oldest = &mut sockets[i as usize - 3];
+            oldest
+                .send(
+                    "db_operation",
+                    json!({"operation":"update","entity":"task","affected_ids":[i],
+                           "project_path": path}),
+                )
+                .await;
+            sent.push(i);
+            let (reason, frame) = oldest.goodbye().await;
+            assert_eq!(reason, "superseded");
+            assert_eq!(u16::from(frame.expect("close frame").code), 1000);
+        }
         let p = gw.project(&dir).await.unwrap();
         assert_eq!(p["online"], true);
         assert!(p["sockets"].as_u64().unwrap() <= 3, "{p}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(gw.projects().await.len(), 1);
     assert_eq!(gw.project(&dir).await.unwrap()["sockets"], 3);
-
-    // The oldest seven were retired with goodbye{reason:"superseded"} and a close frame.
-    for ws in &mut sockets[..7] {
-        let (reason, frame) = ws.goodbye().await;
-        assert_eq!(reason, "superseded");
-        assert_eq!(u16::from(frame.expect("close frame").code), 1000);
-    }
-    // db_operation arrives on an arbitrary live socket
+    // and one on a live socket
     sockets[8]
         .send(
             "db_operation",
-            json!({"operation":"create","entity":"task","affected_ids":[1],"project_path": dir.to_string_lossy()}),
+            json!({"operation":"create","entity":"task","affected_ids":[100],"project_path": path}),
         )
         .await;
+    sent.push(100);
 
-    // exactly one online event so far, then the db_operation
+    // exactly one online event, then every db_operation (tasks of different sockets may
+    // publish in either order) and nothing else
     let (name, _) = events.next().await;
     assert_eq!(name, "project_online");
-    let (name, _) = events.next().await;
-    assert_eq!(name, "db_operation");
+    let mut seen = Vec::new();
+    for _ in 0..sent.len() {
+        let (name, ev) = events.next().await;
+        assert_eq!(name, "db_operation", "{ev}");
+        assert_eq!(ev["project_path"], json!(path));
+        seen.push(ev["affected_ids"][0].as_u64().unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, sent, "no db_operation lost");
 
     // The process exits: every socket drops without goodbye.
     drop(sockets);
     let offline = events.next_named("project_offline").await;
-    assert_eq!(offline["path"], json!(dir.to_string_lossy()));
+    assert_eq!(offline["path"], json!(path));
     assert!(
         events
             .next_within(Duration::from_millis(500))
