@@ -2,8 +2,10 @@
 //! their projects here.
 //!
 //! One task per socket owns that socket: it answers the client, pings it, and retires it when
-//! told to (superseded, shutdown, idle, ping timeout). Every close is announced with `goodbye`
-//! and a close frame. The global connection cap is a semaphore taken before the upgrade.
+//! told to (superseded, shutdown, idle, ping timeout, refused `register`). Every close is
+//! announced with `goodbye` and a close frame; frames the client sent before it saw them are
+//! still processed (they can no longer be answered). The global connection cap is a semaphore
+//! taken before the upgrade.
 
 pub mod protocol;
 pub(crate) mod registry;
@@ -130,16 +132,22 @@ async fn send(ws: &mut WebSocket, msg: &ServerMessage) -> bool {
     )
 }
 
-/// Sends a close frame and waits (bounded) for the peer's, so nothing is left half-written.
-async fn close(ws: &mut WebSocket, code: u16, reason: &str) {
+/// Sends a close frame; `false` means the peer is gone (or closed first).
+async fn send_close(ws: &mut WebSocket, code: u16, reason: &str) -> bool {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    if !matches!(
+    matches!(
         timeout(SEND_TIMEOUT, ws.send(Message::Close(Some(frame)))).await,
         Ok(Ok(()))
-    ) {
+    )
+}
+
+/// Sends a close frame and waits (bounded) for the peer's, discarding what comes before it:
+/// for sockets refused before they could say anything.
+async fn close(ws: &mut WebSocket, code: u16, reason: &str) {
+    if !send_close(ws, code, reason).await {
         return;
     }
     let _ = timeout(CLOSE_WAIT, async {
@@ -242,20 +250,64 @@ impl Socket {
                     reason: Some(reason.clone()),
                 };
                 if send(&mut self.ws, &bye).await {
-                    close(&mut self.ws, code, &reason).await;
+                    self.close(code, &reason).await;
                 }
             }
-            End::ClientClosed => close(&mut self.ws, close_code::NORMAL, "goodbye").await,
+            End::ClientClosed => self.close(close_code::NORMAL, "goodbye").await,
             End::TooBig => {
                 let reason = format!(
                     "message over the {} byte limit",
                     self.server.config.transport_limit()
                 );
-                close(&mut self.ws, close_code::SIZE, &reason).await;
+                self.close(close_code::SIZE, &reason).await;
             }
             End::Gone => {}
         }
         tracing::debug!(conn = self.conn, "registration socket closed");
+    }
+
+    /// Sends our close frame, then reads (bounded by [`CLOSE_WAIT`]) until the peer's. What
+    /// the client sent before it saw our goodbye still counts: the real client pumps its
+    /// db_operations through whichever socket holds its one shared channel, in a reconnect
+    /// storm the oldest, i.e. the one being retired. They are recorded; none can be answered.
+    async fn close(&mut self, code: u16, reason: &str) {
+        if !send_close(&mut self.ws, code, reason).await {
+            return;
+        }
+        let deadline = Instant::now() + CLOSE_WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.recv()).await {
+                Ok(Some(Ok(Message::Text(text)))) => self.on_late_text(text.as_str()).await,
+                Ok(Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_)))) => {}
+                Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => break,
+            }
+        }
+    }
+
+    /// A text frame that arrived after our close frame: a `db_operation` is recorded, anything
+    /// else needs an answer we may no longer send and is dropped.
+    async fn on_late_text(&mut self, text: &str) {
+        if text.len() > self.server.config.max_message_bytes {
+            tracing::debug!(
+                conn = self.conn,
+                size = text.len(),
+                "oversized frame after close"
+            );
+            return;
+        }
+        match protocol::parse(text) {
+            Ok(ClientMessage::DbOperation { project_path, op }) => {
+                if let Err(e) = self.server.registry.db_operation(&project_path, op).await {
+                    tracing::debug!(conn = self.conn, error = %e, "db_operation after close refused");
+                }
+            }
+            Ok(_) | Err(_) => {
+                tracing::debug!(
+                    conn = self.conn,
+                    "frame after close dropped: it needs an answer"
+                );
+            }
+        }
     }
 
     async fn on_ping_tick(&mut self, max_missed: u32) -> Flow {
@@ -358,6 +410,23 @@ impl Socket {
         }
     }
 
+    /// A `register` we refuse: `registered{success:false}` first, because the real client
+    /// reads exactly one frame after `register` and backs off only on that; then the reason,
+    /// then goodbye and close (the client would not read anything more on this socket).
+    async fn refuse_register(&mut self, err: ProtocolError, code: u16) -> Flow {
+        if let Flow::Stop(end) = self
+            .reply(&ServerMessage::Registered { success: false })
+            .await
+        {
+            return Flow::Stop(end);
+        }
+        let reason = format!("registration refused: {}", err.code.as_str());
+        if let Flow::Stop(end) = self.refuse(err).await {
+            return Flow::Stop(end);
+        }
+        Flow::Stop(End::Goodbye { reason, code })
+    }
+
     async fn on_register(&mut self, mut info: protocol::ProjectInfo) -> Flow {
         let canonical = match validate_project_path(&info.path).await {
             Ok(p) => p,
@@ -367,12 +436,7 @@ impl Socket {
                     format!("project path {:?} rejected: {reason}", info.path),
                 )
                 .with_details(serde_json::json!({"path": info.path}));
-                if let Flow::Stop(end) = self.refuse(err).await {
-                    return Flow::Stop(end);
-                }
-                return self
-                    .reply(&ServerMessage::Registered { success: false })
-                    .await;
+                return self.refuse_register(err, close_code::POLICY).await;
             }
         };
         info.path = canonical.to_string_lossy().into_owned();
@@ -399,11 +463,7 @@ impl Socket {
                     ErrorCode::InternalError,
                     format!("registration could not be saved: {e}"),
                 );
-                if let Flow::Stop(end) = self.refuse(err).await {
-                    return Flow::Stop(end);
-                }
-                self.reply(&ServerMessage::Registered { success: false })
-                    .await
+                self.refuse_register(err, close_code::ERROR).await
             }
         }
     }

@@ -159,8 +159,12 @@ fn cors_headers(h: &mut HeaderMap, origin: &str) {
     }
 }
 
-/// A URI fit for a log line: the value of any `token` query parameter (the legacy WebSocket
-/// auth) replaced by `REDACTED`.
+/// Query parameters that carry a secret: `token` (the legacy WebSocket auth) and `mcp_token`
+/// (the session token seed 001's watchers send).
+const SECRET_PARAMS: [&str; 2] = ["token", "mcp_token"];
+
+/// A URI fit for a log line: the value of every secret query parameter ([`SECRET_PARAMS`], any
+/// case) replaced by `REDACTED`.
 pub(crate) fn redacted(uri: &axum::http::Uri) -> String {
     let Some(query) = uri.query() else {
         return uri.path().to_owned();
@@ -168,11 +172,38 @@ pub(crate) fn redacted(uri: &axum::http::Uri) -> String {
     let query: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("token") => format!("{k}=REDACTED"),
+            Some((k, _)) if is_secret_param(k) => format!("{k}=REDACTED"),
             _ => pair.to_owned(),
         })
         .collect();
     format!("{}?{}", uri.path(), query.join("&"))
+}
+
+/// Whether a raw query key names a secret once decoded as the `Query` extractor decodes it
+/// (`%XX` and `+`), so `mcp%5Ftoken` is caught too.
+fn is_secret_param(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    let mut key = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    key.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => key.push(b'%'),
+            },
+            b'+' => key.push(b' '),
+            b => key.push(b),
+        }
+        i += 1;
+    }
+    SECRET_PARAMS
+        .iter()
+        .any(|p| p.as_bytes().eq_ignore_ascii_case(&key))
 }
 
 fn origin(headers: &HeaderMap) -> Option<String> {
@@ -226,6 +257,24 @@ mod tests {
         assert_eq!(
             redacted(&uri),
             "/ws/mcp/events?session_id=abc&token=REDACTED&Token=REDACTED"
+        );
+        // seed 001's watchers send the session's token as `mcp_token`
+        let seed: axum::http::Uri =
+            "/ws/mcp/events?token=sbw_a&session_id=abc&mcp_token=sbw_b&MCP_TOKEN=c&mcp_tokens=d"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            redacted(&seed),
+            "/ws/mcp/events?token=REDACTED&session_id=abc&mcp_token=REDACTED&MCP_TOKEN=REDACTED\
+             &mcp_tokens=d"
+        );
+        // as the Query extractor would decode them
+        let encoded: axum::http::Uri = "/ws/mcp/events?mcp%5Ftoken=s1&%74oken=s2&to+ken=x&mcp%5=y"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            redacted(&encoded),
+            "/ws/mcp/events?mcp%5Ftoken=REDACTED&%74oken=REDACTED&to+ken=x&mcp%5=y"
         );
         let plain: axum::http::Uri = "/mcp".parse().unwrap();
         assert_eq!(redacted(&plain), "/mcp");

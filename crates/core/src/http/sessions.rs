@@ -74,20 +74,33 @@ fn unknown() -> ApiError {
 }
 
 /// Who may watch `id`: its owner (a paired token) or the holder of its watch token.
-/// The token comes from `Authorization`, the `bearer.` subprotocol, or (WebSocket only,
-/// legacy) `?token=`.
-fn authorize(hub: &Hub, id: &str, token: Option<String>) -> Result<Arc<Session>, ApiError> {
-    let Some(token) = token else {
-        return Err(ApiError::new(
+/// `tokens` are the candidates a request carries, in order (`Authorization` or the `bearer.`
+/// subprotocol; for the WebSocket also `?token=` and `?mcp_token=`): the first that opens the
+/// session wins, each checked on its own; if none does, the first one's refusal is the answer.
+fn authorize(hub: &Hub, id: &str, tokens: &[String]) -> Result<Arc<Session>, ApiError> {
+    let mut refusal = None;
+    for token in tokens.iter().filter(|t| !t.is_empty()) {
+        match authorize_one(hub, id, token) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                refusal.get_or_insert(e);
+            }
+        }
+    }
+    Err(refusal.unwrap_or_else(|| {
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             "token_required",
             "send the session's token (from POST /session) or a paired client's token as \
              `Authorization: Bearer <token>`",
-        ));
-    };
-    let client = hub.auth.verify(&token);
+        )
+    }))
+}
+
+fn authorize_one(hub: &Hub, id: &str, token: &str) -> Result<Arc<Session>, ApiError> {
+    let client = hub.auth.verify(token);
     let sessions = hub.mcp.sessions();
-    match sessions.watchable(id, client.as_ref().map(|c| c.name.as_str()), Some(&token)) {
+    match sessions.watchable(id, client.as_ref().map(|c| c.name.as_str()), Some(token)) {
         Some(s) => Ok(s),
         None if client.is_some() || sessions.get(id).is_none() => Err(unknown()),
         None => Err(ApiError::new(
@@ -124,7 +137,8 @@ pub(crate) async fn sse(
     headers: HeaderMap,
 ) -> Response {
     let hub = &state.0;
-    let session = match authorize(hub, &id, bearer(&headers)) {
+    let tokens: Vec<String> = bearer(&headers).into_iter().collect();
+    let session = match authorize(hub, &id, &tokens) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
@@ -138,8 +152,12 @@ pub(crate) async fn sse(
 #[derive(Debug, serde::Deserialize)]
 pub(crate) struct EventsQuery {
     session_id: Option<String>,
-    /// Legacy: the token in the query (redacted from every log line).
+    /// Legacy: a token in the query, a paired client's or the session's (redacted from every
+    /// log line).
     token: Option<String>,
+    /// The session's token under the name seed 001's watchers use, often next to `token`
+    /// holding their paired token (redacted from every log line too).
+    mcp_token: Option<String>,
 }
 
 /// `GET /ws/mcp/events?session_id=`: the same frames, one WebSocket text frame each.
@@ -158,7 +176,11 @@ pub(crate) async fn ws(
         )
         .into_response();
     };
-    let session = match authorize(&hub, &id, bearer(&headers).or(query.token)) {
+    let tokens: Vec<String> = [bearer(&headers), query.token, query.mcp_token]
+        .into_iter()
+        .flatten()
+        .collect();
+    let session = match authorize(&hub, &id, &tokens) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };

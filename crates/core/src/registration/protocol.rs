@@ -25,27 +25,15 @@ pub struct ProjectInfo {
     pub is_online: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Operation {
-    Create,
-    Update,
-    Delete,
-    Read,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Entity {
-    Task,
-    Event,
-}
-
 /// A change a registered server made to its database.
+///
+/// `operation` and `entity` are open strings: intent-engine sends `create`/`update`/`delete`/
+/// `read` on `task`/`event` today, and a newer client may name others. They are recorded and
+/// shown as sent; only the shape (types, required fields) is checked.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct DbOperation {
-    pub operation: Operation,
-    pub entity: Entity,
+    pub operation: String,
+    pub entity: String,
     pub affected_ids: Vec<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
@@ -106,6 +94,19 @@ pub enum ErrorCode {
     InvalidPath,
     RegistrationFailed,
     InternalError,
+}
+
+impl ErrorCode {
+    /// The code as it goes on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::InvalidMessage => "invalid_message",
+            Self::InvalidPath => "invalid_path",
+            Self::RegistrationFailed => "registration_failed",
+            Self::InternalError => "internal_error",
+        }
+    }
 }
 
 /// Why a frame was refused: becomes an `error` message.
@@ -403,7 +404,7 @@ mod tests {
         assert_eq!(
             code_of(&env(
                 "db_operation",
-                json!({"operation":"explode","entity":"task","affected_ids":[],"project_path":"/x"})
+                json!({"operation":42,"entity":"task","affected_ids":[],"project_path":"/x"})
             )),
             ErrorCode::InvalidMessage
         );
@@ -411,6 +412,48 @@ mod tests {
             code_of(&env("ping", json!({})).replace(TS, "yesterday")),
             ErrorCode::InvalidMessage
         );
+    }
+
+    #[test]
+    fn db_operation_takes_any_operation_and_entity_and_checks_the_shape() {
+        let text = env(
+            "db_operation",
+            json!({"operation":"archive","entity":"workspace","affected_ids":[1,2],"project_path":"/p"}),
+        );
+        let ClientMessage::DbOperation { project_path, op } = parse(&text).unwrap() else {
+            panic!("not a db_operation")
+        };
+        assert_eq!(project_path, "/p");
+        assert_eq!(
+            serde_json::to_value(&op).unwrap(),
+            json!({"operation":"archive","entity":"workspace","affected_ids":[1,2]}),
+            "recorded as sent"
+        );
+        for bad in [
+            json!({"operation":1,"entity":"task","affected_ids":[],"project_path":"/p"}),
+            json!({"operation":"update","entity":null,"affected_ids":[],"project_path":"/p"}),
+            json!({"entity":"task","affected_ids":[],"project_path":"/p"}),
+            json!({"operation":"update","affected_ids":[],"project_path":"/p"}),
+            json!({"operation":"update","entity":"task","affected_ids":[1.5],"project_path":"/p"}),
+            json!({"operation":"update","entity":"task","affected_ids":{},"project_path":"/p"}),
+            json!({"operation":"update","entity":"task","affected_ids":[],"project_path":3}),
+        ] {
+            let e = parse(&env("db_operation", bad.clone())).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidMessage, "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_codes_name_themselves_as_serde_does() {
+        for code in [
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::InvalidMessage,
+            ErrorCode::InvalidPath,
+            ErrorCode::RegistrationFailed,
+            ErrorCode::InternalError,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+        }
     }
 
     #[test]

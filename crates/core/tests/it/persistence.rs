@@ -73,21 +73,27 @@ async fn a_failed_registry_write_is_an_internal_error_and_nothing_is_half_regist
     let dir = project_dir("write-fails");
     let mut ws = gw.ws().await;
     ws.send("register", project_info(&dir)).await;
+    // refused as every register is: registered{success:false} first (the one frame the real
+    // client reads, and backs off on), then the reason, then goodbye and close 1011
+    assert_eq!(
+        ws.expect("registered").await,
+        serde_json::json!({"success": false})
+    );
     let err = ws.expect_error("internal_error").await;
     assert!(
         err["message"].as_str().unwrap().contains("disk says no"),
         "{err}"
     );
-    assert_eq!(
-        ws.expect("registered").await,
-        serde_json::json!({"success": false})
-    );
+    let (reason, frame) = ws.goodbye().await;
+    assert!(reason.contains("internal_error"), "{reason}");
+    assert_eq!(u16::from(frame.expect("close frame").code), 1011);
     assert!(gw.project(&dir).await.is_none(), "not half-registered");
     assert_eq!(gw.health().await["projects_online"], 0);
 
-    // the fault goes away: the same socket registers
+    // the fault goes away: the client's next socket registers
     db.execute_batch("DROP TRIGGER no_insert; DROP TRIGGER no_update;")
         .unwrap();
+    let mut ws = gw.ws().await;
     assert!(ws.register(&dir).await);
     assert_eq!(gw.project(&dir).await.unwrap()["online"], true);
 }

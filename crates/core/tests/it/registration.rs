@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -49,8 +49,37 @@ async fn register_flat_wrapped_and_without_hello_is_idempotent_per_path() {
     assert_eq!(gw.projects().await.len(), 1, "one project per path");
 }
 
+/// What the real client (seed 000, `ws_client.rs` steps 1–4) makes of its registration: it
+/// reads exactly one frame after `hello` and exactly one after `register`, and gives up (then
+/// backs off) only on `registered{success:false}`; anything else and it keeps the socket.
+#[derive(Debug, PartialEq)]
+enum SeedOutcome {
+    Registered,
+    /// `anyhow::bail!("Dashboard rejected registration")`: the client backs off.
+    Rejected,
+    /// "Unexpected response during registration": the client carries on with this socket and
+    /// reconnects a second later, forever.
+    CarriesOn(Value),
+}
+
+async fn register_as_the_seed_does(ws: &mut WsClient, info: Value) -> SeedOutcome {
+    ws.send(
+        "hello",
+        json!({"entity_type":"mcp_server","capabilities":[]}),
+    )
+    .await;
+    let _welcome = ws.recv().await; // step 2: one frame, whatever it is
+    ws.send("register", info).await;
+    let msg = ws.recv().await; // step 4: one frame
+    match (msg["type"].as_str(), msg["payload"]["success"].as_bool()) {
+        (Some("registered"), Some(true)) => SeedOutcome::Registered,
+        (Some("registered"), Some(false)) => SeedOutcome::Rejected,
+        _ => SeedOutcome::CarriesOn(msg),
+    }
+}
+
 #[tokio::test]
-async fn relative_missing_and_temporary_paths_are_invalid() {
+async fn a_refused_register_answers_registered_false_first_then_the_error_then_closes() {
     let gw = TestGateway::start().await;
     let temp = tempfile::tempdir().unwrap();
     let file = project_dir("file").join("not-a-dir.txt");
@@ -61,19 +90,30 @@ async fn relative_missing_and_temporary_paths_are_invalid() {
         temp.path().to_string_lossy().into_owned(),
         file.to_string_lossy().into_owned(),
     ];
-    let mut ws = gw.ws().await;
-    ws.hello().await;
     for path in cases {
         let mut info = project_info(std::path::Path::new("/x"));
         info["path"] = json!(path);
-        ws.send("register", info).await;
+        let mut ws = gw.ws().await;
+        assert_eq!(
+            register_as_the_seed_does(&mut ws, info).await,
+            SeedOutcome::Rejected,
+            "{path}: the real client must see the refusal in the one frame it reads"
+        );
+        // then the reason, then goodbye and a close frame
         let err = ws.expect_error("invalid_path").await;
         assert_eq!(err["details"]["path"], json!(path));
-        assert_eq!(ws.expect("registered").await, json!({"success": false}));
+        let (reason, frame) = ws.goodbye().await;
+        assert!(reason.contains("invalid_path"), "{reason}");
+        assert_eq!(u16::from(frame.expect("close frame").code), 1008);
     }
     assert!(gw.projects().await.is_empty());
-    // the socket is still usable
-    assert!(ws.register(&project_dir("after-invalid")).await);
+    gw.wait_for_sockets(0).await;
+    // a good path on a fresh socket, read the same way, is registered
+    let mut ws = gw.ws().await;
+    assert_eq!(
+        register_as_the_seed_does(&mut ws, project_info(&project_dir("after-invalid"))).await,
+        SeedOutcome::Registered
+    );
 }
 
 #[tokio::test]
@@ -100,7 +140,7 @@ async fn bad_frames_get_errors_and_the_socket_stays_usable() {
         (envelope("registered", json!({"success":true})), "invalid_message"),
         (envelope("register", json!({"path":"/x"})), "invalid_message"),
         (
-            envelope("db_operation", json!({"operation":"explode","entity":"task","affected_ids":[1],"project_path":"/x"})),
+            envelope("db_operation", json!({"operation":42,"entity":"task","affected_ids":[1],"project_path":"/x"})),
             "invalid_message",
         ),
         (
@@ -276,54 +316,132 @@ async fn db_operations_are_published_and_recorded() {
     ws.expect_error("registration_failed").await;
 }
 
-/// The real intent-engine client (0.6–0.9): a bare TCP probe, then a new socket about every
-/// second that sends hello + register and is never closed; db_operation on any of them; all
-/// drop at once when the process exits.
 #[tokio::test]
-async fn the_real_clients_reconnect_storm_keeps_one_online_project() {
+async fn db_operations_take_any_operation_and_entity_and_check_only_the_shape() {
+    let gw = TestGateway::start().await;
+    let dir = project_dir("dbop-open");
+    let path = dir.to_string_lossy().into_owned();
+    let mut events = gw.events().await;
+    let mut ws = gw.ws().await;
+    assert!(ws.register(&dir).await);
+
+    // names we have never listed, as a newer client may send them: recorded and shown as sent
+    ws.send(
+        "db_operation",
+        json!({"operation":"archive","entity":"workspace","affected_ids":[41],
+               "data":{"why":"done"},"project_path": path}),
+    )
+    .await;
+    let ev = events.next_named("db_operation").await;
+    assert_eq!(
+        (ev["operation"].as_str(), ev["entity"].as_str()),
+        (Some("archive"), Some("workspace")),
+        "{ev}"
+    );
+    assert_eq!(ev["affected_ids"], json!([41]));
+    assert_eq!(ev["data"]["why"], "done");
+    let p = gw.project(&dir).await.unwrap();
+    assert_eq!(p["last_db_operation"]["operation"], "archive", "{p}");
+    assert_eq!(p["last_db_operation"]["entity"], "workspace", "{p}");
+
+    // the shape is still checked: types and required fields
+    let bad = [
+        json!({"operation":7,"entity":"task","affected_ids":[1],"project_path": path}),
+        json!({"operation":"update","entity":["task"],"affected_ids":[1],"project_path": path}),
+        json!({"entity":"task","affected_ids":[1],"project_path": path}),
+        json!({"operation":"update","affected_ids":[1],"project_path": path}),
+        json!({"operation":"update","entity":"task","affected_ids":["1"],"project_path": path}),
+        json!({"operation":"update","entity":"task","project_path": path}),
+        json!({"operation":"update","entity":"task","affected_ids":[1]}),
+    ];
+    for payload in bad {
+        ws.send("db_operation", payload.clone()).await;
+        let err = ws.expect_error("invalid_message").await;
+        assert!(
+            err["message"].as_str().unwrap().contains("db_operation"),
+            "{payload}: {err}"
+        );
+    }
+    // and none of those was published
+    ws.send(
+        "db_operation",
+        json!({"operation":"update","entity":"task","affected_ids":[2],"project_path": path}),
+    )
+    .await;
+    let ev = events.next_named("db_operation").await;
+    assert_eq!(ev["affected_ids"], json!([2]), "only the good one: {ev}");
+}
+
+/// The real intent-engine client (0.6–0.9): a bare TCP probe, then a new socket about every
+/// second that sends hello + register and is never closed; all drop at once when the process
+/// exits. Its db_operations go through one shared channel, pumped by whichever socket's task
+/// holds it (seed 000, lines ~281–386): in a storm that is the oldest live socket, the very one
+/// the next registration retires, so they arrive on sockets the server is closing.
+#[tokio::test]
+async fn the_real_clients_reconnect_storm_keeps_one_online_project_and_every_db_operation() {
     let gw = TestGateway::start().await;
     let dir = project_dir("storm");
+    let path = dir.to_string_lossy().into_owned();
     let mut events = gw.events().await;
 
     drop(TcpStream::connect(gw.addr).await.expect("TCP probe"));
-    let mut sockets = Vec::new();
-    for i in 0..10 {
+    let mut sockets: Vec<WsClient> = Vec::new();
+    let mut sent = Vec::new();
+    for i in 0..10u64 {
         let mut ws = gw.ws().await;
         ws.hello().await;
         assert!(ws.register(&dir).await, "socket {i} registers");
         sockets.push(ws);
+        if i >= 3 {
+            // That registration retired socket i-3, whose goodbye is on its way; the client,
+            // not having read it yet, sends its next notification there.
+            let oldest = &mut sockets[i as usize - 3];
+            oldest
+                .send(
+                    "db_operation",
+                    json!({"operation":"update","entity":"task","affected_ids":[i],
+                           "project_path": path}),
+                )
+                .await;
+            sent.push(i);
+            let (reason, frame) = oldest.goodbye().await;
+            assert_eq!(reason, "superseded");
+            assert_eq!(u16::from(frame.expect("close frame").code), 1000);
+        }
         let p = gw.project(&dir).await.unwrap();
         assert_eq!(p["online"], true);
         assert!(p["sockets"].as_u64().unwrap() <= 3, "{p}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(gw.projects().await.len(), 1);
     assert_eq!(gw.project(&dir).await.unwrap()["sockets"], 3);
-
-    // The oldest seven were retired with goodbye{reason:"superseded"} and a close frame.
-    for ws in &mut sockets[..7] {
-        let (reason, frame) = ws.goodbye().await;
-        assert_eq!(reason, "superseded");
-        assert_eq!(u16::from(frame.expect("close frame").code), 1000);
-    }
-    // db_operation arrives on an arbitrary live socket
+    // and one on a live socket
     sockets[8]
         .send(
             "db_operation",
-            json!({"operation":"create","entity":"task","affected_ids":[1],"project_path": dir.to_string_lossy()}),
+            json!({"operation":"create","entity":"task","affected_ids":[100],"project_path": path}),
         )
         .await;
+    sent.push(100);
 
-    // exactly one online event so far, then the db_operation
+    // exactly one online event, then every db_operation (tasks of different sockets may
+    // publish in either order) and nothing else
     let (name, _) = events.next().await;
     assert_eq!(name, "project_online");
-    let (name, _) = events.next().await;
-    assert_eq!(name, "db_operation");
+    let mut seen = Vec::new();
+    for _ in 0..sent.len() {
+        let (name, ev) = events.next().await;
+        assert_eq!(name, "db_operation", "{ev}");
+        assert_eq!(ev["project_path"], json!(path));
+        seen.push(ev["affected_ids"][0].as_u64().unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, sent, "no db_operation lost");
 
     // The process exits: every socket drops without goodbye.
     drop(sockets);
     let offline = events.next_named("project_offline").await;
-    assert_eq!(offline["path"], json!(dir.to_string_lossy()));
+    assert_eq!(offline["path"], json!(path));
     assert!(
         events
             .next_within(Duration::from_millis(500))

@@ -261,6 +261,229 @@ async fn only_the_owner_or_the_session_token_may_watch() {
     assert_eq!(refused(ws(&format!("?session_id={sid}"))).await, 401);
 }
 
+/// Waits (bounded) until `sid` has `n` watchers subscribed.
+async fn wait_watchers(gw: &TestGateway, sid: &str, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let body: Value = gw
+            .get("/api/sessions")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let watchers = body["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["session_id"] == sid)
+            .map(|s| s["watchers"].clone());
+        if watchers == Some(json!(n)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "watchers of {sid} never became {n}: {watchers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs `calls` concurrent `fx__slow` calls of `steps` steps in session `sid` over `/ws`,
+/// and waits (bounded) for all their results.
+async fn slow_calls_in(gw: &TestGateway, sid: &str, calls: u64, steps: u64) {
+    let (mut ws, _) = connect(
+        &format!("ws://{}/ws?session_id={sid}", gw.addr),
+        Some(&gw.token),
+        None,
+    )
+    .await;
+    for id in 1..=calls {
+        ws.send(Message::text(
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                "name": "fx__slow", "arguments": {"steps": steps, "step_ms": 0},
+                "_meta": {"progressToken": id}}})
+            .to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    let mut done = 0;
+    while done < calls {
+        let m = text(&mut ws).await;
+        if m.get("id").is_some_and(|id| !id.is_null()) {
+            assert!(m["result"].is_object(), "{m}");
+            done += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_ws_watcher_takes_the_seeds_mcp_token_query() {
+    let gw = gateway().await;
+    let (sid, watch_token) = create_session(&gw, &gw.token).await;
+    let other = gw.pair_client("code-tab", None).await;
+    let url = |q: String| format!("ws://{}/ws/mcp/events?session_id={sid}{q}", gw.addr);
+    // as seed 001's clients send it: the session's token as `mcp_token`, alone or next to a
+    // paired client's `token` (which does not own this session)
+    let (mut alone, _) = connect(&url(format!("&mcp_token={watch_token}")), None, None).await;
+    let (mut beside, _) = connect(
+        &url(format!("&token={other}&mcp_token={watch_token}")),
+        None,
+        None,
+    )
+    .await;
+    wait_watchers(&gw, &sid, 2).await;
+    slow_calls_in(&gw, &sid, 1, 2).await;
+    for watcher in [&mut alone, &mut beside] {
+        assert_eq!(text(watcher).await["event"], "call_started");
+        assert_eq!(text(watcher).await["progress"], 1.0);
+        assert_eq!(text(watcher).await["progress"], 2.0);
+        assert_eq!(text(watcher).await["event"], "call_finished");
+    }
+    // a wrong mcp_token opens nothing
+    let refused = |u: String| async move {
+        status_of(tokio_tungstenite::connect_async(u).await.unwrap_err())
+    };
+    assert_eq!(refused(url("&mcp_token=sbw_wrong".into())).await, 401);
+    assert_eq!(
+        refused(url(format!("&token={other}&mcp_token=sbw_wrong"))).await,
+        404
+    );
+}
+
+#[tokio::test]
+async fn the_ws_watcher_takes_the_bearer_subprotocol_and_echoes_only_construct_v1() {
+    let gw = gateway().await;
+    let (sid, watch_token) = create_session(&gw, &gw.token).await;
+    let url = format!("ws://{}/ws/mcp/events?session_id={sid}", gw.addr);
+    // a browser: no headers, the token as a subprotocol next to the one we echo
+    let (mut by_session_token, chosen) = connect(
+        &url,
+        None,
+        Some(&format!("bearer.{watch_token}, construct.v1")),
+    )
+    .await;
+    assert_eq!(chosen.as_deref(), Some("construct.v1"), "never the token");
+    let (mut by_owner, chosen) = connect(
+        &url,
+        None,
+        Some(&format!("construct.v1, bearer.{}", gw.token)),
+    )
+    .await;
+    assert_eq!(chosen.as_deref(), Some("construct.v1"));
+    wait_watchers(&gw, &sid, 2).await;
+    slow_calls_in(&gw, &sid, 1, 1).await;
+    for watcher in [&mut by_session_token, &mut by_owner] {
+        assert_eq!(text(watcher).await["event"], "call_started");
+        assert_eq!(text(watcher).await["progress"], 1.0);
+        assert_eq!(text(watcher).await["event"], "call_finished");
+    }
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "bearer.sbw_wrong, construct.v1".parse().unwrap(),
+    );
+    assert_eq!(
+        status_of(tokio_tungstenite::connect_async(req).await.unwrap_err()),
+        401
+    );
+}
+
+/// The most a TCP send buffer may grow to (`tcp_wmem`'s maximum; 4 MiB by default on Linux).
+fn max_send_buffer() -> u64 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
+}
+
+/// A watcher that stops reading. Its own TCP receive buffer is kept small, but the server's
+/// send buffer may grow to [`max_send_buffer`], so the session produces more frames than
+/// that holds at 100 bytes a frame (they are longer) plus twice the ring (1,024).
+#[tokio::test]
+async fn a_watcher_that_falls_behind_gets_lagged_frames_that_count_what_it_missed() {
+    const STEPS: u64 = 1000;
+    let calls = (max_send_buffer() / 100 + 2048).div_ceil(STEPS + 2).max(40);
+    let gw = gateway().await;
+    let (sid, watch_token) = create_session(&gw, &gw.token).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = tokio::time::timeout(WAIT, socket.connect(gw.addr))
+        .await
+        .unwrap()
+        .unwrap();
+    let url = format!(
+        "ws://{}/ws/mcp/events?session_id={sid}&mcp_token={watch_token}",
+        gw.addr
+    );
+    let (mut watcher, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, stream))
+        .await
+        .unwrap()
+        .expect("upgrade");
+    wait_watchers(&gw, &sid, 1).await;
+
+    // the calls never wait for the watcher that is not reading
+    let bound = Duration::from_secs(30 + calls / 10);
+    tokio::time::timeout(bound, slow_calls_in(&gw, &sid, calls, STEPS))
+        .await
+        .expect("the calls finish while their watcher reads nothing");
+
+    let total = calls * (STEPS + 2); // call_started + each step + call_finished
+    let (mut delivered, mut missed, mut lagged, mut finished) = (0u64, 0u64, 0u64, 0u64);
+    while delivered + missed < total {
+        let frame = match tokio::time::timeout(WAIT, watcher.next())
+            .await
+            .unwrap_or_else(|_| panic!("{delivered} delivered + {missed} missed of {total}"))
+        {
+            Some(Ok(Message::Text(t))) => serde_json::from_str::<Value>(&t).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        };
+        if frame["event"] == "lagged" {
+            let n = frame["missed"].as_u64().expect("missed count");
+            assert!(n > 0, "{frame}");
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(frame["timestamp"].as_str().unwrap()).is_ok()
+            );
+            missed += n;
+            lagged += 1;
+        } else {
+            delivered += 1;
+            if frame["event"] == "call_finished" {
+                finished += 1;
+            }
+        }
+    }
+    assert_eq!(
+        delivered + missed,
+        total,
+        "every frame delivered or counted"
+    );
+    assert!(
+        lagged > 0,
+        "the watcher fell behind: {delivered} delivered of {total}"
+    );
+    assert!(
+        finished > 0,
+        "the newest frames are kept, the oldest dropped"
+    );
+    // and it is still a live watcher
+    slow_calls_in(&gw, &sid, 1, 1).await;
+    let mut rest = Vec::new();
+    for _ in 0..3 {
+        rest.push(
+            match tokio::time::timeout(WAIT, watcher.next()).await.unwrap() {
+                Some(Ok(Message::Text(t))) => serde_json::from_str::<Value>(&t).unwrap(),
+                other => panic!("{other:?}"),
+            },
+        );
+    }
+    assert_eq!(rest[0]["event"], "call_started", "{rest:?}");
+    assert_eq!(rest[2]["event"], "call_finished", "{rest:?}");
+}
+
 #[tokio::test]
 async fn the_legacy_query_token_never_reaches_a_log_line() {
     use std::io::Read;
@@ -312,6 +535,9 @@ async fn the_legacy_query_token_never_reaches_a_log_line() {
     .await;
     let paired_in_query = format!("ws://{addr}/ws/mcp/events?session_id={sid}&token={token}");
     let (mut by_client_token, _) = connect(&paired_in_query, None, None).await;
+    let seed_style =
+        format!("ws://{addr}/ws/mcp/events?token={token}&session_id={sid}&mcp_token={watch_token}");
+    let (mut by_mcp_token, _) = connect(&seed_style, None, None).await;
     let bad = format!("ws://{addr}/ws/mcp/events?token=sbw_not_a_real_token_123&session_id={sid}");
     assert_eq!(
         status_of(tokio_tungstenite::connect_async(bad).await.unwrap_err()),
@@ -319,6 +545,7 @@ async fn the_legacy_query_token_never_reaches_a_log_line() {
     );
     watcher.close(None).await.unwrap();
     by_client_token.close(None).await.unwrap();
+    by_mcp_token.close(None).await.unwrap();
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -336,6 +563,7 @@ async fn the_legacy_query_token_never_reaches_a_log_line() {
         "the requests were logged at trace level:\n{text}"
     );
     assert!(text.contains("token=REDACTED"), "{text}");
+    assert!(text.contains("mcp_token=REDACTED"), "{text}");
     for secret in [
         watch_token.as_str(),
         token.as_str(),
