@@ -76,6 +76,7 @@ fn start_gateway() -> anyhow::Result<(GatewayHandles, tauri::async_runtime::Join
     let (handles, gateway) = tauri::async_runtime::block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let local = listener.local_addr()?;
+        // `open`, not `open_with` a file fallback: the app insists on the OS keychain.
         let gateway = Gateway::open(&config, local, shutdown.clone()).await?;
         let handles = GatewayHandles {
             url: format!("http://{local}"),
@@ -96,6 +97,30 @@ fn start_gateway() -> anyhow::Result<(GatewayHandles, tauri::async_runtime::Join
     });
     tracing::info!(url = %handles.url, "gateway running in the app");
     Ok((handles, task))
+}
+
+/// Why the gateway did not start, for the notification and the tray. Without a keychain it
+/// says that the app insists on one (it does not fall back to a file as the headless
+/// `switchboard serve` does), and what to do.
+fn startup_message(e: &anyhow::Error) -> String {
+    use switchboard_core::ServeError;
+    use switchboard_core::auth::store::TokenStoreError;
+    match e.downcast_ref::<ServeError>() {
+        Some(ServeError::Tokens {
+            error: TokenStoreError::Unavailable(cause),
+            ..
+        }) => no_keychain_message(cause),
+        _ => format!("{e:#}"),
+    }
+}
+
+fn no_keychain_message(cause: &str) -> String {
+    format!(
+        "The desktop app keeps paired clients' tokens in the OS keychain only, and there is \
+         none: it does not fall back to a file. Start a keychain (gnome-keyring or KWallet on \
+         Linux) and restart Switchboard; or set [auth] token_store = \"file\" in the config \
+         to keep them in a 0600 file in the data dir. ({cause})"
+    )
 }
 
 /// Quits: stops the gateway (children included, bounded) and then the app.
@@ -152,7 +177,7 @@ pub fn run() {
             let (gateway, startup_error, stopped) = match start_gateway() {
                 Ok((g, task)) => (Some(g), None, Some(task)),
                 Err(e) => {
-                    let message = format!("{e:#}");
+                    let message = startup_message(&e);
                     tracing::error!(error = %message, "gateway did not start");
                     notifier.notify(
                         "startup",
@@ -199,4 +224,27 @@ pub fn run() {
         }
         _ => {}
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_keychain_the_app_says_it_insists_on_one() {
+        let e = anyhow::Error::new(switchboard_core::ServeError::Tokens {
+            store: "OS keychain (Secret Service)".into(),
+            error: switchboard_core::auth::store::TokenStoreError::Unavailable(
+                "no OS keychain: the Secret Service is not running".into(),
+            ),
+        });
+        let m = startup_message(&e);
+        assert!(m.contains("OS keychain only"), "{m}");
+        assert!(m.contains("does not fall back to a file"), "{m}");
+        assert!(m.contains("token_store = \"file\""), "{m}");
+        assert!(m.contains("the Secret Service is not running"), "{m}");
+        // anything else is shown as it is
+        let other = anyhow::anyhow!("127.0.0.1:11391 is already used");
+        assert_eq!(startup_message(&other), "127.0.0.1:11391 is already used");
+    }
 }

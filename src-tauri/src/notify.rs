@@ -1,5 +1,5 @@
 //! Desktop notifications (notify-rust): crashes, failures, projects going offline, clients
-//! disconnecting, long calls.
+//! disconnecting, long calls, pairing codes cancelled by wrong tries.
 //! Reconnect storms and flapping must give one notification, not hundreds: each subject
 //! notifies at most once per [`SUBJECT_QUIET`], and all of them at most [`MAX_PER_MINUTE`].
 
@@ -147,6 +147,20 @@ fn show(summary: String, body: String, replaces: Option<u32>) -> Option<u32> {
     }
 }
 
+/// What the owner reads when wrong codes cancelled the waiting ones.
+fn burned_body(wrong_tries: u32, codes: usize) -> String {
+    let which = if codes == 1 {
+        "The waiting pairing code was".to_owned()
+    } else {
+        format!("The {codes} waiting pairing codes were")
+    };
+    format!(
+        "{which} cancelled after {wrong_tries} wrong codes were tried. If that was not you \
+         mistyping, a program on this computer is guessing codes. Pair New Client gives a \
+         fresh code that works at once."
+    )
+}
+
 /// A long call being shown: its notification id and when it was last updated.
 struct LongCall {
     tool: String,
@@ -234,6 +248,11 @@ pub(crate) fn watch(app: tauri::AppHandle, bus: EventBus, notifier: Notifier) {
                         }
                     }
                 }
+                HubEvent::PairingCodesBurned { wrong_tries, codes } => n.notify(
+                    "pairing:burned",
+                    "Pairing codes cancelled after wrong tries",
+                    &burned_body(*wrong_tries, *codes),
+                ),
                 HubEvent::ProjectOffline { path, name } => n.notify(
                     &format!("project:{path}"),
                     &format!("Project '{name}' went offline"),
@@ -331,6 +350,18 @@ mod tests {
         assert_eq!(admitted, MAX_PER_MINUTE - 1);
         n.set_paused(true);
         assert!(!n.admit("fresh"));
+    }
+
+    #[test]
+    fn burned_codes_are_explained_to_the_owner() {
+        let one = burned_body(5, 1);
+        assert!(
+            one.starts_with("The waiting pairing code was cancelled after 5 wrong codes"),
+            "{one}"
+        );
+        let two = burned_body(5, 2);
+        assert!(two.starts_with("The 2 waiting pairing codes were"), "{two}");
+        assert!(two.contains("fresh code that works at once"), "{two}");
     }
 
     #[test]

@@ -7,6 +7,13 @@
 //! tools it sees and may call ([`Roles`], in `auth/roles`). Unpairing revokes the token and
 //! closes the client's sessions.
 //!
+//! Guessing is bounded per code, not per address (every local client is 127.0.0.1, so a
+//! per-address lockout would let any local process lock the owner out): after
+//! `MAX_WRONG_TRIES` (5) wrong codes every waiting code is cancelled and the owner is told
+//! ([`HubEvent::PairingCodesBurned`]); the owner's next code works at once. No code is ever
+//! exposed to more than `MAX_WRONG_TRIES` (5) guesses. A global bound of ten
+//! tries a second (`MAX_TRIES_PER_SECOND`, from everyone together) keeps floods cheap.
+//!
 //! Below this file: `auth/roles` (allowlists), [`store`] (the store traits, and the bounded
 //! off-runtime calls every keychain access goes through), [`keychain`] (the OS keychain).
 
@@ -29,9 +36,12 @@ pub(crate) use store::STORE_TIMEOUT;
 use store::{ClientRecord, TokenStore, TokenStoreError, blocking};
 
 pub(crate) const TOKEN_PREFIX: &str = "sb_";
-/// Wrong codes from one address before it is locked out.
-pub(crate) const MAX_FAILURES: u32 = 5;
-pub(crate) const LOCKOUT: Duration = Duration::from_secs(300);
+/// Wrong codes (from anyone) while codes wait, before every waiting code is cancelled.
+pub(crate) const MAX_WRONG_TRIES: u32 = 5;
+/// Pairing tries (right or wrong, from everyone together) answered per `TRY_WINDOW`; more
+/// are refused with a retry time, unchecked.
+pub(crate) const MAX_TRIES_PER_SECOND: usize = 10;
+const TRY_WINDOW: Duration = Duration::from_secs(1);
 /// Codes waiting to be used at once; the oldest goes when another is issued.
 const MAX_CODES: usize = 16;
 /// `last_seen` is written to the store at most this often per client.
@@ -57,10 +67,16 @@ pub struct Caller {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PairError {
-    #[error("too many wrong codes from this address; try again in {retry_after} s")]
-    LockedOut { retry_after: u64 },
-    #[error("wrong pairing code ({attempts_left} attempts left before a 5-minute lockout)")]
-    WrongCode { attempts_left: u32 },
+    /// More than `MAX_TRIES_PER_SECOND` (10) tries came in (from anyone); nothing was checked.
+    #[error(
+        "too many pairing attempts (more than {MAX_TRIES_PER_SECOND} a second); try again in \
+         {retry_after} s"
+    )]
+    RateLimited { retry_after: u64 },
+    /// `attempts_left`: wrong tries left before every waiting code is cancelled (`Some(0)`:
+    /// this try cancelled them); `None` when no code was waiting.
+    #[error("wrong pairing code ({})", wrong_code_hint(*.attempts_left))]
+    WrongCode { attempts_left: Option<u32> },
     #[error("this pairing code has expired; ask for a new one")]
     Expired,
     #[error("this code was issued for role '{0}'")]
@@ -71,11 +87,30 @@ pub enum PairError {
     Store(TokenStoreError),
 }
 
+fn wrong_code_hint(attempts_left: Option<u32>) -> String {
+    match attempts_left {
+        None => "no code is waiting; ask for a new one".into(),
+        Some(0) => "0 attempts left: every waiting code is now cancelled; ask for a new one".into(),
+        Some(n) => format!("{n} attempts left before every waiting code is cancelled"),
+    }
+}
+
 #[derive(Debug)]
 struct Code {
     digits: String,
     expires: Instant,
     role: Option<String>,
+}
+
+/// The codes waiting to be used, and the wrong tries made against them. One lock: a wrong
+/// try is counted and the codes are cancelled as one step.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// Live and recently expired codes (expired ones stay a while, to be answered "expired").
+    codes: Vec<Code>,
+    /// Wrong tries since the codes waiting now began waiting (reset when they are cancelled,
+    /// or when none is live): no code ever sees more than `MAX_WRONG_TRIES` (5).
+    wrong_tries: u32,
 }
 
 /// Where a pairing code stands, for whoever shows it (the desktop app's pairing window).
@@ -86,14 +121,8 @@ pub enum CodeState {
     Pending { left_ms: u64 },
     /// Traded for a token by the client now named `by`.
     Used { by: String },
-    /// Expired, never issued, or pushed out by newer codes.
+    /// Expired, never issued, pushed out by newer codes, or cancelled after wrong tries.
     Gone,
-}
-
-#[derive(Debug, Default)]
-struct Attempts {
-    failures: u32,
-    locked_until: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -116,10 +145,12 @@ struct Inner {
     store: Arc<dyn TokenStore>,
     /// By `token_sha256`.
     clients: RwLock<HashMap<String, Entry>>,
-    codes: Mutex<Vec<Code>>,
+    codes: Mutex<Waiting>,
     /// The last codes traded for a token, with the client each paired (newest last).
     used: Mutex<VecDeque<(String, String)>>,
-    attempts: Mutex<HashMap<IpAddr, Attempts>>,
+    /// When the last tries came in (at most `MAX_TRIES_PER_SECOND`, oldest first): the
+    /// global rate bound.
+    tries: Mutex<VecDeque<Instant>>,
     roles: Roles,
     bus: EventBus,
 }
@@ -167,9 +198,9 @@ impl Auth {
             inner: Arc::new(Inner {
                 store,
                 clients: RwLock::new(clients),
-                codes: Mutex::new(Vec::new()),
+                codes: Mutex::new(Waiting::default()),
                 used: Mutex::new(VecDeque::new()),
-                attempts: Mutex::new(HashMap::new()),
+                tries: Mutex::new(VecDeque::with_capacity(MAX_TRIES_PER_SECOND)),
                 roles,
                 bus,
             }),
@@ -193,9 +224,15 @@ impl Auth {
         }
         // rand's range sampling rejects the biased tail: every code is equally likely.
         let digits = format!("{:06}", rand::random_range(0..1_000_000u32));
-        let mut codes = self.inner.codes.lock().expect("codes lock");
+        let mut waiting = self.inner.codes.lock().expect("codes lock");
         let ttl = self.inner.roles.code_ttl;
-        codes.retain(|c| c.expires + ttl > Instant::now());
+        let now = Instant::now();
+        if !waiting.codes.iter().any(|c| c.expires > now) {
+            // Tries against codes that have all gone threaten nothing new.
+            waiting.wrong_tries = 0;
+        }
+        let codes = &mut waiting.codes;
+        codes.retain(|c| c.expires + ttl > now);
         if codes.len() >= MAX_CODES {
             codes.remove(0);
         }
@@ -216,6 +253,7 @@ impl Auth {
             .codes
             .lock()
             .expect("codes lock")
+            .codes
             .iter()
             .find(|c| c.digits == code)
             .map(|c| c.expires.saturating_duration_since(now));
@@ -247,58 +285,30 @@ impl Auth {
         role: Option<String>,
     ) -> Result<(String, ClientView), PairError> {
         let now = Instant::now();
-        {
-            let mut attempts = self.inner.attempts.lock().expect("attempts lock");
-            let a = attempts.entry(from).or_default();
-            if let Some(until) = a.locked_until {
-                if until > now {
-                    return Err(PairError::LockedOut {
-                        retry_after: (until - now).as_secs().max(1),
-                    });
-                }
-                *a = Attempts::default();
-            }
-        }
+        self.admit_try(now)?;
         let (digits, code_role) = {
-            let mut codes = self.inner.codes.lock().expect("codes lock");
-            let found = codes
+            let mut waiting = self.inner.codes.lock().expect("codes lock");
+            let found = waiting
+                .codes
                 .iter()
                 .position(|c| ct_eq(c.digits.as_bytes(), code.trim().as_bytes()));
             match found {
-                Some(i) if codes[i].expires <= now => {
-                    codes.remove(i);
+                Some(i) if waiting.codes[i].expires <= now => {
+                    waiting.codes.remove(i);
                     return Err(PairError::Expired);
                 }
                 Some(i) => {
-                    if let (Some(bound), Some(asked)) = (&codes[i].role, &role)
+                    if let (Some(bound), Some(asked)) = (&waiting.codes[i].role, &role)
                         && bound != asked
                     {
                         return Err(PairError::RoleMismatch(bound.clone()));
                     }
-                    let c = codes.remove(i);
+                    let c = waiting.codes.remove(i);
                     (c.digits, c.role)
                 }
-                None => {
-                    drop(codes);
-                    let mut attempts = self.inner.attempts.lock().expect("attempts lock");
-                    let a = attempts.entry(from).or_default();
-                    a.failures += 1;
-                    let left = MAX_FAILURES.saturating_sub(a.failures);
-                    if left == 0 {
-                        a.locked_until = Some(now + LOCKOUT);
-                        tracing::warn!(%from, "pairing locked out after {MAX_FAILURES} wrong codes");
-                    }
-                    return Err(PairError::WrongCode {
-                        attempts_left: left,
-                    });
-                }
+                None => return Err(self.wrong_try(&mut waiting, from, now)),
             }
         };
-        self.inner
-            .attempts
-            .lock()
-            .expect("attempts lock")
-            .remove(&from);
         let role = code_role.or(role);
         if let Some(r) = &role
             && !self.inner.roles.exists(r)
@@ -338,6 +348,62 @@ impl Auth {
             role: view.role.clone(),
         });
         Ok((token, view))
+    }
+
+    /// Counts one try against the global rate bound, or refuses it (unchecked) when
+    /// `MAX_TRIES_PER_SECOND` (10) came in within the last `TRY_WINDOW`.
+    fn admit_try(&self, now: Instant) -> Result<(), PairError> {
+        let mut tries = self.inner.tries.lock().expect("tries lock");
+        while tries
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= TRY_WINDOW)
+        {
+            tries.pop_front();
+        }
+        if let Some(oldest) = tries.front()
+            && tries.len() >= MAX_TRIES_PER_SECOND
+        {
+            let wait = (*oldest + TRY_WINDOW).saturating_duration_since(now);
+            let retry_after = u64::try_from(wait.as_millis().div_ceil(1000))
+                .unwrap_or(u64::MAX)
+                .max(1);
+            // Not a warning per refusal: a flood would flood the log too.
+            tracing::debug!("pairing attempts over {MAX_TRIES_PER_SECOND}/s; refused");
+            return Err(PairError::RateLimited { retry_after });
+        }
+        tries.push_back(now);
+        Ok(())
+    }
+
+    /// A code that matches none: counted against the codes waiting, which are all cancelled
+    /// at the fifth (`MAX_WRONG_TRIES`; and the owner is told). Returns the answer for the caller.
+    fn wrong_try(&self, waiting: &mut Waiting, from: IpAddr, now: Instant) -> PairError {
+        let live = waiting.codes.iter().filter(|c| c.expires > now).count();
+        if live == 0 {
+            waiting.wrong_tries = 0;
+            return PairError::WrongCode {
+                attempts_left: None,
+            };
+        }
+        waiting.wrong_tries += 1;
+        let left = MAX_WRONG_TRIES.saturating_sub(waiting.wrong_tries);
+        if left == 0 {
+            let wrong_tries = waiting.wrong_tries;
+            waiting.codes.clear();
+            waiting.wrong_tries = 0;
+            tracing::warn!(
+                %from,
+                codes = live,
+                "{wrong_tries} wrong pairing codes: every waiting code is cancelled"
+            );
+            self.inner.bus.publish(HubEvent::PairingCodesBurned {
+                wrong_tries,
+                codes: live,
+            });
+        }
+        PairError::WrongCode {
+            attempts_left: Some(left),
+        }
     }
 
     /// A fresh token and its record, under a name no other client has.
@@ -606,24 +672,101 @@ mod tests {
         assert_eq!(listed, ["claude", "cursor"]);
     }
 
+    /// A code that is none of `codes`.
+    fn other_than(codes: &[&str]) -> String {
+        (0..)
+            .map(|i| format!("{i:06}"))
+            .find(|c| !codes.contains(&c.as_str()))
+            .unwrap()
+    }
+
     #[tokio::test]
-    async fn five_wrong_codes_lock_the_address_out() {
-        let (auth, _) = auth().await;
+    async fn five_wrong_codes_cancel_the_waiting_codes_and_the_owners_next_code_works() {
+        let store = Arc::new(MemoryTokenStore::default());
+        let bus = EventBus::new(16);
+        let mut events = bus.subscribe();
+        let auth = Auth::open(store, roles(), bus).await.unwrap();
         let good = auth.issue_code(None).unwrap();
-        let wrong = if good == "000000" { "000001" } else { "000000" };
+        let also = auth.issue_code(None).unwrap();
+        let wrong = other_than(&[&good, &also]);
         for left in (0..5).rev() {
             assert_eq!(
-                auth.pair(IP, wrong, None, None).await.unwrap_err(),
+                auth.pair(IP, &wrong, None, None).await.unwrap_err(),
                 PairError::WrongCode {
-                    attempts_left: left
+                    attempts_left: Some(left)
                 }
             );
         }
-        let locked = auth.pair(IP, &good, None, None).await.unwrap_err();
-        assert!(matches!(locked, PairError::LockedOut { retry_after } if retry_after > 250));
-        // another address is not affected
+        // both waiting codes are cancelled: the right one is now simply wrong, and gone
+        assert_eq!(
+            auth.pair(IP, &good, None, None).await.unwrap_err(),
+            PairError::WrongCode {
+                attempts_left: None
+            }
+        );
+        assert_eq!(auth.code_state(&also), CodeState::Gone);
+        let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ev.event,
+            HubEvent::PairingCodesBurned {
+                wrong_tries: 5,
+                codes: 2
+            }
+        );
+        // the owner's next code works at once, from the same address
+        let next = auth.issue_code(None).unwrap();
+        assert!(auth.pair(IP, &next, None, None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn wrong_codes_while_none_waits_do_not_count_against_the_next_one() {
+        let (auth, _) = auth().await;
+        for _ in 0..8 {
+            assert_eq!(
+                auth.pair(IP, "123456", None, None).await.unwrap_err(),
+                PairError::WrongCode {
+                    attempts_left: None
+                }
+            );
+        }
+        let code = auth.issue_code(None).unwrap();
+        let wrong = other_than(&[&code]);
+        // a fresh code faces all five wrong tries (the 9th and 10th tries of this second)
+        assert_eq!(
+            auth.pair(IP, &wrong, None, None).await.unwrap_err(),
+            PairError::WrongCode {
+                attempts_left: Some(4)
+            }
+        );
+        assert!(auth.pair(IP, &code, None, None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn more_than_ten_tries_a_second_are_refused_unchecked_and_the_bound_lifts() {
+        let (auth, _) = auth().await;
         let other: IpAddr = "::1".parse().unwrap();
-        assert!(auth.pair(other, &good, None, None).await.is_ok());
+        for i in 0..MAX_TRIES_PER_SECOND {
+            // from two addresses: the bound is everyone's together
+            let from = if i % 2 == 0 { IP } else { other };
+            assert!(matches!(
+                auth.pair(from, "999999", None, None).await,
+                Err(PairError::WrongCode { .. })
+            ));
+        }
+        let code = auth.issue_code(None).unwrap();
+        let refused = auth.pair(other, &code, None, None).await.unwrap_err();
+        assert_eq!(refused, PairError::RateLimited { retry_after: 1 });
+        assert!(
+            refused.to_string().contains("try again in 1 s"),
+            "{refused}"
+        );
+        // not checked: the code still waits, and nothing was counted against it
+        assert!(matches!(auth.code_state(&code), CodeState::Pending { .. }));
+        tokio::time::sleep(TRY_WINDOW + Duration::from_millis(50)).await;
+        assert!(auth.pair(IP, &code, None, None).await.is_ok());
     }
 
     #[tokio::test]

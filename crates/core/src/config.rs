@@ -69,7 +69,7 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
-            token_store: TokenStoreKind::Keychain,
+            token_store: TokenStoreKind::Auto,
             default_role: "default".into(),
             keychain_service: "switchboard".into(),
             code_ttl_ms: 120_000,
@@ -81,7 +81,12 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenStoreKind {
-    /// The OS keychain (Secret Service, macOS Keychain, Windows Credential Manager).
+    /// The default: the OS keychain; where there is none (no Secret Service on the bus, not a
+    /// locked one), the headless `switchboard serve` keeps them in `clients.json` like
+    /// [`File`](Self::File), with a warning. The desktop app never falls back.
+    Auto,
+    /// The OS keychain (Secret Service, macOS Keychain, Windows Credential Manager), insisted
+    /// on: without one the gateway does not start.
     Keychain,
     /// `clients.json` (mode 0600) in the data dir: only where there is no keychain.
     File,

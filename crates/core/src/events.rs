@@ -93,6 +93,10 @@ pub enum HubEvent {
     ClientPaired { name: String, role: String },
     /// A client's token was revoked.
     ClientUnpaired { name: String },
+    /// Wrong pairing codes were tried `wrong_tries` times, so the `codes` codes that were
+    /// waiting are cancelled (whoever was guessing learns nothing more); the owner's next code
+    /// works at once. If the owner did not mistype, a local program is guessing codes.
+    PairingCodesBurned { wrong_tries: u32, codes: usize },
     /// This subscriber fell behind and `missed` events were dropped for it.
     Lagged { missed: u64 },
 }
@@ -114,6 +118,7 @@ impl HubEvent {
             Self::SessionClosed { .. } => "session_closed",
             Self::ClientPaired { .. } => "client_paired",
             Self::ClientUnpaired { .. } => "client_unpaired",
+            Self::PairingCodesBurned { .. } => "pairing_codes_burned",
             Self::Lagged { .. } => "lagged",
         }
     }

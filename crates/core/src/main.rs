@@ -177,7 +177,13 @@ async fn run_serve(
     let local = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    let gateway = switchboard_core::Gateway::open(&config, local, shutdown).await?;
+    // Headless, a machine without a keychain (a server, a container) is common: the default
+    // store may fall back to a 0600 file there, with a warning (the desktop app insists).
+    let stores = switchboard_core::auth::store::Stores {
+        file_fallback: true,
+        ..Default::default()
+    };
+    let gateway = switchboard_core::Gateway::open_with(&config, local, stores, shutdown).await?;
     // The one line on stdout, once the gateway is open: scripts read the address from it.
     println!("Switchboard listening on http://{local}");
     gateway.run(listener).await?;

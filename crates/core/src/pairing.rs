@@ -132,19 +132,18 @@ pub(crate) async fn pair(
             "client_config": client_config(hub.port, &token),
         }))
         .into_response(),
-        Err(PairError::LockedOut { retry_after }) => {
+        Err(e @ PairError::RateLimited { retry_after }) => {
             let mut r = (
                 StatusCode::TOO_MANY_REQUESTS,
                 Json(json!({
                     "paired": false,
-                    "error": {"code": "locked_out", "message": PairError::LockedOut { retry_after }.to_string()},
+                    "error": {"code": "rate_limited", "message": e.to_string()},
                     "retry_after": retry_after,
                 })),
             )
                 .into_response();
-            if let Ok(v) = retry_after.to_string().parse() {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
             r
         }
         Err(e) => {
@@ -154,7 +153,7 @@ pub(crate) async fn pair(
                 PairError::RoleMismatch(_) => (StatusCode::FORBIDDEN, "role_mismatch"),
                 PairError::UnknownRole(_) => (StatusCode::BAD_REQUEST, "unknown_role"),
                 PairError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "token_store"),
-                PairError::LockedOut { .. } => (StatusCode::TOO_MANY_REQUESTS, "locked_out"),
+                PairError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             };
             (
                 status,

@@ -103,7 +103,7 @@ impl Gateway {
         // Tokens before servers: a gateway that cannot authenticate starts no children.
         let tokens = match stores.tokens {
             Some(tokens) => tokens,
-            None => token_store(config, &data_dir).await?,
+            None => token_store(config, &data_dir, stores.file_fallback).await?,
         };
         let secrets = stores
             .secrets
@@ -408,19 +408,51 @@ impl Gateway {
     }
 }
 
-/// The token store the config asks for.
+/// The file the token hashes are kept in without a keychain, in the data dir.
+pub(crate) const CLIENTS_FILE: &str = "clients.json";
+
+/// The token store the config asks for; `file_fallback`: see [`Stores::file_fallback`].
 async fn token_store(
     config: &Config,
     data_dir: &std::path::Path,
+    file_fallback: bool,
 ) -> Result<Arc<dyn TokenStore>, ServeError> {
+    let path = data_dir.join(CLIENTS_FILE);
     Ok(match config.auth.token_store {
         TokenStoreKind::Memory => Arc::new(MemoryTokenStore::default()),
         TokenStoreKind::File => {
-            let path = data_dir.join("clients.json");
             tracing::warn!(path = %path.display(), "token hashes kept in a file (token_store = \"file\"), not in the OS keychain");
             Arc::new(FileTokenStore::new(&path))
         }
         TokenStoreKind::Keychain => keychain_store(config).await?,
+        TokenStoreKind::Auto if !file_fallback => keychain_store(config).await?,
+        TokenStoreKind::Auto => match keychain_store(config).await {
+            Ok(store) => {
+                if path.exists() {
+                    tracing::warn!(
+                        "using the OS keychain; the clients paired while there was none are in \
+                         {} and are not used: pair them again, or set [auth] token_store = \
+                         \"file\" to keep using that file",
+                        path.display()
+                    );
+                }
+                store
+            }
+            Err(ServeError::Tokens {
+                error: TokenStoreError::Unavailable(cause),
+                ..
+            }) => {
+                tracing::warn!(
+                    %cause,
+                    "no OS keychain on this machine: the token hashes of paired clients are \
+                     kept in {} (mode 0600) instead. Set [auth] token_store = \"file\" to \
+                     choose that file, or \"keychain\" to insist on the keychain",
+                    path.display()
+                );
+                Arc::new(FileTokenStore::new(&path))
+            }
+            Err(e) => return Err(e),
+        },
     })
 }
 

@@ -112,3 +112,75 @@ fn remote_header_secrets_are_read_from_the_os_keychain() {
         None
     );
 }
+
+/// `switchboard serve` without `token_store` in the config, where a Secret Service is on the
+/// bus: the keychain is used (the file fallback is only for machines without one), so pairing
+/// writes the keychain entry and no `clients.json`.
+#[tokio::test]
+#[ignore = "needs a running, unlocked OS keychain; run scripts/test-keychain"]
+async fn serve_keeps_using_the_keychain_where_there_is_one() {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    use tokio::io::AsyncBufReadExt;
+
+    let service = format!("switchboard-test-{}", uuid::Uuid::new_v4().simple());
+    let store = KeychainTokenStore::new(&service);
+    let _cleanup = Cleanup(store.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, format!("[auth]\nkeychain_service = \"{service}\"\n")).unwrap();
+    let data = dir.path().join("data");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("SWITCHBOARD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("startup line in time")
+        .unwrap()
+        .expect("a startup line");
+    let base = line
+        .strip_prefix("Switchboard listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["pair", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = String::from_utf8(out.stdout).unwrap();
+    let code = code.lines().last().unwrap();
+    let paired: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/pair"))
+        .json(&serde_json::json!({"code": code, "name": "keychain-auto"}))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paired["name"], "keychain-auto", "{paired}");
+    let stored = store.load().expect("load the entry the gateway wrote");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].name, "keychain-auto");
+    assert!(
+        !data.join("clients.json").exists(),
+        "no file where there is a keychain"
+    );
+    child.start_kill().unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+}

@@ -1,5 +1,6 @@
 //! Where secrets are kept: paired clients' token hashes ([`TokenStore`]: the OS keychain in
-//! the product, a 0600 file where the config explicitly allows it, memory in tests; only
+//! the product, a 0600 file where the config asks for it or the headless binary finds no
+//! keychain, memory in tests; only
 //! `sha256(token)` is ever stored) and the secrets that remote servers' headers name
 //! ([`SecretStore`]: the OS keychain, memory in tests). [`Stores`] hands either to the gateway
 //! in place of the configured one.
@@ -27,6 +28,11 @@ pub struct Stores {
     /// Where `{ keychain = "service/account" }` header values are read, instead of the OS
     /// keychain.
     pub secrets: Option<Arc<dyn SecretStore>>,
+    /// Whether `token_store = "auto"` (the default) may fall back to the 0600 file
+    /// `<data dir>/clients.json` where no OS keychain is on this machine (unavailable, not
+    /// locked). The headless binary sets it; the desktop app does not, and insists on the
+    /// keychain.
+    pub file_fallback: bool,
 }
 
 /// Why a blocking call gave no answer.
@@ -187,8 +193,8 @@ impl TokenStore for MemoryTokenStore {
     }
 }
 
-/// A JSON file readable by its owner only; used where there is no keychain and the config
-/// says `token_store = "file"`.
+/// A JSON file readable by its owner only: where the config says `token_store = "file"`, or
+/// says nothing and the headless binary finds no keychain.
 #[derive(Debug)]
 pub(crate) struct FileTokenStore {
     path: PathBuf,

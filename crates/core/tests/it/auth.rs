@@ -77,6 +77,9 @@ async fn wrong_expired_and_brute_forced_codes_are_refused() {
         "{body}"
     );
 
+    // with the default code lifetime: a 300 ms code could expire during the wrong tries (a
+    // code that has gone counts no more wrong tries against it)
+    let gw = TestGateway::start().await;
     let code = gw.code(None).await;
     for left in (0..5).rev() {
         let (status, body, _) = post_pair(&gw, json!({"code": wrong(&code)}), None).await;
@@ -85,18 +88,91 @@ async fn wrong_expired_and_brute_forced_codes_are_refused() {
             body["error"]["message"]
                 .as_str()
                 .unwrap()
-                .contains(&format!("{left} attempts left"))
+                .contains(&format!("{left} attempts left")),
+            "{body}"
         );
     }
-    // locked out now, even with the right code
-    let (status, body, headers) = post_pair(&gw, json!({"code": code}), None).await;
-    assert_eq!(status, 429, "{body}");
-    let retry = body["retry_after"].as_u64().unwrap();
-    assert!(retry > 250 && retry <= 300, "{body}");
-    assert_eq!(headers["retry-after"].to_str().unwrap(), retry.to_string());
+    // the fifth wrong try cancelled the code: the right one is refused now, as wrong
+    let (status, body, _) = post_pair(&gw, json!({"code": code}), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (403, json!("wrong_code")),
+        "{body}"
+    );
+    // and the owner's next code works at once
+    let code = gw.code(None).await;
+    let (status, body, _) = post_pair(&gw, json!({"code": code}), None).await;
+    assert_eq!(status, 200, "{body}");
 
     let (status, body, _) = post_pair(&gw, json!({"nope": 1}), None).await;
     assert_eq!(status, 400, "{body}");
+}
+
+/// A local process guessing codes (every local client is 127.0.0.1, like the owner's): it
+/// cancels the codes it guesses at, and never keeps the owner's next code from working.
+#[tokio::test]
+async fn a_local_processs_wrong_codes_do_not_stop_the_owners_next_code() {
+    let gw = TestGateway::start().await;
+    let mut events = gw.events().await;
+    let code = gw.code(None).await;
+    for _ in 0..5 {
+        let (status, body, _) = post_pair(&gw, json!({"code": wrong(&code)}), None).await;
+        assert_eq!(status, 403, "{body}");
+    }
+    let burned = events.next_named("pairing_codes_burned").await;
+    assert_eq!(
+        (burned["wrong_tries"].clone(), burned["codes"].clone()),
+        (json!(5), json!(1)),
+        "{burned}"
+    );
+    let code = gw.code(None).await;
+    let (status, body, _) = post_pair(&gw, json!({"code": code, "name": "owner"}), None).await;
+    assert_eq!(status, 200, "the owner's next code works at once: {body}");
+    // guessing while no code waits counts against nothing
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..8 {
+        let (status, body, _) = post_pair(&gw, json!({"code": "000000"}), None).await;
+        assert_eq!(status, 403, "{body}");
+    }
+    let code = gw.code(None).await;
+    let (status, body, _) = post_pair(&gw, json!({"code": code, "name": "owner"}), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "owner-2");
+}
+
+/// A flood of tries (from anyone) is answered 429 with `Retry-After` past ten a second, and
+/// the bound lifts when that second is over.
+#[tokio::test]
+async fn pairing_tries_are_bounded_to_ten_a_second_from_everyone() {
+    let gw = TestGateway::start().await;
+    // let the gateway's own pairing (at start) leave the window
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..12 {
+        // no code waits yet: these tries cancel nothing
+        let (status, body, headers) = post_pair(&gw, json!({"code": "not-a-code"}), None).await;
+        statuses.push(status);
+        if status == 429 {
+            limited.get_or_insert((body, headers));
+        }
+    }
+    let answered = statuses.iter().filter(|s| **s == 403).count();
+    assert!(
+        (1..=10).contains(&answered) && statuses[answered..].iter().all(|s| *s == 429),
+        "{statuses:?}"
+    );
+    let (body, headers) = limited.expect("a try refused for the rate");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert_eq!(body["retry_after"], 1, "{body}");
+    assert_eq!(headers["retry-after"].to_str().unwrap(), "1");
+    // the right code is refused too while the bound holds (unchecked), and works after
+    let code = gw.code(None).await;
+    let (status, _, _) = post_pair(&gw, json!({"code": code}), None).await;
+    assert_eq!(status, 429);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body, _) = post_pair(&gw, json!({"code": code}), None).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]

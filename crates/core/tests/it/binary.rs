@@ -168,12 +168,15 @@ fn a_bad_config_file_is_explained() {
 }
 
 #[test]
-fn without_a_keychain_startup_says_so_and_starts_nothing() {
+fn insisting_on_a_keychain_without_one_says_so_and_starts_nothing() {
     let data = tempfile::tempdir().unwrap();
     let cfg = data.path().join("config.toml");
     std::fs::write(
         &cfg,
-        format!("[[servers]]\nname = \"fx\"\ncommand = \"{FIXTURE}\"\n"),
+        format!(
+            "[auth]\ntoken_store = \"keychain\"\n\n\
+             [[servers]]\nname = \"fx\"\ncommand = \"{FIXTURE}\"\n"
+        ),
     )
     .unwrap();
     // no D-Bus session bus: no Secret Service
@@ -198,6 +201,73 @@ fn without_a_keychain_startup_says_so_and_starts_nothing() {
     assert_eq!(code, 1);
     assert!(
         stderr.contains("keychain") && stderr.contains("token_store = \"file\""),
+        "{stderr}"
+    );
+}
+
+/// `switchboard serve` as a new user runs it on a server or in a container: no Secret Service
+/// on the bus, no `token_store` in the config. It starts, says once which file keeps the
+/// token hashes, keeps that file owner-only, and pairing works.
+#[tokio::test]
+async fn without_a_keychain_serve_falls_back_to_an_owner_only_file_and_pairs() {
+    let data = tempfile::tempdir().unwrap();
+    let cfg = data.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        "[auth]\nkeychain_service = \"switchboard-test-absent\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            &cfg.to_string_lossy(),
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent")
+        .env("XDG_RUNTIME_DIR", data.path())
+        .env("SWITCHBOARD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = listening_base(&mut child).await;
+    let token = pair_with_cli(&base, data.path(), "headless").await;
+    let r = reqwest::Client::new()
+        .get(format!("{base}/api/clients"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let file = data.path().join("clients.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(stored[0]["name"], "headless", "{stored}");
+    assert!(
+        !stored.to_string().contains(&token[3..]),
+        "only the hash is stored"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let (code, stderr) = finish(child, Duration::from_secs(10));
+    assert_eq!(code, 0, "{stderr}");
+    let named: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(&*file.to_string_lossy()))
+        .collect();
+    assert_eq!(named.len(), 1, "one warning naming the file: {stderr}");
+    assert!(
+        named[0].contains("WARN") && named[0].contains("no OS keychain"),
         "{stderr}"
     );
 }
