@@ -78,7 +78,7 @@ impl Gateway {
     }
 
     /// [`open`](Self::open), with the `stores` given in place of the configured ones.
-    pub(crate) async fn open_with(
+    pub async fn open_with(
         config: &Config,
         local: SocketAddr,
         stores: Stores,
