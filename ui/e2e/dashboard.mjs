@@ -160,6 +160,11 @@ try {
     await tab('Clients').click();
     const row = page.locator('tr[data-client=sdk-agent]');
     await row.getByTestId('sessions').filter({ hasText: '1' }).waitFor();
+    // what each role grants: everything, or only fx's resources
+    await row.getByTestId('grants').filter({ hasText: /\*: \d+ tools \(fx, switchboard\); resources of fx/ }).waitFor();
+    await gw.pair('docs-bot', 'fx-docs');
+    const docs = page.locator('tr[data-client=docs-bot]').getByTestId('grants');
+    await docs.filter({ hasText: 'fx__: no tools; resources of fx' }).waitFor();
     // Pair new client: code with countdown, then a ready-to-paste config made here
     await page.getByRole('button', { name: 'Pair new client…' }).click();
     const code = await page.getByTestId('pair-code').textContent();

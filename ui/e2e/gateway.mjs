@@ -72,7 +72,7 @@ export class Gateway {
     if (!this.started) {
       writeFileSync(
         this.config,
-        `# written by the dashboard's browser test\n[auth]\ntoken_store = "file"\n\n[[servers]]\nname = "fx"\ncommand = ${JSON.stringify(FIXTURE)}\n`,
+        `# written by the dashboard's browser test\n[auth]\ntoken_store = "file"\n\n[roles]\ndefault = ["*"]\nfx-docs = ["fx__"]\n\n[[servers]]\nname = "fx"\ncommand = ${JSON.stringify(FIXTURE)}\n`,
       );
     }
     this.started = true;
@@ -105,20 +105,21 @@ export class Gateway {
     await within(5_000, 'gateway exit after SIGKILL', exited);
   }
 
-  /** A fresh pairing code from `switchboard pair`. */
-  async code() {
-    const { stdout } = await within(15_000, 'switchboard pair', run(BIN, ['pair', '--data-dir', this.dataDir]));
+  /** A fresh pairing code from `switchboard pair` (for `role`, if given). */
+  async code(role) {
+    const args = ['pair', '--data-dir', this.dataDir, ...(role ? ['--role', role] : [])];
+    const { stdout } = await within(15_000, 'switchboard pair', run(BIN, args));
     const code = stdout.trim().split('\n').pop().trim();
     if (!/^\d{6}$/.test(code)) throw new Error(`no code in ${JSON.stringify(stdout)}`);
     return code;
   }
 
   /** Pairs a client over HTTP the way real ones do; returns its token. */
-  async pair(name) {
+  async pair(name, role) {
     const r = await fetch(`${this.url}/pair`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ code: await this.code(), name }),
+      body: JSON.stringify({ code: await this.code(role), name }),
     });
     const body = await r.json();
     if (!r.ok) throw new Error(`pairing ${name} failed: ${JSON.stringify(body)}`);

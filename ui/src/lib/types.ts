@@ -36,12 +36,24 @@ export interface ServersSnapshot {
   tools: ToolInfo[];
 }
 
+/** What a client's role grants (`grants` in `GET /api/clients`). */
+export interface Grants {
+  /** The role's allowlist as configured. */
+  patterns: string[];
+  /** The tools it may see and call now (running servers' and built-in), sorted. */
+  tools: string[];
+  /** The servers whose resources and resource templates it may list and read. */
+  resource_servers: string[];
+}
+
 export interface ClientInfo {
   name: string;
   role: string;
   created_ms: number;
   last_seen_ms: number | null;
   open_sessions: string[];
+  /** Absent for a client just paired (from its event) until the list is reloaded. */
+  grants?: Grants;
 }
 
 export interface ProjectInfo {

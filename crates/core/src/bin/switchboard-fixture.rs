@@ -10,8 +10,13 @@
 //! - `stderr {text}`: writes a line to stderr
 //! - `hang {}`: never answers; when cancelled it says so on stderr (for call timeouts)
 //!
+//! Resources: `fixture://readme` (on every fixture). With `--resource-host HOST` it also lists
+//! `fixture://HOST/notes` and the template `fixture://HOST/echo/{text}` (read back as `text`),
+//! and logs every `resources/read` to stderr (`fixture: read URI`), so tests can tell whose
+//! resources are which and which server a read reached.
+//!
 //! Flags: `--name NAME` (serverInfo), `--garbage` (a non-JSON line before every response),
-//! `--exit-immediately` (exit 1 at start, for crash-loop tests).
+//! `--exit-immediately` (exit 1 at start, for crash-loop tests), `--resource-host HOST`.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -24,6 +29,8 @@ use tokio::sync::mpsc;
 struct State {
     out: mpsc::UnboundedSender<String>,
     garbage: bool,
+    /// `--resource-host`: this fixture's own resources, under `fixture://HOST/`.
+    resource_host: Option<String>,
     extra_tools: Mutex<Vec<String>>,
     /// Requests cancelled by the client (their ids as JSON text).
     cancelled: Mutex<HashSet<String>>,
@@ -235,14 +242,51 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
                 tokio::spawn(call_tool(state.clone(), id, params));
             }
         }
-        "resources/list" => reply(json!({"resources": [
-            {"uri": "fixture://readme", "name": "readme", "mimeType": "text/plain"}
-        ]})),
+        "resources/list" => {
+            let mut list = vec![
+                json!({"uri": "fixture://readme", "name": "readme", "mimeType": "text/plain"}),
+            ];
+            if let Some(host) = &state.resource_host {
+                list.push(
+                    json!({"uri": format!("fixture://{host}/notes"), "name": "notes",
+                                 "mimeType": "text/plain"}),
+                );
+            }
+            reply(json!({"resources": list}));
+        }
+        "resources/templates/list" => {
+            let list: Vec<Value> = state
+                .resource_host
+                .iter()
+                .map(|host| {
+                    json!({"uriTemplate": format!("fixture://{host}/echo/{{text}}"),
+                                   "name": "echo", "mimeType": "text/plain"})
+                })
+                .collect();
+            reply(json!({"resourceTemplates": list}));
+        }
         "resources/read" => {
             let uri = params["uri"].as_str().unwrap_or_default();
-            if uri == "fixture://readme" {
-                reply(json!({"contents": [{"uri": uri, "mimeType": "text/plain",
-                                           "text": format!("{name} fixture readme")}]}));
+            let own = |rest: &str| {
+                let host = state.resource_host.as_deref()?;
+                uri.strip_prefix("fixture://")?
+                    .strip_prefix(host)?
+                    .strip_prefix('/')?
+                    .strip_prefix(rest)
+                    .map(str::to_owned)
+            };
+            if state.resource_host.is_some() {
+                eprintln!("fixture: read {uri}");
+            }
+            let text = if uri == "fixture://readme" {
+                Some(format!("{name} fixture readme"))
+            } else if own("notes").is_some_and(|r| r.is_empty()) {
+                state.resource_host.as_ref().map(|h| format!("{h} notes"))
+            } else {
+                own("echo/")
+            };
+            if let Some(text) = text {
+                reply(json!({"contents": [{"uri": uri, "mimeType": "text/plain", "text": text}]}));
             } else if let Some(id) = &id {
                 state.send(json!({"jsonrpc": "2.0", "id": id,
                     "error": {"code": -32002, "message": format!("no resource {uri}")}}));
@@ -286,6 +330,11 @@ async fn main() {
     let state = Arc::new(State {
         out: tx,
         garbage: args.iter().any(|a| a == "--garbage"),
+        resource_host: args
+            .iter()
+            .position(|a| a == "--resource-host")
+            .and_then(|i| args.get(i + 1))
+            .cloned(),
         extra_tools: Mutex::new(Vec::new()),
         cancelled: Mutex::new(HashSet::new()),
     });

@@ -291,7 +291,8 @@ pub(crate) async fn pair_code(
     ))
 }
 
-/// `GET /api/clients`: paired clients with their open MCP sessions.
+/// `GET /api/clients`: paired clients with their open MCP sessions and what their role grants
+/// (`grants`: its patterns, the tools it may call, the servers whose resources it may read).
 pub(crate) async fn clients(State(state): State<AppState>) -> axum::Json<Value> {
     let hub = &state.0;
     let live: std::collections::HashSet<String> = hub
@@ -316,6 +317,7 @@ pub(crate) async fn clients(State(state): State<AppState>) -> axum::Json<Value> 
                 .collect();
             let mut v = serde_json::to_value(&c).unwrap_or_default();
             v["open_sessions"] = json!(open);
+            v["grants"] = json!(hub.dispatcher.grants(&c.role));
             v
         })
         .collect();

@@ -1,13 +1,13 @@
 //! The transport-independent MCP dispatcher: what the gateway answers to each request.
 //!
-//! [`Dispatcher`] holds the logic of the methods in the method table (`mcp/method`) (tools with roles, built-in tools, resources, prompts) over
+//! [`Dispatcher`] holds the logic of the methods in the method table (`mcp/method`) (tools with roles, built-in tools, resources of the servers a role grants, prompts) over
 //! an [`McpGateway`], and hands each call that reaches a server to the [`CallBook`] (record,
 //! progress, replay, the raw pass-through). The rmcp `Handler` behind `/mcp` sessions calls
 //! into it with rmcp's typed requests; `/ws` and the `/mcp` fast path hand it raw JSON-RPC
 //! through [`Dispatcher::answer`], which answers in the caller's task without any of rmcp's
 //! per-session machinery.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use rmcp::model::{
@@ -108,24 +108,50 @@ impl Dispatcher {
         }
     }
 
-    /// A role with an empty (or no) allowlist sees nothing, resources included.
-    fn locked_out(&self, caller: Option<&Caller>) -> bool {
-        caller.is_none_or(|c| self.roles.roles.get(&c.role).is_none_or(Vec::is_empty))
+    /// Whether the caller's role grants `server`'s resources and resource templates
+    /// ([`Roles::grants_server`]; nothing without a caller).
+    fn grants_server(&self, caller: Option<&Caller>, server: &str) -> bool {
+        caller.is_some_and(|c| self.roles.grants_server(&c.role, server))
     }
 
-    /// The `field` items of `method` from every running server that offers `capability`
-    /// (first page of each), with the server they came from. Servers that fail are skipped.
+    /// What `role` grants now: its patterns, the tools it may see and call, and the servers
+    /// whose resources it may list and read (the dashboard shows them per client).
+    pub(crate) fn grants(&self, role: &str) -> Grants {
+        let mut tools: Vec<String> = self.gw.tools().into_iter().map(|t| t.name).collect();
+        tools.extend(builtin_tools().into_iter().map(|t| t.name.into_owned()));
+        tools.retain(|t| self.roles.allows(role, t));
+        tools.sort();
+        Grants {
+            patterns: self.roles.roles.get(role).cloned().unwrap_or_default(),
+            tools,
+            resource_servers: self
+                .gw
+                .upstreams()
+                .iter()
+                .map(|up| up.name().to_owned())
+                .filter(|server| self.roles.grants_server(role, server))
+                .collect(),
+        }
+    }
+
+    /// The `field` items of `method` from every running server that offers `capability` and
+    /// passes `only` (first page of each), with the server they came from. Servers that fail
+    /// are skipped; servers `only` turns away are never asked.
     async fn gather(
         &self,
         capability: &str,
         method: &'static str,
         field: &str,
+        only: impl Fn(&Upstream) -> bool,
         ct: &CancellationToken,
     ) -> Vec<(Upstream, Value)> {
         let mut items = Vec::new();
         for up in self.gw.upstreams() {
             let status = up.status();
-            if status.state != ServerState::Running || !status.has_capability(capability) {
+            if status.state != ServerState::Running
+                || !status.has_capability(capability)
+                || !only(&up)
+            {
                 continue;
             }
             let Ok(page) = up.request(method, json!({}), method, true, None, ct).await else {
@@ -211,33 +237,42 @@ impl Dispatcher {
         self.book.call_tool(ctx, route, arguments).await
     }
 
+    /// The resources of the servers the caller's role grants; the others are not asked.
     pub(crate) async fn list_resources(&self, ctx: &CallCtx<'_>) -> Vec<Resource> {
-        if self.locked_out(ctx.caller) {
-            return Vec::new();
-        }
         let mut all = Vec::new();
-        let mut owners = HashMap::new();
+        let mut listed = Vec::new();
+        let mut seen = HashSet::new();
+        let granted = |up: &Upstream| self.grants_server(ctx.caller, up.name());
         for (up, r) in self
-            .gather("resources", "resources/list", "resources", &ctx.cancel)
+            .gather(
+                "resources",
+                "resources/list",
+                "resources",
+                granted,
+                &ctx.cancel,
+            )
             .await
         {
             if let Ok(res) = serde_json::from_value::<Resource>(r) {
-                if owners.contains_key(&res.uri) {
-                    continue; // the first server (by name) owns a URI
+                listed.push((res.uri.clone(), up.name().to_owned()));
+                // the first server (by name) lists a URI
+                if seen.insert(res.uri.clone()) {
+                    all.push(res);
                 }
-                owners.insert(res.uri.clone(), up.name().to_owned());
-                all.push(res);
             }
         }
-        self.gw.learn_resource_owners(owners);
+        self.gw.learn_resource_owners(listed);
         all
     }
 
+    /// The resource templates of the servers the caller's role grants.
     pub(crate) async fn list_resource_templates(&self, ctx: &CallCtx<'_>) -> Vec<ResourceTemplate> {
+        let granted = |up: &Upstream| self.grants_server(ctx.caller, up.name());
         self.gather(
             "resources",
             "resources/templates/list",
             "resourceTemplates",
+            granted,
             &ctx.cancel,
         )
         .await
@@ -251,19 +286,49 @@ impl Dispatcher {
         ctx: &CallCtx<'_>,
         uri: String,
     ) -> Result<ReadResourceResult, ErrorData> {
-        if self.locked_out(ctx.caller) {
-            return Err(error_data(FORBIDDEN, "this role is locked out", None));
+        let Some(caller) = ctx.caller else {
+            return Err(error_data(UNAUTHENTICATED, "authentication required", None));
+        };
+        let grants = |up: &Upstream| self.roles.grants_server(&caller.role, up.name());
+        // The servers (still configured) that listed it: the first one granted owns it.
+        let listers: Vec<Upstream> = self
+            .gw
+            .resource_listers(&uri)
+            .iter()
+            .filter_map(|s| self.gw.upstream(s))
+            .collect();
+        if let Some(owner) = listers.first()
+            && !listers.iter().any(grants)
+        {
+            return Err(error_data(
+                FORBIDDEN,
+                format!(
+                    "resource '{uri}' belongs to server '{}', which role '{}' does not grant",
+                    owner.name(),
+                    caller.role
+                ),
+                None,
+            ));
         }
-        let owner = self.gw.resource_owner(&uri);
-        // Unknown URIs (templates, or never listed) are tried on each server with resources.
-        let candidates: Vec<Upstream> = match owner.and_then(|o| self.gw.upstream(&o)) {
+        let candidates: Vec<Upstream> = match listers.into_iter().find(grants) {
             Some(up) => vec![up],
-            None => self
-                .gw
-                .upstreams()
-                .into_iter()
-                .filter(|u| u.status().has_capability("resources"))
-                .collect(),
+            // Unknown URIs (templates, or never listed) are tried on each granted server with
+            // resources, and never on another.
+            None => {
+                let granted: Vec<Upstream> =
+                    self.gw.upstreams().into_iter().filter(grants).collect();
+                if granted.is_empty() {
+                    return Err(error_data(
+                        FORBIDDEN,
+                        format!("role '{}' grants no server's resources", caller.role),
+                        None,
+                    ));
+                }
+                granted
+                    .into_iter()
+                    .filter(|u| u.status().has_capability("resources"))
+                    .collect()
+            }
         };
         let mut last_error = error_data(
             RESOURCE_NOT_FOUND,
@@ -292,7 +357,7 @@ impl Dispatcher {
     pub(crate) async fn list_prompts(&self, ctx: &CallCtx<'_>) -> Vec<Prompt> {
         let mut all = Vec::new();
         for (up, p) in self
-            .gather("prompts", "prompts/list", "prompts", &ctx.cancel)
+            .gather("prompts", "prompts/list", "prompts", |_| true, &ctx.cancel)
             .await
         {
             if let Ok(mut prompt) = serde_json::from_value::<Prompt>(p) {
@@ -449,6 +514,17 @@ impl Dispatcher {
         }
         v
     }
+}
+
+/// What a role grants, as the dashboard shows it (`grants` in `GET /api/clients`).
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub(crate) struct Grants {
+    /// The role's allowlist as configured.
+    pub(crate) patterns: Vec<String>,
+    /// The tools (of running servers, and built-in) it may see and call, sorted.
+    pub(crate) tools: Vec<String>,
+    /// The servers whose resources and resource templates it may list and read, by name.
+    pub(crate) resource_servers: Vec<String>,
 }
 
 /// A method's answer that is not a typed result to write.

@@ -7,7 +7,7 @@
 //! dispatcher's, which callers build over it.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -66,8 +66,9 @@ struct Inner {
     tool_listeners: Mutex<Vec<ToolListener>>,
     /// Every MCP session and its progress stream.
     sessions: Sessions,
-    /// Which server a resource URI came from (learned from `resources/list`).
-    resource_owner: Mutex<HashMap<String, String>>,
+    /// Which servers listed each resource URI (learned from `resources/list`): for a caller,
+    /// the first of them by name that its role grants owns the URI.
+    resource_owner: Mutex<HashMap<String, BTreeSet<String>>>,
     started: Instant,
     /// Where every call is recorded (telemetry, the dashboard's call log, the bus).
     book: CallBook,
@@ -314,23 +315,23 @@ impl McpGateway {
         })
     }
 
-    /// The server that listed resource `uri` (the first by name), if one did.
-    pub(crate) fn resource_owner(&self, uri: &str) -> Option<String> {
+    /// The servers that listed resource `uri`, by name (none if no listing showed it).
+    pub(crate) fn resource_listers(&self, uri: &str) -> Vec<String> {
         self.inner
             .resource_owner
             .lock()
             .expect("owner lock")
             .get(uri)
-            .cloned()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
-    /// Remembers which server listed which resource URIs.
-    pub(crate) fn learn_resource_owners(&self, owners: HashMap<String, String>) {
-        self.inner
-            .resource_owner
-            .lock()
-            .expect("owner lock")
-            .extend(owners);
+    /// Remembers which server listed which resource URIs (`(uri, server)` pairs).
+    pub(crate) fn learn_resource_owners(&self, listed: impl IntoIterator<Item = (String, String)>) {
+        let mut owners = self.inner.resource_owner.lock().expect("owner lock");
+        for (uri, server) in listed {
+            owners.entry(uri).or_default().insert(server);
+        }
     }
 
     /// Servers and their state, for the health tool and the API.

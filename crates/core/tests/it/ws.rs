@@ -9,10 +9,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::support::*;
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(
+pub(crate) async fn open(
     gw: &TestGateway,
     header: Option<&str>,
     protocols: Option<&str>,
@@ -47,7 +47,7 @@ async fn recv(ws: &mut Ws) -> Value {
     }
 }
 
-async fn rpc(ws: &mut Ws, id: u64, method: &str, params: Value) -> Value {
+pub(crate) async fn rpc(ws: &mut Ws, id: u64, method: &str, params: Value) -> Value {
     ws.send(Message::text(
         json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string(),
     ))
@@ -61,7 +61,7 @@ async fn rpc(ws: &mut Ws, id: u64, method: &str, params: Value) -> Value {
     }
 }
 
-async fn initialized(ws: &mut Ws) {
+pub(crate) async fn initialized(ws: &mut Ws) {
     let init = rpc(
         ws,
         1,
