@@ -286,14 +286,7 @@ async fn the_dashboard_shows_what_each_client_s_role_grants() {
     let gw = gateway().await;
     gw.pair_client("reader-bot", Some("reader")).await;
     gw.pair_client("docs-bot", Some("fx-docs")).await;
-    let clients: Value = gw
-        .get("/api/clients")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let clients: Value = gw.json("/api/clients").await;
     let grants = |name: &str| {
         clients
             .as_array()

@@ -265,14 +265,7 @@ async fn only_the_owner_or_the_session_token_may_watch() {
 async fn wait_watchers(gw: &TestGateway, sid: &str, n: u64) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let body: Value = gw
-            .get("/api/sessions")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = gw.json("/api/sessions").await;
         let watchers = body["sessions"]
             .as_array()
             .unwrap()

@@ -139,6 +139,11 @@ impl TestGateway {
             .bearer_auth(&self.token)
     }
 
+    /// A GET with the tests' token, its body read as JSON.
+    pub async fn json(&self, path: &str) -> Value {
+        self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

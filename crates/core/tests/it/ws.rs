@@ -631,13 +631,6 @@ async fn a_thousand_sockets_at_once() {
     for r in futures_util::future::join_all(pings).await {
         assert_eq!(r["result"], json!({}), "{r}");
     }
-    let health: Value = gw
-        .get("/api/sessions")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = gw.json("/api/sessions").await;
     assert!(health["ws"].as_u64().unwrap() >= 1000, "{health}");
 }
