@@ -31,6 +31,24 @@ fn spawn_serve(args: &[&str]) -> Child {
         .expect("spawn switchboard")
 }
 
+/// `switchboard serve` on a free port with `config` and `data`, its output piped; the caller
+/// adds the environment and spawns it.
+fn serve_in(config: &str, data: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config,
+        "--data-dir",
+    ])
+    .arg(data)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmd
+}
+
 /// Waits (bounded) for the child to exit and returns its code and stderr.
 fn finish(mut child: Child, within: Duration) -> (i32, String) {
     let deadline = Instant::now() + within;
@@ -180,21 +198,10 @@ fn insisting_on_a_keychain_without_one_says_so_and_starts_nothing() {
     )
     .unwrap();
     // no D-Bus session bus: no Secret Service
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            &cfg.to_string_lossy(),
-            "--data-dir",
-        ])
-        .arg(data.path())
+    let child = serve_in(&cfg.to_string_lossy(), data.path())
         .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .env("XDG_RUNTIME_DIR", data.path())
         .env("SWITCHBOARD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let (code, stderr) = finish(child, Duration::from_secs(20));
@@ -217,21 +224,10 @@ async fn without_a_keychain_serve_falls_back_to_an_owner_only_file_and_pairs() {
         "[auth]\nkeychain_service = \"switchboard-test-absent\"\n",
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            &cfg.to_string_lossy(),
-            "--data-dir",
-        ])
-        .arg(data.path())
+    let mut child = serve_in(&cfg.to_string_lossy(), data.path())
         .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent")
         .env("XDG_RUNTIME_DIR", data.path())
         .env("SWITCHBOARD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let base = listening_base(&mut child).await;
@@ -411,19 +407,8 @@ fn connect_without_a_token_says_how_to_pair() {
 async fn tokens_never_reach_the_logs_even_at_trace_level() {
     let data = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            &memory_config(dir.path()),
-            "--data-dir",
-        ])
-        .arg(data.path())
+    let mut child = serve_in(&memory_config(dir.path()), data.path())
         .env("SWITCHBOARD_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let base = listening_base(&mut child).await;
