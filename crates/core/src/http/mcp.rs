@@ -185,11 +185,15 @@ async fn sessions(state: &AppState, caller: Caller, req: Request, svc: &McpServi
     {
         sessions.open(Some(sid.to_owned()), &name, "http", false);
     }
+    let mut resp = resp;
     if deleting
         && let Some(sid) = &asked
         && resp.status().is_success()
     {
         sessions.close(sid, "deleted");
+        // rmcp answers 202; a session's termination is done, not pending, and the official
+        // Python SDK reports anything but 200 as a failed termination
+        *resp.status_mut() = StatusCode::OK;
     }
     resp
 }

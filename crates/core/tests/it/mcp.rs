@@ -533,6 +533,22 @@ async fn delete_ends_the_session() {
 }
 
 #[tokio::test]
+async fn delete_of_a_session_answers_200() {
+    let gw = TestGateway::start().await;
+    let mcp = McpHttp::connect(&gw).await;
+    let r = mcp
+        .client
+        .delete(&mcp.url)
+        .bearer_auth(&gw.token)
+        .header("mcp-session-id", mcp.session.clone().unwrap())
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
 async fn calls_are_published_as_events_and_stored_for_the_dashboard() {
     let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
     let mut mcp = McpHttp::connect(&gw).await;
