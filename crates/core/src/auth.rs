@@ -304,6 +304,9 @@ impl Auth {
                         return Err(PairError::RoleMismatch(bound.clone()));
                     }
                     let c = waiting.codes.remove(i);
+                    // a right code is no guess: it does not count against the rate bound
+                    // (an owner pairing many clients in a row is not a flood)
+                    self.forget_try(now);
                     (c.digits, c.role)
                 }
                 None => return Err(self.wrong_try(&mut waiting, from, now)),
@@ -373,6 +376,14 @@ impl Auth {
         }
         tries.push_back(now);
         Ok(())
+    }
+
+    /// Takes back the try counted at `now` (it was a right code).
+    fn forget_try(&self, now: Instant) {
+        let mut tries = self.inner.tries.lock().expect("tries lock");
+        if let Some(i) = tries.iter().rposition(|t| *t == now) {
+            tries.remove(i);
+        }
     }
 
     /// A code that matches none: counted against the codes waiting, which are all cancelled
