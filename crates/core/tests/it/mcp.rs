@@ -513,21 +513,25 @@ async fn a_client_that_disconnects_mid_call_cancels_the_upstream_request() {
     wait_stderr(&gw, "fx", "cancelled at step").await;
 }
 
-#[tokio::test]
-async fn delete_ends_the_session() {
-    let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
-    let mut mcp = McpHttp::connect(&gw).await;
-    mcp.wait_tools("fx", |n| n.iter().any(|t| t == "fx__echo"))
-        .await;
-    let r = mcp
-        .client
+/// `DELETE /mcp` of `mcp`'s session, as a client ends it.
+async fn delete_session(gw: &TestGateway, mcp: &McpHttp) -> reqwest::Response {
+    mcp.client
         .delete(&mcp.url)
         .bearer_auth(&gw.token)
         .header("mcp-session-id", mcp.session.clone().unwrap())
         .header("mcp-protocol-version", "2025-11-25")
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn delete_ends_the_session() {
+    let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
+    let mut mcp = McpHttp::connect(&gw).await;
+    mcp.wait_tools("fx", |n| n.iter().any(|t| t == "fx__echo"))
+        .await;
+    let r = delete_session(&gw, &mcp).await;
     assert!(r.status().is_success(), "{}", r.status());
     assert_eq!(mcp.call("fx__echo", json!({"text": "x"})).await.status, 404);
 }
@@ -536,15 +540,7 @@ async fn delete_ends_the_session() {
 async fn delete_of_a_session_answers_200() {
     let gw = TestGateway::start().await;
     let mcp = McpHttp::connect(&gw).await;
-    let r = mcp
-        .client
-        .delete(&mcp.url)
-        .bearer_auth(&gw.token)
-        .header("mcp-session-id", mcp.session.clone().unwrap())
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .unwrap();
+    let r = delete_session(&gw, &mcp).await;
     assert_eq!(r.status(), 200);
 }
 
