@@ -297,6 +297,11 @@ impl CallLog {
     }
 
     /// Running calls, oldest first (without payloads).
+    /// How many calls are in flight, without copying them.
+    pub(crate) fn in_flight_count(&self) -> usize {
+        self.inner.lock().expect("call log lock").in_flight.len()
+    }
+
     pub(crate) fn in_flight(&self) -> Vec<CallView> {
         let log = self.inner.lock().expect("call log lock");
         log.in_flight.values().map(CallView::summary).collect()

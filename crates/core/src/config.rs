@@ -380,6 +380,9 @@ pub struct GatewayConfig {
     pub ws_max_connections: usize,
     /// `/ws` heartbeat: a ping this often; a peer that has not answered by the next is dropped.
     pub ws_heartbeat_ms: u64,
+    /// A Streamable HTTP session with no request, no open stream and no call for this long is
+    /// closed and forgotten; its client's next request gets 404 and starts a new one.
+    pub session_idle_ms: u64,
     /// Reconnect backoff of remote servers: doubles from the first to the max (a little
     /// jitter on top), back to the first after `healthy_after_ms` of health. Remote servers
     /// are never marked `failed` by a crash loop: a network outage should heal by itself.
@@ -402,6 +405,7 @@ impl Default for GatewayConfig {
             stderr_lines: 200,
             ws_max_connections: 16_384,
             ws_heartbeat_ms: 30_000,
+            session_idle_ms: 30 * 60_000,
             remote_backoff_initial_ms: 500,
             remote_backoff_max_ms: 30_000,
         }
@@ -415,6 +419,10 @@ fn ms(v: u64) -> Duration {
 impl GatewayConfig {
     pub(crate) fn ws_heartbeat(&self) -> Duration {
         ms(self.ws_heartbeat_ms)
+    }
+
+    pub(crate) fn session_idle(&self) -> Duration {
+        ms(self.session_idle_ms)
     }
 
     pub(crate) fn call_timeout(&self) -> Duration {

@@ -55,11 +55,10 @@ pub(crate) fn router(state: AppState) -> Router {
             state.0.auth.clone(),
             token::require_token,
         ));
-    // `/mcp` (and below it, as a nested service would be) checks the token itself, in one
-    // handler with the other steps in front of rmcp: a layer per step would clone the stack
-    // under it on every request.
+    // `/mcp` checks the token itself, in one handler with the other steps in front of rmcp: a
+    // layer per step would clone the stack under it on every request. Nothing is served below
+    // it: a path there is a client's mistake, answered 404 rather than served as `/mcp`.
     let svc = mcp::service(&state);
-    let below = svc.clone();
     Router::new()
         .route(
             "/mcp",
@@ -67,12 +66,8 @@ pub(crate) fn router(state: AppState) -> Router {
                 mcp::entry(state, svc.clone(), req)
             }),
         )
-        .route(
-            "/mcp/{*rest}",
-            any(move |State(state): State<AppState>, req: Request| {
-                mcp::entry(state, below.clone(), req)
-            }),
-        )
+        .route("/mcp/", any(mcp::below))
+        .route("/mcp/{*rest}", any(mcp::below))
         .route("/healthz", get(dashboard::healthz))
         .route("/ws/mcp", get(crate::registration::upgrade))
         .route("/pair", post(crate::pairing::pair))

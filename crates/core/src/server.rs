@@ -193,7 +193,7 @@ impl Gateway {
             registration,
             mcp,
             auth,
-            rmcp_sessions: Arc::new(Default::default()),
+            rmcp_sessions: Arc::new(rmcp_sessions()),
             gateway_config: config.gateway.clone(),
             guard: LocalGuard::new(local.port(), config.http.allowed_origins.clone()),
             started: Instant::now(),
@@ -248,12 +248,12 @@ impl Gateway {
                 self.tasks.clone(),
             ));
         }
-        self.tasks
-            .spawn(self.hub.mcp.sessions().clone().sweep_expired(
-                self.hub.rmcp_sessions.clone(),
-                SESSION_SWEEP,
-                shutdown.clone(),
-            ));
+        self.tasks.spawn(self.hub.mcp.sessions().clone().sweep(
+            self.hub.rmcp_sessions.clone(),
+            self.hub.gateway_config.session_idle(),
+            session_sweep(self.hub.gateway_config.session_idle()),
+            shutdown.clone(),
+        ));
         let announcement = match crate::discovery::announce(
             &self.data_dir,
             crate::discovery::Discovery::for_this_process(listener.local_addr()?),
@@ -322,8 +322,20 @@ impl Gateway {
     }
 }
 
-/// How often `/mcp` sessions that rmcp ended on its own are announced closed.
-const SESSION_SWEEP: Duration = Duration::from_secs(5);
+/// How often idle sessions are looked for: a quarter of the idle time they may have, from a
+/// tenth of a second to five seconds.
+fn session_sweep(idle: Duration) -> Duration {
+    (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+/// rmcp's session manager for `/mcp`, without its own idle timer: it would end a session with
+/// an open stream that carried nothing for a while. Idle sessions are ended by the sweep.
+fn rmcp_sessions() -> rmcp::transport::streamable_http_server::session::local::LocalSessionManager {
+    let mut m =
+        rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default();
+    m.session_config.keep_alive = None;
+    m
+}
 
 /// How often the config file is checked for changes to `[[servers]]`.
 const CONFIG_POLL: Duration = Duration::from_secs(1);

@@ -8,7 +8,7 @@
 
 import { ApiError, type GatewayClient } from './backend';
 import { Model, type Refetch } from './model';
-import type { CallsSnapshot, ClientInfo, HubEvent, ProjectInfo, ServersSnapshot } from './types';
+import type { CallsSnapshot, ClientInfo, HubEvent, ProjectInfo, ServersSnapshot, SessionsSnapshot } from './types';
 
 export type Connection = 'connecting' | 'live' | 'reconnecting' | 'unauthorized';
 
@@ -170,6 +170,7 @@ export class Live {
     const jobs: Promise<void>[] = [];
     if (p.all || p.servers) jobs.push(c.get<ServersSnapshot>('/api/servers').then((s) => this.model.loadServers(s)));
     if (p.all || p.clients) jobs.push(c.get<ClientInfo[]>('/api/clients').then((s) => this.model.loadClients(s)));
+    if (p.all) jobs.push(c.get<SessionsSnapshot>('/api/sessions').then((s) => this.model.loadSessions(s)));
     if (p.all || p.projects) jobs.push(c.get<ProjectInfo[]>('/api/projects').then((s) => this.model.loadProjects(s)));
     if (p.all) jobs.push(c.get<CallsSnapshot>('/api/calls?limit=1000').then((s) => this.model.loadCalls(s)));
     await Promise.all(jobs);

@@ -100,6 +100,12 @@ describe('Model', () => {
     expect(m.openSessions('cli')).toBe(1);
     m.apply(ev('session_closed', { session_id: 's1', client: 'cli', transport: 'streamable_http', reason: 'unpaired' }));
     expect(m.openSessions('cli')).toBe(0);
+    m.loadSessions({ ws: 0, ws_max: 10, sessions: [], expired: 3, session_idle_ms: 1_800_000 });
+    m.apply(ev('session_opened', { session_id: 's2', client: 'cli', transport: 'http' }));
+    m.apply(ev('session_closed', { session_id: 's2', client: 'cli', transport: 'http', reason: 'expired' }));
+    expect(m.expiredSessions).toBe(4);
+    expect(m.expiries[0]).toMatchObject({ session_id: 's2', client: 'cli' });
+    expect(m.openSessions('cli')).toBe(0);
     expect(m.apply(ev('client_paired', { name: 'new', role: 'default' }))).toEqual({ clients: true });
     expect(m.clients.has('new')).toBe(true);
     m.apply(ev('client_unpaired', { name: 'cli' }));

@@ -10,6 +10,7 @@ import type {
   ProjectInfo,
   ServerInfo,
   ServersSnapshot,
+  SessionsSnapshot,
   ToolInfo,
 } from './types';
 
@@ -90,6 +91,11 @@ export class Model {
   /** Live MCP sessions learned from session events (when the gateway sends them). */
   sessions = new Map<string, Session>();
   sessionEvents = false;
+  /** Sessions the gateway ended for being idle since it started, and how long idle is. */
+  expiredSessions = 0;
+  sessionIdleMs: number | null = null;
+  /** The latest expiries, newest first (at most 20). */
+  expiries: { session_id: string; client: string; at: number }[] = [];
   lastSeq = 0;
   eventsApplied = 0;
 
@@ -106,6 +112,11 @@ export class Model {
 
   loadClients(list: ClientInfo[]): void {
     this.clients = new Map(list.map((c) => [c.name, c]));
+  }
+
+  loadSessions(s: SessionsSnapshot): void {
+    this.expiredSessions = s.expired;
+    this.sessionIdleMs = s.session_idle_ms;
   }
 
   loadProjects(list: ProjectInfo[]): void {
@@ -237,6 +248,10 @@ export class Model {
         this.sessions.delete(ev.session_id);
         const c = copy(this.clients, ev.client);
         if (c) c.open_sessions = c.open_sessions.filter((s) => s !== ev.session_id);
+        if (ev.reason === 'expired') {
+          this.expiredSessions++;
+          this.expiries = [{ session_id: ev.session_id, client: ev.client, at: now }, ...this.expiries].slice(0, 20);
+        }
         return null;
       }
       case 'project_online': {

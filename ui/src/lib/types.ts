@@ -46,6 +46,16 @@ export interface Grants {
   resource_servers: string[];
 }
 
+/** `GET /api/sessions`. */
+export interface SessionsSnapshot {
+  ws: number;
+  ws_max: number;
+  sessions: { session_id: string; client: string; transport: string; watchers: number; explicit: boolean; idle_ms: number | null }[];
+  /** Sessions ended for being idle since the gateway started. */
+  expired: number;
+  session_idle_ms: number;
+}
+
 export interface ClientInfo {
   name: string;
   role: string;

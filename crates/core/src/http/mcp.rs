@@ -37,6 +37,19 @@ pub(crate) async fn entry(state: AppState, svc: McpService, mut req: Request) ->
     sessions(&state, caller, req, &svc).await
 }
 
+/// Any path below `/mcp/`: there is no endpoint there.
+pub(crate) async fn below(uri: axum::http::Uri) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_path",
+        format!(
+            "no MCP endpoint at {}; the gateway's endpoint is /mcp",
+            uri.path()
+        ),
+    )
+    .into_response()
+}
+
 /// rmcp's Streamable HTTP service (2025-11-25 sessions and 2026-07-28 stateless) around our
 /// aggregating handler. Host and Origin are already checked by `local_only`.
 pub(crate) fn service(state: &AppState) -> McpService {
@@ -77,6 +90,7 @@ async fn precheck(
                 inner: body,
                 gone,
                 revoked,
+                _streaming: session.map(|s| s.stream()),
             }),
         )
     };
@@ -161,7 +175,12 @@ async fn precheck(
 /// Ties `/mcp` sessions to the client that opened them: another client's session id is
 /// refused (404, as if unknown); a new session is registered (under its client, so that
 /// unpairing closes it) as soon as rmcp hands out its id.
-async fn sessions(state: &AppState, caller: Caller, req: Request, svc: &McpService) -> Response {
+async fn sessions(
+    state: &AppState,
+    caller: Caller,
+    mut req: Request,
+    svc: &McpService,
+) -> Response {
     let sessions = state.0.mcp.sessions();
     let asked = req
         .headers()
@@ -170,9 +189,14 @@ async fn sessions(state: &AppState, caller: Caller, req: Request, svc: &McpServi
         .map(str::to_owned);
     // looked up once, here: the fast path takes it from here
     let named = asked.as_deref().and_then(|sid| sessions.get(sid));
-    if named.as_ref().is_some_and(|s| s.client != caller.name) {
-        return ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "no such session")
-            .into_response();
+    if let Some(s) = &named {
+        if s.client != caller.name {
+            return ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "no such session")
+                .into_response();
+        }
+        s.touch();
+        // for rmcp's handler, which tells this session of tool list changes
+        req.extensions_mut().insert(s.clone());
     }
     let deleting = req.method() == axum::http::Method::DELETE;
     let name = caller.name.clone();
@@ -205,6 +229,8 @@ struct GuardedBody {
     /// Taken once the body has ended normally.
     gone: Option<CancellationToken>,
     revoked: Option<std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+    /// Its session is not idle while the body streams.
+    _streaming: Option<crate::mcp::session::Streaming>,
 }
 
 impl http_body::Body for GuardedBody {

@@ -45,13 +45,20 @@ pub(crate) async fn create(
         .into_response()
 }
 
-/// `GET /api/sessions`: every session, and how many `/ws` sockets are open.
+/// `GET /api/sessions`: every session, how many `/ws` sockets are open, and how many sessions
+/// expired (idle for `session_idle_ms`) since start; `held` counts what every per-session and
+/// per-call structure holds (all zero with nothing open and nothing running).
 pub(crate) async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
     let hub = &state.0;
+    let mut held = hub.mcp.held();
+    held["rmcp_sessions"] = json!(hub.rmcp_sessions.sessions.read().await.len());
     Json(json!({
+        "held": held,
         "ws": hub.ws_sockets.get(),
         "ws_max": hub.gateway_config.ws_max_connections,
         "sessions": hub.mcp.sessions().list(),
+        "expired": hub.mcp.sessions().expired(),
+        "session_idle_ms": hub.gateway_config.session_idle_ms,
     }))
 }
 

@@ -8,8 +8,8 @@
 //! matching `Mcp-Method`/`Mcp-Name` headers (no `Mcp-Param-*`), or a request in a live
 //! 2025-xx session of this client. Everything else (initialize, notifications, GET streams,
 //! DELETE, SSE-only clients, anything unusual) goes to rmcp as before, so its answers and errors
-//! stay rmcp's. A session's request still reaches rmcp once a minute, so rmcp's idle timer
-//! never ends a busy session.
+//! stay rmcp's. (rmcp's own idle timer is off: idle sessions are ended by `Sessions::sweep`,
+//! which sees the requests answered here too.)
 //!
 //! The body is read once here: what it declines, it says was JSON-RPC or not ([`Declined`]), so
 //! the HTTP layer checks only the rest for a parse error; a stateless `tools/call`'s tool is
@@ -178,7 +178,7 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
                 return None;
             }
             let s = hub.session.filter(|s| s.id == sid)?.clone();
-            if s.client != caller.name || s.transport != "http" || !s.fast_path_ok() {
+            if s.client != caller.name || s.transport != "http" {
                 return None;
             }
             {

@@ -37,15 +37,6 @@ pub(crate) struct ExposedTool {
     pub(crate) tool: Tool,
 }
 
-/// Told when the tool list changes; answers `false` once its client is gone.
-pub(crate) struct ToolListener(pub(crate) Box<dyn Fn() -> bool + Send + Sync>);
-
-impl std::fmt::Debug for ToolListener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ToolListener")
-    }
-}
-
 /// Cheap handle; clone freely.
 #[derive(Debug, Clone)]
 pub struct McpGateway {
@@ -61,9 +52,6 @@ struct Inner {
     bus: EventBus,
     shutdown: CancellationToken,
     tasks: TaskTracker,
-    /// Told when the tool list changes (rmcp sessions, WebSockets); dropped once they answer
-    /// `false` (their client is gone).
-    tool_listeners: Mutex<Vec<ToolListener>>,
     /// Every MCP session and its progress stream.
     sessions: Sessions,
     /// Which servers listed each resource URI (learned from `resources/list`): for a caller,
@@ -91,7 +79,6 @@ impl McpGateway {
                 secrets,
                 shutdown,
                 tasks,
-                tool_listeners: Mutex::new(Vec::new()),
                 sessions: Sessions::new(bus.clone()),
                 book: CallBook::new(telemetry, bus.clone()),
                 bus,
@@ -110,6 +97,25 @@ impl McpGateway {
     /// Tool calls in flight and recently finished (the dashboard's Calls view).
     pub(crate) fn calls(&self) -> &crate::calls::CallLog {
         self.inner.book.calls()
+    }
+
+    /// What sessions and calls hold now, counted from the structures (see
+    /// [`Sessions::held`]): plus calls in the call log's in-flight list, and requests waiting on
+    /// servers' connections with their progress tokens.
+    pub(crate) fn held(&self) -> Value {
+        let mut held = self.inner.sessions.held();
+        let (mut pending, mut progress) = (0, 0);
+        for up in self.upstreams() {
+            if let Some(conn) = up.status().conn {
+                let (p, t) = conn.held();
+                pending += p;
+                progress += t;
+            }
+        }
+        held["calls_in_flight"] = json!(self.calls().in_flight_count());
+        held["upstream_pending"] = json!(pending);
+        held["upstream_progress"] = json!(progress);
+        held
     }
 
     /// Where calls are recorded, for whoever answers them.
@@ -209,26 +215,16 @@ impl McpGateway {
             .collect()
     }
 
+    /// Tells every session's listener (see [`Session::on_tools_changed`]).
+    ///
+    /// [`Session::on_tools_changed`]: super::session::Session::on_tools_changed
     fn notify_tools_changed(&self) {
-        self.inner
-            .tool_listeners
-            .lock()
-            .expect("listeners lock")
-            .retain(|tell| (tell.0)());
+        self.inner.sessions.tools_changed();
     }
 
     /// The tracker of the gateway's tasks (drained on shutdown).
     pub(crate) fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks
-    }
-
-    /// Calls `tell` whenever the aggregated tool list changes, until it returns `false`.
-    pub(crate) fn on_tools_changed(&self, tell: ToolListener) {
-        self.inner
-            .tool_listeners
-            .lock()
-            .expect("listeners lock")
-            .push(tell);
     }
 
     /// Every MCP session and its progress stream.

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::call::{CallCtx, ClientProgress, ProgressOut};
 use super::dispatch::Dispatcher;
-use super::gateway::ToolListener;
 use super::jsonrpc::id_text;
+use super::session::{Session, ToolListener};
 use crate::auth::Caller;
 use crate::upstream::Progress;
 
@@ -63,14 +63,8 @@ impl Handler {
         cancel: CancellationToken,
         progress: Option<ClientProgress>,
     ) -> CallCtx<'a> {
-        let parts = context.extensions.get::<Parts>();
-        let session_id = parts
-            .and_then(|p| p.headers.get("mcp-session-id"))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let session = session_id
-            .as_deref()
-            .and_then(|id| self.d.gateway().sessions().get(id));
+        let session = session(&context.extensions).cloned();
+        let session_id = session.as_ref().map(|s| s.id.clone());
         let request_id = match serde_json::to_value(&context.id) {
             Ok(v) => id_text(&v),
             Err(_) => String::new(),
@@ -84,6 +78,13 @@ impl Handler {
             cancel,
         }
     }
+}
+
+/// The session a request named, as the front door found it (and checked is the caller's).
+fn session(extensions: &rmcp::model::Extensions) -> Option<&Arc<Session>> {
+    extensions
+        .get::<Parts>()
+        .and_then(|p| p.extensions.get::<Arc<Session>>())
 }
 
 /// The paired client behind a request (put there by the auth middleware).
@@ -207,22 +208,23 @@ impl ServerHandler for Handler {
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let Some(session) = session(&context.extensions) else {
+            return; // stateless: no session to tell
+        };
         let peer = context.peer;
         let tasks = self.d.gateway().tasks().clone();
-        self.d
-            .gateway()
-            .on_tools_changed(ToolListener(Box::new(move || {
-                if peer.is_transport_closed() {
-                    return false;
-                }
-                let peer = peer.clone();
-                // told from under the listeners' lock: sent from a task, tracked and bounded
-                tasks.spawn(async move {
-                    let sent = peer.notify_tool_list_changed();
-                    let _ = tokio::time::timeout(NOTIFY_TIMEOUT, sent).await;
-                });
-                true
-            })));
+        session.on_tools_changed(ToolListener(Box::new(move || {
+            if peer.is_transport_closed() {
+                return false;
+            }
+            let peer = peer.clone();
+            // told from under the listeners' lock: sent from a task, tracked and bounded
+            tasks.spawn(async move {
+                let sent = peer.notify_tool_list_changed();
+                let _ = tokio::time::timeout(NOTIFY_TIMEOUT, sent).await;
+            });
+            true
+        })));
     }
 
     async fn list_tools(

@@ -5,10 +5,12 @@
 //! frames. Watchers (`GET /session/<id>/events`, `GET /ws/mcp/events?session_id=`) subscribe
 //! to it; one that falls behind loses its oldest frames, the call never waits for it.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use rmcp::transport::streamable_http_server::session::SessionManager as _;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
@@ -18,6 +20,15 @@ use crate::events::{EventBus, HubEvent};
 
 /// Frames a watcher may fall behind before it loses the oldest.
 const FRAMES: usize = 1024;
+
+/// Told when the aggregated tool list changes; answers `false` once its client is gone.
+pub(crate) struct ToolListener(pub(crate) Box<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for ToolListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ToolListener")
+    }
+}
 
 /// One MCP session.
 #[derive(Debug)]
@@ -37,15 +48,15 @@ pub(crate) struct Session {
     /// `/mcp` requests of this session answered on the fast path, by id: its
     /// `notifications/cancelled` (which rmcp never sees the request of) cancels them here.
     inflight: Mutex<HashMap<String, CancellationToken>>,
-    /// When rmcp last saw a request of this session (ms since [`epoch`]): it ends sessions
-    /// idle for 5 minutes, so the fast path lets one request through to it now and then.
-    rmcp_seen_ms: AtomicU64,
+    /// When a request last named this session (ms since [`epoch_ms`]).
+    seen_ms: AtomicU64,
+    /// Its responses still streaming (`GET` streams, SSE answers): see [`Session::stream`].
+    streams: AtomicUsize,
+    /// Told when the tool list changes; dropped with the session.
+    tools_changed: Mutex<Option<ToolListener>>,
 }
 
-/// How long the fast path may answer a session's requests without rmcp seeing one.
-const RMCP_TOUCH_MS: u64 = 60_000;
-
-/// The process-wide clock origin for [`Session::rmcp_seen_ms`].
+/// The process-wide clock origin for [`Session::seen_ms`].
 fn epoch_ms() -> u64 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     EPOCH
@@ -64,16 +75,35 @@ impl Session {
         }
     }
 
-    /// Whether rmcp has seen this session recently enough for the fast path to take a
-    /// request; if not, the request goes to rmcp and this counts as its visit.
-    pub(crate) fn fast_path_ok(&self) -> bool {
-        let now = epoch_ms();
-        let seen = self.rmcp_seen_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(seen) < RMCP_TOUCH_MS {
-            return true;
-        }
-        self.rmcp_seen_ms.store(now, Ordering::Relaxed);
-        false
+    /// A request named this session: its idle time starts again.
+    pub(crate) fn touch(&self) {
+        self.seen_ms.store(epoch_ms(), Ordering::Relaxed);
+    }
+
+    /// Counts a response of this session as streaming until the guard drops: a session with
+    /// an open stream is not idle, however long nothing is sent on it.
+    pub(crate) fn stream(self: &Arc<Self>) -> Streaming {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        Streaming(self.clone())
+    }
+
+    /// How long (ms, at `now`) the session has had no request, no open stream, no watcher
+    /// and no call running; `None` while it has any of them.
+    fn idle_ms(&self, now: u64) -> Option<u64> {
+        let busy = self.streams.load(Ordering::Relaxed) > 0
+            || self.watchers() > 0
+            || !self.inflight.lock().expect("inflight lock").is_empty();
+        (!busy).then(|| now.saturating_sub(self.seen_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Tells `tell` of tool list changes while the session lives (replacing any earlier one).
+    pub(crate) fn on_tools_changed(&self, tell: ToolListener) {
+        *self.tools_changed.lock().expect("listener lock") = Some(tell);
+    }
+
+    /// Forgets the tool list listener (its socket ended; the session goes on).
+    pub(crate) fn forget_tools_listener(&self) {
+        self.tools_changed.lock().expect("listener lock").take();
     }
 
     /// Tracks a fast-path request until the returned guard drops.
@@ -125,6 +155,17 @@ impl Session {
     }
 }
 
+/// A response of a session still streaming; see [`Session::stream`].
+#[derive(Debug)]
+pub(crate) struct Streaming(Arc<Session>);
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
 /// A fast-path request in flight; forgotten when dropped.
 #[derive(Debug)]
 pub(crate) struct Tracked {
@@ -150,11 +191,25 @@ pub(crate) fn progress_frame(token: &Value, p: &crate::upstream::Progress, tool:
     Value::Object(m)
 }
 
+/// Ends rmcp's session `id` (bounded: its worker is told and not waited for long).
+async fn close_rmcp(rmcp: &LocalSessionManager, id: &str) {
+    let id = rmcp::transport::streamable_http_server::session::SessionId::from(id.to_owned());
+    let closed = tokio::time::timeout(CLOSE_WAIT, rmcp.close_session(&id)).await;
+    if !matches!(closed, Ok(Ok(()))) {
+        tracing::warn!(session = %id, "rmcp did not close the session in time");
+    }
+}
+
+/// How long a sweep waits for rmcp to close one session.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Every live session. Cheap handle; clone freely.
 #[derive(Debug, Clone)]
 pub(crate) struct Sessions {
     inner: Arc<Mutex<HashMap<String, Arc<Session>>>>,
     bus: EventBus,
+    /// Sessions ended for being idle, since start (for the dashboard).
+    expired: Arc<AtomicU64>,
 }
 
 /// A new random id or token: `prefix` + 32 random bytes in hex.
@@ -175,6 +230,7 @@ impl Sessions {
         Self {
             inner: Arc::default(),
             bus,
+            expired: Arc::default(),
         }
     }
 
@@ -196,7 +252,9 @@ impl Sessions {
             frames: std::sync::OnceLock::new(),
             closed: CancellationToken::new(),
             inflight: Mutex::new(HashMap::new()),
-            rmcp_seen_ms: AtomicU64::new(epoch_ms()),
+            seen_ms: AtomicU64::new(epoch_ms()),
+            streams: AtomicUsize::new(0),
+            tools_changed: Mutex::new(None),
         });
         self.inner
             .lock()
@@ -252,37 +310,121 @@ impl Sessions {
         ids
     }
 
-    /// Closes (as `expired`) the `/mcp` sessions that rmcp no longer has: it ends idle ones
-    /// on its own. Runs until `stop`.
-    pub(crate) async fn sweep_expired(
+    /// Tells every session's listener that the tool list changed; a listener whose client
+    /// is gone is dropped.
+    pub(crate) fn tools_changed(&self) {
+        let all: Vec<Arc<Session>> = self
+            .inner
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .cloned()
+            .collect();
+        for s in all {
+            let mut tell = s.tools_changed.lock().expect("listener lock");
+            if tell.as_ref().is_some_and(|t| !(t.0)()) {
+                tell.take();
+            }
+        }
+    }
+
+    /// What the sessions hold, counted from the structures themselves: sessions, fast-path
+    /// requests tracked, open streams, watchers and tool list listeners. All zero when no
+    /// session is open.
+    pub(crate) fn held(&self) -> Value {
+        let inner = self.inner.lock().expect("sessions lock");
+        let sum = |f: &dyn Fn(&Session) -> usize| inner.values().map(|s| f(s)).sum::<usize>();
+        json!({
+            "sessions": inner.len(),
+            "inflight": sum(&|s| s.inflight.lock().expect("inflight lock").len()),
+            "streams": sum(&|s| s.streams.load(Ordering::Relaxed)),
+            "watchers": sum(&|s| s.watchers()),
+            "listeners": sum(&|s| usize::from(s.tools_changed.lock().expect("listener lock").is_some())),
+        })
+    }
+
+    /// How many sessions ended for being idle since start.
+    pub(crate) fn expired(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
+    }
+
+    /// Every `every`, until `stop`: ends the Streamable HTTP sessions idle (no request, no open
+    /// stream, no watcher, no call) for `idle` (`expired`: rmcp's session too, so the client
+    /// gets 404 and starts over), the ones rmcp ended on its own (`ended`), and rmcp's sessions
+    /// that no session of ours stands for on two sweeps running (their `initialize` answer
+    /// never reached the client).
+    pub(crate) async fn sweep(
         self,
-        rmcp: Arc<rmcp::transport::streamable_http_server::session::local::LocalSessionManager>,
+        rmcp: Arc<LocalSessionManager>,
+        idle: std::time::Duration,
         every: std::time::Duration,
         stop: CancellationToken,
     ) {
+        let mut orphans = HashSet::new();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
-            let ours: Vec<String> = self
-                .inner
-                .lock()
-                .expect("sessions lock")
-                .values()
-                .filter(|s| s.transport == "http" && s.token_hash.is_none())
-                .map(|s| s.id.clone())
-                .collect();
-            let gone: Vec<String> = {
-                let live = rmcp.sessions.read().await;
-                ours.into_iter()
-                    .filter(|id| !live.contains_key(id.as_str()))
-                    .collect()
-            };
-            for id in gone {
-                self.close(&id, "expired");
+            orphans = self.sweep_once(&rmcp, idle, orphans).await;
+        }
+    }
+
+    /// One sweep (see [`sweep`](Self::sweep)); returns the rmcp sessions found orphaned.
+    pub(crate) async fn sweep_once(
+        &self,
+        rmcp: &LocalSessionManager,
+        idle: std::time::Duration,
+        orphans_before: HashSet<String>,
+    ) -> HashSet<String> {
+        let now = epoch_ms();
+        let idle_ms = idle.as_millis() as u64;
+        let (expired, implicit): (Vec<Arc<Session>>, HashSet<String>) = {
+            let inner = self.inner.lock().expect("sessions lock");
+            let http = || inner.values().filter(|s| s.transport == "http");
+            (
+                http()
+                    .filter(|s| s.idle_ms(now).is_some_and(|ms| ms >= idle_ms))
+                    .cloned()
+                    .collect(),
+                http()
+                    .filter(|s| s.token_hash.is_none())
+                    .map(|s| s.id.clone())
+                    .collect(),
+            )
+        };
+        for s in expired {
+            if implicit.contains(&s.id) {
+                close_rmcp(rmcp, &s.id).await;
+            }
+            if self.close(&s.id, "expired") {
+                self.expired.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(session = %s.id, client = %s.client, idle_ms, "session expired");
             }
         }
+        let live: Vec<String> = rmcp
+            .sessions
+            .read()
+            .await
+            .keys()
+            .map(|id| id.to_string())
+            .collect();
+        let live_set: HashSet<&str> = live.iter().map(String::as_str).collect();
+        for id in implicit.iter().filter(|id| !live_set.contains(id.as_str())) {
+            self.close(id, "ended");
+        }
+        let mut orphans = HashSet::new();
+        for id in live {
+            if self.get(&id).is_some() {
+                continue;
+            }
+            if orphans_before.contains(&id) {
+                close_rmcp(rmcp, &id).await;
+            } else {
+                orphans.insert(id);
+            }
+        }
+        orphans
     }
 
     /// The session `id` if `client` (a paired client's name) owns it or `token` is its watch
@@ -301,6 +443,7 @@ impl Sessions {
 
     /// Every session, for the dashboard.
     pub(crate) fn list(&self) -> Vec<Value> {
+        let now = epoch_ms();
         let mut v: Vec<Value> = self
             .inner
             .lock()
@@ -308,7 +451,8 @@ impl Sessions {
             .values()
             .map(|s| {
                 json!({"session_id": s.id, "client": s.client, "transport": s.transport,
-                       "watchers": s.watchers(), "explicit": s.token_hash.is_some()})
+                       "watchers": s.watchers(), "explicit": s.token_hash.is_some(),
+                       "idle_ms": s.idle_ms(now)})
             })
             .collect();
         v.sort_by(|a, b| a["session_id"].as_str().cmp(&b["session_id"].as_str()));

@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::call::{CallCtx, ClientProgress, ProgressOut};
 use super::dispatch::Dispatcher;
-use super::gateway::{McpGateway, ToolListener};
+use super::gateway::McpGateway;
 use super::jsonrpc::{self, INVALID_REQUEST, Incoming, Request, UNAUTHENTICATED, error_frame};
 use super::method::Method;
-use super::session::Session;
+use super::session::{Session, ToolListener};
 use crate::auth::Caller;
 
 /// Notifications (progress, list changes) waiting for the socket; beyond this a slow client
@@ -131,7 +131,7 @@ pub(crate) async fn run(
         let frame: Arc<str> = Arc::from(
             json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}).to_string(),
         );
-        hub.gw.on_tools_changed(ToolListener(Box::new(move || {
+        session.on_tools_changed(ToolListener(Box::new(move || {
             let _ = tx.try_send(Message::Text(frame.as_ref().into()));
             !tx.is_closed()
         })));
@@ -303,6 +303,8 @@ pub(crate) async fn run(
     };
     if owned {
         sessions.close(&session.id, reason);
+    } else {
+        session.forget_tools_listener();
     }
 }
 

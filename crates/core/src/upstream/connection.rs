@@ -361,6 +361,15 @@ impl Connection {
         self.progress.lock().expect("progress lock").remove(token);
     }
 
+    /// Requests waiting for their answer, and progress tokens registered: both empty once
+    /// every call on this connection has ended.
+    pub(crate) fn held(&self) -> (usize, usize) {
+        (
+            self.pending.lock().expect("pending lock").len(),
+            self.progress.lock().expect("progress lock").len(),
+        )
+    }
+
     async fn write(&self, msg: &(impl serde::Serialize + ?Sized)) -> Result<(), RpcError> {
         let mut bytes = Vec::with_capacity(256);
         serde_json::to_writer(&mut bytes, msg).expect("JSON values serialize");

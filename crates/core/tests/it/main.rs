@@ -9,6 +9,7 @@ mod dashboard;
 mod discovery;
 mod fast_path;
 mod http;
+mod lifecycle;
 mod mcp;
 mod persistence;
 mod registration;

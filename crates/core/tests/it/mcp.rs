@@ -514,7 +514,7 @@ async fn a_client_that_disconnects_mid_call_cancels_the_upstream_request() {
 }
 
 /// `DELETE /mcp` of `mcp`'s session, as a client ends it.
-async fn delete_session(gw: &TestGateway, mcp: &McpHttp) -> reqwest::Response {
+pub(crate) async fn delete_session(gw: &TestGateway, mcp: &McpHttp) -> reqwest::Response {
     mcp.client
         .delete(&mcp.url)
         .bearer_auth(&gw.token)
