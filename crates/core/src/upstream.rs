@@ -317,7 +317,12 @@ impl Upstream {
                 };
                 (tell && reports.is_some()).then(|| {
                     told = Some(key);
-                    waiting_notice(&self.inner.name, &s, now, until.saturating_duration_since(now))
+                    waiting_notice(
+                        &self.inner.name,
+                        &s,
+                        now,
+                        until.saturating_duration_since(now),
+                    )
                 })
             };
             if let (Some(message), Some(reports)) = (notice, reports) {
@@ -358,7 +363,10 @@ impl Upstream {
                 _ => "next attempt due now".to_owned(),
             };
             parts.push(if early {
-                format!("{next}, later than this call may wait ({})", secs(until.saturating_duration_since(since)))
+                format!(
+                    "{next}, later than this call may wait ({})",
+                    secs(until.saturating_duration_since(since))
+                )
             } else {
                 next
             });
@@ -454,9 +462,7 @@ impl Upstream {
         let mut generation = 0;
         let mut replay_attempts = 0;
         loop {
-            let (conn, current) = self
-                .running(generation, deadline, reports.as_ref())
-                .await?;
+            let (conn, current) = self.running(generation, deadline, reports.as_ref()).await?;
             let token = progress.as_ref().map(|sink| {
                 let token = format!(
                     "sb-{}-{}",
@@ -595,7 +601,11 @@ impl Reports {
     fn say(&self, message: String) {
         let progress = {
             let mut high = self.high.lock().expect("progress lock");
-            *high = if high.is_finite() { high.next_up() } else { 0.0 };
+            *high = if high.is_finite() {
+                high.next_up()
+            } else {
+                0.0
+            };
             *high
         };
         (self.sink)(Progress {
@@ -703,7 +713,13 @@ mod tests {
         let e = answer.expect_err("not running");
         let text = e.to_string();
         assert!(
-            matches!(&e, CallError::Unavailable { state: "starting", .. }),
+            matches!(
+                &e,
+                CallError::Unavailable {
+                    state: "starting",
+                    ..
+                }
+            ),
             "{e:?}"
         );
         assert!(text.starts_with("server 'sleepy' is starting: "), "{text}");

@@ -13,6 +13,7 @@ mod mcp;
 mod persistence;
 mod registration;
 mod remote;
+mod restart;
 mod roles;
 mod sessions;
 mod support;
