@@ -569,7 +569,8 @@ fn secs(d: Duration) -> String {
 
 /// A call's progress sink and the highest progress it was given. The gateway's own reports
 /// (waiting for a restart) go on from there: progress may only increase, and what the
-/// client was shown last is what counts.
+/// client was shown last is what counts. (A server's later report at or below ours is held
+/// back by the caller's relay, as after a replay.)
 #[derive(Clone)]
 struct Reports {
     sink: ProgressSink,
