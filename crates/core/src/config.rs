@@ -370,6 +370,9 @@ pub struct GatewayConfig {
     /// A server that stays up this long before it crashes or loses its connection has its
     /// backoff (stdio and remote) start again from the first delay.
     pub healthy_after_ms: u64,
+    /// How long a call waits for its server to come back (starting, restarting, reconnecting)
+    /// before it fails with the server's state; a restart known to come later fails it at once.
+    pub restart_wait_ms: u64,
     /// Graceful stop: after stdin closes, how long before the child is killed.
     pub stop_grace_ms: u64,
     /// Largest `/mcp` request body (413 beyond).
@@ -400,6 +403,7 @@ impl Default for GatewayConfig {
             backoff_initial_ms: 250,
             backoff_max_ms: 30_000,
             healthy_after_ms: 10_000,
+            restart_wait_ms: 10_000,
             stop_grace_ms: 2_000,
             max_body_bytes: 4 * 1024 * 1024,
             stderr_lines: 200,

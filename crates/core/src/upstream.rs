@@ -13,7 +13,10 @@
 //!   notices to the supervisor, on a queue that cannot grow.
 //!
 //! A call survives a crash or lost connection once: a call in flight then is sent again to the
-//! reopened server if it is safe to repeat, and answered with a clear error otherwise.
+//! reopened server if it is safe to repeat, and answered with a clear error otherwise. A call
+//! that meets its server starting or restarting (before it is sent, or to be repeated) waits
+//! at most `gateway.restart_wait_ms`, telling a caller with a progress token what it waits
+//! for, and fails at once, naming the state, if the next attempt comes later than that.
 
 mod connection;
 mod notice;
@@ -31,6 +34,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -263,15 +267,28 @@ impl Upstream {
             .unwrap_or_else(|| self.inner.limits.call_timeout())
     }
 
-    /// Waits (until `deadline`) for a running server of at least `generation`.
+    /// How long a call waits for its server to come back.
+    fn restart_wait(&self) -> Duration {
+        Duration::from_millis(self.inner.limits.restart_wait_ms)
+    }
+
+    /// Waits for a running server of at least `generation`: until `deadline`, and no longer
+    /// than `gateway.restart_wait_ms` from now, telling `reports` what it waits for. A server
+    /// whose next attempt is due after that fails the call at once: waiting could not help.
     async fn running(
         &self,
         generation: u64,
-        deadline: tokio::time::Instant,
+        deadline: Instant,
+        reports: Option<&Reports>,
     ) -> Result<(Arc<Connection>, u64), CallError> {
+        let since = Instant::now();
+        let until = deadline.min(since + self.restart_wait());
         let mut rx = self.inner.status.subscribe();
+        // What the client was last told, so that it hears of each new attempt once.
+        let mut told: Option<(ServerState, Option<std::time::Instant>)> = None;
         loop {
-            {
+            // Decided under the watch's lock, acted on after it: telling runs the client's sink.
+            let notice = {
                 let s = rx.borrow_and_update();
                 match (s.state, &s.conn) {
                     (ServerState::Running, Some(conn))
@@ -288,8 +305,30 @@ impl Upstream {
                     }
                     _ => {}
                 }
+                let now = Instant::now();
+                if attempt_at(&s).is_some_and(|at| Instant::from_std(at) > until) {
+                    return Err(self.not_back(&s, since, until, now, true));
+                }
+                let key = (s.state, s.next_attempt);
+                let tell = match s.state {
+                    ServerState::Restarting => told != Some(key),
+                    ServerState::Starting => told.is_none(),
+                    _ => false,
+                };
+                (tell && reports.is_some()).then(|| {
+                    told = Some(key);
+                    waiting_notice(
+                        &self.inner.name,
+                        &s,
+                        now,
+                        until.saturating_duration_since(now),
+                    )
+                })
+            };
+            if let (Some(message), Some(reports)) = (notice, reports) {
+                reports.say(message);
             }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
+            match tokio::time::timeout_at(until, rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
                     return Err(CallError::Unavailable {
@@ -300,20 +339,54 @@ impl Upstream {
                 }
                 Err(_) => {
                     let s = rx.borrow();
-                    return Err(CallError::Unavailable {
-                        server: self.inner.name.clone(),
-                        state: s.state.as_str(),
-                        reason: Some(format!(
-                            "not running after {} ms{}",
-                            self.call_timeout().as_millis(),
-                            s.last_error
-                                .as_deref()
-                                .map(|e| format!("; last error: {e}"))
-                                .unwrap_or_default()
-                        )),
-                    });
+                    return Err(self.not_back(&s, since, until, Instant::now(), false));
                 }
             }
+        }
+    }
+
+    /// The error of a call that gave up on its server at `now` after waiting from `since`
+    /// (at most until `until`): the state, when the server is tried next, its last error and
+    /// the wait; `early` when it gave up because the next attempt comes after `until`.
+    fn not_back(
+        &self,
+        s: &Status,
+        since: Instant,
+        until: Instant,
+        now: Instant,
+        early: bool,
+    ) -> CallError {
+        let mut parts = Vec::new();
+        if let Some(at) = attempt_at(s) {
+            let next = match Instant::from_std(at).checked_duration_since(now) {
+                Some(d) if !d.is_zero() => format!("next attempt in {}", secs(d)),
+                _ => "next attempt due now".to_owned(),
+            };
+            parts.push(if early {
+                format!(
+                    "{next}, later than this call may wait ({})",
+                    secs(until.saturating_duration_since(since))
+                )
+            } else {
+                next
+            });
+        }
+        if let Some(e) = &s.last_error {
+            parts.push(format!("last error: {e}"));
+        }
+        let waited = now.saturating_duration_since(since);
+        if !early || waited >= Duration::from_millis(100) {
+            parts.push(format!("waited {}", secs(waited)));
+        }
+        CallError::Unavailable {
+            server: self.inner.name.clone(),
+            // Running but not usable: its connection is gone and the supervisor is about to
+            // notice.
+            state: match s.state {
+                ServerState::Running => ServerState::Restarting.as_str(),
+                other => other.as_str(),
+            },
+            reason: Some(parts.join("; ")),
         }
     }
 
@@ -383,11 +456,13 @@ impl Upstream {
         cancel: &CancellationToken,
     ) -> Result<RawAnswer, CallError> {
         let timeout = self.call_timeout();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
+        let reports = progress.map(Reports::new);
+        let progress = reports.as_ref().map(Reports::upstream);
         let mut generation = 0;
         let mut replay_attempts = 0;
         loop {
-            let (conn, current) = self.running(generation, deadline).await?;
+            let (conn, current) = self.running(generation, deadline, reports.as_ref()).await?;
             let token = progress.as_ref().map(|sink| {
                 let token = format!(
                     "sb-{}-{}",
@@ -457,9 +532,254 @@ impl Upstream {
     }
 }
 
+/// When the supervisor tries `s` again, if it is waiting to.
+fn attempt_at(s: &Status) -> Option<std::time::Instant> {
+    s.next_attempt
+        .filter(|_| s.state == ServerState::Restarting)
+}
+
+/// What a call tells its client at `now` while it waits (at most `left` more) for `s`.
+fn waiting_notice(server: &str, s: &Status, now: Instant, left: Duration) -> String {
+    let what = if s.generation == 0 && s.restarts == 0 {
+        "start"
+    } else {
+        "restart"
+    };
+    let next = attempt_at(s)
+        .map(|at| {
+            let d = Instant::from_std(at).saturating_duration_since(now);
+            format!(", next attempt in {}", secs(d))
+        })
+        .unwrap_or_default();
+    format!(
+        "waiting for '{server}' to {what}{next} (this call waits at most {} more)",
+        secs(left)
+    )
+}
+
+/// `d` for people: tenths of a second below 10 s, whole seconds from there.
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 9.95 {
+        format!("{s:.1} s")
+    } else {
+        format!("{} s", s.round() as u64)
+    }
+}
+
+/// A call's progress sink and the highest progress it was given. The gateway's own reports
+/// (waiting for a restart) go on from there: progress may only increase, and what the
+/// client was shown last is what counts. (A server's later report at or below ours is held
+/// back by the caller's relay, as after a replay.)
+#[derive(Clone)]
+struct Reports {
+    sink: ProgressSink,
+    /// The highest progress sent so far (`-inf`: none).
+    high: Arc<Mutex<f64>>,
+}
+
+impl Reports {
+    fn new(sink: ProgressSink) -> Self {
+        Self {
+            sink,
+            high: Arc::new(Mutex::new(f64::NEG_INFINITY)),
+        }
+    }
+
+    /// The sink the server's reports go to, through this one.
+    fn upstream(&self) -> ProgressSink {
+        let this = self.clone();
+        Arc::new(move |p: Progress| {
+            {
+                let mut high = this.high.lock().expect("progress lock");
+                *high = high.max(p.progress);
+            }
+            (this.sink)(p);
+        })
+    }
+
+    /// A report of the gateway's own, the smallest step above the last one (0 if none).
+    fn say(&self, message: String) {
+        let progress = {
+            let mut high = self.high.lock().expect("progress lock");
+            *high = if high.is_finite() {
+                high.next_up()
+            } else {
+                0.0
+            };
+            *high
+        };
+        (self.sink)(Progress {
+            progress,
+            total: None,
+            message: Some(message),
+        });
+    }
+}
+
 /// Whether the tool says a repeated call is harmless (`readOnlyHint` or `idempotentHint`).
 fn annotated_safe(tool: &Tool) -> bool {
     tool.annotations
         .as_ref()
         .is_some_and(|a| a.read_only_hint == Some(true) || a.idempotent_hint == Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::store::MemorySecrets;
+
+    /// An upstream of `command args` (a real child process) and the token that stops it.
+    fn supervised(
+        name: &str,
+        command: &str,
+        args: &[&str],
+        limits: GatewayConfig,
+    ) -> (Upstream, CancellationToken) {
+        let shutdown = CancellationToken::new();
+        let config = ServerConfig {
+            name: name.to_owned(),
+            command: command.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            enabled: true,
+            ..Default::default()
+        };
+        let up = Upstream::spawn(
+            config,
+            limits,
+            Arc::new(MemorySecrets::default()),
+            EventBus::new(16),
+            shutdown.clone(),
+            &TaskTracker::new(),
+        );
+        (up, shutdown)
+    }
+
+    /// A sink that keeps every report it is given.
+    fn recording() -> (ProgressSink, Arc<Mutex<Vec<Progress>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let keep = seen.clone();
+        let sink: ProgressSink = Arc::new(move |p| keep.lock().unwrap().push(p));
+        (sink, seen)
+    }
+
+    #[test]
+    fn durations_read_in_tenths_below_ten_seconds_and_whole_seconds_above() {
+        assert_eq!(secs(Duration::from_millis(0)), "0.0 s");
+        assert_eq!(secs(Duration::from_millis(2_640)), "2.6 s");
+        assert_eq!(secs(Duration::from_millis(9_960)), "10 s");
+        assert_eq!(secs(Duration::from_millis(14_400)), "14 s");
+    }
+
+    #[test]
+    fn the_gateways_own_reports_go_on_above_the_servers() {
+        let (sink, seen) = recording();
+        let reports = Reports::new(sink);
+        reports.say("first".into());
+        let upstream = reports.upstream();
+        upstream(Progress {
+            progress: 3.0,
+            total: Some(5.0),
+            message: None,
+        });
+        reports.say("second".into());
+        let seen = seen.lock().unwrap();
+        let values: Vec<f64> = seen.iter().map(|p| p.progress).collect();
+        assert_eq!(values[..2], [0.0, 3.0]);
+        assert!(values[2] > 3.0 && values[2] < 3.001, "{values:?}");
+        assert_eq!(seen[2].message.as_deref(), Some("second"));
+        assert_eq!(seen[2].total, None);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_call_to_a_server_that_does_not_come_up_waits_restart_wait_and_names_its_state() {
+        // `sleep` never answers `initialize`: the server stays `starting`
+        let limits = GatewayConfig {
+            restart_wait_ms: 400,
+            start_timeout_ms: 20_000,
+            stop_grace_ms: 100,
+            ..Default::default()
+        };
+        let (up, shutdown) = supervised("sleepy", "sleep", &["30"], limits);
+        let (sink, seen) = recording();
+        let started = Instant::now();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            up.request("ping", json!({}), "ping", true, Some(sink), &shutdown),
+        )
+        .await
+        .expect("the wait is bounded");
+        let waited = started.elapsed();
+        let e = answer.expect_err("not running");
+        let text = e.to_string();
+        assert!(
+            matches!(
+                &e,
+                CallError::Unavailable {
+                    state: "starting",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(text.starts_with("server 'sleepy' is starting: "), "{text}");
+        assert!(text.contains("waited "), "{text}");
+        assert_eq!(e.code(), -32603);
+        assert!(waited >= Duration::from_millis(400), "{waited:?}");
+        assert!(waited < Duration::from_millis(2_400), "{waited:?}");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].progress, 0.0);
+        let told = seen[0].message.as_deref().unwrap();
+        assert!(told.starts_with("waiting for 'sleepy' to start"), "{told}");
+        shutdown.cancel();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_restart_due_after_restart_wait_fails_the_call_at_once() {
+        let limits = GatewayConfig {
+            restart_wait_ms: 500,
+            // the first delay is 15 to 30 s
+            backoff_initial_ms: 60_000,
+            ..Default::default()
+        };
+        let (up, shutdown) = supervised("dud", "sh", &["-c", "exit 3"], limits);
+        let mut rx = up.watch();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            rx.wait_for(|s| s.state == ServerState::Restarting),
+        )
+        .await
+        .expect("restarting in time")
+        .unwrap();
+        let next = up.status().next_attempt.expect("a next attempt");
+        let due = next.duration_since(std::time::Instant::now());
+        assert!(due > Duration::from_secs(10), "{due:?}");
+
+        let (sink, seen) = recording();
+        let started = Instant::now();
+        let e = tokio::time::timeout(
+            Duration::from_secs(5),
+            up.request("ping", json!({}), "ping", true, Some(sink), &shutdown),
+        )
+        .await
+        .expect("the wait is bounded")
+        .expect_err("not running");
+        // at once, not after restart_wait_ms
+        assert!(started.elapsed() < Duration::from_millis(400));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("server 'dud' is restarting: next attempt in "),
+            "{text}"
+        );
+        assert!(
+            text.contains("later than this call may wait (0.5 s); last error: ")
+                && text.contains("exited with code 3"),
+            "{text}"
+        );
+        assert!(seen.lock().unwrap().is_empty(), "no wait, nothing to tell");
+        shutdown.cancel();
+    }
 }

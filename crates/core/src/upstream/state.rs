@@ -36,6 +36,9 @@ pub struct Status {
     pub last_error: Option<String>,
     /// When the server entered `Running` (for uptime).
     pub running_since: Option<Instant>,
+    /// While `Restarting`: when the supervisor tries again (the end of its backoff), so that a
+    /// call can say how long it would wait, and not wait for an attempt beyond its bound.
+    pub next_attempt: Option<Instant>,
     pub conn: Option<Arc<Connection>>,
 }
 
@@ -55,6 +58,7 @@ impl Status {
             restarts: 0,
             last_error: None,
             running_since: None,
+            next_attempt: None,
             conn: None,
         }
     }
@@ -107,6 +111,16 @@ impl Inner {
     }
 
     pub(super) fn set_state(&self, state: ServerState, error: Option<String>) {
+        self.transition(state, error, None);
+    }
+
+    /// `Restarting` after `error`, the next attempt at `next_attempt`: one change, so that no
+    /// one sees the state without the time.
+    pub(super) fn set_restarting(&self, error: String, next_attempt: Instant) {
+        self.transition(ServerState::Restarting, Some(error), Some(next_attempt));
+    }
+
+    fn transition(&self, state: ServerState, error: Option<String>, next_attempt: Option<Instant>) {
         let mut changed = false;
         self.status.send_modify(|s| {
             changed = s.state != state;
@@ -114,6 +128,7 @@ impl Inner {
             if error.is_some() {
                 s.last_error = error.clone();
             }
+            s.next_attempt = next_attempt;
             if state != ServerState::Running {
                 s.conn = None;
                 s.pid = None;

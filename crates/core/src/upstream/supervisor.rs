@@ -349,7 +349,7 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
         }
         let delay = policy.delay(attempt);
         attempt += 1;
-        inner.set_state(ServerState::Restarting, Some(reason));
+        inner.set_restarting(reason, Instant::now() + delay);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = inner.shutdown.cancelled() => {

@@ -14,6 +14,7 @@ mod mcp;
 mod persistence;
 mod registration;
 mod remote;
+mod restart;
 mod roles;
 mod sessions;
 mod support;
