@@ -295,7 +295,7 @@ fn main() {
                 let (a, b) = (percentile(&first, p), percentile(&last, p));
                 let change = 100.0 * (us(b) - us(a)) / us(a);
                 println!(
-                    "| call latency p{:.0}, {}: last {k} vs first {k} | {:.0} → {:.0} µs ({change:+.1}%) | flat: within 20% | {} |",
+                    "| call latency p{:.0}, {}: last {k} vs first {k} | {:.0} → {:.0} µs ({change:+.1}%) | flat: at most 20% slower | {} |",
                     p * 100.0,
                     kind.name(),
                     us(a),
