@@ -6,6 +6,7 @@ notification calls with dbus-monitor, launches the app, and drives its tray menu
 the code pairs a client for real, Unpair (tray) revokes it, a killed server gives one crash
 notification, Quit exits cleanly with no child left. Every wait is bounded."""
 
+import atexit
 import json
 import os
 import re
@@ -32,6 +33,23 @@ def free_port() -> int:
 PORT = int(os.environ.get("SWITCHBOARD_TEST_PORT", "0")) or free_port()
 BASE = f"http://127.0.0.1:{PORT}"
 procs: list[subprocess.Popen] = []
+
+
+def _kill_procs() -> None:
+    """However the smoke test ends (a check that raised before finish(), SIGTERM from
+    `timeout`), every process it started goes with it."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+atexit.register(_kill_procs)
+# SIGTERM would end Python without running atexit handlers: make it an ordinary exit.
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 failures = 0
 passed = 0
 

@@ -11,6 +11,27 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
+// Gateways started here that are still running: however this script ends (a failed check, an
+// uncaught error, a signal), none of them outlives it.
+const running = new Set();
+const killRunning = () => {
+  for (const p of running) {
+    try {
+      p.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  running.clear();
+};
+process.on('exit', killRunning);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(sig, () => {
+    killRunning();
+    process.kill(process.pid, sig);
+  });
+}
+
 export const BIN = process.env.SWITCHBOARD_BIN;
 export const FIXTURE = process.env.SWITCHBOARD_FIXTURE_BIN;
 if (!BIN || !FIXTURE) throw new Error('set SWITCHBOARD_BIN and SWITCHBOARD_FIXTURE_BIN (scripts/test-ui does)');
@@ -80,6 +101,8 @@ export class Gateway {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, SWITCHBOARD_LOG: process.env.SWITCHBOARD_LOG ?? 'warn' },
     });
+    running.add(this.proc);
+    this.proc.once('exit', ((p) => () => running.delete(p))(this.proc));
     const keep = (d) => {
       this.log.push(d.toString());
       if (this.log.length > 200) this.log.shift();

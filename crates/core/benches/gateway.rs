@@ -23,12 +23,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::hub::{
+    FIXTURE, Http, Running, Ws, first_line, pair, start_gateway, switchboard, wait_tool, ws_open,
+};
 use common::{arg, children, cpu_time, percentile, rss_kib};
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -37,14 +38,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, oneshot};
 
-const FIXTURE: &str = env!("CARGO_BIN_EXE_switchboard-fixture");
-const SWITCHBOARD_BUILT: &str = env!("CARGO_BIN_EXE_switchboard");
-
-/// The gateway binary under test: this build's, or `SWITCHBOARD_BENCH_GATEWAY` (to measure an
-/// earlier build with the same bench).
-fn switchboard() -> String {
-    std::env::var("SWITCHBOARD_BENCH_GATEWAY").unwrap_or_else(|_| SWITCHBOARD_BUILT.to_owned())
-}
 /// The relay floor: one process that only forwards bytes (see its module docs).
 const RELAY: &str = env!("CARGO_BIN_EXE_switchboard-relay");
 
@@ -127,129 +120,6 @@ impl Stdio_ {
     }
 }
 
-/// Streamable HTTP client with its own session.
-struct Http {
-    client: reqwest::Client,
-    token: String,
-    url: String,
-    session: String,
-    next: AtomicU64,
-}
-
-impl Http {
-    async fn connect(url: &str, token: &str) -> Self {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(4)
-            .build()
-            .unwrap();
-        let resp = client
-            .post(url)
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(json!({"jsonrpc":"2.0","id":0,"method":"initialize",
-                "params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}).to_string())
-            .send()
-            .await
-            .unwrap();
-        let session = resp.headers()["mcp-session-id"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        resp.text().await.unwrap();
-        let h = Self {
-            client,
-            token: token.to_owned(),
-            url: url.to_owned(),
-            session,
-            next: AtomicU64::new(1),
-        };
-        h.post(json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
-            .await;
-        h
-    }
-
-    async fn post(&self, msg: Value) -> String {
-        self.client
-            .post(&self.url)
-            .bearer_auth(&self.token)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-session-id", &self.session)
-            .header("mcp-protocol-version", "2025-11-25")
-            .body(msg.to_string())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    async fn request(&self, mut msg: Value) -> Value {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        msg["id"] = json!(id);
-        let body = self.post(msg).await;
-        if body.starts_with('{') {
-            return serde_json::from_str(&body).unwrap(); // the fast path answers JSON
-        }
-        body.lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-            .map(|d| serde_json::from_str::<Value>(d).unwrap())
-            .find(|v| v["id"] == json!(id))
-            .expect("response")
-    }
-}
-
-type WsStream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// One `/ws` socket, used for one request at a time.
-struct Ws {
-    ws: WsStream,
-    next: u64,
-}
-
-async fn ws_open(url: &str, token: &str) -> WsStream {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    tokio_tungstenite::connect_async(req).await.unwrap().0
-}
-
-impl Ws {
-    async fn connect(url: &str, token: &str) -> Self {
-        Self {
-            ws: ws_open(url, token).await,
-            next: 1,
-        }
-    }
-
-    async fn request(&mut self, mut msg: Value) -> Value {
-        use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::Message;
-        let id = self.next;
-        self.next += 1;
-        msg["id"] = json!(id);
-        self.ws.send(Message::text(msg.to_string())).await.unwrap();
-        loop {
-            match self.ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(&t).unwrap();
-                    if v["id"] == json!(id) {
-                        return v;
-                    }
-                }
-                Some(Ok(_)) => {}
-                other => panic!("socket ended: {other:?}"),
-            }
-        }
-    }
-}
-
 fn ws_echo() -> Value {
     json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
         "params":{"name":"s0__echo","arguments":{"text":"ping"}}})
@@ -289,99 +159,6 @@ async fn stateless(client: &reqwest::Client, token: &str, url: &str, id: u64) ->
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-/// Kills the gateway however the bench ends (a panic included), so nothing is left running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_gateway(dir: &Path, servers: usize, tool: &str) -> (Running, String) {
-    let mut cfg = String::from("[auth]\ntoken_store = \"memory\"\n");
-    for i in 0..servers {
-        cfg.push_str(&format!(
-            "[[servers]]\nname = \"s{i}\"\ncommand = \"{FIXTURE}\"\n"
-        ));
-    }
-    std::fs::write(dir.join("config.toml"), cfg).unwrap();
-    let mut cmd = Command::new(switchboard());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(dir.join("config.toml"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("SWITCHBOARD_LOG", "warn")
-        .envs(
-            // the gateway's tokio worker threads, to compare (the bench's own are left alone)
-            std::env::var("SWITCHBOARD_BENCH_WORKERS").map(|n| ("TOKIO_WORKER_THREADS", n)),
-        );
-    let (running, line) = first_line(&mut cmd);
-    let base = line
-        .strip_prefix("Switchboard listening on ")
-        .unwrap()
-        .to_owned();
-    let _ = tool;
-    (running, format!("{base}/mcp"))
-}
-
-/// Starts `cmd` and returns it with the first line it prints (where it listens).
-fn first_line(cmd: &mut Command) -> (Running, String) {
-    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Running(child), line.trim().to_owned())
-}
-
-/// Pairs the bench client the way any client does: a code from `switchboard pair`, traded at
-/// `POST /pair`.
-async fn pair(dir: &Path, url: &str) -> String {
-    let out = Command::new(switchboard())
-        .args(["pair", "--data-dir"])
-        .arg(dir.join("data"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let code = stdout.lines().last().unwrap().to_owned();
-    let body: Value = reqwest::Client::new()
-        .post(url.replace("/mcp", "/pair"))
-        .json(&json!({"code": code, "name": "bench"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["token"].as_str().unwrap().to_owned()
-}
-
-async fn wait_tool(http: &Http, tool: &str, servers: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = http
-            .request(json!({"jsonrpc":"2.0","id":0,"method":"tools/list"}))
-            .await;
-        let n = v["result"]["tools"]
-            .as_array()
-            .map(|t| {
-                t.iter()
-                    .filter(|t| t["name"].as_str().unwrap_or("").ends_with(tool))
-                    .count()
-            })
-            .unwrap_or(0);
-        if n >= servers {
-            return;
-        }
-        assert!(Instant::now() < deadline, "servers never came up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Opens `n` authenticated `/ws` sockets (each an MCP session) and leaves them idle; returns
@@ -553,7 +330,7 @@ fn main() {
 
         let direct = Arc::new(Stdio_::start().await);
         let relay = Arc::new(Stdio_::relayed().await);
-        let (gw, url) = start_gateway(dir.path(), 1, "echo");
+        let (gw, url) = start_gateway(dir.path(), 1, "");
         let token = pair(dir.path(), &url).await;
         let http = Arc::new(Http::connect(&url, &token).await);
         wait_tool(&http, "__echo", 1).await;
@@ -694,7 +471,7 @@ fn main() {
 
             eprintln!("RSS with 10 servers…");
             let dir10 = tempfile::tempdir().unwrap();
-            let (gw10, url10) = start_gateway(dir10.path(), 10, "echo");
+            let (gw10, url10) = start_gateway(dir10.path(), 10, "");
             let token10 = pair(dir10.path(), &url10).await;
             let h10 = Http::connect(&url10, &token10).await;
             wait_tool(&h10, "__echo", 10).await;

@@ -7,11 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::hub::Running;
 use common::{arg, percentile, rss_kib};
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -80,30 +79,12 @@ fn project_dirs(prefix: &str, n: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-fn start_gateway(data: &Path) -> (Child, String) {
-    // Registration needs no tokens: keep them in memory (no keychain on a bench machine).
-    let config = data.join("bench.toml");
-    std::fs::create_dir_all(data).unwrap();
-    std::fs::write(&config, "[auth]\ntoken_store = \"memory\"\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .arg("--config")
-        .arg(&config)
-        .env("SWITCHBOARD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn switchboard");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("Switchboard listening on http://")
-        .expect("startup line")
-        .to_owned();
-    (child, format!("ws://{url}/ws/mcp"))
+/// The gateway on a temp config (tokens in memory: no keychain on a bench machine); returns it
+/// with its registration URL.
+fn start_gateway(dir: &Path) -> (Running, String) {
+    let (gw, url) = common::hub::start_gateway(dir, 0, "");
+    let url = url.replace("http://", "ws://").replace("/mcp", "/ws/mcp");
+    (gw, url)
 }
 
 fn main() {
@@ -113,8 +94,8 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let data = tempfile::tempdir().unwrap();
-        let (mut child, url) = start_gateway(data.path());
-        let pid = child.id();
+        let (gw, url) = start_gateway(data.path());
+        let pid = gw.pid();
         eprintln!("preparing {sockets} project directories…");
         let held_dirs = project_dirs("held-", sockets);
         let rt_dirs = project_dirs("rt-", 50);
@@ -188,16 +169,6 @@ fn main() {
         );
 
         drop(held);
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        gw.stop();
     });
 }

@@ -12,6 +12,7 @@ Run through scripts/test-clients (it builds the binaries and sets SWITCHBOARD_BI
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
@@ -222,6 +223,28 @@ class Gateway:
         return self.exit
 
 
+# Every gateway started here that is still running. However the test run ends (a failed test
+# that skipped its cleanup, an error, SIGTERM from `timeout`), none of them outlives it.
+_live: list[subprocess.Popen] = []
+
+
+def _kill_live() -> None:
+    for proc in _live:
+        if proc.poll() is None:
+            proc.kill()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+    _live.clear()
+
+
+atexit.register(_kill_live)
+# SIGTERM (what `timeout` sends) would end Python without running atexit handlers: make it
+# an ordinary exit, which does.
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def start_gateway(servers: list[dict]) -> Gateway:
     tmp = Path(tempfile.mkdtemp(prefix="switchboard-e2e-py-"))
     config = tmp / "config.toml"
@@ -239,6 +262,7 @@ def start_gateway(servers: list[dict]) -> Gateway:
             stderr=log,
             env=env,
         )
+    _live.append(proc)
     gw = Gateway(proc=proc, dir=tmp, log_path=log_path, data_dir=tmp / "data")
 
     lines: queue.Queue[str | None] = queue.Queue()

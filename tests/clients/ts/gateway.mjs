@@ -25,6 +25,35 @@ export const STOP_TIMEOUT_MS = 5_000;
 const targetDir = () =>
   process.env.CARGO_TARGET_DIR ?? join(homedir(), '.cache', 'switchboard', 'target');
 
+// Every process these helpers start, until it has exited. Whatever ends this test process (a
+// failed assertion, an uncaught error, the runner's timeout signal), none of them outlives it.
+const liveChildren = new Set();
+
+function track(child) {
+  liveChildren.add(child);
+  child.once('exit', () => liveChildren.delete(child));
+  return child;
+}
+
+function killLiveChildren() {
+  for (const child of liveChildren) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  liveChildren.clear();
+}
+
+process.on('exit', killLiveChildren);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(sig, () => {
+    killLiveChildren();
+    process.kill(process.pid, sig); // the listener is gone: die of the signal as before
+  });
+}
+
 function requiredEnv(name, fallback) {
   const value = process.env[name] ?? fallback;
   if (!value) {
@@ -119,14 +148,16 @@ export async function startGateway(servers, configOptions) {
   const dataDir = join(dir, 'data');
   await writeFile(configPath, configToml(servers, configOptions));
 
-  const child = spawn(
-    gatewayBin(),
-    ['serve', '--listen', '127.0.0.1:0', '--config', configPath, '--data-dir', dataDir],
-    {
-      cwd: dir,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, SWITCHBOARD_LOG: process.env.SWITCHBOARD_LOG ?? 'info', NO_COLOR: '1' },
-    },
+  const child = track(
+    spawn(
+      gatewayBin(),
+      ['serve', '--listen', '127.0.0.1:0', '--config', configPath, '--data-dir', dataDir],
+      {
+        cwd: dir,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, SWITCHBOARD_LOG: process.env.SWITCHBOARD_LOG ?? 'info', NO_COLOR: '1' },
+      },
+    ),
   );
   let stderr = '';
   child.stderr.setEncoding('utf8');
@@ -217,10 +248,12 @@ export async function startGateway(servers, configOptions) {
  */
 export function runCli(args, timeoutMs = REQUEST_TIMEOUT_MS) {
   return new Promise((resolveRun, reject) => {
-    const child = spawn(gatewayBin(), args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, NO_COLOR: '1' },
-    });
+    const child = track(
+      spawn(gatewayBin(), args, {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, NO_COLOR: '1' },
+      }),
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8');

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod hub;
+
 use std::time::Duration;
 
 /// `--name N` from the command line, or `default`.

@@ -2,7 +2,7 @@
 //! errors a person can meet at startup.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -16,7 +16,7 @@ fn memory_config(dir: &std::path::Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-fn spawn_serve(args: &[&str]) -> Child {
+fn spawn_serve(args: &[&str]) -> ChildGuard {
     let has_config = args.contains(&"--config");
     let dir = tempfile::tempdir().unwrap().keep();
     let mut cmd = Command::new(BIN);
@@ -26,9 +26,8 @@ fn spawn_serve(args: &[&str]) -> Child {
     }
     cmd.env("SWITCHBOARD_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn switchboard")
+        .stderr(Stdio::piped());
+    ChildGuard::spawn(&mut cmd)
 }
 
 /// `switchboard serve` on a free port with `config` and `data`, its output piped; the caller
@@ -50,7 +49,7 @@ fn serve_in(config: &str, data: &std::path::Path) -> Command {
 }
 
 /// Waits (bounded) for the child to exit and returns its code and stderr.
-fn finish(mut child: Child, within: Duration) -> (i32, String) {
+fn finish(mut child: ChildGuard, within: Duration) -> (i32, String) {
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -114,6 +113,41 @@ async fn serve_prints_its_address_and_stops_cleanly_on_sigterm() {
         !data.path().join("mcp.json").exists(),
         "discovery file removed at shutdown"
     );
+}
+
+/// Issue 14: a test that panics after starting the real binary must not leave it running.
+/// The child is started through the tests' one guard ([`ChildGuard`]) in a thread that then
+/// panics; once the thread has unwound, the process is gone.
+#[test]
+fn a_test_that_panics_after_starting_the_binary_leaves_no_process_behind() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let failed = std::thread::spawn(move || {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = spawn_serve(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data.path().to_string_lossy(),
+        ]);
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("Switchboard listening on"), "{line}");
+        tx.send(child.id()).unwrap();
+        panic!("deliberate: a test failing while its gateway runs");
+    })
+    .join();
+    assert!(failed.is_err(), "the thread panicked");
+    let pid = rx.recv().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(state) = process_state(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "switchboard (pid {pid}, state {state}) still there 10 s after its test panicked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -198,12 +232,12 @@ fn insisting_on_a_keychain_without_one_says_so_and_starts_nothing() {
     )
     .unwrap();
     // no D-Bus session bus: no Secret Service
-    let child = serve_in(&cfg.to_string_lossy(), data.path())
-        .env_remove("DBUS_SESSION_BUS_ADDRESS")
-        .env("XDG_RUNTIME_DIR", data.path())
-        .env("SWITCHBOARD_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let child = ChildGuard::spawn(
+        serve_in(&cfg.to_string_lossy(), data.path())
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env("XDG_RUNTIME_DIR", data.path())
+            .env("SWITCHBOARD_LOG", "warn"),
+    );
     let (code, stderr) = finish(child, Duration::from_secs(20));
     assert_eq!(code, 1);
     assert!(
@@ -224,12 +258,12 @@ async fn without_a_keychain_serve_falls_back_to_an_owner_only_file_and_pairs() {
         "[auth]\nkeychain_service = \"switchboard-test-absent\"\n",
     )
     .unwrap();
-    let mut child = serve_in(&cfg.to_string_lossy(), data.path())
-        .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent")
-        .env("XDG_RUNTIME_DIR", data.path())
-        .env("SWITCHBOARD_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::spawn(
+        serve_in(&cfg.to_string_lossy(), data.path())
+            .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent")
+            .env("XDG_RUNTIME_DIR", data.path())
+            .env("SWITCHBOARD_LOG", "warn"),
+    );
     let base = listening_base(&mut child).await;
     let token = pair_with_cli(&base, data.path(), "headless").await;
     let r = reqwest::Client::new()
@@ -407,10 +441,9 @@ fn connect_without_a_token_says_how_to_pair() {
 async fn tokens_never_reach_the_logs_even_at_trace_level() {
     let data = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = serve_in(&memory_config(dir.path()), data.path())
-        .env("SWITCHBOARD_LOG", "trace")
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::spawn(
+        serve_in(&memory_config(dir.path()), data.path()).env("SWITCHBOARD_LOG", "trace"),
+    );
     let base = listening_base(&mut child).await;
     let token = pair_with_cli(&base, data.path(), "log-check").await;
     let client = reqwest::Client::new();
@@ -456,13 +489,13 @@ async fn tokens_never_reach_the_logs_even_at_trace_level() {
 #[test]
 fn the_relay_forwards_both_ways_and_ends_with_its_child() {
     use std::io::Write as _;
-    let mut relay = Command::new(env!("CARGO_BIN_EXE_switchboard-relay"))
-        .arg(FIXTURE)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut relay = ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_switchboard-relay"))
+            .arg(FIXTURE)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let mut stdin = relay.stdin.take().unwrap();
     let mut stdout = BufReader::new(relay.stdout.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();

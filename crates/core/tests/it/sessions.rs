@@ -487,16 +487,16 @@ async fn the_legacy_query_token_never_reaches_a_log_line() {
     std::fs::write(&config, "[auth]\ntoken_store = \"memory\"\n").unwrap();
     let data = dir.path().join("data");
     // the real binary, logging everything
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .env("SWITCHBOARD_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::spawn(
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .env("SWITCHBOARD_LOG", "trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let mut stderr = child.stderr.take().unwrap();
     let logs = std::thread::spawn(move || {
         let mut all = String::new();

@@ -716,6 +716,57 @@ pub fn process_state(pid: u32) -> Option<char> {
 /// The real `switchboard` binary, for tests that run it as a child process.
 pub const SWITCHBOARD_BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
+/// A child process that is killed and reaped when dropped, so that a test that fails (panics)
+/// after starting one leaves nothing running. Every test that starts a process with
+/// `std::process::Command` holds it in one of these; it derefs to the [`Child`] it wraps.
+/// (Tokio's commands get the same from `kill_on_drop(true)`.)
+///
+/// [`Child`]: std::process::Child
+pub struct ChildGuard(std::process::Child);
+
+impl ChildGuard {
+    pub fn spawn(cmd: &mut std::process::Command) -> Self {
+        Self(cmd.spawn().expect("spawn child process"))
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    /// SIGTERM first, so that a gateway stops its own servers on the way out; SIGKILL if it has
+    /// not gone within [`WAIT`]; reaped either way. A child already waited for is left alone
+    /// (its pid may belong to another process by now).
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The base URL (`http://127.0.0.1:<port>`) a `switchboard serve` child prints on its first
 /// line; its stdout must be piped. Waits at most [`WAIT`].
 pub async fn listening_base(child: &mut std::process::Child) -> String {
@@ -744,6 +795,7 @@ pub async fn pair_with_cli(base: &str, data: &Path, name: &str) -> String {
         tokio::process::Command::new(SWITCHBOARD_BIN)
             .args(["pair", "--data-dir"])
             .arg(data)
+            .kill_on_drop(true)
             .output(),
     )
     .await

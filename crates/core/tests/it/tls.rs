@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -229,7 +229,8 @@ impl Drop for TlsPeer {
 /// The `switchboard serve` child with remote servers `web` (`https://`) and `sock` (`wss://`),
 /// and a token paired with it. Killed when dropped.
 struct Gateway {
-    child: Child,
+    /// Killed on drop (a failing test leaves no gateway behind).
+    _child: ChildGuard,
     base: String,
     token: String,
     stderr: PathBuf,
@@ -268,11 +269,11 @@ impl Gateway {
         if let Some(ca) = ca {
             cmd.env("SSL_CERT_FILE", ca);
         }
-        let mut child = cmd.spawn().expect("spawn switchboard");
+        let mut child = ChildGuard::spawn(&mut cmd);
         let base = listening_base(&mut child).await;
         let token = pair_with_cli(&base, &data, "tls-test").await;
         Self {
-            child,
+            _child: child,
             base,
             token,
             stderr,
@@ -319,13 +320,6 @@ impl Gateway {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,0 +1,314 @@
+//! Soak: many short MCP sessions against the real `switchboard` binary (one fixture server),
+//! and whether the gateway gives back what they took.
+//!
+//! 1. idle RSS, after start and a few warm-up sessions;
+//! 2. N sessions over `/mcp`: `initialize`, `notifications/initialized`, one `tools/call` of
+//!    `s0__echo`, `DELETE /mcp`;
+//! 3. N sessions over `/ws`: connect, the same three messages, a proper close;
+//! 4. N abandoned sessions over `/mcp` (no `DELETE`) and N over `/ws` (the TCP stream dropped,
+//!    no close frame);
+//! 5. RSS right after, then, once the idle sessions have had time to expire
+//!    (`[gateway] session_idle_ms`, written into the config when this build knows the key),
+//!    `GET /api/sessions` polled (bounded) until it lists none, and RSS again;
+//! 6. whether the `tools/call` latency stays flat: the first 1000 sessions of each kind against
+//!    the last 1000.
+//!
+//! Sessions run on 8 workers; progress goes to stderr every 10%.
+//!
+//! `cargo bench -p switchboard-core --bench soak [-- --sessions N --workers W --idle-ms MS]`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::hub::{
+    Http, Ws, api_sessions, echo, initialize, initialized, pair, switchboard, try_start_gateway,
+    wait_tool,
+};
+use common::{arg, percentile, rss_kib};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOOL: &str = "s0__echo";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Mcp,
+    Ws,
+    McpAbandoned,
+    WsAbandoned,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Mcp => "/mcp, deleted",
+            Kind::Ws => "/ws, closed",
+            Kind::McpAbandoned => "/mcp, abandoned (no DELETE)",
+            Kind::WsAbandoned => "/ws, abandoned (TCP dropped)",
+        }
+    }
+}
+
+/// What every session needs: where the gateway is and a client whose connections the `/mcp`
+/// sessions share (sessions are what this measures, not TCP connections).
+struct Ctx {
+    url: String,
+    ws_url: String,
+    token: String,
+    client: reqwest::Client,
+    pid: u32,
+}
+
+/// One session of `kind`, start to end; returns how long its `tools/call` took.
+async fn session(ctx: &Ctx, kind: Kind) -> Duration {
+    match kind {
+        Kind::Mcp | Kind::McpAbandoned => {
+            let http = Http::connect_with(ctx.client.clone(), &ctx.url, &ctx.token).await;
+            let t0 = Instant::now();
+            let v = http.request(echo(TOOL)).await;
+            let took = t0.elapsed();
+            assert!(v["result"]["content"].is_array(), "{v}");
+            if kind == Kind::Mcp {
+                let status = http.delete().await;
+                assert!((200..300).contains(&status), "DELETE /mcp: {status}");
+            }
+            took
+        }
+        Kind::Ws | Kind::WsAbandoned => {
+            // as browsers do: a notification then a request, with no delayed-ACK wait between
+            let mut ws = Ws::connect_with(&ctx.ws_url, &ctx.token, true).await;
+            let init = ws.request(initialize()).await;
+            assert!(init.get("result").is_some(), "{init}");
+            ws.notify(initialized()).await;
+            let t0 = Instant::now();
+            let v = ws.request(echo(TOOL)).await;
+            let took = t0.elapsed();
+            assert!(v["result"]["content"].is_array(), "{v}");
+            if kind == Kind::Ws {
+                ws.close().await;
+            } else {
+                drop(ws); // no close frame: the TCP stream just goes
+            }
+            took
+        }
+    }
+}
+
+/// `n` sessions of `kind` on `workers` workers; the call latencies by session number.
+async fn phase(ctx: &Arc<Ctx>, kind: Kind, n: usize, workers: usize) -> Vec<Duration> {
+    eprintln!("{n} sessions, {}…", kind.name());
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let times = Arc::new(Mutex::new(vec![Duration::ZERO; n]));
+    let recent = Arc::new(Mutex::new(Vec::new()));
+    let step = (n / 10).max(1);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (ctx, next, done, times, recent) = (
+                ctx.clone(),
+                next.clone(),
+                done.clone(),
+                times.clone(),
+                recent.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let took = session(&ctx, kind).await;
+                    times.lock().unwrap()[i] = took;
+                    recent.lock().unwrap().push(took);
+                    let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if d.is_multiple_of(step) || d == n {
+                        let mut r = std::mem::take(&mut *recent.lock().unwrap());
+                        r.sort();
+                        if r.is_empty() {
+                            r.push(took);
+                        }
+                        eprintln!(
+                            "  {d}/{n} ({:.0} s): gateway RSS {:.1} MiB, recent call p50 {:.0} µs p99 {:.0} µs",
+                            started.elapsed().as_secs_f64(),
+                            rss_kib(ctx.pid) as f64 / 1024.0,
+                            us(percentile(&r, 0.5)),
+                            us(percentile(&r, 0.99)),
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    Arc::try_unwrap(times).unwrap().into_inner().unwrap()
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+/// `/api/sessions` as "N sessions, W sockets".
+async fn count(ctx: &Ctx) -> (usize, u64) {
+    let v = api_sessions(&ctx.client, &ctx.url, &ctx.token).await;
+    (
+        v["sessions"].as_array().map(Vec::len).unwrap_or(0),
+        v["ws"].as_u64().unwrap_or(0),
+    )
+}
+
+fn main() {
+    let n: usize = arg("--sessions", 100_000);
+    let workers: usize = arg("--workers", 8);
+    let idle_ms: u64 = arg("--idle-ms", 20_000);
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let dir = tempfile::tempdir().unwrap();
+        eprintln!("gateway under test: {}", switchboard());
+        let idle_key = format!("[gateway]\nsession_idle_ms = {idle_ms}\n");
+        let (gw, url, expiry_configured) = match try_start_gateway(dir.path(), 1, &idle_key) {
+            Ok((gw, url)) => (gw, url, true),
+            Err(e) if e.contains("session_idle_ms") => {
+                eprintln!(
+                    "this build does not know [gateway] session_idle_ms; running without it \
+                     (sessions may never expire)"
+                );
+                let (gw, url) = try_start_gateway(dir.path(), 1, "").unwrap();
+                (gw, url, false)
+            }
+            Err(e) => panic!("gateway did not start: {e}"),
+        };
+        let token = pair(dir.path(), &url).await;
+        let ctx = Arc::new(Ctx {
+            ws_url: url.replace("http://", "ws://").replace("/mcp", "/ws"),
+            url: url.clone(),
+            token: token.clone(),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(workers)
+                .build()
+                .unwrap(),
+            pid: gw.pid(),
+        });
+        let probe = Http::connect(&url, &token).await;
+        wait_tool(&probe, TOOL, 1).await;
+        probe.delete().await;
+        drop(probe);
+
+        let mut counts = Vec::new();
+        for kind in [Kind::Mcp, Kind::Ws] {
+            for _ in 0..20 {
+                session(&ctx, kind).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle = rss_kib(ctx.pid);
+        counts.push(("after start and warm-up".to_owned(), count(&ctx).await));
+        eprintln!("idle RSS {:.1} MiB", mib(idle));
+
+        let started = Instant::now();
+        let mut latencies = Vec::new();
+        for kind in [Kind::Mcp, Kind::Ws, Kind::McpAbandoned, Kind::WsAbandoned] {
+            let times = phase(&ctx, kind, n, workers).await;
+            counts.push((format!("after {n} sessions {}", kind.name()), count(&ctx).await));
+            latencies.push((kind, times));
+        }
+        let run_time = started.elapsed();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after_run = rss_kib(ctx.pid);
+
+        // the gateway sweeps idle sessions: their idle time, plus a sweep's slack
+        let bound = Duration::from_millis(idle_ms) + Duration::from_secs(10);
+        eprintln!(
+            "waiting up to {:.0} s for the sessions to expire…",
+            bound.as_secs_f64()
+        );
+        let deadline = Instant::now() + bound;
+        let waited = Instant::now();
+        let mut left = count(&ctx).await;
+        while left.0 > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            left = count(&ctx).await;
+        }
+        let waited = waited.elapsed();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after_expiry = rss_kib(ctx.pid);
+        counts.push((
+            format!("after the expiry wait ({:.0} s)", waited.as_secs_f64()),
+            left,
+        ));
+        drop(gw);
+
+        let pct = |kib: u64| 100.0 * (kib as f64 - idle as f64) / idle as f64;
+        println!();
+        println!(
+            "soak bench ({n} sessions of each kind, {workers} workers, {:.0} s; session_idle_ms = {})",
+            run_time.as_secs_f64(),
+            if expiry_configured {
+                idle_ms.to_string()
+            } else {
+                "not known to this build".to_owned()
+            }
+        );
+        println!("| figure | measured | target | |");
+        println!("|---|---|---|---|");
+        println!("| idle RSS (after warm-up) | {:.1} MiB | — | |", mib(idle));
+        println!(
+            "| RSS after the run | {:.1} MiB ({:+.1}% of idle) | within 10% of idle | {} |",
+            mib(after_run),
+            pct(after_run),
+            verdict(pct(after_run) <= 10.0)
+        );
+        println!(
+            "| RSS after expiry | {:.1} MiB ({:+.1}% of idle) | within 10% of idle | {} |",
+            mib(after_expiry),
+            pct(after_expiry),
+            verdict(pct(after_expiry) <= 10.0)
+        );
+        println!(
+            "| sessions listed after the expiry wait | {} | 0 | {} |",
+            left.0,
+            verdict(left.0 == 0)
+        );
+        let k = 1000.min(n / 2).max(1);
+        for (kind, times) in &latencies {
+            let mut first = times[..k].to_vec();
+            let mut last = times[times.len() - k..].to_vec();
+            first.sort();
+            last.sort();
+            for p in [0.5, 0.99] {
+                let (a, b) = (percentile(&first, p), percentile(&last, p));
+                let change = 100.0 * (us(b) - us(a)) / us(a);
+                println!(
+                    "| call latency p{:.0}, {}: last {k} vs first {k} | {:.0} → {:.0} µs ({change:+.1}%) | flat: at most 20% slower | {} |",
+                    p * 100.0,
+                    kind.name(),
+                    us(a),
+                    us(b),
+                    verdict(change <= 20.0)
+                );
+            }
+        }
+        println!();
+        println!("| `/api/sessions` | sessions listed | `/ws` sockets open |");
+        println!("|---|---|---|");
+        for (when, (sessions, sockets)) in &counts {
+            println!("| {when} | {sessions} | {sockets} |");
+        }
+    });
+}
