@@ -1,12 +1,13 @@
-//! Chaos: 16 `/mcp` clients call `s0__echo` in a loop against the real `switchboard` binary
+//! Chaos: 16 `/mcp` clients call `s0__echo` (replayed after a crash) and `s0__slow_write`
+//! (never replayed: a call cut by a kill fails) in a loop against the real `switchboard` binary
 //! while the bench `kill -9`s the fixture server (the gateway's child, found in `/proc`) every
 //! second. What it checks: every call ends within its bound (`restart_wait_ms` + the call
 //! timeout), every error names the server, and no child is left behind: no zombies, never more
 //! than one live server process, none once the gateway has stopped.
 //!
 //! The gateway runs with `max_crashes` high (else the server is marked `failed` after five kills
-//! and there is nothing left to restart) and `backoff_max_ms = 1000` (so it is back every second);
-//! `[gateway] restart_wait_ms` is written into the config when this build knows the key.
+//! and there is nothing left to restart), `backoff_max_ms = 1000` (so it is back every second)
+//! and `[gateway] restart_wait_ms`.
 //!
 //! `cargo bench -p switchboard-core --bench chaos [-- --seconds S --clients N
 //!  --call-timeout-ms MS --restart-wait-ms MS]`
@@ -15,14 +16,14 @@
 
 mod common;
 use common::children;
-use common::hub::{FIXTURE, Http, echo, pair, switchboard, try_start_gateway, wait_tool};
+use common::hub::{FIXTURE, Http, echo, pair, start_gateway, switchboard, wait_tool};
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// How one call went.
 enum Outcome {
@@ -98,15 +99,7 @@ fn main() {
              backoff_max_ms = 1000\n"
         );
         let with_wait = format!("{base}restart_wait_ms = {restart_wait_ms}\n");
-        let (gw, url, wait_configured) = match try_start_gateway(dir.path(), 1, &with_wait) {
-            Ok((gw, url)) => (gw, url, true),
-            Err(e) if e.contains("restart_wait_ms") => {
-                eprintln!("this build does not know [gateway] restart_wait_ms; running without it");
-                let (gw, url) = try_start_gateway(dir.path(), 1, &base).unwrap();
-                (gw, url, false)
-            }
-            Err(e) => panic!("gateway did not start: {e}"),
-        };
+        let (gw, url) = start_gateway(dir.path(), 1, &with_wait);
         let gw_pid = gw.pid();
         let token = pair(dir.path(), &url).await;
         let probe = Http::connect(&url, &token).await;
@@ -122,19 +115,29 @@ fn main() {
             sessions.push(Http::connect_with(client.clone(), &url, &token).await);
         }
 
-        eprintln!("{clients} clients calling s0__echo for {secs} s, the server kill -9'd every second…");
+        eprintln!("{clients} clients calling s0__echo (replayed) and s0__slow_write (never replayed) for {secs} s, the server kill -9'd every second…");
         let end = Instant::now() + Duration::from_secs(secs);
         // (ok, failed, longest, errors by message)
         type Tally = (u64, u64, Duration, BTreeMap<String, u64>);
         let tally: Arc<Mutex<Tally>> = Arc::default();
         let callers: Vec<_> = sessions
             .into_iter()
-            .map(|http| {
+            .enumerate()
+            .map(|(i, http)| {
                 let tally = tally.clone();
+                // half call a tool that is replayed after a crash, half one that never is (a
+                // call cut by a kill fails, and its error must name the server)
+                let call = if i % 2 == 0 {
+                    echo("s0__echo")
+                } else {
+                    json!({"jsonrpc": "2.0", "id": 0, "method": "tools/call",
+                           "params": {"name": "s0__slow_write",
+                                      "arguments": {"steps": 2, "step_ms": 5}}})
+                };
                 tokio::spawn(async move {
                     while Instant::now() < end {
                         let t0 = Instant::now();
-                        let o = outcome(http.try_request(echo("s0__echo")).await);
+                        let o = outcome(http.try_request(call.clone()).await);
                         let took = t0.elapsed();
                         let mut t = tally.lock().unwrap();
                         t.2 = t.2.max(took);
@@ -191,11 +194,7 @@ fn main() {
         println!();
         println!(
             "chaos bench ({clients} clients × {secs} s, call_timeout_ms = {call_timeout_ms}, restart_wait_ms = {}; gateway stopped {})",
-            if wait_configured {
-                restart_wait_ms.to_string()
-            } else {
-                "not known to this build".to_owned()
-            },
+            restart_wait_ms,
             match stopped {
                 Some(s) if s.success() => "cleanly".to_owned(),
                 Some(s) => format!("with {s}"),

@@ -1,15 +1,17 @@
 //! Soak: many short MCP sessions against the real `switchboard` binary (one fixture server),
 //! and whether the gateway gives back what they took.
 //!
-//! 1. idle RSS, after start and a few warm-up sessions;
+//! 1. idle RSS, after start, 1,500 warm-up sessions over each of `/mcp` and `/ws` (they fill the
+//!    bounded call history and event ring) and 15 s of rest;
 //! 2. N sessions over `/mcp`: `initialize`, `notifications/initialized`, one `tools/call` of
 //!    `s0__echo`, `DELETE /mcp`;
-//! 3. N sessions over `/ws`: connect, the same three messages, a proper close;
-//! 4. N abandoned sessions over `/mcp` (no `DELETE`) and N over `/ws` (the TCP stream dropped,
-//!    no close frame);
-//! 5. RSS right after, then, once the idle sessions have had time to expire
-//!    (`[gateway] session_idle_ms`, written into the config when this build knows the key),
-//!    `GET /api/sessions` polled (bounded) until it lists none, and RSS again;
+//! 3. N sessions over `/ws`: connect, the same three messages, a proper close; and N whose TCP
+//!    stream is dropped without a close frame; then RSS, against the idle RSS;
+//! 4. twice: N abandoned sessions over `/mcp` (no `DELETE`), RSS with them alive, then once
+//!    they have had time to expire (`[gateway] session_idle_ms`), `GET /api/sessions` polled
+//!    (bounded) until it lists none, and RSS again; the second round shows whether the memory
+//!    of the first was reused (the allocator keeps it for the next sessions) or kept (a leak);
+//! 5. what `/api/sessions` says every per-session and per-call structure still holds (`held`);
 //! 6. whether the `tools/call` latency stays flat: the first 1000 sessions of each kind against
 //!    the last 1000.
 //!
@@ -21,7 +23,7 @@
 
 mod common;
 use common::hub::{
-    Http, Ws, api_sessions, echo, initialize, initialized, pair, switchboard, try_start_gateway,
+    Http, Ws, api_sessions, echo, initialize, initialized, pair, start_gateway, switchboard,
     wait_tool,
 };
 use common::{arg, percentile, rss_kib};
@@ -31,6 +33,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOOL: &str = "s0__echo";
+
+/// Sessions of each of two kinds before the idle baseline is taken.
+const WARM_UP: usize = 1500;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -160,19 +165,50 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
-/// `/api/sessions` as "N sessions, W sockets".
-async fn count(ctx: &Ctx) -> (usize, u64) {
+/// `/api/sessions` as (sessions listed, `/ws` sockets open, the gateway's tasks alive).
+async fn count(ctx: &Ctx) -> (usize, u64, u64) {
     let v = api_sessions(&ctx.client, &ctx.url, &ctx.token).await;
     (
         v["sessions"].as_array().map(Vec::len).unwrap_or(0),
         v["ws"].as_u64().unwrap_or(0),
+        v["tasks_alive"].as_u64().unwrap_or(0),
     )
+}
+
+/// Polls `/api/sessions` until it lists none, at most the idle time plus a sweep's slack.
+async fn wait_expiry(ctx: &Ctx, idle_ms: u64) -> ((usize, u64, u64), Duration) {
+    let bound = Duration::from_millis(idle_ms) + Duration::from_secs(10);
+    eprintln!(
+        "waiting up to {:.0} s for the sessions to expire…",
+        bound.as_secs_f64()
+    );
+    let started = Instant::now();
+    let mut left = count(ctx).await;
+    while left.0 > 0 && started.elapsed() < bound {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        left = count(ctx).await;
+    }
+    (left, started.elapsed())
+}
+
+/// The gateway's RSS once it is within 10% of `idle`, polled for at most 30 s (the allocator
+/// hands freed memory back over seconds), and how long that took.
+async fn settle(ctx: &Ctx, idle: u64) -> (u64, Duration) {
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss = rss_kib(ctx.pid);
+        if rss as f64 <= idle as f64 * 1.1 || started.elapsed() >= Duration::from_secs(30) {
+            return (rss, started.elapsed());
+        }
+    }
 }
 
 fn main() {
     let n: usize = arg("--sessions", 100_000);
     let workers: usize = arg("--workers", 8);
     let idle_ms: u64 = arg("--idle-ms", 20_000);
+    let rounds_n: usize = arg("--rounds", 2).max(2);
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -182,18 +218,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         eprintln!("gateway under test: {}", switchboard());
         let idle_key = format!("[gateway]\nsession_idle_ms = {idle_ms}\n");
-        let (gw, url, expiry_configured) = match try_start_gateway(dir.path(), 1, &idle_key) {
-            Ok((gw, url)) => (gw, url, true),
-            Err(e) if e.contains("session_idle_ms") => {
-                eprintln!(
-                    "this build does not know [gateway] session_idle_ms; running without it \
-                     (sessions may never expire)"
-                );
-                let (gw, url) = try_start_gateway(dir.path(), 1, "").unwrap();
-                (gw, url, false)
-            }
-            Err(e) => panic!("gateway did not start: {e}"),
-        };
+        let (gw, url) = start_gateway(dir.path(), 1, &idle_key);
         let token = pair(dir.path(), &url).await;
         let ctx = Arc::new(Ctx {
             ws_url: url.replace("http://", "ws://").replace("/mcp", "/ws"),
@@ -211,79 +236,103 @@ fn main() {
         drop(probe);
 
         let mut counts = Vec::new();
+        // The warm-up fills what is bounded but kept on purpose: the dashboard's call history
+        // (2,000 calls), the event ring (4,096 events), the HTTP connections' buffers. The
+        // idle baseline is a hub that has served a while, then rested.
         for kind in [Kind::Mcp, Kind::Ws] {
-            for _ in 0..20 {
-                session(&ctx, kind).await;
-            }
+            phase(&ctx, kind, WARM_UP, workers).await;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
         let idle = rss_kib(ctx.pid);
         counts.push(("after start and warm-up".to_owned(), count(&ctx).await));
         eprintln!("idle RSS {:.1} MiB", mib(idle));
 
         let started = Instant::now();
         let mut latencies = Vec::new();
-        for kind in [Kind::Mcp, Kind::Ws, Kind::McpAbandoned, Kind::WsAbandoned] {
+        // sessions that end: deleted, closed, dropped
+        for kind in [Kind::Mcp, Kind::Ws, Kind::WsAbandoned] {
             let times = phase(&ctx, kind, n, workers).await;
             counts.push((format!("after {n} sessions {}", kind.name()), count(&ctx).await));
             latencies.push((kind, times));
         }
-        let run_time = started.elapsed();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let after_run = rss_kib(ctx.pid);
-
-        // the gateway sweeps idle sessions: their idle time, plus a sweep's slack
-        let bound = Duration::from_millis(idle_ms) + Duration::from_secs(10);
-        eprintln!(
-            "waiting up to {:.0} s for the sessions to expire…",
-            bound.as_secs_f64()
-        );
-        let deadline = Instant::now() + bound;
-        let waited = Instant::now();
-        let mut left = count(&ctx).await;
-        while left.0 > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            left = count(&ctx).await;
+        let (after_run, run_settled) = settle(&ctx, idle).await;
+        // sessions left to expire, twice: the second round shows whether what the first took
+        // is reused (the allocator keeps it) or kept (a leak)
+        let mut rounds = Vec::new();
+        for round in 1..=rounds_n {
+            let times = phase(&ctx, Kind::McpAbandoned, n, workers).await;
+            counts.push((
+                format!("after {n} sessions {} (round {round})", Kind::McpAbandoned.name()),
+                count(&ctx).await,
+            ));
+            if round == 1 {
+                latencies.push((Kind::McpAbandoned, times));
+            }
+            let peak = rss_kib(ctx.pid);
+            let (left, waited) = wait_expiry(&ctx, idle_ms).await;
+            counts.push((
+                format!("after the expiry wait of round {round} ({:.0} s)", waited.as_secs_f64()),
+                left,
+            ));
+            let (after, settled) = settle(&ctx, idle).await;
+            rounds.push((peak, after, left.0, settled));
         }
-        let waited = waited.elapsed();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let after_expiry = rss_kib(ctx.pid);
-        counts.push((
-            format!("after the expiry wait ({:.0} s)", waited.as_secs_f64()),
-            left,
-        ));
+        let run_time = started.elapsed();
+        let held = api_sessions(&ctx.client, &ctx.url, &ctx.token).await["held"].clone();
         drop(gw);
-
         let pct = |kib: u64| 100.0 * (kib as f64 - idle as f64) / idle as f64;
         println!();
         println!(
-            "soak bench ({n} sessions of each kind, {workers} workers, {:.0} s; session_idle_ms = {})",
+            "soak bench ({n} sessions of each kind, {workers} workers, {:.0} s; session_idle_ms = {idle_ms})",
             run_time.as_secs_f64(),
-            if expiry_configured {
-                idle_ms.to_string()
-            } else {
-                "not known to this build".to_owned()
-            }
         );
         println!("| figure | measured | target | |");
         println!("|---|---|---|---|");
         println!("| idle RSS (after warm-up) | {:.1} MiB | — | |", mib(idle));
         println!(
-            "| RSS after the run | {:.1} MiB ({:+.1}% of idle) | within 10% of idle | {} |",
+            "| RSS after {n} sessions of each kind that end (deleted, closed, dropped) | {:.1} MiB ({:+.1}% of idle, {:.0} s after) | within 10% of idle | {} |",
             mib(after_run),
             pct(after_run),
+            run_settled.as_secs_f64(),
             verdict(pct(after_run) <= 10.0)
         );
+        for (i, (peak, after, left, settled)) in rounds.iter().enumerate() {
+            println!(
+                "| round {}: RSS with {n} abandoned /mcp sessions alive → after they expired | {:.1} → {:.1} MiB ({:+.1}% of idle, {:.0} s after) | within 10% of idle | {} |",
+                i + 1,
+                mib(*peak),
+                mib(*after),
+                pct(*after),
+                settled.as_secs_f64(),
+                verdict(pct(*after) <= 10.0)
+            );
+            println!(
+                "| round {}: sessions listed after the expiry wait | {left} | 0 | {} |",
+                i + 1,
+                verdict(*left == 0)
+            );
+        }
+        let growth = rounds[rounds_n - 1].1 as f64 - rounds[rounds_n - 2].1 as f64;
         println!(
-            "| RSS after expiry | {:.1} MiB ({:+.1}% of idle) | within 10% of idle | {} |",
-            mib(after_expiry),
-            pct(after_expiry),
-            verdict(pct(after_expiry) <= 10.0)
+            "| RSS after round {rounds_n}'s expiry − after round {}'s (memory kept per abandoned session) | {:+.1} MiB ({:+.0} B per session) | ≈ 0 | {} |",
+            rounds_n - 1,
+            growth / 1024.0,
+            growth * 1024.0 / n as f64,
+            verdict(growth <= 0.02 * rounds[0].1 as f64)
         );
+        let nonzero: Vec<String> = held
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, v)| **v != 0)
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect()
+            })
+            .unwrap_or_default();
         println!(
-            "| sessions listed after the expiry wait | {} | 0 | {} |",
-            left.0,
-            verdict(left.0 == 0)
+            "| structures holding anything at the end (`held` of `/api/sessions`) | {} | none | {} |",
+            if nonzero.is_empty() { "none".to_owned() } else { nonzero.join(", ") },
+            verdict(nonzero.is_empty() && held.is_object())
         );
         let k = 1000.min(n / 2).max(1);
         for (kind, times) in &latencies {
@@ -305,10 +354,10 @@ fn main() {
             }
         }
         println!();
-        println!("| `/api/sessions` | sessions listed | `/ws` sockets open |");
-        println!("|---|---|---|");
-        for (when, (sessions, sockets)) in &counts {
-            println!("| {when} | {sessions} | {sockets} |");
+        println!("| `/api/sessions` | sessions listed | `/ws` sockets open | gateway tasks alive |");
+        println!("|---|---|---|---|");
+        for (when, (sessions, sockets, tasks)) in &counts {
+            println!("| {when} | {sessions} | {sockets} | {tasks} |");
         }
     });
 }

@@ -29,6 +29,13 @@
 //! - [`discovery`]: `mcp.json` in the data dir, announcing the running gateway's URL.
 //! - [`connect`]: `switchboard connect`, the stdio bridge for clients that only spawn servers.
 
+/// What every binary linking the core allocates with (the headless gateway, the app, tests):
+/// jemalloc, whose background thread hands freed memory back to the system within seconds, so
+/// RSS comes back down after thousands of sessions have ended (glibc's malloc kept the peak).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod auth;
 pub(crate) mod calls;
 pub mod config;

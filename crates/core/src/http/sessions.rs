@@ -54,6 +54,8 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<serde_json::Valu
     held["rmcp_sessions"] = json!(hub.rmcp_sessions.sessions.read().await.len());
     Json(json!({
         "held": held,
+        // not zero at rest (the gateway's own tasks), but back where it was once sessions end
+        "tasks_alive": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
         "ws": hub.ws_sockets.get(),
         "ws_max": hub.gateway_config.ws_max_connections,
         "sessions": hub.mcp.sessions().list(),

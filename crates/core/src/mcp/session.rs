@@ -54,6 +54,8 @@ pub(crate) struct Session {
     streams: AtomicUsize,
     /// Told when the tool list changes; dropped with the session.
     tools_changed: Mutex<Option<ToolListener>>,
+    /// Its registry's count of session objects alive, less one when this one goes.
+    alive: Arc<AtomicUsize>,
 }
 
 /// The process-wide clock origin for [`Session::seen_ms`].
@@ -155,6 +157,12 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.alive.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A response of a session still streaming; see [`Session::stream`].
 #[derive(Debug)]
 pub(crate) struct Streaming(Arc<Session>);
@@ -210,6 +218,9 @@ pub(crate) struct Sessions {
     bus: EventBus,
     /// Sessions ended for being idle, since start (for the dashboard).
     expired: Arc<AtomicU64>,
+    /// Session objects alive anywhere (in the registry, or held by whatever still has one):
+    /// what shows a session kept alive by a reference nobody let go of.
+    alive: Arc<AtomicUsize>,
 }
 
 /// A new random id or token: `prefix` + 32 random bytes in hex.
@@ -231,6 +242,7 @@ impl Sessions {
             inner: Arc::default(),
             bus,
             expired: Arc::default(),
+            alive: Arc::default(),
         }
     }
 
@@ -244,6 +256,7 @@ impl Sessions {
     ) -> (Arc<Session>, Option<String>) {
         let token = with_token.then(|| random("sbw_"));
         let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        self.alive.fetch_add(1, Ordering::Relaxed);
         let session = Arc::new(Session {
             id: id.clone(),
             client: client.to_owned(),
@@ -255,6 +268,7 @@ impl Sessions {
             seen_ms: AtomicU64::new(epoch_ms()),
             streams: AtomicUsize::new(0),
             tools_changed: Mutex::new(None),
+            alive: self.alive.clone(),
         });
         self.inner
             .lock()
@@ -336,6 +350,7 @@ impl Sessions {
         let sum = |f: &dyn Fn(&Session) -> usize| inner.values().map(|s| f(s)).sum::<usize>();
         json!({
             "sessions": inner.len(),
+            "session_objects": self.alive.load(Ordering::Relaxed),
             "inflight": sum(&|s| s.inflight.lock().expect("inflight lock").len()),
             "streams": sum(&|s| s.streams.load(Ordering::Relaxed)),
             "watchers": sum(&|s| s.watchers()),
