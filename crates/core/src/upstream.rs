@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::store::SecretStore;
 use crate::config::{GatewayConfig, ReplayContract, ServerConfig};
 use crate::events::EventBus;
+pub(crate) use connection::{ClientAsks, ServerAsk};
 pub use connection::{Connection, Progress, ProgressSink, RpcError};
 use state::{CONTROL_QUEUE, Inner};
 pub use state::{ServerState, Status};
@@ -409,7 +410,10 @@ impl Upstream {
                 Params::Value(params),
                 target,
                 replayable,
-                progress,
+                ForClient {
+                    progress,
+                    asks: None,
+                },
                 cancel,
             )
             .await?;
@@ -435,14 +439,14 @@ impl Upstream {
         tool: &str,
         arguments: Option<&RawValue>,
         replayable: bool,
-        progress: Option<ProgressSink>,
+        client: ForClient,
         cancel: &CancellationToken,
     ) -> Result<RawAnswer, CallError> {
         let params = Params::ToolCall {
             name: tool,
             arguments,
         };
-        self.send("tools/call", params, tool, replayable, progress, cancel)
+        self.send("tools/call", params, tool, replayable, client, cancel)
             .await
     }
 
@@ -452,9 +456,10 @@ impl Upstream {
         mut params: Params<'_>,
         target: &str,
         replayable: bool,
-        progress: Option<ProgressSink>,
+        client: ForClient,
         cancel: &CancellationToken,
     ) -> Result<RawAnswer, CallError> {
+        let ForClient { progress, asks } = client;
         let timeout = self.call_timeout();
         let deadline = Instant::now() + timeout;
         let reports = progress.map(Reports::new);
@@ -480,14 +485,18 @@ impl Upstream {
             });
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let result = match &params {
-                Params::Value(v) => conn.request_raw(method, v, remaining, Some(cancel)).await,
+                Params::Value(v) => {
+                    conn.request_asking(method, v, remaining, Some(cancel), asks.clone())
+                        .await
+                }
                 Params::ToolCall { name, arguments } => {
                     let p = ToolCallParams {
                         name,
                         arguments: *arguments,
                         meta: token.as_deref().map(|t| TokenMeta { progress_token: t }),
                     };
-                    conn.request_raw(method, &p, remaining, Some(cancel)).await
+                    conn.request_asking(method, &p, remaining, Some(cancel), asks.clone())
+                        .await
                 }
             };
             if let Some(token) = &token {
@@ -615,6 +624,14 @@ impl Reports {
             message: Some(message),
         });
     }
+}
+
+/// What a call brings along for its client: where the server's progress reports go, and
+/// where the requests the server sends meanwhile go (see [`ClientAsks`]).
+#[derive(Default)]
+pub(crate) struct ForClient {
+    pub progress: Option<ProgressSink>,
+    pub asks: Option<ClientAsks>,
 }
 
 /// Whether the tool says a repeated call is harmless (`readOnlyHint` or `idempotentHint`).

@@ -9,6 +9,10 @@
 //! - `add_tool {name}`: adds an echo tool and sends `notifications/tools/list_changed`
 //! - `stderr {text}`: writes a line to stderr
 //! - `hang {}`: never answers; when cancelled it says so on stderr (for call timeouts)
+//! - `ask {method, params}`: sends that request to the client (`elicitation/create`,
+//!   `sampling/createMessage`, `roots/list`, …) and answers with the client's whole response
+//!   (`{"result": …}` or `{"error": …}`) as JSON text
+//! - `client_capabilities {}`: the capabilities the client declared in `initialize`, as JSON
 //!
 //! Resources: `fixture://readme` (on every fixture). With `--resource-host HOST` it also lists
 //! `fixture://HOST/notes` and the template `fixture://HOST/echo/{text}` (read back as `text`),
@@ -18,13 +22,14 @@
 //! Flags: `--name NAME` (serverInfo), `--garbage` (a non-JSON line before every response),
 //! `--exit-immediately` (exit 1 at start, for crash-loop tests), `--resource-host HOST`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 struct State {
     out: mpsc::UnboundedSender<String>,
@@ -34,6 +39,11 @@ struct State {
     extra_tools: Mutex<Vec<String>>,
     /// Requests cancelled by the client (their ids as JSON text).
     cancelled: Mutex<HashSet<String>>,
+    /// Requests this server sent the client (`ask`), by id, waiting for the response.
+    asked: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    next_ask: AtomicU64,
+    /// What the client declared in `initialize`.
+    client_capabilities: Mutex<Value>,
 }
 
 impl State {
@@ -120,6 +130,18 @@ fn tools(state: &State) -> Vec<Value> {
             json!({}),
             ro.clone(),
         ),
+        tool(
+            "ask",
+            "Sends `method` with `params` to the client and answers with its response",
+            json!({"method": {"type": "string"}, "params": {"type": "object"}}),
+            json!({"readOnlyHint": false, "idempotentHint": false}),
+        ),
+        tool(
+            "client_capabilities",
+            "The capabilities the client declared",
+            json!({}),
+            ro.clone(),
+        ),
     ];
     for name in state
         .extra_tools
@@ -196,6 +218,29 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
             eprintln!("{}", args["text"].as_str().unwrap_or_default());
             text_result("ok")
         }
+        "ask" => {
+            let ask_id = format!("fx-ask-{}", state.next_ask.fetch_add(1, Ordering::Relaxed));
+            let (tx, rx) = oneshot::channel();
+            if let Ok(mut asked) = state.asked.lock() {
+                asked.insert(ask_id.clone(), tx);
+            }
+            state.send(
+                json!({"jsonrpc": "2.0", "id": ask_id, "method": args["method"],
+                              "params": args.get("params").cloned().unwrap_or(json!({}))}),
+            );
+            match tokio::time::timeout(Duration::from_secs(30), rx).await {
+                Ok(Ok(response)) => text_result(response.to_string()),
+                _ => json!({"content": [{"type": "text", "text": "no answer within 30 s"}],
+                            "isError": true}),
+            }
+        }
+        "client_capabilities" => text_result(
+            state
+                .client_capabilities
+                .lock()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+        ),
         other => {
             let extra = state
                 .extra_tools
@@ -223,12 +268,32 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
             state.send(json!({"jsonrpc": "2.0", "id": id, "result": result}));
         }
     };
+    if method.is_empty()
+        && let Some(id) = &id
+    {
+        // a response to one of our `ask`s
+        let key = id.as_str().unwrap_or_default().to_owned();
+        if let Some(tx) = state.asked.lock().ok().and_then(|mut a| a.remove(&key)) {
+            let mut response = msg.clone();
+            if let Some(m) = response.as_object_mut() {
+                m.remove("jsonrpc");
+                m.remove("id");
+            }
+            let _ = tx.send(response);
+        }
+        return;
+    }
     match method {
-        "initialize" => reply(json!({
+        "initialize" => {
+            if let Ok(mut c) = state.client_capabilities.lock() {
+                *c = params["capabilities"].clone();
+            }
+            reply(json!({
             "protocolVersion": params["protocolVersion"].as_str().unwrap_or("2025-11-25"),
             "capabilities": {"tools": {"listChanged": true}, "resources": {}, "prompts": {}},
             "serverInfo": {"name": name, "version": "1.0.0"},
-        })),
+            }))
+        }
         "notifications/initialized" | "notifications/progress" => {}
         "notifications/cancelled" => {
             if let (Some(rid), Ok(mut c)) = (params.get("requestId"), state.cancelled.lock()) {
@@ -337,6 +402,9 @@ async fn main() {
             .cloned(),
         extra_tools: Mutex::new(Vec::new()),
         cancelled: Mutex::new(HashSet::new()),
+        asked: Mutex::new(HashMap::new()),
+        next_ask: AtomicU64::new(0),
+        client_capabilities: Mutex::new(Value::Null),
     });
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();

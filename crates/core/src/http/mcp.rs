@@ -156,6 +156,7 @@ async fn precheck(
         }
         Err(declined) => matches!(declined, fast::Declined::Json),
     };
+    let can_be_asked = session.is_none() && json && initialize_may_ask(&bytes);
     if !json && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
         return rpc_error(
             StatusCode::BAD_REQUEST,
@@ -169,7 +170,38 @@ async fn precheck(
     req.extensions_mut()
         .insert(crate::mcp::ClientGone(gone.clone()));
     let revoked = revoked(&req);
-    guard(rmcp(req).await, Some(gone), revoked)
+    let mut resp = guard(rmcp(req).await, Some(gone), revoked);
+    if can_be_asked {
+        resp.extensions_mut().insert(CanBeAsked);
+    }
+    resp
+}
+
+/// Put on the answer to an `initialize` whose client declared elicitation, sampling or roots.
+#[derive(Debug, Clone, Copy)]
+struct CanBeAsked;
+
+/// Whether `body` is an `initialize` whose client declared it may be asked things.
+fn initialize_may_ask(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Init {
+        method: Option<String>,
+        params: Option<InitParams>,
+    }
+    #[derive(serde::Deserialize)]
+    struct InitParams {
+        #[serde(default)]
+        capabilities: serde_json::Map<String, serde_json::Value>,
+    }
+    match serde_json::from_slice::<Init>(body) {
+        Ok(Init {
+            method: Some(m),
+            params: Some(p),
+        }) if m == "initialize" => ["elicitation", "sampling", "roots"]
+            .iter()
+            .any(|k| p.capabilities.contains_key(*k)),
+        _ => false,
+    }
 }
 
 /// Ties `/mcp` sessions to the client that opened them: another client's session id is
@@ -207,7 +239,8 @@ async fn sessions(
         .and_then(|v| v.to_str().ok())
         && sessions.get(sid).is_none()
     {
-        sessions.open(Some(sid.to_owned()), &name, "http", false);
+        let (s, _) = sessions.open(Some(sid.to_owned()), &name, "http", false);
+        s.set_can_be_asked(resp.extensions().get::<CanBeAsked>().is_some());
     }
     let mut resp = resp;
     if deleting

@@ -27,7 +27,9 @@ use crate::auth::Caller;
 use crate::calls::{CallLog, CallView, PayloadSrc};
 use crate::events::{EventBus, HubEvent};
 use crate::telemetry::{CallRecord, Telemetry};
-use crate::upstream::{CallError, Progress, ProgressSink, RpcError, Upstream};
+use crate::upstream::{
+    CallError, ClientAsks, ForClient, Progress, ProgressSink, RpcError, Upstream,
+};
 
 /// The server name of calls the gateway answers itself (built-in tools, refusals).
 pub(crate) const GATEWAY_SERVER: &str = "switchboard";
@@ -53,6 +55,9 @@ pub(crate) struct CallCtx<'a> {
     /// The client's JSON-RPC id, as text.
     pub(crate) request_id: String,
     pub(crate) progress: Option<ClientProgress>,
+    /// Where requests the server sends during the call go (the client's transport answers
+    /// them); `None`: this client cannot be asked, the server is told so.
+    pub(crate) asks: Option<ClientAsks>,
     /// The client's cancellation (or its going away).
     pub(crate) cancel: CancellationToken,
 }
@@ -149,7 +154,16 @@ impl CallBook {
         scope.arguments(PayloadSrc::Json(arguments.map_or("null", RawValue::get)));
         let relay = ProgressRelay::start(self, &scope.call_id, name, ctx);
         let answer = up
-            .call_tool(&tool, arguments, replayable, Some(relay), &ctx.cancel)
+            .call_tool(
+                &tool,
+                arguments,
+                replayable,
+                ForClient {
+                    progress: Some(relay),
+                    asks: ctx.asks.clone(),
+                },
+                &ctx.cancel,
+            )
             .await;
         match answer {
             Ok(a) => match checked_result(a.result) {

@@ -181,6 +181,9 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
             if s.client != caller.name || s.transport != "http" {
                 return None;
             }
+            if s.can_be_asked() && method == Method::ToolsCall {
+                return None; // its server may ask the client things: that needs a stream
+            }
             {
                 use rmcp::transport::streamable_http_server::session::SessionManager as _;
                 let id: rmcp::transport::streamable_http_server::session::SessionId =
@@ -206,6 +209,7 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
         session,
         request_id,
         progress: None,
+        asks: None,
         cancel,
     };
     Some(tokio::select! {

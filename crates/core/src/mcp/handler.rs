@@ -18,7 +18,8 @@ use rmcp::model::{
     PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ReadResourceRequestParams,
     ReadResourceResponse, ServerConfig,
 };
-use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer};
+use rmcp::model::{CustomRequest, ServerRequest};
+use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer, ServiceError};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,12 +29,15 @@ use super::dispatch::Dispatcher;
 use super::jsonrpc::id_text;
 use super::session::{Session, ToolListener};
 use crate::auth::Caller;
-use crate::upstream::Progress;
+use crate::upstream::{ClientAsks, Progress, RpcError, ServerAsk};
 
 /// Progress notifications of one call waiting for rmcp's peer. When it is full the client is
 /// not reading: further progress is dropped until there is room again (never the result,
 /// which does not pass through here).
 const PROGRESS_QUEUE: usize = 1024;
+
+/// Requests from the call's server waiting for the call's task to send them to the client.
+const ASK_QUEUE: usize = 8;
 
 /// How long a call's result waits for its progress notifications to be out.
 const PROGRESS_DRAIN: Duration = Duration::from_secs(2);
@@ -75,6 +79,7 @@ impl Handler {
             session,
             request_id,
             progress,
+            asks: None,
             cancel,
         }
     }
@@ -140,11 +145,10 @@ async fn until_gone<T>(
 struct PeerProgress {
     out: ProgressOut,
     rx: mpsc::Receiver<ProgressNotificationParam>,
-    peer: Peer<RoleServer>,
 }
 
 impl PeerProgress {
-    fn start(peer: Peer<RoleServer>) -> Self {
+    fn start() -> Self {
         let (tx, rx) = mpsc::channel::<ProgressNotificationParam>(PROGRESS_QUEUE);
         let out: ProgressOut = Arc::new(move |token: &Value, p: &Progress| {
             let Ok(token) = serde_json::from_value::<ProgressToken>(token.clone()) else {
@@ -160,31 +164,97 @@ impl PeerProgress {
             // full: the client is too slow; it loses this progress report (see PROGRESS_QUEUE)
             let _ = tx.try_send(param);
         });
-        Self { out, rx, peer }
+        Self { out, rx }
     }
+}
 
-    /// Runs `call`, forwarding its progress meanwhile; then sends what is still queued (all of
-    /// it came before the result: one reader queues both), bounded by [`PROGRESS_DRAIN`].
-    async fn forward_during<T>(mut self, call: impl std::future::Future<Output = T>) -> T {
+/// What a call sends its client while it runs, from the call's own task (so that rmcp puts it
+/// on the call's own response stream): its progress, and the requests its server sends (see
+/// [`ask_client`]), answered concurrently.
+struct Relay {
+    peer: Peer<RoleServer>,
+    progress: Option<PeerProgress>,
+    asks: mpsc::Receiver<ServerAsk>,
+}
+
+impl Relay {
+    /// Runs `call`, relaying meanwhile; then sends what progress is still queued (all of it
+    /// came before the result: one reader queues both), bounded by [`PROGRESS_DRAIN`]. A
+    /// server request still unanswered when the result is in is dropped: its server is told
+    /// the call has ended.
+    async fn during<T>(mut self, call: impl std::future::Future<Output = T>) -> T {
+        use futures_util::StreamExt as _;
         tokio::pin!(call);
+        let mut asking = futures_util::stream::FuturesUnordered::new();
         let answer = loop {
             tokio::select! {
                 biased;
                 answer = &mut call => break answer,
-                Some(param) = self.rx.recv() => {
+                Some(param) = async {
+                    match self.progress.as_mut() {
+                        Some(p) => p.rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     let _ = self.peer.notify_progress(param).await;
                 }
+                Some(ask) = self.asks.recv() => asking.push(ask_client(self.peer.clone(), ask)),
+                Some(()) = asking.next(), if !asking.is_empty() => {}
             }
         };
-        let (rx, peer) = (&mut self.rx, &self.peer);
-        let _ = tokio::time::timeout(PROGRESS_DRAIN, async {
-            while let Ok(param) = rx.try_recv() {
-                let _ = peer.notify_progress(param).await;
-            }
-        })
-        .await;
+        if let Some(p) = self.progress.as_mut() {
+            let (rx, peer) = (&mut p.rx, &self.peer);
+            let _ = tokio::time::timeout(PROGRESS_DRAIN, async {
+                while let Ok(param) = rx.try_recv() {
+                    let _ = peer.notify_progress(param).await;
+                }
+            })
+            .await;
+        }
         answer
     }
+}
+
+/// Asks the client what its server asked (under rmcp's id for it) and hands the answer back:
+/// a result, the client's error, or an error saying why it could not be asked. A request for
+/// a capability the client did not declare is not sent.
+async fn ask_client(peer: Peer<RoleServer>, ask: ServerAsk) {
+    let declared = peer.peer_info().map(|info| {
+        let c = &info.capabilities;
+        match ask.method.as_str() {
+            "elicitation/create" => c.elicitation.is_some(),
+            "sampling/createMessage" => c.sampling.is_some(),
+            "roots/list" => c.roots.is_some(),
+            _ => true,
+        }
+    });
+    let remote = |code: i64, message: String, data: Option<Value>| RpcError::Remote {
+        code,
+        message,
+        data,
+    };
+    let reply = if declared == Some(false) {
+        Err(remote(
+            -32601,
+            format!("the client declared no capability for {:?}", ask.method),
+            None,
+        ))
+    } else {
+        let request = ServerRequest::CustomRequest(CustomRequest::new(ask.method, ask.params));
+        match peer.send_request(request).await {
+            Ok(result) => serde_json::to_value(result)
+                .map_err(|e| remote(-32603, format!("unreadable answer: {e}"), None)),
+            Err(ServiceError::McpError(e)) => {
+                Err(remote(i64::from(e.code.0), e.message.into(), e.data))
+            }
+            Err(e) => Err(remote(
+                -32603,
+                format!("the client did not answer: {e}"),
+                None,
+            )),
+        }
+    };
+    let _ = ask.reply.send(reply);
 }
 
 /// A `ServerHandler` method answered by the dispatcher `d` for a request that neither reports
@@ -241,23 +311,33 @@ impl ServerHandler for Handler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let relay = context
+        let token = context
             .meta
             .get_progress_token()
-            .and_then(|t| serde_json::to_value(t).ok())
-            .map(|token| (token, PeerProgress::start(context.peer.clone())));
-        let progress = relay.as_ref().map(|(token, p)| ClientProgress {
-            token: token.clone(),
-            out: Some(p.out.clone()),
+            .and_then(|t| serde_json::to_value(t).ok());
+        let relay_progress = token.as_ref().map(|_| PeerProgress::start());
+        let progress = token.map(|token| ClientProgress {
+            token,
+            out: relay_progress.as_ref().map(|p| p.out.clone()),
         });
         let (cancel, gone) = call_cancellation(&context);
-        let ctx = self.ctx(&context, cancel.clone(), progress);
-        let call = until_gone(self.d.call_tool(&ctx, request), gone, &cancel);
-        let answer = match relay {
-            Some((_, p)) => p.forward_during(call).await,
-            None => call.await,
+        let mut ctx = self.ctx(&context, cancel.clone(), progress);
+        let (asks_tx, asks) = mpsc::channel(ASK_QUEUE);
+        ctx.asks = Some(ClientAsks {
+            // a stateless request is a session of its own
+            session: ctx
+                .session_id
+                .clone()
+                .unwrap_or_else(|| format!("request {}", ctx.request_id)),
+            tx: asks_tx,
+        });
+        let relay = Relay {
+            peer: context.peer.clone(),
+            progress: relay_progress,
+            asks,
         };
-        answer.map(Into::into)
+        let call = until_gone(self.d.call_tool(&ctx, request), gone, &cancel);
+        relay.during(call).await.map(Into::into)
     }
 
     // The rest is the dispatcher's answer for the request's caller, in rmcp's types.

@@ -56,6 +56,9 @@ pub(crate) struct Session {
     tools_changed: Mutex<Option<ToolListener>>,
     /// Its registry's count of session objects alive, less one when this one goes.
     alive: Arc<AtomicUsize>,
+    /// Whether its client declared it may be asked things (elicitation, sampling, roots): its
+    /// calls then need a stream the server's requests can ride, not the fast path's JSON.
+    can_be_asked: std::sync::atomic::AtomicBool,
 }
 
 /// The process-wide clock origin for [`Session::seen_ms`].
@@ -75,6 +78,15 @@ impl Session {
         {
             let _ = frames.send(Arc::from(frame.to_string()));
         }
+    }
+
+    /// Notes whether the client declared elicitation, sampling or roots in `initialize`.
+    pub(crate) fn set_can_be_asked(&self, yes: bool) {
+        self.can_be_asked.store(yes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn can_be_asked(&self) -> bool {
+        self.can_be_asked.load(Ordering::Relaxed)
     }
 
     /// A request named this session: its idle time starts again.
@@ -269,6 +281,7 @@ impl Sessions {
             streams: AtomicUsize::new(0),
             tools_changed: Mutex::new(None),
             alive: self.alive.clone(),
+            can_be_asked: std::sync::atomic::AtomicBool::new(false),
         });
         self.inner
             .lock()

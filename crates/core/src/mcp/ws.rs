@@ -264,6 +264,7 @@ pub(crate) async fn run(
                                         session: Some(session_ref.clone()),
                                         request_id: key.clone(),
                                         progress,
+                                        asks: None,
                                         cancel,
                                     };
                                     let frame = d_ref.answer(&ctx, req, &v, None).await;
@@ -321,6 +322,7 @@ fn quick_ctx<'a>(
         session: Some(session.clone()),
         request_id: jsonrpc::id_text(&req.id),
         progress: None,
+        asks: None,
         cancel,
     }
 }

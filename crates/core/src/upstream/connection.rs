@@ -39,6 +39,23 @@ use super::notice::{ListChanged, NoticeSender};
 #[cfg(unix)]
 mod pipe;
 
+/// A JSON-RPC error answer to the server's request `id`.
+fn error_reply(id: &RawValue, code: i64, message: String) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+/// A request's entry in [`Connection::asks`], removed when the request ends however it ends.
+struct Asking<'a> {
+    conn: &'a Connection,
+    id: u64,
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        self.conn.asks.lock().expect("asks lock").remove(&self.id);
+    }
+}
+
 /// A progress notification, as the server sent it (minus its token).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
@@ -71,6 +88,33 @@ impl Progress {
 
 /// Where progress for one upstream request goes.
 pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// A request a server sent to the client it is working for (`elicitation/create`,
+/// `sampling/createMessage`, `roots/list`, …): the client's answer (a result, or an error as
+/// JSON-RPC `code`, `message`, `data`) goes to `reply`, and from there to the server under its
+/// own id.
+#[derive(Debug)]
+pub(crate) struct ServerAsk {
+    pub method: String,
+    pub params: Option<Value>,
+    pub reply: oneshot::Sender<Result<Value, RpcError>>,
+}
+
+/// Where the server requests of one call go: the client session it belongs to (requests
+/// are routed to a session, never guessed between two) and a bounded queue the call's own
+/// task answers from.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientAsks {
+    pub session: String,
+    pub tx: mpsc::Sender<ServerAsk>,
+}
+
+/// Server requests to clients answered at once per connection; one more is refused.
+const ASKS_AT_ONCE: usize = 16;
+
+/// How long a server request waits for the client's answer (a person may be filling in a
+/// form); then the server gets an error. The call it came with ends it sooner.
+const ASK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why a request got no result.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -136,6 +180,11 @@ pub struct Connection {
     out: Sink,
     pending: Mutex<HashMap<u64, Waiter>>,
     progress: Mutex<HashMap<String, ProgressSink>>,
+    /// The client sessions behind requests in flight, by our request id: where a request the
+    /// server sends meanwhile goes (see [`Connection::on_server_request`]).
+    asks: Mutex<HashMap<u64, ClientAsks>>,
+    /// Server requests waiting for a client's answer now.
+    asking: Arc<std::sync::atomic::AtomicUsize>,
     next_id: AtomicU64,
     /// Cancelled when the connection ends (stdout ends, the link is lost or stopped) or when
     /// the upstream's shutdown token is (a child of it): what transport tasks stop on.
@@ -165,6 +214,7 @@ impl std::fmt::Debug for Connection {
 const OUT_QUEUE: usize = 1024;
 
 /// Where outgoing messages go.
+#[derive(Clone)]
 enum Sink {
     /// To whoever drains the [`Outbox`] (a network transport, or the stdin writer task).
     Channel(mpsc::Sender<Outgoing>),
@@ -275,6 +325,8 @@ impl Connection {
             out,
             pending: Mutex::new(HashMap::new()),
             progress: Mutex::new(HashMap::new()),
+            asks: Mutex::new(HashMap::new()),
+            asking: Arc::default(),
             next_id: AtomicU64::new(1),
             closed,
             is_closed: std::sync::atomic::AtomicBool::new(false),
@@ -365,7 +417,8 @@ impl Connection {
     /// every call on this connection has ended.
     pub(crate) fn held(&self) -> (usize, usize) {
         (
-            self.pending.lock().expect("pending lock").len(),
+            self.pending.lock().expect("pending lock").len()
+                + self.asks.lock().expect("asks lock").len(),
             self.progress.lock().expect("progress lock").len(),
         )
     }
@@ -424,12 +477,30 @@ impl Connection {
         timeout: Duration,
         cancel: Option<&CancellationToken>,
     ) -> Result<Box<RawValue>, RpcError> {
+        self.request_asking(method, params, timeout, cancel, None)
+            .await
+    }
+
+    /// [`request_raw`](Self::request_raw) on behalf of a client session: requests the server
+    /// sends while it runs go to `asks`.
+    pub(crate) async fn request_asking<P: serde::Serialize + ?Sized>(
+        &self,
+        method: &str,
+        params: &P,
+        timeout: Duration,
+        cancel: Option<&CancellationToken>,
+        asks: Option<ClientAsks>,
+    ) -> Result<Box<RawValue>, RpcError> {
         if self.is_closed() {
             return Err(RpcError::Closed);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(id, tx);
+        let _asking = asks.map(|a| {
+            self.asks.lock().expect("asks lock").insert(id, a);
+            Asking { conn: self, id }
+        });
         let sent = self
             .write(&OutRequest {
                 jsonrpc: "2.0",
@@ -501,20 +572,141 @@ impl Connection {
         }
     }
 
+    /// A request from the server: `ping` is answered here; anything else goes to the one
+    /// client session with requests in flight on this connection (the session the server is
+    /// working for). With none, or with several (a shared server cannot say whose it is), the
+    /// server gets an error saying so: a request never reaches a client it may not be for.
+    fn on_server_request(&self, method: &str, id: &RawValue, params: Option<&RawValue>) {
+        let id: Box<RawValue> = id.to_owned();
+        let reply = |msg: &Value| serde_json::to_vec(msg).expect("JSON values serialize");
+        if method == "ping" {
+            self.out
+                .try_send(reply(&json!({"jsonrpc": "2.0", "id": id, "result": {}})));
+            return;
+        }
+        let target = {
+            let asks = self.asks.lock().expect("asks lock");
+            let mut sessions: Vec<&ClientAsks> = Vec::new();
+            for a in asks.values() {
+                if !sessions.iter().any(|s| s.session == a.session) {
+                    sessions.push(a);
+                }
+            }
+            let in_flight = !self.pending.lock().expect("pending lock").is_empty();
+            match sessions.as_slice() {
+                [one] => Ok((*one).clone()),
+                [] if in_flight => Err((
+                    -32601,
+                    format!(
+                        "the call in flight on '{}' came from a client that cannot be asked \
+                         {method:?} (it declared no such capability, or its request has no \
+                         stream to carry it)",
+                        self.server
+                    ),
+                )),
+                [] => Err((
+                    -32603,
+                    format!(
+                        "no client call is in flight on '{}', so Switchboard cannot tell which \
+                         client {method:?} is for",
+                        self.server
+                    ),
+                )),
+                many => Err((
+                    -32603,
+                    format!(
+                        "{} client sessions have calls in flight on '{}', so Switchboard cannot \
+                         tell which one {method:?} is for (sessions = \"isolated\" gives each \
+                         client its own instance of this server)",
+                        many.len(),
+                        self.server
+                    ),
+                )),
+            }
+        };
+        let target = match target {
+            Ok(t) => t,
+            Err((code, message)) => {
+                tracing::warn!(server = %self.server, method, "{message}");
+                self.out.try_send(reply(&error_reply(&id, code, message)));
+                return;
+            }
+        };
+        if self.asking.fetch_add(1, Ordering::Relaxed) >= ASKS_AT_ONCE {
+            self.asking.fetch_sub(1, Ordering::Relaxed);
+            let message = format!(
+                "'{}' has {ASKS_AT_ONCE} requests waiting for the client already",
+                self.server
+            );
+            self.out.try_send(reply(&error_reply(&id, -32603, message)));
+            return;
+        }
+        let params = params.and_then(|p| serde_json::from_str(p.get()).ok());
+        let (tx, rx) = oneshot::channel();
+        let ask = ServerAsk {
+            method: method.to_owned(),
+            params,
+            reply: tx,
+        };
+        if target.tx.try_send(ask).is_err() {
+            self.asking.fetch_sub(1, Ordering::Relaxed);
+            let message = format!(
+                "the client is not taking requests from '{}' now",
+                self.server
+            );
+            self.out.try_send(reply(&error_reply(&id, -32603, message)));
+            return;
+        }
+        let (out, asking, server, method) = (
+            self.out.clone(),
+            self.asking.clone(),
+            self.server.clone(),
+            method.to_owned(),
+        );
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(ASK_TIMEOUT, rx).await {
+                Ok(Ok(Ok(result))) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                Ok(Ok(Err(RpcError::Remote {
+                    code,
+                    message,
+                    data,
+                }))) => {
+                    let mut e = json!({"code": code, "message": message});
+                    if let Some(data) = data {
+                        e["data"] = data;
+                    }
+                    json!({"jsonrpc": "2.0", "id": id, "error": e})
+                }
+                Ok(Ok(Err(e))) => {
+                    error_reply(&id, -32603, format!("the client did not answer: {e}"))
+                }
+                Ok(Err(_)) => error_reply(
+                    &id,
+                    -32603,
+                    "the call this request came with has ended; the client was not asked \
+                     or did not answer"
+                        .to_owned(),
+                ),
+                Err(_) => error_reply(
+                    &id,
+                    -32603,
+                    format!(
+                        "the client did not answer {method:?} within {} s",
+                        ASK_TIMEOUT.as_secs()
+                    ),
+                ),
+            };
+            asking.fetch_sub(1, Ordering::Relaxed);
+            if !out.send(reply(&answer)).await {
+                tracing::debug!(server, "server gone before its request was answered");
+            }
+        });
+    }
+
     fn on_message(&self, msg: InMessage<'_>) {
         match (msg.method.as_deref(), msg.id) {
             (Some(method), None) => self.on_notification(method, msg.params),
-            (Some(method), Some(id)) => {
-                // A request from the server. We offer no client capabilities, so only ping.
-                let reply = if method == "ping" {
-                    json!({"jsonrpc": "2.0", "id": id, "result": {}})
-                } else {
-                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601,
-                        "message": format!("Switchboard does not support {method:?} from servers")}})
-                };
-                let bytes = serde_json::to_vec(&reply).expect("JSON values serialize");
-                self.out.try_send(bytes);
-            }
+            (Some(method), Some(id)) => self.on_server_request(method, id, msg.params),
             (None, Some(id)) => {
                 // our ids are plain unsigned integers
                 let Ok(id) = id.get().parse::<u64>() else {

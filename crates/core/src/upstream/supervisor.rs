@@ -110,7 +110,13 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String>
             "initialize",
             json!({
                 "protocolVersion": UPSTREAM_PROTOCOL,
-                "capabilities": {},
+                // what the client a call comes from is asked for (see `Connection`): a
+                // client that did not declare it answers with an error saying so
+                "capabilities": {
+                    "elicitation": {"form": {}, "url": {}},
+                    "sampling": {},
+                    "roots": {},
+                },
                 "clientInfo": {"name": "switchboard", "version": env!("CARGO_PKG_VERSION")},
             }),
             timeout,

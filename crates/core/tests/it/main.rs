@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod asks;
 mod auth;
 mod binary;
 mod dashboard;
