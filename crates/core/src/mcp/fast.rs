@@ -146,7 +146,7 @@ pub(crate) async fn answer(hub: Front<'_>, parts: &Parts, body: &[u8]) -> Result
             }
             Err(Declined::Json)
         }
-        Incoming::Response => Err(Declined::Json),
+        Incoming::Response { .. } => Err(Declined::Json),
         Incoming::Invalid(_) => Err(Declined::Unchecked),
     }
 }

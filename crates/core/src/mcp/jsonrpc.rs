@@ -41,8 +41,12 @@ pub(crate) enum Incoming {
         method: String,
         params: Option<Value>,
     },
-    /// A response to something we asked (we ask nothing over these transports): ignored.
-    Response,
+    /// A response to something we asked (a server's request passed on to the client).
+    Response {
+        id: Value,
+        result: Option<Box<RawValue>>,
+        error: Option<Box<RawValue>>,
+    },
     /// Not JSON-RPC: the error frame to answer with.
     Invalid(Value),
 }
@@ -54,8 +58,8 @@ struct Wire {
     id: Option<Value>,
     method: Option<String>,
     params: Option<Box<RawValue>>,
-    result: Option<serde::de::IgnoredAny>,
-    error: Option<serde::de::IgnoredAny>,
+    result: Option<Box<RawValue>>,
+    error: Option<Box<RawValue>>,
 }
 
 /// Keeps `"id": null` apart from a missing id.
@@ -111,7 +115,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Incoming {
             method,
             params: wire.params.and_then(|p| serde_json::from_str(p.get()).ok()),
         },
-        (None, Some(_)) if wire.result.is_some() || wire.error.is_some() => Incoming::Response,
+        (None, Some(id)) if wire.result.is_some() || wire.error.is_some() => Incoming::Response {
+            id,
+            result: wire.result,
+            error: wire.error,
+        },
         (None, _) => Incoming::Invalid(error_frame(
             id,
             INVALID_REQUEST,
@@ -311,7 +319,7 @@ mod tests {
         ));
         assert!(matches!(
             parse(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#),
-            Incoming::Response
+            Incoming::Response { .. }
         ));
         let Incoming::Request(r) = parse(
             br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"_meta":{"progressToken":7}}}"#,

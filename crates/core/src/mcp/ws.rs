@@ -19,7 +19,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::call::{CallCtx, ClientProgress, ProgressOut};
@@ -29,6 +29,7 @@ use super::jsonrpc::{self, INVALID_REQUEST, Incoming, Request, UNAUTHENTICATED, 
 use super::method::Method;
 use super::session::{Session, ToolListener};
 use crate::auth::Caller;
+use crate::upstream::{ClientAsks, RpcError, ServerAsk};
 
 /// Notifications (progress, list changes) waiting for the socket; beyond this a slow client
 /// loses progress notifications (never results).
@@ -150,6 +151,14 @@ pub(crate) async fn run(
 
     // Requests in flight, by id: cancelled by `notifications/cancelled` or the socket ending.
     let mut cancels: HashMap<String, (CancellationToken, Value)> = HashMap::new();
+    // Requests servers send this client during its calls (see `ClientAsks`): sent as our own
+    // ids, their answers matched back; what is unanswered when the socket ends is dropped
+    // (the server hears the call has ended).
+    let (asks_tx, mut asks_rx) = mpsc::channel::<ServerAsk>(ASK_QUEUE);
+    let mut asked: HashMap<String, oneshot::Sender<Result<Value, RpcError>>> = HashMap::new();
+    let mut next_ask = 0u64;
+    // what the client declared in `initialize`: it is asked only for those
+    let mut client_caps: Option<Value> = None;
     let mut inflight = FuturesUnordered::new();
     // shared by the calls in flight: no copy per call
     let mut version: Arc<str> = Arc::from("2025-11-25");
@@ -195,6 +204,31 @@ pub(crate) async fn run(
                 out = Some(Message::Text(String::into(frame)));
             }
             Some(m) = notify_rx.recv() => out = Some(m),
+            Some(ask) = asks_rx.recv() => {
+                let declared = declares(client_caps.as_ref(), &ask.method);
+                if !declared {
+                    let _ = ask.reply.send(Err(RpcError::Remote {
+                        code: -32601,
+                        message: format!("the client declared no capability for {:?}", ask.method),
+                        data: None,
+                    }));
+                } else if asked.len() >= ASK_QUEUE {
+                    let _ = ask.reply.send(Err(RpcError::Remote {
+                        code: -32603,
+                        message: "the client has too many requests waiting for its answer".into(),
+                        data: None,
+                    }));
+                } else {
+                    next_ask += 1;
+                    let id = format!("sb-{next_ask}");
+                    let mut frame = json!({"jsonrpc": "2.0", "id": id, "method": ask.method});
+                    if let Some(params) = ask.params {
+                        frame["params"] = params;
+                    }
+                    asked.insert(id, ask.reply);
+                    out = Some(text(&frame));
+                }
+            }
             _ = heartbeat.tick() => {
                 if awaiting_pong {
                     tracing::debug!(client = %caller.name, "WebSocket peer did not answer ping; dropping it");
@@ -229,7 +263,16 @@ pub(crate) async fn run(
                 if !bytes.is_empty() || matches!(frame, Message::Text(_)) {
                     match jsonrpc::parse(bytes) {
                         Incoming::Invalid(e) => out = Some(text(&e)),
-                        Incoming::Response => {}
+                        Incoming::Response { id, result, error } => {
+                            let answer = match (result, error) {
+                                (Some(r), _) => serde_json::from_str(r.get()).map_err(|e| e.to_string()),
+                                (None, Some(e)) => Err(e.get().to_owned()),
+                                (None, None) => Err("neither result nor error".to_owned()),
+                            };
+                            if let Some(reply) = asked.remove(&jsonrpc::id_text(&id)) {
+                                let _ = reply.send(answer.map_err(|e| client_error(&e)));
+                            }
+                        }
                         Incoming::Notification { method, params } => {
                             if method == "notifications/cancelled"
                                 && let Some(id) = jsonrpc::cancelled_id(params.as_ref())
@@ -242,9 +285,11 @@ pub(crate) async fn run(
                             let key = jsonrpc::id_text(&req.id);
                             if req.method == "initialize"
                                 && let Some(p) = req.params_value()
-                                && let Some(v) = p.get("protocolVersion").and_then(Value::as_str)
                             {
-                                version = Arc::from(v);
+                                if let Some(v) = p.get("protocolVersion").and_then(Value::as_str) {
+                                    version = Arc::from(v);
+                                }
+                                client_caps = p.get("capabilities").cloned();
                             }
                             if cancels.contains_key(&key) {
                                 out = Some(text(&error_frame(req.id, INVALID_REQUEST,
@@ -257,6 +302,10 @@ pub(crate) async fn run(
                                     out: Some(progress_out.clone()),
                                 });
                                 let v = version.clone();
+                                let asks = ClientAsks {
+                                    session: session_ref.id.clone(),
+                                    tx: asks_tx.clone(),
+                                };
                                 inflight.push(async move {
                                     let ctx = CallCtx {
                                         caller: Some(caller_ref),
@@ -264,7 +313,7 @@ pub(crate) async fn run(
                                         session: Some(session_ref.clone()),
                                         request_id: key.clone(),
                                         progress,
-                                        asks: None,
+                                        asks: Some(asks),
                                         cancel,
                                     };
                                     let frame = d_ref.answer(&ctx, req, &v, None).await;
@@ -306,6 +355,34 @@ pub(crate) async fn run(
         sessions.close(&session.id, reason);
     } else {
         session.forget_tools_listener();
+    }
+}
+
+/// Server requests waiting to be sent to a `/ws` client, and waiting for its answers.
+const ASK_QUEUE: usize = 16;
+
+/// Whether the client's `initialize` capabilities cover `method` (anything but elicitation,
+/// sampling and roots is passed on as it is).
+fn declares(caps: Option<&Value>, method: &str) -> bool {
+    let needs = match method {
+        "elicitation/create" => "elicitation",
+        "sampling/createMessage" => "sampling",
+        "roots/list" => "roots",
+        _ => return true,
+    };
+    caps.and_then(|c| c.get(needs)).is_some()
+}
+
+/// The client's JSON-RPC error object (as text) as an error for the server.
+fn client_error(error: &str) -> RpcError {
+    let e: Value = serde_json::from_str(error).unwrap_or(Value::Null);
+    RpcError::Remote {
+        code: e.get("code").and_then(Value::as_i64).unwrap_or(-32603),
+        message: e
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("the client answered: {error}"), str::to_owned),
+        data: e.get("data").cloned(),
     }
 }
 

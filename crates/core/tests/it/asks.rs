@@ -187,3 +187,73 @@ async fn with_two_sessions_in_flight_on_one_server_neither_is_guessed() {
     );
     assert_eq!(slow.await.unwrap().text(), "done after 20 steps");
 }
+
+/// A `/ws` socket whose client declared `capabilities`.
+async fn socket_with(gw: &TestGateway, capabilities: Value) -> crate::ws::Ws {
+    use futures_util::SinkExt;
+    let (mut ws, _) = crate::ws::open(gw, Some(&gw.token), None).await.unwrap();
+    let init = crate::ws::rpc(
+        &mut ws,
+        1,
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": capabilities,
+               "clientInfo": {"name": "asks-ws", "version": "1"}}),
+    )
+    .await;
+    assert_eq!(init["result"]["serverInfo"]["name"], "switchboard");
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    ws
+}
+
+#[tokio::test]
+async fn over_ws_the_request_reaches_the_socket_and_its_answer_the_server() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let gw = gateway().await;
+    let mut ws = socket_with(&gw, json!({"elicitation": {}})).await;
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "fx__ask",
+                   "arguments": {"method": "elicitation/create", "params": elicitation()}}});
+    ws.send(Message::text(call.to_string())).await.unwrap();
+    let asked = loop {
+        let m = crate::ws::recv(&mut ws).await;
+        assert_ne!(m["id"], 5, "answered without asking: {m}");
+        if m["method"] == "elicitation/create" {
+            break m;
+        }
+    };
+    assert_eq!(asked["params"], elicitation(), "passed on as sent");
+    let accepted = json!({"action": "accept", "content": {"name": "Grace"}});
+    ws.send(Message::text(
+        json!({"jsonrpc": "2.0", "id": asked["id"], "result": accepted}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let answer = loop {
+        let m = crate::ws::recv(&mut ws).await;
+        if m["id"] == 5 {
+            break m;
+        }
+    };
+    let got: Value =
+        serde_json::from_str(answer["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(got, json!({"result": accepted}));
+
+    // a socket that declared nothing is not asked; the server hears why
+    let mut plain = socket_with(&gw, json!({})).await;
+    let answer = crate::ws::rpc(
+        &mut plain,
+        2,
+        "tools/call",
+        json!({"name": "fx__ask",
+               "arguments": {"method": "sampling/createMessage", "params": {"messages": []}}}),
+    )
+    .await;
+    let got: Value =
+        serde_json::from_str(answer["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(got["error"]["code"], -32601, "{got}");
+}

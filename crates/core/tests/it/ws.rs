@@ -34,7 +34,7 @@ pub(crate) async fn open(
     Ok((ws, chosen))
 }
 
-async fn recv(ws: &mut Ws) -> Value {
+pub(crate) async fn recv(ws: &mut Ws) -> Value {
     loop {
         let frame = tokio::time::timeout(WAIT, ws.next())
             .await
