@@ -41,7 +41,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::store::SecretStore;
 use crate::config::{GatewayConfig, ReplayContract, ServerConfig};
 use crate::events::EventBus;
-pub(crate) use connection::{ClientAsks, ServerAsk};
+pub(crate) use connection::{ClientAsks, NoteFn, ServerAsk, ServerNote};
 pub use connection::{Connection, Progress, ProgressSink, RpcError};
 use state::{CONTROL_QUEUE, Inner};
 pub use state::{ServerState, Status};
@@ -173,6 +173,7 @@ impl Upstream {
             progress_seq: AtomicU64::new(1),
             shutdown,
             tasks: tasks.clone(),
+            notes: Default::default(),
         });
         tasks.spawn(supervisor::supervise(inner.clone(), control_rx));
         Self { inner }
@@ -180,6 +181,12 @@ impl Upstream {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Where this server's notifications for the clients go (log messages, list changes): set
+    /// once, for every connection it will have.
+    pub(crate) fn on_notes(&self, tell: NoteFn) {
+        self.inner.notes.set(tell);
     }
 
     pub fn status(&self) -> Status {

@@ -13,6 +13,10 @@
 //!   `sampling/createMessage`, `roots/list`, …) and answers with the client's whole response
 //!   (`{"result": …}` or `{"error": …}`) as JSON text
 //! - `client_capabilities {}`: the capabilities the client declared in `initialize`, as JSON
+//! - `log {level, message, logger?}`: sends `notifications/message` (the level asked by
+//!   `logging/setLevel` is answered by `log_level {}`)
+//! - `change_lists {}`: sends `notifications/resources/list_changed` and
+//!   `notifications/prompts/list_changed`
 //!
 //! Resources: `fixture://readme` (on every fixture). With `--resource-host HOST` it also lists
 //! `fixture://HOST/notes` and the template `fixture://HOST/echo/{text}` (read back as `text`),
@@ -44,6 +48,8 @@ struct State {
     next_ask: AtomicU64,
     /// What the client declared in `initialize`.
     client_capabilities: Mutex<Value>,
+    /// The level of the last `logging/setLevel`.
+    log_level: Mutex<Option<String>>,
 }
 
 impl State {
@@ -142,6 +148,25 @@ fn tools(state: &State) -> Vec<Value> {
             json!({}),
             ro.clone(),
         ),
+        tool(
+            "log",
+            "Sends a log message",
+            json!({"level": {"type": "string"}, "message": {"type": "string"},
+                   "logger": {"type": "string"}}),
+            ro.clone(),
+        ),
+        tool(
+            "log_level",
+            "The level the client set",
+            json!({}),
+            ro.clone(),
+        ),
+        tool(
+            "change_lists",
+            "Says its resources and prompts changed",
+            json!({}),
+            ro.clone(),
+        ),
     ];
     for name in state
         .extra_tools
@@ -234,6 +259,29 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
                             "isError": true}),
             }
         }
+        "log" => {
+            let mut params = json!({"level": args["level"], "data": args["message"]});
+            if let Some(logger) = args.get("logger") {
+                params["logger"] = logger.clone();
+            }
+            state.send(json!({"jsonrpc": "2.0", "method": "notifications/message",
+                              "params": params}));
+            text_result("logged")
+        }
+        "log_level" => text_result(
+            state
+                .log_level
+                .lock()
+                .ok()
+                .and_then(|l| l.clone())
+                .unwrap_or_else(|| "none".into()),
+        ),
+        "change_lists" => {
+            state.send(json!({"jsonrpc": "2.0",
+                              "method": "notifications/resources/list_changed"}));
+            state.send(json!({"jsonrpc": "2.0", "method": "notifications/prompts/list_changed"}));
+            text_result("changed")
+        }
         "client_capabilities" => text_result(
             state
                 .client_capabilities
@@ -290,7 +338,8 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
             }
             reply(json!({
             "protocolVersion": params["protocolVersion"].as_str().unwrap_or("2025-11-25"),
-            "capabilities": {"tools": {"listChanged": true}, "resources": {}, "prompts": {}},
+            "capabilities": {"tools": {"listChanged": true}, "resources": {"listChanged": true},
+                             "prompts": {"listChanged": true}, "logging": {}},
             "serverInfo": {"name": name, "version": "1.0.0"},
             }))
         }
@@ -301,6 +350,12 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
             }
         }
         "ping" => reply(json!({})),
+        "logging/setLevel" => {
+            if let Ok(mut l) = state.log_level.lock() {
+                *l = params["level"].as_str().map(str::to_owned);
+            }
+            reply(json!({}));
+        }
         "tools/list" => reply(json!({"tools": tools(state)})),
         "tools/call" => {
             if let Some(id) = id {
@@ -405,6 +460,7 @@ async fn main() {
         asked: Mutex::new(HashMap::new()),
         next_ask: AtomicU64::new(0),
         client_capabilities: Mutex::new(Value::Null),
+        log_level: Mutex::new(None),
     });
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();

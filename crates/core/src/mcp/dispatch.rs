@@ -75,12 +75,17 @@ impl Dispatcher {
         &self.gw
     }
 
+    // logging is deprecated from 2026-07-28 on (SEP-2577); 2025-11-25 sessions still use it
+    #[allow(deprecated)]
     pub(crate) fn server_info(&self) -> ServerConfig {
         let capabilities = ServerCapabilities::builder()
             .enable_tools()
             .enable_tool_list_changed()
             .enable_resources()
+            .enable_resources_list_changed()
             .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_logging()
             .build();
         let mut info = ServerConfig::new(capabilities);
         info.server_info = Implementation::new("switchboard", env!("CARGO_PKG_VERSION"));
@@ -162,6 +167,51 @@ impl Dispatcher {
             }
         }
         items
+    }
+
+    /// `logging/setLevel`: the session hears servers' log messages at `level` and above
+    /// from now on, and every running server the caller's role grants that logs is told the
+    /// level (one that refuses is left as it is: the others still are told).
+    pub(crate) async fn set_level(&self, ctx: &CallCtx<'_>, level: &str) -> Result<(), ErrorData> {
+        let Some(rank) = super::session::level_rank(level) else {
+            return Err(error_data(
+                INVALID_PARAMS,
+                format!(
+                    "unknown log level {level:?}: one of debug, info, notice, warning, error, \
+                     critical, alert, emergency"
+                ),
+                None,
+            ));
+        };
+        if ctx.caller.is_none() {
+            return Err(error_data(UNAUTHENTICATED, "authentication required", None));
+        }
+        if let Some(s) = &ctx.session {
+            s.set_log_level(rank);
+        }
+        for up in self.gw.upstreams() {
+            let status = up.status();
+            if status.state != ServerState::Running
+                || !status.has_capability("logging")
+                || !self.grants_server(ctx.caller, up.name())
+            {
+                continue;
+            }
+            let sent = up
+                .request(
+                    "logging/setLevel",
+                    json!({"level": level}),
+                    level,
+                    true,
+                    None,
+                    &ctx.cancel,
+                )
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(server = %up.name(), error = %e, "server refused logging/setLevel");
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn list_tools(&self, caller: Option<&Caller>) -> Vec<Tool> {
@@ -497,6 +547,14 @@ impl Dispatcher {
             Method::PromptsGet => {
                 let p = params::<GetPromptRequestParams>(req.params_value())?;
                 ServerResult::GetPromptResult(self.get_prompt(ctx, p).await?)
+            }
+            Method::LoggingSetLevel => {
+                let level = req
+                    .params_value()
+                    .and_then(|p| p.get("level").and_then(Value::as_str).map(str::to_owned));
+                self.set_level(ctx, level.as_deref().unwrap_or_default())
+                    .await?;
+                ServerResult::empty(())
             }
         })
     }

@@ -18,12 +18,12 @@ use tokio_util::task::TaskTracker;
 
 use super::call::{CallBook, Route};
 use super::names;
-use super::session::Sessions;
+use super::session::{Note, Sessions};
 use crate::auth::store::SecretStore;
 use crate::config::{GatewayConfig, ServerConfig as UpstreamConfig};
 use crate::events::EventBus;
 use crate::telemetry::Telemetry;
-use crate::upstream::{ServerState, Upstream};
+use crate::upstream::{ServerNote, ServerState, Upstream};
 
 /// A tool as clients see it.
 #[derive(Debug, Clone)]
@@ -132,6 +132,27 @@ impl McpGateway {
             self.inner.shutdown.child_token(),
             &self.inner.tasks,
         );
+        // Its log messages and list changes, for the sessions they are for.
+        let sessions = self.inner.sessions.clone();
+        let server = up.name().to_owned();
+        up.on_notes(Arc::new(move |note| {
+            let note = match note {
+                ServerNote::ResourcesChanged => Note::ResourcesChanged,
+                ServerNote::PromptsChanged => Note::PromptsChanged,
+                ServerNote::Log(mut params) => {
+                    // on the aggregated endpoint the logger names the server
+                    let logger = match params.get("logger").and_then(Value::as_str) {
+                        Some(l) => format!("{server}/{l}"),
+                        None => server.clone(),
+                    };
+                    if let Some(p) = params.as_object_mut() {
+                        p.insert("logger".into(), Value::String(logger));
+                    }
+                    Note::Log(params)
+                }
+            };
+            sessions.tell(&note);
+        }));
         // Tell client sessions whenever this server's tools appear, change or go away.
         let mut rx = up.watch();
         let gw = self.clone();

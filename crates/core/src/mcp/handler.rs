@@ -18,6 +18,9 @@ use rmcp::model::{
     PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ReadResourceRequestParams,
     ReadResourceResponse, ServerConfig,
 };
+// Logging is deprecated from 2026-07-28 on (SEP-2577); 2025-11-25 sessions still use it.
+#[allow(deprecated)]
+use rmcp::model::SetLevelRequestParams;
 use rmcp::model::{CustomRequest, ServerRequest};
 use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer, ServiceError};
 use serde_json::Value;
@@ -27,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::call::{CallCtx, ClientProgress, ProgressOut};
 use super::dispatch::Dispatcher;
 use super::jsonrpc::id_text;
-use super::session::{Session, ToolListener};
+use super::session::{Note, Session, ToolListener};
 use crate::auth::Caller;
 use crate::upstream::{ClientAsks, Progress, RpcError, ServerAsk};
 
@@ -283,14 +286,25 @@ impl ServerHandler for Handler {
         };
         let peer = context.peer;
         let tasks = self.d.gateway().tasks().clone();
-        session.on_tools_changed(ToolListener(Box::new(move || {
+        session.on_tools_changed(ToolListener(Box::new(move |note: &Note| {
             if peer.is_transport_closed() {
                 return false;
             }
-            let peer = peer.clone();
+            let (peer, note) = (peer.clone(), note.clone());
             // told from under the listeners' lock: sent from a task, tracked and bounded
             tasks.spawn(async move {
-                let sent = peer.notify_tool_list_changed();
+                let sent = async {
+                    match note {
+                        Note::ToolsChanged => peer.notify_tool_list_changed().await,
+                        Note::ResourcesChanged => peer.notify_resource_list_changed().await,
+                        Note::PromptsChanged => peer.notify_prompt_list_changed().await,
+                        #[allow(deprecated)] // logging is part of 2025-11-25, which sessions speak
+                        Note::Log(params) => match serde_json::from_value(params) {
+                            Ok(param) => peer.notify_logging_message(param).await,
+                            Err(_) => Ok(()), // not a log message rmcp can carry
+                        },
+                    }
+                };
                 let _ = tokio::time::timeout(NOTIFY_TIMEOUT, sent).await;
             });
             true
@@ -338,6 +352,20 @@ impl ServerHandler for Handler {
         };
         let call = until_gone(self.d.call_tool(&ctx, request), gone, &cancel);
         relay.during(call).await.map(Into::into)
+    }
+
+    #[allow(deprecated)] // see the import
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let ctx = self.ctx(&context, context.ct.clone(), None);
+        let level = serde_json::to_value(request.level)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.d.set_level(&ctx, &level).await
     }
 
     // The rest is the dispatcher's answer for the request's caller, in rmcp's types.

@@ -17,6 +17,7 @@ pub(crate) enum Method {
     ResourcesRead,
     PromptsList,
     PromptsGet,
+    LoggingSetLevel,
 }
 
 /// One row of [`METHODS`].
@@ -34,7 +35,7 @@ struct Spec {
 
 /// The method table, in the order of [`Method`].
 #[rustfmt::skip]
-const METHODS: [Spec; 10] = [
+const METHODS: [Spec; 11] = [
     //        method                         name                        fast_path waits  target
     Spec::row(Method::Initialize,            "initialize",               false,    false, None),
     Spec::row(Method::Ping,                  "ping",                     true,     false, None),
@@ -46,6 +47,7 @@ const METHODS: [Spec; 10] = [
     Spec::row(Method::ResourcesRead,         "resources/read",           true,     true,  Some("uri")),
     Spec::row(Method::PromptsList,           "prompts/list",             true,     true,  None),
     Spec::row(Method::PromptsGet,            "prompts/get",              true,     true,  Some("name")),
+    Spec::row(Method::LoggingSetLevel,       "logging/setLevel",         true,     true,  None),
 ];
 
 impl Spec {

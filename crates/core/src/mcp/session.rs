@@ -21,13 +21,62 @@ use crate::events::{EventBus, HubEvent};
 /// Frames a watcher may fall behind before it loses the oldest.
 const FRAMES: usize = 1024;
 
-/// Told when the aggregated tool list changes; answers `false` once its client is gone.
-pub(crate) struct ToolListener(pub(crate) Box<dyn Fn() -> bool + Send + Sync>);
+/// A notification for a session's client, sent by whatever carries the session.
+#[derive(Debug, Clone)]
+pub(crate) enum Note {
+    /// `notifications/tools/list_changed`.
+    ToolsChanged,
+    /// `notifications/resources/list_changed`.
+    ResourcesChanged,
+    /// `notifications/prompts/list_changed`.
+    PromptsChanged,
+    /// `notifications/message`: the params, `logger` naming the server.
+    Log(Value),
+}
+
+impl Note {
+    /// The notification as JSON-RPC `(method, params)`.
+    pub(crate) fn method(&self) -> &'static str {
+        match self {
+            Self::ToolsChanged => "notifications/tools/list_changed",
+            Self::ResourcesChanged => "notifications/resources/list_changed",
+            Self::PromptsChanged => "notifications/prompts/list_changed",
+            Self::Log(_) => "notifications/message",
+        }
+    }
+
+    pub(crate) fn params(&self) -> Option<&Value> {
+        match self {
+            Self::Log(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// Tells a session's client a [`Note`]; answers `false` once its client is gone.
+pub(crate) struct ToolListener(pub(crate) Box<dyn Fn(&Note) -> bool + Send + Sync>);
 
 impl std::fmt::Debug for ToolListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ToolListener")
     }
+}
+
+/// Log levels, lowest first (RFC 5424 names, as MCP uses them).
+const LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// A level's rank in [`LEVELS`]; `None` for a name that is not one.
+pub(crate) fn level_rank(level: &str) -> Option<usize> {
+    LEVELS.iter().position(|l| *l == level)
 }
 
 /// One MCP session.
@@ -56,6 +105,9 @@ pub(crate) struct Session {
     tools_changed: Mutex<Option<ToolListener>>,
     /// Its registry's count of session objects alive, less one when this one goes.
     alive: Arc<AtomicUsize>,
+    /// The log level its client asked for (`logging/setLevel`), as a rank in [`LEVELS`]:
+    /// servers' log messages at or above it reach it; none before it asks.
+    log_level: Mutex<Option<usize>>,
     /// Whether its client declared it may be asked things (elicitation, sampling, roots): its
     /// calls then need a stream the server's requests can ride, not the fast path's JSON.
     can_be_asked: std::sync::atomic::AtomicBool,
@@ -78,6 +130,11 @@ impl Session {
         {
             let _ = frames.send(Arc::from(frame.to_string()));
         }
+    }
+
+    /// The client asked for log messages at `rank` and above.
+    pub(crate) fn set_log_level(&self, rank: usize) {
+        *self.log_level.lock().expect("level lock") = Some(rank);
     }
 
     /// Notes whether the client declared elicitation, sampling or roots in `initialize`.
@@ -282,6 +339,7 @@ impl Sessions {
             tools_changed: Mutex::new(None),
             alive: self.alive.clone(),
             can_be_asked: std::sync::atomic::AtomicBool::new(false),
+            log_level: Mutex::new(None),
         });
         self.inner
             .lock()
@@ -340,6 +398,21 @@ impl Sessions {
     /// Tells every session's listener that the tool list changed; a listener whose client
     /// is gone is dropped.
     pub(crate) fn tools_changed(&self) {
+        self.tell(&Note::ToolsChanged);
+    }
+
+    /// Tells `note` to every session it is for: a log message to the sessions that asked for
+    /// its level, anything else to all. A listener whose client is gone is dropped.
+    pub(crate) fn tell(&self, note: &Note) {
+        let rank = match note {
+            Note::Log(p) => Some(
+                p.get("level")
+                    .and_then(Value::as_str)
+                    .and_then(level_rank)
+                    .unwrap_or(0),
+            ),
+            _ => None,
+        };
         let all: Vec<Arc<Session>> = self
             .inner
             .lock()
@@ -348,8 +421,17 @@ impl Sessions {
             .cloned()
             .collect();
         for s in all {
+            if let Some(rank) = rank
+                && !s
+                    .log_level
+                    .lock()
+                    .expect("level lock")
+                    .is_some_and(|asked| rank >= asked)
+            {
+                continue;
+            }
             let mut tell = s.tools_changed.lock().expect("listener lock");
-            if tell.as_ref().is_some_and(|t| !(t.0)()) {
+            if tell.as_ref().is_some_and(|t| !(t.0)(note)) {
                 tell.take();
             }
         }

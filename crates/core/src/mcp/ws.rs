@@ -27,7 +27,7 @@ use super::dispatch::Dispatcher;
 use super::gateway::McpGateway;
 use super::jsonrpc::{self, INVALID_REQUEST, Incoming, Request, UNAUTHENTICATED, error_frame};
 use super::method::Method;
-use super::session::{Session, ToolListener};
+use super::session::{Note, Session, ToolListener};
 use crate::auth::Caller;
 use crate::upstream::{ClientAsks, RpcError, ServerAsk};
 
@@ -129,11 +129,13 @@ pub(crate) async fn run(
     let (notify_tx, mut notify_rx) = mpsc::channel::<Message>(NOTIFY_QUEUE);
     {
         let tx = notify_tx.clone();
-        let frame: Arc<str> = Arc::from(
-            json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}).to_string(),
-        );
-        session.on_tools_changed(ToolListener(Box::new(move || {
-            let _ = tx.try_send(Message::Text(frame.as_ref().into()));
+        session.on_tools_changed(ToolListener(Box::new(move |note: &Note| {
+            let mut frame = json!({"jsonrpc": "2.0", "method": note.method()});
+            if let Some(params) = note.params() {
+                frame["params"] = params.clone();
+            }
+            // full: this client is not reading; it loses the notification
+            let _ = tx.try_send(text(&frame));
             !tx.is_closed()
         })));
     }

@@ -109,6 +109,43 @@ pub(crate) struct ClientAsks {
     pub tx: mpsc::Sender<ServerAsk>,
 }
 
+/// A notification a server sent for the clients (log messages, list changes they must hear).
+#[derive(Debug, Clone)]
+pub(crate) enum ServerNote {
+    /// `notifications/message`, its params as sent.
+    Log(Value),
+    ResourcesChanged,
+    PromptsChanged,
+}
+
+/// What is told a server's [`ServerNote`]s.
+pub(crate) type NoteFn = Arc<dyn Fn(ServerNote) + Send + Sync>;
+
+/// Where a server's [`ServerNote`]s go (the gateway's sessions): shared by the upstream and
+/// each of its connections, set once, read on each note.
+#[derive(Clone, Default)]
+pub(crate) struct NoteSink(Arc<std::sync::OnceLock<NoteFn>>);
+
+impl NoteSink {
+    pub(crate) fn set(&self, tell: NoteFn) {
+        let _ = self.0.set(tell);
+    }
+
+    fn get(&self) -> Option<&NoteFn> {
+        self.0.get()
+    }
+}
+
+impl std::fmt::Debug for NoteSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "NoteSink(set)"
+        } else {
+            "NoteSink(unset)"
+        })
+    }
+}
+
 /// Server requests to clients answered at once per connection; one more is refused.
 const ASKS_AT_ONCE: usize = 16;
 
@@ -185,6 +222,8 @@ pub struct Connection {
     asks: Mutex<HashMap<u64, ClientAsks>>,
     /// Server requests waiting for a client's answer now.
     asking: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where notifications for the clients go, once the upstream has been told.
+    notes: std::sync::OnceLock<NoteSink>,
     next_id: AtomicU64,
     /// Cancelled when the connection ends (stdout ends, the link is lost or stopped) or when
     /// the upstream's shutdown token is (a child of it): what transport tasks stop on.
@@ -327,6 +366,7 @@ impl Connection {
             progress: Mutex::new(HashMap::new()),
             asks: Mutex::new(HashMap::new()),
             asking: Arc::default(),
+            notes: std::sync::OnceLock::new(),
             next_id: AtomicU64::new(1),
             closed,
             is_closed: std::sync::atomic::AtomicBool::new(false),
@@ -411,6 +451,17 @@ impl Connection {
 
     pub(crate) fn unregister_progress(&self, token: &str) {
         self.progress.lock().expect("progress lock").remove(token);
+    }
+
+    /// Hands notifications for the clients to `notes` from now on.
+    pub(crate) fn set_notes(&self, notes: NoteSink) {
+        let _ = self.notes.set(notes);
+    }
+
+    fn note(&self, note: ServerNote) {
+        if let Some(tell) = self.notes.get().and_then(NoteSink::get) {
+            tell(note);
+        }
     }
 
     /// Requests waiting for their answer, and progress tokens registered: both empty once
@@ -778,12 +829,15 @@ impl Connection {
             }
             "notifications/resources/list_changed" => {
                 notices.send(ListChanged::Resources);
+                self.note(ServerNote::ResourcesChanged);
             }
             "notifications/prompts/list_changed" => {
                 notices.send(ListChanged::Prompts);
+                self.note(ServerNote::PromptsChanged);
             }
             "notifications/message" => {
-                tracing::info!(server = %self.server, log = %params, "server log");
+                tracing::debug!(server = %self.server, log = %params, "server log");
+                self.note(ServerNote::Log(params));
             }
             _ => tracing::debug!(server = %self.server, %method, "notification ignored"),
         }

@@ -103,6 +103,8 @@ pub(super) struct Inner {
     /// The gateway's tracker: the supervisor and every transport task run on it, so shutdown
     /// waits for them.
     pub(super) tasks: TaskTracker,
+    /// Where its connections hand notifications for the clients (set by the gateway).
+    pub(super) notes: super::connection::NoteSink,
 }
 
 impl Inner {

@@ -104,6 +104,7 @@ async fn open(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String> 
 async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String> {
     let opened = open(inner, cfg).await?;
     let conn = opened.conn.clone();
+    conn.set_notes(inner.notes.clone());
     let timeout = inner.limits.start_timeout();
     let init = conn
         .request(

@@ -12,6 +12,7 @@ mod fast_path;
 mod http;
 mod lifecycle;
 mod mcp;
+mod notes;
 mod persistence;
 mod registration;
 mod remote;

@@ -1,0 +1,130 @@
+//! What servers tell their clients passes on: log messages to the sessions that asked for
+//! their level (`logging/setLevel`, which reaches the servers too), with the server named in
+//! `logger`; resource and prompt list changes to every session.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+async fn gateway() -> TestGateway {
+    let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
+    gw.wait_server("fx", "running").await;
+    gw
+}
+
+/// The session's standalone GET stream, where what is not a call's goes.
+async fn listen(gw: &TestGateway, mcp: &McpHttp) -> SseClient {
+    SseClient::open(
+        mcp.client
+            .get(&mcp.url)
+            .bearer_auth(&gw.token)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", mcp.session.as_deref().unwrap())
+            .header("mcp-protocol-version", "2025-11-25"),
+    )
+    .await
+}
+
+/// The next message on `stream` with `method`, skipping others; `None` if none within `wait`.
+async fn next_method(stream: &mut SseClient, method: &str, wait: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let (_, m) = stream.next_within(left).await?;
+        if m["method"] == method {
+            return Some(m);
+        }
+    }
+}
+
+#[tokio::test]
+async fn log_messages_reach_the_sessions_that_asked_at_their_level() {
+    let gw = gateway().await;
+    let mut asked = McpHttp::connect(&gw).await;
+    let mut quiet = McpHttp::connect(&gw).await;
+    let mut asked_stream = listen(&gw, &asked).await;
+    let mut quiet_stream = listen(&gw, &quiet).await;
+
+    let r = asked
+        .request("logging/setLevel", json!({"level": "info"}))
+        .await;
+    assert!(r.response().get("error").is_none(), "{:?}", r.messages);
+    // the server was told too
+    assert_eq!(asked.call("fx__log_level", json!({})).await.text(), "info");
+    let bad = asked
+        .request("logging/setLevel", json!({"level": "loud"}))
+        .await;
+    assert_eq!(
+        bad.response()["error"]["code"],
+        -32602,
+        "{:?}",
+        bad.messages
+    );
+
+    // below the level asked: nobody hears it; at it: the session that asked does
+    quiet
+        .call("fx__log", json!({"level": "debug", "message": "too fine"}))
+        .await;
+    quiet
+        .call(
+            "fx__log",
+            json!({"level": "warning", "message": "disk low", "logger": "fs"}),
+        )
+        .await;
+    let m = next_method(&mut asked_stream, "notifications/message", WAIT)
+        .await
+        .expect("the warning reaches the session that asked");
+    assert_eq!(m["params"]["level"], "warning", "{m}");
+    assert_eq!(m["params"]["data"], "disk low");
+    assert_eq!(
+        m["params"]["logger"], "fx/fs",
+        "the logger names the server"
+    );
+    assert!(
+        next_method(
+            &mut quiet_stream,
+            "notifications/message",
+            Duration::from_millis(500)
+        )
+        .await
+        .is_none(),
+        "a session that did not ask hears no log"
+    );
+
+    // list changes reach every session
+    quiet.call("fx__change_lists", json!({})).await;
+    for stream in [&mut asked_stream, &mut quiet_stream] {
+        for method in [
+            "notifications/resources/list_changed",
+            "notifications/prompts/list_changed",
+        ] {
+            assert!(
+                next_method(stream, method, WAIT).await.is_some(),
+                "{method}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn over_ws_a_socket_that_asked_hears_the_log() {
+    let gw = gateway().await;
+    let (mut ws, _) = crate::ws::open(&gw, Some(&gw.token), None).await.unwrap();
+    crate::ws::initialized(&mut ws).await;
+    let r = crate::ws::rpc(&mut ws, 2, "logging/setLevel", json!({"level": "error"})).await;
+    assert!(r.get("result").is_some(), "{r}");
+    let mut other = McpHttp::connect(&gw).await;
+    other
+        .call("fx__log", json!({"level": "critical", "message": "boom"}))
+        .await;
+    let m = loop {
+        let m = crate::ws::recv(&mut ws).await;
+        if m["method"] == "notifications/message" {
+            break m;
+        }
+    };
+    assert_eq!(m["params"]["logger"], "fx", "{m}");
+    assert_eq!(m["params"]["data"], "boom");
+}
