@@ -11,6 +11,7 @@ saying so, not a hang.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import ElicitResult
 
-from conftest import CLIENTS_DIR, Gateway
+from conftest import CLIENTS_DIR, Gateway, gateway_bin
 from test_gateway import REQUEST_TIMEOUT_S, bearer_transport, call, run, text_of, wait_for_tools
 
 PREFIX = "everything__"
@@ -176,5 +177,29 @@ def test_2026_client_gets_a_refusal_not_a_hang(gateway: Gateway) -> None:
             res = await call(client, PREFIX + "echo", {"message": "still here"})
             assert text_of(res) == "Echo: still here"
         assert asked.asks == []
+
+    run(body)
+
+
+def test_form_elicitation_through_the_stdio_bridge(gateway: Gateway) -> None:
+    """`switchboard connect` (the stdio bridge a stdio-only client starts) carries the server's
+    elicitation/create to the client and its answer back, as /mcp does."""
+    token = gateway.pair("switchboard-e2e-py-asks-bridge")["token"]
+    params = StdioServerParameters(
+        command=gateway_bin(),
+        args=["connect", "--url", gateway.mcp_url],
+        env={**os.environ, "SWITCHBOARD_TOKEN": token, "SWITCHBOARD_LOG": "warn"},
+    )
+    asked = Asked(lambda _: ACCEPT)
+
+    async def body() -> None:
+        async with Client(
+            stdio_client(params), mode="legacy", read_timeout_seconds=REQUEST_TIMEOUT_S, elicitation_callback=asked
+        ) as client:
+            await wait_for_tools(client, [PREFIX + "trigger-elicitation-request"])
+            res = await call(client, PREFIX + "trigger-elicitation-request")
+            assert not res.is_error, text_of(res)
+            assert "- Name: Grace Hopper" in text_of(res), text_of(res)
+        assert [a["mode"] for a in asked.asks] == ["form"]
 
     run(body)
