@@ -11,6 +11,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -28,6 +29,8 @@ const targetDir = () =>
 // Every process these helpers start, until it has exited. Whatever ends this test process (a
 // failed assertion, an uncaught error, the runner's timeout signal), none of them outlives it.
 const liveChildren = new Set();
+// Processes the SDK's StdioClientTransport started (it keeps its ChildProcess to itself), by pid.
+const livePids = new Set();
 
 function track(child) {
   liveChildren.add(child);
@@ -44,6 +47,14 @@ function killLiveChildren() {
     }
   }
   liveChildren.clear();
+  for (const pid of livePids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  livePids.clear();
 }
 
 process.on('exit', killLiveChildren);
@@ -350,11 +361,14 @@ export function apiToken(gw) {
  * A connected SDK client for the gateway's /mcp endpoint, sending `Authorization: Bearer` on every
  * request. Pairs a new client (named `name`, with `role` or the default role) unless `token` is
  * given. The handle has `token` and `paired` (the /pair answer, whose `name` unpairs it).
+ * `capabilities` are the client's own (what it declares in `initialize`); `setup(client)` runs
+ * before it connects (to set its request handlers).
  */
-export async function connectClient(gw, name = 'switchboard-e2e-ts', { role, token } = {}) {
+export async function connectClient(gw, name = 'switchboard-e2e-ts', { role, token, capabilities, setup } = {}) {
   const paired = token ? undefined : await pair(gw, name, role);
   const bearer = token ?? paired.token;
-  const client = new Client({ name, version: '0.0.0' });
+  const client = new Client({ name, version: '0.0.0' }, capabilities ? { capabilities } : undefined);
+  setup?.(client);
   const transport = new StreamableHTTPClientTransport(new URL(gw.mcpUrl), {
     requestInit: { headers: { Authorization: `Bearer ${bearer}` } },
   });
@@ -372,6 +386,47 @@ export async function connectClient(gw, name = 'switchboard-e2e-ts', { role, tok
     async close() {
       await withTimeout(transport.terminateSession(), REQUEST_TIMEOUT_MS, 'DELETE /mcp').catch(() => {});
       await withTimeout(client.close(), REQUEST_TIMEOUT_MS, 'client.close()').catch(() => {});
+    },
+  };
+}
+
+/**
+ * A connected SDK client for `server` ({command, args}, e.g. everythingServer()) run directly
+ * over stdio, no gateway between: the reference the gateway's behaviour is compared with. Takes
+ * the same `capabilities` and `setup` as connectClient; `close()` ends the server.
+ */
+export async function connectStdio(server, name = 'switchboard-e2e-ts-direct', { capabilities, setup } = {}) {
+  const client = new Client({ name, version: '0.0.0' }, capabilities ? { capabilities } : undefined);
+  setup?.(client);
+  const transport = new StdioClientTransport({ command: server.command, args: server.args ?? [], stderr: 'pipe' });
+  let stderr = '';
+  const errors = [];
+  client.onerror = (err) => errors.push(err);
+  const connected = client.connect(transport, { timeout: REQUEST_TIMEOUT_MS });
+  // The stream exists once the transport started the process (before the handshake is over).
+  transport.stderr?.setEncoding('utf8');
+  transport.stderr?.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  let pid = transport.pid; // set as soon as connect() spawned the server
+  if (pid) livePids.add(pid);
+  try {
+    await connected;
+    pid = transport.pid;
+    if (pid) livePids.add(pid);
+  } catch (err) {
+    await client.close().catch(() => {});
+    err.message += `\n--- ${server.command} ${(server.args ?? []).join(' ')} stderr ---\n${stderr}`;
+    throw err;
+  }
+  return {
+    client,
+    transport,
+    errors,
+    stderr: () => stderr,
+    async close() {
+      await withTimeout(client.close(), REQUEST_TIMEOUT_MS, 'client.close() (stdio)').catch(() => {});
+      if (pid) livePids.delete(pid);
     },
   };
 }
