@@ -15,6 +15,7 @@
 //! - `client_capabilities {}`: the capabilities the client declared in `initialize`, as JSON
 //! - `log {level, message, logger?}`: sends `notifications/message` (the level asked by
 //!   `logging/setLevel` is answered by `log_level {}`)
+//! - `completion/complete`: answers one value, `<ref name or uri>:<argument>=<value>`
 //! - `change_lists {}`: sends `notifications/resources/list_changed` and
 //!   `notifications/prompts/list_changed`
 //!
@@ -339,7 +340,8 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
             reply(json!({
             "protocolVersion": params["protocolVersion"].as_str().unwrap_or("2025-11-25"),
             "capabilities": {"tools": {"listChanged": true}, "resources": {"listChanged": true},
-                             "prompts": {"listChanged": true}, "logging": {}},
+                             "prompts": {"listChanged": true}, "logging": {},
+                             "completions": {}},
             "serverInfo": {"name": name, "version": "1.0.0"},
             }))
         }
@@ -350,6 +352,18 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
             }
         }
         "ping" => reply(json!({})),
+        // what it was asked, as the one completion: `<ref name or uri>:<argument>=<value>`
+        "completion/complete" => {
+            let r = &params["ref"];
+            let target = r["name"].as_str().or(r["uri"].as_str()).unwrap_or_default();
+            let arg = &params["argument"];
+            let value = format!(
+                "{target}:{}={}",
+                arg["name"].as_str().unwrap_or_default(),
+                arg["value"].as_str().unwrap_or_default()
+            );
+            reply(json!({"completion": {"values": [value], "total": 1, "hasMore": false}}));
+        }
         "logging/setLevel" => {
             if let Ok(mut l) = state.log_level.lock() {
                 *l = params["level"].as_str().map(str::to_owned);

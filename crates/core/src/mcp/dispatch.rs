@@ -11,11 +11,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ContentBlock, DiscoverResult, ErrorCode, ErrorData,
-    GetPromptRequestParams, GetPromptResult, Implementation, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, Prompt, ProtocolVersion,
-    ReadResourceRequestParams, ReadResourceResult, Resource, ResourceTemplate, ResultType,
-    ServerCapabilities, ServerConfig, ServerResult, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResult, CompleteRequestParams, CompleteResult, ContentBlock,
+    DiscoverResult, ErrorCode, ErrorData, GetPromptRequestParams, GetPromptResult, Implementation,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, Prompt,
+    ProtocolVersion, ReadResourceRequestParams, ReadResourceResult, Resource, ResourceTemplate,
+    ResultType, ServerCapabilities, ServerConfig, ServerResult, Tool, ToolAnnotations,
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -86,6 +86,7 @@ impl Dispatcher {
             .enable_prompts()
             .enable_prompts_list_changed()
             .enable_logging()
+            .enable_completions()
             .build();
         let mut info = ServerConfig::new(capabilities);
         info.server_info = Implementation::new("switchboard", env!("CARGO_PKG_VERSION"));
@@ -167,6 +168,94 @@ impl Dispatcher {
             }
         }
         items
+    }
+
+    /// `completion/complete`, routed by its reference: a prompt (`<server>__<prompt>`) to its
+    /// server under the server's own name; a resource or template URI to the server that
+    /// listed it, else to the one granted server that offers completions. Which server cannot
+    /// be told, or one that offers none: an error saying so.
+    pub(crate) async fn complete(
+        &self,
+        ctx: &CallCtx<'_>,
+        request: CompleteRequestParams,
+    ) -> Result<CompleteResult, ErrorData> {
+        let Some(caller) = ctx.caller else {
+            return Err(error_data(UNAUTHENTICATED, "authentication required", None));
+        };
+        let mut params = serde_json::to_value(&request).unwrap_or(Value::Null);
+        let reference = params.get("ref").cloned().unwrap_or(Value::Null);
+        let (up, label) = match reference.get("type").and_then(Value::as_str) {
+            Some("ref/prompt") => {
+                let name = reference["name"].as_str().unwrap_or_default().to_owned();
+                self.allowed(ctx.caller, &name)?;
+                let unknown =
+                    || error_data(INVALID_PARAMS, format!("unknown prompt '{name}'"), None);
+                let (server, prompt) = names::split(&name).ok_or_else(unknown)?;
+                let up = self.gw.upstream(server).ok_or_else(unknown)?;
+                params["ref"]["name"] = json!(prompt);
+                (up, name)
+            }
+            Some("ref/resource") => {
+                let uri = reference["uri"].as_str().unwrap_or_default().to_owned();
+                let grants = |up: &Upstream| self.roles.grants_server(&caller.role, up.name());
+                let listed = self
+                    .gw
+                    .resource_listers(&uri)
+                    .iter()
+                    .filter_map(|s| self.gw.upstream(s))
+                    .find(grants);
+                let up = match listed {
+                    Some(up) => up,
+                    None => {
+                        let offering: Vec<Upstream> = self
+                            .gw
+                            .upstreams()
+                            .into_iter()
+                            .filter(|u| grants(u) && u.status().has_capability("completions"))
+                            .collect();
+                        match <[Upstream; 1]>::try_from(offering) {
+                            Ok([up]) => up,
+                            Err(v) => {
+                                return Err(error_data(
+                                    INVALID_PARAMS,
+                                    format!(
+                                        "cannot tell which server '{uri}' belongs to ({} granted \
+                                         servers offer completions, and none listed it)",
+                                        v.len()
+                                    ),
+                                    None,
+                                ));
+                            }
+                        }
+                    }
+                };
+                (up, uri)
+            }
+            other => {
+                return Err(error_data(
+                    INVALID_PARAMS,
+                    format!(
+                        "unknown completion reference type {other:?}: ref/prompt or ref/resource"
+                    ),
+                    None,
+                ));
+            }
+        };
+        if !up.status().has_capability("completions") {
+            return Err(error_data(
+                METHOD_NOT_FOUND,
+                format!("server '{}' offers no completions", up.name()),
+                None,
+            ));
+        }
+        let ask = Ask {
+            method: "completion/complete",
+            name: &label,
+            target: &label,
+            params,
+            what: "completion",
+        };
+        self.book.request::<CompleteResult>(ctx, &up, ask).await
     }
 
     /// `logging/setLevel`: the session hears servers' log messages at `level` and above
@@ -547,6 +636,10 @@ impl Dispatcher {
             Method::PromptsGet => {
                 let p = params::<GetPromptRequestParams>(req.params_value())?;
                 ServerResult::GetPromptResult(self.get_prompt(ctx, p).await?)
+            }
+            Method::CompletionComplete => {
+                let p = params::<CompleteRequestParams>(req.params_value())?;
+                ServerResult::CompleteResult(self.complete(ctx, p).await?)
             }
             Method::LoggingSetLevel => {
                 let level = req

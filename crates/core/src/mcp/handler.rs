@@ -13,10 +13,10 @@ use std::time::Duration;
 use axum::http::request::Parts;
 use rmcp::ServerHandler;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ErrorData, GetPromptRequestParams, GetPromptResponse,
-    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ReadResourceRequestParams,
-    ReadResourceResponse, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, ErrorData,
+    GetPromptRequestParams, GetPromptResponse, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ProgressToken, ReadResourceRequestParams, ReadResourceResponse, ServerConfig,
 };
 // Logging is deprecated from 2026-07-28 on (SEP-2577); 2025-11-25 sessions still use it.
 #[allow(deprecated)]
@@ -352,6 +352,15 @@ impl ServerHandler for Handler {
         };
         let call = until_gone(self.d.call_tool(&ctx, request), gone, &cancel);
         relay.during(call).await.map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let ctx = self.ctx(&context, context.ct.clone(), None);
+        self.d.complete(&ctx, request).await
     }
 
     #[allow(deprecated)] // see the import

@@ -18,6 +18,7 @@ pub(crate) enum Method {
     PromptsList,
     PromptsGet,
     LoggingSetLevel,
+    CompletionComplete,
 }
 
 /// One row of [`METHODS`].
@@ -35,7 +36,7 @@ struct Spec {
 
 /// The method table, in the order of [`Method`].
 #[rustfmt::skip]
-const METHODS: [Spec; 11] = [
+const METHODS: [Spec; 12] = [
     //        method                         name                        fast_path waits  target
     Spec::row(Method::Initialize,            "initialize",               false,    false, None),
     Spec::row(Method::Ping,                  "ping",                     true,     false, None),
@@ -48,6 +49,7 @@ const METHODS: [Spec; 11] = [
     Spec::row(Method::PromptsList,           "prompts/list",             true,     true,  None),
     Spec::row(Method::PromptsGet,            "prompts/get",              true,     true,  Some("name")),
     Spec::row(Method::LoggingSetLevel,       "logging/setLevel",         true,     true,  None),
+    Spec::row(Method::CompletionComplete,    "completion/complete",      true,     true,  None),
 ];
 
 impl Spec {

@@ -128,3 +128,64 @@ async fn over_ws_a_socket_that_asked_hears_the_log() {
     assert_eq!(m["params"]["logger"], "fx", "{m}");
     assert_eq!(m["params"]["data"], "boom");
 }
+
+#[tokio::test]
+async fn completion_goes_to_the_server_of_its_prompt_or_resource() {
+    let gw = TestGateway::with(|c| {
+        c.servers = vec![
+            fixture_server("fx", &["--resource-host", "a"]),
+            fixture_server("gx", &["--resource-host", "b"]),
+        ]
+    })
+    .await;
+    gw.wait_server("fx", "running").await;
+    gw.wait_server("gx", "running").await;
+    let mut mcp = McpHttp::connect(&gw).await;
+    let complete =
+        |reference: Value| json!({"ref": reference, "argument": {"name": "who", "value": "Al"}});
+    // a prompt: to its server, under the server's own name
+    let r = mcp
+        .request(
+            "completion/complete",
+            complete(json!({"type": "ref/prompt", "name": "gx__greet"})),
+        )
+        .await;
+    assert_eq!(
+        r.result()["completion"]["values"],
+        json!(["greet:who=Al"]),
+        "{:?}",
+        r.messages
+    );
+    // a resource the gateway saw listed: to the server that listed it
+    mcp.request("resources/list", json!({})).await;
+    let r = mcp
+        .request(
+            "completion/complete",
+            complete(json!({"type": "ref/resource", "uri": "fixture://b/notes"})),
+        )
+        .await;
+    assert_eq!(
+        r.result()["completion"]["values"],
+        json!(["fixture://b/notes:who=Al"])
+    );
+    // one nobody listed, with two servers offering completions: not guessed
+    let r = mcp
+        .request(
+            "completion/complete",
+            complete(json!({"type": "ref/resource", "uri": "fixture://c/{x}"})),
+        )
+        .await;
+    let e = &r.response()["error"];
+    assert_eq!(e["code"], -32602, "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("cannot tell"),
+        "{e}"
+    );
+    let r = mcp
+        .request(
+            "completion/complete",
+            complete(json!({"type": "ref/prompt", "name": "nope__greet"})),
+        )
+        .await;
+    assert_eq!(r.response()["error"]["code"], -32602);
+}
