@@ -16,6 +16,8 @@
 //! - `log {level, message, logger?}`: sends `notifications/message` (the level asked by
 //!   `logging/setLevel` is answered by `log_level {}`)
 //! - `completion/complete`: answers one value, `<ref name or uri>:<argument>=<value>`
+//! - `touch {uri}`: sends `notifications/resources/updated` for `uri` (subscriptions are
+//!   answered and logged to stderr: `fixture: resources/subscribe URI`)
 //! - `change_lists {}`: sends `notifications/resources/list_changed` and
 //!   `notifications/prompts/list_changed`
 //!
@@ -163,6 +165,12 @@ fn tools(state: &State) -> Vec<Value> {
             ro.clone(),
         ),
         tool(
+            "touch",
+            "Says the resource `uri` was updated",
+            json!({"uri": {"type": "string"}}),
+            ro.clone(),
+        ),
+        tool(
             "change_lists",
             "Says its resources and prompts changed",
             json!({}),
@@ -277,6 +285,13 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
                 .and_then(|l| l.clone())
                 .unwrap_or_else(|| "none".into()),
         ),
+        "touch" => {
+            state.send(
+                json!({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                              "params": {"uri": args["uri"]}}),
+            );
+            text_result("touched")
+        }
         "change_lists" => {
             state.send(json!({"jsonrpc": "2.0",
                               "method": "notifications/resources/list_changed"}));
@@ -339,7 +354,8 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
             }
             reply(json!({
             "protocolVersion": params["protocolVersion"].as_str().unwrap_or("2025-11-25"),
-            "capabilities": {"tools": {"listChanged": true}, "resources": {"listChanged": true},
+            "capabilities": {"tools": {"listChanged": true},
+                             "resources": {"listChanged": true, "subscribe": true},
                              "prompts": {"listChanged": true}, "logging": {},
                              "completions": {}},
             "serverInfo": {"name": name, "version": "1.0.0"},
@@ -363,6 +379,13 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
                 arg["value"].as_str().unwrap_or_default()
             );
             reply(json!({"completion": {"values": [value], "total": 1, "hasMore": false}}));
+        }
+        "resources/subscribe" | "resources/unsubscribe" => {
+            eprintln!(
+                "fixture: {method} {}",
+                params["uri"].as_str().unwrap_or_default()
+            );
+            reply(json!({}));
         }
         "logging/setLevel" => {
             if let Ok(mut l) = state.log_level.lock() {

@@ -83,6 +83,7 @@ impl Dispatcher {
             .enable_tool_list_changed()
             .enable_resources()
             .enable_resources_list_changed()
+            .enable_resources_subscribe()
             .enable_prompts()
             .enable_prompts_list_changed()
             .enable_logging()
@@ -168,6 +169,72 @@ impl Dispatcher {
             }
         }
         items
+    }
+
+    /// `resources/subscribe` (`on`) or `resources/unsubscribe` of `uri`: passed to the
+    /// server that listed it (granted to the caller; it must offer subscriptions), and the
+    /// session hears that server's `notifications/resources/updated` for it from then on. An
+    /// unsubscribe reaches the server only once no other session is subscribed.
+    pub(crate) async fn subscribe(
+        &self,
+        ctx: &CallCtx<'_>,
+        uri: &str,
+        on: bool,
+    ) -> Result<(), ErrorData> {
+        let Some(caller) = ctx.caller else {
+            return Err(error_data(UNAUTHENTICATED, "authentication required", None));
+        };
+        let Some(session) = &ctx.session else {
+            return Err(error_data(
+                INVALID_PARAMS,
+                "resources/subscribe needs a session to send the updates to",
+                None,
+            ));
+        };
+        let up = self
+            .gw
+            .resource_listers(uri)
+            .iter()
+            .filter_map(|s| self.gw.upstream(s))
+            .find(|up| self.roles.grants_server(&caller.role, up.name()))
+            .ok_or_else(|| {
+                error_data(
+                    RESOURCE_NOT_FOUND,
+                    format!("no server granted to role '{}' listed '{uri}'", caller.role),
+                    None,
+                )
+            })?;
+        let offers = up
+            .status()
+            .capabilities
+            .pointer("/resources/subscribe")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if !offers {
+            return Err(error_data(
+                METHOD_NOT_FOUND,
+                format!("server '{}' offers no resource subscriptions", up.name()),
+                None,
+            ));
+        }
+        let last = !on && !self.gw.sessions().subscribed_elsewhere(uri, &session.id);
+        if on || last {
+            let method = if on {
+                "resources/subscribe"
+            } else {
+                "resources/unsubscribe"
+            };
+            let ask = Ask {
+                method,
+                name: uri,
+                target: uri,
+                params: json!({"uri": uri}),
+                what: "subscription answer",
+            };
+            self.book.request::<Value>(ctx, &up, ask).await?;
+        }
+        session.subscribe_resource(uri, on);
+        Ok(())
     }
 
     /// `completion/complete`, routed by its reference: a prompt (`<server>__<prompt>`) to its
@@ -636,6 +703,15 @@ impl Dispatcher {
             Method::PromptsGet => {
                 let p = params::<GetPromptRequestParams>(req.params_value())?;
                 ServerResult::GetPromptResult(self.get_prompt(ctx, p).await?)
+            }
+            Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
+                let uri = req
+                    .params_value()
+                    .and_then(|p| p.get("uri").and_then(Value::as_str).map(str::to_owned))
+                    .unwrap_or_default();
+                self.subscribe(ctx, &uri, method == Method::ResourcesSubscribe)
+                    .await?;
+                ServerResult::empty(())
             }
             Method::CompletionComplete => {
                 let p = params::<CompleteRequestParams>(req.params_value())?;

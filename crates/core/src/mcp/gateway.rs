@@ -139,6 +139,7 @@ impl McpGateway {
             let note = match note {
                 ServerNote::ResourcesChanged => Note::ResourcesChanged,
                 ServerNote::PromptsChanged => Note::PromptsChanged,
+                ServerNote::ResourceUpdated(params) => Note::ResourceUpdated(params),
                 ServerNote::Log(mut params) => {
                     // on the aggregated endpoint the logger names the server
                     let logger = match params.get("logger").and_then(Value::as_str) {

@@ -17,6 +17,7 @@ use rmcp::model::{
     GetPromptRequestParams, GetPromptResponse, ListPromptsResult, ListResourceTemplatesResult,
     ListResourcesResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
     ProgressToken, ReadResourceRequestParams, ReadResourceResponse, ServerConfig,
+    SubscribeRequestParams, UnsubscribeRequestParams,
 };
 // Logging is deprecated from 2026-07-28 on (SEP-2577); 2025-11-25 sessions still use it.
 #[allow(deprecated)]
@@ -298,6 +299,10 @@ impl ServerHandler for Handler {
                         Note::ToolsChanged => peer.notify_tool_list_changed().await,
                         Note::ResourcesChanged => peer.notify_resource_list_changed().await,
                         Note::PromptsChanged => peer.notify_prompt_list_changed().await,
+                        Note::ResourceUpdated(params) => match serde_json::from_value(params) {
+                            Ok(param) => peer.notify_resource_updated(param).await,
+                            Err(_) => Ok(()),
+                        },
                         #[allow(deprecated)] // logging is part of 2025-11-25, which sessions speak
                         Note::Log(params) => match serde_json::from_value(params) {
                             Ok(param) => peer.notify_logging_message(param).await,
@@ -352,6 +357,24 @@ impl ServerHandler for Handler {
         };
         let call = until_gone(self.d.call_tool(&ctx, request), gone, &cancel);
         relay.during(call).await.map(Into::into)
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let ctx = self.ctx(&context, context.ct.clone(), None);
+        self.d.subscribe(&ctx, &request.uri, true).await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let ctx = self.ctx(&context, context.ct.clone(), None);
+        self.d.subscribe(&ctx, &request.uri, false).await
     }
 
     async fn complete(

@@ -19,6 +19,8 @@ pub(crate) enum Method {
     PromptsGet,
     LoggingSetLevel,
     CompletionComplete,
+    ResourcesSubscribe,
+    ResourcesUnsubscribe,
 }
 
 /// One row of [`METHODS`].
@@ -36,7 +38,7 @@ struct Spec {
 
 /// The method table, in the order of [`Method`].
 #[rustfmt::skip]
-const METHODS: [Spec; 12] = [
+const METHODS: [Spec; 14] = [
     //        method                         name                        fast_path waits  target
     Spec::row(Method::Initialize,            "initialize",               false,    false, None),
     Spec::row(Method::Ping,                  "ping",                     true,     false, None),
@@ -50,6 +52,8 @@ const METHODS: [Spec; 12] = [
     Spec::row(Method::PromptsGet,            "prompts/get",              true,     true,  Some("name")),
     Spec::row(Method::LoggingSetLevel,       "logging/setLevel",         true,     true,  None),
     Spec::row(Method::CompletionComplete,    "completion/complete",      true,     true,  None),
+    Spec::row(Method::ResourcesSubscribe,    "resources/subscribe",      true,     true,  Some("uri")),
+    Spec::row(Method::ResourcesUnsubscribe,  "resources/unsubscribe",    true,     true,  Some("uri")),
 ];
 
 impl Spec {

@@ -32,6 +32,8 @@ pub(crate) enum Note {
     PromptsChanged,
     /// `notifications/message`: the params, `logger` naming the server.
     Log(Value),
+    /// `notifications/resources/updated`: the params (its `uri`), for the sessions subscribed.
+    ResourceUpdated(Value),
 }
 
 impl Note {
@@ -42,12 +44,13 @@ impl Note {
             Self::ResourcesChanged => "notifications/resources/list_changed",
             Self::PromptsChanged => "notifications/prompts/list_changed",
             Self::Log(_) => "notifications/message",
+            Self::ResourceUpdated(_) => "notifications/resources/updated",
         }
     }
 
     pub(crate) fn params(&self) -> Option<&Value> {
         match self {
-            Self::Log(p) => Some(p),
+            Self::Log(p) | Self::ResourceUpdated(p) => Some(p),
             _ => None,
         }
     }
@@ -108,6 +111,8 @@ pub(crate) struct Session {
     /// The log level its client asked for (`logging/setLevel`), as a rank in [`LEVELS`]:
     /// servers' log messages at or above it reach it; none before it asks.
     log_level: Mutex<Option<usize>>,
+    /// The resource URIs it subscribed to (`resources/subscribe`).
+    subscriptions: Mutex<HashSet<String>>,
     /// Whether its client declared it may be asked things (elicitation, sampling, roots): its
     /// calls then need a stream the server's requests can ride, not the fast path's JSON.
     can_be_asked: std::sync::atomic::AtomicBool,
@@ -135,6 +140,23 @@ impl Session {
     /// The client asked for log messages at `rank` and above.
     pub(crate) fn set_log_level(&self, rank: usize) {
         *self.log_level.lock().expect("level lock") = Some(rank);
+    }
+
+    /// Subscribes to (or, `on` false, unsubscribes from) updates of `uri`.
+    pub(crate) fn subscribe_resource(&self, uri: &str, on: bool) {
+        let mut subs = self.subscriptions.lock().expect("subscriptions lock");
+        if on {
+            subs.insert(uri.to_owned());
+        } else {
+            subs.remove(uri);
+        }
+    }
+
+    fn subscribed(&self, uri: &str) -> bool {
+        self.subscriptions
+            .lock()
+            .expect("subscriptions lock")
+            .contains(uri)
     }
 
     /// Notes whether the client declared elicitation, sampling or roots in `initialize`.
@@ -340,6 +362,7 @@ impl Sessions {
             alive: self.alive.clone(),
             can_be_asked: std::sync::atomic::AtomicBool::new(false),
             log_level: Mutex::new(None),
+            subscriptions: Mutex::new(HashSet::new()),
         });
         self.inner
             .lock()
@@ -420,7 +443,16 @@ impl Sessions {
             .values()
             .cloned()
             .collect();
+        let updated = match note {
+            Note::ResourceUpdated(p) => Some(p.get("uri").and_then(Value::as_str).unwrap_or("")),
+            _ => None,
+        };
         for s in all {
+            if let Some(uri) = updated
+                && !s.subscribed(uri)
+            {
+                continue;
+            }
             if let Some(rank) = rank
                 && !s
                     .log_level
@@ -451,6 +483,15 @@ impl Sessions {
             "watchers": sum(&|s| s.watchers()),
             "listeners": sum(&|s| usize::from(s.tools_changed.lock().expect("listener lock").is_some())),
         })
+    }
+
+    /// Whether any session but `except` is subscribed to `uri`.
+    pub(crate) fn subscribed_elsewhere(&self, uri: &str, except: &str) -> bool {
+        self.inner
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .any(|s| s.id != except && s.subscribed(uri))
     }
 
     /// How many sessions ended for being idle since start.

@@ -116,6 +116,8 @@ pub(crate) enum ServerNote {
     Log(Value),
     ResourcesChanged,
     PromptsChanged,
+    /// `notifications/resources/updated`, its params as sent.
+    ResourceUpdated(Value),
 }
 
 /// What is told a server's [`ServerNote`]s.
@@ -834,6 +836,9 @@ impl Connection {
             "notifications/prompts/list_changed" => {
                 notices.send(ListChanged::Prompts);
                 self.note(ServerNote::PromptsChanged);
+            }
+            "notifications/resources/updated" => {
+                self.note(ServerNote::ResourceUpdated(params));
             }
             "notifications/message" => {
                 tracing::debug!(server = %self.server, log = %params, "server log");

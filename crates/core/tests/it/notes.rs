@@ -189,3 +189,61 @@ async fn completion_goes_to_the_server_of_its_prompt_or_resource() {
         .await;
     assert_eq!(r.response()["error"]["code"], -32602);
 }
+
+#[tokio::test]
+async fn resource_updates_reach_the_subscribed_sessions_only() {
+    let gw =
+        TestGateway::with(|c| c.servers = vec![fixture_server("fx", &["--resource-host", "a"])])
+            .await;
+    gw.wait_server("fx", "running").await;
+    let mut sub = McpHttp::connect(&gw).await;
+    let mut other = McpHttp::connect(&gw).await;
+    let mut sub_stream = listen(&gw, &sub).await;
+    let mut other_stream = listen(&gw, &other).await;
+    sub.request("resources/list", json!({})).await;
+    let r = sub
+        .request("resources/subscribe", json!({"uri": "fixture://a/notes"}))
+        .await;
+    assert!(r.response().get("error").is_none(), "{:?}", r.messages);
+    let r = sub
+        .request(
+            "resources/subscribe",
+            json!({"uri": "fixture://nobody/listed"}),
+        )
+        .await;
+    assert_eq!(r.response()["error"]["code"], -32002, "{:?}", r.messages);
+
+    let touched = other
+        .call("fx__touch", json!({"uri": "fixture://a/notes"}))
+        .await;
+    assert_eq!(touched.text(), "touched", "{:?}", touched.messages);
+    let m = next_method(&mut sub_stream, "notifications/resources/updated", WAIT)
+        .await
+        .expect("the subscribed session hears the update");
+    assert_eq!(m["params"]["uri"], "fixture://a/notes");
+    assert!(
+        next_method(
+            &mut other_stream,
+            "notifications/resources/updated",
+            Duration::from_millis(500)
+        )
+        .await
+        .is_none(),
+        "a session that did not subscribe hears nothing"
+    );
+    // unsubscribed: no more
+    sub.request("resources/unsubscribe", json!({"uri": "fixture://a/notes"}))
+        .await;
+    other
+        .call("fx__touch", json!({"uri": "fixture://a/notes"}))
+        .await;
+    assert!(
+        next_method(
+            &mut sub_stream,
+            "notifications/resources/updated",
+            Duration::from_millis(500)
+        )
+        .await
+        .is_none()
+    );
+}
