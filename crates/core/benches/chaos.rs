@@ -87,10 +87,7 @@ fn main() {
     let call_timeout_ms: u64 = common::arg("--call-timeout-ms", 5_000);
     let restart_wait_ms: u64 = common::arg("--restart-wait-ms", 10_000);
     let bound = Duration::from_millis(restart_wait_ms + call_timeout_ms);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         eprintln!("gateway under test: {}", switchboard());

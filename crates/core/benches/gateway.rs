@@ -278,10 +278,7 @@ const WS_FLOOR_ENV: &str = "SWITCHBOARD_BENCH_WS_FLOOR";
 fn ws_floor_server() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("{}", listener.local_addr().unwrap());
@@ -320,10 +317,7 @@ fn main() {
     let calls: u64 = arg("--calls", 5000);
     let secs: u64 = arg("--seconds", 5);
     let quick = std::env::args().any(|a| a == "--quick");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         eprintln!("gateway under test: {}", switchboard());

@@ -210,10 +210,7 @@ fn main() {
     let idle_ms: u64 = arg("--idle-ms", 20_000);
     let rounds_n: usize = arg("--rounds", 2).max(2);
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         eprintln!("gateway under test: {}", switchboard());

@@ -16,6 +16,22 @@ fn memory_config(dir: &std::path::Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// `serve` on port 0 with `data` as its data dir, once it says it is listening.
+fn serve_listening(data: &std::path::Path) -> ChildGuard {
+    let mut child = spawn_serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data.to_string_lossy(),
+    ]);
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("Switchboard listening on"), "{line}");
+    child
+}
+
 fn spawn_serve(args: &[&str]) -> ChildGuard {
     let has_config = args.contains(&"--config");
     let dir = tempfile::tempdir().unwrap().keep();
@@ -123,17 +139,7 @@ fn a_test_that_panics_after_starting_the_binary_leaves_no_process_behind() {
     let (tx, rx) = std::sync::mpsc::channel();
     let failed = std::thread::spawn(move || {
         let data = tempfile::tempdir().unwrap();
-        let mut child = spawn_serve(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data.path().to_string_lossy(),
-        ]);
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("Switchboard listening on"), "{line}");
+        let child = serve_listening(data.path());
         tx.send(child.id()).unwrap();
         panic!("deliberate: a test failing while its gateway runs");
     })
@@ -305,17 +311,7 @@ async fn without_a_keychain_serve_falls_back_to_an_owner_only_file_and_pairs() {
 #[test]
 fn pair_prints_the_code_alone_on_its_last_line() {
     let data = tempfile::tempdir().unwrap();
-    let mut child = spawn_serve(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data.path().to_string_lossy(),
-    ]);
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("Switchboard listening on"), "{line}");
+    let child = serve_listening(data.path());
     let out = Command::new(BIN)
         .args(["pair", "--data-dir"])
         .arg(data.path())
