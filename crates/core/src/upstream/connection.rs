@@ -710,14 +710,24 @@ impl Connection {
             self.out.try_send(reply(&error_reply(&id, -32603, message)));
             return;
         }
-        let (out, asking, server, method) = (
+        let (out, asking, server, method, closed) = (
             self.out.clone(),
             self.asking.clone(),
             self.server.clone(),
             method.to_owned(),
+            self.closed.clone(),
         );
+        // Ends with the answer, the bound, or the connection (whose token is a child of the
+        // gateway's shutdown): nothing outlives the server it answers.
         tokio::spawn(async move {
-            let answer = match tokio::time::timeout(ASK_TIMEOUT, rx).await {
+            let waited = tokio::select! {
+                w = tokio::time::timeout(ASK_TIMEOUT, rx) => w,
+                () = closed.cancelled() => {
+                    asking.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+            };
+            let answer = match waited {
                 Ok(Ok(Ok(result))) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
                 Ok(Ok(Err(RpcError::Remote {
                     code,
