@@ -98,11 +98,23 @@ impl Client {
     }
 }
 
-/// The 12 tools every fixture has (`echo`, `add`, …).
-const FIXTURE_TOOLS: usize = 12;
+/// How many of `tools` are the fixture's own (`echo`, `add`, …), not `--many`'s.
+fn own(tools: &[String]) -> usize {
+    tools.iter().filter(|t| !t.contains("__many_")).count()
+}
 
-/// Waits (bounded) until walking `tools/list` shows `n` tools of server `server`.
-async fn wait_for_tools(c: &mut Client, server: &str, n: usize) -> Vec<String> {
+/// The sizes of the pages of `n` items, `size` to a page.
+fn pages_of(n: usize, size: usize) -> Vec<usize> {
+    let mut sizes = vec![size; n / size];
+    if !n.is_multiple_of(size) || n == 0 {
+        sizes.push(n % size);
+    }
+    sizes
+}
+
+/// Waits (bounded) until walking `tools/list` shows server `server` with `n` tools, or with
+/// `n` of `--many`'s if `many`; answers the server's tools.
+async fn wait_for_tools(c: &mut Client, server: &str, n: usize, many: bool) -> Vec<String> {
     let prefix = format!("{server}__");
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
@@ -112,7 +124,12 @@ async fn wait_for_tools(c: &mut Client, server: &str, n: usize) -> Vec<String> {
             .into_iter()
             .filter(|t| t.starts_with(&prefix))
             .collect();
-        if tools.len() == n {
+        let count = if many {
+            tools.len() - own(&tools)
+        } else {
+            tools.len()
+        };
+        if count == n {
             return tools;
         }
         assert!(
@@ -136,9 +153,10 @@ async fn every_page_of_a_servers_lists_is_read() {
     })
     .await;
     let mut c = Client::open(&gw, Via::Fast, &gw.token).await;
-    let tools = wait_for_tools(&mut c, "fx", FIXTURE_TOOLS + 250).await;
+    let tools = wait_for_tools(&mut c, "fx", 250, true).await;
     assert!(tools.iter().any(|t| t == "fx__many_0249"), "{tools:?}");
-    assert_eq!(gw.server("fx").await["tools"], FIXTURE_TOOLS + 250);
+    assert!(own(&tools) >= 12, "{tools:?}");
+    assert_eq!(gw.server("fx").await["tools"], tools.len());
 
     let (uris, _) = c.walk("resources/list", "resources", "uri").await;
     // readme, fx's notes and the many
@@ -177,18 +195,20 @@ async fn a_server_whose_cursor_repeats_or_never_ends_is_cut_off_with_what_was_re
                 "loop",
                 &["--many", "50", "--page-size", "10", "--repeat-cursor"],
             ),
-            // 1,112 tools in pages of 10: more than 100 pages
+            // 1,100 tools and its own in pages of 10: more than 100 pages
             fixture_server("long", &["--many", "1100", "--page-size", "10"]),
         ];
         c.gateway.page_size = 10_000;
     })
     .await;
     let mut c = Client::open(&gw, Via::Fast, &gw.token).await;
-    let looped = wait_for_tools(&mut c, "loop", 20).await;
+    let looped = wait_for_tools(&mut c, "loop", 20, false).await;
     assert!(looped.iter().any(|t| t == "loop__echo"), "{looped:?}");
-    let long = wait_for_tools(&mut c, "long", 1000).await;
-    assert!(long.iter().any(|t| t == "long__many_0987"), "{long:?}");
-    assert!(!long.iter().any(|t| t == "long__many_0988"));
+    let long = wait_for_tools(&mut c, "long", 1000, false).await;
+    // the first 1,000 items of its list: its own tools, then the many up to there
+    let last = 1000 - own(&long) - 1;
+    assert!(long.contains(&format!("long__many_{last:04}")), "{long:?}");
+    assert!(!long.contains(&format!("long__many_{:04}", last + 1)));
     // cut off, not broken: both run and answer
     for server in ["loop", "long"] {
         assert_eq!(gw.server(server).await["state"], "running");
@@ -206,9 +226,10 @@ async fn a_server_whose_cursor_repeats_or_never_ends_is_cut_off_with_what_was_re
     assert_eq!(from_loop, 20, "{prompts:?}");
 }
 
-/// fx with 25 extra tools (37 in all, 39 with the built-in ones), resources and prompts, in
-/// pages of 10 to clients; a role that sees only the many tools.
-async fn small_pages() -> TestGateway {
+/// fx with 25 extra tools, resources and prompts, in pages of 10 to clients; a role that sees
+/// only the many tools, and one that sees nothing. Answers how many tools a client that sees
+/// all sees (with the built-in ones).
+async fn small_pages() -> (TestGateway, usize) {
     let gw = TestGateway::with(|c| {
         c.servers = vec![fixture_server("fx", &["--many", "25"])];
         c.gateway.page_size = 10;
@@ -223,18 +244,18 @@ async fn small_pages() -> TestGateway {
     })
     .await;
     let mut c = Client::open(&gw, Via::Fast, &gw.token).await;
-    wait_for_tools(&mut c, "fx", FIXTURE_TOOLS + 25).await;
-    gw
+    let tools = wait_for_tools(&mut c, "fx", 25, true).await;
+    (gw, tools.len() + 2)
 }
 
 #[tokio::test]
 async fn lists_come_in_pages_on_every_transport() {
-    let gw = small_pages().await;
+    let (gw, total) = small_pages().await;
     for via in [Via::Fast, Via::Rmcp, Via::Ws] {
         let mut c = Client::open(&gw, via, &gw.token).await;
         let (tools, sizes) = c.walk("tools/list", "tools", "name").await;
-        assert_eq!(sizes, [10, 10, 10, 9], "{via:?}");
-        assert_eq!(tools.len(), FIXTURE_TOOLS + 25 + 2, "{via:?}");
+        assert_eq!(sizes, pages_of(total, 10), "{via:?}");
+        assert_eq!(tools.len(), total, "{via:?}");
         let unique: std::collections::HashSet<&String> = tools.iter().collect();
         assert_eq!(unique.len(), tools.len(), "{via:?}: no tool twice");
         assert!(tools.iter().any(|t| t == "switchboard__health_snapshot"));
@@ -251,7 +272,7 @@ async fn lists_come_in_pages_on_every_transport() {
 
 #[tokio::test]
 async fn a_role_is_filtered_before_its_pages_are_cut() {
-    let gw = small_pages().await;
+    let (gw, _) = small_pages().await;
     let many = gw.pair_client("many", Some("many")).await;
     let locked = gw.pair_client("locked", Some("locked")).await;
     for via in [Via::Fast, Via::Rmcp, Via::Ws] {
@@ -280,7 +301,7 @@ async fn a_role_is_filtered_before_its_pages_are_cut() {
 
 #[tokio::test]
 async fn stale_and_invalid_cursors_are_refused_clearly() {
-    let gw = small_pages().await;
+    let (gw, _) = small_pages().await;
     for via in [Via::Fast, Via::Rmcp, Via::Ws] {
         let mut c = Client::open(&gw, via, &gw.token).await;
         let first = c.page("tools/list", None).await;
