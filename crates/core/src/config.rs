@@ -391,6 +391,9 @@ pub struct GatewayConfig {
     /// are never marked `failed` by a crash loop: a network outage should heal by itself.
     pub remote_backoff_initial_ms: u64,
     pub remote_backoff_max_ms: u64,
+    /// Items per page of `tools/list`, `resources/list`, `resources/templates/list` and
+    /// `prompts/list` to clients (at least 1); the rest follow through `nextCursor`.
+    pub page_size: usize,
 }
 
 impl Default for GatewayConfig {
@@ -412,6 +415,7 @@ impl Default for GatewayConfig {
             session_idle_ms: 30 * 60_000,
             remote_backoff_initial_ms: 500,
             remote_backoff_max_ms: 30_000,
+            page_size: 100,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! flows one way through them, each file calling only those below it:
 //! - `handler` (rmcp's `ServerHandler` for `/mcp` sessions), `fast` (the `/mcp` fast path),
 //!   `ws` (`/ws`): the transports, each turning its requests into a call context;
-//! - `dispatch`: what each method answers, over the gateway;
+//! - `dispatch`: what each method answers, over the gateway; `page`: its lists in pages, with
+//!   opaque cursors;
 //! - `gateway`: [`McpGateway`], the upstreams, the aggregated tool names and where a call goes;
 //! - `call`: one call's way to its server and its record (telemetry, call log, events,
 //!   progress);
@@ -20,6 +21,7 @@ mod handler;
 pub(crate) mod jsonrpc;
 mod method;
 pub(crate) mod names;
+mod page;
 mod raw;
 pub(crate) mod session;
 pub(crate) mod ws;

@@ -10,7 +10,8 @@
 //! - `upstream/stdio`, `upstream/remote`: the transports, each handing the supervisor a link
 //!   and a [`Connection`];
 //! - `upstream/connection`: one JSON-RPC connection; `upstream/notice`: its list-changed
-//!   notices to the supervisor, on a queue that cannot grow.
+//!   notices to the supervisor, on a queue that cannot grow;
+//! - `upstream/pages`: a server's whole list, its cursors followed (bounded).
 //!
 //! A call survives a crash or lost connection once: a call in flight then is sent again to the
 //! reopened server if it is safe to repeat, and answered with a clear error otherwise. A call
@@ -20,6 +21,7 @@
 
 mod connection;
 mod notice;
+mod pages;
 mod remote;
 mod state;
 mod stdio;
@@ -396,6 +398,24 @@ impl Upstream {
             },
             reason: Some(parts.join("; ")),
         }
+    }
+
+    /// Every item of list `method` (the `field` of each page), the server's `nextCursor`
+    /// followed (bounded: a server past the bounds or repeating a cursor is cut off, keeping
+    /// what was read). Each page is a [`request`](Self::request): replayed, no progress.
+    pub(crate) async fn list(
+        &self,
+        method: &'static str,
+        field: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Value>, CallError> {
+        let fetch = |params| async move {
+            let a = self
+                .request(method, params, method, true, None, cancel)
+                .await?;
+            Ok(a.result)
+        };
+        pages::collect(self.name(), method, field, pages::BOUNDS, fetch).await
     }
 
     /// Sends `method` with `params` and returns its result. A progress token is put into

@@ -161,21 +161,30 @@ pub(crate) async fn pair(dir: &Path, url: &str) -> String {
     body["token"].as_str().unwrap().to_owned()
 }
 
-/// Waits (bounded) until `tools/list` shows a tool ending in `tool` from `servers` servers.
+/// Waits (bounded) until `tools/list` (every page) shows a tool ending in `tool` from
+/// `servers` servers.
 pub(crate) async fn wait_tool(http: &Http, tool: &str, servers: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let v = http
-            .request(json!({"jsonrpc":"2.0","id":0,"method":"tools/list"}))
-            .await;
-        let n = v["result"]["tools"]
-            .as_array()
-            .map(|t| {
-                t.iter()
-                    .filter(|t| t["name"].as_str().unwrap_or("").ends_with(tool))
-                    .count()
-            })
-            .unwrap_or(0);
+        let mut n = 0;
+        let mut params = json!({});
+        loop {
+            let v = http
+                .request(json!({"jsonrpc":"2.0","id":0,"method":"tools/list","params":params}))
+                .await;
+            n += v["result"]["tools"]
+                .as_array()
+                .map(|t| {
+                    t.iter()
+                        .filter(|t| t["name"].as_str().unwrap_or("").ends_with(tool))
+                        .count()
+                })
+                .unwrap_or(0);
+            match v["result"]["nextCursor"].as_str() {
+                Some(c) => params = json!({"cursor": c}),
+                None => break,
+            }
+        }
         if n >= servers {
             return;
         }

@@ -26,8 +26,15 @@
 //! and logs every `resources/read` to stderr (`fixture: read URI`), so tests can tell whose
 //! resources are which and which server a read reached.
 //!
+//! Lists in pages: `--many N` adds N tools `many_0000`… (echo), N resources `fixture://many/I`
+//! and N prompts `many_I`; `--page-size K` answers `tools/list`, `resources/list`,
+//! `resources/templates/list` and `prompts/list` K items at a time, with a `nextCursor`;
+//! `--repeat-cursor` makes that cursor stop moving after the second page (it points at the
+//! second page again), as a broken server's would.
+//!
 //! Flags: `--name NAME` (serverInfo), `--garbage` (a non-JSON line before every response),
-//! `--exit-immediately` (exit 1 at start, for crash-loop tests), `--resource-host HOST`.
+//! `--exit-immediately` (exit 1 at start, for crash-loop tests), `--resource-host HOST`,
+//! `--many N`, `--page-size K`, `--repeat-cursor`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +51,12 @@ struct State {
     /// `--resource-host`: this fixture's own resources, under `fixture://HOST/`.
     resource_host: Option<String>,
     extra_tools: Mutex<Vec<String>>,
+    /// `--many`: how many `many_…` tools, resources and prompts it lists.
+    many: usize,
+    /// `--page-size`: lists come in pages of this many items.
+    page_size: Option<usize>,
+    /// `--repeat-cursor`: the cursor after the second page points at the second page again.
+    repeat_cursor: bool,
     /// Requests cancelled by the client (their ids as JSON text).
     cancelled: Mutex<HashSet<String>>,
     /// Requests this server sent the client (`ask`), by id, waiting for the response.
@@ -190,7 +203,40 @@ fn tools(state: &State) -> Vec<Value> {
             ro.clone(),
         ));
     }
+    for i in 0..state.many {
+        list.push(tool(
+            &many_name(i),
+            "One of many; echoes",
+            json!({"text": {"type": "string"}}),
+            ro.clone(),
+        ));
+    }
     list
+}
+
+fn many_name(i: usize) -> String {
+    format!("many_{i:04}")
+}
+
+/// The page of `list` (under `field`) that `params.cursor` asks for, with the next page's
+/// cursor (`fx-OFFSET`); the whole list without `--page-size`.
+fn paged(state: &State, field: &str, list: Vec<Value>, params: &Value) -> Value {
+    let Some(k) = state.page_size.map(|k| k.max(1)) else {
+        return json!({ field: list });
+    };
+    let start = params["cursor"]
+        .as_str()
+        .and_then(|c| c.strip_prefix("fx-"))
+        .and_then(|c| c.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(list.len());
+    let end = (start + k).min(list.len());
+    let mut page = json!({ field: list[start..end] });
+    if end < list.len() {
+        let next = if state.repeat_cursor { k } else { end };
+        page["nextCursor"] = json!(format!("fx-{next}"));
+    }
+    page
 }
 
 fn text_result(text: impl Into<String>) -> Value {
@@ -306,11 +352,16 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
                 .unwrap_or_default(),
         ),
         other => {
-            let extra = state
-                .extra_tools
-                .lock()
-                .map(|t| t.contains(&other.to_owned()))
-                .unwrap_or(false);
+            let many = other
+                .strip_prefix("many_")
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| i < state.many && other == many_name(i));
+            let extra = many
+                || state
+                    .extra_tools
+                    .lock()
+                    .map(|t| t.contains(&other.to_owned()))
+                    .unwrap_or(false);
             if extra {
                 text_result(args["text"].as_str().unwrap_or_default())
             } else {
@@ -393,7 +444,7 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
             }
             reply(json!({}));
         }
-        "tools/list" => reply(json!({"tools": tools(state)})),
+        "tools/list" => reply(paged(state, "tools", tools(state), &params)),
         "tools/call" => {
             if let Some(id) = id {
                 tokio::spawn(call_tool(state.clone(), id, params));
@@ -409,7 +460,11 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
                                  "mimeType": "text/plain"}),
                 );
             }
-            reply(json!({"resources": list}));
+            list.extend((0..state.many).map(|i| {
+                json!({"uri": format!("fixture://many/{i}"), "name": many_name(i),
+                       "mimeType": "text/plain"})
+            }));
+            reply(paged(state, "resources", list, &params));
         }
         "resources/templates/list" => {
             let list: Vec<Value> = state
@@ -420,7 +475,7 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
                                    "name": "echo", "mimeType": "text/plain"})
                 })
                 .collect();
-            reply(json!({"resourceTemplates": list}));
+            reply(paged(state, "resourceTemplates", list, &params));
         }
         "resources/read" => {
             let uri = params["uri"].as_str().unwrap_or_default();
@@ -435,8 +490,14 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
             if state.resource_host.is_some() {
                 eprintln!("fixture: read {uri}");
             }
+            let many = uri
+                .strip_prefix("fixture://many/")
+                .and_then(|i| i.parse::<usize>().ok())
+                .filter(|i| *i < state.many);
             let text = if uri == "fixture://readme" {
                 Some(format!("{name} fixture readme"))
+            } else if let Some(i) = many {
+                Some(format!("many resource {i}"))
             } else if own("notes").is_some_and(|r| r.is_empty()) {
                 state.resource_host.as_ref().map(|h| format!("{h} notes"))
             } else {
@@ -449,9 +510,15 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
                     "error": {"code": -32002, "message": format!("no resource {uri}")}}));
             }
         }
-        "prompts/list" => reply(json!({"prompts": [
-            {"name": "greet", "description": "Greets someone", "arguments": [{"name": "who", "required": true}]}
-        ]})),
+        "prompts/list" => {
+            let mut list = vec![json!({"name": "greet", "description": "Greets someone",
+                "arguments": [{"name": "who", "required": true}]})];
+            list.extend(
+                (0..state.many)
+                    .map(|i| json!({"name": many_name(i), "description": "One of many"})),
+            );
+            reply(paged(state, "prompts", list, &params));
+        }
         "prompts/get" => {
             let who = params
                 .pointer("/arguments/who")
@@ -483,6 +550,10 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| "switchboard-fixture".into());
+    let flag = |name: &str| -> Option<usize> {
+        let i = args.iter().position(|a| a == name)?;
+        args.get(i + 1)?.parse().ok()
+    };
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let state = Arc::new(State {
         out: tx,
@@ -493,6 +564,9 @@ async fn main() {
             .and_then(|i| args.get(i + 1))
             .cloned(),
         extra_tools: Mutex::new(Vec::new()),
+        many: flag("--many").unwrap_or(0),
+        page_size: flag("--page-size"),
+        repeat_cursor: args.iter().any(|a| a == "--repeat-cursor"),
         cancelled: Mutex::new(HashSet::new()),
         asked: Mutex::new(HashMap::new()),
         next_ask: AtomicU64::new(0),

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, CompleteRequestParams, CompleteResult, ContentBlock,
     DiscoverResult, ErrorCode, ErrorData, GetPromptRequestParams, GetPromptResult, Implementation,
-    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, Prompt,
-    ProtocolVersion, ReadResourceRequestParams, ReadResourceResult, Resource, ResourceTemplate,
-    ResultType, ServerCapabilities, ServerConfig, ServerResult, Tool, ToolAnnotations,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, Prompt, ProtocolVersion, ReadResourceRequestParams, ReadResourceResult,
+    Resource, ResourceTemplate, ResultType, ServerCapabilities, ServerConfig, ServerResult, Tool,
+    ToolAnnotations,
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -29,6 +30,7 @@ use super::jsonrpc::{
 };
 use super::method::Method;
 use super::names;
+use super::page::{self, List, Page};
 use super::raw::{ToolAnswer, ToolCallIn, result_frame};
 use super::session::Session;
 use crate::auth::{Caller, Roles};
@@ -142,8 +144,8 @@ impl Dispatcher {
     }
 
     /// The `field` items of `method` from every running server that offers `capability` and
-    /// passes `only` (first page of each), with the server they came from. Servers that fail
-    /// are skipped; servers `only` turns away are never asked.
+    /// passes `only` (every page of each, bounded: see [`Upstream::list`]), with the server
+    /// they came from. Servers that fail are skipped; servers `only` turns away are never asked.
     async fn gather(
         &self,
         capability: &str,
@@ -161,12 +163,10 @@ impl Dispatcher {
             {
                 continue;
             }
-            let Ok(page) = up.request(method, json!({}), method, true, None, ct).await else {
+            let Ok(list) = up.list(method, field, ct).await else {
                 continue;
             };
-            if let Some(Value::Array(list)) = page.result.get(field) {
-                items.extend(list.iter().map(|v| (up.clone(), v.clone())));
-            }
+            items.extend(list.into_iter().map(|v| (up.clone(), v)));
         }
         items
     }
@@ -370,11 +370,30 @@ impl Dispatcher {
         Ok(())
     }
 
-    pub(crate) fn list_tools(&self, caller: Option<&Caller>) -> Vec<Tool> {
+    /// The page `cursor` points at of `all`, the caller's whole `list` (see `mcp/page`).
+    fn page<T>(
+        &self,
+        list: List,
+        all: Vec<T>,
+        key: impl Fn(&T) -> &str,
+        cursor: Option<&str>,
+    ) -> Result<Page<T>, ErrorData> {
+        page::page(list, all, key, cursor, self.gw.page_size())
+    }
+
+    /// The page at `cursor` of the tools the caller's role allows.
+    pub(crate) fn list_tools(
+        &self,
+        caller: Option<&Caller>,
+        cursor: Option<&str>,
+    ) -> Result<ListToolsResult, ErrorData> {
         let mut tools: Vec<Tool> = self.gw.tools().into_iter().map(|t| t.tool).collect();
         tools.extend(builtin_tools());
         tools.retain(|t| self.allowed(caller, &t.name).is_ok());
-        tools
+        let page = self.page(List::Tools, tools, |t| &t.name, cursor)?;
+        let mut r = ListToolsResult::with_all_items(page.items);
+        r.next_cursor = page.next_cursor;
+        Ok(r)
     }
 
     fn builtin(&self, name: &str, ctx: &CallCtx<'_>) -> CallToolResult {
@@ -443,8 +462,13 @@ impl Dispatcher {
         self.book.call_tool(ctx, route, arguments).await
     }
 
-    /// The resources of the servers the caller's role grants; the others are not asked.
-    pub(crate) async fn list_resources(&self, ctx: &CallCtx<'_>) -> Vec<Resource> {
+    /// The page at `cursor` of the resources of the servers the caller's role grants; the
+    /// others are not asked.
+    pub(crate) async fn list_resources(
+        &self,
+        ctx: &CallCtx<'_>,
+        cursor: Option<&str>,
+    ) -> Result<ListResourcesResult, ErrorData> {
         let mut all = Vec::new();
         let mut listed = Vec::new();
         let mut seen = HashSet::new();
@@ -468,23 +492,35 @@ impl Dispatcher {
             }
         }
         self.gw.learn_resource_owners(listed);
-        all
+        let page = self.page(List::Resources, all, |r: &Resource| &r.uri, cursor)?;
+        let mut r = ListResourcesResult::with_all_items(page.items);
+        r.next_cursor = page.next_cursor;
+        Ok(r)
     }
 
-    /// The resource templates of the servers the caller's role grants.
-    pub(crate) async fn list_resource_templates(&self, ctx: &CallCtx<'_>) -> Vec<ResourceTemplate> {
+    /// The page at `cursor` of the resource templates of the servers the caller's role grants.
+    pub(crate) async fn list_resource_templates(
+        &self,
+        ctx: &CallCtx<'_>,
+        cursor: Option<&str>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
         let granted = |up: &Upstream| self.grants_server(ctx.caller, up.name());
-        self.gather(
-            "resources",
-            "resources/templates/list",
-            "resourceTemplates",
-            granted,
-            &ctx.cancel,
-        )
-        .await
-        .into_iter()
-        .filter_map(|(_, t)| serde_json::from_value::<ResourceTemplate>(t).ok())
-        .collect()
+        let all: Vec<ResourceTemplate> = self
+            .gather(
+                "resources",
+                "resources/templates/list",
+                "resourceTemplates",
+                granted,
+                &ctx.cancel,
+            )
+            .await
+            .into_iter()
+            .filter_map(|(_, t)| serde_json::from_value::<ResourceTemplate>(t).ok())
+            .collect();
+        let page = self.page(List::ResourceTemplates, all, |t| &t.uri_template, cursor)?;
+        let mut r = ListResourceTemplatesResult::with_all_items(page.items);
+        r.next_cursor = page.next_cursor;
+        Ok(r)
     }
 
     pub(crate) async fn read_resource(
@@ -560,7 +596,12 @@ impl Dispatcher {
         Err(last_error)
     }
 
-    pub(crate) async fn list_prompts(&self, ctx: &CallCtx<'_>) -> Vec<Prompt> {
+    /// The page at `cursor` of the prompts the caller's role allows.
+    pub(crate) async fn list_prompts(
+        &self,
+        ctx: &CallCtx<'_>,
+        cursor: Option<&str>,
+    ) -> Result<ListPromptsResult, ErrorData> {
         let mut all = Vec::new();
         for (up, p) in self
             .gather("prompts", "prompts/list", "prompts", |_| true, &ctx.cancel)
@@ -573,7 +614,10 @@ impl Dispatcher {
                 }
             }
         }
-        all
+        let page = self.page(List::Prompts, all, |p: &Prompt| &p.name, cursor)?;
+        let mut r = ListPromptsResult::with_all_items(page.items);
+        r.next_cursor = page.next_cursor;
+        Ok(r)
     }
 
     pub(crate) async fn get_prompt(
@@ -668,9 +712,9 @@ impl Dispatcher {
                 ProtocolVersion::KNOWN_VERSIONS.to_vec(),
                 self.server_info(),
             )),
-            Method::ToolsList => ServerResult::ListToolsResult(ListToolsResult::with_all_items(
-                self.list_tools(ctx.caller),
-            )),
+            Method::ToolsList => {
+                ServerResult::ListToolsResult(self.list_tools(ctx.caller, cursor(req)?.as_deref())?)
+            }
             Method::ToolsCall => match ToolCallIn::read(req.params.as_deref()) {
                 // the usual call: arguments passed on and the result passed back as they came
                 Some(p) => match self.call_tool_raw(ctx, &p.name, p.arguments, route).await? {
@@ -686,19 +730,18 @@ impl Dispatcher {
                 }
             },
             Method::ResourcesList => ServerResult::ListResourcesResult(
-                ListResourcesResult::with_all_items(self.list_resources(ctx).await),
+                self.list_resources(ctx, cursor(req)?.as_deref()).await?,
             ),
             Method::ResourceTemplatesList => ServerResult::ListResourceTemplatesResult(
-                ListResourceTemplatesResult::with_all_items(
-                    self.list_resource_templates(ctx).await,
-                ),
+                self.list_resource_templates(ctx, cursor(req)?.as_deref())
+                    .await?,
             ),
             Method::ResourcesRead => {
                 let p = params::<ReadResourceRequestParams>(req.params_value())?;
                 ServerResult::ReadResourceResult(self.read_resource(ctx, p.uri).await?)
             }
             Method::PromptsList => ServerResult::ListPromptsResult(
-                ListPromptsResult::with_all_items(self.list_prompts(ctx).await),
+                self.list_prompts(ctx, cursor(req)?.as_deref()).await?,
             ),
             Method::PromptsGet => {
                 let p = params::<GetPromptRequestParams>(req.params_value())?;
@@ -770,6 +813,14 @@ impl From<ErrorData> for Untyped {
 fn params<T: serde::de::DeserializeOwned>(p: Option<Value>) -> Result<T, ErrorData> {
     serde_json::from_value(p.unwrap_or_else(|| json!({})))
         .map_err(|e| error_data(INVALID_PARAMS, format!("Invalid params: {e}"), None))
+}
+
+/// The `cursor` of a list request (`None` without params, or with `null` ones).
+fn cursor(req: &Request) -> Result<Option<String>, ErrorData> {
+    match req.params_value() {
+        None | Some(Value::Null) => Ok(None),
+        p => Ok(params::<PaginatedRequestParams>(p)?.cursor),
+    }
 }
 
 fn builtin_tools() -> Vec<Tool> {

@@ -244,6 +244,11 @@ impl McpGateway {
         self.inner.sessions.tools_changed();
     }
 
+    /// Items per page of the lists clients are answered (`gateway.page_size`, at least 1).
+    pub(crate) fn page_size(&self) -> usize {
+        self.inner.limits.page_size.max(1)
+    }
+
     /// The tracker of the gateway's tasks (drained on shutdown).
     pub(crate) fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks

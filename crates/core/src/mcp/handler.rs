@@ -104,6 +104,11 @@ fn caller(context: &RequestContext<RoleServer>) -> Option<&Caller> {
         .and_then(|p| p.extensions.get::<Caller>())
 }
 
+/// The cursor of a list request, if it has one.
+fn cursor(request: &Option<PaginatedRequestParams>) -> Option<&str> {
+    request.as_ref().and_then(|r| r.cursor.as_deref())
+}
+
 /// The token a call should stop on, a child of rmcp's `ct` (the client's
 /// `notifications/cancelled`), and the [`ClientGone`] token that must cancel it too: see
 /// [`until_gone`].
@@ -318,11 +323,10 @@ impl ServerHandler for Handler {
 
     async fn list_tools(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let tools = self.d.list_tools(caller(&context));
-        Ok(ListToolsResult::with_all_items(tools))
+        self.d.list_tools(caller(&context), cursor(&request))
     }
 
     async fn call_tool(
@@ -403,15 +407,11 @@ impl ServerHandler for Handler {
     // The rest is the dispatcher's answer for the request's caller, in rmcp's types.
     answered!(
         list_resources(Option<PaginatedRequestParams>) -> ListResourcesResult,
-        |d, ctx, _request| Ok(ListResourcesResult::with_all_items(
-            d.list_resources(ctx).await
-        ))
+        |d, ctx, request| d.list_resources(ctx, cursor(&request)).await
     );
     answered!(
         list_resource_templates(Option<PaginatedRequestParams>) -> ListResourceTemplatesResult,
-        |d, ctx, _request| Ok(ListResourceTemplatesResult::with_all_items(
-            d.list_resource_templates(ctx).await
-        ))
+        |d, ctx, request| d.list_resource_templates(ctx, cursor(&request)).await
     );
     answered!(
         read_resource(ReadResourceRequestParams) -> ReadResourceResponse,
@@ -419,7 +419,7 @@ impl ServerHandler for Handler {
     );
     answered!(
         list_prompts(Option<PaginatedRequestParams>) -> ListPromptsResult,
-        |d, ctx, _request| Ok(ListPromptsResult::with_all_items(d.list_prompts(ctx).await))
+        |d, ctx, request| d.list_prompts(ctx, cursor(&request)).await
     );
     answered!(
         get_prompt(GetPromptRequestParams) -> GetPromptResponse,

@@ -1,6 +1,6 @@
 //! The supervisor of one server: opens its transport (`stdio` or `remote`, as a [`Link`]),
-//! runs the MCP handshake, lists its tools (again on `tools/list_changed`), and opens it
-//! again with exponential backoff when it dies.
+//! runs the MCP handshake, lists its tools (every page; again on `tools/list_changed`), and
+//! opens it again with exponential backoff when it dies.
 //!
 //! - stdio: too many crashes in a window mark the server `failed` until someone asks for a
 //!   restart; children are stopped politely (stdin closed, a grace period, then killed).
@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::connection::{Connection, RpcError};
 use super::notice::{self, ListChanged, NoticeReceiver};
+use super::pages;
 use super::remote;
 use super::state::{Inner, Restart, ServerState};
 use super::stdio;
@@ -154,42 +155,26 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String>
     Ok(opened)
 }
 
-/// `tools/list`, following cursors. Tools that do not parse are skipped with a warning.
+/// `tools/list`, following cursors (bounded, see `pages`). Tools that do not parse are skipped
+/// with a warning.
 async fn list_tools(inner: &Inner, conn: &Connection) -> Result<Vec<Tool>, String> {
-    let mut tools = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..100 {
-        let params = match &cursor {
-            Some(c) => json!({"cursor": c}),
-            None => json!({}),
-        };
-        let page = conn
-            .request(
-                "tools/list",
-                params,
-                inner.limits.start_timeout(),
-                Some(&inner.shutdown),
-            )
-            .await
-            .map_err(|e| format!("tools/list failed: {e}"))?;
-        for t in page
-            .get("tools")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-        {
-            match serde_json::from_value::<Tool>(t.clone()) {
-                Ok(tool) => tools.push(tool),
-                Err(e) => tracing::warn!(server = %inner.name, tool = %t["name"], error = %e,
-                    "tool definition ignored"),
-            }
-        }
-        cursor = page
-            .get("nextCursor")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        if cursor.is_none() {
-            break;
+    let fetch = |params| {
+        conn.request(
+            "tools/list",
+            params,
+            inner.limits.start_timeout(),
+            Some(&inner.shutdown),
+        )
+    };
+    let listed = pages::collect(&inner.name, "tools/list", "tools", pages::BOUNDS, fetch)
+        .await
+        .map_err(|e| format!("tools/list failed: {e}"))?;
+    let mut tools = Vec::with_capacity(listed.len());
+    for t in listed {
+        match serde_json::from_value::<Tool>(t.clone()) {
+            Ok(tool) => tools.push(tool),
+            Err(e) => tracing::warn!(server = %inner.name, tool = %t["name"], error = %e,
+                "tool definition ignored"),
         }
     }
     Ok(tools)
