@@ -350,6 +350,14 @@ pub(crate) fn validate_server_name(name: &str) -> Result<(), String> {
     if name == "switchboard" {
         return Err("server name \"switchboard\" is reserved for built-in tools".into());
     }
+    // `/ws/<server>` is a server's own endpoint, and `/ws/mcp` is the registration server
+    if name == "mcp" {
+        return Err(
+            "server name \"mcp\" is reserved: /ws/mcp is the registration endpoint, so a \
+             server of that name could have no /ws/<server> endpoint; choose another name"
+                .into(),
+        );
+    }
     Ok(())
 }
 
@@ -642,9 +650,14 @@ mod tests {
         assert!(c.servers[0].enabled);
         assert_eq!(c.servers[0].replay["write"], ReplayContract::Never);
         c.validate().unwrap();
-        for bad in ["a__b", "with space", "", "switchboard", "trail_"] {
+        for bad in ["a__b", "with space", "", "switchboard", "mcp", "trail_"] {
             assert!(validate_server_name(bad).is_err(), "{bad}");
         }
+        let mcp = Config::parse("[[servers]]\nname = \"mcp\"\ncommand = \"x\"\n").unwrap();
+        assert!(
+            mcp.validate().unwrap_err().contains("/ws/mcp"),
+            "the refusal says why"
+        );
         let dup = Config::parse(
             "[[servers]]\nname = \"a\"\ncommand = \"x\"\n[[servers]]\nname = \"a\"\ncommand = \"y\"\n",
         )

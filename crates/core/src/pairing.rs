@@ -17,6 +17,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use crate::auth::store::TokenStoreError;
 use crate::auth::{Auth, PairError};
 use crate::http::error::ApiError;
+use crate::mcp::McpGateway;
 use crate::mcp::session::Sessions;
 
 /// What pairing and unpairing touch: the tokens, and the sessions an unpaired client loses.
@@ -29,6 +30,8 @@ pub struct Pairing {
     rmcp: Arc<LocalSessionManager>,
     /// The gateway's port, for the URLs handed to a new client.
     port: u16,
+    /// The servers whose own endpoints a new client is offered.
+    gw: McpGateway,
 }
 
 impl Pairing {
@@ -37,13 +40,24 @@ impl Pairing {
         sessions: Sessions,
         rmcp: Arc<LocalSessionManager>,
         port: u16,
+        gw: McpGateway,
     ) -> Self {
         Self {
             auth,
             sessions,
             rmcp,
             port,
+            gw,
         }
+    }
+
+    /// The configured servers' names, sorted.
+    fn server_names(&self) -> Vec<String> {
+        self.gw
+            .upstreams()
+            .iter()
+            .map(|up| up.name().to_owned())
+            .collect()
     }
 
     /// Revokes `name` and closes its MCP sessions. `Ok(false)` if there is no such client.
@@ -72,20 +86,38 @@ pub(crate) struct PairRequest {
     role: Option<String>,
 }
 
-/// Ready-to-paste configuration for the common clients.
-fn client_config(port: u16, token: &str) -> serde_json::Value {
+/// Ready-to-paste configuration for the common clients: the aggregated `/mcp`, and under
+/// `servers` each configured server's own endpoints (`/mcp/<server>`, `/ws/<server>`), the
+/// same token opening them all.
+fn client_config(port: u16, token: &str, servers: &[String]) -> serde_json::Value {
+    let entry = |name: &str, url: &str| {
+        json!({
+            "claude_code": format!(
+                "claude mcp add --transport http {name} {url} --header \"Authorization: Bearer {token}\""
+            ),
+            "mcp_json": {"mcpServers": {name: {
+                "type": "http",
+                "url": url,
+                "headers": {"Authorization": format!("Bearer {token}")},
+            }}},
+        })
+    };
     let url = format!("http://127.0.0.1:{port}/mcp");
-    json!({
-        "url": url,
-        "claude_code": format!(
-            "claude mcp add --transport http switchboard {url} --header \"Authorization: Bearer {token}\""
-        ),
-        "mcp_json": {"mcpServers": {"switchboard": {
-            "type": "http",
-            "url": url,
-            "headers": {"Authorization": format!("Bearer {token}")},
-        }}},
-    })
+    let mut config = entry("switchboard", &url);
+    config["url"] = json!(url);
+    config["ws_url"] = json!(format!("ws://127.0.0.1:{port}/ws"));
+    let own: serde_json::Map<String, serde_json::Value> = servers
+        .iter()
+        .map(|name| {
+            let url = format!("http://127.0.0.1:{port}/mcp/{name}");
+            let mut e = entry(name, &url);
+            e["url"] = json!(url);
+            e["ws_url"] = json!(format!("ws://127.0.0.1:{port}/ws/{name}"));
+            (name.clone(), e)
+        })
+        .collect();
+    config["servers"] = own.into();
+    config
 }
 
 /// `POST /pair`: the code in `X-Pairing-Code` or in a JSON body `{code, name?, role?}`.
@@ -129,7 +161,7 @@ pub(crate) async fn pair(
             "token": token,
             "name": client.name,
             "role": client.role,
-            "client_config": client_config(hub.port, &token),
+            "client_config": client_config(hub.port, &token, &hub.server_names()),
         }))
         .into_response(),
         Err(e @ PairError::RateLimited { retry_after }) => {

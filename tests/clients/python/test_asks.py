@@ -87,19 +87,23 @@ def normalize(value: Any) -> Any:
     return walk(value)
 
 
-async def run_both(gateway: Gateway, tool: str, args: dict, answer: Callable[[dict], ElicitResult]) -> tuple[dict, dict]:
-    """Calls `tool` through the gateway and on server-everything directly, each with a client whose
+async def run_both(
+    gateway: Gateway, tool: str, args: dict, answer: Callable[[dict], ElicitResult], own: bool = False
+) -> tuple[dict, dict]:
+    """Calls `tool` through the gateway (its /mcp, or with `own` the server's own /mcp/everything,
+    where names carry no prefix) and on server-everything directly, each with a client whose
     elicitation_callback answers with `answer`; returns ({result, asks}, {result, asks})."""
     token = gateway.pair("switchboard-e2e-py-asks")["token"]
+    url, prefix = (f"{gateway.url}/mcp/everything", "") if own else (gateway.mcp_url, PREFIX)
     through, direct = Asked(answer), Asked(answer)
     async with Client(
-        bearer_transport(gateway.mcp_url, token),
+        bearer_transport(url, token),
         mode="legacy",
         read_timeout_seconds=REQUEST_TIMEOUT_S,
         elicitation_callback=through,
     ) as client:
-        await wait_for_tools(client, [PREFIX + t for t in ELICITING_TOOLS])
-        via_gateway = await call(client, PREFIX + tool, args)
+        await wait_for_tools(client, [prefix + t for t in ELICITING_TOOLS])
+        via_gateway = await call(client, prefix + tool, args)
     async with Client(
         stdio_client(everything_stdio()),
         mode="legacy",
@@ -133,6 +137,20 @@ def test_form_elicitation_as_directly(gateway: Gateway, answer: ElicitResult, ex
                 assert re.search(pattern, text), (pattern, text)
             assert [a["mode"] for a in side["asks"]] == ["form"]
             assert side["asks"][0]["requestedSchema"]["required"] == ["name"]
+        assert normalize(through) == normalize(plain)
+
+    run(body)
+
+
+def test_form_elicitation_through_the_servers_own_endpoint(gateway: Gateway) -> None:
+    """On /mcp/everything the server's tools keep their own names, and its elicitation/create
+    reaches the client and comes back as directly."""
+
+    async def body() -> None:
+        through, plain = await run_both(gateway, "trigger-elicitation-request", {}, lambda _: ACCEPT, own=True)
+        text = "".join(c.get("text", "") for c in through["result"]["content"])
+        assert "- Name: Grace Hopper" in text, text
+        assert [a["mode"] for a in through["asks"]] == ["form"]
         assert normalize(through) == normalize(plain)
 
     run(body)

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { WebSocketClientTransport } from '@modelcontextprotocol/sdk/client/websocket.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const clientsDir = resolve(here, '..');
@@ -362,14 +363,15 @@ export function apiToken(gw) {
  * request. Pairs a new client (named `name`, with `role` or the default role) unless `token` is
  * given. The handle has `token` and `paired` (the /pair answer, whose `name` unpairs it).
  * `capabilities` are the client's own (what it declares in `initialize`); `setup(client)` runs
- * before it connects (to set its request handlers).
+ * before it connects (to set its request handlers). `path`: another endpoint than /mcp (a
+ * server's own, `/mcp/<server>`).
  */
-export async function connectClient(gw, name = 'switchboard-e2e-ts', { role, token, capabilities, setup } = {}) {
+export async function connectClient(gw, name = 'switchboard-e2e-ts', { role, token, capabilities, setup, path } = {}) {
   const paired = token ? undefined : await pair(gw, name, role);
   const bearer = token ?? paired.token;
   const client = new Client({ name, version: '0.0.0' }, capabilities ? { capabilities } : undefined);
   setup?.(client);
-  const transport = new StreamableHTTPClientTransport(new URL(gw.mcpUrl), {
+  const transport = new StreamableHTTPClientTransport(new URL(path ? `${gw.url}${path}` : gw.mcpUrl), {
     requestInit: { headers: { Authorization: `Bearer ${bearer}` } },
   });
   // Errors of the background GET stream (e.g. after the token is revoked) are expected in some
@@ -386,6 +388,42 @@ export async function connectClient(gw, name = 'switchboard-e2e-ts', { role, tok
     async close() {
       await withTimeout(transport.terminateSession(), REQUEST_TIMEOUT_MS, 'DELETE /mcp').catch(() => {});
       await withTimeout(client.close(), REQUEST_TIMEOUT_MS, 'client.close()').catch(() => {});
+    },
+  };
+}
+
+/**
+ * A connected SDK client on MCP over WebSocket at `path` (`/ws`, `/ws/<server>`): the SDK's own
+ * WebSocketClientTransport on the `ws` package (Node 20 has no global WebSocket), the token
+ * offered the browser way, as a `bearer.<token>` subprotocol next to the SDK's `mcp`. Pairs a
+ * new client unless `token` is given; `capabilities` and `setup` as for connectClient.
+ */
+export async function connectWsClient(gw, path, name = 'switchboard-e2e-ts-ws', { role, token, capabilities, setup } = {}) {
+  const paired = token ? undefined : await pair(gw, name, role);
+  const bearer = token ?? paired.token;
+  const { default: WebSocket } = await import('ws');
+  // `allowSynchronousEvents: false` delivers each message in its own task, as a browser's
+  // WebSocket does (the SDK's transport expects it: see ws.test.mjs). The class is read when the
+  // transport starts, so it is set just before, for this client's token.
+  globalThis.WebSocket = class extends WebSocket {
+    constructor(url, protocol) {
+      super(url, [protocol, `bearer.${bearer}`], { allowSynchronousEvents: false });
+    }
+  };
+  const transport = new WebSocketClientTransport(new URL(path, gw.url.replace('http://', 'ws://')));
+  const client = new Client({ name, version: '0.0.0' }, capabilities ? { capabilities } : undefined);
+  setup?.(client);
+  const errors = [];
+  client.onerror = (err) => errors.push(err);
+  await client.connect(transport, { timeout: REQUEST_TIMEOUT_MS });
+  return {
+    client,
+    transport,
+    token: bearer,
+    paired,
+    errors,
+    async close() {
+      await withTimeout(client.close(), REQUEST_TIMEOUT_MS, 'client.close() (ws)').catch(() => {});
     },
   };
 }

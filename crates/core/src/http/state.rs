@@ -80,6 +80,7 @@ impl Hub {
             self.mcp.sessions().clone(),
             self.rmcp_sessions.clone(),
             self.guard.port(),
+            self.mcp.clone(),
         )
     }
 }

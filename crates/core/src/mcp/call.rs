@@ -65,8 +65,9 @@ pub(crate) struct CallCtx<'a> {
 /// Where a call of a tool goes, looked up once and handed on.
 #[derive(Debug)]
 pub(crate) struct Route<'a> {
-    /// The name the client called.
-    pub(crate) exposed: &'a str,
+    /// The tool's exposed name, `<server>__<tool>` (what roles check and calls are recorded
+    /// as): the name the client called, or made from it on a per-server endpoint.
+    pub(crate) exposed: Cow<'a, str>,
     pub(crate) upstream: Upstream,
     /// The tool's own name on that server.
     pub(crate) tool: Cow<'a, str>,
@@ -145,11 +146,12 @@ impl CallBook {
         arguments: Option<&RawValue>,
     ) -> Result<ToolAnswer, ErrorData> {
         let Route {
-            exposed: name,
+            exposed,
             upstream: up,
             tool,
             replayable,
         } = route;
+        let name: &str = &exposed;
         let scope = CallScope::begin(self, ctx, "tools/call", name, up.name());
         scope.arguments(PayloadSrc::Json(arguments.map_or("null", RawValue::get)));
         let relay = ProgressRelay::start(self, &scope.call_id, name, ctx);

@@ -6,7 +6,13 @@
 //! into it with rmcp's typed requests; `/ws` and the `/mcp` fast path hand it raw JSON-RPC
 //! through [`Dispatcher::answer`], which answers in the caller's task without any of rmcp's
 //! per-session machinery.
+//!
+//! A per-server endpoint (`/mcp/<server>`, `/ws/<server>`) is the same dispatcher narrowed
+//! with [`Dispatcher::only`]: it shows that one server under the server's own tool and prompt
+//! names and asks no other. Names are made whole (`<server>__<name>`) as they come in, so
+//! roles, routes, telemetry and the call log see exactly what `/mcp` would.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -47,6 +53,9 @@ pub(crate) struct Dispatcher {
     /// The gateway's, kept here: every call is recorded in it.
     book: CallBook,
     roles: Arc<Roles>,
+    /// The one server a per-server endpoint shows, under its own names; `None`: every
+    /// server, as `<server>__<name>`.
+    only: Option<Arc<str>>,
 }
 
 /// Protocol revisions the gateway answers `initialize` with, oldest first.
@@ -69,7 +78,60 @@ impl Dispatcher {
             book: gw.book().clone(),
             gw,
             roles: Arc::new(roles),
+            only: None,
         }
+    }
+
+    /// This dispatcher narrowed to `server`'s endpoint: its tools and prompts under their own
+    /// names, its resources, and no other server's anything (no built-in tools either).
+    pub(crate) fn only(&self, server: &str) -> Self {
+        Self {
+            only: Some(Arc::from(server)),
+            ..self.clone()
+        }
+    }
+
+    /// The server this dispatcher is narrowed to, if it is.
+    pub(crate) fn server(&self) -> Option<&str> {
+        self.only.as_deref()
+    }
+
+    /// Whether this dispatcher shows `server` at all.
+    fn shows(&self, server: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == server)
+    }
+
+    /// The exposed name (`<server>__<name>`, what roles check) of a tool or prompt the client
+    /// named `name`: on a per-server endpoint its server's prefix is added.
+    fn exposed<'n>(&self, name: &'n str) -> Cow<'n, str> {
+        match &self.only {
+            Some(server) => Cow::Owned(names::exposed(server, name)),
+            None => Cow::Borrowed(name),
+        }
+    }
+
+    /// The server and that server's own name of a prompt the client named `name`.
+    fn target<'n>(&self, name: &'n str) -> Option<(Upstream, &'n str)> {
+        let (server, own) = match &self.only {
+            Some(server) => (&**server, name),
+            None => names::split(name)?,
+        };
+        Some((self.gw.upstream(server)?, own))
+    }
+
+    /// Where a call of the tool the client named `name` goes.
+    pub(crate) fn route<'n>(&self, name: &'n str) -> Option<Route<'n>> {
+        let Some(server) = &self.only else {
+            return self.gw.route(name);
+        };
+        let upstream = self.gw.upstream(server)?;
+        let replayable = upstream.route(name)?;
+        Some(Route {
+            exposed: Cow::Owned(names::exposed(server, name)),
+            upstream,
+            tool: Cow::Borrowed(name),
+            replayable,
+        })
     }
 
     /// The gateway it answers for.
@@ -93,11 +155,16 @@ impl Dispatcher {
             .build();
         let mut info = ServerConfig::new(capabilities);
         info.server_info = Implementation::new("switchboard", env!("CARGO_PKG_VERSION"));
-        info.instructions = Some(
-            "Switchboard aggregates the user's MCP servers: tools are named <server>__<tool>. \
-             switchboard__health_snapshot shows which servers are running."
+        info.instructions = Some(match &self.only {
+            Some(server) => format!(
+                "Switchboard's endpoint for the user's MCP server '{server}': its tools, prompts \
+                 and resources under their own names."
+            ),
+            None => "Switchboard aggregates the user's MCP servers: tools are named \
+                     <server>__<tool>. switchboard__health_snapshot shows which servers are \
+                     running."
                 .into(),
-        );
+        });
         info
     }
 
@@ -119,8 +186,9 @@ impl Dispatcher {
 
     /// Whether the caller's role grants `server`'s resources and resource templates
     /// ([`Roles::grants_server`]; nothing without a caller).
+    /// On a per-server endpoint, only its server.
     fn grants_server(&self, caller: Option<&Caller>, server: &str) -> bool {
-        caller.is_some_and(|c| self.roles.grants_server(&c.role, server))
+        self.shows(server) && caller.is_some_and(|c| self.roles.grants_server(&c.role, server))
     }
 
     /// What `role` grants now: its patterns, the tools it may see and call, and the servers
@@ -145,7 +213,8 @@ impl Dispatcher {
 
     /// The `field` items of `method` from every running server that offers `capability` and
     /// passes `only` (every page of each, bounded: see [`Upstream::list`]), with the server
-    /// they came from. Servers that fail are skipped; servers `only` turns away are never asked.
+    /// they came from. Servers that fail are skipped; servers `only` turns away (or this
+    /// dispatcher does not show) are never asked.
     async fn gather(
         &self,
         capability: &str,
@@ -159,6 +228,7 @@ impl Dispatcher {
             let status = up.status();
             if status.state != ServerState::Running
                 || !status.has_capability(capability)
+                || !self.shows(up.name())
                 || !only(&up)
             {
                 continue;
@@ -196,7 +266,7 @@ impl Dispatcher {
             .resource_listers(uri)
             .iter()
             .filter_map(|s| self.gw.upstream(s))
-            .find(|up| self.roles.grants_server(&caller.role, up.name()))
+            .find(|up| self.grants_server(Some(caller), up.name()))
             .ok_or_else(|| {
                 error_data(
                     RESOURCE_NOT_FOUND,
@@ -253,18 +323,18 @@ impl Dispatcher {
         let reference = params.get("ref").cloned().unwrap_or(Value::Null);
         let (up, label) = match reference.get("type").and_then(Value::as_str) {
             Some("ref/prompt") => {
-                let name = reference["name"].as_str().unwrap_or_default().to_owned();
+                let given = reference["name"].as_str().unwrap_or_default();
+                let name = self.exposed(given).into_owned();
                 self.allowed(ctx.caller, &name)?;
                 let unknown =
-                    || error_data(INVALID_PARAMS, format!("unknown prompt '{name}'"), None);
-                let (server, prompt) = names::split(&name).ok_or_else(unknown)?;
-                let up = self.gw.upstream(server).ok_or_else(unknown)?;
+                    || error_data(INVALID_PARAMS, format!("unknown prompt '{given}'"), None);
+                let (up, prompt) = self.target(given).ok_or_else(unknown)?;
                 params["ref"]["name"] = json!(prompt);
                 (up, name)
             }
             Some("ref/resource") => {
                 let uri = reference["uri"].as_str().unwrap_or_default().to_owned();
-                let grants = |up: &Upstream| self.roles.grants_server(&caller.role, up.name());
+                let grants = |up: &Upstream| self.grants_server(Some(caller), up.name());
                 let listed = self
                     .gw
                     .resource_listers(&uri)
@@ -387,9 +457,26 @@ impl Dispatcher {
         caller: Option<&Caller>,
         cursor: Option<&str>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let mut tools: Vec<Tool> = self.gw.tools().into_iter().map(|t| t.tool).collect();
-        tools.extend(builtin_tools());
-        tools.retain(|t| self.allowed(caller, &t.name).is_ok());
+        let tools: Vec<Tool> = match &self.only {
+            None => {
+                let mut tools: Vec<Tool> = self.gw.tools().into_iter().map(|t| t.tool).collect();
+                tools.extend(builtin_tools());
+                tools.retain(|t| self.allowed(caller, &t.name).is_ok());
+                tools
+            }
+            // the server's own names, checked as the exposed ones
+            Some(server) => self
+                .gw
+                .tools()
+                .into_iter()
+                .filter(|t| *t.server == **server && self.allowed(caller, &t.name).is_ok())
+                .map(|t| {
+                    let mut tool = t.tool;
+                    tool.name = t.original.into();
+                    tool
+                })
+                .collect(),
+        };
         let page = self.page(List::Tools, tools, |t| &t.name, cursor)?;
         let mut r = ListToolsResult::with_all_items(page.items);
         r.next_cursor = page.next_cursor;
@@ -441,20 +528,26 @@ impl Dispatcher {
         arguments: Option<&RawValue>,
         route: Option<Route<'_>>,
     ) -> Result<ToolAnswer, ErrorData> {
+        let given = name;
+        let exposed = self.exposed(given);
+        let name: &str = &exposed;
         if let Err(refused) = self.allowed(ctx.caller, name) {
             // refused here: it never reaches a server
             let error = (i64::from(refused.code.0), refused.message.to_string());
             self.book.answered(ctx, name, Err(error));
             return Err(refused);
         }
-        if name == HEALTH_TOOL || name == TELEMETRY_TOOL {
+        if self.only.is_none() && (name == HEALTH_TOOL || name == TELEMETRY_TOOL) {
             return Ok(ToolAnswer::Typed(self.builtin(name, ctx)));
         }
         let route = route
             .filter(|r| r.exposed == name)
-            .or_else(|| self.gw.route(name));
+            .or_else(|| self.route(given));
         let Some(route) = route else {
-            let message = format!("unknown tool '{name}'");
+            let message = match &self.only {
+                Some(server) => format!("unknown tool '{given}' (server '{server}' has none)"),
+                None => format!("unknown tool '{name}'"),
+            };
             self.book
                 .answered(ctx, name, Err((INVALID_PARAMS, message.clone())));
             return Err(error_data(INVALID_PARAMS, message, None));
@@ -531,12 +624,14 @@ impl Dispatcher {
         let Some(caller) = ctx.caller else {
             return Err(error_data(UNAUTHENTICATED, "authentication required", None));
         };
-        let grants = |up: &Upstream| self.roles.grants_server(&caller.role, up.name());
-        // The servers (still configured) that listed it: the first one granted owns it.
+        let grants = |up: &Upstream| self.grants_server(Some(caller), up.name());
+        // The servers (still configured, and shown) that listed it: the first one granted
+        // owns it.
         let listers: Vec<Upstream> = self
             .gw
             .resource_listers(&uri)
             .iter()
+            .filter(|s| self.shows(s))
             .filter_map(|s| self.gw.upstream(s))
             .collect();
         if let Some(owner) = listers.first()
@@ -608,8 +703,12 @@ impl Dispatcher {
             .await
         {
             if let Ok(mut prompt) = serde_json::from_value::<Prompt>(p) {
-                prompt.name = names::exposed(up.name(), &prompt.name);
-                if self.allowed(ctx.caller, &prompt.name).is_ok() {
+                let exposed = names::exposed(up.name(), &prompt.name);
+                if self.allowed(ctx.caller, &exposed).is_ok() {
+                    // a per-server endpoint keeps the server's own name
+                    if self.only.is_none() {
+                        prompt.name = exposed;
+                    }
                     all.push(prompt);
                 }
             }
@@ -625,13 +724,11 @@ impl Dispatcher {
         ctx: &CallCtx<'_>,
         request: GetPromptRequestParams,
     ) -> Result<GetPromptResult, ErrorData> {
-        let name = request.name;
+        let given = request.name;
+        let name = self.exposed(&given);
         self.allowed(ctx.caller, &name)?;
-        let unknown = || error_data(INVALID_PARAMS, format!("unknown prompt '{name}'"), None);
-        let Some((server, prompt)) = names::split(&name) else {
-            return Err(unknown());
-        };
-        let Some(up) = self.gw.upstream(server) else {
+        let unknown = || error_data(INVALID_PARAMS, format!("unknown prompt '{given}'"), None);
+        let Some((up, prompt)) = self.target(&given) else {
             return Err(unknown());
         };
         let mut params = json!({"name": prompt});

@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::call::{CallCtx, Route};
 use super::dispatch::{Dispatcher, STATELESS_VERSION};
-use super::gateway::McpGateway;
 use super::jsonrpc::{self, Incoming, Request};
 use super::method::Method;
 use super::session::Session;
@@ -33,7 +32,7 @@ use crate::auth::Caller;
 /// What the fast path reads of the gateway.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Front<'a> {
-    pub(crate) mcp: &'a McpGateway,
+    /// The `/mcp` dispatcher, or a per-server endpoint's (see [`Dispatcher::only`]).
     pub(crate) dispatcher: &'a Dispatcher,
     /// rmcp's own sessions: a session rmcp no longer has is left to rmcp (its 404).
     pub(crate) sessions: &'a LocalSessionManager,
@@ -112,7 +111,7 @@ fn stateless_ok<'p>(
         Method::ToolsCall => params
             .and_then(|p| p.get("name"))
             .and_then(Value::as_str)
-            .and_then(|name| hub.mcp.route(name)),
+            .and_then(|name| hub.dispatcher.route(name)),
         _ => None,
     };
     if let Some(r) = &route

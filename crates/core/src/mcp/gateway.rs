@@ -60,6 +60,9 @@ struct Inner {
     started: Instant,
     /// Where every call is recorded (telemetry, the dashboard's call log, the bus).
     book: CallBook,
+    /// The configured servers' names, sorted, sent whenever the set changes (the discovery
+    /// file lists their own endpoints).
+    names: tokio::sync::watch::Sender<Vec<String>>,
 }
 
 impl McpGateway {
@@ -84,6 +87,7 @@ impl McpGateway {
                 bus,
                 resource_owner: Mutex::new(HashMap::new()),
                 started: Instant::now(),
+                names: tokio::sync::watch::Sender::new(Vec::new()),
             }),
         };
         gw.apply(servers);
@@ -140,23 +144,14 @@ impl McpGateway {
                 ServerNote::ResourcesChanged => Note::ResourcesChanged,
                 ServerNote::PromptsChanged => Note::PromptsChanged,
                 ServerNote::ResourceUpdated(params) => Note::ResourceUpdated(params),
-                ServerNote::Log(mut params) => {
-                    // on the aggregated endpoint the logger names the server
-                    let logger = match params.get("logger").and_then(Value::as_str) {
-                        Some(l) => format!("{server}/{l}"),
-                        None => server.clone(),
-                    };
-                    if let Some(p) = params.as_object_mut() {
-                        p.insert("logger".into(), Value::String(logger));
-                    }
-                    Note::Log(params)
-                }
+                ServerNote::Log(params) => Note::Log(params),
             };
-            sessions.tell(&note);
+            sessions.tell_from(&server, &note);
         }));
         // Tell client sessions whenever this server's tools appear, change or go away.
         let mut rx = up.watch();
         let gw = self.clone();
+        let name = up.name().to_owned();
         let shutdown = self.inner.shutdown.clone();
         self.inner.tasks.spawn(async move {
             let mut last = (ServerState::Starting, 0usize);
@@ -172,7 +167,8 @@ impl McpGateway {
                 let was_running = last.0 == ServerState::Running;
                 let is_running = key.0 == ServerState::Running;
                 if was_running != is_running || (is_running && key.1 != last.1) {
-                    gw.notify_tools_changed();
+                    // its own endpoint's sessions and the aggregated ones
+                    gw.inner.sessions.tell_from(&name, &Note::ToolsChanged);
                 }
                 last = key;
             }
@@ -215,7 +211,22 @@ impl McpGateway {
         }
         if changed {
             self.notify_tools_changed();
+            let names: Vec<String> = self
+                .upstreams()
+                .iter()
+                .map(|u| u.name().to_owned())
+                .collect();
+            self.inner.names.send_if_modified(|was| {
+                let differs = *was != names;
+                *was = names;
+                differs
+            });
         }
+    }
+
+    /// The configured servers' names (sorted), told whenever the set changes.
+    pub(crate) fn watch_names(&self) -> tokio::sync::watch::Receiver<Vec<String>> {
+        self.inner.names.subscribe()
     }
 
     pub fn upstream(&self, name: &str) -> Option<Upstream> {
@@ -321,7 +332,7 @@ impl McpGateway {
             && let Some(replayable) = up.route(tool)
         {
             return Some(Route {
-                exposed: name,
+                exposed: Cow::Borrowed(name),
                 upstream: up,
                 tool: Cow::Borrowed(tool),
                 replayable,
@@ -331,7 +342,7 @@ impl McpGateway {
         let (up, tool) = self.resolve(name)?;
         let replayable = up.route(&tool.name)?;
         Some(Route {
-            exposed: name,
+            exposed: Cow::Borrowed(name),
             upstream: up,
             tool: Cow::Owned(tool.name.into_owned()),
             replayable,

@@ -30,7 +30,8 @@ pub(crate) enum Note {
     ResourcesChanged,
     /// `notifications/prompts/list_changed`.
     PromptsChanged,
-    /// `notifications/message`: the params, `logger` naming the server.
+    /// `notifications/message`: the params as the server sent them (sessions of the aggregated
+    /// endpoints hear `logger` as `<server>[/<logger>]`, see [`Sessions::tell_from`]).
     Log(Value),
     /// `notifications/resources/updated`: the params (its `uri`), for the sessions subscribed.
     ResourceUpdated(Value),
@@ -116,6 +117,9 @@ pub(crate) struct Session {
     /// Whether its client declared it may be asked things (elicitation, sampling, roots): its
     /// calls then need a stream the server's requests can ride, not the fast path's JSON.
     can_be_asked: std::sync::atomic::AtomicBool,
+    /// The server whose own endpoint (`/mcp/<server>`, `/ws/<server>`) it was opened at, set
+    /// once as it opens: it serves there only. Unset: the aggregated `/mcp` and `/ws`.
+    endpoint: std::sync::OnceLock<String>,
 }
 
 /// The process-wide clock origin for [`Session::seen_ms`].
@@ -166,6 +170,25 @@ impl Session {
 
     pub(crate) fn can_be_asked(&self) -> bool {
         self.can_be_asked.load(Ordering::Relaxed)
+    }
+
+    /// Binds a session just opened to `server`'s own endpoint (see [`Session::server`]).
+    pub(crate) fn bind(&self, server: &str) {
+        let _ = self.endpoint.set(server.to_owned());
+    }
+
+    /// The server whose own endpoint the session belongs to; `None`: the aggregated one.
+    pub(crate) fn server(&self) -> Option<&str> {
+        self.endpoint.get().map(String::as_str)
+    }
+
+    /// The endpoint's path on HTTP (`/mcp` or `/mcp/<server>`), for messages and the
+    /// dashboard.
+    pub(crate) fn endpoint(&self) -> String {
+        match self.server() {
+            Some(server) => format!("/mcp/{server}"),
+            None => "/mcp".to_owned(),
+        }
     }
 
     /// A request named this session: its idle time starts again.
@@ -363,6 +386,7 @@ impl Sessions {
             can_be_asked: std::sync::atomic::AtomicBool::new(false),
             log_level: Mutex::new(None),
             subscriptions: Mutex::new(HashSet::new()),
+            endpoint: std::sync::OnceLock::new(),
         });
         self.inner
             .lock()
@@ -424,9 +448,41 @@ impl Sessions {
         self.tell(&Note::ToolsChanged);
     }
 
+    /// Tells `note` from `server` to the sessions of the aggregated endpoints and of that
+    /// server's own (never another server's), as [`tell`](Self::tell) does: its own hear a log
+    /// message as the server sent it, the aggregated ones with `logger` naming the server.
+    pub(crate) fn tell_from(&self, server: &str, note: &Note) {
+        let aggregated = match note {
+            Note::Log(params) => {
+                let mut params = params.clone();
+                let logger = match params.get("logger").and_then(Value::as_str) {
+                    Some(l) => format!("{server}/{l}"),
+                    None => server.to_owned(),
+                };
+                if let Some(p) = params.as_object_mut() {
+                    p.insert("logger".into(), Value::String(logger));
+                }
+                Some(Note::Log(params))
+            }
+            _ => None,
+        };
+        let aggregated = aggregated.as_ref().unwrap_or(note);
+        self.tell_where(note, |s| match s.server() {
+            None => Some(aggregated),
+            Some(own) if own == server => Some(note),
+            Some(_) => None,
+        });
+    }
+
     /// Tells `note` to every session it is for: a log message to the sessions that asked for
     /// its level, anything else to all. A listener whose client is gone is dropped.
     pub(crate) fn tell(&self, note: &Note) {
+        self.tell_where(note, |_| Some(note));
+    }
+
+    /// [`tell`](Self::tell), each session hearing what `what` makes of `note` for it (`None`:
+    /// nothing).
+    fn tell_where<'n>(&self, note: &Note, what: impl Fn(&Session) -> Option<&'n Note>) {
         let rank = match note {
             Note::Log(p) => Some(
                 p.get("level")
@@ -462,6 +518,9 @@ impl Sessions {
             {
                 continue;
             }
+            let Some(note) = what(&s) else {
+                continue;
+            };
             let mut tell = s.tools_changed.lock().expect("listener lock");
             if tell.as_ref().is_some_and(|t| !(t.0)(note)) {
                 tell.take();
@@ -602,8 +661,8 @@ impl Sessions {
             .values()
             .map(|s| {
                 json!({"session_id": s.id, "client": s.client, "transport": s.transport,
-                       "watchers": s.watchers(), "explicit": s.token_hash.is_some(),
-                       "idle_ms": s.idle_ms(now)})
+                       "server": s.server(), "watchers": s.watchers(),
+                       "explicit": s.token_hash.is_some(), "idle_ms": s.idle_ms(now)})
             })
             .collect();
         v.sort_by(|a, b| a["session_id"].as_str().cmp(&b["session_id"].as_str()));

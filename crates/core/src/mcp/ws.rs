@@ -1,5 +1,6 @@
-//! `/ws`: MCP over WebSocket, one JSON-RPC message per text frame, answered by the shared
-//! [`Dispatcher`] (tools, roles, telemetry) that also serves `/mcp`.
+//! `/ws` and `/ws/<server>`: MCP over WebSocket, one JSON-RPC message per text frame,
+//! answered by the shared [`Dispatcher`] (tools, roles, telemetry) that also serves `/mcp`
+//! (for `/ws/<server>`, narrowed to that server).
 //!
 //! One task per socket reads frames, runs the socket's requests concurrently (a slow call never
 //! holds up a fast one; each response carries its own id) and writes their answers, with each
@@ -123,7 +124,13 @@ pub(crate) async fn run(
     let sessions = hub.gw.sessions().clone();
     let (session, owned) = match attach {
         Some(s) => (s, false),
-        None => (sessions.open(None, &caller.name, "ws", false).0, true),
+        None => {
+            let (s, _) = sessions.open(None, &caller.name, "ws", false);
+            if let Some(server) = hub.dispatcher.server() {
+                s.bind(server);
+            }
+            (s, true)
+        }
     };
     let d: Dispatcher = hub.dispatcher.clone();
     let (notify_tx, mut notify_rx) = mpsc::channel::<Message>(NOTIFY_QUEUE);

@@ -8,6 +8,7 @@ mod auth;
 mod binary;
 mod dashboard;
 mod discovery;
+mod endpoints;
 mod fast_path;
 mod http;
 mod lifecycle;
