@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::call::{CallBook, Route};
+use super::eras::Rounds;
 use super::names;
 use super::session::{Note, Sessions};
 use crate::auth::store::SecretStore;
@@ -60,6 +61,8 @@ struct Inner {
     started: Instant,
     /// Where every call is recorded (telemetry, the dashboard's call log, the bus).
     book: CallBook,
+    /// Calls of 2026-07-28 clients waiting for their retries with answers (`mcp/eras`).
+    rounds: Rounds,
 }
 
 impl McpGateway {
@@ -72,6 +75,11 @@ impl McpGateway {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
+        let rounds = Rounds::new(
+            std::time::Duration::from_millis(limits.input_wait_ms),
+            tasks.clone(),
+            shutdown.child_token(),
+        );
         let gw = Self {
             inner: Arc::new(Inner {
                 upstreams: RwLock::new(BTreeMap::new()),
@@ -81,6 +89,7 @@ impl McpGateway {
                 tasks,
                 sessions: Sessions::new(bus.clone()),
                 book: CallBook::new(telemetry, bus.clone()),
+                rounds,
                 bus,
                 resource_owner: Mutex::new(HashMap::new()),
                 started: Instant::now(),
@@ -88,6 +97,11 @@ impl McpGateway {
         };
         gw.apply(servers);
         gw
+    }
+
+    /// Calls of 2026-07-28 clients between rounds (see `mcp/eras`).
+    pub(crate) fn rounds(&self) -> &Rounds {
+        &self.inner.rounds
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {
@@ -113,6 +127,7 @@ impl McpGateway {
             }
         }
         held["calls_in_flight"] = json!(self.calls().in_flight_count());
+        held["calls_awaiting_input"] = json!(self.inner.rounds.waiting());
         held["upstream_pending"] = json!(pending);
         held["upstream_progress"] = json!(progress);
         held

@@ -8,6 +8,7 @@ mod auth;
 mod binary;
 mod dashboard;
 mod discovery;
+mod eras;
 mod fast_path;
 mod http;
 mod lifecycle;
