@@ -402,6 +402,10 @@ pub struct GatewayConfig {
     /// Items per page of `tools/list`, `resources/list`, `resources/templates/list` and
     /// `prompts/list` to clients (at least 1); the rest follow through `nextCursor`.
     pub page_size: usize,
+    /// How long a server's request, turned into an `input_required` result for a 2026-07-28
+    /// client, waits for the client's retry with the answers; then the server gets an error
+    /// and the call is cancelled. (The call itself still ends by `call_timeout_ms`.)
+    pub input_wait_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -424,6 +428,7 @@ impl Default for GatewayConfig {
             remote_backoff_initial_ms: 500,
             remote_backoff_max_ms: 30_000,
             page_size: 100,
+            input_wait_ms: 120_000,
         }
     }
 }

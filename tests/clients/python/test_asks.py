@@ -3,9 +3,8 @@
 
 Every scenario runs twice, through the gateway and with the same client on server-everything
 directly over stdio, and the two must agree: the tool's result and what the client was asked.
-A 2026-07-28 client (`mode="auto"`) has no session stream for a server's request to travel on,
-and the gateway does not turn one into an `InputRequiredResult`: it gets the server's failure,
-saying so, not a hang.
+A 2026-07-28 client (`mode="auto"`) is asked through `input_required` results instead:
+`test_eras.py`.
 """
 
 from __future__ import annotations
@@ -170,31 +169,6 @@ def test_url_elicitation_as_directly(gateway: Gateway) -> None:
             assert side["asks"][0]["mode"] == "url"
             assert side["asks"][0]["url"] == args["url"]
         assert normalize(through) == normalize(plain)
-
-    run(body)
-
-
-def test_2026_client_gets_a_refusal_not_a_hang(gateway: Gateway) -> None:
-    """A 2026-07-28 request has no stream for the server's elicitation/create: the server is told
-    the client cannot be asked, and the call's result says so."""
-    asked = Asked(lambda _: ACCEPT)
-
-    async def body() -> None:
-        token = gateway.pair("switchboard-e2e-py-asks-2026")["token"]
-        async with Client(
-            bearer_transport(gateway.mcp_url, token),
-            mode="auto",
-            read_timeout_seconds=REQUEST_TIMEOUT_S,
-            elicitation_callback=asked,
-        ) as client:
-            assert client.protocol_version == "2026-07-28"
-            await wait_for_tools(client, [PREFIX + "trigger-elicitation-request"])
-            res = await call(client, PREFIX + "trigger-elicitation-request")
-            assert res.is_error, res
-            assert "cannot be asked" in text_of(res), text_of(res)
-            res = await call(client, PREFIX + "echo", {"message": "still here"})
-            assert text_of(res) == "Echo: still here"
-        assert asked.asks == []
 
     run(body)
 

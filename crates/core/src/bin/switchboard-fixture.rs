@@ -12,6 +12,8 @@
 //! - `ask {method, params}`: sends that request to the client (`elicitation/create`,
 //!   `sampling/createMessage`, `roots/list`, …) and answers with the client's whole response
 //!   (`{"result": …}` or `{"error": …}`) as JSON text
+//! - `answers {}`: the responses its `ask`s got, the last 16, oldest first, as JSON (also
+//!   those that came after their call had ended)
 //! - `client_capabilities {}`: the capabilities the client declared in `initialize`, as JSON
 //! - `log {level, message, logger?}`: sends `notifications/message` (the level asked by
 //!   `logging/setLevel` is answered by `log_level {}`)
@@ -62,6 +64,8 @@ struct State {
     /// Requests this server sent the client (`ask`), by id, waiting for the response.
     asked: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     next_ask: AtomicU64,
+    /// The last responses to `ask`s (bounded: the oldest goes first).
+    answers: Mutex<Vec<Value>>,
     /// What the client declared in `initialize`.
     client_capabilities: Mutex<Value>,
     /// The level of the last `logging/setLevel`.
@@ -157,6 +161,12 @@ fn tools(state: &State) -> Vec<Value> {
             "Sends `method` with `params` to the client and answers with its response",
             json!({"method": {"type": "string"}, "params": {"type": "object"}}),
             json!({"readOnlyHint": false, "idempotentHint": false}),
+        ),
+        tool(
+            "answers",
+            "The responses the last asks got",
+            json!({}),
+            ro.clone(),
         ),
         tool(
             "client_capabilities",
@@ -344,6 +354,13 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
             state.send(json!({"jsonrpc": "2.0", "method": "notifications/prompts/list_changed"}));
             text_result("changed")
         }
+        "answers" => text_result(
+            state
+                .answers
+                .lock()
+                .map(|a| Value::from(a.clone()).to_string())
+                .unwrap_or_default(),
+        ),
         "client_capabilities" => text_result(
             state
                 .client_capabilities
@@ -393,6 +410,12 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
             if let Some(m) = response.as_object_mut() {
                 m.remove("jsonrpc");
                 m.remove("id");
+            }
+            if let Ok(mut answers) = state.answers.lock() {
+                if answers.len() >= 16 {
+                    answers.remove(0);
+                }
+                answers.push(response.clone());
             }
             let _ = tx.send(response);
         }
@@ -570,6 +593,7 @@ async fn main() {
         cancelled: Mutex::new(HashSet::new()),
         asked: Mutex::new(HashMap::new()),
         next_ask: AtomicU64::new(0),
+        answers: Mutex::new(Vec::new()),
         client_capabilities: Mutex::new(Value::Null),
         log_level: Mutex::new(None),
     });

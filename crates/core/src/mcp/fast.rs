@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::call::{CallCtx, Route};
 use super::dispatch::{Dispatcher, STATELESS_VERSION};
+use super::eras::Bridged;
 use super::jsonrpc::{self, Incoming, Request};
 use super::method::Method;
 use super::session::Session;
@@ -170,6 +171,11 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
         None if version == STATELESS_VERSION => {
             params = req.params_value();
             route = stateless_ok(hub, headers, &req, method, params.as_ref())?;
+            if method == Method::ToolsCall
+                && let Some(bridged) = Bridged::read(params.as_ref())
+            {
+                return Some(bridge(hub, caller, req, bridged).await);
+            }
             None
         }
         Some(sid) if SESSION_VERSIONS.contains(&version) => {
@@ -216,6 +222,32 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
         frame = hub.dispatcher.answer(&ctx, req, version, route) => Fast::Answered(frame),
         () = caller.revoked.cancelled() => Fast::Unpaired,
     })
+}
+
+/// A stateless `tools/call` from a client that may be asked things, or its retry with the
+/// answers: the call runs in a task of its own (see `mcp/eras`), which may outlive this
+/// request when its server asks the client something.
+async fn bridge(hub: Front<'_>, caller: &Caller, req: Request, bridged: Bridged) -> Fast {
+    let id = req.id.clone();
+    let (dispatcher, owned) = (hub.dispatcher.clone(), caller.clone());
+    let call = move |asks, cancel| async move {
+        let ctx = CallCtx {
+            caller: Some(&owned),
+            session_id: None,
+            session: None,
+            request_id: jsonrpc::id_text(&req.id),
+            progress: None,
+            asks: Some(asks),
+            cancel,
+        };
+        dispatcher.answer(&ctx, req, STATELESS_VERSION, None).await
+    };
+    let rounds = hub.dispatcher.gateway().rounds();
+    tokio::select! {
+        biased;
+        frame = rounds.answer(&caller.name, &id, bridged, call) => Fast::Answered(frame),
+        () = caller.revoked.cancelled() => Fast::Unpaired,
+    }
 }
 
 /// A POSTed `notifications/cancelled` (its `params`) for a request the fast path is running in

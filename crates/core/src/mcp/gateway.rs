@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::call::{CallBook, Route};
+use super::eras::Rounds;
 use super::names;
 use super::session::{Note, Sessions};
 use crate::auth::store::SecretStore;
@@ -63,6 +64,8 @@ struct Inner {
     /// The configured servers' names, sorted, sent whenever the set changes (the discovery
     /// file lists their own endpoints).
     names: tokio::sync::watch::Sender<Vec<String>>,
+    /// Calls of 2026-07-28 clients waiting for their retries with answers (`mcp/eras`).
+    rounds: Rounds,
 }
 
 impl McpGateway {
@@ -75,6 +78,11 @@ impl McpGateway {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
+        let rounds = Rounds::new(
+            std::time::Duration::from_millis(limits.input_wait_ms),
+            tasks.clone(),
+            shutdown.child_token(),
+        );
         let gw = Self {
             inner: Arc::new(Inner {
                 upstreams: RwLock::new(BTreeMap::new()),
@@ -84,6 +92,7 @@ impl McpGateway {
                 tasks,
                 sessions: Sessions::new(bus.clone()),
                 book: CallBook::new(telemetry, bus.clone()),
+                rounds,
                 bus,
                 resource_owner: Mutex::new(HashMap::new()),
                 started: Instant::now(),
@@ -92,6 +101,11 @@ impl McpGateway {
         };
         gw.apply(servers);
         gw
+    }
+
+    /// Calls of 2026-07-28 clients between rounds (see `mcp/eras`).
+    pub(crate) fn rounds(&self) -> &Rounds {
+        &self.inner.rounds
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {
@@ -117,6 +131,7 @@ impl McpGateway {
             }
         }
         held["calls_in_flight"] = json!(self.calls().in_flight_count());
+        held["calls_awaiting_input"] = json!(self.inner.rounds.waiting());
         held["upstream_pending"] = json!(pending);
         held["upstream_progress"] = json!(progress);
         held

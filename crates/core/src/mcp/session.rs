@@ -338,7 +338,7 @@ pub(crate) struct Sessions {
 }
 
 /// A new random id or token: `prefix` + 32 random bytes in hex.
-fn random(prefix: &str) -> String {
+pub(crate) fn random(prefix: &str) -> String {
     use rand::RngCore as _;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);

@@ -9,6 +9,7 @@ mod binary;
 mod dashboard;
 mod discovery;
 mod endpoints;
+mod eras;
 mod fast_path;
 mod http;
 mod lifecycle;
