@@ -210,6 +210,7 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
         request_id,
         progress: None,
         asks: None,
+        meta: req.passed_meta(),
         cancel,
     };
     Some(tokio::select! {

@@ -304,6 +304,7 @@ pub(crate) async fn run(
                                     out: Some(progress_out.clone()),
                                 });
                                 let v = version.clone();
+                                let meta = req.passed_meta();
                                 let asks = ClientAsks {
                                     session: session_ref.id.clone(),
                                     tx: asks_tx.clone(),
@@ -317,6 +318,7 @@ pub(crate) async fn run(
                                         progress,
                                         asks: Some(asks),
                                         cancel,
+                                        meta,
                                     };
                                     let frame = d_ref.answer(&ctx, req, &v, None).await;
                                     (key, frame)
@@ -403,5 +405,6 @@ fn quick_ctx<'a>(
         progress: None,
         asks: None,
         cancel,
+        meta: req.passed_meta(),
     }
 }

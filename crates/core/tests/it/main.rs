@@ -9,6 +9,7 @@ mod binary;
 mod dashboard;
 mod discovery;
 mod fast_path;
+mod fidelity;
 mod http;
 mod lifecycle;
 mod mcp;
