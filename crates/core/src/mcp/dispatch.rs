@@ -190,25 +190,50 @@ impl Dispatcher {
                 None,
             ));
         };
-        let up = self
+        let grants = |up: &Upstream| self.roles.grants_server(&caller.role, up.name());
+        let offers = |up: &Upstream| {
+            up.status()
+                .capabilities
+                .pointer("/resources/subscribe")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
+        let listed = self
             .gw
             .resource_listers(uri)
             .iter()
             .filter_map(|s| self.gw.upstream(s))
-            .find(|up| self.roles.grants_server(&caller.role, up.name()))
-            .ok_or_else(|| {
-                error_data(
-                    RESOURCE_NOT_FOUND,
-                    format!("no server granted to role '{}' listed '{uri}'", caller.role),
-                    None,
-                )
-            })?;
-        let offers = up
-            .status()
-            .capabilities
-            .pointer("/resources/subscribe")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+            .find(grants);
+        let up = match listed {
+            Some(up) => up,
+            // Not listed (a template's URI, or never listed): the one granted server that
+            // offers subscriptions, as a client of that server alone would have it.
+            None => {
+                let offering: Vec<Upstream> = self
+                    .gw
+                    .upstreams()
+                    .into_iter()
+                    .filter(|u| grants(u) && u.status().state == ServerState::Running && offers(u))
+                    .collect();
+                match <[Upstream; 1]>::try_from(offering) {
+                    Ok([up]) => up,
+                    Err(v) => {
+                        return Err(error_data(
+                            RESOURCE_NOT_FOUND,
+                            format!(
+                                "no server granted to role '{}' listed '{uri}', and {} granted \
+                                 servers offer subscriptions, so which one it belongs to cannot \
+                                 be told",
+                                caller.role,
+                                v.len()
+                            ),
+                            None,
+                        ));
+                    }
+                }
+            }
+        };
+        let offers = offers(&up);
         if !offers {
             return Err(error_data(
                 METHOD_NOT_FOUND,

@@ -389,3 +389,26 @@ async fn ping_both_ways() {
         json!({"result": {}})
     );
 }
+
+#[tokio::test]
+async fn an_unlisted_uri_is_subscribed_on_the_one_server_that_offers_it_else_refused() {
+    let gw = TestGateway::with(|c| {
+        c.servers = vec![
+            fixture_server("a", &["--rich"]),
+            fixture_server("b", &["--rich"]),
+        ]
+    })
+    .await;
+    gw.wait_server("a", "running").await;
+    gw.wait_server("b", "running").await;
+    let mut mcp = McpHttp::connect(&gw).await;
+    let r = mcp
+        .request("resources/subscribe", json!({"uri": "fixture://rich/99"}))
+        .await;
+    assert_eq!(r.response()["error"]["code"], -32002, "{:?}", r.messages);
+    let message = r.response()["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("2 granted servers offer subscriptions"),
+        "{message}"
+    );
+}
