@@ -9,9 +9,9 @@
 //! - `add_tool {name}`: adds an echo tool and sends `notifications/tools/list_changed`
 //! - `stderr {text}`: writes a line to stderr
 //! - `hang {}`: never answers; when cancelled it says so on stderr (for call timeouts)
-//! - `ask {method, params}`: sends that request to the client (`elicitation/create`,
-//!   `sampling/createMessage`, `roots/list`, …) and answers with the client's whole response
-//!   (`{"result": …}` or `{"error": …}`) as JSON text
+//! - `ask {method, params, pad?}`: sends that request to the client (`elicitation/create`,
+//!   `sampling/createMessage`, `roots/list`, …; `pad` bytes more in its params) and answers
+//!   with the client's whole response (`{"result": …}` or `{"error": …}`) as JSON text
 //! - `client_capabilities {}`: the capabilities the client declared in `initialize`, as JSON
 //! - `log {level, message, logger?}`: sends `notifications/message` (the level asked by
 //!   `logging/setLevel` is answered by `log_level {}`)
@@ -318,9 +318,15 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
             if let Ok(mut asked) = state.asked.lock() {
                 asked.insert(ask_id.clone(), tx);
             }
+            let mut params = args.get("params").cloned().unwrap_or(json!({}));
+            // `pad`: that many bytes more in params (for tests of oversized requests)
+            if let Some(n) = args["pad"].as_u64()
+                && let Some(p) = params.as_object_mut()
+            {
+                p.insert("pad".into(), Value::String("x".repeat(n as usize)));
+            }
             state.send(
-                json!({"jsonrpc": "2.0", "id": ask_id, "method": args["method"],
-                              "params": args.get("params").cloned().unwrap_or(json!({}))}),
+                json!({"jsonrpc": "2.0", "id": ask_id, "method": args["method"], "params": params}),
             );
             match tokio::time::timeout(Duration::from_secs(30), rx).await {
                 Ok(Ok(response)) => text_result(response.to_string()),

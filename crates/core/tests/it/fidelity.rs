@@ -412,3 +412,106 @@ async fn an_unlisted_uri_is_subscribed_on_the_one_server_that_offers_it_else_ref
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_malformed_or_oversized_server_request_is_refused_at_once() {
+    let gw = gateway().await;
+    let mut askable = session_with(&gw, json!({"elicitation": {}, "sampling": {}})).await;
+    for (args, expected) in [
+        (
+            json!({"method": "elicitation/create", "params": "not an object"}),
+            "must be an object",
+        ),
+        (
+            json!({"method": "sampling/createMessage", "params": {}, "pad": 2_000_000}),
+            "over the 1048576-byte limit",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let reply = askable.call("fx__ask", args).await;
+        let answered: Value = serde_json::from_str(&reply.text()).unwrap();
+        assert_eq!(answered["error"]["code"], -32602, "{answered}");
+        let message = answered["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{message}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "nothing waited"
+        );
+        // and the client was never sent it
+        assert!(
+            reply.messages.iter().all(|m| m.get("method").is_none()),
+            "{:?}",
+            reply
+                .messages
+                .iter()
+                .map(|m| &m["method"])
+                .collect::<Vec<_>>()
+        );
+    }
+    // the session goes on
+    assert_eq!(
+        askable.call("fx__echo", json!({"text": "on"})).await.text(),
+        "on"
+    );
+}
+
+#[tokio::test]
+async fn a_clients_cancel_reaches_the_server_from_ws_and_from_rmcps_sessions() {
+    let gw = gateway().await;
+    // /ws
+    let mut ws = ws_session(&gw).await;
+    let slow = json!({"name": "fx__slow", "arguments": {"steps": 200, "step_ms": 25}});
+    ws.send(Message::text(
+        json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": slow}).to_string(),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    ws.send(Message::text(
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+               "params": {"requestId": 41, "reason": "stop"}})
+        .to_string(),
+    ))
+    .await
+    .unwrap();
+    crate::mcp::wait_stderr(&gw, "fx", "cancelled at step").await;
+    // still usable
+    assert_eq!(rpc_result(&mut ws, 42, "ping", json!({})).await, json!({}));
+
+    // rmcp's session (a client that can be asked: its calls are rmcp's)
+    let askable = session_with(&gw, json!({"sampling": {}})).await;
+    let mut caller = McpHttp {
+        session: askable.session.clone(),
+        ..McpHttp::new(&gw)
+    };
+    let call = tokio::spawn(async move {
+        caller
+            .send(json!({"jsonrpc": "2.0", "id": 43, "method": "tools/call", "params": slow}))
+            .await
+    });
+    let before = gw.server("fx").await["stderr_tail"]
+        .to_string()
+        .matches("cancelled at step")
+        .count();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut notifier = McpHttp {
+        session: askable.session.clone(),
+        ..McpHttp::new(&gw)
+    };
+    notifier
+        .notify("notifications/cancelled", json!({"requestId": 43}))
+        .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let tail = gw.server("fx").await["stderr_tail"].to_string();
+        if tail.matches("cancelled at step").count() > before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no cancel upstream: {tail}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), call).await;
+}
