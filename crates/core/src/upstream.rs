@@ -46,7 +46,7 @@ use crate::events::EventBus;
 pub(crate) use connection::{ClientAsks, NoteFn, ServerAsk, ServerNote};
 pub use connection::{Connection, Progress, ProgressSink, RpcError};
 use state::{CONTROL_QUEUE, Inner};
-pub use state::{ServerState, Status};
+pub use state::{ServerState, ServerTool, Status};
 
 /// Why a call through an upstream failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -124,13 +124,7 @@ struct ToolCallParams<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     arguments: Option<&'a RawValue>,
     #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
-    meta: Option<TokenMeta<'a>>,
-}
-
-#[derive(Serialize)]
-struct TokenMeta<'a> {
-    #[serde(rename = "progressToken")]
-    progress_token: &'a str,
+    meta: Option<serde_json::Map<String, Value>>,
 }
 
 /// What a request carries; written anew for each attempt (each has its own progress token).
@@ -196,7 +190,7 @@ impl Upstream {
     }
 
     /// The tool `name` of the running server, found without cloning the whole status.
-    pub(crate) fn tool(&self, name: &str) -> Option<Tool> {
+    pub(crate) fn tool(&self, name: &str) -> Option<ServerTool> {
         self.inner
             .status
             .borrow()
@@ -440,6 +434,7 @@ impl Upstream {
                 ForClient {
                     progress,
                     asks: None,
+                    meta: None,
                 },
                 cancel,
             )
@@ -486,7 +481,11 @@ impl Upstream {
         client: ForClient,
         cancel: &CancellationToken,
     ) -> Result<RawAnswer, CallError> {
-        let ForClient { progress, asks } = client;
+        let ForClient {
+            progress,
+            asks,
+            meta,
+        } = client;
         let timeout = self.call_timeout();
         let deadline = Instant::now() + timeout;
         let reports = progress.map(Reports::new);
@@ -517,10 +516,15 @@ impl Upstream {
                         .await
                 }
                 Params::ToolCall { name, arguments } => {
+                    let mut meta = meta.clone();
+                    if let Some(t) = &token {
+                        meta.get_or_insert_default()
+                            .insert("progressToken".into(), Value::String(t.clone()));
+                    }
                     let p = ToolCallParams {
                         name,
                         arguments: *arguments,
-                        meta: token.as_deref().map(|t| TokenMeta { progress_token: t }),
+                        meta,
                     };
                     conn.request_asking(method, &p, remaining, Some(cancel), asks.clone())
                         .await
@@ -659,6 +663,9 @@ impl Reports {
 pub(crate) struct ForClient {
     pub progress: Option<ProgressSink>,
     pub asks: Option<ClientAsks>,
+    /// The client's `_meta` of the request, passed on (the gateway's own progress token is
+    /// put in beside it).
+    pub meta: Option<serde_json::Map<String, Value>>,
 }
 
 /// Whether the tool says a repeated call is harmless (`readOnlyHint` or `idempotentHint`).

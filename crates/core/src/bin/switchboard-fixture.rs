@@ -9,9 +9,9 @@
 //! - `add_tool {name}`: adds an echo tool and sends `notifications/tools/list_changed`
 //! - `stderr {text}`: writes a line to stderr
 //! - `hang {}`: never answers; when cancelled it says so on stderr (for call timeouts)
-//! - `ask {method, params}`: sends that request to the client (`elicitation/create`,
-//!   `sampling/createMessage`, `roots/list`, …) and answers with the client's whole response
-//!   (`{"result": …}` or `{"error": …}`) as JSON text
+//! - `ask {method, params, pad?}`: sends that request to the client (`elicitation/create`,
+//!   `sampling/createMessage`, `roots/list`, …; `pad` bytes more in its params) and answers
+//!   with the client's whole response (`{"result": …}` or `{"error": …}`) as JSON text
 //! - `answers {}`: the responses its `ask`s got, the last 16, oldest first, as JSON (also
 //!   those that came after their call had ended)
 //! - `client_capabilities {}`: the capabilities the client declared in `initialize`, as JSON
@@ -34,7 +34,16 @@
 //! `--repeat-cursor` makes that cursor stop moving after the second page (it points at the
 //! second page again), as a broken server's would.
 //!
-//! Flags: `--name NAME` (serverInfo), `--garbage` (a non-JSON line before every response),
+//! Everything MCP can carry, with `--rich` (for fidelity tests: what a client gets through the
+//! gateway must be what the server wrote): the tool `rich` (listed with `title`, `icons`,
+//! `outputSchema`, `execution`, `_meta`, a JSON Schema 2020-12 input schema with `$defs`, and
+//! answering every content type, each with annotations and `_meta`, plus
+//! `structuredContent` and `_meta`), `meta_echo {}` (answers the request's own `_meta`), the
+//! resources `fixture://rich/text` and `fixture://rich/blob` and the template
+//! `fixture://rich/{id}` (all fields; read back with `_meta`), and the prompt `rich` (with
+//! `title`, `icons`, titled arguments, and every content type in its messages).
+//!
+//! Flags: `--name NAME` (serverInfo), `--rich`, `--garbage` (a non-JSON line before every response),
 //! `--exit-immediately` (exit 1 at start, for crash-loop tests), `--resource-host HOST`,
 //! `--many N`, `--page-size K`, `--repeat-cursor`.
 
@@ -59,6 +68,8 @@ struct State {
     page_size: Option<usize>,
     /// `--repeat-cursor`: the cursor after the second page points at the second page again.
     repeat_cursor: bool,
+    /// `--rich`: the tool, resources, template and prompt that carry every field.
+    rich: bool,
     /// Requests cancelled by the client (their ids as JSON text).
     cancelled: Mutex<HashSet<String>>,
     /// Requests this server sent the client (`ask`), by id, waiting for the response.
@@ -213,6 +224,9 @@ fn tools(state: &State) -> Vec<Value> {
             ro.clone(),
         ));
     }
+    if state.rich {
+        list.extend(rich::tools());
+    }
     for i in 0..state.many {
         list.push(tool(
             &many_name(i),
@@ -314,9 +328,15 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
             if let Ok(mut asked) = state.asked.lock() {
                 asked.insert(ask_id.clone(), tx);
             }
+            let mut params = args.get("params").cloned().unwrap_or(json!({}));
+            // `pad`: that many bytes more in params (for tests of oversized requests)
+            if let Some(n) = args["pad"].as_u64()
+                && let Some(p) = params.as_object_mut()
+            {
+                p.insert("pad".into(), Value::String("x".repeat(n as usize)));
+            }
             state.send(
-                json!({"jsonrpc": "2.0", "id": ask_id, "method": args["method"],
-                              "params": args.get("params").cloned().unwrap_or(json!({}))}),
+                json!({"jsonrpc": "2.0", "id": ask_id, "method": args["method"], "params": params}),
             );
             match tokio::time::timeout(Duration::from_secs(30), rx).await {
                 Ok(Ok(response)) => text_result(response.to_string()),
@@ -361,6 +381,12 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
                 .map(|a| Value::from(a.clone()).to_string())
                 .unwrap_or_default(),
         ),
+        "rich" if state.rich => rich::result(),
+        "meta_echo" if state.rich => {
+            let meta = params.get("_meta").cloned().unwrap_or(Value::Null);
+            json!({"content": [{"type": "text", "text": meta.to_string()}],
+                   "structuredContent": {"meta": meta}})
+        }
         "client_capabilities" => text_result(
             state
                 .client_capabilities
@@ -487,6 +513,9 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
                 json!({"uri": format!("fixture://many/{i}"), "name": many_name(i),
                        "mimeType": "text/plain"})
             }));
+            if state.rich {
+                list.extend(rich::resources());
+            }
             reply(paged(state, "resources", list, &params));
         }
         "resources/templates/list" => {
@@ -497,6 +526,7 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
                     json!({"uriTemplate": format!("fixture://{host}/echo/{{text}}"),
                                    "name": "echo", "mimeType": "text/plain"})
                 })
+                .chain(state.rich.then(rich::template))
                 .collect();
             reply(paged(state, "resourceTemplates", list, &params));
         }
@@ -526,7 +556,11 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
             } else {
                 own("echo/")
             };
-            if let Some(text) = text {
+            if state.rich
+                && let Some(contents) = rich::read(uri)
+            {
+                reply(contents);
+            } else if let Some(text) = text {
                 reply(json!({"contents": [{"uri": uri, "mimeType": "text/plain", "text": text}]}));
             } else if let Some(id) = &id {
                 state.send(json!({"jsonrpc": "2.0", "id": id,
@@ -540,7 +574,13 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
                 (0..state.many)
                     .map(|i| json!({"name": many_name(i), "description": "One of many"})),
             );
+            if state.rich {
+                list.push(rich::prompt());
+            }
             reply(paged(state, "prompts", list, &params));
+        }
+        "prompts/get" if state.rich && params["name"] == "rich" => {
+            reply(rich::prompt_messages(&params["arguments"]));
         }
         "prompts/get" => {
             let who = params
@@ -590,6 +630,7 @@ async fn main() {
         many: flag("--many").unwrap_or(0),
         page_size: flag("--page-size"),
         repeat_cursor: args.iter().any(|a| a == "--repeat-cursor"),
+        rich: args.iter().any(|a| a == "--rich"),
         cancelled: Mutex::new(HashSet::new()),
         asked: Mutex::new(HashMap::new()),
         next_ask: AtomicU64::new(0),
@@ -625,4 +666,158 @@ async fn main() {
     }
     drop(state);
     let _ = writer.await;
+}
+
+/// `--rich`: definitions and answers that use every field MCP has for them, with values that
+/// a typed reader could easily rewrite (`priority` 0.7, a `lastModified` with an offset,
+/// `size` large, unknown extension fields), to show that nothing is lost or changed in passing.
+mod rich {
+    use serde_json::{Value, json};
+
+    /// A 1×1 PNG and a tiny WAV header, base64.
+    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    const WAV: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA=";
+
+    fn annotations() -> Value {
+        json!({"audience": ["user", "assistant"], "priority": 0.7,
+               "lastModified": "2025-01-12T15:00:58.123+02:00"})
+    }
+
+    fn icons() -> Value {
+        json!([
+            {"src": "https://example.com/icon.png", "mimeType": "image/png",
+             "sizes": ["48x48", "96x96"], "theme": "light"},
+            {"src": format!("data:image/png;base64,{PNG}"), "mimeType": "image/png",
+             "sizes": ["any"], "theme": "dark"}
+        ])
+    }
+
+    fn meta(of: &str) -> Value {
+        json!({"example.com/of": of, "example.com/nested": {"n": 1.5, "list": [1, "two", null]}})
+    }
+
+    pub(super) fn tools() -> Vec<Value> {
+        vec![
+            json!({
+                "name": "rich",
+                "title": "Rich answer",
+                "description": "Answers every content type, with annotations and _meta",
+                "icons": icons(),
+                "inputSchema": {
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "type": "object",
+                    "$defs": {"level": {"type": "string", "enum": ["low", "high"]}},
+                    "properties": {
+                        "level": {"$ref": "#/$defs/level"},
+                        "tags": {"type": "array", "prefixItems": [{"type": "string"}],
+                                 "unevaluatedItems": false}
+                    },
+                    "additionalProperties": false
+                },
+                "outputSchema": {
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "type": "object",
+                    "properties": {"ok": {"type": "boolean"}, "ratio": {"type": "number"}},
+                    "required": ["ok"]
+                },
+                "annotations": {"title": "Rich", "readOnlyHint": true, "destructiveHint": false,
+                                "idempotentHint": true, "openWorldHint": false},
+                "execution": {"taskSupport": "optional"},
+                "_meta": meta("tool"),
+                "x-extension": {"kept": true}
+            }),
+            json!({
+                "name": "meta_echo",
+                "description": "Answers the request's own _meta",
+                "inputSchema": {"type": "object"},
+                "annotations": {"readOnlyHint": true}
+            }),
+        ]
+    }
+
+    pub(super) fn result() -> Value {
+        json!({
+            "content": [
+                {"type": "text", "text": "every kind of content", "annotations": annotations(),
+                 "_meta": meta("text")},
+                {"type": "image", "data": PNG, "mimeType": "image/png",
+                 "annotations": annotations(), "_meta": meta("image")},
+                {"type": "audio", "data": WAV, "mimeType": "audio/wav",
+                 "annotations": annotations(), "_meta": meta("audio")},
+                {"type": "resource_link", "uri": "fixture://rich/text", "name": "rich-text",
+                 "title": "Rich text", "description": "A linked resource",
+                 "mimeType": "text/plain", "size": 9007199254740991_u64, "icons": icons(),
+                 "annotations": annotations(), "_meta": meta("link")},
+                {"type": "resource", "resource": {"uri": "fixture://rich/text",
+                 "mimeType": "text/plain", "text": "embedded text", "_meta": meta("embedded")},
+                 "annotations": annotations(), "_meta": meta("resource")},
+                {"type": "resource", "resource": {"uri": "fixture://rich/blob",
+                 "mimeType": "image/png", "blob": PNG}}
+            ],
+            "structuredContent": {"ok": true, "ratio": 0.1, "big": 12345678901234567890_u64},
+            "isError": false,
+            "_meta": meta("result")
+        })
+    }
+
+    pub(super) fn resources() -> Vec<Value> {
+        vec![
+            json!({"uri": "fixture://rich/text", "name": "rich-text", "title": "Rich text",
+                   "description": "Text with every field", "mimeType": "text/plain",
+                   "size": 13, "icons": icons(), "annotations": annotations(),
+                   "_meta": meta("resource")}),
+            json!({"uri": "fixture://rich/blob", "name": "rich-blob", "title": "Rich blob",
+                   "mimeType": "image/png", "size": 70}),
+        ]
+    }
+
+    pub(super) fn template() -> Value {
+        json!({"uriTemplate": "fixture://rich/{id}", "name": "rich-item", "title": "Rich item",
+               "description": "Any id", "mimeType": "text/plain", "icons": icons(),
+               "annotations": annotations(), "_meta": meta("template")})
+    }
+
+    pub(super) fn read(uri: &str) -> Option<Value> {
+        let contents = match uri {
+            "fixture://rich/text" => json!({"uri": uri, "mimeType": "text/plain",
+                                            "text": "embedded text", "_meta": meta("contents")}),
+            "fixture://rich/blob" => json!({"uri": uri, "mimeType": "image/png", "blob": PNG}),
+            _ => {
+                let id = uri.strip_prefix("fixture://rich/")?;
+                json!({"uri": uri, "mimeType": "text/plain", "text": format!("item {id}")})
+            }
+        };
+        Some(json!({"contents": [contents], "_meta": meta("read")}))
+    }
+
+    pub(super) fn prompt() -> Value {
+        json!({"name": "rich", "title": "Rich prompt", "description": "Every content type",
+               "icons": icons(), "_meta": meta("prompt"),
+               "arguments": [{"name": "topic", "title": "Topic", "description": "What about",
+                              "required": true},
+                             {"name": "tone", "title": "Tone", "required": false}]})
+    }
+
+    pub(super) fn prompt_messages(arguments: &Value) -> Value {
+        let topic = arguments["topic"].as_str().unwrap_or("nothing");
+        json!({
+            "description": format!("about {topic}"),
+            "messages": [
+                {"role": "user", "content": {"type": "text", "text": format!("Tell me of {topic}"),
+                 "annotations": annotations(), "_meta": meta("text")}},
+                {"role": "assistant", "content": {"type": "image", "data": PNG,
+                 "mimeType": "image/png", "annotations": annotations()}},
+                {"role": "user", "content": {"type": "audio", "data": WAV,
+                 "mimeType": "audio/wav"}},
+                {"role": "user", "content": {"type": "resource_link",
+                 "uri": "fixture://rich/text", "name": "rich-text", "title": "Rich text",
+                 "size": 13, "icons": icons(), "annotations": annotations()}},
+                {"role": "user", "content": {"type": "resource", "resource": {
+                 "uri": "fixture://rich/text", "mimeType": "text/plain",
+                 "text": "embedded text"}, "annotations": annotations(),
+                 "_meta": meta("embedded")}}
+            ],
+            "_meta": meta("get")
+        })
+    }
 }

@@ -36,6 +36,8 @@ pub(crate) struct ExposedTool {
     pub(crate) original: String,
     /// Its definition, renamed to `name`.
     pub(crate) tool: Tool,
+    /// Its definition as the server listed it, renamed to `name`: what clients are shown.
+    pub(crate) def: Value,
 }
 
 /// Cheap handle; clone freely.
@@ -294,14 +296,17 @@ impl McpGateway {
                 continue;
             }
             for tool in status.tools.iter() {
-                let mut t = tool.clone();
+                let mut t = tool.tool.clone();
                 let name = names::exposed(up.name(), &tool.name);
                 t.name = name.clone().into();
+                let mut def = tool.def.clone();
+                def["name"] = Value::String(name.clone());
                 out.push(ExposedTool {
                     name,
                     server: up.name().to_owned(),
                     original: tool.name.to_string(),
                     tool: t,
+                    def,
                 });
             }
         }
@@ -313,6 +318,7 @@ impl McpGateway {
                 hash_len += 4;
                 t.name = names::exposed_with(&t.server, &t.original, hash_len);
                 t.tool.name = t.name.clone().into();
+                t.def["name"] = Value::String(t.name.clone());
             }
             seen.insert(t.name.clone());
         }
@@ -325,7 +331,7 @@ impl McpGateway {
             && let Some(up) = self.upstream(server)
             && let Some(t) = up.tool(tool)
         {
-            return Some((up, t));
+            return Some((up, t.tool));
         }
         // A shortened name: look it up in the table.
         let entry = self.tools().into_iter().find(|t| t.name == name)?;
@@ -335,7 +341,7 @@ impl McpGateway {
             .tools
             .iter()
             .find(|t| t.name == entry.original)
-            .cloned()?;
+            .map(|t| t.tool.clone())?;
         Some((up, tool))
     }
 

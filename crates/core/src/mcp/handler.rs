@@ -1,6 +1,10 @@
 //! The rmcp `ServerHandler` that rmcp's Streamable HTTP service runs per `/mcp` client session:
 //! rmcp's typed requests, answered by the shared [`Dispatcher`].
 //!
+//! rmcp's service wants its typed answers, which have no room for what rmcp does not know (a
+//! tool's `execution`, extension fields): what reaches rmcp sessions is rmcp's reading of the
+//! servers' answers, where the fast path and `/ws` pass them on as they came.
+//!
 //! What it adds to the dispatcher is rmcp's side of a call: who the caller is (put in the
 //! request by the auth middleware), the session id, progress through rmcp's peer under the
 //! client's own token (in order, before the result), and cancellation by the client's
@@ -22,15 +26,16 @@ use rmcp::model::{
 // Logging is deprecated from 2026-07-28 on (SEP-2577); 2025-11-25 sessions still use it.
 #[allow(deprecated)]
 use rmcp::model::SetLevelRequestParams;
-use rmcp::model::{CustomRequest, ServerRequest};
+use rmcp::model::{CustomRequest, GetPromptResult, ReadResourceResult, ServerRequest};
 use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer, ServiceError};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::call::{CallCtx, ClientProgress, ProgressOut};
 use super::dispatch::Dispatcher;
-use super::jsonrpc::id_text;
+use super::jsonrpc::{INTERNAL_ERROR, error_data, id_text, passed_meta};
 use super::session::{Note, Session, ToolListener};
 use crate::auth::Caller;
 use crate::upstream::{ClientAsks, Progress, RpcError, ServerAsk};
@@ -52,6 +57,19 @@ const NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
 /// away before its response is complete.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientGone(pub(crate) CancellationToken);
+
+/// rmcp's typed copy of a result its servers wrote: rmcp sessions can only answer in rmcp's
+/// types (the fast path and `/ws` send the result as it came; see `mod raw`).
+/// It says `resultType: "complete"`, as rmcp's own constructors do (rmcp drops it again for
+/// clients older than 2026-07-28).
+fn typed<T: DeserializeOwned>(mut result: Value) -> Result<T, ErrorData> {
+    if let Some(r) = result.as_object_mut() {
+        r.entry("resultType")
+            .or_insert_with(|| Value::String("complete".into()));
+    }
+    serde_json::from_value(result)
+        .map_err(|e| error_data(INTERNAL_ERROR, format!("unreadable result: {e}"), None))
+}
 
 /// The rmcp server each `/mcp` client session talks to.
 #[derive(Debug, Clone)]
@@ -85,6 +103,9 @@ impl Handler {
             progress,
             asks: None,
             cancel,
+            meta: serde_json::to_value(&context.meta)
+                .ok()
+                .and_then(passed_meta),
         }
     }
 }
@@ -326,7 +347,7 @@ impl ServerHandler for Handler {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        self.d.list_tools(caller(&context), cursor(&request))
+        typed(self.d.list_tools(caller(&context), cursor(&request))?)
     }
 
     async fn call_tool(
@@ -387,7 +408,7 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         let ctx = self.ctx(&context, context.ct.clone(), None);
-        self.d.complete(&ctx, request).await
+        typed(self.d.complete(&ctx, request).await?)
     }
 
     #[allow(deprecated)] // see the import
@@ -407,22 +428,24 @@ impl ServerHandler for Handler {
     // The rest is the dispatcher's answer for the request's caller, in rmcp's types.
     answered!(
         list_resources(Option<PaginatedRequestParams>) -> ListResourcesResult,
-        |d, ctx, request| d.list_resources(ctx, cursor(&request)).await
+        |d, ctx, request| typed(d.list_resources(ctx, cursor(&request)).await?)
     );
     answered!(
         list_resource_templates(Option<PaginatedRequestParams>) -> ListResourceTemplatesResult,
-        |d, ctx, request| d.list_resource_templates(ctx, cursor(&request)).await
+        |d, ctx, request| typed(d.list_resource_templates(ctx, cursor(&request)).await?)
     );
     answered!(
         read_resource(ReadResourceRequestParams) -> ReadResourceResponse,
-        |d, ctx, request| d.read_resource(ctx, request.uri).await.map(Into::into)
+        |d, ctx, request| typed::<ReadResourceResult>(d.read_resource(ctx, request.uri).await?)
+            .map(Into::into)
     );
     answered!(
         list_prompts(Option<PaginatedRequestParams>) -> ListPromptsResult,
-        |d, ctx, request| d.list_prompts(ctx, cursor(&request)).await
+        |d, ctx, request| typed(d.list_prompts(ctx, cursor(&request)).await?)
     );
     answered!(
         get_prompt(GetPromptRequestParams) -> GetPromptResponse,
-        |d, ctx, request| d.get_prompt(ctx, request).await.map(Into::into)
+        |d, ctx, request| typed::<GetPromptResult>(d.get_prompt(ctx, request).await?)
+            .map(Into::into)
     );
 }

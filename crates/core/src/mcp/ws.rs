@@ -311,6 +311,7 @@ pub(crate) async fn run(
                                     out: Some(progress_out.clone()),
                                 });
                                 let v = version.clone();
+                                let meta = req.passed_meta();
                                 let asks = ClientAsks {
                                     session: session_ref.id.clone(),
                                     tx: asks_tx.clone(),
@@ -324,6 +325,7 @@ pub(crate) async fn run(
                                         progress,
                                         asks: Some(asks),
                                         cancel,
+                                        meta,
                                     };
                                     let frame = d_ref.answer(&ctx, req, &v, None).await;
                                     (key, frame)
@@ -410,5 +412,6 @@ fn quick_ctx<'a>(
         progress: None,
         asks: None,
         cancel,
+        meta: req.passed_meta(),
     }
 }

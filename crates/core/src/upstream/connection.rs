@@ -154,6 +154,10 @@ const ASKS_AT_ONCE: usize = 16;
 /// How long a server request waits for the client's answer (a person may be filling in a
 /// form); then the server gets an error. The call it came with ends it sooner.
 const ASK_TIMEOUT: Duration = Duration::from_secs(600);
+/// The largest `params` of a request a server sends a client (JSON text): elicitations,
+/// sampling and roots are small; a larger one is refused before it reaches a client (whose
+/// transport may well close on it: `/ws` closes on messages over its cap).
+const ASK_MAX_BYTES: usize = 1024 * 1024;
 
 /// Why a request got no result.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -635,6 +639,24 @@ impl Connection {
         if method == "ping" {
             self.out
                 .try_send(reply(&json!({"jsonrpc": "2.0", "id": id, "result": {}})));
+            return;
+        }
+        // malformed or oversized: refused at once, naming why (nothing waits on it)
+        let refused = match params {
+            Some(p) if p.get().len() > ASK_MAX_BYTES => Some(format!(
+                "the params of {method:?} are {} bytes, over the {ASK_MAX_BYTES}-byte limit for \
+                 requests to clients",
+                p.get().len()
+            )),
+            Some(p) if !p.get().trim_start().starts_with('{') => Some(format!(
+                "the params of {method:?} must be an object, not {}",
+                p.get().chars().take(40).collect::<String>()
+            )),
+            _ => None,
+        };
+        if let Some(message) = refused {
+            tracing::warn!(server = %self.server, method, "{message}");
+            self.out.try_send(reply(&error_reply(&id, -32602, message)));
             return;
         }
         let target = {

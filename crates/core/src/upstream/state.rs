@@ -20,6 +20,24 @@ use crate::config::{GatewayConfig, ServerConfig};
 pub use crate::events::ServerState;
 use crate::events::{EventBus, HubEvent};
 
+/// A tool as its server listed it: read into rmcp's [`Tool`] for what the gateway itself looks
+/// at (its name, schema, annotations), and kept as the server wrote it for what clients are
+/// shown, since rmcp's type has no room for fields it does not know (`execution`, extensions).
+#[derive(Debug, Clone)]
+pub struct ServerTool {
+    pub tool: Tool,
+    /// The definition exactly as listed (a JSON object).
+    pub def: Value,
+}
+
+impl std::ops::Deref for ServerTool {
+    type Target = Tool;
+
+    fn deref(&self) -> &Tool {
+        &self.tool
+    }
+}
+
 /// What a server is doing now; published on a watch channel.
 #[derive(Debug, Clone)]
 pub struct Status {
@@ -28,7 +46,7 @@ pub struct Status {
     pub generation: u64,
     /// The child's process id (stdio servers only).
     pub pid: Option<u32>,
-    pub tools: Arc<Vec<Tool>>,
+    pub tools: Arc<Vec<ServerTool>>,
     /// The `capabilities` object of the server's `initialize` result.
     pub capabilities: Arc<Value>,
     pub server_info: Arc<Value>,

@@ -25,7 +25,7 @@ use super::connection::{Connection, RpcError};
 use super::notice::{self, ListChanged, NoticeReceiver};
 use super::pages;
 use super::remote;
-use super::state::{Inner, Restart, ServerState};
+use super::state::{Inner, Restart, ServerState, ServerTool};
 use super::stdio;
 use crate::config::{GatewayConfig, ServerConfig, Transport};
 use crate::events::HubEvent;
@@ -157,7 +157,7 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String>
 
 /// `tools/list`, following cursors (bounded, see `pages`). Tools that do not parse are skipped
 /// with a warning.
-async fn list_tools(inner: &Inner, conn: &Connection) -> Result<Vec<Tool>, String> {
+async fn list_tools(inner: &Inner, conn: &Connection) -> Result<Vec<ServerTool>, String> {
     let fetch = |params| {
         conn.request(
             "tools/list",
@@ -172,7 +172,7 @@ async fn list_tools(inner: &Inner, conn: &Connection) -> Result<Vec<Tool>, Strin
     let mut tools = Vec::with_capacity(listed.len());
     for t in listed {
         match serde_json::from_value::<Tool>(t.clone()) {
-            Ok(tool) => tools.push(tool),
+            Ok(tool) => tools.push(ServerTool { tool, def: t }),
             Err(e) => tracing::warn!(server = %inner.name, tool = %t["name"], error = %e,
                 "tool definition ignored"),
         }

@@ -11,6 +11,7 @@ mod discovery;
 mod endpoints;
 mod eras;
 mod fast_path;
+mod fidelity;
 mod http;
 mod lifecycle;
 mod mcp;
