@@ -18,12 +18,12 @@ use tokio_util::task::TaskTracker;
 
 use super::call::{CallBook, Route};
 use super::names;
-use super::session::{Note, Sessions};
+use super::session::{EndFn, Note, Session, Sessions};
 use crate::auth::store::SecretStore;
 use crate::config::{GatewayConfig, ServerConfig as UpstreamConfig};
 use crate::events::EventBus;
 use crate::telemetry::Telemetry;
-use crate::upstream::{ServerNote, ServerState, Upstream};
+use crate::upstream::{ServerState, Upstream};
 
 /// A tool as clients see it.
 #[derive(Debug, Clone)]
@@ -86,8 +86,61 @@ impl McpGateway {
                 started: Instant::now(),
             }),
         };
+        // A session's end reaches every server (a weak handle: the sessions are the
+        // gateway's, and must not keep it alive).
+        let weak = Arc::downgrade(&gw.inner);
+        gw.inner.sessions.on_end(EndFn(Box::new(move |s| {
+            if let Some(inner) = weak.upgrade() {
+                Self { inner }.session_ended(s);
+            }
+        })));
         gw.apply(servers);
         gw
+    }
+
+    /// Session `s` has ended: every server forgets it (its isolated instances stop), and its
+    /// subscriptions that no other session holds are given up on their servers (in a task,
+    /// each bounded by the server's call timeout).
+    fn session_ended(&self, s: &Arc<Session>) {
+        for up in self.upstreams() {
+            up.end_session(&s.id);
+        }
+        let sessions = &self.inner.sessions;
+        let last: Vec<(String, Upstream)> = s
+            .subscriptions()
+            .into_iter()
+            .filter(|(uri, _)| !sessions.subscribed_elsewhere(uri, &s.id))
+            .filter_map(|(uri, server)| Some((uri, self.upstream(&server)?)))
+            // an isolated server's subscription was its instance's, which is gone with it
+            .filter(|(_, up)| !up.is_isolated())
+            .collect();
+        if last.is_empty() {
+            return;
+        }
+        let cancel = self.inner.shutdown.child_token();
+        self.inner.tasks.spawn(async move {
+            for (uri, up) in last {
+                let params = json!({"uri": uri});
+                match up
+                    .request("resources/unsubscribe", params, &uri, true, None, &cancel)
+                    .await
+                {
+                    Ok(_) => tracing::debug!(server = %up.name(), %uri,
+                        "unsubscribed: its last session ended"),
+                    Err(e) => tracing::warn!(server = %up.name(), %uri, error = %e,
+                        "could not unsubscribe after its last session ended"),
+                }
+            }
+        });
+    }
+
+    /// Client session `session` says its roots changed: tells the servers concerned (its own
+    /// isolated instances, shared servers that asked it for roots). Answers how many were told.
+    pub(crate) fn roots_changed(&self, session: &str) -> usize {
+        self.upstreams()
+            .iter()
+            .filter(|up| up.roots_changed(session))
+            .count()
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {
@@ -136,23 +189,7 @@ impl McpGateway {
         let sessions = self.inner.sessions.clone();
         let server = up.name().to_owned();
         up.on_notes(Arc::new(move |note| {
-            let note = match note {
-                ServerNote::ResourcesChanged => Note::ResourcesChanged,
-                ServerNote::PromptsChanged => Note::PromptsChanged,
-                ServerNote::ResourceUpdated(params) => Note::ResourceUpdated(params),
-                ServerNote::Log(mut params) => {
-                    // on the aggregated endpoint the logger names the server
-                    let logger = match params.get("logger").and_then(Value::as_str) {
-                        Some(l) => format!("{server}/{l}"),
-                        None => server.clone(),
-                    };
-                    if let Some(p) = params.as_object_mut() {
-                        p.insert("logger".into(), Value::String(logger));
-                    }
-                    Note::Log(params)
-                }
-            };
-            sessions.tell(&note);
+            sessions.tell(&Note::from_server(&server, note));
         }));
         // Tell client sessions whenever this server's tools appear, change or go away.
         let mut rx = up.watch();
@@ -371,6 +408,8 @@ impl McpGateway {
                     "generation": s.generation,
                     "restarts": s.restarts,
                     "tools": s.tools.len(),
+                    "sessions": if up.is_isolated() { "isolated" } else { "shared" },
+                    "instances": up.instances(),
                     "uptime_ms": s.running_since.map(|t| t.elapsed().as_millis() as u64),
                     "last_error": s.last_error,
                 })

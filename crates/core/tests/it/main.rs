@@ -10,6 +10,7 @@ mod dashboard;
 mod discovery;
 mod fast_path;
 mod http;
+mod isolated;
 mod lifecycle;
 mod mcp;
 mod notes;
