@@ -214,30 +214,29 @@ impl Session {
         }
     }
 
+    /// Whether the client asked for log messages at the level of `params`.
+    fn wants_log(&self, params: &Value) -> bool {
+        let rank = params
+            .get("level")
+            .and_then(Value::as_str)
+            .and_then(level_rank)
+            .unwrap_or(0);
+        self.log_level
+            .lock()
+            .expect("level lock")
+            .is_some_and(|asked| rank >= asked)
+    }
+
     /// Tells this session's client `note` if it is for it: a log message at or above the
     /// level it asked for, an update of a resource it subscribed to, anything else.
     pub(crate) fn tell(&self, note: &Note) {
         match note {
-            Note::ResourceUpdated(p) => {
-                if !self.subscribed(p.get("uri").and_then(Value::as_str).unwrap_or("")) {
-                    return;
-                }
+            Note::ResourceUpdated(p)
+                if !self.subscribed(p.get("uri").and_then(Value::as_str).unwrap_or("")) =>
+            {
+                return;
             }
-            Note::Log(p) => {
-                let rank = p
-                    .get("level")
-                    .and_then(Value::as_str)
-                    .and_then(level_rank)
-                    .unwrap_or(0);
-                if !self
-                    .log_level
-                    .lock()
-                    .expect("level lock")
-                    .is_some_and(|asked| rank >= asked)
-                {
-                    return;
-                }
-            }
+            Note::Log(p) if !self.wants_log(p) => return,
             _ => {}
         }
         let mut tell = self.tools_changed.lock().expect("listener lock");
@@ -404,7 +403,9 @@ pub(crate) struct Sessions {
 }
 
 /// What the gateway does when a session ends.
-pub(crate) struct EndFn(pub(crate) Box<dyn Fn(&Arc<Session>) + Send + Sync>);
+pub(crate) struct EndFn(pub(crate) Box<EndHook>);
+
+type EndHook = dyn Fn(&Arc<Session>) + Send + Sync;
 
 impl std::fmt::Debug for EndFn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
