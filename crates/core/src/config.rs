@@ -125,11 +125,38 @@ pub struct ServerConfig {
     /// Per-call timeout for this server, overriding `gateway.call_timeout_ms`.
     #[serde(default)]
     pub call_timeout_ms: Option<u64>,
+    /// Whether every client session shares one instance of the server (`"shared"`) or gets
+    /// its own (`"isolated"`: its own child process or remote session, so that requests the
+    /// server sends reach that client only, and its roots are its own).
+    #[serde(default, skip_serializing_if = "SessionMode::is_shared")]
+    pub sessions: SessionMode,
+    /// With `sessions = "isolated"`: how many instances may run at once (one per client
+    /// session that used the server); a session past it gets an error saying so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<usize>,
 }
 
 fn enabled_by_default() -> bool {
     true
 }
+
+/// How client sessions share a server (see [`ServerConfig::sessions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionMode {
+    #[default]
+    Shared,
+    Isolated,
+}
+
+impl SessionMode {
+    fn is_shared(&self) -> bool {
+        *self == Self::Shared
+    }
+}
+
+/// Isolated instances of one server running at once when `max_instances` is not set.
+pub const DEFAULT_MAX_INSTANCES: usize = 16;
 
 /// How Switchboard reaches a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +184,16 @@ impl ServerConfig {
         }
     }
 
+    /// Whether each client session gets its own instance of this server.
+    pub fn is_isolated(&self) -> bool {
+        self.sessions == SessionMode::Isolated
+    }
+
+    /// The bound on live isolated instances.
+    pub fn max_instances(&self) -> usize {
+        self.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES)
+    }
+
     pub fn is_remote(&self) -> bool {
         self.url.is_some()
     }
@@ -165,6 +202,17 @@ impl ServerConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
         validate_server_name(&self.name)?;
         let name = &self.name;
+        match (self.sessions, self.max_instances) {
+            (SessionMode::Shared, Some(_)) => {
+                return Err(format!(
+                    "server {name:?}: max_instances applies to sessions = \"isolated\" only"
+                ));
+            }
+            (SessionMode::Isolated, Some(0)) => {
+                return Err(format!("server {name:?}: max_instances must be at least 1"));
+            }
+            _ => {}
+        }
         let Some(url) = &self.url else {
             if self.command.trim().is_empty() {
                 return Err(format!(
@@ -758,10 +806,40 @@ url = "ws://127.0.0.1:9000/ws"
                 "url = \"http://h/mcp\"\nheaders = { A = { prefix = \"x\" } }",
                 "a header value is a string",
             ),
+            (
+                "command = \"x\"\nsessions = \"private\"",
+                "unknown variant `private`",
+            ),
+            (
+                "command = \"x\"\nmax_instances = 4",
+                "applies to sessions = \"isolated\" only",
+            ),
+            (
+                "command = \"x\"\nsessions = \"isolated\"\nmax_instances = 0",
+                "must be at least 1",
+            ),
         ] {
             let err = check(entry);
             assert!(err.contains(expected), "{entry:?}: {err}");
         }
+    }
+
+    #[test]
+    fn sessions_are_shared_unless_isolated_with_a_bound_of_16() {
+        let c = Config::parse(
+            "[[servers]]\nname = \"a\"\ncommand = \"x\"\n\
+             [[servers]]\nname = \"b\"\ncommand = \"x\"\nsessions = \"isolated\"\n\
+             [[servers]]\nname = \"c\"\nurl = \"http://h/mcp\"\nsessions = \"isolated\"\nmax_instances = 3\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert!(!c.servers[0].is_isolated());
+        assert!(c.servers[1].is_isolated());
+        assert_eq!(c.servers[1].max_instances(), DEFAULT_MAX_INSTANCES);
+        assert_eq!(c.servers[2].max_instances(), 3);
+        let again: ServerConfig = toml::from_str(&toml::to_string(&c.servers[2]).unwrap()).unwrap();
+        assert_eq!(again, c.servers[2]);
+        assert!(!toml::to_string(&c.servers[0]).unwrap().contains("sessions"));
     }
 
     #[test]

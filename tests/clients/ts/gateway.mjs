@@ -88,6 +88,19 @@ export function fixtureBin() {
   );
 }
 
+/**
+ * @modelcontextprotocol/server-filesystem over stdio with no directories of its own: it serves
+ * the directories its client gives as roots (and asks again when they change).
+ */
+export function filesystemServer(name = 'files', extra = {}) {
+  return {
+    name,
+    command: process.execPath,
+    args: [join(clientsDir, 'node_modules', '@modelcontextprotocol', 'server-filesystem', 'dist', 'index.js')],
+    ...extra,
+  };
+}
+
 /** The stdio entry point of @modelcontextprotocol/server-everything (`dist/index.js stdio`). */
 export function everythingServer() {
   return {
@@ -196,6 +209,7 @@ export function configToml(servers, { roles = ROLES, defaultRole = 'default' } =
       ...(s.url
         ? [`url = ${tomlString(s.url)}`]
         : [`command = ${tomlString(s.command)}`, `args = [${(s.args ?? []).map(tomlString).join(', ')}]`]),
+      ...(s.sessions ? [`sessions = ${tomlString(s.sessions)}`] : []),
       '',
     ].join('\n'),
   );

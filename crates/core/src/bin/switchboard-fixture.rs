@@ -12,9 +12,14 @@
 //! - `ask {method, params, pad?}`: sends that request to the client (`elicitation/create`,
 //!   `sampling/createMessage`, `roots/list`, …; `pad` bytes more in its params) and answers
 //!   with the client's whole response (`{"result": …}` or `{"error": …}`) as JSON text
+//!   (`cancel_after_ms`: unanswered by then, the fixture cancels its request with
+//!   `notifications/cancelled` and answers `cancelled`)
 //! - `answers {}`: the responses its `ask`s got, the last 16, oldest first, as JSON (also
 //!   those that came after their call had ended)
 //! - `client_capabilities {}`: the capabilities the client declared in `initialize`, as JSON
+//! - `roots {}`: `{"pid", "roots", "list_changed"}`: the client's last answer to `roots/list`
+//!   (asked after `initialize` with `--roots-on-start`, and again on every
+//!   `notifications/roots/list_changed`, which `list_changed` counts)
 //! - `log {level, message, logger?}`: sends `notifications/message` (the level asked by
 //!   `logging/setLevel` is answered by `log_level {}`)
 //! - `completion/complete`: answers one value, `<ref name or uri>:<argument>=<value>`
@@ -45,7 +50,7 @@
 //!
 //! Flags: `--name NAME` (serverInfo), `--rich`, `--garbage` (a non-JSON line before every response),
 //! `--exit-immediately` (exit 1 at start, for crash-loop tests), `--resource-host HOST`,
-//! `--many N`, `--page-size K`, `--repeat-cursor`.
+//! `--many N`, `--page-size K`, `--repeat-cursor`, `--roots-on-start`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +86,12 @@ struct State {
     client_capabilities: Mutex<Value>,
     /// The level of the last `logging/setLevel`.
     log_level: Mutex<Option<String>>,
+    /// `--roots-on-start`: `roots/list` is asked as soon as the client has initialized.
+    roots_on_start: bool,
+    /// The client's last answer to `roots/list` (`null` before one).
+    roots: Mutex<Value>,
+    /// `notifications/roots/list_changed` received.
+    roots_changed: AtomicU64,
 }
 
 impl State {
@@ -89,6 +100,30 @@ impl State {
             let _ = self.out.send("this is not JSON-RPC, it is garbage".into());
         }
         let _ = self.out.send(msg.to_string());
+    }
+
+    /// Sends `method` to the client: its id, and where its response will arrive.
+    fn ask(&self, method: &Value, params: Value) -> (String, oneshot::Receiver<Value>) {
+        let ask_id = format!("fx-ask-{}", self.next_ask.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.insert(ask_id.clone(), tx);
+        }
+        self.send(json!({"jsonrpc": "2.0", "id": ask_id, "method": method, "params": params}));
+        (ask_id, rx)
+    }
+
+    /// Asks the client for its roots (in a task of its own) and keeps the answer.
+    fn refresh_roots(self: &Arc<Self>) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let (_, rx) = state.ask(&json!("roots/list"), json!({}));
+            if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(30), rx).await
+                && let Ok(mut roots) = state.roots.lock()
+            {
+                *roots = response;
+            }
+        });
     }
 
     fn is_cancelled(&self, id: &Value) -> bool {
@@ -170,12 +205,19 @@ fn tools(state: &State) -> Vec<Value> {
         tool(
             "ask",
             "Sends `method` with `params` to the client and answers with its response",
-            json!({"method": {"type": "string"}, "params": {"type": "object"}}),
+            json!({"method": {"type": "string"}, "params": {"type": "object"},
+                   "cancel_after_ms": {"type": "integer"}}),
             json!({"readOnlyHint": false, "idempotentHint": false}),
         ),
         tool(
             "answers",
             "The responses the last asks got",
+            json!({}),
+            ro.clone(),
+        ),
+        tool(
+            "roots",
+            "The client's last roots/list answer, with the process id",
             json!({}),
             ro.clone(),
         ),
@@ -323,11 +365,6 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
             text_result("ok")
         }
         "ask" => {
-            let ask_id = format!("fx-ask-{}", state.next_ask.fetch_add(1, Ordering::Relaxed));
-            let (tx, rx) = oneshot::channel();
-            if let Ok(mut asked) = state.asked.lock() {
-                asked.insert(ask_id.clone(), tx);
-            }
             let mut params = args.get("params").cloned().unwrap_or(json!({}));
             // `pad`: that many bytes more in params (for tests of oversized requests)
             if let Some(n) = args["pad"].as_u64()
@@ -335,15 +372,32 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
             {
                 p.insert("pad".into(), Value::String("x".repeat(n as usize)));
             }
-            state.send(
-                json!({"jsonrpc": "2.0", "id": ask_id, "method": args["method"], "params": params}),
-            );
-            match tokio::time::timeout(Duration::from_secs(30), rx).await {
+            let (ask_id, rx) = state.ask(&args["method"], params);
+            let wait = args["cancel_after_ms"].as_u64();
+            match tokio::time::timeout(Duration::from_millis(wait.unwrap_or(30_000)), rx).await {
                 Ok(Ok(response)) => text_result(response.to_string()),
+                Err(_) if wait.is_some() => {
+                    if let Ok(mut asked) = state.asked.lock() {
+                        asked.remove(&ask_id);
+                    }
+                    state.send(
+                        json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": ask_id, "reason": "the fixture gave up"}}),
+                    );
+                    text_result("cancelled")
+                }
                 _ => json!({"content": [{"type": "text", "text": "no answer within 30 s"}],
                             "isError": true}),
             }
         }
+        "roots" => text_result(
+            json!({
+                "pid": std::process::id(),
+                "roots": state.roots.lock().map(|r| r.clone()).unwrap_or_default(),
+                "list_changed": state.roots_changed.load(Ordering::Relaxed),
+            })
+            .to_string(),
+        ),
         "log" => {
             let mut params = json!({"level": args["level"], "data": args["message"]});
             if let Some(logger) = args.get("logger") {
@@ -461,7 +515,16 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
             "serverInfo": {"name": name, "version": "1.0.0"},
             }))
         }
-        "notifications/initialized" | "notifications/progress" => {}
+        "notifications/initialized" => {
+            if state.roots_on_start {
+                state.refresh_roots();
+            }
+        }
+        "notifications/roots/list_changed" => {
+            state.roots_changed.fetch_add(1, Ordering::Relaxed);
+            state.refresh_roots();
+        }
+        "notifications/progress" => {}
         "notifications/cancelled" => {
             if let (Some(rid), Ok(mut c)) = (params.get("requestId"), state.cancelled.lock()) {
                 c.insert(rid.to_string());
@@ -637,6 +700,9 @@ async fn main() {
         answers: Mutex::new(Vec::new()),
         client_capabilities: Mutex::new(Value::Null),
         log_level: Mutex::new(None),
+        roots_on_start: args.iter().any(|a| a == "--roots-on-start"),
+        roots: Mutex::new(Value::Null),
+        roots_changed: AtomicU64::new(0),
     });
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();

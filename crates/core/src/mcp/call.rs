@@ -157,19 +157,23 @@ impl CallBook {
         let scope = CallScope::begin(self, ctx, "tools/call", name, up.name());
         scope.arguments(PayloadSrc::Json(arguments.map_or("null", RawValue::get)));
         let relay = ProgressRelay::start(self, &scope.call_id, name, ctx);
-        let answer = up
-            .call_tool(
-                &tool,
-                arguments,
-                replayable,
-                ForClient {
-                    progress: Some(relay),
-                    asks: ctx.asks.clone(),
-                    meta: ctx.meta.clone(),
-                },
-                &ctx.cancel,
-            )
-            .await;
+        let answer = match serving(ctx, &up) {
+            Ok(up) => {
+                up.call_tool(
+                    &tool,
+                    arguments,
+                    replayable,
+                    ForClient {
+                        progress: Some(relay),
+                        asks: ctx.asks.clone(),
+                        meta: ctx.meta.clone(),
+                    },
+                    &ctx.cancel,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         match answer {
             Ok(a) => match checked_result(a.result) {
                 Checked::Plain { raw, error } => {
@@ -250,9 +254,13 @@ impl CallBook {
         if let (Some(meta), Some(p)) = (&ctx.meta, params.as_object_mut()) {
             p.insert("_meta".into(), Value::Object(meta.clone()));
         }
-        let answer = up
-            .request(ask.method, params, ask.target, true, None, &ctx.cancel)
-            .await;
+        let answer = match serving(ctx, up) {
+            Ok(up) => {
+                up.request(ask.method, params, ask.target, true, None, &ctx.cancel)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         match answer {
             Ok(a) => match T::deserialize(&a.result) {
                 Ok(_) => {
@@ -276,6 +284,24 @@ impl CallBook {
             }
         }
     }
+}
+
+/// The instance of `up` that serves the caller's session: `up` itself unless the server is
+/// isolated (see [`Upstream::for_session`]). An instance started for a session that ended
+/// meanwhile is stopped again: the session's end may have run before it was there.
+fn serving(ctx: &CallCtx<'_>, up: &Upstream) -> Result<Upstream, CallError> {
+    if !up.is_isolated() {
+        return Ok(up.clone());
+    }
+    let session = ctx.session.as_ref();
+    let instance = up.for_session(session.map(|s| (s.id.as_str(), || s.link(up.name()))))?;
+    if let Some(s) = session
+        && s.closed.is_cancelled()
+    {
+        up.end_session(&s.id);
+        return Err(CallError::Cancelled);
+    }
+    Ok(instance)
 }
 
 /// A server's JSON-RPC error (or the client's cancellation) as the client's error; anything

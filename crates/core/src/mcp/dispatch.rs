@@ -311,7 +311,9 @@ impl Dispatcher {
                 None,
             ));
         }
-        let last = !on && !self.gw.sessions().subscribed_elsewhere(uri, &session.id);
+        // an isolated server's subscriptions are each its session's own instance's
+        let last =
+            !on && (up.is_isolated() || !self.gw.sessions().subscribed_elsewhere(uri, &session.id));
         if on || last {
             let method = if on {
                 "resources/subscribe"
@@ -327,7 +329,7 @@ impl Dispatcher {
             };
             self.book.request::<Value>(ctx, &up, ask).await?;
         }
-        session.subscribe_resource(uri, on);
+        session.subscribe_resource(uri, up.name(), on);
         Ok(())
     }
 

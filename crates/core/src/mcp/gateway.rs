@@ -19,12 +19,12 @@ use tokio_util::task::TaskTracker;
 use super::call::{CallBook, Route};
 use super::eras::Rounds;
 use super::names;
-use super::session::{Note, Sessions};
+use super::session::{EndFn, Note, Session, Sessions};
 use crate::auth::store::SecretStore;
 use crate::config::{GatewayConfig, ServerConfig as UpstreamConfig};
 use crate::events::EventBus;
 use crate::telemetry::Telemetry;
-use crate::upstream::{ServerNote, ServerState, Upstream};
+use crate::upstream::{ServerState, Upstream};
 
 /// A tool as clients see it.
 #[derive(Debug, Clone)]
@@ -101,6 +101,14 @@ impl McpGateway {
                 names: tokio::sync::watch::Sender::new(Vec::new()),
             }),
         };
+        // A session's end reaches every server (a weak handle: the sessions are the
+        // gateway's, and must not keep it alive).
+        let weak = Arc::downgrade(&gw.inner);
+        gw.inner.sessions.on_end(EndFn(Box::new(move |s| {
+            if let Some(inner) = weak.upgrade() {
+                Self { inner }.session_ended(s);
+            }
+        })));
         gw.apply(servers);
         gw
     }
@@ -108,6 +116,51 @@ impl McpGateway {
     /// Calls of 2026-07-28 clients between rounds (see `mcp/eras`).
     pub(crate) fn rounds(&self) -> &Rounds {
         &self.inner.rounds
+    }
+
+    /// Session `s` has ended: every server forgets it (its isolated instances stop), and its
+    /// subscriptions that no other session holds are given up on their servers (in a task,
+    /// each bounded by the server's call timeout).
+    fn session_ended(&self, s: &Arc<Session>) {
+        for up in self.upstreams() {
+            up.end_session(&s.id);
+        }
+        let sessions = &self.inner.sessions;
+        let last: Vec<(String, Upstream)> = s
+            .subscriptions()
+            .into_iter()
+            .filter(|(uri, _)| !sessions.subscribed_elsewhere(uri, &s.id))
+            .filter_map(|(uri, server)| Some((uri, self.upstream(&server)?)))
+            // an isolated server's subscription was its instance's, which is gone with it
+            .filter(|(_, up)| !up.is_isolated())
+            .collect();
+        if last.is_empty() {
+            return;
+        }
+        let cancel = self.inner.shutdown.child_token();
+        self.inner.tasks.spawn(async move {
+            for (uri, up) in last {
+                let params = json!({"uri": uri});
+                match up
+                    .request("resources/unsubscribe", params, &uri, true, None, &cancel)
+                    .await
+                {
+                    Ok(_) => tracing::debug!(server = %up.name(), %uri,
+                        "unsubscribed: its last session ended"),
+                    Err(e) => tracing::warn!(server = %up.name(), %uri, error = %e,
+                        "could not unsubscribe after its last session ended"),
+                }
+            }
+        });
+    }
+
+    /// Client session `session` says its roots changed: tells the servers concerned (its own
+    /// isolated instances, shared servers that asked it for roots). Answers how many were told.
+    pub(crate) fn roots_changed(&self, session: &str) -> usize {
+        self.upstreams()
+            .iter()
+            .filter(|up| up.roots_changed(session))
+            .count()
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {
@@ -157,12 +210,7 @@ impl McpGateway {
         let sessions = self.inner.sessions.clone();
         let server = up.name().to_owned();
         up.on_notes(Arc::new(move |note| {
-            let note = match note {
-                ServerNote::ResourcesChanged => Note::ResourcesChanged,
-                ServerNote::PromptsChanged => Note::PromptsChanged,
-                ServerNote::ResourceUpdated(params) => Note::ResourceUpdated(params),
-                ServerNote::Log(params) => Note::Log(params),
-            };
+            let note = Note::raw(note);
             sessions.tell_from(&server, &note);
         }));
         // Tell client sessions whenever this server's tools appear, change or go away.
@@ -403,6 +451,8 @@ impl McpGateway {
                     "generation": s.generation,
                     "restarts": s.restarts,
                     "tools": s.tools.len(),
+                    "sessions": if up.is_isolated() { "isolated" } else { "shared" },
+                    "instances": up.instances(),
                     "uptime_ms": s.running_since.map(|t| t.elapsed().as_millis() as u64),
                     "last_error": s.last_error,
                 })

@@ -26,7 +26,11 @@ use rmcp::model::{
 // Logging is deprecated from 2026-07-28 on (SEP-2577); 2025-11-25 sessions still use it.
 #[allow(deprecated)]
 use rmcp::model::SetLevelRequestParams;
-use rmcp::model::{CustomRequest, GetPromptResult, ReadResourceResult, ServerRequest};
+use rmcp::model::{
+    CancelledNotification, CancelledNotificationParam, CustomRequest, GetPromptResult,
+    ReadResourceResult, ServerRequest,
+};
+use rmcp::service::PeerRequestOptions;
 use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer, ServiceError};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -210,12 +214,16 @@ struct Relay {
 impl Relay {
     /// Runs `call`, relaying meanwhile; then sends what progress is still queued (all of it
     /// came before the result: one reader queues both), bounded by [`PROGRESS_DRAIN`]. A
-    /// server request still unanswered when the result is in is dropped: its server is told
-    /// the call has ended.
+    /// server request still unanswered when the result is in is called off: the client gets
+    /// `notifications/cancelled` for it before the result (also bounded by
+    /// [`PROGRESS_DRAIN`]), its server is told the call has ended.
     async fn during<T>(mut self, call: impl std::future::Future<Output = T>) -> T {
         use futures_util::StreamExt as _;
         tokio::pin!(call);
         let mut asking = futures_util::stream::FuturesUnordered::new();
+        // the call's end: a request of its server still unanswered then is called off with
+        // the client before the result goes out
+        let ended = CancellationToken::new();
         let answer = loop {
             tokio::select! {
                 biased;
@@ -228,10 +236,17 @@ impl Relay {
                 } => {
                     let _ = self.peer.notify_progress(param).await;
                 }
-                Some(ask) = self.asks.recv() => asking.push(ask_client(self.peer.clone(), ask)),
+                Some(ask) = self.asks.recv() => {
+                    asking.push(ask_client(self.peer.clone(), ask, ended.clone()));
+                }
                 Some(()) = asking.next(), if !asking.is_empty() => {}
             }
         };
+        ended.cancel();
+        let _ = tokio::time::timeout(PROGRESS_DRAIN, async {
+            while asking.next().await.is_some() {}
+        })
+        .await;
         if let Some(p) = self.progress.as_mut() {
             let (rx, peer) = (&mut p.rx, &self.peer);
             let _ = tokio::time::timeout(PROGRESS_DRAIN, async {
@@ -248,7 +263,8 @@ impl Relay {
 /// Asks the client what its server asked (under rmcp's id for it) and hands the answer back:
 /// a result, the client's error, or an error saying why it could not be asked. A request for
 /// a capability the client did not declare is not sent.
-async fn ask_client(peer: Peer<RoleServer>, ask: ServerAsk) {
+async fn ask_client(peer: Peer<RoleServer>, ask: ServerAsk, ended: CancellationToken) {
+    let cancelled = ask.cancelled.clone();
     let declared = peer.peer_info().map(|info| {
         let c = &info.capabilities;
         match ask.method.as_str() {
@@ -271,7 +287,29 @@ async fn ask_client(peer: Peer<RoleServer>, ask: ServerAsk) {
         ))
     } else {
         let request = ServerRequest::CustomRequest(CustomRequest::new(ask.method, ask.params));
-        match peer.send_request(request).await {
+        let sent = peer
+            .send_cancellable_request(request, PeerRequestOptions::no_options())
+            .await;
+        let answer = match sent {
+            Ok(handle) => {
+                let id = handle.id.clone();
+                tokio::select! {
+                    answer = handle.await_response() => answer,
+                    () = either(&cancelled, &ended) => {
+                        // the server gave up its request (or the call it came with ended):
+                        // the client hears so, under its id
+                        let note = CancelledNotification::new(CancelledNotificationParam::new(
+                            Some(id),
+                            Some("the server cancelled its request".into()),
+                        ));
+                        let _ = peer.send_notification(note.into()).await;
+                        return;
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match answer {
             Ok(result) => serde_json::to_value(result)
                 .map_err(|e| remote(-32603, format!("unreadable answer: {e}"), None)),
             Err(ServiceError::McpError(e)) => {
@@ -285,6 +323,42 @@ async fn ask_client(peer: Peer<RoleServer>, ask: ServerAsk) {
         }
     };
     let _ = ask.reply.send(reply);
+}
+
+/// Resolves when `a` or `b` is cancelled.
+async fn either(a: &CancellationToken, b: &CancellationToken) {
+    tokio::select! {
+        () = a.cancelled() => {}
+        () = b.cancelled() => {}
+    }
+}
+
+/// Where servers' requests to `session`'s client go outside its calls (an isolated instance
+/// asking for roots as it starts): to rmcp's peer, which sends them on the session's own
+/// `GET` stream. Answered concurrently (at most [`ASK_QUEUE`] waiting to be sent, more are
+/// refused by the server's connection) by a task that ends with the session.
+fn session_asker(
+    session: &Arc<Session>,
+    peer: Peer<RoleServer>,
+    tasks: &tokio_util::task::TaskTracker,
+) -> ClientAsks {
+    use futures_util::StreamExt as _;
+    let (tx, mut rx) = mpsc::channel::<ServerAsk>(ASK_QUEUE);
+    let closed = session.closed.clone();
+    tasks.spawn(async move {
+        let mut asking = futures_util::stream::FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                () = closed.cancelled() => break,
+                Some(ask) = rx.recv() => asking.push(ask_client(peer.clone(), ask, closed.clone())),
+                Some(()) = asking.next(), if !asking.is_empty() => {}
+            }
+        }
+    });
+    ClientAsks {
+        session: session.id.clone(),
+        tx,
+    }
 }
 
 /// A `ServerHandler` method answered by the dispatcher `d` for a request that neither reports
@@ -313,6 +387,12 @@ impl ServerHandler for Handler {
         };
         let peer = context.peer;
         let tasks = self.d.gateway().tasks().clone();
+        if let Some(info) = peer.peer_info() {
+            let c = &info.capabilities;
+            if c.elicitation.is_some() || c.sampling.is_some() || c.roots.is_some() {
+                session.set_asker(session_asker(session, peer.clone(), &tasks));
+            }
+        }
         session.on_tools_changed(ToolListener(Box::new(move |note: &Note| {
             if peer.is_transport_closed() {
                 return false;
@@ -340,6 +420,13 @@ impl ServerHandler for Handler {
             });
             true
         })));
+    }
+
+    async fn on_roots_list_changed(&self, context: NotificationContext<RoleServer>) {
+        if let Some(session) = session(&context.extensions) {
+            let told = self.d.gateway().roots_changed(&session.id);
+            tracing::debug!(session = %session.id, told, "client roots changed");
+        }
     }
 
     async fn list_tools(

@@ -164,7 +164,14 @@ pub(crate) async fn run(
     // ids, their answers matched back; what is unanswered when the socket ends is dropped
     // (the server hears the call has ended).
     let (asks_tx, mut asks_rx) = mpsc::channel::<ServerAsk>(ASK_QUEUE);
+    // and outside calls (an isolated instance asking as it starts)
+    session.set_asker(ClientAsks {
+        session: session.id.clone(),
+        tx: asks_tx.clone(),
+    });
     let mut asked: HashMap<String, oneshot::Sender<Result<Value, RpcError>>> = HashMap::new();
+    // each ask's id once its server stops waiting: the client is told if it has not answered
+    let mut ask_ends = FuturesUnordered::new();
     let mut next_ask = 0u64;
     // what the client declared in `initialize`: it is asked only for those
     let mut client_caps: Option<Value> = None;
@@ -202,6 +209,13 @@ pub(crate) async fn run(
                 break End::Close(close_code::POLICY, "client unpaired");
             }
             () = &mut shutdown => break End::Close(close_code::AWAY, "gateway shutting down"),
+            // before results: a server cancels its request before it answers its call
+            Some(id) = ask_ends.next(), if !ask_ends.is_empty() => {
+                if asked.remove::<String>(&id).is_some() {
+                    out = Some(text(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": id, "reason": "the server cancelled its request"}})));
+                }
+            }
             Some((key, frame)) = inflight.next(), if !inflight.is_empty() => {
                 cancels.remove::<String>(&key);
                 // this call's progress first: it is queued already
@@ -234,6 +248,12 @@ pub(crate) async fn run(
                     if let Some(params) = ask.params {
                         frame["params"] = params;
                     }
+                    let end = ask.cancelled.cancelled_owned();
+                    let key = id.clone();
+                    ask_ends.push(async move {
+                        end.await;
+                        key
+                    });
                     asked.insert(id, ask.reply);
                     out = Some(text(&frame));
                 }
@@ -283,7 +303,9 @@ pub(crate) async fn run(
                             }
                         }
                         Incoming::Notification { method, params } => {
-                            if method == "notifications/cancelled"
+                            if method == "notifications/roots/list_changed" {
+                                d_ref.gateway().roots_changed(&session_ref.id);
+                            } else if method == "notifications/cancelled"
                                 && let Some(id) = jsonrpc::cancelled_id(params.as_ref())
                                 && let Some((ct, _)) = cancels.get(&id)
                             {

@@ -106,6 +106,9 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String>
     let opened = open(inner, cfg).await?;
     let conn = opened.conn.clone();
     conn.set_notes(inner.notes.clone());
+    if let Some(asks) = inner.instance.as_ref().and_then(|i| i.asks.clone()) {
+        conn.set_owner(asks);
+    }
     let timeout = inner.limits.start_timeout();
     let init = conn
         .request(
@@ -252,7 +255,8 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
         let reason = match start(&inner, &cfg).await {
             Ok(mut run) => {
                 inner.set_state(ServerState::Running, None);
-                tracing::info!(server = %inner.name, pid = ?run.link.pid(), "running");
+                tracing::info!(server = %inner.name, pid = ?run.link.pid(),
+                    session = ?inner.instance.as_ref().map(|i| &i.session), "running");
                 let up_since = Instant::now();
                 let exit = loop {
                     tokio::select! {
@@ -272,7 +276,7 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
                                     Ok(tools) => {
                                         let count = tools.len();
                                         inner.update(|s| s.tools = Arc::new(tools));
-                                        inner.bus.publish(HubEvent::ServerToolsChanged {
+                                        inner.publish(HubEvent::ServerToolsChanged {
                                             server: inner.name.clone(),
                                             tools: count,
                                         });
@@ -312,7 +316,7 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
         };
 
         tracing::warn!(server = %inner.name, %reason, "server went away");
-        inner.bus.publish(HubEvent::ServerCrashed {
+        inner.publish(HubEvent::ServerCrashed {
             server: inner.name.clone(),
             reason: reason.clone(),
         });

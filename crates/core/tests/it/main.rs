@@ -13,6 +13,7 @@ mod eras;
 mod fast_path;
 mod fidelity;
 mod http;
+mod isolated;
 mod lifecycle;
 mod mcp;
 mod notes;
