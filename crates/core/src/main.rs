@@ -71,6 +71,35 @@ enum Command {
         #[command(flatten)]
         place: Place,
     },
+    /// Connect an agent in one step: pair a token for it and write Switchboard's entry into
+    /// its own config (claude-code, claude-desktop, cursor, vscode, windsurf, gemini-cli,
+    /// codex, zed). Needs the running gateway.
+    Setup {
+        /// The agent
+        client: String,
+        /// Role of its token [default: the configured default role]
+        #[arg(long)]
+        role: Option<String>,
+        /// The entry's name in the agent's config
+        #[arg(long, default_value = switchboard_core::setup::DEFAULT_ENTRY)]
+        name: String,
+        /// The agent's user config, or the project's (in the current directory)
+        #[arg(long, value_enum, default_value = "user")]
+        scope: ScopeArg,
+        /// Take the entry out again and revoke its token
+        #[arg(long)]
+        remove: bool,
+        /// Edit the file even where the agent has a CLI of its own (`claude mcp add-json`)
+        #[arg(long)]
+        no_cli: bool,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// List the agents on this machine and whether each is connected to the running gateway.
+    Agents {
+        #[command(flatten)]
+        place: Place,
+    },
     /// Add the MCP servers of a Claude Desktop or Cursor config to Switchboard's config.
     Import {
         /// claude_desktop_config.json or mcp.json [default: every one found on this machine]
@@ -79,6 +108,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ScopeArg {
+    User,
+    Project,
 }
 
 /// Which running gateway to talk to: the one using this data dir.
@@ -133,6 +168,28 @@ fn main() -> ExitCode {
             url,
             place,
         } => runtime.block_on(run_connect(pair, name, role, url, place)),
+        Command::Setup {
+            client,
+            role,
+            name,
+            scope,
+            remove,
+            no_cli,
+            place,
+        } => {
+            let opts = switchboard_core::setup::Options {
+                scope: match scope {
+                    ScopeArg::User => switchboard_core::setup::Scope::User,
+                    ScopeArg::Project => switchboard_core::setup::Scope::Project,
+                },
+                entry: name,
+                role,
+                use_cli: !no_cli,
+                ..Default::default()
+            };
+            runtime.block_on(run_setup(&client, opts, remove, &place))
+        }
+        Command::Agents { place } => runtime.block_on(run_agents(&place)),
         Command::Clients { place } => {
             runtime.block_on(run_control(&place, serde_json::json!({"op": "clients"})))
         }
@@ -287,6 +344,58 @@ async fn run_connect(
         .await
         .map_err(anyhow::Error::msg)?;
     switchboard_core::connect::relay(url, token).await
+}
+
+fn places() -> anyhow::Result<switchboard_core::setup::Places> {
+    switchboard_core::setup::Places::of_this_user()
+        .ok_or_else(|| anyhow::anyhow!("no home directory or current directory"))
+}
+
+async fn run_setup(
+    client: &str,
+    opts: switchboard_core::setup::Options,
+    remove: bool,
+    place: &Place,
+) -> anyhow::Result<()> {
+    use switchboard_core::setup::{self, Client, Pairer};
+    let Some(client) = Client::from_id(client) else {
+        let known: Vec<&str> = Client::ALL.iter().map(|c| c.id()).collect();
+        anyhow::bail!("unknown agent {client:?}; one of: {}", known.join(", "));
+    };
+    let pairer = Pairer::Control {
+        data_dir: place.data_dir()?,
+    };
+    let places = places()?;
+    let report = if remove {
+        setup::disconnect(&places, client, &opts, &pairer).await?
+    } else {
+        setup::connect(&places, client, &opts, &pairer).await?
+    };
+    for line in report.lines(&opts.entry) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+async fn run_agents(place: &Place) -> anyhow::Result<()> {
+    use switchboard_core::setup::{self, Pairer};
+    let pairer = Pairer::Control {
+        data_dir: place.data_dir()?,
+    };
+    let url = pairer.url()?;
+    for d in setup::detect(&places()?, &pairer, &url).await {
+        let state = match (d.installed, d.connected) {
+            (_, true) => "connected",
+            (true, false) => "installed",
+            (false, false) => "not found",
+        };
+        println!(
+            "{}\t{state}\t{}",
+            d.client.id(),
+            d.path.map(|p| p.display().to_string()).unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 fn run_import(files: Vec<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {

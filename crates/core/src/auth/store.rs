@@ -106,6 +106,10 @@ pub struct ClientRecord {
     pub token_sha256: String,
     pub created_ms: i64,
     pub last_seen_ms: Option<i64>,
+    /// The longest tool name this client is handed (its own prefix and cap leave less than
+    /// 64); `None`: the gateway's 64. Set by `switchboard setup` from the agent and its entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_budget: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -260,6 +264,7 @@ mod tests {
             token_sha256: "ab".repeat(32),
             created_ms: 1,
             last_seen_ms: None,
+            name_budget: None,
         }
     }
 

@@ -1,0 +1,230 @@
+//! `switchboard setup` as a person runs it, against a running gateway: through the control
+//! socket and `POST /pair`, with the agents' real programs where they install from the
+//! registries here. Claude Code's own CLI comes from npm (`npm ci` in `tests/claude-code`);
+//! its `claude mcp list` health-checks every server, so "✔ Connected" means it reached the
+//! gateway with the token setup gave it.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// Claude Code's CLI from `tests/claude-code/node_modules`, if installed.
+fn claude() -> Option<PathBuf> {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/claude-code/node_modules/.bin/claude");
+    bin.is_file().then_some(bin)
+}
+
+/// Runs `program args` as the person living in `home`, with `extra_path` first on PATH.
+async fn run(
+    program: &Path,
+    args: &[&str],
+    home: &Path,
+    extra_path: Option<&Path>,
+) -> (bool, String) {
+    let mut path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(dir) = extra_path {
+        let mut dirs = vec![dir.to_path_buf()];
+        dirs.extend(std::env::split_paths(&path));
+        path = std::env::join_paths(dirs).unwrap();
+    }
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new(program)
+            .args(args)
+            .env("HOME", home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env("PATH", path)
+            .env("SWITCHBOARD_LOG", "warn")
+            .current_dir(home)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("finishes within 60 s")
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `switchboard setup <args> --data-dir <gateway's>`.
+async fn setup(gw: &TestGateway, args: &[&str], home: &Path, path: Option<&Path>) -> String {
+    let data = gw.data_dir.to_string_lossy().into_owned();
+    let mut all = vec!["setup"];
+    all.extend_from_slice(args);
+    all.extend(["--data-dir", &data]);
+    let (ok, out) = run(Path::new(SWITCHBOARD_BIN), &all, home, path).await;
+    assert!(ok, "switchboard {all:?} failed: {out}");
+    out
+}
+
+/// The status `POST /mcp initialize` gets with `token`.
+async fn status_with(gw: &TestGateway, token: &str) -> u16 {
+    let mut c = McpHttp::to(gw.url("/mcp"), token.to_owned());
+    c.request(
+        "initialize",
+        serde_json::json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "it", "version": "1"}}),
+    )
+    .await
+    .status
+}
+
+fn claude_json_token(home: &Path) -> String {
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join(".claude.json")).unwrap()).unwrap();
+    file["mcpServers"]["switchboard"]["headers"]["Authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn claude_code_reports_switchboard_connected_after_setup_and_forgets_it_after_remove() {
+    let Some(claude) = claude() else {
+        eprintln!("SKIPPED: Claude Code's CLI is not installed; run `npm ci` in tests/claude-code");
+        return;
+    };
+    let bin_dir = claude.parent().unwrap().to_path_buf();
+    let gw = TestGateway::with(|c| c.servers = vec![fixture_server("fx", &[])]).await;
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+
+    let out = setup(&gw, &["claude-code"], home, Some(&bin_dir)).await;
+    assert!(
+        out.contains("mcp add-json") && out.contains("paired as claude-code"),
+        "{out}"
+    );
+    let (ok, list) = run(&claude, &["mcp", "list"], home, None).await;
+    assert!(ok, "{list}");
+    let line = list
+        .lines()
+        .find(|l| l.starts_with("switchboard:"))
+        .unwrap_or_else(|| panic!("no switchboard in `claude mcp list`:\n{list}"));
+    // "✔ Connected" (2.1.x; older releases print "✓ Connected")
+    assert!(
+        line.contains("127.0.0.1")
+            && (line.contains("✔ Connected") || line.contains("✓ Connected")),
+        "{list}"
+    );
+
+    // the entry Claude Code keeps reaches the gateway's tools, as the paired client
+    let token = claude_json_token(home);
+    let mut mcp = McpHttp::to(gw.url("/mcp"), token.clone())
+        .initialize()
+        .await;
+    let tools = mcp.request("tools/list", serde_json::json!({})).await;
+    let names: Vec<&str> = tools.result()["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("fx__")), "{names:?}");
+    let clients = gw.json("/api/clients").await;
+    let me = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "claude-code")
+        .cloned()
+        .unwrap_or_else(|| panic!("{clients}"));
+    assert_eq!(me["name_budget"], 64 - "mcp__switchboard__".len());
+
+    // twice: nothing changes
+    let bytes = std::fs::read(home.join(".claude.json")).unwrap();
+    let again = setup(&gw, &["claude-code"], home, Some(&bin_dir)).await;
+    assert!(again.contains("already connected"), "{again}");
+    assert_eq!(std::fs::read(home.join(".claude.json")).unwrap(), bytes);
+
+    let out = setup(&gw, &["claude-code", "--remove"], home, Some(&bin_dir)).await;
+    assert!(out.contains("revoked the token of claude-code"), "{out}");
+    let (ok, list) = run(&claude, &["mcp", "list"], home, None).await;
+    assert!(ok, "{list}");
+    assert!(!list.contains("switchboard"), "{list}");
+    assert_eq!(status_with(&gw, &token).await, 401, "the token is refused");
+}
+
+#[tokio::test]
+async fn setup_of_a_file_agent_through_the_cli_pairs_detects_and_removes() {
+    let gw = TestGateway::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    std::fs::create_dir_all(home.join(".cursor")).unwrap();
+    std::fs::create_dir_all(home.join(".codex")).unwrap();
+    let data = gw.data_dir.to_string_lossy().into_owned();
+    let agents = |home: &Path| {
+        let home = home.to_path_buf();
+        let data = data.clone();
+        async move {
+            let (ok, out) = run(
+                Path::new(SWITCHBOARD_BIN),
+                &["agents", "--data-dir", &data],
+                &home,
+                None,
+            )
+            .await;
+            assert!(ok, "{out}");
+            out
+        }
+    };
+    let before = agents(home).await;
+    assert!(
+        before.lines().any(|l| l.starts_with("cursor\tinstalled")),
+        "{before}"
+    );
+    assert!(
+        before.lines().any(|l| l.starts_with("zed\tnot found")),
+        "{before}"
+    );
+
+    let out = setup(&gw, &["cursor"], home, None).await;
+    assert!(out.contains("paired as cursor"), "{out}");
+    let out = setup(&gw, &["codex", "--name", "hub"], home, None).await;
+    assert!(out.contains("paired as codex"), "{out}");
+    let after = agents(home).await;
+    assert!(
+        after.lines().any(|l| l.starts_with("cursor\tconnected")),
+        "{after}"
+    );
+    assert!(
+        after.lines().any(|l| l.starts_with("codex\tconnected")),
+        "{after}"
+    );
+
+    let text = std::fs::read_to_string(home.join(".cursor/mcp.json")).unwrap();
+    let file: Value = serde_json::from_str(&text).unwrap();
+    let token = file["mcpServers"]["switchboard"]["headers"]["Authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+    assert_eq!(status_with(&gw, &token).await, 200);
+    let out = setup(&gw, &["cursor", "--remove"], home, None).await;
+    assert!(out.contains("revoked the token of cursor"), "{out}");
+    assert_eq!(status_with(&gw, &token).await, 401);
+    let last = agents(home).await;
+    assert!(
+        last.lines().any(|l| l.starts_with("cursor\tinstalled")),
+        "{last}"
+    );
+
+    // an unknown agent is named with the known ones
+    let (ok, out) = run(
+        Path::new(SWITCHBOARD_BIN),
+        &["setup", "emacs", "--data-dir", &data],
+        home,
+        None,
+    )
+    .await;
+    assert!(!ok && out.contains("claude-code, claude-desktop"), "{out}");
+}
