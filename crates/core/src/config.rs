@@ -107,6 +107,12 @@ pub struct ServerConfig {
     pub args: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Environment variables of a stdio server whose values are read when it starts: from
+    /// the OS keychain (`{ keychain = "service/account" }`) or the gateway's environment
+    /// (`{ env = "VAR" }`), so that no secret sits in this file (`switchboard adopt` puts
+    /// the secrets it finds there).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, HeaderValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
     /// A remote server: `http(s)://…` speaks Streamable HTTP, `ws(s)://…` MCP over WebSocket.
@@ -172,6 +178,15 @@ impl ServerConfig {
                      url = \"…\" (a remote one)"
                 ));
             }
+            if let Some(var) = self
+                .secret_env
+                .keys()
+                .find(|v| v.is_empty() || v.contains('='))
+            {
+                return Err(format!(
+                    "server {name:?}: {var:?} is not an environment variable name"
+                ));
+            }
             if !self.headers.is_empty() {
                 return Err(format!(
                     "server {name:?}: headers apply to remote servers (url = \"…\"); a stdio \
@@ -186,7 +201,11 @@ impl ServerConfig {
                  a remote URL"
             ));
         }
-        if !self.args.is_empty() || !self.env.is_empty() || self.cwd.is_some() {
+        if !self.args.is_empty()
+            || !self.env.is_empty()
+            || !self.secret_env.is_empty()
+            || self.cwd.is_some()
+        {
             return Err(format!(
                 "server {name:?}: args, env and cwd apply to stdio servers (command = \"…\"), \
                  not to url = {url:?}"

@@ -95,6 +95,23 @@ enum Command {
         #[command(flatten)]
         place: Place,
     },
+    /// Move an agent's own MCP servers into Switchboard (secrets into the OS keychain) and
+    /// leave it one entry, Switchboard's; --undo puts its file back exactly.
+    Adopt {
+        /// The agent
+        client: String,
+        /// Put the agent's file back as it was, take its servers out of Switchboard, revoke
+        #[arg(long)]
+        undo: bool,
+        /// The agent's user config, or the project's (in the current directory)
+        #[arg(long, value_enum, default_value = "user")]
+        scope: ScopeArg,
+        /// The entry's name in the agent's config
+        #[arg(long, default_value = switchboard_core::setup::DEFAULT_ENTRY)]
+        name: String,
+        #[command(flatten)]
+        place: Place,
+    },
     /// List the agents on this machine and whether each is connected to the running gateway.
     Agents {
         #[command(flatten)]
@@ -172,16 +189,13 @@ fn main() -> ExitCode {
             client,
             role,
             name,
-            scope,
+            scope: scope_arg,
             remove,
             no_cli,
             place,
         } => {
             let opts = switchboard_core::setup::Options {
-                scope: match scope {
-                    ScopeArg::User => switchboard_core::setup::Scope::User,
-                    ScopeArg::Project => switchboard_core::setup::Scope::Project,
-                },
+                scope: scope(scope_arg),
                 entry: name,
                 role,
                 use_cli: !no_cli,
@@ -190,6 +204,13 @@ fn main() -> ExitCode {
             runtime.block_on(run_setup(&client, opts, remove, &place))
         }
         Command::Agents { place } => runtime.block_on(run_agents(&place)),
+        Command::Adopt {
+            client,
+            undo,
+            scope,
+            name,
+            place,
+        } => runtime.block_on(run_adopt(&client, undo, scope, name, &place)),
         Command::Clients { place } => {
             runtime.block_on(run_control(&place, serde_json::json!({"op": "clients"})))
         }
@@ -351,17 +372,93 @@ fn places() -> anyhow::Result<switchboard_core::setup::Places> {
         .ok_or_else(|| anyhow::anyhow!("no home directory or current directory"))
 }
 
+fn agent(id: &str) -> anyhow::Result<switchboard_core::setup::Client> {
+    use switchboard_core::setup::Client;
+    Client::from_id(id).ok_or_else(|| {
+        let known: Vec<&str> = Client::ALL.iter().map(|c| c.id()).collect();
+        anyhow::anyhow!("unknown agent {id:?}; one of: {}", known.join(", "))
+    })
+}
+
+fn scope(arg: ScopeArg) -> switchboard_core::setup::Scope {
+    match arg {
+        ScopeArg::User => switchboard_core::setup::Scope::User,
+        ScopeArg::Project => switchboard_core::setup::Scope::Project,
+    }
+}
+
+async fn run_adopt(
+    client: &str,
+    undo: bool,
+    scope_arg: ScopeArg,
+    name: String,
+    place: &Place,
+) -> anyhow::Result<()> {
+    use switchboard_core::setup::{self, Pairer, adopt};
+    let client = agent(client)?;
+    let data_dir = place.data_dir()?;
+    let config = match place
+        .config
+        .clone()
+        .or_else(switchboard_core::config::default_config_file)
+    {
+        Some(c) => c,
+        None => anyhow::bail!("no home directory: pass --config FILE"),
+    };
+    let target = adopt::Target {
+        config,
+        secrets: std::sync::Arc::new(switchboard_core::auth::keychain::KeychainSecrets),
+        state_dir: data_dir.clone(),
+    };
+    let pairer = Pairer::Control { data_dir };
+    let opts = setup::Options {
+        scope: scope(scope_arg),
+        entry: name,
+        ..Default::default()
+    };
+    if undo {
+        let done = adopt::undo(client, &opts, &pairer, &target).await?;
+        println!(
+            "{}: {} restored as it was",
+            client.label(),
+            done.path.display()
+        );
+        for s in &done.servers {
+            println!("removed {s} from {}", target.config.display());
+        }
+        if let Some(r) = &done.revoked {
+            println!("revoked the token of {r}");
+        }
+        return Ok(());
+    }
+    let done = adopt::adopt(&places()?, client, &opts, &pairer, &target).await?;
+    for (from, to) in &done.servers {
+        println!("adopted {from} as {to}");
+    }
+    for (from, why) in &done.skipped {
+        println!("left {from} in {}: {why}", done.path.display());
+    }
+    println!(
+        "{} secret(s) moved to the OS keychain; {} now runs them (backup: {}; undo: switchboard adopt {} --undo)",
+        done.secrets,
+        target.config.display(),
+        done.backup.display(),
+        client.id()
+    );
+    for line in done.setup.lines(&opts.entry) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 async fn run_setup(
     client: &str,
     opts: switchboard_core::setup::Options,
     remove: bool,
     place: &Place,
 ) -> anyhow::Result<()> {
-    use switchboard_core::setup::{self, Client, Pairer};
-    let Some(client) = Client::from_id(client) else {
-        let known: Vec<&str> = Client::ALL.iter().map(|c| c.id()).collect();
-        anyhow::bail!("unknown agent {client:?}; one of: {}", known.join(", "));
-    };
+    use switchboard_core::setup::{self, Pairer};
+    let client = agent(client)?;
     let pairer = Pairer::Control {
         data_dir: place.data_dir()?,
     };

@@ -12,7 +12,7 @@
 //! Below: [`clients`] (each agent's file, format and entry), `edit` (the edits), and
 //! [`adopt`] (moving an agent's own servers into Switchboard).
 
-// pub mod adopt;
+pub mod adopt;
 mod clients;
 mod edit;
 

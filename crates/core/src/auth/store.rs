@@ -144,6 +144,9 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug + 'static {
     fn describe(&self) -> String;
     /// The secret of `(service, account)`; `Ok(None)` when there is none.
     fn secret(&self, service: &str, account: &str) -> Result<Option<String>, TokenStoreError>;
+    /// Keeps `secret` under `(service, account)`, replacing what was there
+    /// (`switchboard adopt` moves the secrets it finds in agents' configs here).
+    fn store(&self, service: &str, account: &str, secret: &str) -> Result<(), TokenStoreError>;
 }
 
 /// Secrets held in memory (tests).
@@ -173,6 +176,11 @@ impl SecretStore for MemorySecrets {
             .expect("secrets lock")
             .get(&(service.to_owned(), account.to_owned()))
             .cloned())
+    }
+
+    fn store(&self, service: &str, account: &str, secret: &str) -> Result<(), TokenStoreError> {
+        self.insert(service, account, secret);
+        Ok(())
     }
 }
 

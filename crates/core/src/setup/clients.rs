@@ -277,7 +277,6 @@ impl Client {
     }
 
     /// One of this agent's own server entries as a Switchboard server named `name` (adopt).
-    #[allow(dead_code)] // adopt (the next commit) reads agents' servers through it
     pub(crate) fn read_server(self, name: &str, entry: &Value) -> Result<ServerConfig, String> {
         let Some(obj) = entry.as_object() else {
             return Err("not an object".into());

@@ -228,3 +228,126 @@ async fn setup_of_a_file_agent_through_the_cli_pairs_detects_and_removes() {
     .await;
     assert!(!ok && out.contains("claude-code, claude-desktop"), "{out}");
 }
+
+/// Names of the tools `token` sees through the gateway.
+async fn tool_names(gw: &TestGateway, token: &str) -> Vec<String> {
+    let mut mcp = McpHttp::to(gw.url("/mcp"), token.to_owned())
+        .initialize()
+        .await;
+    let tools = mcp.request("tools/list", serde_json::json!({})).await;
+    tools.result()["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn adopt_runs_an_agents_three_stdio_servers_and_remote_one_and_undo_restores_its_file() {
+    use std::sync::Arc;
+    use switchboard_core::auth::store::{MemorySecrets, SecretStore, Stores};
+    use switchboard_core::setup::{self, Client, Options, Pairer, Places, adopt};
+
+    // the agent's remote server: another gateway, behind its own token
+    let remote = TestGateway::with(|c| c.servers = vec![fixture_server("up", &[])]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let mine = "# my Switchboard\n[gateway]\ncall_timeout_ms = 60000 # a minute\n";
+    std::fs::write(&config, mine).unwrap();
+    let secrets = Arc::new(MemorySecrets::default());
+    let stores = Stores {
+        secrets: Some(secrets.clone()),
+        ..Stores::default()
+    };
+    let watched = config.clone();
+    let gw = TestGateway::with_stores(stores, |c| c.source = Some(watched)).await;
+
+    let places = Places::under(&dir.path().join("home"));
+    let cursor = places.home.join(".cursor/mcp.json");
+    std::fs::create_dir_all(cursor.parent().unwrap()).unwrap();
+    let agent_file = serde_json::to_string_pretty(&serde_json::json!({"mcpServers": {
+        "one": {"command": FIXTURE, "env": {"FX_API_KEY": "s3cret-one"}},
+        "two": {"command": FIXTURE, "args": ["--many", "2"]},
+        "three": {"command": FIXTURE, "env": {"FX_API_KEY": "s3cret-three"}},
+        "web": {"url": remote.url("/mcp"), "headers": {"Authorization": format!("Bearer {}", remote.token)}},
+    }}))
+    .unwrap()
+        + "\n";
+    std::fs::write(&cursor, &agent_file).unwrap();
+
+    let target = adopt::Target {
+        config: config.clone(),
+        secrets: secrets.clone(),
+        state_dir: gw.data_dir.clone(),
+    };
+    let pairer = Pairer::Control {
+        data_dir: gw.data_dir.clone(),
+    };
+    let opts = Options {
+        use_cli: false,
+        keychain: false,
+        ..Options::default()
+    };
+    let done = adopt::adopt(&places, Client::Cursor, &opts, &pairer, &target)
+        .await
+        .unwrap();
+    let names: Vec<&str> = done.servers.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["one", "three", "two", "web"]);
+    assert_eq!(done.secrets, 3, "two env values and one header");
+
+    // nothing secret is left in plain text; the secret store has them
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.starts_with(mine), "{text}");
+    assert!(
+        !text.contains("s3cret") && !text.contains(&remote.token[3..]),
+        "{text}"
+    );
+    assert_eq!(
+        secrets
+            .secret(adopt::SECRET_SERVICE, "one.env.FX_API_KEY")
+            .unwrap()
+            .as_deref(),
+        Some("s3cret-one")
+    );
+    // the agent keeps one entry, Switchboard's
+    let now: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cursor).unwrap()).unwrap();
+    let entries: Vec<&String> = now["mcpServers"].as_object().unwrap().keys().collect();
+    assert_eq!(entries, [setup::DEFAULT_ENTRY]);
+    let token = now["mcpServers"]["switchboard"]["headers"]["Authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+
+    // Switchboard runs all four, and the agent lists them through it
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let names = tool_names(&gw, &token).await;
+        let from = |p: &str| names.iter().any(|n| n.starts_with(p));
+        if from("one__") && from("two__") && from("three__") && from("web__up__") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all four run: {names:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // undo: the agent's file exactly as it was, the servers gone, the token refused
+    let undone = adopt::undo(Client::Cursor, &opts, &pairer, &target)
+        .await
+        .unwrap();
+    assert_eq!(undone.revoked.as_deref(), Some("cursor"));
+    assert_eq!(std::fs::read_to_string(&cursor).unwrap(), agent_file);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), mine);
+    assert_eq!(status_with(&gw, &token).await, 401);
+    // and a second undo says there is nothing to undo
+    let err = adopt::undo(Client::Cursor, &opts, &pairer, &target)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("nothing was adopted"), "{err}");
+}
