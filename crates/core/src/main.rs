@@ -89,6 +89,10 @@ enum Command {
         /// Take the entry out again and revoke its token
         #[arg(long)]
         remove: bool,
+        /// Longest tool name to hand the agent [default: 64 less the prefix it adds, e.g.
+        /// 46 for Claude Code's mcp__switchboard__]
+        #[arg(long)]
+        name_budget: Option<usize>,
         /// Edit the file even where the agent has a CLI of its own (`claude mcp add-json`)
         #[arg(long)]
         no_cli: bool,
@@ -191,6 +195,7 @@ fn main() -> ExitCode {
             name,
             scope: scope_arg,
             remove,
+            name_budget,
             no_cli,
             place,
         } => {
@@ -198,6 +203,7 @@ fn main() -> ExitCode {
                 scope: scope(scope_arg),
                 entry: name,
                 role,
+                name_budget,
                 use_cli: !no_cli,
                 ..Default::default()
             };

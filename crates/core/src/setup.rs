@@ -69,6 +69,9 @@ pub struct Options {
     pub entry: String,
     /// Role of the paired client (else the default role).
     pub role: Option<String>,
+    /// The longest tool name the agent is handed, instead of what its prefix and cap leave
+    /// ([`Client::name_budget`]).
+    pub name_budget: Option<usize>,
     /// Whether an agent's own CLI may do the edit where it has one (tests of the file
     /// formats turn it off).
     pub use_cli: bool,
@@ -85,6 +88,7 @@ impl Default for Options {
             scope: Scope::User,
             entry: DEFAULT_ENTRY.into(),
             role: None,
+            name_budget: None,
             use_cli: true,
             program: std::env::current_exe().unwrap_or_else(|_| "switchboard".into()),
             keychain: true,
@@ -530,7 +534,10 @@ pub async fn connect(
         replaced = Some(name);
     }
     check_writable(&path)?;
-    let budget = client.name_budget(&opts.entry);
+    let budget = opts
+        .name_budget
+        .unwrap_or_else(|| client.name_budget(&opts.entry))
+        .clamp(clients::MIN_BUDGET, crate::mcp::names::MAX_LEN);
     let (token, name) = pairer
         .pair(client.id(), opts.role.as_deref(), budget)
         .await?;

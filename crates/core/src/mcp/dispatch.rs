@@ -387,9 +387,20 @@ impl Dispatcher {
         caller: Option<&Caller>,
         cursor: Option<&str>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let mut tools: Vec<Tool> = self.gw.tools().into_iter().map(|t| t.tool).collect();
-        tools.extend(builtin_tools());
-        tools.retain(|t| self.allowed(caller, &t.name).is_ok());
+        // a client's budget shortens names further; its role still sees the full names
+        let budget = caller
+            .and_then(|c| c.name_budget)
+            .unwrap_or(super::names::MAX_LEN);
+        let mut tools: Vec<Tool> = self
+            .gw
+            .tools_within(budget)
+            .into_iter()
+            .filter(|t| self.allowed(caller, &t.canonical).is_ok())
+            .map(|t| t.tool)
+            .collect();
+        let mut builtins = builtin_tools();
+        builtins.retain(|t| self.allowed(caller, &t.name).is_ok());
+        tools.extend(builtins);
         let page = self.page(List::Tools, tools, |t| &t.name, cursor)?;
         let mut r = ListToolsResult::with_all_items(page.items);
         r.next_cursor = page.next_cursor;
@@ -441,6 +452,15 @@ impl Dispatcher {
         arguments: Option<&RawValue>,
         route: Option<Route<'_>>,
     ) -> Result<ToolAnswer, ErrorData> {
+        // the name a client with a shorter budget called, as its full name
+        let full;
+        let name = match ctx.caller.and_then(|c| c.name_budget) {
+            Some(budget) if budget < super::names::MAX_LEN => {
+                full = self.gw.canonical_name(name, budget);
+                full.as_str()
+            }
+            _ => name,
+        };
         if let Err(refused) = self.allowed(ctx.caller, name) {
             // refused here: it never reaches a server
             let error = (i64::from(refused.code.0), refused.message.to_string());

@@ -373,8 +373,9 @@ impl Client {
     }
 }
 
-/// The smallest budget handed out: room for a readable cut and the hash.
-pub(crate) const MIN_BUDGET: usize = 24;
+/// The smallest budget handed out: room for a readable cut and the hash, and for the
+/// gateway's own tools (`switchboard__telemetry_snapshot`, 31), which are never cut.
+pub(crate) const MIN_BUDGET: usize = 32;
 
 /// How Claude Desktop (stdio only) reaches the gateway: this program's `connect`.
 #[derive(Debug, Clone, PartialEq, Eq)]

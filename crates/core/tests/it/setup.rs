@@ -351,3 +351,94 @@ async fn adopt_runs_an_agents_three_stdio_servers_and_remote_one_and_undo_restor
         .unwrap_err();
     assert!(err.to_string().contains("nothing was adopted"), "{err}");
 }
+
+/// Pairs a client with a tool-name budget, the way `switchboard setup` does.
+async fn pair_with_budget(gw: &TestGateway, name: &str, budget: usize) -> String {
+    let code = gw.code(None).await;
+    let r: Value = reqwest::Client::new()
+        .post(gw.url("/pair"))
+        .json(&serde_json::json!({"code": code, "name": name, "name_budget": budget}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_clients_name_budget_shortens_what_it_sees_and_its_short_names_call_the_tools() {
+    let long = "a-rather-long-server-name-here";
+    let gw = TestGateway::with(|c| {
+        c.servers = vec![fixture_server(long, &[])];
+        c.roles = std::collections::BTreeMap::from([
+            ("default".into(), vec!["*".into()]),
+            ("echoer".into(), vec![format!("{long}__echo")]),
+        ]);
+    })
+    .await;
+    let full = format!("{long}__echo");
+    // everyone else sees the full name
+    let wait = tokio::time::Instant::now() + WAIT;
+    while !tool_names(&gw, &gw.token).await.contains(&full) {
+        assert!(
+            tokio::time::Instant::now() < wait,
+            "the fixture never listed echo"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let token = pair_with_budget(&gw, "short", 32).await;
+    let names = tool_names(&gw, &token).await;
+    assert!(names.iter().all(|n| n.len() <= 32), "{names:?}");
+    // echo, shortened: the tool with echo's definition under a name of the budget
+    let tools_of = |token: String| {
+        let url = gw.url("/mcp");
+        async move {
+            let mut mcp = McpHttp::to(url, token).initialize().await;
+            let r = mcp.request("tools/list", serde_json::json!({})).await;
+            r.result()["tools"].as_array().unwrap().clone()
+        }
+    };
+    let everyone = tools_of(gw.token.clone()).await;
+    let echo = everyone
+        .iter()
+        .find(|t| t["name"] == full.as_str())
+        .unwrap();
+    let mine = tools_of(token.clone()).await;
+    let short = mine
+        .iter()
+        .find(|t| {
+            t["description"] == echo["description"] && t["inputSchema"] == echo["inputSchema"]
+        })
+        .and_then(|t| t["name"].as_str())
+        .unwrap_or_else(|| panic!("no shortened echo in {names:?}"))
+        .to_owned();
+    assert_eq!(short.len(), 32, "{short}");
+    assert!(short.starts_with("a-rather-long-server"), "{short}");
+    // the same client sees the same names every time
+    assert_eq!(tool_names(&gw, &token).await, names);
+    // ... and calls through them
+    let mut mcp = McpHttp::to(gw.url("/mcp"), token).initialize().await;
+    let r = mcp.call(&short, serde_json::json!({"text": "hi"})).await;
+    assert_eq!(r.text(), "hi");
+    // a budgeted client whose role allows only the full name sees and calls it shortened
+    let code = gw.code(Some("echoer")).await;
+    let r: Value = reqwest::Client::new()
+        .post(gw.url("/pair"))
+        .json(&serde_json::json!({"code": code, "name": "echo-only", "name_budget": 32}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = r["token"].as_str().unwrap().to_owned();
+    let names = tool_names(&gw, &token).await;
+    // echo alone (the built-in tools are not in this role)
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(names[0].len(), 32, "{names:?}");
+    let mut mcp = McpHttp::to(gw.url("/mcp"), token).initialize().await;
+    let r = mcp.call(&names[0], serde_json::json!({"text": "ok"})).await;
+    assert_eq!(r.text(), "ok");
+}
