@@ -34,6 +34,10 @@ pub struct Config {
     /// The file this config was read from: watched for live changes to `servers`.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// Where the dashboard's Connect and Adopt buttons look for agents' configs: this
+    /// user's home and config dir when unset (tests give a directory of their own).
+    #[serde(skip)]
+    pub agents_home: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             roles: BTreeMap::new(),
             servers: Vec::new(),
             source: None,
+            agents_home: None,
         }
     }
 }

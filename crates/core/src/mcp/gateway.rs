@@ -247,6 +247,11 @@ impl McpGateway {
         self.inner.sessions.tools_changed();
     }
 
+    /// Where secrets named in the config are kept (adopt stores what it moves there).
+    pub(crate) fn secrets(&self) -> Arc<dyn SecretStore> {
+        self.inner.secrets.clone()
+    }
+
     /// Items per page of the lists clients are answered (`gateway.page_size`, at least 1).
     pub(crate) fn page_size(&self) -> usize {
         self.inner.limits.page_size.max(1)

@@ -442,3 +442,65 @@ async fn a_clients_name_budget_shortens_what_it_sees_and_its_short_names_call_th
     let r = mcp.call(&names[0], serde_json::json!({"text": "ok"})).await;
     assert_eq!(r.text(), "ok");
 }
+
+#[tokio::test]
+async fn the_dashboard_lists_agents_and_its_connect_button_connects_and_disconnects() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".gemini")).unwrap();
+    let agents_home = home.path().to_path_buf();
+    let gw = TestGateway::with(|c| c.agents_home = Some(agents_home)).await;
+    let agent = |list: &Value, id: &str| {
+        list["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["client"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let list = gw.json("/api/agents").await;
+    assert_eq!(list["agents"].as_array().unwrap().len(), 8, "{list}");
+    let gemini = agent(&list, "gemini-cli");
+    assert_eq!(
+        (gemini["installed"].as_bool(), gemini["connected"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(agent(&list, "zed")["installed"], false);
+
+    let post = |path: &str| {
+        reqwest::Client::new()
+            .post(gw.url(path))
+            .bearer_auth(&gw.token)
+    };
+    let r = post("/api/agents/gemini-cli/connect").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["report"]["paired"], "gemini-cli", "{body}");
+    assert!(agent(&gw.json("/api/agents").await, "gemini-cli")["connected"] == true);
+    let text = std::fs::read_to_string(home.path().join(".gemini/settings.json")).unwrap();
+    assert!(text.contains("\"httpUrl\""), "{text}");
+
+    let r = post("/api/agents/gemini-cli/disconnect")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(agent(&gw.json("/api/agents").await, "gemini-cli")["connected"] == false);
+
+    // unknown agents and actions, and adopt without a config file, are explained
+    let r = post("/api/agents/emacs/connect").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = post("/api/agents/cursor/adopt").send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--config"),
+        "{body}"
+    );
+    // without a token there is nothing to see
+    let r = reqwest::get(gw.url("/api/agents")).await.unwrap();
+    assert_eq!(r.status(), 401);
+}
