@@ -34,6 +34,10 @@ pub struct Config {
     /// The file this config was read from: watched for live changes to `servers`.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// Where the dashboard's Connect and Adopt buttons look for agents' configs: this
+    /// user's home and config dir when unset (tests give a directory of their own).
+    #[serde(skip)]
+    pub agents_home: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             roles: BTreeMap::new(),
             servers: Vec::new(),
             source: None,
+            agents_home: None,
         }
     }
 }
@@ -107,6 +112,12 @@ pub struct ServerConfig {
     pub args: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Environment variables of a stdio server whose values are read when it starts: from
+    /// the OS keychain (`{ keychain = "service/account" }`) or the gateway's environment
+    /// (`{ env = "VAR" }`), so that no secret sits in this file (`switchboard adopt` puts
+    /// the secrets it finds there).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, HeaderValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
     /// A remote server: `http(s)://…` speaks Streamable HTTP, `ws(s)://…` MCP over WebSocket.
@@ -220,6 +231,15 @@ impl ServerConfig {
                      url = \"…\" (a remote one)"
                 ));
             }
+            if let Some(var) = self
+                .secret_env
+                .keys()
+                .find(|v| v.is_empty() || v.contains('='))
+            {
+                return Err(format!(
+                    "server {name:?}: {var:?} is not an environment variable name"
+                ));
+            }
             if !self.headers.is_empty() {
                 return Err(format!(
                     "server {name:?}: headers apply to remote servers (url = \"…\"); a stdio \
@@ -234,7 +254,11 @@ impl ServerConfig {
                  a remote URL"
             ));
         }
-        if !self.args.is_empty() || !self.env.is_empty() || self.cwd.is_some() {
+        if !self.args.is_empty()
+            || !self.env.is_empty()
+            || !self.secret_env.is_empty()
+            || self.cwd.is_some()
+        {
             return Err(format!(
                 "server {name:?}: args, env and cwd apply to stdio servers (command = \"…\"), \
                  not to url = {url:?}"

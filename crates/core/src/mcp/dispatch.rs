@@ -485,19 +485,28 @@ impl Dispatcher {
     ) -> Result<Value, ErrorData> {
         let tools: Vec<(String, Value)> = match &self.only {
             None => {
+                // a client's budget shortens names further; its role still sees the full names
+                let budget = caller
+                    .and_then(|c| c.name_budget)
+                    .unwrap_or(super::names::MAX_LEN);
                 let mut tools: Vec<(String, Value)> = self
                     .gw
-                    .tools()
+                    .tools_within(budget)
                     .into_iter()
+                    .filter(|t| self.allowed(caller, &t.canonical).is_ok())
                     .map(|t| (t.name, t.def))
                     .collect();
-                tools.extend(builtin_tools().into_iter().map(|t| {
-                    (
-                        t.name.to_string(),
-                        serde_json::to_value(t).unwrap_or_default(),
-                    )
-                }));
-                tools.retain(|(name, _)| self.allowed(caller, name).is_ok());
+                tools.extend(
+                    builtin_tools()
+                        .into_iter()
+                        .filter(|t| self.allowed(caller, &t.name).is_ok())
+                        .map(|t| {
+                            (
+                                t.name.to_string(),
+                                serde_json::to_value(t).unwrap_or_default(),
+                            )
+                        }),
+                );
                 tools
             }
             // the server's own names, checked as the exposed ones
@@ -562,9 +571,17 @@ impl Dispatcher {
         arguments: Option<&RawValue>,
         route: Option<Route<'_>>,
     ) -> Result<ToolAnswer, ErrorData> {
-        let given = name;
-        let exposed = self.exposed(given);
-        let name: &str = &exposed;
+        let exposed = self.exposed(name);
+        // the name a client with a shorter budget called, as its full name (the aggregated
+        // endpoint only: a server's own endpoint shows the server's names)
+        let full;
+        let (name, given): (&str, &str) = match ctx.caller.and_then(|c| c.name_budget) {
+            Some(budget) if budget < super::names::MAX_LEN && self.only.is_none() => {
+                full = self.gw.canonical_name(&exposed, budget);
+                (full.as_str(), full.as_str())
+            }
+            _ => (&exposed, name),
+        };
         if let Err(refused) = self.allowed(ctx.caller, name) {
             // refused here: it never reaches a server
             let error = (i64::from(refused.code.0), refused.message.to_string());

@@ -31,6 +31,9 @@ use crate::upstream::{ServerState, Upstream};
 pub(crate) struct ExposedTool {
     /// The name clients call.
     pub(crate) name: String,
+    /// Its name at the full 64 (what roles' allowlists and telemetry use); `name` itself
+    /// unless a client's budget shortened it.
+    pub(crate) canonical: String,
     pub(crate) server: String,
     /// The server's own name for it.
     pub(crate) original: String,
@@ -320,6 +323,11 @@ impl McpGateway {
         self.inner.sessions.tools_changed();
     }
 
+    /// Where secrets named in the config are kept (adopt stores what it moves there).
+    pub(crate) fn secrets(&self) -> Arc<dyn SecretStore> {
+        self.inner.secrets.clone()
+    }
+
     /// Items per page of the lists clients are answered (`gateway.page_size`, at least 1).
     pub(crate) fn page_size(&self) -> usize {
         self.inner.limits.page_size.max(1)
@@ -337,6 +345,16 @@ impl McpGateway {
 
     /// Every tool of every running server, sorted, with unique names.
     pub(crate) fn tools(&self) -> Vec<ExposedTool> {
+        self.tools_within(names::MAX_LEN)
+    }
+
+    /// [`tools`](Self::tools) with names of at most `max` characters (a client's budget).
+    pub(crate) fn tools_within(&self, max: usize) -> Vec<ExposedTool> {
+        let canonical = if max < names::MAX_LEN {
+            Some(self.tools_within(names::MAX_LEN))
+        } else {
+            None
+        };
         let mut out: Vec<ExposedTool> = Vec::new();
         for up in self.upstreams() {
             let status = up.status();
@@ -345,11 +363,12 @@ impl McpGateway {
             }
             for tool in status.tools.iter() {
                 let mut t = tool.tool.clone();
-                let name = names::exposed(up.name(), &tool.name);
+                let name = names::exposed_within(up.name(), &tool.name, max, 8);
                 t.name = name.clone().into();
                 let mut def = tool.def.clone();
                 def["name"] = Value::String(name.clone());
                 out.push(ExposedTool {
+                    canonical: name.clone(),
                     name,
                     server: up.name().to_owned(),
                     original: tool.name.to_string(),
@@ -364,13 +383,41 @@ impl McpGateway {
             let mut hash_len = 8;
             while seen.contains(&t.name) && hash_len < 32 {
                 hash_len += 4;
-                t.name = names::exposed_with(&t.server, &t.original, hash_len);
+                t.name = names::exposed_within(&t.server, &t.original, max, hash_len);
                 t.tool.name = t.name.clone().into();
                 t.def["name"] = Value::String(t.name.clone());
             }
             seen.insert(t.name.clone());
         }
+        if let Some(full) = canonical {
+            for t in &mut out {
+                if let Some(c) = full
+                    .iter()
+                    .find(|c| c.server == t.server && c.original == t.original)
+                {
+                    t.canonical = c.name.clone();
+                }
+            }
+        } else {
+            for t in &mut out {
+                t.canonical = t.name.clone();
+            }
+        }
         out
+    }
+
+    /// The full (64) name behind `name` as a client with a budget of `max` calls it: the
+    /// name itself when it was not shortened, else looked up in that client's table.
+    pub(crate) fn canonical_name(&self, name: &str, max: usize) -> String {
+        // a shortened name is `max` long, or a little shorter when its cut fell inside a
+        // multi-byte character
+        if max >= names::MAX_LEN || (name.len() < max && name.is_ascii()) {
+            return name.to_owned();
+        }
+        self.tools_within(max)
+            .into_iter()
+            .find(|t| t.name == name)
+            .map_or_else(|| name.to_owned(), |t| t.canonical)
     }
 
     /// The upstream and original tool behind an exposed name.

@@ -85,7 +85,12 @@ async fn open(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String> 
     let (notice_tx, notices) = notice::channel();
     let (link, conn) = match cfg.transport() {
         Transport::Stdio { .. } => {
-            let (p, conn) = stdio::spawn(inner, cfg, notice_tx)?;
+            let mut secret_env = std::collections::BTreeMap::new();
+            for (var, value) in &cfg.secret_env {
+                let v = remote::resolve_value(inner, &format!("env {var}"), value).await?;
+                secret_env.insert(var.clone(), v);
+            }
+            let (p, conn) = stdio::spawn(inner, cfg, &secret_env, notice_tx)?;
             (Link::Stdio(p), conn)
         }
         Transport::Http { .. } | Transport::WebSocket { .. } => {

@@ -24,6 +24,7 @@ mod remote;
 mod restart;
 mod roles;
 mod sessions;
+mod setup;
 mod support;
 mod tls;
 mod ws;
