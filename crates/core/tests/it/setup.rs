@@ -90,6 +90,11 @@ fn claude_json_token(home: &Path) -> String {
 #[tokio::test]
 async fn claude_code_reports_switchboard_connected_after_setup_and_forgets_it_after_remove() {
     let Some(claude) = claude() else {
+        // scripts/test installs it and sets this: there, a missing CLI is a failure
+        assert!(
+            std::env::var_os("SWITCHBOARD_REQUIRE_AGENTS").is_none(),
+            "Claude Code's CLI is missing from tests/claude-code/node_modules"
+        );
         eprintln!("SKIPPED: Claude Code's CLI is not installed; run `npm ci` in tests/claude-code");
         return;
     };
