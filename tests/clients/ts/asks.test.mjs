@@ -29,6 +29,7 @@ import {
   textOf,
   upstreamStderr,
   waitForTools,
+  sortEmbeddedJson,
 } from './gateway.mjs';
 
 /** What the client declares: everything the gateway declares upstream. */
@@ -73,29 +74,6 @@ function asking() {
 
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g;
 
-/** `value` with every object's keys in sorted order. */
-const sortKeys = (value) =>
-  Array.isArray(value)
-    ? value.map(sortKeys)
-    : value && typeof value === 'object'
-      ? Object.fromEntries(Object.keys(value).sort().map((k) => [k, sortKeys(value[k])]))
-      : value;
-
-/**
- * A text that ends in a JSON object (server-everything's "Raw result: {...}") with that object's
- * keys sorted: the gateway passes the client's answer on as the same JSON, but not with its keys
- * in the client's order (JSON objects have none), and the server prints what it got.
- */
-function sortEmbeddedJson(text) {
-  for (let i = text.indexOf('{'); i >= 0; i = text.indexOf('{', i + 1)) {
-    try {
-      return text.slice(0, i) + JSON.stringify(sortKeys(JSON.parse(text.slice(i))), null, 2);
-    } catch {
-      // not JSON from here on: try the next brace
-    }
-  }
-  return text;
-}
 
 /**
  * What may differ between the two runs, made equal: random ids server-everything makes per call,

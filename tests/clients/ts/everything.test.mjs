@@ -30,6 +30,7 @@ import {
   startEverythingHttp,
   startGateway,
   waitForTools,
+  sortEmbeddedJson,
 } from './gateway.mjs';
 
 const CAPABILITIES = { elicitation: { form: {}, url: {} }, sampling: {}, roots: { listChanged: true } };
@@ -60,25 +61,6 @@ function handlers() {
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g;
 const ISO_TIME = /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/g;
 
-/** `value` with every object's keys in sorted order. */
-const sortKeys = (value) =>
-  Array.isArray(value)
-    ? value.map(sortKeys)
-    : value && typeof value === 'object'
-      ? Object.fromEntries(Object.keys(value).sort().map((k) => [k, sortKeys(value[k])]))
-      : value;
-
-/** A text ending in a JSON object (server-everything's "Raw result: {...}") with its keys sorted. */
-function sortEmbeddedJson(text) {
-  for (let i = text.indexOf('{'); i >= 0; i = text.indexOf('{', i + 1)) {
-    try {
-      return text.slice(0, i) + JSON.stringify(sortKeys(JSON.parse(text.slice(i))), null, 2);
-    } catch {
-      // not JSON from here on: try the next brace
-    }
-  }
-  return text;
-}
 
 /**
  * What may differ between a direct run and one through the gateway, made equal, and nothing

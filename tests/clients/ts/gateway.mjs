@@ -638,3 +638,27 @@ export async function upstreamStderr(gw, server) {
     return undefined;
   }
 }
+
+/** `value` with every object's keys in sorted order. */
+export const sortKeys = (value) =>
+  Array.isArray(value)
+    ? value.map(sortKeys)
+    : value && typeof value === 'object'
+      ? Object.fromEntries(Object.keys(value).sort().map((k) => [k, sortKeys(value[k])]))
+      : value;
+
+/**
+ * A text that ends in a JSON object (server-everything's "Raw result: {...}") with that object's
+ * keys sorted: the gateway passes the client's answer on as the same JSON, but not with its keys
+ * in the client's order (JSON objects have none), and the server prints what it got.
+ */
+export function sortEmbeddedJson(text) {
+  for (let i = text.indexOf('{'); i >= 0; i = text.indexOf('{', i + 1)) {
+    try {
+      return text.slice(0, i) + JSON.stringify(sortKeys(JSON.parse(text.slice(i))), null, 2);
+    } catch {
+      // not JSON from here on: try the next brace
+    }
+  }
+  return text;
+}
