@@ -13,7 +13,8 @@
 //!   `sampling/createMessage`, `roots/list`, …; `pad` bytes more in its params) and answers
 //!   with the client's whole response (`{"result": …}` or `{"error": …}`) as JSON text
 //!   (`cancel_after_ms`: unanswered by then, the fixture cancels its request with
-//!   `notifications/cancelled` and answers `cancelled`)
+//!   `notifications/cancelled` and answers `cancelled`; `detach: true`: answers `asked` at
+//!   once, the response lands in `answers` whenever it comes)
 //! - `answers {}`: the responses its `ask`s got, the last 16, oldest first, as JSON (also
 //!   those that came after their call had ended)
 //! - `client_capabilities {}`: the capabilities the client declared in `initialize`, as JSON
@@ -374,20 +375,26 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
             }
             let (ask_id, rx) = state.ask(&args["method"], params);
             let wait = args["cancel_after_ms"].as_u64();
-            match tokio::time::timeout(Duration::from_millis(wait.unwrap_or(30_000)), rx).await {
-                Ok(Ok(response)) => text_result(response.to_string()),
-                Err(_) if wait.is_some() => {
-                    if let Ok(mut asked) = state.asked.lock() {
-                        asked.remove(&ask_id);
-                    }
-                    state.send(
-                        json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            if args["detach"] == true {
+                drop(rx); // `answers` records the response
+                text_result("asked")
+            } else {
+                match tokio::time::timeout(Duration::from_millis(wait.unwrap_or(30_000)), rx).await
+                {
+                    Ok(Ok(response)) => text_result(response.to_string()),
+                    Err(_) if wait.is_some() => {
+                        if let Ok(mut asked) = state.asked.lock() {
+                            asked.remove(&ask_id);
+                        }
+                        state.send(
+                            json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
                         "params": {"requestId": ask_id, "reason": "the fixture gave up"}}),
-                    );
-                    text_result("cancelled")
-                }
-                _ => json!({"content": [{"type": "text", "text": "no answer within 30 s"}],
+                        );
+                        text_result("cancelled")
+                    }
+                    _ => json!({"content": [{"type": "text", "text": "no answer within 30 s"}],
                             "isError": true}),
+                }
             }
         }
         "roots" => text_result(

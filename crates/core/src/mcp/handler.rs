@@ -216,14 +216,19 @@ impl Relay {
     /// came before the result: one reader queues both), bounded by [`PROGRESS_DRAIN`]. A
     /// server request still unanswered when the result is in is called off: the client gets
     /// `notifications/cancelled` for it before the result (also bounded by
-    /// [`PROGRESS_DRAIN`]), its server is told the call has ended.
+    /// [`PROGRESS_DRAIN`]), its server is told the call has ended. Not so an isolated
+    /// instance's ([`ServerAsk::outlives_call`]): the request is its session's, whatever call
+    /// it came during (a filesystem server asking for roots after `roots/list_changed`), so it
+    /// is still answered after the result.
     async fn during<T>(mut self, call: impl std::future::Future<Output = T>) -> T {
         use futures_util::StreamExt as _;
         tokio::pin!(call);
         let mut asking = futures_util::stream::FuturesUnordered::new();
         // the call's end: a request of its server still unanswered then is called off with
-        // the client before the result goes out
+        // the client before the result goes out (unless it outlives the call: `kept`, which
+        // is never cancelled)
         let ended = CancellationToken::new();
+        let kept = CancellationToken::new();
         let answer = loop {
             tokio::select! {
                 biased;
@@ -237,16 +242,25 @@ impl Relay {
                     let _ = self.peer.notify_progress(param).await;
                 }
                 Some(ask) = self.asks.recv() => {
-                    asking.push(ask_client(self.peer.clone(), ask, ended.clone()));
+                    asking.push(self.ask(ask, &ended, &kept));
                 }
                 Some(()) = asking.next(), if !asking.is_empty() => {}
             }
         };
+        // asks queued as the call ended are still sent, on the call's stream (before its result)
+        while let Ok(ask) = self.asks.try_recv() {
+            asking.push(self.ask(ask, &ended, &kept));
+        }
         ended.cancel();
         let _ = tokio::time::timeout(PROGRESS_DRAIN, async {
             while asking.next().await.is_some() {}
         })
         .await;
+        if !asking.is_empty() {
+            // an isolated instance's requests outlive the call: answered after its result
+            // (each ends with its answer or the server's bound on it, `ASK_TIMEOUT`)
+            tokio::spawn(async move { while asking.next().await.is_some() {} });
+        }
         if let Some(p) = self.progress.as_mut() {
             let (rx, peer) = (&mut p.rx, &self.peer);
             let _ = tokio::time::timeout(PROGRESS_DRAIN, async {
@@ -257,6 +271,16 @@ impl Relay {
             .await;
         }
         answer
+    }
+
+    fn ask(
+        &self,
+        ask: ServerAsk,
+        ended: &CancellationToken,
+        kept: &CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let ends = if ask.outlives_call { kept } else { ended };
+        ask_client(self.peer.clone(), ask, ends.clone())
     }
 }
 

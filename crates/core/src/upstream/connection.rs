@@ -102,6 +102,10 @@ pub(crate) struct ServerAsk {
     /// with `notifications/cancelled`, or the request ended otherwise): a client still asked
     /// is told so, under the id it saw.
     pub cancelled: CancellationToken,
+    /// The server is an isolated instance, so the request is its session's whatever the call
+    /// it came during: the call's end does not call it off (it is answered, or ends with the
+    /// server's own bound on it).
+    pub outlives_call: bool,
 }
 
 /// Where the server requests of one call go: the client session it belongs to (requests
@@ -785,6 +789,7 @@ impl Connection {
             params,
             reply: tx,
             cancelled: cancelled.clone(),
+            outlives_call: self.owner.get().is_some(),
         };
         if target.tx.try_send(ask).is_err() {
             self.asking.fetch_sub(1, Ordering::Relaxed);

@@ -205,6 +205,90 @@ async fn each_session_gets_its_own_instance_and_roots_asked_before_any_call_reac
     );
 }
 
+/// Calls `server__ask` (detached: the tool answers at once) for `roots/list` on its own stream:
+/// the request the server sent during the call, and the call's result after it, unanswered.
+async fn ask_detached(mcp: &mut McpHttp, server: &str) -> (Value, Vec<Value>) {
+    let id = mcp.next_id;
+    mcp.next_id += 1;
+    let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": format!("{server}__ask"),
+                   "arguments": {"method": "roots/list", "detach": true}}});
+    let mut stream = SseClient::open(mcp.post(call.to_string())).await;
+    let (mut asked, mut rest) = (None, Vec::new());
+    loop {
+        let (_, m) = stream.next().await;
+        if m["method"] == "roots/list" {
+            asked = Some(m);
+        } else if m["id"] == id {
+            assert_eq!(m["result"]["content"][0]["text"], "asked", "{m}");
+            break;
+        } else {
+            rest.push(m);
+        }
+    }
+    (asked.expect("the request came before the result"), rest)
+}
+
+/// The responses `server` got to its `ask`s (`server__answers`).
+async fn answers_of(mcp: &mut McpHttp, server: &str) -> Vec<Value> {
+    let reply = mcp.call(&format!("{server}__answers"), json!({})).await;
+    serde_json::from_str(&reply.text()).unwrap_or_else(|_| panic!("{:?}", reply.messages))
+}
+
+#[tokio::test]
+async fn an_isolated_instances_request_outlives_the_call_it_came_during() {
+    let gw = gateway(4).await;
+    let mut a = session_with(&gw, json!({"roots": {"listChanged": true}})).await;
+    let mut a_stream = listen(&gw, &a).await;
+    // the instance's own start-up question, answered
+    let _ = roots_of(&mut a, "iso").await;
+    let asked = next_method(&mut a_stream, "roots/list", WAIT)
+        .await
+        .expect("roots/list on a's stream");
+    answer(&a, &asked, roots("file:///a")).await;
+    wait_roots(&mut a, "iso", |v| !v["roots"].is_null()).await;
+
+    // a request sent during a call that ends first (a filesystem server asking for roots
+    // after `roots/list_changed` while the client's next call runs) is the session's: not
+    // called off when the call ends, its late answer reaches the server
+    let (asked, rest) = ask_detached(&mut a, "iso").await;
+    assert!(
+        !rest
+            .iter()
+            .any(|m| m["method"] == "notifications/cancelled"),
+        "called off at the call's end: {rest:?}"
+    );
+    answer(&a, &asked, roots("file:///late")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = answers_of(&mut a, "iso").await;
+        if got.iter().any(|r| r["result"] == roots("file:///late")) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never answered: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // a shared server's is the call's: called off when it ends (it cannot say whose it is)
+    let (asked, _) = ask_detached(&mut a, "fx").await;
+    answer(&a, &asked, roots("file:///shared")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = answers_of(&mut a, "fx").await;
+    assert!(
+        !got.iter().any(|r| r["result"] == roots("file:///shared")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().any(|r| r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("has ended"))),
+        "{got:?}"
+    );
+}
+
 #[tokio::test]
 async fn past_max_instances_a_session_gets_a_clear_error_until_another_ends() {
     let gw = gateway(1).await;
