@@ -394,6 +394,9 @@ pub struct GatewayConfig {
     /// Items per page of `tools/list`, `resources/list`, `resources/templates/list` and
     /// `prompts/list` to clients (at least 1); the rest follow through `nextCursor`.
     pub page_size: usize,
+    /// An elicitation Switchboard shows itself (its client cannot be asked) ends unanswered
+    /// after this long, at most 600,000 (10 min); the server gets an error.
+    pub elicitation_timeout_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -416,6 +419,7 @@ impl Default for GatewayConfig {
             remote_backoff_initial_ms: 500,
             remote_backoff_max_ms: 30_000,
             page_size: 100,
+            elicitation_timeout_ms: 600_000,
         }
     }
 }
@@ -431,6 +435,12 @@ impl GatewayConfig {
 
     pub(crate) fn session_idle(&self) -> Duration {
         ms(self.session_idle_ms)
+    }
+
+    /// `elicitation_timeout_ms`, at most 10 minutes (a server request to its client is
+    /// answered by then anyway).
+    pub(crate) fn elicitation_timeout(&self) -> Duration {
+        ms(self.elicitation_timeout_ms.min(600_000))
     }
 
     pub(crate) fn call_timeout(&self) -> Duration {

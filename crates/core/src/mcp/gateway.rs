@@ -21,7 +21,9 @@ use super::names;
 use super::session::{Note, Sessions};
 use crate::auth::store::SecretStore;
 use crate::config::{GatewayConfig, ServerConfig as UpstreamConfig};
+use crate::elicit::Elicitations;
 use crate::events::EventBus;
+use crate::logbook::Logbook;
 use crate::telemetry::Telemetry;
 use crate::upstream::{ServerNote, ServerState, Upstream};
 
@@ -60,6 +62,8 @@ struct Inner {
     started: Instant,
     /// Where every call is recorded (telemetry, the dashboard's call log, the bus).
     book: CallBook,
+    /// Servers' recent log messages (the dashboard's log view).
+    logbook: Logbook,
 }
 
 impl McpGateway {
@@ -72,6 +76,7 @@ impl McpGateway {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
+        let elicitations = Elicitations::new(bus.clone(), limits.elicitation_timeout());
         let gw = Self {
             inner: Arc::new(Inner {
                 upstreams: RwLock::new(BTreeMap::new()),
@@ -80,7 +85,8 @@ impl McpGateway {
                 shutdown,
                 tasks,
                 sessions: Sessions::new(bus.clone()),
-                book: CallBook::new(telemetry, bus.clone()),
+                book: CallBook::new(telemetry, bus.clone(), elicitations),
+                logbook: Logbook::new(bus.clone()),
                 bus,
                 resource_owner: Mutex::new(HashMap::new()),
                 started: Instant::now(),
@@ -118,6 +124,16 @@ impl McpGateway {
         held
     }
 
+    /// The elicitations Switchboard answers itself (the dashboard's and the desktop's).
+    pub(crate) fn elicitations(&self) -> &Elicitations {
+        self.inner.book.elicitations()
+    }
+
+    /// Servers' recent log messages.
+    pub(crate) fn logbook(&self) -> &Logbook {
+        &self.inner.logbook
+    }
+
     /// Where calls are recorded, for whoever answers them.
     pub(crate) fn book(&self) -> &CallBook {
         &self.inner.book
@@ -134,8 +150,12 @@ impl McpGateway {
         );
         // Its log messages and list changes, for the sessions they are for.
         let sessions = self.inner.sessions.clone();
+        let logbook = self.inner.logbook.clone();
         let server = up.name().to_owned();
         up.on_notes(Arc::new(move |note| {
+            if let ServerNote::Log(params) = &note {
+                logbook.record(&server, params);
+            }
             let note = match note {
                 ServerNote::ResourcesChanged => Note::ResourcesChanged,
                 ServerNote::PromptsChanged => Note::PromptsChanged,
@@ -193,6 +213,7 @@ impl McpGateway {
                 if !keep {
                     tracing::info!(server = %name, "removed from config; stopping");
                     up.stop();
+                    self.inner.logbook.forget(name);
                     changed = true;
                 }
                 keep

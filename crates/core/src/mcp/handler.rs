@@ -33,6 +33,7 @@ use super::dispatch::Dispatcher;
 use super::jsonrpc::id_text;
 use super::session::{Note, Session, ToolListener};
 use crate::auth::Caller;
+use crate::elicit::Elicitations;
 use crate::upstream::{ClientAsks, Progress, RpcError, ServerAsk};
 
 /// Progress notifications of one call waiting for rmcp's peer. When it is full the client is
@@ -184,6 +185,9 @@ struct Relay {
     peer: Peer<RoleServer>,
     progress: Option<PeerProgress>,
     asks: mpsc::Receiver<ServerAsk>,
+    /// Where an elicitation goes that the client did not declare, and whose call it is.
+    elicitations: Elicitations,
+    client: Option<String>,
 }
 
 impl Relay {
@@ -207,7 +211,12 @@ impl Relay {
                 } => {
                     let _ = self.peer.notify_progress(param).await;
                 }
-                Some(ask) = self.asks.recv() => asking.push(ask_client(self.peer.clone(), ask)),
+                Some(ask) = self.asks.recv() => asking.push(ask_client(
+                    self.peer.clone(),
+                    ask,
+                    &self.elicitations,
+                    self.client.as_deref(),
+                )),
                 Some(()) = asking.next(), if !asking.is_empty() => {}
             }
         };
@@ -226,8 +235,14 @@ impl Relay {
 
 /// Asks the client what its server asked (under rmcp's id for it) and hands the answer back:
 /// a result, the client's error, or an error saying why it could not be asked. A request for
-/// a capability the client did not declare is not sent.
-async fn ask_client(peer: Peer<RoleServer>, ask: ServerAsk) {
+/// a capability the client did not declare is not sent: an elicitation goes to Switchboard's
+/// own (`elicitations`), anything else is refused.
+async fn ask_client(
+    peer: Peer<RoleServer>,
+    ask: ServerAsk,
+    elicitations: &Elicitations,
+    client: Option<&str>,
+) {
     let declared = peer.peer_info().map(|info| {
         let c = &info.capabilities;
         match ask.method.as_str() {
@@ -242,6 +257,9 @@ async fn ask_client(peer: Peer<RoleServer>, ask: ServerAsk) {
         message,
         data,
     };
+    if declared == Some(false) && crate::elicit::answerable(&ask) {
+        return elicitations.take(ask, client).await;
+    }
     let reply = if declared == Some(false) {
         Err(remote(
             -32601,
@@ -358,6 +376,8 @@ impl ServerHandler for Handler {
             peer: context.peer.clone(),
             progress: relay_progress,
             asks,
+            elicitations: self.d.gateway().elicitations().clone(),
+            client: caller(&context).map(|c| c.name.clone()),
         };
         let call = until_gone(self.d.call_tool(&ctx, request), gone, &cancel);
         relay.during(call).await.map(Into::into)

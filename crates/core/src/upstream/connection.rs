@@ -95,6 +95,8 @@ pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
 /// own id.
 #[derive(Debug)]
 pub(crate) struct ServerAsk {
+    /// The server asking.
+    pub server: String,
     pub method: String,
     pub params: Option<Value>,
     pub reply: oneshot::Sender<Result<Value, RpcError>>,
@@ -697,6 +699,7 @@ impl Connection {
         let params = params.and_then(|p| serde_json::from_str(p.get()).ok());
         let (tx, rx) = oneshot::channel();
         let ask = ServerAsk {
+            server: self.server.clone(),
             method: method.to_owned(),
             params,
             reply: tx,
