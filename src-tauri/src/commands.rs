@@ -58,7 +58,10 @@ pub(crate) fn new_pair_code(app: tauri::AppHandle) -> Result<(), CommandError> {
 /// Opens the page of pending URL-mode elicitation `id` with the system opener: called by its
 /// window once the person agreed. The URL is the one the server sent, never the page's.
 #[tauri::command]
-pub(crate) fn open_elicitation_url(shell: State<'_, Shell>, id: String) -> Result<(), CommandError> {
+pub(crate) fn open_elicitation_url(
+    shell: State<'_, Shell>,
+    id: String,
+) -> Result<(), CommandError> {
     let url = shell
         .elicit_urls
         .get(&id)

@@ -40,11 +40,8 @@ pub(crate) fn watch(app: AppHandle, bus: EventBus, notifier: Notifier, urls: Url
                             .expect("urls lock")
                             .insert(e.id.clone(), url.clone());
                     }
-                    notifier.notify(
-                        &format!("elicit:{}", e.id),
-                        &format!("{} asks you something", e.server),
-                        &e.message,
-                    );
+                    notifier
+                        .notify_question(&format!("{} asks you something", e.server), &e.message);
                     open_window(&app, &e.id);
                 }
                 HubEvent::ElicitationEnded { id, .. } => {

@@ -68,6 +68,8 @@ describe('collect', () => {
       content: { name: 'Ada', email: 'a@b.io', site: 'https://x.y', born: '1815-12-10', at: '2026-01-01T10:00:00Z', age: 36, score: 1.25, ok: true, color: 'green', size: 'l', tags: ['a'], pets: ['dog'] },
     });
     expect(collect(fields, filled({ age: '', ok: false }))).toEqual({ content: { name: 'Ada', ok: false, size: 'l', tags: ['a'] } });
+    // a bound number input holds a number, or null when emptied
+    expect(collect(fields, filled({ age: 7, score: null }))).toEqual({ content: { name: 'Ada', age: 7, ok: true, size: 'l', tags: ['a'] } });
   });
 
   it('names each field that does not fit', () => {
@@ -82,6 +84,7 @@ describe('collect', () => {
       [{ age: '36.5' }, 'age', /whole/],
       [{ age: '-1' }, 'age', /At least 0/],
       [{ age: 'old' }, 'age', /number/],
+      [{ age: 7.5 }, 'age', /whole/],
       [{ score: '2' }, 'score', /At most 1.5/],
       [{ tags: [] }, 'tags', /Required/],
       [{ tags: ['a', 'b', 'c'] }, 'tags', /at most 2/],

@@ -19,8 +19,11 @@ export type Field = {
   | { kind: 'multiselect'; options: Option[]; minItems?: number; maxItems?: number; default?: string[] }
 );
 
-/** What the inputs hold: text for text and number inputs, a flag, a choice, or choices. */
-export type Value = string | boolean | string[];
+/**
+ * What the inputs hold: text, a number (a bound number input holds one, or null when empty),
+ * a flag, a choice, or choices.
+ */
+export type Value = string | number | null | boolean | string[];
 export type Values = Record<string, Value>;
 
 type Schema = Record<string, unknown>;
@@ -151,7 +154,7 @@ export function collect(fields: Field[], values: Values): { content: Record<stri
         break;
       }
       case 'number': {
-        const s = typeof v === 'string' ? v.trim() : '';
+        const s = typeof v === 'number' ? String(v) : typeof v === 'string' ? v.trim() : '';
         if (s === '') {
           missing();
           break;

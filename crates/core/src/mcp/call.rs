@@ -162,16 +162,20 @@ impl CallBook {
         let scope = CallScope::begin(self, ctx, "tools/call", name, up.name());
         scope.arguments(PayloadSrc::Json(arguments.map_or("null", RawValue::get)));
         let relay = ProgressRelay::start(self, &scope.call_id, name, ctx);
-        // A client that cannot be asked: what its server asks goes to Switchboard instead.
+        // A session whose client declared none of elicitation, sampling and roots: what its
+        // server asks goes to Switchboard instead (a stateless request's client is not known
+        // to have declared nothing: its server is told it cannot be asked, as before).
+        let declared_nothing = ctx.session.as_ref().is_some_and(|s| !s.can_be_asked());
         let (asks, own) = match &ctx.asks {
-            Some(a) => (a.clone(), None),
+            Some(a) => (Some(a.clone()), None),
+            None if !declared_nothing => (None, None),
             None => {
                 let (tx, rx) = mpsc::channel(OWN_ASKS);
                 let session = ctx
                     .session_id
                     .clone()
                     .unwrap_or_else(|| format!("call {}", scope.call_id));
-                (ClientAsks { session, tx }, Some(rx))
+                (Some(ClientAsks { session, tx }), Some(rx))
             }
         };
         let call = up.call_tool(
@@ -180,7 +184,7 @@ impl CallBook {
             replayable,
             ForClient {
                 progress: Some(relay),
-                asks: Some(asks),
+                asks,
             },
             &ctx.cancel,
         );
