@@ -735,8 +735,10 @@ def main() -> int:
             subprocess.run(["pkill", "-f", "^" + re.escape(APP)], timeout=10)
             wait("no app left", lambda: http("GET", "/healthz")[0] is None, timeout=20)
 
-        # WebKitWebDriver itself sometimes dies while creating the session (about one run in
-        # four here, before any page code runs): that is the tool, so it gets one more try
+        # WebKitWebDriver itself sometimes dies while creating the session or on its first
+        # script (about one run in four here, before any page code runs; more under load):
+        # that is the tool, so it gets one more try
+        script = None
         for attempt in (1, 2):
             port, native = free_port(), free_port()
             driver = bg([driver_bin, "--port", str(port), "--native-port", str(native)], env=env,
@@ -746,6 +748,8 @@ def main() -> int:
             try:
                 session = call("POST", "/session", {"capabilities": {"alwaysMatch": {"tauri:options": {"application": APP}}}},
                                timeout=60)["sessionId"]
+                script = lambda js, *args: call("POST", f"/session/{session}/execute/sync", {"script": js, "args": list(args)})
+                wait("the dashboard page loaded", lambda: script("return document.readyState") == "complete", timeout=30)
                 break
             except (urllib.error.URLError, ConnectionError, OSError) as e:
                 driver.terminate()
@@ -753,10 +757,8 @@ def main() -> int:
                 leftover_apps()
                 if attempt == 2:
                     raise
-                print(f"# WebKitWebDriver failed to create the session ({e!r}); one more try")
+                print(f"# WebKitWebDriver failed ({e!r}); one more try")
         try:
-            script = lambda js, *args: call("POST", f"/session/{session}/execute/sync", {"script": js, "args": list(args)})
-            wait("the dashboard page loaded", lambda: script("return document.readyState") == "complete", timeout=30)
             wait("the gateway of this app", lambda: http("GET", "/healthz")[0] == 200, timeout=30)
             got = call("POST", f"/session/{session}/execute/async", {"script": """
                 const done = arguments[arguments.length - 1];
