@@ -21,14 +21,14 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{INTERNAL_ERROR, REQUEST_CANCELLED, error_data};
-use super::raw::{Checked, ToolAnswer, checked_result, error_text};
+use super::raw::{Checked, ToolAnswer, checked_result, error_text, is_input_required};
 use super::session::{self, Session};
 use crate::auth::Caller;
 use crate::calls::{CallLog, CallView, PayloadSrc};
 use crate::events::{EventBus, HubEvent};
 use crate::telemetry::{CallRecord, Telemetry};
 use crate::upstream::{
-    CallError, ClientAsks, ForClient, Progress, ProgressSink, RpcError, Upstream,
+    CallError, ClientAsks, ForClient, Progress, ProgressSink, Retry, RpcError, Upstream,
 };
 
 /// The server name of calls the gateway answers itself (built-in tools, refusals).
@@ -144,6 +144,8 @@ impl CallBook {
         ctx: &CallCtx<'_>,
         route: Route<'_>,
         arguments: Option<&RawValue>,
+        retry: Option<Retry<'_>>,
+        modern: bool,
     ) -> Result<ToolAnswer, ErrorData> {
         let Route {
             exposed,
@@ -159,15 +161,21 @@ impl CallBook {
             .call_tool(
                 &tool,
                 arguments,
+                retry,
                 replayable,
                 ForClient {
                     progress: Some(relay),
                     asks: ctx.asks.clone(),
+                    modern,
                 },
                 &ctx.cancel,
             )
             .await;
         match answer {
+            Ok(a) if modern && is_input_required(&a.result) => {
+                scope.finish_with(0, None, Some(PayloadSrc::Json(a.result.get())));
+                Ok(ToolAnswer::InputRequired(a.result))
+            }
             Ok(a) => match checked_result(a.result) {
                 Checked::Plain { raw, error } => {
                     scope.finish_with(

@@ -396,6 +396,7 @@ impl McpGateway {
                     "pid": s.pid,
                     "generation": s.generation,
                     "restarts": s.restarts,
+                    "protocol": s.protocol,
                     "tools": s.tools.len(),
                     "uptime_ms": s.running_since.map(|t| t.elapsed().as_millis() as u64),
                     "last_error": s.last_error,
