@@ -770,3 +770,123 @@ async fn a_client_that_cannot_be_asked_refuses_or_never_answers_is_told_and_boun
     let echo = mcp.call("mx__echo", json!({"text": "still here"})).await;
     assert_eq!(echo.text(), "still here");
 }
+
+/// The Python SDK's venv (`SWITCHBOARD_VENV`, else `~/.cache/switchboard/venv`), if it has a
+/// python.
+fn venv_python() -> Option<String> {
+    let venv = std::env::var("SWITCHBOARD_VENV").ok().or_else(|| {
+        std::env::var("HOME")
+            .ok()
+            .map(|h| format!("{h}/.cache/switchboard/venv"))
+    })?;
+    let python = format!("{venv}/bin/python");
+    std::path::Path::new(&python).exists().then_some(python)
+}
+
+/// `tests/clients/python/era_server.py`: the official Python SDK's 2026-07-28 server.
+fn era_server(python: &str) -> switchboard_core::config::ServerConfig {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/clients/python/era_server.py"
+    );
+    switchboard_core::config::ServerConfig {
+        name: "era".into(),
+        command: python.to_owned(),
+        args: vec![script.to_owned()],
+        enabled: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_python_sdks_2026_server_asks_old_clients_and_passes_to_2026_clients() {
+    let Some(python) = venv_python() else {
+        eprintln!("skipped: no Python SDK venv (set SWITCHBOARD_VENV)");
+        return;
+    };
+    let gw = TestGateway::with(|c| {
+        c.servers = vec![era_server(&python)];
+        // a Python start on a busy machine can take most of a minute
+        c.gateway.start_timeout_ms = 180_000;
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(200);
+    loop {
+        let s = gw.server("era").await;
+        if s["state"] == "running" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "era never ran: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let health: Value = gw
+        .get("/api/servers")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let era = health["servers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "era"))
+        .cloned()
+        .unwrap();
+    assert_eq!(era["protocol"], "2026-07-28", "{era}");
+
+    // an old session: each kind of request, and two rounds
+    let mut mcp = old_session(&gw, json!({"elicitation": {}, "sampling": {}, "roots": {}})).await;
+    let answer = |method: &str, _: &Value| match method {
+        "elicitation/create" => json!({"result": {"action": "accept", "content": {"name": "Ada"}}}),
+        "sampling/createMessage" => json!({"result": {"role": "assistant",
+            "content": {"type": "text", "text": "hi Ada"}, "model": "m", "stopReason": "endTurn"}}),
+        "roots/list" => json!({"result": {"roots": [{"uri": "file:///work", "name": "w"}]}}),
+        other => panic!("asked {other}"),
+    };
+    for (tool, args, said, asked) in [
+        ("era__ask_name", json!({}), "Hello, Ada!", 1),
+        (
+            "era__ask_model",
+            json!({"prompt": "greet"}),
+            "the model said: hi Ada",
+            1,
+        ),
+        ("era__ask_roots", json!({}), "roots: file:///work", 1),
+        ("era__ask_both", json!({}), "Hello, Ada! / hi Ada", 2),
+    ] {
+        let (seen, last) = call_answering(&mut mcp, tool, args, answer).await;
+        assert_eq!(seen.len(), asked, "{tool}: {seen:?}");
+        assert_eq!(last["result"]["content"][0]["text"], said, "{tool}: {last}");
+    }
+    let (seen, last) = call_answering(&mut mcp, "era__ask_forever", json!({}), answer).await;
+    assert_eq!(seen.len(), 8, "bounded rounds");
+    assert!(error_of(&last).1.contains("after 8 rounds"), "{last}");
+
+    // a 2026-07-28 client: the server's input_required as it is, its sealed state untouched
+    let mut client = Stateless::new(&gw, &gw.token, json!({"elicitation": {}}));
+    let v = client.call("era__ask_name", json!({}), json!({})).await;
+    assert_eq!(v["result"]["resultType"], "input_required", "{v}");
+    let state = v["result"]["requestState"].as_str().unwrap().to_owned();
+    assert!(state.starts_with("v1."), "the SDK's sealed state: {state}");
+    let v = client
+        .call(
+            "era__ask_name",
+            json!({}),
+            json!({"inputResponses": {"name": {"action": "accept", "content": {"name": "Grace"}}},
+                   "requestState": state}),
+        )
+        .await;
+    assert_eq!(v["result"]["content"][0]["text"], "Hello, Grace!", "{v}");
+    // a forged state is the server's to refuse
+    let v = client
+        .call(
+            "era__ask_name",
+            json!({}),
+            json!({"inputResponses": {"name": {"action": "decline"}}, "requestState": "v1.forged"}),
+        )
+        .await;
+    assert!(
+        v.get("error").is_some() || v["result"]["isError"] == true,
+        "{v}"
+    );
+}
