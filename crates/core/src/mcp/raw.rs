@@ -232,6 +232,17 @@ mod tests {
         let p = raw(r#"{"name":"x","arguments":null}"#);
         let t = ToolCallIn::read(Some(&p)).unwrap();
         assert!(t.arguments.is_none());
+        assert!(t.retry.is_none());
+        // a 2026-07-28 client's retry, its answers and state passed on as they came
+        let p = raw(
+            r#"{"name":"x","inputResponses":{"k":{"action":"decline"}},"requestState":"s\u0031"}"#,
+        );
+        let r = ToolCallIn::read(Some(&p)).unwrap().retry.unwrap();
+        assert_eq!(
+            r.input_responses.unwrap().get(),
+            r#"{"k":{"action":"decline"}}"#
+        );
+        assert_eq!(r.request_state.unwrap().get(), r#""s\u0031""#);
         // the unusual goes to rmcp's typed params (and their errors)
         for unusual in [
             r#"{"name":42}"#,
@@ -240,8 +251,8 @@ mod tests {
             r#"{"name":"x","arguments":"a"}"#,
             r#"{"name":"x","_meta":5}"#,
             r#"{"name":"x","_meta":null}"#,
-            r#"{"name":"x","requestState":"s"}"#,
-            r#"{"name":"x","inputResponses":{}}"#,
+            r#"{"name":"x","requestState":5}"#,
+            r#"{"name":"x","inputResponses":[]}"#,
             r#"{"name":"x","name":"y"}"#,
             r#"["x"]"#,
         ] {
