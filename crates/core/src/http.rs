@@ -3,12 +3,14 @@
 //!
 //! This file only routes. In front of every route stands the local-only guard (`http/guard`);
 //! protected routes need a paired token (`http/token`); `/mcp` checks it itself in its front
-//! door (`http/mcp`). The handlers are the dashboard's API (`http/api`), its pages
+//! door (`http/mcp`). The handlers are the dashboard's API (`http/api`), its agents' Connect and Adopt
+//! buttons (`http/agents`), its pages
 //! (`http/assets`), the gateway's read routes (`http/dashboard`), sessions and their watch
 //! streams (`http/sessions`) and the `/ws` upgrade (`http/ws`); domain handlers (`/pair`,
 //! `/ws/mcp`) take the sub-state they need from [`AppState`] (`http/state`). Errors are
 //! [`ApiError`]s (`http/error`, a leaf the domain modules use too).
 
+mod agents;
 mod api;
 mod assets;
 mod dashboard;
@@ -39,12 +41,17 @@ pub(crate) fn router(state: AppState) -> Router {
             get(dashboard::servers).post(api::add_server),
         )
         .route("/api/servers/{name}/{action}", post(api::server_action))
+        .route("/api/servers/{name}/logs", get(api::server_logs))
+        .route("/api/elicitations", get(api::elicitations))
+        .route("/api/elicitations/{id}", post(api::answer_elicitation))
         .route("/api/calls", get(api::calls))
         .route("/api/calls/{id}", get(api::call))
         .route("/api/telemetry", get(api::telemetry))
         .route("/api/import", get(api::import_sources).post(api::import))
         .route("/api/pair-codes", post(api::pair_code))
         .route("/api/clients", get(api::clients))
+        .route("/api/agents", get(agents::list))
+        .route("/api/agents/{id}/{action}", post(agents::action))
         .route("/api/clients/{name}", delete(dashboard::unpair_client))
         .route("/metrics", get(dashboard::metrics))
         .route("/ws", get(ws::upgrade))

@@ -7,15 +7,20 @@
 //!   opens the stores, assembles the state, serves and drains.
 //! - [`http`]: the router and everything HTTP: the local-only guard, token middleware, the
 //!   `/mcp` front door, the dashboard's API and pages, session routes, the shared state.
+//! - [`setup`]: connecting agents in one step (`switchboard setup`, the Connect button):
+//!   each agent's config file edited in place, detection, and adopting agents' servers.
 //! - [`pairing`]: `POST /pair`, unpairing, and the owner's control socket (`switchboard pair`).
 //! - [`registration`]: the IEP v1.0 registration server at `/ws/mcp` and the project registry
 //!   (in memory, written through to SQLite).
 //! - [`mcp`]: the MCP gateway: one aggregated server, answered by one dispatcher behind `/mcp`
 //!   (rmcp's Streamable HTTP, plus a fast path for plain calls) and `/ws`; MCP sessions (the one
 //!   session registry) and their progress streams.
+//! - [`elicit`]: the elicitations Switchboard answers itself when the client cannot (pending
+//!   ones for the dashboard and the desktop, answers checked against the requested schema).
 //! - [`upstream`]: supervised MCP servers, stdio children and remote endpoints (spawn,
 //!   restart, replay).
 //! - [`import`]: servers from Claude Desktop / Cursor configs into ours.
+//! - [`logbook`]: servers' recent log messages, a bounded ring each (the dashboard's log view).
 //! - [`calls`]: tool calls in flight and recently finished, with payloads (dashboard).
 //! - [`telemetry`]: per-call records (`telemetry.jsonl`, SQLite), counters, `/metrics`.
 //! - [`store`]: SQLite in the data dir (project registry, call history), one writer thread.
@@ -41,13 +46,16 @@ pub(crate) mod calls;
 pub mod config;
 pub mod connect;
 pub mod discovery;
+pub(crate) mod elicit;
 pub mod events;
 pub(crate) mod http;
 pub mod import;
+pub(crate) mod logbook;
 pub mod mcp;
 pub mod pairing;
 pub mod registration;
 pub mod server;
+pub mod setup;
 pub(crate) mod store;
 pub(crate) mod telemetry;
 pub mod upstream;

@@ -60,6 +60,15 @@ impl Pairing {
             .collect()
     }
 
+    pub(crate) fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The gateway's port.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Revokes `name` and closes its MCP sessions. `Ok(false)` if there is no such client.
     pub async fn unpair(&self, name: &str) -> Result<bool, TokenStoreError> {
         if !self.auth.unpair(name).await? {
@@ -84,6 +93,8 @@ pub(crate) struct PairRequest {
     code: Option<String>,
     name: Option<String>,
     role: Option<String>,
+    /// The longest tool name the client can take (`switchboard setup` knows its agent's).
+    name_budget: Option<usize>,
 }
 
 /// Ready-to-paste configuration for the common clients: the aggregated `/mcp`, and under
@@ -155,7 +166,13 @@ pub(crate) async fn pair(
         )
         .into_response();
     };
-    match hub.auth.pair(peer.ip(), &code, req.name, req.role).await {
+    let paired = hub.auth.pair(peer.ip(), &code, req.name, req.role).await;
+    if let (Ok((_, client)), Some(budget)) = (&paired, req.name_budget)
+        && let Err(e) = hub.auth.set_name_budget(&client.name, Some(budget)).await
+    {
+        tracing::warn!(client = %client.name, error = %e, "could not keep the tool-name budget");
+    }
+    match paired {
         Ok((token, client)) => Json(json!({
             "paired": true,
             "token": token,
@@ -200,7 +217,8 @@ pub(crate) async fn pair(
 pub(crate) const CONTROL_SOCKET: &str = "control.sock";
 
 /// Answers one control request: `{"op":"pair","role"?}`, `{"op":"unpair","name"}`,
-/// `{"op":"clients"}`.
+/// `{"op":"clients"}`, `{"op":"verify","token"}` (which client a token belongs to, if any:
+/// `switchboard setup` asks before it replaces an entry).
 async fn control_request(hub: &Pairing, req: serde_json::Value) -> serde_json::Value {
     match req["op"].as_str() {
         Some("pair") => {
@@ -226,8 +244,12 @@ async fn control_request(hub: &Pairing, req: serde_json::Value) -> serde_json::V
             }
         }
         Some("clients") => json!({"ok": true, "clients": hub.auth.clients()}),
+        Some("verify") => match hub.auth.verify(req["token"].as_str().unwrap_or_default()) {
+            Some(caller) => json!({"ok": true, "name": caller.name}),
+            None => json!({"ok": false, "error": "not a paired client's token"}),
+        },
         other => {
-            json!({"ok": false, "error": format!("unknown op {other:?}; use pair, unpair or clients")})
+            json!({"ok": false, "error": format!("unknown op {other:?}; use pair, unpair, clients or verify")})
         }
     }
 }

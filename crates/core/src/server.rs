@@ -198,6 +198,8 @@ impl Gateway {
             guard: LocalGuard::new(local.port(), config.http.allowed_origins.clone()),
             started: Instant::now(),
             config_path: config.source.clone(),
+            data_dir: data_dir.clone(),
+            agents_home: config.agents_home.clone(),
             config_edit: tokio::sync::Mutex::new(()),
             shutdown,
             tasks: tasks.clone(),

@@ -18,6 +18,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 
 import {
+  apiToken,
   connectClient,
   connectStdio,
   connectWsClient,
@@ -29,6 +30,7 @@ import {
   textOf,
   upstreamStderr,
   waitForTools,
+  sortEmbeddedJson,
 } from './gateway.mjs';
 
 /** What the client declares: everything the gateway declares upstream. */
@@ -73,29 +75,6 @@ function asking() {
 
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g;
 
-/** `value` with every object's keys in sorted order. */
-const sortKeys = (value) =>
-  Array.isArray(value)
-    ? value.map(sortKeys)
-    : value && typeof value === 'object'
-      ? Object.fromEntries(Object.keys(value).sort().map((k) => [k, sortKeys(value[k])]))
-      : value;
-
-/**
- * A text that ends in a JSON object (server-everything's "Raw result: {...}") with that object's
- * keys sorted: the gateway passes the client's answer on as the same JSON, but not with its keys
- * in the client's order (JSON objects have none), and the server prints what it got.
- */
-function sortEmbeddedJson(text) {
-  for (let i = text.indexOf('{'); i >= 0; i = text.indexOf('{', i + 1)) {
-    try {
-      return text.slice(0, i) + JSON.stringify(sortKeys(JSON.parse(text.slice(i))), null, 2);
-    } catch {
-      // not JSON from here on: try the next brace
-    }
-  }
-  return text;
-}
 
 /**
  * What may differ between the two runs, made equal: random ids server-everything makes per call,
@@ -333,19 +312,17 @@ describe('server-to-client requests via the TypeScript SDK: gateway against serv
       }
     });
 
-  // `execution` (task support, 2025-11-25's experimental tasks) is not passed on: the gateway
-  // offers no tasks, and its MCP library's Tool has no such field. Compared without it.
-  const withoutExecution = ({ execution, ...t }) => t;
+  // every field as the server listed it, `execution` (task support) included
   const byName = (a, b) => a.name.localeCompare(b.name);
 
   for (const route of ROUTES) {
     it(`lists the same server-everything tools, asking ones included, through ${route.label} and directly`, async () => {
       const { conn } = routes.get(route.label);
-      const strip = (t) => ({ ...withoutExecution(t), name: t.name.slice(route.prefix.length) });
+      const strip = (t) => ({ ...t, name: t.name.slice(route.prefix.length) });
       const listed = await listAllTools(conn.client);
       // on /mcp, among the gateway's own; on the server's own endpoints, exactly its tools
       const through = (route.prefix ? listed.filter((t) => t.name.startsWith(route.prefix)) : listed).map(strip);
-      const plain = (await listAllTools(direct.client)).map(withoutExecution);
+      const plain = await listAllTools(direct.client);
       for (const tool of ASKING_TOOLS) assert.ok(plain.some((t) => t.name === tool), `${tool} listed directly`);
       assert.deepEqual(through.sort(byName), plain.sort(byName));
     });
@@ -425,15 +402,34 @@ describe('server-to-client requests via the TypeScript SDK: gateway against serv
     assert.match(gw.logs(), /no client call is in flight on 'everything'/);
   });
 
-  it('a client that declared none of it is not asked: the call fails, the session goes on', async () => {
+  it('a client that declared none of it is not asked: Switchboard answers the elicitation, sampling fails, the session goes on', async () => {
     // Directly, server-everything would not even list these tools to such a client; through the
-    // gateway they are listed (the gateway declares the capabilities upstream for every client),
-    // and the server's request is refused on the client's behalf.
+    // gateway they are listed (the gateway declares the capabilities upstream for every client).
+    // Its elicitation waits for the person at Switchboard (GET/POST /api/elicitations), and its
+    // sampling request is refused on the client's behalf.
     const plain = await connectClient(gw, 'switchboard-e2e-ts-asks-none');
     gwState.asks = [];
     try {
+      const token = await apiToken(gw);
+      const api = (path, init = {}) =>
+        fetch(`${gw.url}${path}`, {
+          ...init,
+          headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+          signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+        });
+      const call = plain.client.callTool({ name: PREFIX + 'trigger-elicitation-request', arguments: {} }, undefined, { timeout: REQUEST_TIMEOUT_MS });
+      let pending = [];
+      for (const t0 = Date.now(); pending.length === 0; await sleep(50)) {
+        assert.ok(Date.now() - t0 < REQUEST_TIMEOUT_MS, 'the elicitation never reached Switchboard');
+        pending = (await (await api('/api/elicitations')).json()).elicitations;
+      }
+      assert.equal(pending[0].server, 'everything');
+      assert.equal(pending[0].mode, 'form');
+      const posted = await api(`/api/elicitations/${pending[0].id}`, { method: 'POST', body: JSON.stringify({ action: 'decline' }) });
+      assert.equal(posted.status, 200, await posted.text());
+      assert.match(textOf(await call), /User declined to provide the requested information/);
       const asked = [];
-      for (const tool of ['trigger-sampling-request', 'trigger-elicitation-request']) {
+      for (const tool of ['trigger-sampling-request']) {
         let outcome;
         try {
           outcome = { result: await plain.client.callTool({ name: PREFIX + tool, arguments: { prompt: 'x' } }, undefined, { timeout: REQUEST_TIMEOUT_MS }) };

@@ -86,6 +86,15 @@ impl super::store::SecretStore for KeychainSecrets {
             Err(e) => Err(map_error(what(), e)),
         }
     }
+
+    fn store(&self, service: &str, account: &str, secret: &str) -> Result<(), TokenStoreError> {
+        let what = || format!("OS keychain entry {service}/{account}");
+        let entry = Entry::new(service, account).map_err(|e| match (e, Entry::store_status()) {
+            (Error::NoDefaultStore, Err(cause)) => unavailable(cause),
+            (e, _) => map_error(what(), e),
+        })?;
+        entry.set_password(secret).map_err(|e| map_error(what(), e))
+    }
 }
 
 /// A keychain failure as a [`TokenStoreError`] that says what to do; `what` names the entry.

@@ -106,6 +106,10 @@ pub struct ClientRecord {
     pub token_sha256: String,
     pub created_ms: i64,
     pub last_seen_ms: Option<i64>,
+    /// The longest tool name this client is handed (its own prefix and cap leave less than
+    /// 64); `None`: the gateway's 64. Set by `switchboard setup` from the agent and its entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_budget: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,6 +144,9 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug + 'static {
     fn describe(&self) -> String;
     /// The secret of `(service, account)`; `Ok(None)` when there is none.
     fn secret(&self, service: &str, account: &str) -> Result<Option<String>, TokenStoreError>;
+    /// Keeps `secret` under `(service, account)`, replacing what was there
+    /// (`switchboard adopt` moves the secrets it finds in agents' configs here).
+    fn store(&self, service: &str, account: &str, secret: &str) -> Result<(), TokenStoreError>;
 }
 
 /// Secrets held in memory (tests).
@@ -169,6 +176,11 @@ impl SecretStore for MemorySecrets {
             .expect("secrets lock")
             .get(&(service.to_owned(), account.to_owned()))
             .cloned())
+    }
+
+    fn store(&self, service: &str, account: &str, secret: &str) -> Result<(), TokenStoreError> {
+        self.insert(service, account, secret);
+        Ok(())
     }
 }
 
@@ -260,6 +272,7 @@ mod tests {
             token_sha256: "ab".repeat(32),
             created_ms: 1,
             last_seen_ms: None,
+            name_budget: None,
         }
     }
 

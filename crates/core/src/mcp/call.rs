@@ -17,7 +17,8 @@ use std::time::Instant;
 use rmcp::model::{CallToolResult, ContentBlock, ErrorData, ResultType};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{INTERNAL_ERROR, REQUEST_CANCELLED, error_data};
@@ -25,10 +26,11 @@ use super::raw::{Checked, ToolAnswer, checked_result, error_text, is_input_requi
 use super::session::{self, Session};
 use crate::auth::Caller;
 use crate::calls::{CallLog, CallView, PayloadSrc};
+use crate::elicit::Elicitations;
 use crate::events::{EventBus, HubEvent};
 use crate::telemetry::{CallRecord, Telemetry};
 use crate::upstream::{
-    CallError, ClientAsks, ForClient, Progress, ProgressSink, Retry, RpcError, Upstream,
+    CallError, ClientAsks, ForClient, Progress, ProgressSink, Retry, RpcError, ServerAsk, Upstream,
 };
 
 /// The server name of calls the gateway answers itself (built-in tools, refusals).
@@ -60,6 +62,8 @@ pub(crate) struct CallCtx<'a> {
     pub(crate) asks: Option<ClientAsks>,
     /// The client's cancellation (or its going away).
     pub(crate) cancel: CancellationToken,
+    /// The request's `_meta` as it goes on to the server (see `jsonrpc::passed_meta`).
+    pub(crate) meta: Option<Map<String, Value>>,
 }
 
 /// Where a call of a tool goes, looked up once and handed on.
@@ -101,16 +105,23 @@ struct Book {
     bus: EventBus,
     /// Numbers call ids (`c1`, `c2`, …) across transports.
     seq: AtomicU64,
+    /// Where the elicitations of calls whose client cannot be asked go.
+    elicitations: Elicitations,
 }
 
 impl CallBook {
-    pub(crate) fn new(telemetry: Telemetry, bus: EventBus) -> Self {
+    pub(crate) fn new(telemetry: Telemetry, bus: EventBus, elicitations: Elicitations) -> Self {
         Self(Arc::new(Book {
             telemetry,
             calls: CallLog::default(),
             bus,
             seq: AtomicU64::new(1),
+            elicitations,
         }))
+    }
+
+    pub(crate) fn elicitations(&self) -> &Elicitations {
+        &self.0.elicitations
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {
@@ -157,20 +168,47 @@ impl CallBook {
         let scope = CallScope::begin(self, ctx, "tools/call", name, up.name());
         scope.arguments(PayloadSrc::Json(arguments.map_or("null", RawValue::get)));
         let relay = ProgressRelay::start(self, &scope.call_id, name, ctx);
-        let answer = up
-            .call_tool(
-                &tool,
-                arguments,
-                retry,
-                replayable,
-                ForClient {
-                    progress: Some(relay),
-                    asks: ctx.asks.clone(),
-                    modern,
-                },
-                &ctx.cancel,
-            )
-            .await;
+        // A session whose client declared none of elicitation, sampling and roots: what its
+        // server asks goes to Switchboard instead (a stateless request's client is not known
+        // to have declared nothing: its server is told it cannot be asked, as before).
+        let declared_nothing = ctx.session.as_ref().is_some_and(|s| !s.can_be_asked());
+        let (asks, own) = match &ctx.asks {
+            Some(a) => (Some(a.clone()), None),
+            None if !declared_nothing => (None, None),
+            None => {
+                let (tx, rx) = mpsc::channel(OWN_ASKS);
+                let session = ctx
+                    .session_id
+                    .clone()
+                    .unwrap_or_else(|| format!("call {}", scope.call_id));
+                (Some(ClientAsks { session, tx }), Some(rx))
+            }
+        };
+        let answer = match serving(ctx, &up) {
+            Ok(up) => {
+                let call = up.call_tool(
+                    &tool,
+                    arguments,
+                    retry,
+                    replayable,
+                    ForClient {
+                        progress: Some(relay),
+                        asks,
+                        meta: ctx.meta.clone(),
+                        modern,
+                    },
+                    &ctx.cancel,
+                );
+                match own {
+                    None => call.await,
+                    Some(rx) => {
+                        let client = ctx.caller.map(|c| c.name.as_str());
+                        answering_asks(&self.0.elicitations, rx, client, call).await
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
         match answer {
             Ok(a) if modern && is_input_required(&a.result) => {
                 scope.finish_with(0, None, Some(PayloadSrc::Json(a.result.get())));
@@ -185,11 +223,21 @@ impl CallBook {
                     );
                     Ok(ToolAnswer::Raw(raw))
                 }
-                Checked::Typed(mut result) => {
-                    // Upstreams speak 2025-11-25, which has no `resultType`; 2026-07-28 clients
-                    // require it (it is dropped again for older clients).
-                    result.result_type.get_or_insert(ResultType::COMPLETE);
+                Checked::Typed { raw, mut result } => {
                     let err = (result.is_error == Some(true)).then(|| (0, error_text(&result)));
+                    if result.result_type.is_none() {
+                        // as the server wrote it: `result_frame` adds `resultType` for
+                        // 2026-07-28 clients
+                        scope.finish_with(
+                            a.replay_attempts,
+                            err,
+                            Some(PayloadSrc::Json(raw.get())),
+                        );
+                        return Ok(ToolAnswer::Raw(raw));
+                    }
+                    // Its own `resultType`: written from rmcp's types, which drop it again for
+                    // older clients.
+                    result.result_type.get_or_insert(ResultType::COMPLETE);
                     let shown = serde_json::to_value(&result).unwrap_or(Value::Null);
                     scope.finish_with(a.replay_attempts, err, Some(PayloadSrc::Value(&shown)));
                     Ok(ToolAnswer::Typed(result))
@@ -224,15 +272,39 @@ impl CallBook {
         up: &Upstream,
         ask: Ask<'_>,
     ) -> Result<T, ErrorData> {
+        let what = ask.what;
+        let value = self.request_raw::<T>(ctx, up, ask).await?;
+        serde_json::from_value(value).map_err(|e| {
+            let m = format!("server '{}' returned an invalid {what}: {e}", up.name());
+            error_data(INTERNAL_ERROR, m, None)
+        })
+    }
+
+    /// `ask` on `up` (replayable, no progress): its result as the server wrote it, once it is
+    /// checked to read as a `T` (rmcp's type of it; what it does not know is kept all the same).
+    pub(crate) async fn request_raw<T: DeserializeOwned>(
+        &self,
+        ctx: &CallCtx<'_>,
+        up: &Upstream,
+        ask: Ask<'_>,
+    ) -> Result<Value, ErrorData> {
         let scope = CallScope::begin(self, ctx, ask.method, ask.name, up.name());
-        let answer = up
-            .request(ask.method, ask.params, ask.target, true, None, &ctx.cancel)
-            .await;
+        let mut params = ask.params;
+        if let (Some(meta), Some(p)) = (&ctx.meta, params.as_object_mut()) {
+            p.insert("_meta".into(), Value::Object(meta.clone()));
+        }
+        let answer = match serving(ctx, up) {
+            Ok(up) => {
+                up.request(ask.method, params, ask.target, true, None, &ctx.cancel)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         match answer {
-            Ok(a) => match serde_json::from_value::<T>(a.result) {
-                Ok(r) => {
+            Ok(a) => match T::deserialize(&a.result) {
+                Ok(_) => {
                     scope.finish(a.replay_attempts, None);
-                    Ok(r)
+                    Ok(a.result)
                 }
                 Err(e) => {
                     let m = format!(
@@ -249,6 +321,61 @@ impl CallBook {
                 Err(remote_error(e)
                     .unwrap_or_else(|e| error_data(INTERNAL_ERROR, e.to_string(), None)))
             }
+        }
+    }
+}
+
+/// The instance of `up` that serves the caller's session: `up` itself unless the server is
+/// isolated (see [`Upstream::for_session`]). An instance started for a session that ended
+/// meanwhile is stopped again: the session's end may have run before it was there.
+fn serving(ctx: &CallCtx<'_>, up: &Upstream) -> Result<Upstream, CallError> {
+    if !up.is_isolated() {
+        return Ok(up.clone());
+    }
+    let session = ctx.session.as_ref();
+    let instance = up.for_session(session.map(|s| (s.id.as_str(), || s.link(up.name()))))?;
+    if let Some(s) = session
+        && s.closed.is_cancelled()
+    {
+        up.end_session(&s.id);
+        return Err(CallError::Cancelled);
+    }
+    Ok(instance)
+}
+
+/// Requests from a server during one call whose client cannot be asked, waiting for Switchboard
+/// or refused; one more is refused by the connection (the server hears the client is busy).
+const OWN_ASKS: usize = 4;
+
+/// Runs `call`, answering meanwhile what its server asks a client that cannot be asked:
+/// elicitations by the person at Switchboard, anything else with an error saying why. When
+/// the call ends, elicitations still pending end with it.
+async fn answering_asks<T>(
+    elicitations: &Elicitations,
+    mut asks: mpsc::Receiver<ServerAsk>,
+    client: Option<&str>,
+    call: impl std::future::Future<Output = T>,
+) -> T {
+    use futures_util::StreamExt as _;
+    tokio::pin!(call);
+    let mut waiting = futures_util::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            answer = &mut call => return answer,
+            Some(ask) = asks.recv() => {
+                if crate::elicit::answerable(&ask) {
+                    waiting.push(elicitations.take(ask, client));
+                } else {
+                    let message = format!(
+                        "the client of this call cannot be asked {:?} (it declared no such \
+                         capability, or its request has no stream to carry it)",
+                        ask.method
+                    );
+                    let _ = ask.reply.send(Err(RpcError::Remote { code: -32601, message, data: None }));
+                }
+            }
+            Some(()) = waiting.next(), if !waiting.is_empty() => {}
         }
     }
 }

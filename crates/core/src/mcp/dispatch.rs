@@ -18,11 +18,10 @@ use std::sync::Arc;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, CompleteRequestParams, CompleteResult, ContentBlock,
-    DiscoverResult, ErrorCode, ErrorData, GetPromptRequestParams, GetPromptResult, Implementation,
-    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, Prompt, ProtocolVersion, ReadResourceRequestParams, ReadResourceResult,
-    Resource, ResourceTemplate, ResultType, ServerCapabilities, ServerConfig, ServerResult, Tool,
-    ToolAnnotations,
+    CustomResult, DiscoverResult, ErrorCode, ErrorData, GetPromptRequestParams, GetPromptResult,
+    Implementation, PaginatedRequestParams, Prompt, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResult, Resource, ResourceTemplate, ServerCapabilities, ServerConfig, ServerResult,
+    Tool, ToolAnnotations,
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -37,7 +36,7 @@ use super::jsonrpc::{
 use super::method::Method;
 use super::names;
 use super::page::{self, List, Page};
-use super::raw::{ToolAnswer, ToolCallIn, result_frame};
+use super::raw::{ToolAnswer, ToolCallIn, for_revision, result_frame};
 use super::session::Session;
 use crate::auth::{Caller, Roles};
 use crate::upstream::{Retry, ServerState, Upstream};
@@ -261,25 +260,50 @@ impl Dispatcher {
                 None,
             ));
         };
-        let up = self
+        let grants = |up: &Upstream| self.grants_server(Some(caller), up.name());
+        let offers = |up: &Upstream| {
+            up.status()
+                .capabilities
+                .pointer("/resources/subscribe")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
+        let listed = self
             .gw
             .resource_listers(uri)
             .iter()
             .filter_map(|s| self.gw.upstream(s))
-            .find(|up| self.grants_server(Some(caller), up.name()))
-            .ok_or_else(|| {
-                error_data(
-                    RESOURCE_NOT_FOUND,
-                    format!("no server granted to role '{}' listed '{uri}'", caller.role),
-                    None,
-                )
-            })?;
-        let offers = up
-            .status()
-            .capabilities
-            .pointer("/resources/subscribe")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+            .find(grants);
+        let up = match listed {
+            Some(up) => up,
+            // Not listed (a template's URI, or never listed): the one granted server that
+            // offers subscriptions, as a client of that server alone would have it.
+            None => {
+                let offering: Vec<Upstream> = self
+                    .gw
+                    .upstreams()
+                    .into_iter()
+                    .filter(|u| grants(u) && u.status().state == ServerState::Running && offers(u))
+                    .collect();
+                match <[Upstream; 1]>::try_from(offering) {
+                    Ok([up]) => up,
+                    Err(v) => {
+                        return Err(error_data(
+                            RESOURCE_NOT_FOUND,
+                            format!(
+                                "no server granted to role '{}' listed '{uri}', and {} granted \
+                                 servers offer subscriptions, so which one it belongs to cannot \
+                                 be told",
+                                caller.role,
+                                v.len()
+                            ),
+                            None,
+                        ));
+                    }
+                }
+            }
+        };
+        let offers = offers(&up);
         if !offers {
             return Err(error_data(
                 METHOD_NOT_FOUND,
@@ -287,7 +311,9 @@ impl Dispatcher {
                 None,
             ));
         }
-        let last = !on && !self.gw.sessions().subscribed_elsewhere(uri, &session.id);
+        // an isolated server's subscriptions are each its session's own instance's
+        let last =
+            !on && (up.is_isolated() || !self.gw.sessions().subscribed_elsewhere(uri, &session.id));
         if on || last {
             let method = if on {
                 "resources/subscribe"
@@ -303,7 +329,7 @@ impl Dispatcher {
             };
             self.book.request::<Value>(ctx, &up, ask).await?;
         }
-        session.subscribe_resource(uri, on);
+        session.subscribe_resource(uri, up.name(), on);
         Ok(())
     }
 
@@ -315,7 +341,7 @@ impl Dispatcher {
         &self,
         ctx: &CallCtx<'_>,
         request: CompleteRequestParams,
-    ) -> Result<CompleteResult, ErrorData> {
+    ) -> Result<Value, ErrorData> {
         let Some(caller) = ctx.caller else {
             return Err(error_data(UNAUTHENTICATED, "authentication required", None));
         };
@@ -392,7 +418,7 @@ impl Dispatcher {
             params,
             what: "completion",
         };
-        self.book.request::<CompleteResult>(ctx, &up, ask).await
+        self.book.request_raw::<CompleteResult>(ctx, &up, ask).await
     }
 
     /// `logging/setLevel`: the session hears servers' log messages at `level` and above
@@ -456,12 +482,31 @@ impl Dispatcher {
         &self,
         caller: Option<&Caller>,
         cursor: Option<&str>,
-    ) -> Result<ListToolsResult, ErrorData> {
-        let tools: Vec<Tool> = match &self.only {
+    ) -> Result<Value, ErrorData> {
+        let tools: Vec<(String, Value)> = match &self.only {
             None => {
-                let mut tools: Vec<Tool> = self.gw.tools().into_iter().map(|t| t.tool).collect();
-                tools.extend(builtin_tools());
-                tools.retain(|t| self.allowed(caller, &t.name).is_ok());
+                // a client's budget shortens names further; its role still sees the full names
+                let budget = caller
+                    .and_then(|c| c.name_budget)
+                    .unwrap_or(super::names::MAX_LEN);
+                let mut tools: Vec<(String, Value)> = self
+                    .gw
+                    .tools_within(budget)
+                    .into_iter()
+                    .filter(|t| self.allowed(caller, &t.canonical).is_ok())
+                    .map(|t| (t.name, t.def))
+                    .collect();
+                tools.extend(
+                    builtin_tools()
+                        .into_iter()
+                        .filter(|t| self.allowed(caller, &t.name).is_ok())
+                        .map(|t| {
+                            (
+                                t.name.to_string(),
+                                serde_json::to_value(t).unwrap_or_default(),
+                            )
+                        }),
+                );
                 tools
             }
             // the server's own names, checked as the exposed ones
@@ -471,16 +516,14 @@ impl Dispatcher {
                 .into_iter()
                 .filter(|t| *t.server == **server && self.allowed(caller, &t.name).is_ok())
                 .map(|t| {
-                    let mut tool = t.tool;
-                    tool.name = t.original.into();
-                    tool
+                    let mut def = t.def;
+                    def["name"] = Value::String(t.original.clone());
+                    (t.original, def)
                 })
                 .collect(),
         };
-        let page = self.page(List::Tools, tools, |t| &t.name, cursor)?;
-        let mut r = ListToolsResult::with_all_items(page.items);
-        r.next_cursor = page.next_cursor;
-        Ok(r)
+        let page = self.page(List::Tools, tools, |(name, _)| name, cursor)?;
+        Ok(page.into_result("tools", |(_, def)| def))
     }
 
     fn builtin(&self, name: &str, ctx: &CallCtx<'_>) -> CallToolResult {
@@ -542,9 +585,17 @@ impl Dispatcher {
         route: Option<Route<'_>>,
         modern: bool,
     ) -> Result<ToolAnswer, ErrorData> {
-        let given = name;
-        let exposed = self.exposed(given);
-        let name: &str = &exposed;
+        let exposed = self.exposed(name);
+        // the name a client with a shorter budget called, as its full name (the aggregated
+        // endpoint only: a server's own endpoint shows the server's names)
+        let full;
+        let (name, given): (&str, &str) = match ctx.caller.and_then(|c| c.name_budget) {
+            Some(budget) if budget < super::names::MAX_LEN && self.only.is_none() => {
+                full = self.gw.canonical_name(&exposed, budget);
+                (full.as_str(), full.as_str())
+            }
+            _ => (&exposed, name),
+        };
         if let Err(refused) = self.allowed(ctx.caller, name) {
             // refused here: it never reaches a server
             let error = (i64::from(refused.code.0), refused.message.to_string());
@@ -577,7 +628,7 @@ impl Dispatcher {
         &self,
         ctx: &CallCtx<'_>,
         cursor: Option<&str>,
-    ) -> Result<ListResourcesResult, ErrorData> {
+    ) -> Result<Value, ErrorData> {
         let mut all = Vec::new();
         let mut listed = Vec::new();
         let mut seen = HashSet::new();
@@ -592,19 +643,18 @@ impl Dispatcher {
             )
             .await
         {
-            if let Ok(res) = serde_json::from_value::<Resource>(r) {
+            // read as rmcp's type only to check it is one; passed on as the server wrote it
+            if let Ok(res) = serde_json::from_value::<Resource>(r.clone()) {
                 listed.push((res.uri.clone(), up.name().to_owned()));
                 // the first server (by name) lists a URI
                 if seen.insert(res.uri.clone()) {
-                    all.push(res);
+                    all.push((res.uri, r));
                 }
             }
         }
         self.gw.learn_resource_owners(listed);
-        let page = self.page(List::Resources, all, |r: &Resource| &r.uri, cursor)?;
-        let mut r = ListResourcesResult::with_all_items(page.items);
-        r.next_cursor = page.next_cursor;
-        Ok(r)
+        let page = self.page(List::Resources, all, |(uri, _)| uri, cursor)?;
+        Ok(page.into_result("resources", |(_, r)| r))
     }
 
     /// The page at `cursor` of the resource templates of the servers the caller's role grants.
@@ -612,9 +662,9 @@ impl Dispatcher {
         &self,
         ctx: &CallCtx<'_>,
         cursor: Option<&str>,
-    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+    ) -> Result<Value, ErrorData> {
         let granted = |up: &Upstream| self.grants_server(ctx.caller, up.name());
-        let all: Vec<ResourceTemplate> = self
+        let all: Vec<(String, Value)> = self
             .gather(
                 "resources",
                 "resources/templates/list",
@@ -624,19 +674,20 @@ impl Dispatcher {
             )
             .await
             .into_iter()
-            .filter_map(|(_, t)| serde_json::from_value::<ResourceTemplate>(t).ok())
+            .filter_map(|(_, t)| {
+                let checked = serde_json::from_value::<ResourceTemplate>(t.clone()).ok()?;
+                Some((checked.uri_template, t))
+            })
             .collect();
-        let page = self.page(List::ResourceTemplates, all, |t| &t.uri_template, cursor)?;
-        let mut r = ListResourceTemplatesResult::with_all_items(page.items);
-        r.next_cursor = page.next_cursor;
-        Ok(r)
+        let page = self.page(List::ResourceTemplates, all, |(uri, _)| uri, cursor)?;
+        Ok(page.into_result("resourceTemplates", |(_, t)| t))
     }
 
     pub(crate) async fn read_resource(
         &self,
         ctx: &CallCtx<'_>,
         uri: String,
-    ) -> Result<ReadResourceResult, ErrorData> {
+    ) -> Result<Value, ErrorData> {
         let Some(caller) = ctx.caller else {
             return Err(error_data(UNAUTHENTICATED, "authentication required", None));
         };
@@ -696,11 +747,12 @@ impl Dispatcher {
                 params: json!({"uri": uri}),
                 what: "resource",
             };
-            match self.book.request::<ReadResourceResult>(ctx, &up, ask).await {
-                Ok(mut r) => {
-                    r.result_type.get_or_insert(ResultType::COMPLETE);
-                    return Ok(r);
-                }
+            match self
+                .book
+                .request_raw::<ReadResourceResult>(ctx, &up, ask)
+                .await
+            {
+                Ok(r) => return Ok(r),
                 Err(e) => last_error = e,
             }
         }
@@ -712,34 +764,34 @@ impl Dispatcher {
         &self,
         ctx: &CallCtx<'_>,
         cursor: Option<&str>,
-    ) -> Result<ListPromptsResult, ErrorData> {
+    ) -> Result<Value, ErrorData> {
         let mut all = Vec::new();
-        for (up, p) in self
+        for (up, mut p) in self
             .gather("prompts", "prompts/list", "prompts", |_| true, &ctx.cancel)
             .await
         {
-            if let Ok(mut prompt) = serde_json::from_value::<Prompt>(p) {
-                let exposed = names::exposed(up.name(), &prompt.name);
-                if self.allowed(ctx.caller, &exposed).is_ok() {
+            if let Ok(prompt) = serde_json::from_value::<Prompt>(p.clone()) {
+                let name = names::exposed(up.name(), &prompt.name);
+                if self.allowed(ctx.caller, &name).is_ok() {
                     // a per-server endpoint keeps the server's own name
                     if self.only.is_none() {
-                        prompt.name = exposed;
+                        p["name"] = Value::String(name.clone());
+                        all.push((name, p));
+                    } else {
+                        all.push((prompt.name.to_string(), p));
                     }
-                    all.push(prompt);
                 }
             }
         }
-        let page = self.page(List::Prompts, all, |p: &Prompt| &p.name, cursor)?;
-        let mut r = ListPromptsResult::with_all_items(page.items);
-        r.next_cursor = page.next_cursor;
-        Ok(r)
+        let page = self.page(List::Prompts, all, |(name, _)| name, cursor)?;
+        Ok(page.into_result("prompts", |(_, p)| p))
     }
 
     pub(crate) async fn get_prompt(
         &self,
         ctx: &CallCtx<'_>,
         request: GetPromptRequestParams,
-    ) -> Result<GetPromptResult, ErrorData> {
+    ) -> Result<Value, ErrorData> {
         let given = request.name;
         let name = self.exposed(&given);
         self.allowed(ctx.caller, &name)?;
@@ -758,9 +810,9 @@ impl Dispatcher {
             params,
             what: "prompt",
         };
-        let mut r = self.book.request::<GetPromptResult>(ctx, &up, ask).await?;
-        r.result_type.get_or_insert(ResultType::COMPLETE);
-        Ok(r)
+        self.book
+            .request_raw::<GetPromptResult>(ctx, &up, ask)
+            .await
     }
 
     /// Answers one JSON-RPC request in the caller's task. `version` is the revision the client
@@ -825,9 +877,11 @@ impl Dispatcher {
                 ProtocolVersion::KNOWN_VERSIONS.to_vec(),
                 self.server_info(),
             )),
-            Method::ToolsList => {
-                ServerResult::ListToolsResult(self.list_tools(ctx.caller, cursor(req)?.as_deref())?)
-            }
+            Method::ToolsList => passed(
+                self.list_tools(ctx.caller, cursor(req)?.as_deref())?,
+                method,
+                stateless,
+            ),
             Method::ToolsCall => match ToolCallIn::read(req.params.as_deref()) {
                 // the usual call: arguments passed on and the result passed back as they came
                 Some(p) => match self
@@ -849,23 +903,29 @@ impl Dispatcher {
                     ServerResult::CallToolResult(self.call_tool(ctx, p).await?)
                 }
             },
-            Method::ResourcesList => ServerResult::ListResourcesResult(
+            Method::ResourcesList => passed(
                 self.list_resources(ctx, cursor(req)?.as_deref()).await?,
+                method,
+                stateless,
             ),
-            Method::ResourceTemplatesList => ServerResult::ListResourceTemplatesResult(
+            Method::ResourceTemplatesList => passed(
                 self.list_resource_templates(ctx, cursor(req)?.as_deref())
                     .await?,
+                method,
+                stateless,
             ),
             Method::ResourcesRead => {
                 let p = params::<ReadResourceRequestParams>(req.params_value())?;
-                ServerResult::ReadResourceResult(self.read_resource(ctx, p.uri).await?)
+                passed(self.read_resource(ctx, p.uri).await?, method, stateless)
             }
-            Method::PromptsList => ServerResult::ListPromptsResult(
+            Method::PromptsList => passed(
                 self.list_prompts(ctx, cursor(req)?.as_deref()).await?,
+                method,
+                stateless,
             ),
             Method::PromptsGet => {
                 let p = params::<GetPromptRequestParams>(req.params_value())?;
-                ServerResult::GetPromptResult(self.get_prompt(ctx, p).await?)
+                passed(self.get_prompt(ctx, p).await?, method, stateless)
             }
             Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
                 let uri = req
@@ -878,7 +938,7 @@ impl Dispatcher {
             }
             Method::CompletionComplete => {
                 let p = params::<CompleteRequestParams>(req.params_value())?;
-                ServerResult::CompleteResult(self.complete(ctx, p).await?)
+                passed(self.complete(ctx, p).await?, method, stateless)
             }
             Method::LoggingSetLevel => {
                 let level = req
@@ -928,6 +988,12 @@ impl From<ErrorData> for Untyped {
     fn from(e: ErrorData) -> Self {
         Self::Error(e)
     }
+}
+
+/// A result as its servers wrote it (see `raw::for_revision`), as rmcp's untyped result.
+fn passed(mut result: Value, method: Method, stateless: bool) -> ServerResult {
+    for_revision(&mut result, method.cacheable(), stateless);
+    ServerResult::CustomResult(CustomResult(result))
 }
 
 fn params<T: serde::de::DeserializeOwned>(p: Option<Value>) -> Result<T, ErrorData> {

@@ -219,6 +219,7 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
         request_id,
         progress: None,
         asks: None,
+        meta: req.passed_meta(),
         cancel,
     };
     Some(tokio::select! {
@@ -242,6 +243,7 @@ async fn bridge(hub: Front<'_>, caller: &Caller, req: Request, bridged: Bridged)
             request_id: jsonrpc::id_text(&req.id),
             progress: None,
             asks: Some(asks),
+            meta: req.passed_meta(),
             cancel,
         };
         dispatcher.answer(&ctx, req, STATELESS_VERSION, None).await

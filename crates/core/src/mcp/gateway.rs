@@ -19,10 +19,12 @@ use tokio_util::task::TaskTracker;
 use super::call::{CallBook, Route};
 use super::eras::Rounds;
 use super::names;
-use super::session::{Note, Sessions};
+use super::session::{EndFn, Note, Session, Sessions};
 use crate::auth::store::SecretStore;
 use crate::config::{GatewayConfig, ServerConfig as UpstreamConfig};
+use crate::elicit::Elicitations;
 use crate::events::EventBus;
+use crate::logbook::Logbook;
 use crate::telemetry::Telemetry;
 use crate::upstream::{ServerNote, ServerState, Upstream};
 
@@ -31,11 +33,16 @@ use crate::upstream::{ServerNote, ServerState, Upstream};
 pub(crate) struct ExposedTool {
     /// The name clients call.
     pub(crate) name: String,
+    /// Its name at the full 64 (what roles' allowlists and telemetry use); `name` itself
+    /// unless a client's budget shortened it.
+    pub(crate) canonical: String,
     pub(crate) server: String,
     /// The server's own name for it.
     pub(crate) original: String,
     /// Its definition, renamed to `name`.
     pub(crate) tool: Tool,
+    /// Its definition as the server listed it, renamed to `name`: what clients are shown.
+    pub(crate) def: Value,
 }
 
 /// Cheap handle; clone freely.
@@ -66,6 +73,8 @@ struct Inner {
     names: tokio::sync::watch::Sender<Vec<String>>,
     /// Calls of 2026-07-28 clients waiting for their retries with answers (`mcp/eras`).
     rounds: Rounds,
+    /// Servers' recent log messages (the dashboard's log view).
+    logbook: Logbook,
 }
 
 impl McpGateway {
@@ -83,6 +92,7 @@ impl McpGateway {
             tasks.clone(),
             shutdown.child_token(),
         );
+        let elicitations = Elicitations::new(bus.clone(), limits.elicitation_timeout());
         let gw = Self {
             inner: Arc::new(Inner {
                 upstreams: RwLock::new(BTreeMap::new()),
@@ -91,14 +101,23 @@ impl McpGateway {
                 shutdown,
                 tasks,
                 sessions: Sessions::new(bus.clone()),
-                book: CallBook::new(telemetry, bus.clone()),
+                book: CallBook::new(telemetry, bus.clone(), elicitations),
                 rounds,
+                logbook: Logbook::new(bus.clone()),
                 bus,
                 resource_owner: Mutex::new(HashMap::new()),
                 started: Instant::now(),
                 names: tokio::sync::watch::Sender::new(Vec::new()),
             }),
         };
+        // A session's end reaches every server (a weak handle: the sessions are the
+        // gateway's, and must not keep it alive).
+        let weak = Arc::downgrade(&gw.inner);
+        gw.inner.sessions.on_end(EndFn(Box::new(move |s| {
+            if let Some(inner) = weak.upgrade() {
+                Self { inner }.session_ended(s);
+            }
+        })));
         gw.apply(servers);
         gw
     }
@@ -106,6 +125,51 @@ impl McpGateway {
     /// Calls of 2026-07-28 clients between rounds (see `mcp/eras`).
     pub(crate) fn rounds(&self) -> &Rounds {
         &self.inner.rounds
+    }
+
+    /// Session `s` has ended: every server forgets it (its isolated instances stop), and its
+    /// subscriptions that no other session holds are given up on their servers (in a task,
+    /// each bounded by the server's call timeout).
+    fn session_ended(&self, s: &Arc<Session>) {
+        for up in self.upstreams() {
+            up.end_session(&s.id);
+        }
+        let sessions = &self.inner.sessions;
+        let last: Vec<(String, Upstream)> = s
+            .subscriptions()
+            .into_iter()
+            .filter(|(uri, _)| !sessions.subscribed_elsewhere(uri, &s.id))
+            .filter_map(|(uri, server)| Some((uri, self.upstream(&server)?)))
+            // an isolated server's subscription was its instance's, which is gone with it
+            .filter(|(_, up)| !up.is_isolated())
+            .collect();
+        if last.is_empty() {
+            return;
+        }
+        let cancel = self.inner.shutdown.child_token();
+        self.inner.tasks.spawn(async move {
+            for (uri, up) in last {
+                let params = json!({"uri": uri});
+                match up
+                    .request("resources/unsubscribe", params, &uri, true, None, &cancel)
+                    .await
+                {
+                    Ok(_) => tracing::debug!(server = %up.name(), %uri,
+                        "unsubscribed: its last session ended"),
+                    Err(e) => tracing::warn!(server = %up.name(), %uri, error = %e,
+                        "could not unsubscribe after its last session ended"),
+                }
+            }
+        });
+    }
+
+    /// Client session `session` says its roots changed: tells the servers concerned (its own
+    /// isolated instances, shared servers that asked it for roots). Answers how many were told.
+    pub(crate) fn roots_changed(&self, session: &str) -> usize {
+        self.upstreams()
+            .iter()
+            .filter(|up| up.roots_changed(session))
+            .count()
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {
@@ -137,6 +201,16 @@ impl McpGateway {
         held
     }
 
+    /// The elicitations Switchboard answers itself (the dashboard's and the desktop's).
+    pub(crate) fn elicitations(&self) -> &Elicitations {
+        self.inner.book.elicitations()
+    }
+
+    /// Servers' recent log messages.
+    pub(crate) fn logbook(&self) -> &Logbook {
+        &self.inner.logbook
+    }
+
     /// Where calls are recorded, for whoever answers them.
     pub(crate) fn book(&self) -> &CallBook {
         &self.inner.book
@@ -153,14 +227,13 @@ impl McpGateway {
         );
         // Its log messages and list changes, for the sessions they are for.
         let sessions = self.inner.sessions.clone();
+        let logbook = self.inner.logbook.clone();
         let server = up.name().to_owned();
         up.on_notes(Arc::new(move |note| {
-            let note = match note {
-                ServerNote::ResourcesChanged => Note::ResourcesChanged,
-                ServerNote::PromptsChanged => Note::PromptsChanged,
-                ServerNote::ResourceUpdated(params) => Note::ResourceUpdated(params),
-                ServerNote::Log(params) => Note::Log(params),
-            };
+            if let ServerNote::Log(params) = &note {
+                logbook.record(&server, params);
+            }
+            let note = Note::raw(note);
             sessions.tell_from(&server, &note);
         }));
         // Tell client sessions whenever this server's tools appear, change or go away.
@@ -204,6 +277,7 @@ impl McpGateway {
                 if !keep {
                     tracing::info!(server = %name, "removed from config; stopping");
                     up.stop();
+                    self.inner.logbook.forget(name);
                     changed = true;
                 }
                 keep
@@ -270,6 +344,11 @@ impl McpGateway {
         self.inner.sessions.tools_changed();
     }
 
+    /// Where secrets named in the config are kept (adopt stores what it moves there).
+    pub(crate) fn secrets(&self) -> Arc<dyn SecretStore> {
+        self.inner.secrets.clone()
+    }
+
     /// Items per page of the lists clients are answered (`gateway.page_size`, at least 1).
     pub(crate) fn page_size(&self) -> usize {
         self.inner.limits.page_size.max(1)
@@ -287,6 +366,16 @@ impl McpGateway {
 
     /// Every tool of every running server, sorted, with unique names.
     pub(crate) fn tools(&self) -> Vec<ExposedTool> {
+        self.tools_within(names::MAX_LEN)
+    }
+
+    /// [`tools`](Self::tools) with names of at most `max` characters (a client's budget).
+    pub(crate) fn tools_within(&self, max: usize) -> Vec<ExposedTool> {
+        let canonical = if max < names::MAX_LEN {
+            Some(self.tools_within(names::MAX_LEN))
+        } else {
+            None
+        };
         let mut out: Vec<ExposedTool> = Vec::new();
         for up in self.upstreams() {
             let status = up.status();
@@ -294,14 +383,18 @@ impl McpGateway {
                 continue;
             }
             for tool in status.tools.iter() {
-                let mut t = tool.clone();
-                let name = names::exposed(up.name(), &tool.name);
+                let mut t = tool.tool.clone();
+                let name = names::exposed_within(up.name(), &tool.name, max, 8);
                 t.name = name.clone().into();
+                let mut def = tool.def.clone();
+                def["name"] = Value::String(name.clone());
                 out.push(ExposedTool {
+                    canonical: name.clone(),
                     name,
                     server: up.name().to_owned(),
                     original: tool.name.to_string(),
                     tool: t,
+                    def,
                 });
             }
         }
@@ -311,12 +404,41 @@ impl McpGateway {
             let mut hash_len = 8;
             while seen.contains(&t.name) && hash_len < 32 {
                 hash_len += 4;
-                t.name = names::exposed_with(&t.server, &t.original, hash_len);
+                t.name = names::exposed_within(&t.server, &t.original, max, hash_len);
                 t.tool.name = t.name.clone().into();
+                t.def["name"] = Value::String(t.name.clone());
             }
             seen.insert(t.name.clone());
         }
+        if let Some(full) = canonical {
+            for t in &mut out {
+                if let Some(c) = full
+                    .iter()
+                    .find(|c| c.server == t.server && c.original == t.original)
+                {
+                    t.canonical = c.name.clone();
+                }
+            }
+        } else {
+            for t in &mut out {
+                t.canonical = t.name.clone();
+            }
+        }
         out
+    }
+
+    /// The full (64) name behind `name` as a client with a budget of `max` calls it: the
+    /// name itself when it was not shortened, else looked up in that client's table.
+    pub(crate) fn canonical_name(&self, name: &str, max: usize) -> String {
+        // a shortened name is `max` long, or a little shorter when its cut fell inside a
+        // multi-byte character
+        if max >= names::MAX_LEN || (name.len() < max && name.is_ascii()) {
+            return name.to_owned();
+        }
+        self.tools_within(max)
+            .into_iter()
+            .find(|t| t.name == name)
+            .map_or_else(|| name.to_owned(), |t| t.canonical)
     }
 
     /// The upstream and original tool behind an exposed name.
@@ -325,7 +447,7 @@ impl McpGateway {
             && let Some(up) = self.upstream(server)
             && let Some(t) = up.tool(tool)
         {
-            return Some((up, t));
+            return Some((up, t.tool));
         }
         // A shortened name: look it up in the table.
         let entry = self.tools().into_iter().find(|t| t.name == name)?;
@@ -335,7 +457,7 @@ impl McpGateway {
             .tools
             .iter()
             .find(|t| t.name == entry.original)
-            .cloned()?;
+            .map(|t| t.tool.clone())?;
         Some((up, tool))
     }
 
@@ -398,6 +520,8 @@ impl McpGateway {
                     "restarts": s.restarts,
                     "protocol": s.protocol,
                     "tools": s.tools.len(),
+                    "sessions": if up.is_isolated() { "isolated" } else { "shared" },
+                    "instances": up.instances(),
                     "uptime_ms": s.running_since.map(|t| t.elapsed().as_millis() as u64),
                     "last_error": s.last_error,
                 })

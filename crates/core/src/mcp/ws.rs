@@ -164,8 +164,19 @@ pub(crate) async fn run(
     // ids, their answers matched back; what is unanswered when the socket ends is dropped
     // (the server hears the call has ended).
     let (asks_tx, mut asks_rx) = mpsc::channel::<ServerAsk>(ASK_QUEUE);
+    // and outside calls (an isolated instance asking as it starts)
+    session.set_asker(ClientAsks {
+        session: session.id.clone(),
+        tx: asks_tx.clone(),
+    });
     let mut asked: HashMap<String, oneshot::Sender<Result<Value, RpcError>>> = HashMap::new();
+    // each ask's id once its server stops waiting: the client is told if it has not answered
+    let mut ask_ends = FuturesUnordered::new();
     let mut next_ask = 0u64;
+    // Elicitations this client did not declare, waiting for the person at Switchboard: they end
+    // with the socket.
+    let elicitations = d.gateway().elicitations().clone();
+    let mut own_asks = FuturesUnordered::new();
     // what the client declared in `initialize`: it is asked only for those
     let mut client_caps: Option<Value> = None;
     let mut inflight = FuturesUnordered::new();
@@ -202,6 +213,13 @@ pub(crate) async fn run(
                 break End::Close(close_code::POLICY, "client unpaired");
             }
             () = &mut shutdown => break End::Close(close_code::AWAY, "gateway shutting down"),
+            // before results: a server cancels its request before it answers its call
+            Some(id) = ask_ends.next(), if !ask_ends.is_empty() => {
+                if asked.remove::<String>(&id).is_some() {
+                    out = Some(text(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": id, "reason": "the server cancelled its request"}})));
+                }
+            }
             Some((key, frame)) = inflight.next(), if !inflight.is_empty() => {
                 cancels.remove::<String>(&key);
                 // this call's progress first: it is queued already
@@ -213,9 +231,12 @@ pub(crate) async fn run(
                 out = Some(Message::Text(String::into(frame)));
             }
             Some(m) = notify_rx.recv() => out = Some(m),
+            Some(()) = own_asks.next(), if !own_asks.is_empty() => {}
             Some(ask) = asks_rx.recv() => {
                 let declared = declares(client_caps.as_ref(), &ask.method);
-                if !declared {
+                if !declared && crate::elicit::answerable(&ask) {
+                    own_asks.push(elicitations.take(ask, Some(caller.name.as_str())));
+                } else if !declared {
                     let _ = ask.reply.send(Err(RpcError::Remote {
                         code: -32601,
                         message: format!("the client declared no capability for {:?}", ask.method),
@@ -234,6 +255,12 @@ pub(crate) async fn run(
                     if let Some(params) = ask.params {
                         frame["params"] = params;
                     }
+                    let end = ask.cancelled.cancelled_owned();
+                    let key = id.clone();
+                    ask_ends.push(async move {
+                        end.await;
+                        key
+                    });
                     asked.insert(id, ask.reply);
                     out = Some(text(&frame));
                 }
@@ -283,7 +310,9 @@ pub(crate) async fn run(
                             }
                         }
                         Incoming::Notification { method, params } => {
-                            if method == "notifications/cancelled"
+                            if method == "notifications/roots/list_changed" {
+                                d_ref.gateway().roots_changed(&session_ref.id);
+                            } else if method == "notifications/cancelled"
                                 && let Some(id) = jsonrpc::cancelled_id(params.as_ref())
                                 && let Some((ct, _)) = cancels.get(&id)
                             {
@@ -311,6 +340,7 @@ pub(crate) async fn run(
                                     out: Some(progress_out.clone()),
                                 });
                                 let v = version.clone();
+                                let meta = req.passed_meta();
                                 let asks = ClientAsks {
                                     session: session_ref.id.clone(),
                                     tx: asks_tx.clone(),
@@ -324,6 +354,7 @@ pub(crate) async fn run(
                                         progress,
                                         asks: Some(asks),
                                         cancel,
+                                        meta,
                                     };
                                     let frame = d_ref.answer(&ctx, req, &v, None).await;
                                     (key, frame)
@@ -410,5 +441,6 @@ fn quick_ctx<'a>(
         progress: None,
         asks: None,
         cancel,
+        meta: req.passed_meta(),
     }
 }

@@ -125,12 +125,20 @@ pub(super) async fn ask_client(
         });
     };
     let mut waiting: Vec<(&str, &str, Answer)> = Vec::new();
+    // however this ends, a client still asked is told its answer is no longer wanted
+    let mut _told = Vec::with_capacity(needed.requests.len());
     for (key, method, params) in &needed.requests {
         let (tx, rx) = oneshot::channel();
+        let cancelled = CancellationToken::new();
+        _told.push(cancelled.clone().drop_guard());
         let ask = ServerAsk {
+            server: server.to_owned(),
             method: method.clone(),
             params: params.clone(),
             reply: tx,
+            cancelled,
+            // the round is the call's: it ends with it
+            outlives_call: false,
         };
         let sent = tokio::select! {
             biased;

@@ -702,14 +702,21 @@ async fn a_client_that_cannot_be_asked_refuses_or_never_answers_is_told_and_boun
         json!({"who": {"method": "elicitation/create", "params": elicitation()}}),
         "s",
     );
-    // declared nothing: its call takes the fast path, which cannot ask
+    // declared nothing: the elicitation goes to the person at Switchboard instead; nobody
+    // answers it here, so the call ends at its own timeout, saying what went unanswered
     let mut plain = old_session(&gw, json!({})).await;
+    let began = std::time::Instant::now();
     let r = plain.call("mx__input", json!({"result": asked})).await;
     let (code, message) = error_of(r.response());
-    assert_eq!(code, -32601, "{:?}", r.response());
+    assert_eq!(code, -32603, "{:?}", r.response());
     assert!(
-        message.contains("cannot be asked") && message.contains("elicitation/create"),
+        message.contains("did not answer") && message.contains("elicitation/create"),
         "{message}"
+    );
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(10),
+        "bounded by the call's 1.5 s timeout, took {:?}",
+        began.elapsed()
     );
 
     // answers with an error

@@ -38,3 +38,8 @@ export async function closeWindow(): Promise<void> {
   const { getCurrentWindow } = await import('@tauri-apps/api/window');
   await getCurrentWindow().close();
 }
+
+/** Opens the page of URL-mode elicitation `id` with the system opener (the person agreed). */
+export function openElicitationUrl(id: string): Promise<void> {
+  return invoke<void>('open_elicitation_url', { id });
+}
