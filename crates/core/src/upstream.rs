@@ -28,6 +28,7 @@
 //! for, and fails at once, naming the state, if the next attempt comes later than that.
 
 mod connection;
+mod input;
 mod notice;
 mod pages;
 mod remote;
@@ -54,6 +55,7 @@ use crate::events::EventBus;
 pub(crate) use connection::{ClientAsks, NoteFn, ServerAsk, ServerNote};
 pub use connection::{Connection, Progress, ProgressSink, RpcError};
 use state::Instance;
+pub(crate) use state::MODERN_PROTOCOL;
 use state::{CONTROL_QUEUE, Inner};
 pub use state::{ServerState, ServerTool, Status};
 
@@ -145,6 +147,11 @@ struct ToolCallParams<'a> {
     arguments: Option<&'a RawValue>,
     #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
     meta: Option<serde_json::Map<String, Value>>,
+    /// A 2026-07-28 client's own retry, passed on untouched.
+    #[serde(rename = "inputResponses", skip_serializing_if = "Option::is_none")]
+    input_responses: Option<&'a RawValue>,
+    #[serde(rename = "requestState", skip_serializing_if = "Option::is_none")]
+    request_state: Option<&'a RawValue>,
 }
 
 /// What a request carries; written anew for each attempt (each has its own progress token).
@@ -153,7 +160,16 @@ enum Params<'a> {
     ToolCall {
         name: &'a str,
         arguments: Option<&'a RawValue>,
+        retry: Option<Retry<'a>>,
     },
+}
+
+/// A 2026-07-28 client's retry of a call (`inputResponses`, `requestState`), as it came: the
+/// server it is for answers it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retry<'a> {
+    pub(crate) input_responses: Option<&'a RawValue>,
+    pub(crate) request_state: Option<&'a RawValue>,
 }
 
 /// Handle to one supervised server; cheap to clone.
@@ -337,6 +353,11 @@ impl Upstream {
     /// once, for every connection it will have.
     pub(crate) fn on_notes(&self, tell: NoteFn) {
         self.inner.notes.set(tell);
+    }
+
+    /// Whether the server speaks 2026-07-28 now (it answered `server/discover` at its start).
+    pub(crate) fn is_modern(&self) -> bool {
+        self.inner.status.borrow().protocol == MODERN_PROTOCOL
     }
 
     pub fn status(&self) -> Status {
@@ -590,6 +611,7 @@ impl Upstream {
                 ForClient {
                     progress,
                     asks: None,
+                    modern: false,
                     meta: None,
                 },
                 cancel,
@@ -616,6 +638,7 @@ impl Upstream {
         &self,
         tool: &str,
         arguments: Option<&RawValue>,
+        retry: Option<Retry<'_>>,
         replayable: bool,
         client: ForClient,
         cancel: &CancellationToken,
@@ -623,6 +646,7 @@ impl Upstream {
         let params = Params::ToolCall {
             name: tool,
             arguments,
+            retry,
         };
         self.send("tools/call", params, tool, replayable, client, cancel)
             .await
@@ -640,6 +664,7 @@ impl Upstream {
         let ForClient {
             progress,
             asks,
+            modern,
             meta,
         } = client;
         let timeout = self.call_timeout();
@@ -666,12 +691,17 @@ impl Upstream {
                 token
             });
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let result = match &params {
-                Params::Value(v) => {
+            let (first, written) = match &params {
+                Params::Value(v) => (
                     conn.request_asking(method, v, remaining, Some(cancel), asks.clone())
-                        .await
-                }
-                Params::ToolCall { name, arguments } => {
+                        .await,
+                    None,
+                ),
+                Params::ToolCall {
+                    name,
+                    arguments,
+                    retry,
+                } => {
                     let mut meta = meta.clone();
                     if let Some(t) = &token {
                         meta.get_or_insert_default()
@@ -681,10 +711,35 @@ impl Upstream {
                         name,
                         arguments: *arguments,
                         meta,
+                        // only a 2026-07-28 server knows what to do with a retry
+                        input_responses: retry
+                            .filter(|_| conn.is_modern())
+                            .and_then(|r| r.input_responses),
+                        request_state: retry
+                            .filter(|_| conn.is_modern())
+                            .and_then(|r| r.request_state),
                     };
-                    conn.request_asking(method, &p, remaining, Some(cancel), asks.clone())
+                    let sent = conn
+                        .request_asking(method, &p, remaining, Some(cancel), asks.clone())
+                        .await;
+                    let written = (conn.is_modern() && !modern)
+                        .then(|| serde_json::to_value(&p).unwrap_or(Value::Null));
+                    (sent, written)
+                }
+            };
+            // A 2026-07-28 server's input_required for a client of the older protocol: the
+            // client is asked, the gateway retries (a 2026-07-28 client gets it as it is).
+            let result = match first {
+                Ok(raw) if conn.is_modern() && !modern && input::may_need_input(method) => {
+                    let base = match (&params, written) {
+                        (Params::Value(v), _) => v.clone(),
+                        (_, Some(w)) => w,
+                        (_, None) => Value::Null,
+                    };
+                    self.input_rounds(&conn, method, raw, base, asks.as_ref(), deadline, cancel)
                         .await
                 }
+                other => other,
             };
             if let Some(token) = &token {
                 conn.unregister_progress(token);
@@ -725,6 +780,47 @@ impl Upstream {
                 Err(e @ RpcError::Remote { .. }) => Err(CallError::Remote(e)),
             };
         }
+    }
+
+    /// Answers the `input_required` results of `first` (the server's answer to `method` with
+    /// `params`) by asking the client and retrying, until the server answers otherwise (see
+    /// `input`): at most [`input::MAX_ROUNDS`] rounds, all before `deadline`.
+    #[allow(clippy::too_many_arguments)]
+    async fn input_rounds(
+        &self,
+        conn: &Connection,
+        method: &str,
+        first: Box<RawValue>,
+        params: Value,
+        asks: Option<&ClientAsks>,
+        deadline: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<Box<RawValue>, RpcError> {
+        let server = self.name();
+        let mut raw = first;
+        let mut rounds = 0;
+        while let Some(needed) = input::read(server, &raw) {
+            let needed = needed?;
+            rounds += 1;
+            if rounds > input::MAX_ROUNDS {
+                return Err(RpcError::Remote {
+                    code: -32603,
+                    message: format!(
+                        "server '{server}' still needed input after {} rounds; Switchboard \
+                         gave up",
+                        input::MAX_ROUNDS
+                    ),
+                    data: None,
+                });
+            }
+            let answers = input::ask_client(server, asks, &needed, deadline, cancel).await?;
+            let retry = input::retry_params(params.clone(), answers, needed.state);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            raw = conn
+                .request_asking(method, &retry, remaining, Some(cancel), asks.cloned())
+                .await?;
+        }
+        Ok(raw)
     }
 }
 
@@ -827,6 +923,9 @@ pub(crate) struct SessionLink {
 pub(crate) struct ForClient {
     pub progress: Option<ProgressSink>,
     pub asks: Option<ClientAsks>,
+    /// The client speaks 2026-07-28: a server's `input_required` reaches it as it is (it
+    /// retries itself), not as requests to it.
+    pub modern: bool,
     /// The client's `_meta` of the request, passed on (the gateway's own progress token is
     /// put in beside it).
     pub meta: Option<serde_json::Map<String, Value>>,

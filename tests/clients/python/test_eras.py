@@ -10,13 +10,16 @@ with -32602 and loses nothing.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from mcp import Client
-from mcp.client.stdio import stdio_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
-from mcp.types import ElicitResult, InputRequiredResult
+from mcp.types import CreateMessageResult, ElicitResult, InputRequiredResult, ListRootsResult, Root, TextContent
 
-from conftest import Gateway
+from conftest import Gateway, cleanup_gateway, start_gateway
 from test_asks import ACCEPT, PREFIX, Asked, everything_stdio, normalize
 from test_gateway import REQUEST_TIMEOUT_S, bearer_transport, call, run, text_of, wait_for_tools
 
@@ -118,3 +121,86 @@ def test_rounds_driven_by_hand_bad_retries_refused_and_nothing_lost(gateway: Gat
             assert "- Name: Grace Hopper" in text_of(done), text_of(done)
 
     run(body)
+
+
+# ---- the other direction: a 2026-07-28 server behind the gateway (era_server.py, this SDK) ----
+
+ERA_SERVER = str(Path(__file__).with_name("era_server.py"))
+ERA_TOOLS = ["ask_name", "ask_model", "ask_roots", "ask_both"]
+# a Python start on a busy machine can take most of a minute
+ERA_START_S = 150
+
+
+@pytest.fixture(scope="module")
+def era_gateway():
+    """A gateway whose one upstream is the SDK's own 2026-07-28 server, as a stdio child."""
+    gw = start_gateway([{"name": "era", "command": sys.executable, "args": [ERA_SERVER]}])
+    try:
+        yield gw
+    finally:
+        cleanup_gateway(gw)
+
+
+class Answers:
+    """The callbacks of a client that can be asked everything, recording what it is asked."""
+
+    def __init__(self) -> None:
+        self.asks: list[str] = []
+
+    async def elicit(self, context, params) -> ElicitResult:
+        self.asks.append("elicitation/create")
+        return ElicitResult(action="accept", content={"name": "Ada"})
+
+    async def sample(self, context, params) -> CreateMessageResult:
+        self.asks.append("sampling/createMessage")
+        return CreateMessageResult(
+            role="assistant", content=TextContent(type="text", text="hi Ada"), model="m", stop_reason="endTurn"
+        )
+
+    async def roots(self, context) -> ListRootsResult:
+        self.asks.append("roots/list")
+        return ListRootsResult(roots=[Root(uri="file:///tmp/switchboard-e2e/eras", name="eras")])
+
+    def client(self, transport) -> Client:
+        return Client(
+            transport,
+            mode="auto",
+            read_timeout_seconds=REQUEST_TIMEOUT_S,
+            elicitation_callback=self.elicit,
+            sampling_callback=self.sample,
+            list_roots_callback=self.roots,
+        )
+
+
+def test_a_2026_client_and_a_2026_server_pass_input_required_through_unchanged(era_gateway: Gateway) -> None:
+    """The same 2026-07-28 client, through the gateway and straight to the server over stdio:
+    the same results after the same questions. The rounds are the client's own (the gateway
+    passes input_required and the retries through, sealed state and all)."""
+    through, direct = Answers(), Answers()
+
+    async def body() -> None:
+        token = era_gateway.pair("switchboard-e2e-py-eras-2026")["token"]
+        results: dict[str, list[str]] = {"through": [], "direct": []}
+        async with through.client(bearer_transport(era_gateway.mcp_url, token)) as client:
+            assert client.protocol_version == "2026-07-28"
+            await wait_for_tools(client, ["era__" + t for t in ERA_TOOLS], timeout=ERA_START_S)
+            for tool in ERA_TOOLS:
+                args = {"prompt": "greet"} if tool == "ask_model" else {}
+                results["through"].append(text_of(await call(client, "era__" + tool, args)))
+            # driven by hand: the server's own input_required, its sealed state, as it sent them
+            first = await client.session.call_tool("era__ask_name", {}, allow_input_required=True)
+            assert isinstance(first, InputRequiredResult), first
+            assert first.request_state and first.request_state.startswith("v1.")
+            assert list(first.input_requests) == ["name"]
+        async with direct.client(
+            stdio_client(StdioServerParameters(command=sys.executable, args=[ERA_SERVER]))
+        ) as client:
+            assert client.protocol_version == "2026-07-28"
+            for tool in ERA_TOOLS:
+                args = {"prompt": "greet"} if tool == "ask_model" else {}
+                results["direct"].append(text_of(await call(client, tool, args)))
+        assert results["through"] == results["direct"], results
+        assert results["through"][0] == "Hello, Ada!"
+        assert through.asks == direct.asks, (through.asks, direct.asks)
+
+    run(body, timeout=2 * ERA_START_S)

@@ -40,6 +40,13 @@
 //! `--repeat-cursor` makes that cursor stop moving after the second page (it points at the
 //! second page again), as a broken server's would.
 //!
+//! With `--modern` it speaks 2026-07-28 too: it answers `server/discover` (supported versions
+//! `2026-07-28` only) and lists `input {result}`, which answers its first call with `result` as
+//! it is given (an `input_required` result, well-formed or not), and a retry (a call carrying
+//! `inputResponses` or `requestState`) with what the retry carried, as JSON text:
+//! `{"inputResponses", "requestState", "meta"}` (`meta`: the retry's `_meta`); with
+//! `forever: true` every retry gets `result` again.
+//!
 //! Everything MCP can carry, with `--rich` (for fidelity tests: what a client gets through the
 //! gateway must be what the server wrote): the tool `rich` (listed with `title`, `icons`,
 //! `outputSchema`, `execution`, `_meta`, a JSON Schema 2020-12 input schema with `$defs`, and
@@ -49,7 +56,7 @@
 //! `fixture://rich/{id}` (all fields; read back with `_meta`), and the prompt `rich` (with
 //! `title`, `icons`, titled arguments, and every content type in its messages).
 //!
-//! Flags: `--name NAME` (serverInfo), `--rich`, `--garbage` (a non-JSON line before every response),
+//! Flags: `--name NAME` (serverInfo), `--modern`, `--rich`, `--garbage` (a non-JSON line before every response),
 //! `--exit-immediately` (exit 1 at start, for crash-loop tests), `--resource-host HOST`,
 //! `--many N`, `--page-size K`, `--repeat-cursor`, `--roots-on-start`.
 
@@ -74,6 +81,8 @@ struct State {
     page_size: Option<usize>,
     /// `--repeat-cursor`: the cursor after the second page points at the second page again.
     repeat_cursor: bool,
+    /// `--modern`: answers `server/discover` as a 2026-07-28 server, lists `input`.
+    modern: bool,
     /// `--rich`: the tool, resources, template and prompt that carry every field.
     rich: bool,
     /// Requests cancelled by the client (their ids as JSON text).
@@ -278,6 +287,14 @@ fn tools(state: &State) -> Vec<Value> {
             ro.clone(),
         ));
     }
+    if state.modern {
+        list.push(tool(
+            "input",
+            "Answers with the result it is given; a retry with what it carried",
+            json!({"result": {"type": "object"}}),
+            ro.clone(),
+        ));
+    }
     list
 }
 
@@ -435,6 +452,20 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
             state.send(json!({"jsonrpc": "2.0", "method": "notifications/prompts/list_changed"}));
             text_result("changed")
         }
+        "input" if state.modern => {
+            let retry =
+                params.get("requestState").is_some() || params.get("inputResponses").is_some();
+            if retry && args["forever"] != json!(true) {
+                text_result(
+                    json!({"inputResponses": params.get("inputResponses"),
+                           "requestState": params.get("requestState"),
+                           "meta": params.get("_meta")})
+                    .to_string(),
+                )
+            } else {
+                args.get("result").cloned().unwrap_or(json!({}))
+            }
+        }
         "answers" => text_result(
             state
                 .answers
@@ -522,6 +553,14 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
             "serverInfo": {"name": name, "version": "1.0.0"},
             }))
         }
+        "server/discover" if state.modern => reply(json!({
+            "supportedVersions": ["2026-07-28"],
+            "capabilities": {"tools": {"listChanged": true}},
+            "resultType": "complete",
+            "ttlMs": 0,
+            "cacheScope": "private",
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": name, "version": "1.0.0"}},
+        })),
         "notifications/initialized" => {
             if state.roots_on_start {
                 state.refresh_roots();
@@ -691,6 +730,7 @@ async fn main() {
     let state = Arc::new(State {
         out: tx,
         garbage: args.iter().any(|a| a == "--garbage"),
+        modern: args.iter().any(|a| a == "--modern"),
         resource_host: args
             .iter()
             .position(|a| a == "--resource-host")

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{INTERNAL_ERROR, REQUEST_CANCELLED, error_data};
-use super::raw::{Checked, ToolAnswer, checked_result, error_text};
+use super::raw::{Checked, ToolAnswer, checked_result, error_text, is_input_required};
 use super::session::{self, Session};
 use crate::auth::Caller;
 use crate::calls::{CallLog, CallView, PayloadSrc};
@@ -30,7 +30,7 @@ use crate::elicit::Elicitations;
 use crate::events::{EventBus, HubEvent};
 use crate::telemetry::{CallRecord, Telemetry};
 use crate::upstream::{
-    CallError, ClientAsks, ForClient, Progress, ProgressSink, RpcError, ServerAsk, Upstream,
+    CallError, ClientAsks, ForClient, Progress, ProgressSink, Retry, RpcError, ServerAsk, Upstream,
 };
 
 /// The server name of calls the gateway answers itself (built-in tools, refusals).
@@ -155,6 +155,8 @@ impl CallBook {
         ctx: &CallCtx<'_>,
         route: Route<'_>,
         arguments: Option<&RawValue>,
+        retry: Option<Retry<'_>>,
+        modern: bool,
     ) -> Result<ToolAnswer, ErrorData> {
         let Route {
             exposed,
@@ -187,11 +189,13 @@ impl CallBook {
                 let call = up.call_tool(
                     &tool,
                     arguments,
+                    retry,
                     replayable,
                     ForClient {
                         progress: Some(relay),
                         asks,
                         meta: ctx.meta.clone(),
+                        modern,
                     },
                     &ctx.cancel,
                 );
@@ -206,6 +210,10 @@ impl CallBook {
             Err(e) => Err(e),
         };
         match answer {
+            Ok(a) if modern && is_input_required(&a.result) => {
+                scope.finish_with(0, None, Some(PayloadSrc::Json(a.result.get())));
+                Ok(ToolAnswer::InputRequired(a.result))
+            }
             Ok(a) => match checked_result(a.result) {
                 Checked::Plain { raw, error } => {
                     scope.finish_with(

@@ -39,7 +39,7 @@ use super::page::{self, List, Page};
 use super::raw::{ToolAnswer, ToolCallIn, for_revision, result_frame};
 use super::session::Session;
 use crate::auth::{Caller, Roles};
-use crate::upstream::{ServerState, Upstream};
+use crate::upstream::{Retry, ServerState, Upstream};
 
 /// Built-in tools, answered by the gateway itself.
 pub(crate) const HEALTH_TOOL: &str = "switchboard__health_snapshot";
@@ -542,34 +542,48 @@ impl Dispatcher {
         ctx: &CallCtx<'_>,
         request: CallToolRequestParams,
     ) -> Result<CallToolResult, ErrorData> {
-        let arguments = match request
+        let raw = |v: Option<Result<Box<RawValue>, serde_json::Error>>| match v {
+            Some(Ok(raw)) => Ok(Some(raw)),
+            Some(Err(e)) => Err(error_data(
+                INVALID_PARAMS,
+                format!("Invalid params: {e}"),
+                None,
+            )),
+            None => Ok(None),
+        };
+        let arguments = raw(request
             .arguments
             .as_ref()
-            .map(serde_json::value::to_raw_value)
-        {
-            Some(Ok(raw)) => Some(raw),
-            Some(Err(e)) => {
-                return Err(error_data(
-                    INVALID_PARAMS,
-                    format!("Invalid params: {e}"),
-                    None,
-                ));
-            }
-            None => None,
-        };
-        self.call_tool_raw(ctx, &request.name, arguments.as_deref(), None)
+            .map(serde_json::value::to_raw_value))?;
+        let input_responses = raw(request
+            .input_responses
+            .as_ref()
+            .map(serde_json::value::to_raw_value))?;
+        let request_state = raw(request
+            .request_state
+            .as_ref()
+            .map(serde_json::value::to_raw_value))?;
+        let retry = (input_responses.is_some() || request_state.is_some()).then_some(Retry {
+            input_responses: input_responses.as_deref(),
+            request_state: request_state.as_deref(),
+        });
+        self.call_tool_raw(ctx, &request.name, arguments.as_deref(), retry, None, false)
             .await
             .map(ToolAnswer::into_typed)
     }
 
     /// `tools/call` of `name` with the client's `arguments` (a JSON object) as they came.
-    /// `route`: where `name` goes, if the caller has looked it up already.
+    /// `route`: where `name` goes, if the caller has looked it up already. `modern`: the
+    /// client speaks 2026-07-28 (a server's `input_required` reaches it as it is, and its
+    /// `retry` goes to the server as it came).
     async fn call_tool_raw(
         &self,
         ctx: &CallCtx<'_>,
         name: &str,
         arguments: Option<&RawValue>,
+        retry: Option<Retry<'_>>,
         route: Option<Route<'_>>,
+        modern: bool,
     ) -> Result<ToolAnswer, ErrorData> {
         let exposed = self.exposed(name);
         // the name a client with a shorter budget called, as its full name (the aggregated
@@ -603,7 +617,9 @@ impl Dispatcher {
                 .answered(ctx, name, Err((INVALID_PARAMS, message.clone())));
             return Err(error_data(INVALID_PARAMS, message, None));
         };
-        self.book.call_tool(ctx, route, arguments).await
+        self.book
+            .call_tool(ctx, route, arguments, retry, modern)
+            .await
     }
 
     /// The page at `cursor` of the resources of the servers the caller's role grants; the
@@ -868,9 +884,16 @@ impl Dispatcher {
             ),
             Method::ToolsCall => match ToolCallIn::read(req.params.as_deref()) {
                 // the usual call: arguments passed on and the result passed back as they came
-                Some(p) => match self.call_tool_raw(ctx, &p.name, p.arguments, route).await? {
+                Some(p) => match self
+                    .call_tool_raw(ctx, &p.name, p.arguments, p.retry, route, stateless)
+                    .await?
+                {
                     ToolAnswer::Raw(raw) => {
                         return Err(Untyped::Frame(result_frame(&req.id, &raw, stateless)));
+                    }
+                    // it has its resultType
+                    ToolAnswer::InputRequired(raw) => {
+                        return Err(Untyped::Frame(result_frame(&req.id, &raw, false)));
                     }
                     ToolAnswer::Typed(r) => ServerResult::CallToolResult(r),
                 },

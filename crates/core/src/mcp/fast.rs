@@ -171,7 +171,11 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
         None if version == STATELESS_VERSION => {
             params = req.params_value();
             route = stateless_ok(hub, headers, &req, method, params.as_ref())?;
+            // a 2026-07-28 server asks a 2026-07-28 client itself: its input_required and
+            // the client's retry pass through (see `upstream/input`)
+            let same_era = route.as_ref().is_some_and(|r| r.upstream.is_modern());
             if method == Method::ToolsCall
+                && !same_era
                 && let Some(bridged) = Bridged::read(params.as_ref())
             {
                 return Some(bridge(hub, caller, req, bridged).await);

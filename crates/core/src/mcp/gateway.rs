@@ -518,6 +518,7 @@ impl McpGateway {
                     "pid": s.pid,
                     "generation": s.generation,
                     "restarts": s.restarts,
+                    "protocol": s.protocol,
                     "tools": s.tools.len(),
                     "sessions": if up.is_isolated() { "isolated" } else { "shared" },
                     "instances": up.instances(),

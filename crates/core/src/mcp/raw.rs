@@ -8,6 +8,8 @@ use std::borrow::Cow;
 
 use rmcp::model::{CallToolResult, ContentBlock, ResultType};
 use serde::Deserialize;
+
+use crate::upstream::Retry;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -18,6 +20,8 @@ use super::jsonrpc::{is_object, present_raw};
 pub(crate) struct ToolCallIn<'a> {
     pub(crate) name: Cow<'a, str>,
     pub(crate) arguments: Option<&'a RawValue>,
+    /// A 2026-07-28 client's retry (`inputResponses` an object, `requestState` a string).
+    pub(crate) retry: Option<Retry<'a>>,
 }
 
 impl<'a> ToolCallIn<'a> {
@@ -41,11 +45,17 @@ impl<'a> ToolCallIn<'a> {
         let w = serde_json::from_str::<Wire<'a>>(params.get()).ok()?;
         let usual = w.arguments.is_none_or(is_object)
             && w.meta.is_none_or(is_object)
-            && w.input_responses.is_none()
-            && w.request_state.is_none();
+            && w.input_responses.is_none_or(is_object)
+            && w.request_state
+                .is_none_or(|s| s.get().trim_start().starts_with('"'));
+        let retry = (w.input_responses.is_some() || w.request_state.is_some()).then_some(Retry {
+            input_responses: w.input_responses,
+            request_state: w.request_state,
+        });
         usual.then_some(Self {
             name: w.name,
             arguments: w.arguments,
+            retry,
         })
     }
 }
@@ -55,6 +65,21 @@ pub(crate) enum ToolAnswer {
     /// A plain result (see [`checked_result`]), passed on as it came, without `resultType`.
     Raw(Box<RawValue>),
     Typed(CallToolResult),
+    /// A 2026-07-28 server's `input_required` result for a 2026-07-28 client, as it came
+    /// (`resultType` and all): the client retries with its answers itself.
+    InputRequired(Box<RawValue>),
+}
+
+/// Whether `raw` is an `input_required` result (a 2026-07-28 server asking its client).
+pub(crate) fn is_input_required(raw: &RawValue) -> bool {
+    #[derive(Deserialize)]
+    struct Tagged<'a> {
+        #[serde(rename = "resultType", default, borrow)]
+        result_type: Option<Cow<'a, str>>,
+    }
+    raw.get().contains("input_required")
+        && serde_json::from_str::<Tagged<'_>>(raw.get())
+            .is_ok_and(|t| t.result_type.as_deref() == Some("input_required"))
 }
 
 impl ToolAnswer {
@@ -71,6 +96,11 @@ impl ToolAnswer {
                 r
             }
             Self::Typed(r) => r,
+            // only answered to 2026-07-28 clients on the fast path, never through rmcp's types
+            Self::InputRequired(_) => CallToolResult::error(vec![ContentBlock::text(
+                "the server needs input from the client (input_required), which this request \
+                 cannot carry",
+            )]),
         }
     }
 }
@@ -230,6 +260,17 @@ mod tests {
         let p = raw(r#"{"name":"x","arguments":null}"#);
         let t = ToolCallIn::read(Some(&p)).unwrap();
         assert!(t.arguments.is_none());
+        assert!(t.retry.is_none());
+        // a 2026-07-28 client's retry, its answers and state passed on as they came
+        let p = raw(
+            r#"{"name":"x","inputResponses":{"k":{"action":"decline"}},"requestState":"s\u0031"}"#,
+        );
+        let r = ToolCallIn::read(Some(&p)).unwrap().retry.unwrap();
+        assert_eq!(
+            r.input_responses.unwrap().get(),
+            r#"{"k":{"action":"decline"}}"#
+        );
+        assert_eq!(r.request_state.unwrap().get(), r#""s\u0031""#);
         // the unusual goes to rmcp's typed params (and their errors)
         for unusual in [
             r#"{"name":42}"#,
@@ -238,8 +279,8 @@ mod tests {
             r#"{"name":"x","arguments":"a"}"#,
             r#"{"name":"x","_meta":5}"#,
             r#"{"name":"x","_meta":null}"#,
-            r#"{"name":"x","requestState":"s"}"#,
-            r#"{"name":"x","inputResponses":{}}"#,
+            r#"{"name":"x","requestState":5}"#,
+            r#"{"name":"x","inputResponses":[]}"#,
             r#"{"name":"x","name":"y"}"#,
             r#"["x"]"#,
         ] {

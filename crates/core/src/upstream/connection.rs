@@ -249,6 +249,10 @@ pub struct Connection {
     roots_asked: Mutex<HashSet<String>>,
     /// Where notifications for the clients go, once the upstream has been told.
     notes: std::sync::OnceLock<NoteSink>,
+    /// Set when the server speaks 2026-07-28 (it answered `server/discover`): the `_meta`
+    /// every request to it carries (protocol version, client capabilities and info), since
+    /// that era has no handshake to say them once.
+    modern: std::sync::OnceLock<serde_json::Map<String, Value>>,
     next_id: AtomicU64,
     /// Cancelled when the connection ends (stdout ends, the link is lost or stopped) or when
     /// the upstream's shutdown token is (a child of it): what transport tasks stop on.
@@ -395,6 +399,7 @@ impl Connection {
             owner: std::sync::OnceLock::new(),
             roots_asked: Mutex::new(HashSet::new()),
             notes: std::sync::OnceLock::new(),
+            modern: std::sync::OnceLock::new(),
             next_id: AtomicU64::new(1),
             closed,
             is_closed: std::sync::atomic::AtomicBool::new(false),
@@ -484,6 +489,17 @@ impl Connection {
     /// Hands notifications for the clients to `notes` from now on.
     pub(crate) fn set_notes(&self, notes: NoteSink) {
         let _ = self.notes.set(notes);
+    }
+
+    /// Speaks 2026-07-28 to the server from now on: every request carries `stamp` in its
+    /// `_meta` (keys the request sets itself are kept).
+    pub(crate) fn set_modern(&self, stamp: serde_json::Map<String, Value>) {
+        let _ = self.modern.set(stamp);
+    }
+
+    /// Whether the server speaks 2026-07-28 (see [`set_modern`](Self::set_modern)).
+    pub(crate) fn is_modern(&self) -> bool {
+        self.modern.get().is_some()
     }
 
     /// Makes `asks` the session every request of this server goes to (an isolated instance's).
@@ -610,14 +626,27 @@ impl Connection {
             self.asks.lock().expect("asks lock").insert(id, a);
             Asking { conn: self, id }
         });
-        let sent = self
-            .write(&OutRequest {
-                jsonrpc: "2.0",
-                id,
-                method,
-                params,
-            })
-            .await;
+        let sent = match self.modern.get() {
+            None => {
+                self.write(&OutRequest {
+                    jsonrpc: "2.0",
+                    id,
+                    method,
+                    params,
+                })
+                .await
+            }
+            Some(stamp) => {
+                let params = stamped(params, stamp);
+                self.write(&OutRequest {
+                    jsonrpc: "2.0",
+                    id,
+                    method,
+                    params: &params,
+                })
+                .await
+            }
+        };
         if let Err(e) = sent {
             self.pending.lock().expect("pending lock").remove(&id);
             return Err(e);
@@ -970,6 +999,27 @@ impl Connection {
             _ => tracing::debug!(server = %self.server, %method, "notification ignored"),
         }
     }
+}
+
+/// `params` with `stamp` in its `_meta` (what a 2026-07-28 server needs on every request);
+/// `_meta` keys already there are kept. Params that are not an object are sent as they are.
+fn stamped<P: serde::Serialize + ?Sized>(
+    params: &P,
+    stamp: &serde_json::Map<String, Value>,
+) -> Value {
+    let mut v = serde_json::to_value(params).unwrap_or(Value::Null);
+    if v.is_null() {
+        v = json!({});
+    }
+    if let Value::Object(map) = &mut v {
+        let meta = map.entry("_meta").or_insert_with(|| json!({}));
+        if let Value::Object(meta) = meta {
+            for (k, val) in stamp {
+                meta.entry(k.clone()).or_insert_with(|| val.clone());
+            }
+        }
+    }
+    v
 }
 
 /// A JSON-RPC id as a key that does not depend on how it was spaced (`"a"`, `7`).

@@ -20,6 +20,12 @@ use crate::config::{GatewayConfig, ServerConfig};
 pub use crate::events::ServerState;
 use crate::events::{EventBus, HubEvent};
 
+/// The protocol revision we ask upstream servers for in the `initialize` handshake.
+pub(crate) const UPSTREAM_PROTOCOL: &str = "2025-11-25";
+
+/// The handshake-less revision: offered first to stdio servers with `server/discover`.
+pub(crate) const MODERN_PROTOCOL: &str = "2026-07-28";
+
 /// A tool as its server listed it: read into rmcp's [`Tool`] for what the gateway itself looks
 /// at (its name, schema, annotations), and kept as the server wrote it for what clients are
 /// shown, since rmcp's type has no room for fields it does not know (`execution`, extensions).
@@ -50,6 +56,9 @@ pub struct Status {
     /// The `capabilities` object of the server's `initialize` result.
     pub capabilities: Arc<Value>,
     pub server_info: Arc<Value>,
+    /// The protocol revision spoken with it: [`MODERN_PROTOCOL`] when
+    /// it answered `server/discover` for it, else the handshake's.
+    pub protocol: &'static str,
     pub restarts: u64,
     pub last_error: Option<String>,
     /// When the server entered `Running` (for uptime).
@@ -73,6 +82,7 @@ impl Status {
             tools: Arc::new(Vec::new()),
             capabilities: Arc::new(Value::Null),
             server_info: Arc::new(Value::Null),
+            protocol: UPSTREAM_PROTOCOL,
             restarts: 0,
             last_error: None,
             running_since: None,

@@ -25,13 +25,110 @@ use super::connection::{Connection, RpcError};
 use super::notice::{self, ListChanged, NoticeReceiver};
 use super::pages;
 use super::remote;
-use super::state::{Inner, Restart, ServerState, ServerTool};
+use super::state::{Inner, MODERN_PROTOCOL, Restart, ServerState, ServerTool, UPSTREAM_PROTOCOL};
 use super::stdio;
 use crate::config::{GatewayConfig, ServerConfig, Transport};
 use crate::events::HubEvent;
 
-/// The protocol revision we ask upstream servers for.
-pub(crate) const UPSTREAM_PROTOCOL: &str = "2025-11-25";
+/// What the client a call comes from may be asked (see `Connection`), as declared upstream:
+/// a client that did not declare it answers with an error saying so.
+fn client_capabilities() -> Value {
+    json!({
+        "elicitation": {"form": {}, "url": {}},
+        "sampling": {},
+        "roots": {},
+    })
+}
+
+fn client_info() -> Value {
+    json!({"name": "switchboard", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// The `_meta` every request to a 2026-07-28 server carries.
+fn modern_stamp() -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "io.modelcontextprotocol/protocolVersion".into(),
+        MODERN_PROTOCOL.into(),
+    );
+    m.insert(
+        "io.modelcontextprotocol/clientCapabilities".into(),
+        client_capabilities(),
+    );
+    m.insert("io.modelcontextprotocol/clientInfo".into(), client_info());
+    m
+}
+
+/// What opening the server settled on.
+struct Opening {
+    protocol: &'static str,
+    capabilities: Value,
+    server_info: Value,
+}
+
+/// `server/discover`, for a stdio server: `Ok(Some)` when it speaks 2026-07-28 (the
+/// connection then stamps every request), `Ok(None)` when it answered but does not (an error,
+/// as servers of the older protocol answer a method they do not know, or no 2026-07-28 among
+/// its versions): the caller falls back to `initialize`. Bounded by the start timeout, which
+/// the child's start-up shares.
+async fn discover(inner: &Inner, conn: &Connection) -> Result<Option<Opening>, RpcError> {
+    let stamp = modern_stamp();
+    let answer = conn
+        .request(
+            "server/discover",
+            json!({"_meta": Value::Object(stamp.clone())}),
+            inner.limits.start_timeout(),
+            Some(&inner.shutdown),
+        )
+        .await;
+    let result = match answer {
+        Ok(r) => r,
+        Err(RpcError::Remote { code, message, .. }) => {
+            tracing::debug!(server = %inner.name, code, %message,
+                "server/discover refused: the server speaks an older protocol");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let modern = result
+        .get("supportedVersions")
+        .and_then(Value::as_array)
+        .is_some_and(|v| v.iter().any(|v| v.as_str() == Some(MODERN_PROTOCOL)));
+    if !modern {
+        return Ok(None);
+    }
+    conn.set_modern(stamp);
+    Ok(Some(Opening {
+        protocol: MODERN_PROTOCOL,
+        capabilities: result.get("capabilities").cloned().unwrap_or(json!({})),
+        server_info: result
+            .pointer("/_meta/io.modelcontextprotocol~1serverInfo")
+            .cloned()
+            .unwrap_or(Value::Null),
+    }))
+}
+
+/// The `initialize` handshake and `notifications/initialized`.
+async fn initialize(inner: &Inner, conn: &Connection) -> Result<Opening, RpcError> {
+    let init = conn
+        .request(
+            "initialize",
+            json!({
+                "protocolVersion": UPSTREAM_PROTOCOL,
+                "capabilities": client_capabilities(),
+                "clientInfo": client_info(),
+            }),
+            inner.limits.start_timeout(),
+            Some(&inner.shutdown),
+        )
+        .await?;
+    let _ = conn.notify("notifications/initialized", json!({})).await;
+    Ok(Opening {
+        protocol: UPSTREAM_PROTOCOL,
+        capabilities: init.get("capabilities").cloned().unwrap_or(json!({})),
+        server_info: init.get("serverInfo").cloned().unwrap_or(Value::Null),
+    })
+}
 
 /// What carries a server's messages, as the supervisor sees it.
 enum Link {
@@ -105,8 +202,9 @@ async fn open(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String> 
     })
 }
 
-/// Opens the server and runs the MCP handshake: `initialize`, `notifications/initialized`,
-/// `tools/list`.
+/// Opens the server and runs the MCP handshake: a stdio server is offered 2026-07-28 with
+/// `server/discover` first (decided anew on every start), anything that does not take it gets
+/// `initialize` and `notifications/initialized`; then `tools/list`.
 async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String> {
     let opened = open(inner, cfg).await?;
     let conn = opened.conn.clone();
@@ -114,31 +212,26 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String>
     if let Some(asks) = inner.instance.as_ref().and_then(|i| i.asks.clone()) {
         conn.set_owner(asks);
     }
-    let timeout = inner.limits.start_timeout();
-    let init = conn
-        .request(
-            "initialize",
-            json!({
-                "protocolVersion": UPSTREAM_PROTOCOL,
-                // what the client a call comes from is asked for (see `Connection`): a
-                // client that did not declare it answers with an error saying so
-                "capabilities": {
-                    "elicitation": {"form": {}, "url": {}},
-                    "sampling": {},
-                    "roots": {},
-                },
-                "clientInfo": {"name": "switchboard", "version": env!("CARGO_PKG_VERSION")},
-            }),
-            timeout,
-            Some(&inner.shutdown),
-        )
-        .await;
-    let init = match init {
-        Ok(v) => v,
+    let discovered = match &opened.link {
+        Link::Stdio(_) => discover(inner, &conn).await,
+        // remote endpoints are spoken to in the handshake era (their 2026-07-28 needs
+        // stateless HTTP requests, which the remote transport does not make)
+        Link::Remote(_) => Ok(None),
+    };
+    let opening = match discovered {
+        Ok(Some(o)) => Ok(o),
+        Ok(None) => initialize(inner, &conn).await,
+        Err(e) => Err(e),
+    };
+    let opening = match opening {
+        Ok(o) => o,
         Err(e) => return Err(opened.link.abandon(inner, e).await),
     };
-    let _ = conn.notify("notifications/initialized", json!({})).await;
-    let capabilities = init.get("capabilities").cloned().unwrap_or(json!({}));
+    let Opening {
+        protocol,
+        capabilities,
+        server_info,
+    } = opening;
     let tools = if capabilities.get("tools").is_some() {
         match list_tools(inner, &conn).await {
             Ok(tools) => tools,
@@ -151,12 +244,14 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String>
         Vec::new()
     };
     let pid = opened.link.pid();
+    tracing::debug!(server = %inner.name, protocol, "opened");
     inner.update(|s| {
         s.generation += 1;
         s.pid = pid;
         s.tools = Arc::new(tools);
         s.capabilities = Arc::new(capabilities);
-        s.server_info = Arc::new(init.get("serverInfo").cloned().unwrap_or(Value::Null));
+        s.server_info = Arc::new(server_info);
+        s.protocol = protocol;
         s.conn = Some(conn.clone());
         s.running_since = Some(Instant::now());
     });
