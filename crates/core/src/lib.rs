@@ -14,7 +14,7 @@
 //!   (rmcp's Streamable HTTP, plus a fast path for plain calls) and `/ws`; MCP sessions (the one
 //!   session registry) and their progress streams.
 //! - [`upstream`]: supervised MCP servers, stdio children and remote endpoints (spawn,
-//!   restart, replay).
+//!   restart, replay), and OAuth logins to remote ones.
 //! - [`import`]: servers from Claude Desktop / Cursor configs into ours.
 //! - [`calls`]: tool calls in flight and recently finished, with payloads (dashboard).
 //! - [`telemetry`]: per-call records (`telemetry.jsonl`, SQLite), counters, `/metrics`.
@@ -28,6 +28,7 @@
 //! - [`config`]: the TOML config and the platform directories.
 //! - [`discovery`]: `mcp.json` in the data dir, announcing the running gateway's URL.
 //! - [`connect`]: `switchboard connect`, the stdio bridge for clients that only spawn servers.
+//! - [`browser`]: opening a URL in the person's browser (`$BROWSER`, `xdg-open`), for logins.
 
 /// What every binary linking the core allocates with (the headless gateway, the app, tests):
 /// jemalloc, whose background thread hands freed memory back to the system within seconds, so
@@ -37,6 +38,7 @@
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 pub mod auth;
+pub mod browser;
 pub(crate) mod calls;
 pub mod config;
 pub mod connect;

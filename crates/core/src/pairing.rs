@@ -1,5 +1,6 @@
 //! Pairing over the wire: `POST /pair` (code → token), unpairing (token revoked, sessions
-//! closed), and the owner's local control socket that issues codes (`switchboard pair`).
+//! closed), and the owner's local control socket that issues codes (`switchboard pair`) and
+//! starts OAuth logins to remote servers (`switchboard login`, `logout`).
 
 use std::net::SocketAddr;
 
@@ -17,6 +18,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use crate::auth::store::TokenStoreError;
 use crate::auth::{Auth, PairError};
 use crate::http::error::ApiError;
+use crate::mcp::McpGateway;
 use crate::mcp::session::Sessions;
 
 /// What pairing and unpairing touch: the tokens, and the sessions an unpaired client loses.
@@ -25,6 +27,8 @@ pub struct Pairing {
     auth: Auth,
     /// Every MCP session (closed on unpair, their watchers' streams end).
     sessions: Sessions,
+    /// The servers, for logins from the control socket.
+    mcp: McpGateway,
     /// rmcp's own `/mcp` sessions, closed too so that the client's streams end.
     rmcp: Arc<LocalSessionManager>,
     /// The gateway's port, for the URLs handed to a new client.
@@ -34,13 +38,14 @@ pub struct Pairing {
 impl Pairing {
     pub(crate) fn new(
         auth: Auth,
-        sessions: Sessions,
+        mcp: McpGateway,
         rmcp: Arc<LocalSessionManager>,
         port: u16,
     ) -> Self {
         Self {
             auth,
-            sessions,
+            sessions: mcp.sessions().clone(),
+            mcp,
             rmcp,
             port,
         }
@@ -168,9 +173,44 @@ pub(crate) async fn pair(
 pub(crate) const CONTROL_SOCKET: &str = "control.sock";
 
 /// Answers one control request: `{"op":"pair","role"?}`, `{"op":"unpair","name"}`,
-/// `{"op":"clients"}`.
+/// `{"op":"clients"}`, `{"op":"login","server","timeout_s"?}` (the authorization URL),
+/// `{"op":"login_wait","server","timeout_s"}` (answers once the login ended and the server
+/// runs, or why not), `{"op":"logout","server"}`.
 async fn control_request(hub: &Pairing, req: serde_json::Value) -> serde_json::Value {
+    let server = || {
+        let name = req["server"].as_str().unwrap_or_default();
+        hub.mcp
+            .upstream(name)
+            .ok_or_else(|| json!({"ok": false, "error": format!("no server named {name:?}")}))
+    };
+    let timeout = req["timeout_s"]
+        .as_u64()
+        .map(std::time::Duration::from_secs);
     match req["op"].as_str() {
+        Some("login") => match server() {
+            Ok(up) => match up.login(hub.port, timeout).await {
+                Ok(url) => json!({"ok": true, "server": up.name(), "authorization_url": url}),
+                Err(e) => json!({"ok": false, "error": e}),
+            },
+            Err(e) => e,
+        },
+        Some("login_wait") => match server() {
+            Ok(up) => {
+                let wait = timeout.unwrap_or(std::time::Duration::from_secs(300));
+                match up.wait_logged_in(wait).await {
+                    Ok(()) => json!({"ok": true, "server": up.name()}),
+                    Err(e) => json!({"ok": false, "error": e}),
+                }
+            }
+            Err(e) => e,
+        },
+        Some("logout") => match server() {
+            Ok(up) => match up.logout().await {
+                Ok(had) => json!({"ok": true, "server": up.name(), "logged_out": had}),
+                Err(e) => json!({"ok": false, "error": e}),
+            },
+            Err(e) => e,
+        },
         Some("pair") => {
             let role = req["role"].as_str().map(str::to_owned);
             match hub.auth.issue_code(role) {
@@ -195,7 +235,7 @@ async fn control_request(hub: &Pairing, req: serde_json::Value) -> serde_json::V
         }
         Some("clients") => json!({"ok": true, "clients": hub.auth.clients()}),
         other => {
-            json!({"ok": false, "error": format!("unknown op {other:?}; use pair, unpair or clients")})
+            json!({"ok": false, "error": format!("unknown op {other:?}; use pair, unpair, clients, login, login_wait or logout")})
         }
     }
 }
@@ -251,11 +291,22 @@ pub(crate) async fn serve_control(
     let _ = std::fs::remove_file(&path);
 }
 
-/// Sends one request to a running gateway's control socket (the CLI side).
+/// Sends one request to a running gateway's control socket (the CLI side), waiting at most
+/// 10 s for the answer.
 #[cfg(unix)]
 pub async fn control(
     data_dir: &std::path::Path,
     req: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    control_within(data_dir, req, std::time::Duration::from_secs(10)).await
+}
+
+/// [`control`], waiting at most `wait` (a login waits for the person).
+#[cfg(unix)]
+pub async fn control_within(
+    data_dir: &std::path::Path,
+    req: serde_json::Value,
+    wait: std::time::Duration,
 ) -> Result<serde_json::Value, String> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let path = data_dir.join(CONTROL_SOCKET);
@@ -277,7 +328,7 @@ pub async fn control(
             .map_err(|e| e.to_string())?;
         serde_json::from_str(&line).map_err(|e| format!("bad answer from Switchboard: {e}"))
     };
-    tokio::time::timeout(std::time::Duration::from_secs(10), talk)
+    tokio::time::timeout(wait, talk)
         .await
-        .map_err(|_| "Switchboard did not answer within 10 s".to_owned())?
+        .map_err(|_| format!("Switchboard did not answer within {} s", wait.as_secs()))?
 }

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use super::call::{CallBook, Route};
 use super::names;
 use super::session::{Note, Sessions};
-use crate::auth::store::SecretStore;
+use crate::auth::store::Secrets;
 use crate::config::{GatewayConfig, ServerConfig as UpstreamConfig};
 use crate::events::EventBus;
 use crate::telemetry::Telemetry;
@@ -47,8 +47,8 @@ pub struct McpGateway {
 struct Inner {
     upstreams: RwLock<BTreeMap<String, Upstream>>,
     limits: GatewayConfig,
-    /// Where remote servers' header secrets are read from (the OS keychain, or tests' own).
-    secrets: Arc<dyn SecretStore>,
+    /// Where remote servers' header secrets are read from and OAuth logins kept.
+    secrets: Secrets,
     bus: EventBus,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -66,7 +66,7 @@ impl McpGateway {
     pub(crate) fn new(
         servers: &[UpstreamConfig],
         limits: GatewayConfig,
-        secrets: Arc<dyn SecretStore>,
+        secrets: Secrets,
         bus: EventBus,
         telemetry: Telemetry,
         shutdown: CancellationToken,
