@@ -454,7 +454,10 @@ impl Dispatcher {
             .filter(|r| r.exposed == name)
             .or_else(|| self.gw.route(name));
         let Some(route) = route else {
-            let message = format!("unknown tool '{name}'");
+            let message = self
+                .gw
+                .waiting_for_login(name)
+                .unwrap_or_else(|| format!("unknown tool '{name}'"));
             self.book
                 .answered(ctx, name, Err((INVALID_PARAMS, message.clone())));
             return Err(error_data(INVALID_PARAMS, message, None));

@@ -338,6 +338,19 @@ impl McpGateway {
         })
     }
 
+    /// Why a call of `name` finds no tool when its server is parked for a login (its tools
+    /// are unknown until it runs): the server's reason, which says how to log in.
+    pub(crate) fn waiting_for_login(&self, name: &str) -> Option<String> {
+        let (server, _) = names::split(name)?;
+        let s = self.upstream(server)?.status();
+        (s.state == ServerState::NeedsLogin).then(|| {
+            format!(
+                "server '{server}' is waiting for a login: {}",
+                s.last_error.as_deref().unwrap_or("it asks for one")
+            )
+        })
+    }
+
     /// The servers that listed resource `uri`, by name (none if no listing showed it).
     pub(crate) fn resource_listers(&self, uri: &str) -> Vec<String> {
         self.inner

@@ -553,6 +553,25 @@ impl OAuth {
             })?;
         let metadata = resolved.metadata;
         let discovered = resolved.source != AuthorizationMetadataSource::LegacyEndpointFallback;
+        // A server that named its metadata in the challenge is past 2025-03-26: guessing the
+        // old default endpoints would only hide why its metadata cannot be used.
+        let advertised = challenge.as_deref().and_then(|c| {
+            let base = reqwest::Url::parse(&url).ok()?;
+            rmcp::transport::auth::WWWAuthenticateParams::parse(c, &base).resource_metadata_url
+        });
+        if !discovered && let Some(advertised) = advertised {
+            return Err(fail(format!(
+                "the protected-resource metadata that {url} names ({advertised}) cannot be \
+                 used: it is missing or not valid metadata, and no other metadata was found"
+            )));
+        }
+        // What a failure below is to be read with, when nothing was discovered.
+        let legacy = if discovered {
+            ""
+        } else {
+            " (the server publishes no OAuth metadata, so its 2025-03-26 default endpoints were \
+             used)"
+        };
         // PKCE S256 or nothing: metadata that does not list it is refused before anything is
         // registered. The 2025-03-26 default endpoints come without metadata to ask.
         match &metadata.code_challenge_methods_supported {
@@ -660,7 +679,7 @@ impl OAuth {
                 .await
                 .map_err(|e| {
                     fail(format!(
-                        "dynamic client registration at {} failed: {}",
+                        "dynamic client registration at {} failed: {}{legacy}",
                         metadata
                             .registration_endpoint
                             .as_deref()

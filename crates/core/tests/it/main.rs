@@ -13,6 +13,7 @@ mod http;
 mod lifecycle;
 mod mcp;
 mod notes;
+mod oauth;
 mod pages;
 mod persistence;
 mod registration;
