@@ -7,8 +7,10 @@
 //! - `notify.rs`: desktop notifications, coalesced per subject and rate-capped.
 //! - `pairing.rs`: Pair New Client…, the code and its countdown in a small window.
 //! - `commands.rs`: the Tauri commands the pages call (the backend seam).
+//! - `login.rs`: OAuth logins to remote servers (tray, dashboard, notification), in the browser.
 
 mod commands;
+mod login;
 mod notify;
 mod pairing;
 mod tray;
@@ -37,6 +39,8 @@ pub(crate) struct Shell {
 #[derive(Debug, Clone)]
 pub(crate) struct GatewayHandles {
     pub(crate) url: String,
+    /// The gateway's port: OAuth logins come back to its `/oauth/callback`.
+    pub(crate) port: u16,
     pub(crate) auth: switchboard_core::auth::Auth,
     pub(crate) mcp: switchboard_core::mcp::McpGateway,
     pub(crate) unpairer: switchboard_core::server::Unpairer,
@@ -80,6 +84,7 @@ fn start_gateway() -> anyhow::Result<(GatewayHandles, tauri::async_runtime::Join
         let gateway = Gateway::open(&config, local, shutdown.clone()).await?;
         let handles = GatewayHandles {
             url: format!("http://{local}"),
+            port: local.port(),
             auth: gateway.auth(),
             mcp: gateway.mcp(),
             unpairer: gateway.unpairer(),
@@ -167,6 +172,7 @@ pub fn run() {
             commands::dashboard_credential,
             commands::pair_code,
             commands::new_pair_code,
+            commands::log_in,
         ])
         .setup(|app| {
             let mute_file = load_config()

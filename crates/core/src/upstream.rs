@@ -343,6 +343,12 @@ impl Upstream {
         Ok(stop)
     }
 
+    /// Whether this is a remote server that logs in with OAuth (no Authorization header of
+    /// its own in the config): where the tray and the dashboard offer Log In and Log Out.
+    pub fn uses_oauth(&self) -> bool {
+        oauth::applies(&self.config())
+    }
+
     /// Whether the login waiting for the browser is this server's (`state` of the callback).
     pub fn owns_login(&self, state: &str) -> bool {
         self.inner.oauth.owns_state(state)

@@ -49,3 +49,17 @@ export async function isPairWindow(): Promise<boolean> {
   const { windowLabel } = await import('./tauri');
   return (await windowLabel()) === 'pair';
 }
+
+/** Starts an OAuth login to a remote server and opens its authorization page: in the desktop
+ * app the app does it (the system browser, then a notification); in a browser tab the gateway
+ * hands back the URL and a new tab opens it. The callback goes to the gateway either way. */
+export async function logIn(client: GatewayClient, server: string): Promise<void> {
+  if (inTauri()) {
+    const { logIn: appLogIn } = await import('./tauri');
+    return appLogIn(server);
+  }
+  const r = await client.post<{ authorization_url: string }>(`/api/servers/${encodeURIComponent(server)}/login`);
+  if (!window.open(r.authorization_url, '_blank', 'noopener')) {
+    throw new ApiError(0, 'popup_blocked', `the browser blocked the login window; open ${r.authorization_url}`);
+  }
+}

@@ -38,3 +38,8 @@ export async function closeWindow(): Promise<void> {
   const { getCurrentWindow } = await import('@tauri-apps/api/window');
   await getCurrentWindow().close();
 }
+
+/** The app's own login: it opens the system browser and notifies the outcome. */
+export function logIn(server: string): Promise<void> {
+  return invoke<void>('log_in', { server });
+}
