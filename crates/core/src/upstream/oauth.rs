@@ -802,6 +802,20 @@ impl OAuth {
         let result = self.exchange(&pending, query).await;
         match &result {
             Ok(()) => {
+                // A step-up that got what it asked for is over; one that did not goes on
+                // counting its logins.
+                let granted = pending
+                    .cell
+                    .snapshot()
+                    .credentials
+                    .map(|c| c.granted_scopes)
+                    .unwrap_or_default();
+                {
+                    let mut step = self.step_up.lock().expect("oauth lock");
+                    if step.wanted.iter().all(|s| granted.contains(s)) {
+                        *step = StepUp::default();
+                    }
+                }
                 *self.active.lock().expect("oauth lock") = Some(Some(Arc::new(Active {
                     manager: Arc::new(pending.manager),
                     cell: pending.cell,
