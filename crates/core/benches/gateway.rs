@@ -13,9 +13,13 @@
 //!   round trip here whatever the server does.
 //!
 //! Prints latency percentiles of `tools/call echo` (sequential), the added latency, throughput
-//! with 16 concurrent clients on each path (in turns of one second), and the gateway's RSS with 10 servers running.
+//! with 16 concurrent clients on each path (in turns of one second), the gateway's RSS with 10
+//! servers running, and the memory per isolated session: a server with `sessions =
+//! "isolated"`, 16 sessions each with its own fixture child (one call each), the gateway's RSS
+//! growth per session and the children's own RSS per session, apart.
 //!
 //! `cargo bench -p switchboard-core --bench gateway [-- --calls N --seconds S --quick]`
+//! (`--isolated-only`: just the isolated-session figure.)
 //!
 //! `--quick` (for iterating) measures only latency and throughput: it skips the event fan-out,
 //! the 10,000 idle sockets and the 10-server RSS, and prints those rows as not measured.
@@ -310,9 +314,80 @@ fn start_ws_floor() -> (Running, String) {
     (running, format!("ws://{addr}/"))
 }
 
+/// Sessions the isolated-session figure is measured over.
+const ISOLATED_SESSIONS: usize = 16;
+
+/// What `n` isolated sessions cost: a gateway with one `sessions = "isolated"` fixture server,
+/// `n` `/mcp` sessions each making one call (each then has a child of its own). Answers the
+/// gateway's RSS growth per session (KiB), the children's RSS per child (KiB), and how many
+/// children there were; checks that they are gone once the sessions are deleted.
+async fn isolated_memory(n: usize) -> (f64, f64, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[[servers]]\nname = \"iso\"\ncommand = \"{FIXTURE}\"\nsessions = \"isolated\"\n\
+         max_instances = {n}\n"
+    );
+    let (gw, url) = start_gateway(dir.path(), 0, &extra);
+    let token = pair(dir.path(), &url).await;
+    let pid = gw.pid();
+    let probe = Http::connect(&url, &token).await;
+    wait_tool(&probe, "iso__echo", 1).await;
+    // one session's instance, started and stopped: what the first one allocates is not counted
+    probe
+        .request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
+        "params":{"name": "iso__echo","arguments":{"text":"x"}}}))
+        .await;
+    probe.delete().await;
+    let settled = |want: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while children(pid).len() != want {
+            assert!(Instant::now() < deadline, "children: {:?}", children(pid));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    settled(1).await; // the template
+    let template = children(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(pid);
+    let mut sessions = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = Http::connect(&url, &token).await;
+        let r = s
+            .request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
+                "params":{"name": "iso__echo","arguments":{"text":"x"}}}))
+            .await;
+        assert_eq!(r["result"]["content"][0]["text"], "x", "{r}");
+        sessions.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(pid);
+    let kids: Vec<u32> = children(pid)
+        .into_iter()
+        .filter(|c| !template.contains(c))
+        .collect();
+    let kids_rss: u64 = kids.iter().map(|&c| rss_kib(c)).sum();
+    for s in &sessions {
+        s.delete().await;
+    }
+    settled(1).await;
+    drop(gw);
+    (
+        after.saturating_sub(before) as f64 / n as f64,
+        kids_rss as f64 / kids.len().max(1) as f64,
+        kids.len(),
+    )
+}
+
 fn main() {
     if std::env::var_os(WS_FLOOR_ENV).is_some() {
         return ws_floor_server();
+    }
+    if std::env::args().any(|a| a == "--isolated-only") {
+        let (gw, child, kids) = common::runtime().block_on(isolated_memory(ISOLATED_SESSIONS));
+        println!(
+            "| memory per isolated session ({kids} sessions, a fixture child each): gateway / child RSS | — | {gw:.0} KiB / {child:.0} KiB | — | — | |"
+        );
+        return;
     }
     let calls: u64 = arg("--calls", 5000);
     let secs: u64 = arg("--seconds", 5);
@@ -479,6 +554,9 @@ fn main() {
             Some((fanout, rss_before, rss_10k, held, rss10))
         };
 
+        eprintln!("memory per isolated session…");
+        let (iso_gw, iso_child, iso_kids) = isolated_memory(ISOLATED_SESSIONS).await;
+
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
         let added = |g: &[Duration], p: f64| us(percentile(g, p)) - us(percentile(&t_direct, p));
         println!();
@@ -529,6 +607,7 @@ fn main() {
                 per(cpu[path][0] + cpu[path][1] + cpu[path][2]));
         }
         println!();
+        println!("| memory per isolated session ({iso_kids} sessions, a fixture child each): gateway / child RSS | — | {iso_gw:.0} KiB / {iso_child:.0} KiB | — | — | |");
         let Some((fanout, rss_before, rss_10k, held, rss10)) = extra else {
             println!("| (--quick: fan-out, idle sockets and RSS not measured) | | | | | |");
             return;

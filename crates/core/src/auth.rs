@@ -54,6 +54,9 @@ pub struct ClientView {
     pub role: String,
     pub created_ms: i64,
     pub last_seen_ms: Option<i64>,
+    /// The longest tool name this client is handed, when less than 64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_budget: Option<usize>,
 }
 
 /// Who is calling; put into the request's extensions by the auth middleware.
@@ -63,6 +66,8 @@ pub struct Caller {
     pub role: String,
     /// Cancelled when this client is unpaired: its streams and sessions end.
     pub revoked: CancellationToken,
+    /// The longest tool name it is handed (`None`: 64); see [`ClientView::name_budget`].
+    pub name_budget: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -446,6 +451,7 @@ impl Auth {
             token_sha256: sha256_hex(token.as_bytes()),
             created_ms: now_ms(),
             last_seen_ms: None,
+            name_budget: None,
         };
         (token, record)
     }
@@ -475,6 +481,7 @@ impl Auth {
                 .unwrap_or_else(|| self.inner.roles.default_role.clone()),
             created_ms: r.created_ms,
             last_seen_ms: r.last_seen_ms,
+            name_budget: r.name_budget,
         }
     }
 
@@ -523,6 +530,7 @@ impl Auth {
                     .clone()
                     .unwrap_or_else(|| self.inner.roles.default_role.clone()),
                 revoked: entry.revoked.clone(),
+                name_budget: entry.record.name_budget,
             }
         };
         if save {
@@ -560,6 +568,30 @@ impl Auth {
             name: name.to_owned(),
         });
         self.persist().await?;
+        Ok(true)
+    }
+
+    /// Sets the tool-name budget of the client `name` (`None`: the gateway's 64), kept with
+    /// it in the store; its next `tools/list` fits it. `false` if no client has that name.
+    pub async fn set_name_budget(
+        &self,
+        name: &str,
+        budget: Option<usize>,
+    ) -> Result<bool, TokenStoreError> {
+        let previous = {
+            let mut clients = self.inner.clients.write().expect("clients lock");
+            let Some(entry) = clients.values_mut().find(|e| e.record.name == name) else {
+                return Ok(false);
+            };
+            std::mem::replace(&mut entry.record.name_budget, budget)
+        };
+        if let Err(e) = self.persist().await {
+            let mut clients = self.inner.clients.write().expect("clients lock");
+            if let Some(entry) = clients.values_mut().find(|e| e.record.name == name) {
+                entry.record.name_budget = previous;
+            }
+            return Err(e);
+        }
         Ok(true)
     }
 

@@ -34,6 +34,10 @@ pub struct Config {
     /// The file this config was read from: watched for live changes to `servers`.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// Where the dashboard's Connect and Adopt buttons look for agents' configs: this
+    /// user's home and config dir when unset (tests give a directory of their own).
+    #[serde(skip)]
+    pub agents_home: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             roles: BTreeMap::new(),
             servers: Vec::new(),
             source: None,
+            agents_home: None,
         }
     }
 }
@@ -107,6 +112,12 @@ pub struct ServerConfig {
     pub args: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Environment variables of a stdio server whose values are read when it starts: from
+    /// the OS keychain (`{ keychain = "service/account" }`) or the gateway's environment
+    /// (`{ env = "VAR" }`), so that no secret sits in this file (`switchboard adopt` puts
+    /// the secrets it finds there).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, HeaderValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
     /// A remote server: `http(s)://…` speaks Streamable HTTP, `ws(s)://…` MCP over WebSocket.
@@ -125,6 +136,15 @@ pub struct ServerConfig {
     /// Per-call timeout for this server, overriding `gateway.call_timeout_ms`.
     #[serde(default)]
     pub call_timeout_ms: Option<u64>,
+    /// Whether every client session shares one instance of the server (`"shared"`) or gets
+    /// its own (`"isolated"`: its own child process or remote session, so that requests the
+    /// server sends reach that client only, and its roots are its own).
+    #[serde(default, skip_serializing_if = "SessionMode::is_shared")]
+    pub sessions: SessionMode,
+    /// With `sessions = "isolated"`: how many instances may run at once (one per client
+    /// session that used the server); a session past it gets an error saying so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<usize>,
     /// OAuth towards a remote server (all optional: a server that answers 401 is logged in to
     /// with discovery and dynamic registration without any of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,6 +228,24 @@ fn enabled_by_default() -> bool {
     true
 }
 
+/// How client sessions share a server (see [`ServerConfig::sessions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionMode {
+    #[default]
+    Shared,
+    Isolated,
+}
+
+impl SessionMode {
+    fn is_shared(&self) -> bool {
+        *self == Self::Shared
+    }
+}
+
+/// Isolated instances of one server running at once when `max_instances` is not set.
+pub const DEFAULT_MAX_INSTANCES: usize = 16;
+
 /// How Switchboard reaches a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport<'a> {
@@ -234,6 +272,16 @@ impl ServerConfig {
         }
     }
 
+    /// Whether each client session gets its own instance of this server.
+    pub fn is_isolated(&self) -> bool {
+        self.sessions == SessionMode::Isolated
+    }
+
+    /// The bound on live isolated instances.
+    pub fn max_instances(&self) -> usize {
+        self.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES)
+    }
+
     pub fn is_remote(&self) -> bool {
         self.url.is_some()
     }
@@ -242,11 +290,31 @@ impl ServerConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
         validate_server_name(&self.name)?;
         let name = &self.name;
+        match (self.sessions, self.max_instances) {
+            (SessionMode::Shared, Some(_)) => {
+                return Err(format!(
+                    "server {name:?}: max_instances applies to sessions = \"isolated\" only"
+                ));
+            }
+            (SessionMode::Isolated, Some(0)) => {
+                return Err(format!("server {name:?}: max_instances must be at least 1"));
+            }
+            _ => {}
+        }
         let Some(url) = &self.url else {
             if self.command.trim().is_empty() {
                 return Err(format!(
                     "server {name:?} needs either command = \"…\" (a stdio server) or \
                      url = \"…\" (a remote one)"
+                ));
+            }
+            if let Some(var) = self
+                .secret_env
+                .keys()
+                .find(|v| v.is_empty() || v.contains('='))
+            {
+                return Err(format!(
+                    "server {name:?}: {var:?} is not an environment variable name"
                 ));
             }
             if !self.headers.is_empty() {
@@ -268,7 +336,11 @@ impl ServerConfig {
                  a remote URL"
             ));
         }
-        if !self.args.is_empty() || !self.env.is_empty() || self.cwd.is_some() {
+        if !self.args.is_empty()
+            || !self.env.is_empty()
+            || !self.secret_env.is_empty()
+            || self.cwd.is_some()
+        {
             return Err(format!(
                 "server {name:?}: args, env and cwd apply to stdio servers (command = \"…\"), \
                  not to url = {url:?}"
@@ -435,6 +507,14 @@ pub(crate) fn validate_server_name(name: &str) -> Result<(), String> {
     if name == "switchboard" {
         return Err("server name \"switchboard\" is reserved for built-in tools".into());
     }
+    // `/ws/<server>` is a server's own endpoint, and `/ws/mcp` is the registration server
+    if name == "mcp" {
+        return Err(
+            "server name \"mcp\" is reserved: /ws/mcp is the registration endpoint, so a \
+             server of that name could have no /ws/<server> endpoint; choose another name"
+                .into(),
+        );
+    }
     Ok(())
 }
 
@@ -479,6 +559,10 @@ pub struct GatewayConfig {
     /// Items per page of `tools/list`, `resources/list`, `resources/templates/list` and
     /// `prompts/list` to clients (at least 1); the rest follow through `nextCursor`.
     pub page_size: usize,
+    /// How long a server's request, turned into an `input_required` result for a 2026-07-28
+    /// client, waits for the client's retry with the answers; then the server gets an error
+    /// and the call is cancelled. (The call itself still ends by `call_timeout_ms`.)
+    pub input_wait_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -501,6 +585,7 @@ impl Default for GatewayConfig {
             remote_backoff_initial_ms: 500,
             remote_backoff_max_ms: 30_000,
             page_size: 100,
+            input_wait_ms: 120_000,
         }
     }
 }
@@ -727,9 +812,14 @@ mod tests {
         assert!(c.servers[0].enabled);
         assert_eq!(c.servers[0].replay["write"], ReplayContract::Never);
         c.validate().unwrap();
-        for bad in ["a__b", "with space", "", "switchboard", "trail_"] {
+        for bad in ["a__b", "with space", "", "switchboard", "mcp", "trail_"] {
             assert!(validate_server_name(bad).is_err(), "{bad}");
         }
+        let mcp = Config::parse("[[servers]]\nname = \"mcp\"\ncommand = \"x\"\n").unwrap();
+        assert!(
+            mcp.validate().unwrap_err().contains("/ws/mcp"),
+            "the refusal says why"
+        );
         let dup = Config::parse(
             "[[servers]]\nname = \"a\"\ncommand = \"x\"\n[[servers]]\nname = \"a\"\ncommand = \"y\"\n",
         )
@@ -825,10 +915,40 @@ url = "ws://127.0.0.1:9000/ws"
                 "url = \"http://h/mcp\"\nheaders = { A = { prefix = \"x\" } }",
                 "a header value is a string",
             ),
+            (
+                "command = \"x\"\nsessions = \"private\"",
+                "unknown variant `private`",
+            ),
+            (
+                "command = \"x\"\nmax_instances = 4",
+                "applies to sessions = \"isolated\" only",
+            ),
+            (
+                "command = \"x\"\nsessions = \"isolated\"\nmax_instances = 0",
+                "must be at least 1",
+            ),
         ] {
             let err = check(entry);
             assert!(err.contains(expected), "{entry:?}: {err}");
         }
+    }
+
+    #[test]
+    fn sessions_are_shared_unless_isolated_with_a_bound_of_16() {
+        let c = Config::parse(
+            "[[servers]]\nname = \"a\"\ncommand = \"x\"\n\
+             [[servers]]\nname = \"b\"\ncommand = \"x\"\nsessions = \"isolated\"\n\
+             [[servers]]\nname = \"c\"\nurl = \"http://h/mcp\"\nsessions = \"isolated\"\nmax_instances = 3\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert!(!c.servers[0].is_isolated());
+        assert!(c.servers[1].is_isolated());
+        assert_eq!(c.servers[1].max_instances(), DEFAULT_MAX_INSTANCES);
+        assert_eq!(c.servers[2].max_instances(), 3);
+        let again: ServerConfig = toml::from_str(&toml::to_string(&c.servers[2]).unwrap()).unwrap();
+        assert_eq!(again, c.servers[2]);
+        assert!(!toml::to_string(&c.servers[0]).unwrap().contains("sessions"));
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! The discovery file: `mcp.json` in the data dir, so that local tools find a running gateway
 //! without being told its port.
 //!
-//! Contents: `{"url":"http://127.0.0.1:<port>/mcp","pid":<int>,"started_at":"<RFC 3339>"}`.
+//! Contents: `{"url":"http://127.0.0.1:<port>/mcp","ws_url":"ws://127.0.0.1:<port>/ws",
+//! "servers":{"<server>":{"url":".../mcp/<server>","ws_url":".../ws/<server>"}},"pid":<int>,
+//! "started_at":"<RFC 3339>"}`: the aggregated endpoints and each configured server's own.
 //! It is written once the listener is bound (temp file + rename, mode 0600 on Unix, so a
-//! reader never sees half a file) and removed at graceful shutdown — but only while it is
+//! reader never sees half a file), written again when the set of servers changes, and removed
+//! at graceful shutdown — but only while it is
 //! still ours: a gateway never deletes another gateway's announcement. At startup a file left
 //! by a gateway that still answers `/healthz` is kept (that gateway owns it); one left by a
 //! gateway that is gone (a crash, `kill -9`) is replaced.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,8 +29,21 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 pub struct Discovery {
     /// The gateway's Streamable HTTP endpoint.
     pub url: String,
+    /// Its MCP over WebSocket endpoint (absent in files of older versions).
+    #[serde(default)]
+    pub ws_url: String,
+    /// Each configured server's own endpoints, by name.
+    #[serde(default)]
+    pub servers: BTreeMap<String, ServerEndpoints>,
     pub pid: u32,
     pub started_at: String,
+}
+
+/// One server's own endpoints (`/mcp/<server>`, `/ws/<server>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerEndpoints {
+    pub url: String,
+    pub ws_url: String,
 }
 
 impl Discovery {
@@ -34,14 +51,37 @@ impl Discovery {
     pub(crate) fn for_this_process(addr: SocketAddr) -> Self {
         Self {
             url: format!("http://{addr}/mcp"),
+            ws_url: format!("ws://{addr}/ws"),
+            servers: BTreeMap::new(),
             pid: std::process::id(),
             started_at: crate::now_rfc3339(),
         }
     }
 
+    /// This announcement listing `names`' own endpoints (next to `url`'s).
+    pub(crate) fn with_servers(mut self, names: &[String]) -> Self {
+        let http = self.url.clone();
+        let ws = self.ws_url.clone();
+        self.servers = names
+            .iter()
+            .map(|n| {
+                let e = ServerEndpoints {
+                    url: format!("{http}/{n}"),
+                    ws_url: format!("{ws}/{n}"),
+                };
+                (n.clone(), e)
+            })
+            .collect();
+        self
+    }
+
     /// Reads the file in `data_dir`; `None` if it is missing or not a discovery file.
     pub fn read(data_dir: &Path) -> Option<Self> {
-        let bytes = std::fs::read(data_dir.join(FILE_NAME)).ok()?;
+        Self::read_path(&data_dir.join(FILE_NAME))
+    }
+
+    fn read_path(path: &Path) -> Option<Self> {
+        let bytes = std::fs::read(path).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 }
@@ -78,6 +118,22 @@ pub(crate) async fn announce(
 impl Announcement {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Writes the file again listing `names`' own endpoints, unless someone else has replaced
+    /// it meanwhile (then it is left alone, as [`withdraw`](Self::withdraw) leaves it).
+    pub(crate) fn servers_changed(&mut self, names: &[String]) {
+        let next = self.ours.clone().with_servers(names);
+        if next == self.ours || Discovery::read_path(&self.path).as_ref() != Some(&self.ours) {
+            return;
+        }
+        let json = serde_json::to_vec(&next).expect("discovery serializes");
+        match write_atomically(&self.path, &json) {
+            Ok(()) => self.ours = next,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot rewrite the discovery file");
+            }
+        }
     }
 
     /// Removes the file, unless someone else has replaced it meanwhile.
@@ -143,6 +199,8 @@ mod tests {
     fn sample(pid: u32, url: &str) -> Discovery {
         Discovery {
             url: url.into(),
+            ws_url: String::new(),
+            servers: BTreeMap::new(),
             pid,
             started_at: "2026-01-02T03:04:05.678+00:00".into(),
         }
@@ -183,6 +241,38 @@ mod tests {
         let ann = announce(dir.path(), ours.clone()).await.unwrap().unwrap();
         ann.withdraw();
         assert!(!dir.path().join(FILE_NAME).exists());
+    }
+
+    #[tokio::test]
+    async fn a_change_of_servers_rewrites_our_file_and_never_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = Discovery::for_this_process("127.0.0.1:4567".parse().unwrap())
+            .with_servers(&["fx".to_owned()]);
+        let mut ann = announce(dir.path(), ours).await.unwrap().unwrap();
+        let read = Discovery::read(dir.path()).unwrap();
+        assert_eq!(read.servers["fx"].url, "http://127.0.0.1:4567/mcp/fx");
+        assert_eq!(read.servers["fx"].ws_url, "ws://127.0.0.1:4567/ws/fx");
+
+        ann.servers_changed(&["fx".to_owned(), "fy".to_owned()]);
+        let read = Discovery::read(dir.path()).unwrap();
+        assert_eq!(read.servers.keys().collect::<Vec<_>>(), ["fx", "fy"]);
+        assert_eq!(read.pid, std::process::id());
+
+        let theirs = sample(std::process::id() + 1, "http://127.0.0.1:9/mcp");
+        std::fs::write(ann.path(), serde_json::to_vec(&theirs).unwrap()).unwrap();
+        ann.servers_changed(&["fz".to_owned()]);
+        assert_eq!(
+            Discovery::read(dir.path()),
+            Some(theirs),
+            "not ours: left alone"
+        );
+        // a file of an older version (no ws_url, no servers) still reads
+        std::fs::write(
+            ann.path(),
+            r#"{"url":"http://127.0.0.1:9/mcp","pid":1,"started_at":"x"}"#,
+        )
+        .unwrap();
+        assert!(Discovery::read(dir.path()).unwrap().servers.is_empty());
     }
 
     #[tokio::test]

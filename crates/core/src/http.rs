@@ -3,12 +3,14 @@
 //!
 //! This file only routes. In front of every route stands the local-only guard (`http/guard`);
 //! protected routes need a paired token (`http/token`); `/mcp` checks it itself in its front
-//! door (`http/mcp`). The handlers are the dashboard's API (`http/api`), its pages
+//! door (`http/mcp`). The handlers are the dashboard's API (`http/api`), its agents' Connect and Adopt
+//! buttons (`http/agents`), its pages
 //! (`http/assets`), the gateway's read routes (`http/dashboard`), sessions and their watch
 //! streams (`http/sessions`) and the `/ws` upgrade (`http/ws`); domain handlers (`/pair`,
 //! `/ws/mcp`) take the sub-state they need from [`AppState`] (`http/state`). Errors are
 //! [`ApiError`]s (`http/error`, a leaf the domain modules use too).
 
+mod agents;
 mod api;
 mod assets;
 mod dashboard;
@@ -21,7 +23,7 @@ mod token;
 mod ws;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::middleware;
 use axum::routing::{any, delete, get, post};
 
@@ -45,9 +47,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/import", get(api::import_sources).post(api::import))
         .route("/api/pair-codes", post(api::pair_code))
         .route("/api/clients", get(api::clients))
+        .route("/api/agents", get(agents::list))
+        .route("/api/agents/{id}/{action}", post(agents::action))
         .route("/api/clients/{name}", delete(dashboard::unpair_client))
         .route("/metrics", get(dashboard::metrics))
         .route("/ws", get(ws::upgrade))
+        // `/ws/mcp` (registration) is matched first: no server may be named `mcp`
+        .route("/ws/{server}", get(ws::upgrade_for))
         .route("/session", post(sessions::create))
         .route("/api/sessions", get(sessions::list))
         .route("/session/{id}", delete(sessions::delete))
@@ -56,8 +62,9 @@ pub(crate) fn router(state: AppState) -> Router {
             token::require_token,
         ));
     // `/mcp` checks the token itself, in one handler with the other steps in front of rmcp: a
-    // layer per step would clone the stack under it on every request. Nothing is served below
-    // it: a path there is a client's mistake, answered 404 rather than served as `/mcp`.
+    // layer per step would clone the stack under it on every request; `/mcp/<server>` is the
+    // same door to one server. Nothing is served below that: a path there is a client's
+    // mistake, answered 404 rather than served as an endpoint.
     let svc = mcp::service(&state);
     Router::new()
         .route(
@@ -66,8 +73,16 @@ pub(crate) fn router(state: AppState) -> Router {
                 mcp::entry(state, svc.clone(), req)
             }),
         )
+        .route(
+            "/mcp/{server}",
+            any(
+                |State(state): State<AppState>, Path(server): Path<String>, req: Request| {
+                    mcp::entry_for(state, server, req)
+                },
+            ),
+        )
         .route("/mcp/", any(mcp::below))
-        .route("/mcp/{*rest}", any(mcp::below))
+        .route("/mcp/{server}/{*rest}", any(mcp::below))
         .route("/healthz", get(dashboard::healthz))
         .route("/ws/mcp", get(crate::registration::upgrade))
         .route("/pair", post(crate::pairing::pair))

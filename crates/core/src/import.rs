@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
 
-use crate::config::{ServerConfig, validate_server_name};
+use crate::config::{HeaderValue, ServerConfig, validate_server_name};
 
 #[derive(Debug, Deserialize)]
 struct ClientFile {
@@ -26,7 +26,13 @@ struct ClientServer {
     #[serde(default)]
     env: std::collections::BTreeMap<String, String>,
     cwd: Option<PathBuf>,
+    /// Remote: `url` (Claude Desktop, Cursor), `serverUrl` (Windsurf), `httpUrl` (Gemini).
+    #[serde(alias = "serverUrl", alias = "httpUrl")]
     url: Option<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
     #[serde(default)]
     disabled: bool,
 }
@@ -74,7 +80,7 @@ pub fn known_client_configs() -> Vec<PathBuf> {
 }
 
 /// A name Switchboard accepts, close to `raw`.
-fn sanitize(raw: &str) -> String {
+pub(crate) fn sanitize(raw: &str) -> String {
     let mut name: String = raw
         .chars()
         .map(|c| {
@@ -124,9 +130,20 @@ pub(crate) fn read_client_config(path: &Path) -> Result<Vec<Entry>, ImportError>
                         enabled: !s.disabled,
                         ..ServerConfig::default()
                     }),
-                    (None, Some(url)) => Err(format!(
-                        "remote server ({url}); only stdio servers are imported for now"
+                    (None, Some(url)) if s.kind.as_deref() == Some("sse") => Err(format!(
+                        "{url} speaks the old SSE transport, which Switchboard does not"
                     )),
+                    (None, Some(url)) => Ok(ServerConfig {
+                        name: sanitize(&name),
+                        url: Some(url),
+                        headers: s
+                            .headers
+                            .into_iter()
+                            .map(|(k, v)| (k, crate::config::HeaderValue::Plain(v)))
+                            .collect(),
+                        enabled: !s.disabled,
+                        ..ServerConfig::default()
+                    }),
                     (None, None) => Err("no command".into()),
                 });
             (name, entry)
@@ -158,7 +175,7 @@ pub(crate) fn merge(existing: &str, sources: &[Entry]) -> Result<(String, Outcom
         if current
             .servers
             .iter()
-            .any(|s| s.command == server.command && s.args == server.args)
+            .any(|s| s.command == server.command && s.args == server.args && s.url == server.url)
         {
             outcome
                 .skipped
@@ -202,13 +219,51 @@ fn server_table(name: &str, server: &ServerConfig) -> Table {
         }
         t.insert("env", value(env));
     }
+    if !server.secret_env.is_empty() {
+        t.insert("secret_env", value(sourced_table(&server.secret_env)));
+    }
     if let Some(cwd) = &server.cwd {
         t.insert("cwd", value(cwd.to_string_lossy().into_owned()));
+    }
+    if !server.headers.is_empty() {
+        t.insert("headers", value(sourced_table(&server.headers)));
     }
     if !server.enabled {
         t.insert("enabled", value(false));
     }
     t
+}
+
+/// `{ NAME = "text", OTHER = { keychain = "service/account", prefix = "Bearer " } }`.
+fn sourced_table(values: &std::collections::BTreeMap<String, HeaderValue>) -> InlineTable {
+    let mut out = InlineTable::new();
+    for (k, v) in values {
+        let item: toml_edit::Value = match v {
+            HeaderValue::Plain(text) => text.into(),
+            HeaderValue::Keychain {
+                service,
+                account,
+                prefix,
+            } => {
+                let mut t = InlineTable::new();
+                t.insert("keychain", format!("{service}/{account}").into());
+                if !prefix.is_empty() {
+                    t.insert("prefix", prefix.into());
+                }
+                t.into()
+            }
+            HeaderValue::Env { var, prefix } => {
+                let mut t = InlineTable::new();
+                t.insert("env", var.into());
+                if !prefix.is_empty() {
+                    t.insert("prefix", prefix.into());
+                }
+                t.into()
+            }
+        };
+        out.insert(k, item);
+    }
+    out
 }
 
 /// Appends one server to the TOML config text, keeping comments; its name must be free.
@@ -314,15 +369,24 @@ mod tests {
         std::fs::write(&cfg, "# my settings\nlisten = \"127.0.0.1:11391\"\n\n[[servers]]\nname = \"filesystem\"\ncommand = \"other\"\n").unwrap();
 
         let outcome = import_into(&cfg, std::slice::from_ref(&src)).unwrap();
-        assert_eq!(outcome.added, vec!["filesystem-2", "my-server", "off"]);
-        assert_eq!(outcome.skipped.len(), 1);
-        assert!(outcome.skipped[0].1.contains("remote"));
+        assert_eq!(
+            outcome.added,
+            vec!["filesystem-2", "my-server", "off", "remote"]
+        );
+        assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
 
         let text = std::fs::read_to_string(&cfg).unwrap();
         assert!(text.starts_with("# my settings"), "{text}");
         let loaded = crate::Config::load(Some(&cfg)).unwrap();
         let names: Vec<_> = loaded.servers.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["filesystem", "filesystem-2", "my-server", "off"]);
+        assert_eq!(
+            names,
+            ["filesystem", "filesystem-2", "my-server", "off", "remote"]
+        );
+        assert_eq!(
+            loaded.servers[4].url.as_deref(),
+            Some("https://example.org/mcp")
+        );
         assert_eq!(loaded.servers[1].args[0], "-y");
         assert_eq!(loaded.servers[2].env["TOKEN"], "x");
         assert!(!loaded.servers[3].enabled);
@@ -336,7 +400,7 @@ mod tests {
                 .iter()
                 .filter(|s| s.1 == "already configured")
                 .count(),
-            3
+            4
         );
     }
 

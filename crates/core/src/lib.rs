@@ -7,6 +7,8 @@
 //!   opens the stores, assembles the state, serves and drains.
 //! - [`http`]: the router and everything HTTP: the local-only guard, token middleware, the
 //!   `/mcp` front door, the dashboard's API and pages, session routes, the shared state.
+//! - [`setup`]: connecting agents in one step (`switchboard setup`, the Connect button):
+//!   each agent's config file edited in place, detection, and adopting agents' servers.
 //! - [`pairing`]: `POST /pair`, unpairing, and the owner's control socket (`switchboard pair`).
 //! - [`registration`]: the IEP v1.0 registration server at `/ws/mcp` and the project registry
 //!   (in memory, written through to SQLite).
@@ -50,6 +52,7 @@ pub mod mcp;
 pub mod pairing;
 pub mod registration;
 pub mod server;
+pub mod setup;
 pub(crate) mod store;
 pub(crate) mod telemetry;
 pub mod upstream;

@@ -91,6 +91,56 @@ enum Command {
         #[command(flatten)]
         place: Place,
     },
+    /// Connect an agent in one step: pair a token for it and write Switchboard's entry into
+    /// its own config (claude-code, claude-desktop, cursor, vscode, windsurf, gemini-cli,
+    /// codex, zed). Needs the running gateway.
+    Setup {
+        /// The agent
+        client: String,
+        /// Role of its token [default: the configured default role]
+        #[arg(long)]
+        role: Option<String>,
+        /// The entry's name in the agent's config
+        #[arg(long, default_value = switchboard_core::setup::DEFAULT_ENTRY)]
+        name: String,
+        /// The agent's user config, or the project's (in the current directory)
+        #[arg(long, value_enum, default_value = "user")]
+        scope: ScopeArg,
+        /// Take the entry out again and revoke its token
+        #[arg(long)]
+        remove: bool,
+        /// Longest tool name to hand the agent [default: 64 less the prefix it adds, e.g.
+        /// 46 for Claude Code's mcp__switchboard__]
+        #[arg(long)]
+        name_budget: Option<usize>,
+        /// Edit the file even where the agent has a CLI of its own (`claude mcp add-json`)
+        #[arg(long)]
+        no_cli: bool,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Move an agent's own MCP servers into Switchboard (secrets into the OS keychain) and
+    /// leave it one entry, Switchboard's; --undo puts its file back exactly.
+    Adopt {
+        /// The agent
+        client: String,
+        /// Put the agent's file back as it was, take its servers out of Switchboard, revoke
+        #[arg(long)]
+        undo: bool,
+        /// The agent's user config, or the project's (in the current directory)
+        #[arg(long, value_enum, default_value = "user")]
+        scope: ScopeArg,
+        /// The entry's name in the agent's config
+        #[arg(long, default_value = switchboard_core::setup::DEFAULT_ENTRY)]
+        name: String,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// List the agents on this machine and whether each is connected to the running gateway.
+    Agents {
+        #[command(flatten)]
+        place: Place,
+    },
     /// Add the MCP servers of a Claude Desktop or Cursor config to Switchboard's config.
     Import {
         /// claude_desktop_config.json or mcp.json [default: every one found on this machine]
@@ -99,6 +149,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ScopeArg {
+    User,
+    Project,
 }
 
 /// Which running gateway to talk to: the one using this data dir.
@@ -163,6 +219,34 @@ fn main() -> ExitCode {
             &place,
             serde_json::json!({"op": "logout", "server": server}),
         )),
+        Command::Setup {
+            client,
+            role,
+            name,
+            scope: scope_arg,
+            remove,
+            name_budget,
+            no_cli,
+            place,
+        } => {
+            let opts = switchboard_core::setup::Options {
+                scope: scope(scope_arg),
+                entry: name,
+                role,
+                name_budget,
+                use_cli: !no_cli,
+                ..Default::default()
+            };
+            runtime.block_on(run_setup(&client, opts, remove, &place))
+        }
+        Command::Agents { place } => runtime.block_on(run_agents(&place)),
+        Command::Adopt {
+            client,
+            undo,
+            scope,
+            name,
+            place,
+        } => runtime.block_on(run_adopt(&client, undo, scope, name, &place)),
         Command::Clients { place } => {
             runtime.block_on(run_control(&place, serde_json::json!({"op": "clients"})))
         }
@@ -373,6 +457,134 @@ async fn run_connect(
         .await
         .map_err(anyhow::Error::msg)?;
     switchboard_core::connect::relay(url, token).await
+}
+
+fn places() -> anyhow::Result<switchboard_core::setup::Places> {
+    switchboard_core::setup::Places::of_this_user()
+        .ok_or_else(|| anyhow::anyhow!("no home directory or current directory"))
+}
+
+fn agent(id: &str) -> anyhow::Result<switchboard_core::setup::Client> {
+    use switchboard_core::setup::Client;
+    Client::from_id(id).ok_or_else(|| {
+        let known: Vec<&str> = Client::ALL.iter().map(|c| c.id()).collect();
+        anyhow::anyhow!("unknown agent {id:?}; one of: {}", known.join(", "))
+    })
+}
+
+fn scope(arg: ScopeArg) -> switchboard_core::setup::Scope {
+    match arg {
+        ScopeArg::User => switchboard_core::setup::Scope::User,
+        ScopeArg::Project => switchboard_core::setup::Scope::Project,
+    }
+}
+
+async fn run_adopt(
+    client: &str,
+    undo: bool,
+    scope_arg: ScopeArg,
+    name: String,
+    place: &Place,
+) -> anyhow::Result<()> {
+    use switchboard_core::setup::{self, Pairer, adopt};
+    let client = agent(client)?;
+    let data_dir = place.data_dir()?;
+    let config = match place
+        .config
+        .clone()
+        .or_else(switchboard_core::config::default_config_file)
+    {
+        Some(c) => c,
+        None => anyhow::bail!("no home directory: pass --config FILE"),
+    };
+    let target = adopt::Target {
+        config,
+        secrets: std::sync::Arc::new(switchboard_core::auth::keychain::KeychainSecrets),
+        state_dir: data_dir.clone(),
+    };
+    let pairer = Pairer::Control { data_dir };
+    let opts = setup::Options {
+        scope: scope(scope_arg),
+        entry: name,
+        ..Default::default()
+    };
+    if undo {
+        let done = adopt::undo(client, &opts, &pairer, &target).await?;
+        println!(
+            "{}: {} restored as it was",
+            client.label(),
+            done.path.display()
+        );
+        for s in &done.servers {
+            println!("removed {s} from {}", target.config.display());
+        }
+        if let Some(r) = &done.revoked {
+            println!("revoked the token of {r}");
+        }
+        return Ok(());
+    }
+    let done = adopt::adopt(&places()?, client, &opts, &pairer, &target).await?;
+    for (from, to) in &done.servers {
+        println!("adopted {from} as {to}");
+    }
+    for (from, why) in &done.skipped {
+        println!("left {from} in {}: {why}", done.path.display());
+    }
+    println!(
+        "{} secret(s) moved to the OS keychain; {} now runs them (backup: {}; undo: switchboard adopt {} --undo)",
+        done.secrets,
+        target.config.display(),
+        done.backup.display(),
+        client.id()
+    );
+    for line in done.setup.lines(&opts.entry) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+async fn run_setup(
+    client: &str,
+    opts: switchboard_core::setup::Options,
+    remove: bool,
+    place: &Place,
+) -> anyhow::Result<()> {
+    use switchboard_core::setup::{self, Pairer};
+    let client = agent(client)?;
+    let pairer = Pairer::Control {
+        data_dir: place.data_dir()?,
+    };
+    let places = places()?;
+    let report = if remove {
+        setup::disconnect(&places, client, &opts, &pairer).await?
+    } else {
+        setup::connect(&places, client, &opts, &pairer).await?
+    };
+    for line in report.lines(&opts.entry) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+async fn run_agents(place: &Place) -> anyhow::Result<()> {
+    use switchboard_core::setup::{self, Pairer};
+    let pairer = Pairer::Control {
+        data_dir: place.data_dir()?,
+    };
+    let url = pairer.url()?;
+    for d in setup::detect(&places()?, &pairer, &url).await {
+        let state = match (d.installed, d.connected) {
+            (_, true) => "connected",
+            (true, false) => "installed",
+            (false, false) => "not found",
+        };
+        println!(
+            "{}\t{state}\t{}",
+            d.client.id(),
+            d.path.map(|p| p.display().to_string()).unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 fn run_import(files: Vec<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {

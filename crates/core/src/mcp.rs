@@ -9,12 +9,14 @@
 //!   opaque cursors;
 //! - `gateway`: [`McpGateway`], the upstreams, the aggregated tool names and where a call goes;
 //! - `call`: one call's way to its server and its record (telemetry, call log, events,
-//!   progress);
+//!   progress); `eras`: a server's requests to a 2026-07-28 client as `input_required`
+//!   results, and the client's retries with the answers;
 //! - `method` (the method table the transports and the dispatcher read), `raw` (the pass-through of tool arguments and results), `jsonrpc` (framing, error codes),
 //!   `session` (MCP sessions and their progress streams), `names` (`<server>__<tool>`).
 
 mod call;
 pub(crate) mod dispatch;
+mod eras;
 pub(crate) mod fast;
 mod gateway;
 mod handler;

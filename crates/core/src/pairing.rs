@@ -27,28 +27,47 @@ pub struct Pairing {
     auth: Auth,
     /// Every MCP session (closed on unpair, their watchers' streams end).
     sessions: Sessions,
-    /// The servers, for logins from the control socket.
-    mcp: McpGateway,
     /// rmcp's own `/mcp` sessions, closed too so that the client's streams end.
     rmcp: Arc<LocalSessionManager>,
     /// The gateway's port, for the URLs handed to a new client.
     port: u16,
+    /// The servers: whose own endpoints a new client is offered, and logins from the control
+    /// socket.
+    gw: McpGateway,
 }
 
 impl Pairing {
     pub(crate) fn new(
         auth: Auth,
-        mcp: McpGateway,
+        gw: McpGateway,
         rmcp: Arc<LocalSessionManager>,
         port: u16,
     ) -> Self {
         Self {
             auth,
-            sessions: mcp.sessions().clone(),
-            mcp,
+            sessions: gw.sessions().clone(),
             rmcp,
             port,
+            gw,
         }
+    }
+
+    /// The configured servers' names, sorted.
+    fn server_names(&self) -> Vec<String> {
+        self.gw
+            .upstreams()
+            .iter()
+            .map(|up| up.name().to_owned())
+            .collect()
+    }
+
+    pub(crate) fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The gateway's port.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 
     /// Revokes `name` and closes its MCP sessions. `Ok(false)` if there is no such client.
@@ -75,22 +94,42 @@ pub(crate) struct PairRequest {
     code: Option<String>,
     name: Option<String>,
     role: Option<String>,
+    /// The longest tool name the client can take (`switchboard setup` knows its agent's).
+    name_budget: Option<usize>,
 }
 
-/// Ready-to-paste configuration for the common clients.
-fn client_config(port: u16, token: &str) -> serde_json::Value {
+/// Ready-to-paste configuration for the common clients: the aggregated `/mcp`, and under
+/// `servers` each configured server's own endpoints (`/mcp/<server>`, `/ws/<server>`), the
+/// same token opening them all.
+fn client_config(port: u16, token: &str, servers: &[String]) -> serde_json::Value {
+    let entry = |name: &str, url: &str| {
+        json!({
+            "claude_code": format!(
+                "claude mcp add --transport http {name} {url} --header \"Authorization: Bearer {token}\""
+            ),
+            "mcp_json": {"mcpServers": {name: {
+                "type": "http",
+                "url": url,
+                "headers": {"Authorization": format!("Bearer {token}")},
+            }}},
+        })
+    };
     let url = format!("http://127.0.0.1:{port}/mcp");
-    json!({
-        "url": url,
-        "claude_code": format!(
-            "claude mcp add --transport http switchboard {url} --header \"Authorization: Bearer {token}\""
-        ),
-        "mcp_json": {"mcpServers": {"switchboard": {
-            "type": "http",
-            "url": url,
-            "headers": {"Authorization": format!("Bearer {token}")},
-        }}},
-    })
+    let mut config = entry("switchboard", &url);
+    config["url"] = json!(url);
+    config["ws_url"] = json!(format!("ws://127.0.0.1:{port}/ws"));
+    let own: serde_json::Map<String, serde_json::Value> = servers
+        .iter()
+        .map(|name| {
+            let url = format!("http://127.0.0.1:{port}/mcp/{name}");
+            let mut e = entry(name, &url);
+            e["url"] = json!(url);
+            e["ws_url"] = json!(format!("ws://127.0.0.1:{port}/ws/{name}"));
+            (name.clone(), e)
+        })
+        .collect();
+    config["servers"] = own.into();
+    config
 }
 
 /// `POST /pair`: the code in `X-Pairing-Code` or in a JSON body `{code, name?, role?}`.
@@ -128,13 +167,19 @@ pub(crate) async fn pair(
         )
         .into_response();
     };
-    match hub.auth.pair(peer.ip(), &code, req.name, req.role).await {
+    let paired = hub.auth.pair(peer.ip(), &code, req.name, req.role).await;
+    if let (Ok((_, client)), Some(budget)) = (&paired, req.name_budget)
+        && let Err(e) = hub.auth.set_name_budget(&client.name, Some(budget)).await
+    {
+        tracing::warn!(client = %client.name, error = %e, "could not keep the tool-name budget");
+    }
+    match paired {
         Ok((token, client)) => Json(json!({
             "paired": true,
             "token": token,
             "name": client.name,
             "role": client.role,
-            "client_config": client_config(hub.port, &token),
+            "client_config": client_config(hub.port, &token, &hub.server_names()),
         }))
         .into_response(),
         Err(e @ PairError::RateLimited { retry_after }) => {
@@ -173,13 +218,14 @@ pub(crate) async fn pair(
 pub(crate) const CONTROL_SOCKET: &str = "control.sock";
 
 /// Answers one control request: `{"op":"pair","role"?}`, `{"op":"unpair","name"}`,
-/// `{"op":"clients"}`, `{"op":"login","server","timeout_s"?}` (the authorization URL),
-/// `{"op":"login_wait","server","timeout_s"}` (answers once the login ended and the server
-/// runs, or why not), `{"op":"logout","server"}`.
+/// `{"op":"clients"}`, `{"op":"verify","token"}` (which client a token belongs to, if any:
+/// `switchboard setup` asks before it replaces an entry), `{"op":"login","server","timeout_s"?}`
+/// (the authorization URL), `{"op":"login_wait","server","timeout_s"}` (answers once the login
+/// ended and the server runs, or why not), `{"op":"logout","server"}`.
 async fn control_request(hub: &Pairing, req: serde_json::Value) -> serde_json::Value {
     let server = || {
         let name = req["server"].as_str().unwrap_or_default();
-        hub.mcp
+        hub.gw
             .upstream(name)
             .ok_or_else(|| json!({"ok": false, "error": format!("no server named {name:?}")}))
     };
@@ -234,8 +280,12 @@ async fn control_request(hub: &Pairing, req: serde_json::Value) -> serde_json::V
             }
         }
         Some("clients") => json!({"ok": true, "clients": hub.auth.clients()}),
+        Some("verify") => match hub.auth.verify(req["token"].as_str().unwrap_or_default()) {
+            Some(caller) => json!({"ok": true, "name": caller.name}),
+            None => json!({"ok": false, "error": "not a paired client's token"}),
+        },
         other => {
-            json!({"ok": false, "error": format!("unknown op {other:?}; use pair, unpair, clients, login, login_wait or logout")})
+            json!({"ok": false, "error": format!("unknown op {other:?}; use pair, unpair, clients, verify, login, login_wait or logout")})
         }
     }
 }

@@ -214,6 +214,8 @@ impl Gateway {
             guard: LocalGuard::new(local.port(), config.http.allowed_origins.clone()),
             started: Instant::now(),
             config_path: config.source.clone(),
+            data_dir: data_dir.clone(),
+            agents_home: config.agents_home.clone(),
             config_edit: tokio::sync::Mutex::new(()),
             shutdown,
             tasks: tasks.clone(),
@@ -270,9 +272,12 @@ impl Gateway {
             session_sweep(self.hub.gateway_config.session_idle()),
             shutdown.clone(),
         ));
+        let mut names = self.hub.mcp.watch_names();
+        let listed = names.borrow_and_update().clone();
         let announcement = match crate::discovery::announce(
             &self.data_dir,
-            crate::discovery::Discovery::for_this_process(listener.local_addr()?),
+            crate::discovery::Discovery::for_this_process(listener.local_addr()?)
+                .with_servers(&listed),
         )
         .await
         {
@@ -283,6 +288,27 @@ impl Gateway {
                 None
             }
         };
+        // The file lists each server's own endpoints: kept current as servers come and go, until
+        // shutdown hands the announcement back to be withdrawn.
+        let keeping = shutdown.child_token();
+        let announcement = announcement.map(|mut a| {
+            let stop = keeping.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return a,
+                        changed = names.changed() => {
+                            if changed.is_err() {
+                                stop.cancelled().await;
+                                return a;
+                            }
+                            let now = names.borrow_and_update().clone();
+                            a.servers_changed(&now);
+                        }
+                    }
+                }
+            })
+        });
         let app =
             router(AppState(self.hub.clone())).into_make_service_with_connect_info::<SocketAddr>();
         // No Nagle: responses (SSE especially) are written in small pieces, and waiting for
@@ -312,7 +338,10 @@ impl Gateway {
             }
         };
         // No longer taking requests: stop announcing before the slower drain below.
-        if let Some(announcement) = announcement {
+        keeping.cancel(); // served may have ended on its own (an error), not by shutdown
+        if let Some(keeper) = announcement
+            && let Ok(announcement) = keeper.await
+        {
             announcement.withdraw();
         }
         served?;

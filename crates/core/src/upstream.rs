@@ -13,6 +13,14 @@
 //!   notices to the supervisor, on a queue that cannot grow;
 //! - `upstream/pages`: a server's whole list, its cursors followed (bounded).
 //!
+//! A server with `sessions = "isolated"` runs one instance of its own (the *template*: its
+//! tools, resources and prompts are what every list shows, its status is the server's) and,
+//! for each client session that sends it a request, another instance supervised like any
+//! server ([`Upstream::for_session`]): started on that session's first request, stopped when
+//! the session ends ([`Upstream::end_session`]), at most `max_instances` at once. Every request
+//! such an instance sends goes to its own session. Lists never start instances: N sessions
+//! listing tools cost no process.
+//!
 //! A call survives a crash or lost connection once: a call in flight then is sent again to the
 //! reopened server if it is safe to repeat, and answered with a clear error otherwise. A call
 //! that meets its server starting or restarting (before it is sent, or to be repeated) waits
@@ -48,8 +56,9 @@ pub(crate) use connection::{ClientAsks, NoteFn, ServerAsk, ServerNote};
 pub use connection::{Connection, Progress, ProgressSink, RpcError};
 pub(crate) use oauth::callback_page;
 pub use oauth::{Callback as OAuthCallback, LoginState};
+use state::Instance;
 use state::{CONTROL_QUEUE, Inner};
-pub use state::{ServerState, Status};
+pub use state::{ServerState, ServerTool, Status};
 
 /// Why a call through an upstream failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -78,6 +87,17 @@ pub(crate) enum CallError {
     Timeout { server: String, timeout: Duration },
     #[error("cancelled by the client")]
     Cancelled,
+    #[error(
+        "server '{server}' runs one instance per client session (sessions = \"isolated\"), and \
+         this request belongs to no session (initialize one, with its Mcp-Session-Id)"
+    )]
+    NoSession { server: String },
+    #[error(
+        "server '{server}' has {max} instances running already, one per client session \
+         (sessions = \"isolated\", max_instances = {max}); this session gets one once another \
+         session ends"
+    )]
+    TooManyInstances { server: String, max: usize },
 }
 
 impl CallError {
@@ -127,13 +147,7 @@ struct ToolCallParams<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     arguments: Option<&'a RawValue>,
     #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
-    meta: Option<TokenMeta<'a>>,
-}
-
-#[derive(Serialize)]
-struct TokenMeta<'a> {
-    #[serde(rename = "progressToken")]
-    progress_token: &'a str,
+    meta: Option<serde_json::Map<String, Value>>,
 }
 
 /// What a request carries; written anew for each attempt (each has its own progress token).
@@ -163,6 +177,19 @@ impl Upstream {
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Self {
+        Self::start(config, limits, secrets, bus, shutdown, tasks, None)
+    }
+
+    /// [`spawn`](Self::spawn), as `instance`'s own copy of the server if given.
+    fn start(
+        config: ServerConfig,
+        limits: GatewayConfig,
+        secrets: Secrets,
+        bus: EventBus,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+        instance: Option<Instance>,
+    ) -> Self {
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (status, _) = watch::channel(Status::initial(config.enabled));
         let oauth = Arc::new(oauth::OAuth::new(&config.name, secrets.clone()));
@@ -181,9 +208,130 @@ impl Upstream {
             shutdown,
             tasks: tasks.clone(),
             notes: Default::default(),
+            instance,
+            instances: Mutex::default(),
         });
         tasks.spawn(supervisor::supervise(inner.clone(), control_rx));
         Self { inner }
+    }
+
+    /// Whether each client session gets its own instance of this server (and this handle is
+    /// the server's, not one session's instance).
+    pub(crate) fn is_isolated(&self) -> bool {
+        self.inner.instance.is_none()
+            && self.inner.config.lock().expect("config lock").is_isolated()
+    }
+
+    /// The instance that serves client session `session`: this server itself when it is
+    /// shared; with `sessions = "isolated"`, the session's own, started now if it has none
+    /// (with what its link says of the session). Refused for a request of no session, and past
+    /// `max_instances`.
+    pub(crate) fn for_session(
+        &self,
+        session: Option<(&str, impl FnOnce() -> SessionLink)>,
+    ) -> Result<Upstream, CallError> {
+        if !self.is_isolated() {
+            return Ok(self.clone());
+        }
+        let server = || self.inner.name.clone();
+        let Some((session, link)) = session else {
+            return Err(CallError::NoSession { server: server() });
+        };
+        let mut instances = self.inner.instances.lock().expect("instances lock");
+        if let Some(inner) = instances.get(session) {
+            return Ok(Self {
+                inner: inner.clone(),
+            });
+        }
+        let config = self.config();
+        let max = config.max_instances();
+        if instances.len() >= max {
+            tracing::warn!(server = %self.inner.name, max, "no room for another isolated instance");
+            return Err(CallError::TooManyInstances {
+                server: server(),
+                max,
+            });
+        }
+        let link = link();
+        let up = Self::start(
+            config,
+            self.inner.limits.clone(),
+            self.inner.secrets.clone(),
+            self.inner.bus.clone(),
+            self.inner.shutdown.child_token(),
+            &self.inner.tasks,
+            Some(Instance {
+                session: session.to_owned(),
+                asks: link.asks,
+            }),
+        );
+        up.on_notes(link.notes);
+        instances.insert(session.to_owned(), up.inner.clone());
+        tracing::info!(server = %self.inner.name, session, live = instances.len(),
+            "isolated instance started");
+        Ok(up)
+    }
+
+    /// Client session `session` has ended: its isolated instance (if any) is stopped, and the
+    /// server forgets it.
+    pub(crate) fn end_session(&self, session: &str) {
+        if let Some(conn) = self.inner.status.borrow().conn.clone() {
+            conn.forget_session(session);
+        }
+        let ended = self
+            .inner
+            .instances
+            .lock()
+            .expect("instances lock")
+            .remove(session);
+        if let Some(inner) = ended {
+            tracing::info!(server = %self.inner.name, session, "session ended; stopping its instance");
+            inner.shutdown.cancel();
+        }
+    }
+
+    /// Isolated instances running now (0 for a shared server).
+    pub(crate) fn instances(&self) -> usize {
+        self.inner.instances.lock().expect("instances lock").len()
+    }
+
+    /// Tells the server that client session `session`'s roots changed, if it is concerned: the
+    /// session's own instance of an isolated server, a shared server that asked it for roots.
+    /// `false` if it was not told (not concerned, not running, or its queue is full).
+    pub(crate) fn roots_changed(&self, session: &str) -> bool {
+        let conn = if self.is_isolated() {
+            let instance = self
+                .inner
+                .instances
+                .lock()
+                .expect("instances lock")
+                .get(session)
+                .cloned();
+            instance.and_then(|i| i.status.borrow().conn.clone())
+        } else {
+            self.inner
+                .status
+                .borrow()
+                .conn
+                .clone()
+                .filter(|c| c.asked_roots_of(session))
+        };
+        conn.is_some_and(|c| c.offer_notification("notifications/roots/list_changed", json!({})))
+    }
+
+    /// Stops every isolated instance (the config changed: they start again as needed).
+    fn stop_instances(&self) {
+        let all: Vec<Arc<Inner>> = self
+            .inner
+            .instances
+            .lock()
+            .expect("instances lock")
+            .drain()
+            .map(|(_, i)| i)
+            .collect();
+        for inner in all {
+            inner.shutdown.cancel();
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -201,7 +349,7 @@ impl Upstream {
     }
 
     /// The tool `name` of the running server, found without cloning the whole status.
-    pub(crate) fn tool(&self, name: &str) -> Option<Tool> {
+    pub(crate) fn tool(&self, name: &str) -> Option<ServerTool> {
         self.inner
             .status
             .borrow()
@@ -469,11 +617,13 @@ impl Upstream {
     /// Applies a changed config: restarts the server with it (or stops it if disabled).
     pub(crate) fn reconfigure(&self, config: ServerConfig) {
         *self.inner.next_config.lock().expect("config lock") = Some(config);
+        self.stop_instances();
         self.inner.restart();
     }
 
-    /// Stops supervising: the child is stopped politely.
+    /// Stops supervising: the child (and every isolated instance) is stopped politely.
     pub(crate) fn stop(&self) {
+        self.stop_instances();
         self.inner.shutdown.cancel();
     }
 
@@ -685,6 +835,7 @@ impl Upstream {
                 ForClient {
                     progress,
                     asks: None,
+                    meta: None,
                 },
                 cancel,
             )
@@ -731,7 +882,11 @@ impl Upstream {
         client: ForClient,
         cancel: &CancellationToken,
     ) -> Result<RawAnswer, CallError> {
-        let ForClient { progress, asks } = client;
+        let ForClient {
+            progress,
+            asks,
+            meta,
+        } = client;
         let timeout = self.call_timeout();
         let deadline = Instant::now() + timeout;
         let reports = progress.map(Reports::new);
@@ -762,10 +917,15 @@ impl Upstream {
                         .await
                 }
                 Params::ToolCall { name, arguments } => {
+                    let mut meta = meta.clone();
+                    if let Some(t) = &token {
+                        meta.get_or_insert_default()
+                            .insert("progressToken".into(), Value::String(t.clone()));
+                    }
                     let p = ToolCallParams {
                         name,
                         arguments: *arguments,
-                        meta: token.as_deref().map(|t| TokenMeta { progress_token: t }),
+                        meta,
                     };
                     conn.request_asking(method, &p, remaining, Some(cancel), asks.clone())
                         .await
@@ -898,12 +1058,23 @@ impl Reports {
     }
 }
 
+/// What an isolated instance is told of the client session it is started for.
+pub(crate) struct SessionLink {
+    /// Where the instance's requests go when no call of the session is in flight.
+    pub asks: Option<ClientAsks>,
+    /// Where its notifications go: to that session only.
+    pub notes: NoteFn,
+}
+
 /// What a call brings along for its client: where the server's progress reports go, and
 /// where the requests the server sends meanwhile go (see [`ClientAsks`]).
 #[derive(Default)]
 pub(crate) struct ForClient {
     pub progress: Option<ProgressSink>,
     pub asks: Option<ClientAsks>,
+    /// The client's `_meta` of the request, passed on (the gateway's own progress token is
+    /// put in beside it).
+    pub meta: Option<serde_json::Map<String, Value>>,
 }
 
 /// Whether the tool says a repeated call is harmless (`readOnlyHint` or `idempotentHint`).

@@ -15,6 +15,7 @@ fn record(name: &str, role: Option<&str>, last_seen_ms: Option<i64>) -> ClientRe
         token_sha256: format!("{:064x}", name.len()),
         created_ms: 1_700_000_000_000,
         last_seen_ms,
+        name_budget: None,
     }
 }
 

@@ -3,9 +3,8 @@
 
 Every scenario runs twice, through the gateway and with the same client on server-everything
 directly over stdio, and the two must agree: the tool's result and what the client was asked.
-A 2026-07-28 client (`mode="auto"`) has no session stream for a server's request to travel on,
-and the gateway does not turn one into an `InputRequiredResult`: it gets the server's failure,
-saying so, not a hang.
+A 2026-07-28 client (`mode="auto"`) is asked through `input_required` results instead:
+`test_eras.py`.
 """
 
 from __future__ import annotations
@@ -87,19 +86,23 @@ def normalize(value: Any) -> Any:
     return walk(value)
 
 
-async def run_both(gateway: Gateway, tool: str, args: dict, answer: Callable[[dict], ElicitResult]) -> tuple[dict, dict]:
-    """Calls `tool` through the gateway and on server-everything directly, each with a client whose
+async def run_both(
+    gateway: Gateway, tool: str, args: dict, answer: Callable[[dict], ElicitResult], own: bool = False
+) -> tuple[dict, dict]:
+    """Calls `tool` through the gateway (its /mcp, or with `own` the server's own /mcp/everything,
+    where names carry no prefix) and on server-everything directly, each with a client whose
     elicitation_callback answers with `answer`; returns ({result, asks}, {result, asks})."""
     token = gateway.pair("switchboard-e2e-py-asks")["token"]
+    url, prefix = (f"{gateway.url}/mcp/everything", "") if own else (gateway.mcp_url, PREFIX)
     through, direct = Asked(answer), Asked(answer)
     async with Client(
-        bearer_transport(gateway.mcp_url, token),
+        bearer_transport(url, token),
         mode="legacy",
         read_timeout_seconds=REQUEST_TIMEOUT_S,
         elicitation_callback=through,
     ) as client:
-        await wait_for_tools(client, [PREFIX + t for t in ELICITING_TOOLS])
-        via_gateway = await call(client, PREFIX + tool, args)
+        await wait_for_tools(client, [prefix + t for t in ELICITING_TOOLS])
+        via_gateway = await call(client, prefix + tool, args)
     async with Client(
         stdio_client(everything_stdio()),
         mode="legacy",
@@ -138,6 +141,20 @@ def test_form_elicitation_as_directly(gateway: Gateway, answer: ElicitResult, ex
     run(body)
 
 
+def test_form_elicitation_through_the_servers_own_endpoint(gateway: Gateway) -> None:
+    """On /mcp/everything the server's tools keep their own names, and its elicitation/create
+    reaches the client and comes back as directly."""
+
+    async def body() -> None:
+        through, plain = await run_both(gateway, "trigger-elicitation-request", {}, lambda _: ACCEPT, own=True)
+        text = "".join(c.get("text", "") for c in through["result"]["content"])
+        assert "- Name: Grace Hopper" in text, text
+        assert [a["mode"] for a in through["asks"]] == ["form"]
+        assert normalize(through) == normalize(plain)
+
+    run(body)
+
+
 def test_url_elicitation_as_directly(gateway: Gateway) -> None:
     args = {"url": "https://example.com/switchboard-e2e/py", "elicitationId": "switchboard-e2e-py-url"}
 
@@ -152,31 +169,6 @@ def test_url_elicitation_as_directly(gateway: Gateway) -> None:
             assert side["asks"][0]["mode"] == "url"
             assert side["asks"][0]["url"] == args["url"]
         assert normalize(through) == normalize(plain)
-
-    run(body)
-
-
-def test_2026_client_gets_a_refusal_not_a_hang(gateway: Gateway) -> None:
-    """A 2026-07-28 request has no stream for the server's elicitation/create: the server is told
-    the client cannot be asked, and the call's result says so."""
-    asked = Asked(lambda _: ACCEPT)
-
-    async def body() -> None:
-        token = gateway.pair("switchboard-e2e-py-asks-2026")["token"]
-        async with Client(
-            bearer_transport(gateway.mcp_url, token),
-            mode="auto",
-            read_timeout_seconds=REQUEST_TIMEOUT_S,
-            elicitation_callback=asked,
-        ) as client:
-            assert client.protocol_version == "2026-07-28"
-            await wait_for_tools(client, [PREFIX + "trigger-elicitation-request"])
-            res = await call(client, PREFIX + "trigger-elicitation-request")
-            assert res.is_error, res
-            assert "cannot be asked" in text_of(res), text_of(res)
-            res = await call(client, PREFIX + "echo", {"message": "still here"})
-            assert text_of(res) == "Echo: still here"
-        assert asked.asks == []
 
     run(body)
 

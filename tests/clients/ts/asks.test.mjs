@@ -1,9 +1,11 @@
 // End-to-end: server-to-client requests (elicitation, sampling, roots) through the gateway, with
 // real parts only: the official TypeScript SDK client, declaring those capabilities and answering
-// them with its own request handlers, on Streamable HTTP to /mcp, and
-// @modelcontextprotocol/server-everything behind the gateway as a stdio server. Every scenario
-// runs twice, through the gateway and with the same client on server-everything directly over
-// stdio, and the two must agree: the tool's result, and what the client was asked.
+// them with its own request handlers, and @modelcontextprotocol/server-everything behind the
+// gateway as a stdio server. Every scenario runs through each of the gateway's endpoints (the
+// aggregated /mcp, the server's own /mcp/everything on Streamable HTTP and /ws/everything on the
+// SDK's WebSocket transport) and with the same client on server-everything directly over stdio,
+// and they must agree: the tool's result, and what the client was asked. So must the server's
+// tools, prompts, resources and completions as each endpoint lists and answers them.
 // Run through scripts/test-clients (it builds the binaries and sets SWITCHBOARD_BIN etc).
 
 import assert from 'node:assert/strict';
@@ -18,6 +20,7 @@ import {
 import {
   connectClient,
   connectStdio,
+  connectWsClient,
   everythingServer,
   listAllTools,
   REQUEST_TIMEOUT_MS,
@@ -26,6 +29,7 @@ import {
   textOf,
   upstreamStderr,
   waitForTools,
+  sortEmbeddedJson,
 } from './gateway.mjs';
 
 /** What the client declares: everything the gateway declares upstream. */
@@ -70,29 +74,6 @@ function asking() {
 
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g;
 
-/** `value` with every object's keys in sorted order. */
-const sortKeys = (value) =>
-  Array.isArray(value)
-    ? value.map(sortKeys)
-    : value && typeof value === 'object'
-      ? Object.fromEntries(Object.keys(value).sort().map((k) => [k, sortKeys(value[k])]))
-      : value;
-
-/**
- * A text that ends in a JSON object (server-everything's "Raw result: {...}") with that object's
- * keys sorted: the gateway passes the client's answer on as the same JSON, but not with its keys
- * in the client's order (JSON objects have none), and the server prints what it got.
- */
-function sortEmbeddedJson(text) {
-  for (let i = text.indexOf('{'); i >= 0; i = text.indexOf('{', i + 1)) {
-    try {
-      return text.slice(0, i) + JSON.stringify(sortKeys(JSON.parse(text.slice(i))), null, 2);
-    } catch {
-      // not JSON from here on: try the next brace
-    }
-  }
-  return text;
-}
 
 /**
  * What may differ between the two runs, made equal: random ids server-everything makes per call,
@@ -247,18 +228,57 @@ async function runScenario(conn, state, prefix, scenario) {
 /** Whether server-everything's early roots/list (no call in flight on the gateway) was refused and survived. */
 const earlyRootsRefused = (tail) => (tail ?? []).some((l) => /Failed to request roots from client/.test(l));
 
-describe('server-to-client requests via the TypeScript SDK: gateway against server-everything directly', { timeout: 180_000 }, () => {
+/**
+ * The gateway's endpoints the comparisons run through: how a client connects there and the
+ * prefix server-everything's tool and prompt names carry (none on the server's own endpoints).
+ */
+const ROUTES = [
+  { label: '/mcp', prefix: PREFIX, connect: (gw, opts) => connectClient(gw, 'switchboard-e2e-ts-asks', opts) },
+  {
+    label: '/mcp/everything',
+    prefix: '',
+    connect: (gw, opts) => connectClient(gw, 'switchboard-e2e-ts-asks-own', { ...opts, path: '/mcp/everything' }),
+  },
+  {
+    label: '/ws/everything',
+    prefix: '',
+    connect: (gw, opts) => connectWsClient(gw, '/ws/everything', 'switchboard-e2e-ts-asks-ws', opts),
+  },
+];
+
+/** Every item of a paginated list (`list(cursor)` → the page, `field` its items), bounded. */
+async function listAll(list, field) {
+  const items = [];
+  let cursor;
+  for (let pages = 0; pages < 100; pages++) {
+    const page = await list(cursor);
+    items.push(...page[field]);
+    cursor = page.nextCursor;
+    if (!cursor) return items;
+  }
+  throw new Error(`more than 100 pages of ${field}`);
+}
+
+describe('server-to-client requests via the TypeScript SDK: gateway against server-everything directly', { timeout: 300_000 }, () => {
   let gw;
   let viaGateway;
   let direct;
   const gwState = asking();
   const directState = asking();
+  /** label → {conn, state} for every route, `/mcp` being viaGateway/gwState. */
+  const routes = new Map();
 
   before(async () => {
     gw = await startGateway([everythingServer()]);
     try {
-      viaGateway = await connectClient(gw, 'switchboard-e2e-ts-asks', { capabilities: CAPABILITIES, setup: gwState.setup });
+      viaGateway = await ROUTES[0].connect(gw, { capabilities: CAPABILITIES, setup: gwState.setup });
       await waitForTools(viaGateway.client, ASKING_TOOLS.map((t) => PREFIX + t));
+      routes.set('/mcp', { conn: viaGateway, state: gwState });
+      for (const route of ROUTES.slice(1)) {
+        const state = asking();
+        const conn = await route.connect(gw, { capabilities: CAPABILITIES, setup: state.setup });
+        routes.set(route.label, { conn, state });
+      }
       direct = await connectStdio(everythingServer(), 'switchboard-e2e-ts-asks', {
         capabilities: CAPABILITIES,
         setup: directState.setup,
@@ -274,7 +294,7 @@ describe('server-to-client requests via the TypeScript SDK: gateway against serv
   }, { timeout: 60_000 });
 
   after(async () => {
-    await viaGateway?.close();
+    for (const { conn } of routes.values()) await conn.close();
     await direct?.close();
     const res = await gw?.stop();
     if (res?.forced) console.error('gateway did not exit within 5 s of SIGTERM; killed it');
@@ -291,33 +311,82 @@ describe('server-to-client requests via the TypeScript SDK: gateway against serv
       }
     });
 
-  it('lists the same server-everything tools, asking ones included, both ways', async () => {
-    // `execution` (task support, 2025-11-25's experimental tasks) is not passed on: the gateway
-    // offers no tasks, and its MCP library's Tool has no such field. Compared without it.
-    const withoutExecution = ({ execution, ...t }) => t;
-    const strip = (t) => ({ ...withoutExecution(t), name: t.name.slice(PREFIX.length) });
-    const through = (await listAllTools(viaGateway.client)).filter((t) => t.name.startsWith(PREFIX)).map(strip);
-    const plain = (await listAllTools(direct.client)).map(withoutExecution);
-    const byName = (a, b) => a.name.localeCompare(b.name);
-    for (const tool of ASKING_TOOLS) assert.ok(plain.some((t) => t.name === tool), `${tool} listed directly`);
-    assert.deepEqual(through.sort(byName), plain.sort(byName));
-  });
+  // every field as the server listed it, `execution` (task support) included
+  const byName = (a, b) => a.name.localeCompare(b.name);
 
-  for (const scenario of SCENARIOS) {
-    it(scenario.name, async () => {
-      const plain = await runScenario(direct, directState, '', scenario);
-      const through = await runScenario(viaGateway, gwState, PREFIX, scenario);
-      scenario.check(plain); // the reference itself shows what the scenario is about
-      scenario.check(through);
-      assert.deepEqual(normalize(through.calls), normalize(plain.calls), 'tool results, through the gateway and directly');
-      if (scenario.asked) {
-        assert.deepEqual(through.asks.map((a) => a.method), scenario.asked);
-        assert.deepEqual(normalize(through.asks), normalize(plain.asks), 'what the client was asked');
+  for (const route of ROUTES) {
+    it(`lists the same server-everything tools, asking ones included, through ${route.label} and directly`, async () => {
+      const { conn } = routes.get(route.label);
+      const strip = (t) => ({ ...t, name: t.name.slice(route.prefix.length) });
+      const listed = await listAllTools(conn.client);
+      // on /mcp, among the gateway's own; on the server's own endpoints, exactly its tools
+      const through = (route.prefix ? listed.filter((t) => t.name.startsWith(route.prefix)) : listed).map(strip);
+      const plain = await listAllTools(direct.client);
+      for (const tool of ASKING_TOOLS) assert.ok(plain.some((t) => t.name === tool), `${tool} listed directly`);
+      assert.deepEqual(through.sort(byName), plain.sort(byName));
+    });
+
+    it(`prompts, resources, templates and completions are server-everything's through ${route.label}`, async () => {
+      const { conn } = routes.get(route.label);
+      const prompts = (c) => listAll((cursor) => c.listPrompts(cursor ? { cursor } : undefined), 'prompts');
+      const resources = (c) => listAll((cursor) => c.listResources(cursor ? { cursor } : undefined), 'resources');
+      const templates = (c) =>
+        listAll((cursor) => c.listResourceTemplates(cursor ? { cursor } : undefined), 'resourceTemplates');
+      const plainPrompts = await prompts(direct.client);
+      assert.ok(plainPrompts.length > 0, 'server-everything has prompts');
+      const throughPrompts = (await prompts(conn.client))
+        .filter((p) => p.name.startsWith(route.prefix))
+        .map((p) => ({ ...p, name: p.name.slice(route.prefix.length) }));
+      assert.deepEqual(throughPrompts.sort(byName), [...plainPrompts].sort(byName));
+      const byUri = (a, b) => a.uri.localeCompare(b.uri);
+      const plainResources = await resources(direct.client);
+      assert.ok(plainResources.length > 0, 'server-everything has resources');
+      assert.deepEqual((await resources(conn.client)).sort(byUri), [...plainResources].sort(byUri));
+      const byTemplate = (a, b) => a.uriTemplate.localeCompare(b.uriTemplate);
+      assert.deepEqual((await templates(conn.client)).sort(byTemplate), (await templates(direct.client)).sort(byTemplate));
+
+      // a prompt without required arguments, and the first resource, read both ways
+      const simple = plainPrompts.find((p) => !(p.arguments ?? []).some((a) => a.required));
+      if (simple) {
+        const plain = await direct.client.getPrompt({ name: simple.name });
+        const through = await conn.client.getPrompt({ name: route.prefix + simple.name });
+        assert.deepEqual(normalize(through), normalize(plain), `prompt ${simple.name}`);
       }
-      if (scenario.askedThroughGateway) {
-        assert.deepEqual(through.asks.map((a) => a.method), scenario.askedThroughGateway);
+      const first = [...plainResources].sort(byUri)[0];
+      const plainRead = await direct.client.readResource({ uri: first.uri });
+      const throughRead = await conn.client.readResource({ uri: first.uri });
+      assert.deepEqual(normalize(throughRead), normalize(plainRead), `resource ${first.uri}`);
+
+      // a completion of a prompt argument, routed by the prompt's name
+      const withArgs = plainPrompts.find((p) => (p.arguments ?? []).length > 0);
+      if (withArgs) {
+        const ask = (c, name) =>
+          c.complete({ ref: { type: 'ref/prompt', name }, argument: { name: withArgs.arguments[0].name, value: '' } });
+        const plain = await ask(direct.client, withArgs.name).catch((e) => ({ error: e.code }));
+        const through = await ask(conn.client, route.prefix + withArgs.name).catch((e) => ({ error: e.code }));
+        assert.deepEqual(normalize(through), normalize(plain), `completion of ${withArgs.name}`);
       }
     });
+
+    for (const scenario of SCENARIOS) {
+      it(`${scenario.name} through ${route.label}`, async () => {
+        const { conn, state } = routes.get(route.label);
+        const plain = await runScenario(direct, directState, '', scenario);
+        const through = await runScenario(conn, state, route.prefix, scenario);
+        scenario.check(plain); // the reference itself shows what the scenario is about
+        scenario.check(through);
+        assert.deepEqual(normalize(through.calls), normalize(plain.calls), 'tool results, through the gateway and directly');
+        if (scenario.asked) {
+          assert.deepEqual(through.asks.map((a) => a.method), scenario.asked);
+          assert.deepEqual(normalize(through.asks), normalize(plain.asks), 'what the client was asked');
+        }
+        // One server-everything serves every endpoint, and it keeps the roots it was given:
+        // only the first route's call makes it ask (the answer is compared on every route).
+        if (scenario.askedThroughGateway && route === ROUTES[0]) {
+          assert.deepEqual(through.asks.map((a) => a.method), scenario.askedThroughGateway);
+        }
+      });
+    }
   }
 
   it("server-everything's roots/list before any call is refused by the gateway, and the server copes", async () => {

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { WebSocketClientTransport } from '@modelcontextprotocol/sdk/client/websocket.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const clientsDir = resolve(here, '..');
@@ -87,6 +88,19 @@ export function fixtureBin() {
   );
 }
 
+/**
+ * @modelcontextprotocol/server-filesystem over stdio with no directories of its own: it serves
+ * the directories its client gives as roots (and asks again when they change).
+ */
+export function filesystemServer(name = 'files', extra = {}) {
+  return {
+    name,
+    command: process.execPath,
+    args: [join(clientsDir, 'node_modules', '@modelcontextprotocol', 'server-filesystem', 'dist', 'index.js')],
+    ...extra,
+  };
+}
+
 /** The stdio entry point of @modelcontextprotocol/server-everything (`dist/index.js stdio`). */
 export function everythingServer() {
   return {
@@ -96,6 +110,76 @@ export function everythingServer() {
       join(clientsDir, 'node_modules', '@modelcontextprotocol', 'server-everything', 'dist', 'index.js'),
       'stdio',
     ],
+  };
+}
+
+/**
+ * server-everything as a Streamable HTTP server of its own (`dist/index.js streamableHttp`, on a
+ * free port given as PORT), for tests of remote servers. Resolves once it listens, to
+ * {url, stop()}; `stop()` must be called.
+ */
+export async function startEverythingHttp() {
+  const { createServer } = await import('node:net');
+  const port = await new Promise((resolvePort, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port: p } = probe.address();
+      probe.close(() => resolvePort(p));
+    });
+  });
+  const [command, entry] = [everythingServer().command, everythingServer().args[0]];
+  const child = track(
+    spawn(command, [entry, 'streamableHttp'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, PORT: String(port) },
+    }),
+  );
+  let output = '';
+  const listening = new Promise((resolveListen, reject) => {
+    const watch = (chunk) => {
+      output += chunk;
+      if (/listening on port/.test(output)) resolveListen();
+    };
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', watch);
+    child.stderr.on('data', watch);
+    child.once('exit', (code) => reject(new Error(`server-everything exited (${code}):\n${output}`)));
+  });
+  await withTimeout(listening, STARTUP_TIMEOUT_MS, 'server-everything streamableHttp to listen');
+  return {
+    url: `http://127.0.0.1:${port}/mcp`,
+    output: () => output,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await withTimeout(gone, STOP_TIMEOUT_MS, 'server-everything to exit').catch(() => child.kill('SIGKILL'));
+    },
+  };
+}
+
+/**
+ * A connected SDK client for the MCP server at `url` (Streamable HTTP, no gateway between): the
+ * reference for remote servers, with connectStdio's options and handle.
+ */
+export async function connectHttp(url, name = 'switchboard-e2e-ts-direct', { capabilities, setup } = {}) {
+  const client = new Client({ name, version: '0.0.0' }, capabilities ? { capabilities } : undefined);
+  setup?.(client);
+  const transport = new StreamableHTTPClientTransport(new URL(url));
+  const errors = [];
+  client.onerror = (err) => errors.push(err);
+  await client.connect(transport, { timeout: REQUEST_TIMEOUT_MS });
+  return {
+    client,
+    transport,
+    errors,
+    stderr: () => '',
+    async close() {
+      await withTimeout(transport.terminateSession(), REQUEST_TIMEOUT_MS, 'DELETE').catch(() => {});
+      await withTimeout(client.close(), REQUEST_TIMEOUT_MS, 'client.close()').catch(() => {});
+    },
   };
 }
 
@@ -121,8 +205,11 @@ export function configToml(servers, { roles = ROLES, defaultRole = 'default' } =
     [
       '[[servers]]',
       `name = ${tomlString(s.name)}`,
-      `command = ${tomlString(s.command)}`,
-      `args = [${(s.args ?? []).map(tomlString).join(', ')}]`,
+      // a remote server ({name, url}) or a stdio one ({name, command, args})
+      ...(s.url
+        ? [`url = ${tomlString(s.url)}`]
+        : [`command = ${tomlString(s.command)}`, `args = [${(s.args ?? []).map(tomlString).join(', ')}]`]),
+      ...(s.sessions ? [`sessions = ${tomlString(s.sessions)}`] : []),
       '',
     ].join('\n'),
   );
@@ -362,14 +449,15 @@ export function apiToken(gw) {
  * request. Pairs a new client (named `name`, with `role` or the default role) unless `token` is
  * given. The handle has `token` and `paired` (the /pair answer, whose `name` unpairs it).
  * `capabilities` are the client's own (what it declares in `initialize`); `setup(client)` runs
- * before it connects (to set its request handlers).
+ * before it connects (to set its request handlers). `path`: another endpoint than /mcp (a
+ * server's own, `/mcp/<server>`).
  */
-export async function connectClient(gw, name = 'switchboard-e2e-ts', { role, token, capabilities, setup } = {}) {
+export async function connectClient(gw, name = 'switchboard-e2e-ts', { role, token, capabilities, setup, path } = {}) {
   const paired = token ? undefined : await pair(gw, name, role);
   const bearer = token ?? paired.token;
   const client = new Client({ name, version: '0.0.0' }, capabilities ? { capabilities } : undefined);
   setup?.(client);
-  const transport = new StreamableHTTPClientTransport(new URL(gw.mcpUrl), {
+  const transport = new StreamableHTTPClientTransport(new URL(path ? `${gw.url}${path}` : gw.mcpUrl), {
     requestInit: { headers: { Authorization: `Bearer ${bearer}` } },
   });
   // Errors of the background GET stream (e.g. after the token is revoked) are expected in some
@@ -386,6 +474,42 @@ export async function connectClient(gw, name = 'switchboard-e2e-ts', { role, tok
     async close() {
       await withTimeout(transport.terminateSession(), REQUEST_TIMEOUT_MS, 'DELETE /mcp').catch(() => {});
       await withTimeout(client.close(), REQUEST_TIMEOUT_MS, 'client.close()').catch(() => {});
+    },
+  };
+}
+
+/**
+ * A connected SDK client on MCP over WebSocket at `path` (`/ws`, `/ws/<server>`): the SDK's own
+ * WebSocketClientTransport on the `ws` package (Node 20 has no global WebSocket), the token
+ * offered the browser way, as a `bearer.<token>` subprotocol next to the SDK's `mcp`. Pairs a
+ * new client unless `token` is given; `capabilities` and `setup` as for connectClient.
+ */
+export async function connectWsClient(gw, path, name = 'switchboard-e2e-ts-ws', { role, token, capabilities, setup } = {}) {
+  const paired = token ? undefined : await pair(gw, name, role);
+  const bearer = token ?? paired.token;
+  const { default: WebSocket } = await import('ws');
+  // `allowSynchronousEvents: false` delivers each message in its own task, as a browser's
+  // WebSocket does (the SDK's transport expects it: see ws.test.mjs). The class is read when the
+  // transport starts, so it is set just before, for this client's token.
+  globalThis.WebSocket = class extends WebSocket {
+    constructor(url, protocol) {
+      super(url, [protocol, `bearer.${bearer}`], { allowSynchronousEvents: false });
+    }
+  };
+  const transport = new WebSocketClientTransport(new URL(path, gw.url.replace('http://', 'ws://')));
+  const client = new Client({ name, version: '0.0.0' }, capabilities ? { capabilities } : undefined);
+  setup?.(client);
+  const errors = [];
+  client.onerror = (err) => errors.push(err);
+  await client.connect(transport, { timeout: REQUEST_TIMEOUT_MS });
+  return {
+    client,
+    transport,
+    token: bearer,
+    paired,
+    errors,
+    async close() {
+      await withTimeout(client.close(), REQUEST_TIMEOUT_MS, 'client.close() (ws)').catch(() => {});
     },
   };
 }
@@ -513,4 +637,28 @@ export async function upstreamStderr(gw, server) {
   } catch {
     return undefined;
   }
+}
+
+/** `value` with every object's keys in sorted order. */
+export const sortKeys = (value) =>
+  Array.isArray(value)
+    ? value.map(sortKeys)
+    : value && typeof value === 'object'
+      ? Object.fromEntries(Object.keys(value).sort().map((k) => [k, sortKeys(value[k])]))
+      : value;
+
+/**
+ * A text that ends in a JSON object (server-everything's "Raw result: {...}") with that object's
+ * keys sorted: the gateway passes the client's answer on as the same JSON, but not with its keys
+ * in the client's order (JSON objects have none), and the server prints what it got.
+ */
+export function sortEmbeddedJson(text) {
+  for (let i = text.indexOf('{'); i >= 0; i = text.indexOf('{', i + 1)) {
+    try {
+      return text.slice(0, i) + JSON.stringify(sortKeys(JSON.parse(text.slice(i))), null, 2);
+    } catch {
+      // not JSON from here on: try the next brace
+    }
+  }
+  return text;
 }

@@ -133,6 +133,10 @@ pub struct ClientRecord {
     pub token_sha256: String,
     pub created_ms: i64,
     pub last_seen_ms: Option<i64>,
+    /// The longest tool name this client is handed (its own prefix and cap leave less than
+    /// 64); `None`: the gateway's 64. Set by `switchboard setup` from the agent and its entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_budget: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,7 +172,8 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug + 'static {
     fn describe(&self) -> String;
     /// The secret of `(service, account)`; `Ok(None)` when there is none.
     fn secret(&self, service: &str, account: &str) -> Result<Option<String>, TokenStoreError>;
-    /// Stores `secret` under `(service, account)`, replacing what was there.
+    /// Stores `secret` under `(service, account)`, replacing what was there (an OAuth login;
+    /// `switchboard adopt` moves the secrets it finds in agents' configs here).
     fn set_secret(&self, service: &str, account: &str, secret: &str)
     -> Result<(), TokenStoreError>;
     /// Removes `(service, account)`; succeeds if there was none.
@@ -452,6 +457,7 @@ mod tests {
             token_sha256: "ab".repeat(32),
             created_ms: 1,
             last_seen_ms: None,
+            name_budget: None,
         }
     }
 

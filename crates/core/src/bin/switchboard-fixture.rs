@@ -9,10 +9,18 @@
 //! - `add_tool {name}`: adds an echo tool and sends `notifications/tools/list_changed`
 //! - `stderr {text}`: writes a line to stderr
 //! - `hang {}`: never answers; when cancelled it says so on stderr (for call timeouts)
-//! - `ask {method, params}`: sends that request to the client (`elicitation/create`,
-//!   `sampling/createMessage`, `roots/list`, …) and answers with the client's whole response
-//!   (`{"result": …}` or `{"error": …}`) as JSON text
+//! - `ask {method, params, pad?}`: sends that request to the client (`elicitation/create`,
+//!   `sampling/createMessage`, `roots/list`, …; `pad` bytes more in its params) and answers
+//!   with the client's whole response (`{"result": …}` or `{"error": …}`) as JSON text
+//!   (`cancel_after_ms`: unanswered by then, the fixture cancels its request with
+//!   `notifications/cancelled` and answers `cancelled`; `detach: true`: answers `asked` at
+//!   once, the response lands in `answers` whenever it comes)
+//! - `answers {}`: the responses its `ask`s got, the last 16, oldest first, as JSON (also
+//!   those that came after their call had ended)
 //! - `client_capabilities {}`: the capabilities the client declared in `initialize`, as JSON
+//! - `roots {}`: `{"pid", "roots", "list_changed"}`: the client's last answer to `roots/list`
+//!   (asked after `initialize` with `--roots-on-start`, and again on every
+//!   `notifications/roots/list_changed`, which `list_changed` counts)
 //! - `log {level, message, logger?}`: sends `notifications/message` (the level asked by
 //!   `logging/setLevel` is answered by `log_level {}`)
 //! - `completion/complete`: answers one value, `<ref name or uri>:<argument>=<value>`
@@ -32,9 +40,18 @@
 //! `--repeat-cursor` makes that cursor stop moving after the second page (it points at the
 //! second page again), as a broken server's would.
 //!
-//! Flags: `--name NAME` (serverInfo), `--garbage` (a non-JSON line before every response),
+//! Everything MCP can carry, with `--rich` (for fidelity tests: what a client gets through the
+//! gateway must be what the server wrote): the tool `rich` (listed with `title`, `icons`,
+//! `outputSchema`, `execution`, `_meta`, a JSON Schema 2020-12 input schema with `$defs`, and
+//! answering every content type, each with annotations and `_meta`, plus
+//! `structuredContent` and `_meta`), `meta_echo {}` (answers the request's own `_meta`), the
+//! resources `fixture://rich/text` and `fixture://rich/blob` and the template
+//! `fixture://rich/{id}` (all fields; read back with `_meta`), and the prompt `rich` (with
+//! `title`, `icons`, titled arguments, and every content type in its messages).
+//!
+//! Flags: `--name NAME` (serverInfo), `--rich`, `--garbage` (a non-JSON line before every response),
 //! `--exit-immediately` (exit 1 at start, for crash-loop tests), `--resource-host HOST`,
-//! `--many N`, `--page-size K`, `--repeat-cursor`.
+//! `--many N`, `--page-size K`, `--repeat-cursor`, `--roots-on-start`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,15 +74,25 @@ struct State {
     page_size: Option<usize>,
     /// `--repeat-cursor`: the cursor after the second page points at the second page again.
     repeat_cursor: bool,
+    /// `--rich`: the tool, resources, template and prompt that carry every field.
+    rich: bool,
     /// Requests cancelled by the client (their ids as JSON text).
     cancelled: Mutex<HashSet<String>>,
     /// Requests this server sent the client (`ask`), by id, waiting for the response.
     asked: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     next_ask: AtomicU64,
+    /// The last responses to `ask`s (bounded: the oldest goes first).
+    answers: Mutex<Vec<Value>>,
     /// What the client declared in `initialize`.
     client_capabilities: Mutex<Value>,
     /// The level of the last `logging/setLevel`.
     log_level: Mutex<Option<String>>,
+    /// `--roots-on-start`: `roots/list` is asked as soon as the client has initialized.
+    roots_on_start: bool,
+    /// The client's last answer to `roots/list` (`null` before one).
+    roots: Mutex<Value>,
+    /// `notifications/roots/list_changed` received.
+    roots_changed: AtomicU64,
 }
 
 impl State {
@@ -74,6 +101,30 @@ impl State {
             let _ = self.out.send("this is not JSON-RPC, it is garbage".into());
         }
         let _ = self.out.send(msg.to_string());
+    }
+
+    /// Sends `method` to the client: its id, and where its response will arrive.
+    fn ask(&self, method: &Value, params: Value) -> (String, oneshot::Receiver<Value>) {
+        let ask_id = format!("fx-ask-{}", self.next_ask.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.insert(ask_id.clone(), tx);
+        }
+        self.send(json!({"jsonrpc": "2.0", "id": ask_id, "method": method, "params": params}));
+        (ask_id, rx)
+    }
+
+    /// Asks the client for its roots (in a task of its own) and keeps the answer.
+    fn refresh_roots(self: &Arc<Self>) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let (_, rx) = state.ask(&json!("roots/list"), json!({}));
+            if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(30), rx).await
+                && let Ok(mut roots) = state.roots.lock()
+            {
+                *roots = response;
+            }
+        });
     }
 
     fn is_cancelled(&self, id: &Value) -> bool {
@@ -155,8 +206,21 @@ fn tools(state: &State) -> Vec<Value> {
         tool(
             "ask",
             "Sends `method` with `params` to the client and answers with its response",
-            json!({"method": {"type": "string"}, "params": {"type": "object"}}),
+            json!({"method": {"type": "string"}, "params": {"type": "object"},
+                   "cancel_after_ms": {"type": "integer"}}),
             json!({"readOnlyHint": false, "idempotentHint": false}),
+        ),
+        tool(
+            "answers",
+            "The responses the last asks got",
+            json!({}),
+            ro.clone(),
+        ),
+        tool(
+            "roots",
+            "The client's last roots/list answer, with the process id",
+            json!({}),
+            ro.clone(),
         ),
         tool(
             "client_capabilities",
@@ -202,6 +266,9 @@ fn tools(state: &State) -> Vec<Value> {
             json!({"text": {"type": "string"}}),
             ro.clone(),
         ));
+    }
+    if state.rich {
+        list.extend(rich::tools());
     }
     for i in 0..state.many {
         list.push(tool(
@@ -299,21 +366,45 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
             text_result("ok")
         }
         "ask" => {
-            let ask_id = format!("fx-ask-{}", state.next_ask.fetch_add(1, Ordering::Relaxed));
-            let (tx, rx) = oneshot::channel();
-            if let Ok(mut asked) = state.asked.lock() {
-                asked.insert(ask_id.clone(), tx);
+            let mut params = args.get("params").cloned().unwrap_or(json!({}));
+            // `pad`: that many bytes more in params (for tests of oversized requests)
+            if let Some(n) = args["pad"].as_u64()
+                && let Some(p) = params.as_object_mut()
+            {
+                p.insert("pad".into(), Value::String("x".repeat(n as usize)));
             }
-            state.send(
-                json!({"jsonrpc": "2.0", "id": ask_id, "method": args["method"],
-                              "params": args.get("params").cloned().unwrap_or(json!({}))}),
-            );
-            match tokio::time::timeout(Duration::from_secs(30), rx).await {
-                Ok(Ok(response)) => text_result(response.to_string()),
-                _ => json!({"content": [{"type": "text", "text": "no answer within 30 s"}],
+            let (ask_id, rx) = state.ask(&args["method"], params);
+            let wait = args["cancel_after_ms"].as_u64();
+            if args["detach"] == true {
+                drop(rx); // `answers` records the response
+                text_result("asked")
+            } else {
+                match tokio::time::timeout(Duration::from_millis(wait.unwrap_or(30_000)), rx).await
+                {
+                    Ok(Ok(response)) => text_result(response.to_string()),
+                    Err(_) if wait.is_some() => {
+                        if let Ok(mut asked) = state.asked.lock() {
+                            asked.remove(&ask_id);
+                        }
+                        state.send(
+                            json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": ask_id, "reason": "the fixture gave up"}}),
+                        );
+                        text_result("cancelled")
+                    }
+                    _ => json!({"content": [{"type": "text", "text": "no answer within 30 s"}],
                             "isError": true}),
+                }
             }
         }
+        "roots" => text_result(
+            json!({
+                "pid": std::process::id(),
+                "roots": state.roots.lock().map(|r| r.clone()).unwrap_or_default(),
+                "list_changed": state.roots_changed.load(Ordering::Relaxed),
+            })
+            .to_string(),
+        ),
         "log" => {
             let mut params = json!({"level": args["level"], "data": args["message"]});
             if let Some(logger) = args.get("logger") {
@@ -343,6 +434,19 @@ async fn call_tool(state: Arc<State>, id: Value, params: Value) {
                               "method": "notifications/resources/list_changed"}));
             state.send(json!({"jsonrpc": "2.0", "method": "notifications/prompts/list_changed"}));
             text_result("changed")
+        }
+        "answers" => text_result(
+            state
+                .answers
+                .lock()
+                .map(|a| Value::from(a.clone()).to_string())
+                .unwrap_or_default(),
+        ),
+        "rich" if state.rich => rich::result(),
+        "meta_echo" if state.rich => {
+            let meta = params.get("_meta").cloned().unwrap_or(Value::Null);
+            json!({"content": [{"type": "text", "text": meta.to_string()}],
+                   "structuredContent": {"meta": meta}})
         }
         "client_capabilities" => text_result(
             state
@@ -394,6 +498,12 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
                 m.remove("jsonrpc");
                 m.remove("id");
             }
+            if let Ok(mut answers) = state.answers.lock() {
+                if answers.len() >= 16 {
+                    answers.remove(0);
+                }
+                answers.push(response.clone());
+            }
             let _ = tx.send(response);
         }
         return;
@@ -412,7 +522,16 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
             "serverInfo": {"name": name, "version": "1.0.0"},
             }))
         }
-        "notifications/initialized" | "notifications/progress" => {}
+        "notifications/initialized" => {
+            if state.roots_on_start {
+                state.refresh_roots();
+            }
+        }
+        "notifications/roots/list_changed" => {
+            state.roots_changed.fetch_add(1, Ordering::Relaxed);
+            state.refresh_roots();
+        }
+        "notifications/progress" => {}
         "notifications/cancelled" => {
             if let (Some(rid), Ok(mut c)) = (params.get("requestId"), state.cancelled.lock()) {
                 c.insert(rid.to_string());
@@ -464,6 +583,9 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
                 json!({"uri": format!("fixture://many/{i}"), "name": many_name(i),
                        "mimeType": "text/plain"})
             }));
+            if state.rich {
+                list.extend(rich::resources());
+            }
             reply(paged(state, "resources", list, &params));
         }
         "resources/templates/list" => {
@@ -474,6 +596,7 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
                     json!({"uriTemplate": format!("fixture://{host}/echo/{{text}}"),
                                    "name": "echo", "mimeType": "text/plain"})
                 })
+                .chain(state.rich.then(rich::template))
                 .collect();
             reply(paged(state, "resourceTemplates", list, &params));
         }
@@ -503,7 +626,11 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
             } else {
                 own("echo/")
             };
-            if let Some(text) = text {
+            if state.rich
+                && let Some(contents) = rich::read(uri)
+            {
+                reply(contents);
+            } else if let Some(text) = text {
                 reply(json!({"contents": [{"uri": uri, "mimeType": "text/plain", "text": text}]}));
             } else if let Some(id) = &id {
                 state.send(json!({"jsonrpc": "2.0", "id": id,
@@ -517,7 +644,13 @@ fn handle(state: &Arc<State>, name: &str, msg: Value) {
                 (0..state.many)
                     .map(|i| json!({"name": many_name(i), "description": "One of many"})),
             );
+            if state.rich {
+                list.push(rich::prompt());
+            }
             reply(paged(state, "prompts", list, &params));
+        }
+        "prompts/get" if state.rich && params["name"] == "rich" => {
+            reply(rich::prompt_messages(&params["arguments"]));
         }
         "prompts/get" => {
             let who = params
@@ -567,11 +700,16 @@ async fn main() {
         many: flag("--many").unwrap_or(0),
         page_size: flag("--page-size"),
         repeat_cursor: args.iter().any(|a| a == "--repeat-cursor"),
+        rich: args.iter().any(|a| a == "--rich"),
         cancelled: Mutex::new(HashSet::new()),
         asked: Mutex::new(HashMap::new()),
         next_ask: AtomicU64::new(0),
+        answers: Mutex::new(Vec::new()),
         client_capabilities: Mutex::new(Value::Null),
         log_level: Mutex::new(None),
+        roots_on_start: args.iter().any(|a| a == "--roots-on-start"),
+        roots: Mutex::new(Value::Null),
+        roots_changed: AtomicU64::new(0),
     });
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
@@ -601,4 +739,158 @@ async fn main() {
     }
     drop(state);
     let _ = writer.await;
+}
+
+/// `--rich`: definitions and answers that use every field MCP has for them, with values that
+/// a typed reader could easily rewrite (`priority` 0.7, a `lastModified` with an offset,
+/// `size` large, unknown extension fields), to show that nothing is lost or changed in passing.
+mod rich {
+    use serde_json::{Value, json};
+
+    /// A 1×1 PNG and a tiny WAV header, base64.
+    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+    const WAV: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA=";
+
+    fn annotations() -> Value {
+        json!({"audience": ["user", "assistant"], "priority": 0.7,
+               "lastModified": "2025-01-12T15:00:58.123+02:00"})
+    }
+
+    fn icons() -> Value {
+        json!([
+            {"src": "https://example.com/icon.png", "mimeType": "image/png",
+             "sizes": ["48x48", "96x96"], "theme": "light"},
+            {"src": format!("data:image/png;base64,{PNG}"), "mimeType": "image/png",
+             "sizes": ["any"], "theme": "dark"}
+        ])
+    }
+
+    fn meta(of: &str) -> Value {
+        json!({"example.com/of": of, "example.com/nested": {"n": 1.5, "list": [1, "two", null]}})
+    }
+
+    pub(super) fn tools() -> Vec<Value> {
+        vec![
+            json!({
+                "name": "rich",
+                "title": "Rich answer",
+                "description": "Answers every content type, with annotations and _meta",
+                "icons": icons(),
+                "inputSchema": {
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "type": "object",
+                    "$defs": {"level": {"type": "string", "enum": ["low", "high"]}},
+                    "properties": {
+                        "level": {"$ref": "#/$defs/level"},
+                        "tags": {"type": "array", "prefixItems": [{"type": "string"}],
+                                 "unevaluatedItems": false}
+                    },
+                    "additionalProperties": false
+                },
+                "outputSchema": {
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "type": "object",
+                    "properties": {"ok": {"type": "boolean"}, "ratio": {"type": "number"}},
+                    "required": ["ok"]
+                },
+                "annotations": {"title": "Rich", "readOnlyHint": true, "destructiveHint": false,
+                                "idempotentHint": true, "openWorldHint": false},
+                "execution": {"taskSupport": "optional"},
+                "_meta": meta("tool"),
+                "x-extension": {"kept": true}
+            }),
+            json!({
+                "name": "meta_echo",
+                "description": "Answers the request's own _meta",
+                "inputSchema": {"type": "object"},
+                "annotations": {"readOnlyHint": true}
+            }),
+        ]
+    }
+
+    pub(super) fn result() -> Value {
+        json!({
+            "content": [
+                {"type": "text", "text": "every kind of content", "annotations": annotations(),
+                 "_meta": meta("text")},
+                {"type": "image", "data": PNG, "mimeType": "image/png",
+                 "annotations": annotations(), "_meta": meta("image")},
+                {"type": "audio", "data": WAV, "mimeType": "audio/wav",
+                 "annotations": annotations(), "_meta": meta("audio")},
+                {"type": "resource_link", "uri": "fixture://rich/text", "name": "rich-text",
+                 "title": "Rich text", "description": "A linked resource",
+                 "mimeType": "text/plain", "size": 9007199254740991_u64, "icons": icons(),
+                 "annotations": annotations(), "_meta": meta("link")},
+                {"type": "resource", "resource": {"uri": "fixture://rich/text",
+                 "mimeType": "text/plain", "text": "embedded text", "_meta": meta("embedded")},
+                 "annotations": annotations(), "_meta": meta("resource")},
+                {"type": "resource", "resource": {"uri": "fixture://rich/blob",
+                 "mimeType": "image/png", "blob": PNG}}
+            ],
+            "structuredContent": {"ok": true, "ratio": 0.1, "big": 12345678901234567890_u64},
+            "isError": false,
+            "_meta": meta("result")
+        })
+    }
+
+    pub(super) fn resources() -> Vec<Value> {
+        vec![
+            json!({"uri": "fixture://rich/text", "name": "rich-text", "title": "Rich text",
+                   "description": "Text with every field", "mimeType": "text/plain",
+                   "size": 13, "icons": icons(), "annotations": annotations(),
+                   "_meta": meta("resource")}),
+            json!({"uri": "fixture://rich/blob", "name": "rich-blob", "title": "Rich blob",
+                   "mimeType": "image/png", "size": 70}),
+        ]
+    }
+
+    pub(super) fn template() -> Value {
+        json!({"uriTemplate": "fixture://rich/{id}", "name": "rich-item", "title": "Rich item",
+               "description": "Any id", "mimeType": "text/plain", "icons": icons(),
+               "annotations": annotations(), "_meta": meta("template")})
+    }
+
+    pub(super) fn read(uri: &str) -> Option<Value> {
+        let contents = match uri {
+            "fixture://rich/text" => json!({"uri": uri, "mimeType": "text/plain",
+                                            "text": "embedded text", "_meta": meta("contents")}),
+            "fixture://rich/blob" => json!({"uri": uri, "mimeType": "image/png", "blob": PNG}),
+            _ => {
+                let id = uri.strip_prefix("fixture://rich/")?;
+                json!({"uri": uri, "mimeType": "text/plain", "text": format!("item {id}")})
+            }
+        };
+        Some(json!({"contents": [contents], "_meta": meta("read")}))
+    }
+
+    pub(super) fn prompt() -> Value {
+        json!({"name": "rich", "title": "Rich prompt", "description": "Every content type",
+               "icons": icons(), "_meta": meta("prompt"),
+               "arguments": [{"name": "topic", "title": "Topic", "description": "What about",
+                              "required": true},
+                             {"name": "tone", "title": "Tone", "required": false}]})
+    }
+
+    pub(super) fn prompt_messages(arguments: &Value) -> Value {
+        let topic = arguments["topic"].as_str().unwrap_or("nothing");
+        json!({
+            "description": format!("about {topic}"),
+            "messages": [
+                {"role": "user", "content": {"type": "text", "text": format!("Tell me of {topic}"),
+                 "annotations": annotations(), "_meta": meta("text")}},
+                {"role": "assistant", "content": {"type": "image", "data": PNG,
+                 "mimeType": "image/png", "annotations": annotations()}},
+                {"role": "user", "content": {"type": "audio", "data": WAV,
+                 "mimeType": "audio/wav"}},
+                {"role": "user", "content": {"type": "resource_link",
+                 "uri": "fixture://rich/text", "name": "rich-text", "title": "Rich text",
+                 "size": 13, "icons": icons(), "annotations": annotations()}},
+                {"role": "user", "content": {"type": "resource", "resource": {
+                 "uri": "fixture://rich/text", "mimeType": "text/plain",
+                 "text": "embedded text"}, "annotations": annotations(),
+                 "_meta": meta("embedded")}}
+            ],
+            "_meta": meta("get")
+        })
+    }
 }

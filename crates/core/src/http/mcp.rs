@@ -2,6 +2,10 @@
 //! sessions, the body checks and the fast path, in one handler in front of rmcp's service (a
 //! layer per step would clone the stack under it on every request). Every response body is
 //! watched: a client that goes away cancels what it asked for; an unpaired one's stream ends.
+//!
+//! `/mcp/<server>` is the same door to one server's own endpoint: the dispatcher narrowed to
+//! it ([`Dispatcher::only`]) behind an rmcp service made for the request (a few `Arc`s; rmcp's
+//! sessions are the shared ones), its sessions bound to it.
 
 use std::future::Future as _;
 use std::sync::Arc;
@@ -19,6 +23,7 @@ use super::error::ApiError;
 use super::state::AppState;
 use super::token::authenticate;
 use crate::auth::Caller;
+use crate::mcp::Dispatcher;
 use crate::mcp::fast::{self, Fast};
 use crate::mcp::jsonrpc::{INVALID_REQUEST, PARSE_ERROR};
 use crate::mcp::session::Session;
@@ -34,16 +39,56 @@ pub(crate) async fn entry(state: AppState, svc: McpService, mut req: Request) ->
         Err(refused) => return refused.into_response(),
     };
     req.extensions_mut().insert(caller.clone());
-    sessions(&state, caller, req, &svc).await
+    let d = state.0.dispatcher.clone();
+    sessions(&state, caller, req, &svc, &d).await
 }
 
-/// Any path below `/mcp/`: there is no endpoint there.
+/// `/mcp/<server>`: [`entry`] for one server's own endpoint. An unknown server is 404, naming
+/// the servers there are.
+pub(crate) async fn entry_for(state: AppState, server: String, mut req: Request) -> Response {
+    let caller = match authenticate(&state.0.auth, req.headers()) {
+        Ok(c) => c,
+        Err(refused) => return refused.into_response(),
+    };
+    if state.0.mcp.upstream(&server).is_none() {
+        return unknown_server(&state, "/mcp", &server);
+    }
+    req.extensions_mut().insert(caller.clone());
+    let d = state.0.dispatcher.only(&server);
+    let svc = service_with(&state, d.clone());
+    sessions(&state, caller, req, &svc, &d).await
+}
+
+/// 404 for `<base>/<server>` of a server that is not configured, naming those that are.
+pub(crate) fn unknown_server(state: &AppState, base: &str, server: &str) -> Response {
+    let names: Vec<String> = state
+        .0
+        .mcp
+        .upstreams()
+        .iter()
+        .map(|up| up.name().to_owned())
+        .collect();
+    let there = if names.is_empty() {
+        "no server is configured".to_owned()
+    } else {
+        format!("the servers are: {}", names.join(", "))
+    };
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_server",
+        format!("no server '{server}' for {base}/{server}; {there} ({base}/<server>)"),
+    )
+    .into_response()
+}
+
+/// Any path deeper than `/mcp/<server>` (or `/mcp/` itself): there is no endpoint there.
 pub(crate) async fn below(uri: axum::http::Uri) -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "unknown_path",
         format!(
-            "no MCP endpoint at {}; the gateway's endpoint is /mcp",
+            "no MCP endpoint at {}; the gateway's endpoints are /mcp (every server) and \
+             /mcp/<server> (one server)",
             uri.path()
         ),
     )
@@ -53,9 +98,14 @@ pub(crate) async fn below(uri: axum::http::Uri) -> Response {
 /// rmcp's Streamable HTTP service (2025-11-25 sessions and 2026-07-28 stateless) around our
 /// aggregating handler. Host and Origin are already checked by `local_only`.
 pub(crate) fn service(state: &AppState) -> McpService {
+    service_with(state, state.0.dispatcher.clone())
+}
+
+/// [`service`] answered by `d` (a per-server endpoint's dispatcher), over the same sessions.
+fn service_with(state: &AppState, d: Dispatcher) -> McpService {
     use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
     let hub = &state.0;
-    let handler = crate::mcp::Handler::new(hub.dispatcher.clone());
+    let handler = crate::mcp::Handler::new(d);
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
         .with_cancellation_token(hub.shutdown.child_token())
@@ -74,6 +124,7 @@ async fn precheck(
     state: &AppState,
     req: Request,
     svc: &McpService,
+    d: &Dispatcher,
     session: Option<&Arc<Session>>,
 ) -> Response {
     let rmcp = |req: Request| async move { svc.handle(req).await.map(axum::body::Body::new) };
@@ -131,8 +182,7 @@ async fn precheck(
     // only valid JSON-RPC requests, and says when what it declined was JSON).
     let hub = &state.0;
     let front = fast::Front {
-        mcp: &hub.mcp,
-        dispatcher: &hub.dispatcher,
+        dispatcher: d,
         sessions: &hub.rmcp_sessions,
         shutdown: &hub.shutdown,
         session,
@@ -204,14 +254,17 @@ fn initialize_may_ask(body: &[u8]) -> bool {
     }
 }
 
-/// Ties `/mcp` sessions to the client that opened them: another client's session id is
-/// refused (404, as if unknown); a new session is registered (under its client, so that
-/// unpairing closes it) as soon as rmcp hands out its id.
+/// Ties `/mcp` sessions to the client and the endpoint that opened them: another client's
+/// session id is refused (404, as if unknown), and so is one opened at another endpoint (404,
+/// saying where it belongs); a new session is registered (under its client, so that
+/// unpairing closes it, and bound to a per-server endpoint's server) as soon as rmcp hands
+/// out its id.
 async fn sessions(
     state: &AppState,
     caller: Caller,
     mut req: Request,
     svc: &McpService,
+    d: &Dispatcher,
 ) -> Response {
     let sessions = state.0.mcp.sessions();
     let asked = req
@@ -226,13 +279,29 @@ async fn sessions(
             return ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "no such session")
                 .into_response();
         }
+        if s.server() != d.server() {
+            let here = match d.server() {
+                Some(server) => format!("/mcp/{server}"),
+                None => "/mcp".to_owned(),
+            };
+            return ApiError::new(
+                StatusCode::NOT_FOUND,
+                "session_elsewhere",
+                format!(
+                    "this session was opened at {}, not {here}; it serves there only \
+                     (initialize a new session here)",
+                    s.endpoint()
+                ),
+            )
+            .into_response();
+        }
         s.touch();
         // for rmcp's handler, which tells this session of tool list changes
         req.extensions_mut().insert(s.clone());
     }
     let deleting = req.method() == axum::http::Method::DELETE;
     let name = caller.name.clone();
-    let resp = precheck(state, req, svc, named.as_ref()).await;
+    let resp = precheck(state, req, svc, d, named.as_ref()).await;
     if let Some(sid) = resp
         .headers()
         .get("mcp-session-id")
@@ -240,6 +309,9 @@ async fn sessions(
         && sessions.get(sid).is_none()
     {
         let (s, _) = sessions.open(Some(sid.to_owned()), &name, "http", false);
+        if let Some(server) = d.server() {
+            s.bind(server);
+        }
         s.set_can_be_asked(resp.extensions().get::<CanBeAsked>().is_some());
     }
     let mut resp = resp;

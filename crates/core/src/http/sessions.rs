@@ -27,17 +27,32 @@ pub(crate) const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The subprotocol `/ws/mcp/events` echoes when offered.
 const WATCH_PROTOCOL: &str = "construct.v1";
 
-/// `POST /session`: a session of the caller's own, with a token that lets anything holding
+/// `?server=`: a session for that server's own endpoint, `/ws/<server>`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct CreateQuery {
+    server: Option<String>,
+}
+
+/// `POST /session` (`?server=`: for `/ws/<server>`): a session of the caller's own, with a token that lets anything holding
 /// it watch (only) this session.
 pub(crate) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Query(query): Query<CreateQuery>,
 ) -> Response {
+    if let Some(server) = &query.server
+        && state.0.mcp.upstream(server).is_none()
+    {
+        return super::mcp::unknown_server(&state, "/ws", server);
+    }
     let (s, token) = state
         .0
         .mcp
         .sessions()
         .open(None, &caller.name, "http", true);
+    if let Some(server) = &query.server {
+        s.bind(server);
+    }
     (
         StatusCode::CREATED,
         Json(json!({"session_id": s.id, "token": token})),

@@ -42,6 +42,10 @@ pub(crate) struct Hub {
     /// The config file the dashboard edits (add, enable, disable, import); `None` when the
     /// gateway runs on defaults without a file.
     pub(crate) config_path: Option<PathBuf>,
+    /// The data dir (adopt remembers there what it moved).
+    pub(crate) data_dir: PathBuf,
+    /// Where agents' configs are looked for (`Config::agents_home`; `None`: this user's).
+    pub(crate) agents_home: Option<PathBuf>,
     /// One config edit at a time: read, change, write must not interleave.
     pub(crate) config_edit: tokio::sync::Mutex<()>,
     /// Root of the shutdown tree: streams and sockets watch it.

@@ -17,7 +17,7 @@ use std::time::Instant;
 use rmcp::model::{CallToolResult, ContentBlock, ErrorData, ResultType};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{INTERNAL_ERROR, REQUEST_CANCELLED, error_data};
@@ -60,13 +60,16 @@ pub(crate) struct CallCtx<'a> {
     pub(crate) asks: Option<ClientAsks>,
     /// The client's cancellation (or its going away).
     pub(crate) cancel: CancellationToken,
+    /// The request's `_meta` as it goes on to the server (see `jsonrpc::passed_meta`).
+    pub(crate) meta: Option<Map<String, Value>>,
 }
 
 /// Where a call of a tool goes, looked up once and handed on.
 #[derive(Debug)]
 pub(crate) struct Route<'a> {
-    /// The name the client called.
-    pub(crate) exposed: &'a str,
+    /// The tool's exposed name, `<server>__<tool>` (what roles check and calls are recorded
+    /// as): the name the client called, or made from it on a per-server endpoint.
+    pub(crate) exposed: Cow<'a, str>,
     pub(crate) upstream: Upstream,
     /// The tool's own name on that server.
     pub(crate) tool: Cow<'a, str>,
@@ -145,26 +148,32 @@ impl CallBook {
         arguments: Option<&RawValue>,
     ) -> Result<ToolAnswer, ErrorData> {
         let Route {
-            exposed: name,
+            exposed,
             upstream: up,
             tool,
             replayable,
         } = route;
+        let name: &str = &exposed;
         let scope = CallScope::begin(self, ctx, "tools/call", name, up.name());
         scope.arguments(PayloadSrc::Json(arguments.map_or("null", RawValue::get)));
         let relay = ProgressRelay::start(self, &scope.call_id, name, ctx);
-        let answer = up
-            .call_tool(
-                &tool,
-                arguments,
-                replayable,
-                ForClient {
-                    progress: Some(relay),
-                    asks: ctx.asks.clone(),
-                },
-                &ctx.cancel,
-            )
-            .await;
+        let answer = match serving(ctx, &up) {
+            Ok(up) => {
+                up.call_tool(
+                    &tool,
+                    arguments,
+                    replayable,
+                    ForClient {
+                        progress: Some(relay),
+                        asks: ctx.asks.clone(),
+                        meta: ctx.meta.clone(),
+                    },
+                    &ctx.cancel,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         match answer {
             Ok(a) => match checked_result(a.result) {
                 Checked::Plain { raw, error } => {
@@ -175,11 +184,21 @@ impl CallBook {
                     );
                     Ok(ToolAnswer::Raw(raw))
                 }
-                Checked::Typed(mut result) => {
-                    // Upstreams speak 2025-11-25, which has no `resultType`; 2026-07-28 clients
-                    // require it (it is dropped again for older clients).
-                    result.result_type.get_or_insert(ResultType::COMPLETE);
+                Checked::Typed { raw, mut result } => {
                     let err = (result.is_error == Some(true)).then(|| (0, error_text(&result)));
+                    if result.result_type.is_none() {
+                        // as the server wrote it: `result_frame` adds `resultType` for
+                        // 2026-07-28 clients
+                        scope.finish_with(
+                            a.replay_attempts,
+                            err,
+                            Some(PayloadSrc::Json(raw.get())),
+                        );
+                        return Ok(ToolAnswer::Raw(raw));
+                    }
+                    // Its own `resultType`: written from rmcp's types, which drop it again for
+                    // older clients.
+                    result.result_type.get_or_insert(ResultType::COMPLETE);
                     let shown = serde_json::to_value(&result).unwrap_or(Value::Null);
                     scope.finish_with(a.replay_attempts, err, Some(PayloadSrc::Value(&shown)));
                     Ok(ToolAnswer::Typed(result))
@@ -214,15 +233,39 @@ impl CallBook {
         up: &Upstream,
         ask: Ask<'_>,
     ) -> Result<T, ErrorData> {
+        let what = ask.what;
+        let value = self.request_raw::<T>(ctx, up, ask).await?;
+        serde_json::from_value(value).map_err(|e| {
+            let m = format!("server '{}' returned an invalid {what}: {e}", up.name());
+            error_data(INTERNAL_ERROR, m, None)
+        })
+    }
+
+    /// `ask` on `up` (replayable, no progress): its result as the server wrote it, once it is
+    /// checked to read as a `T` (rmcp's type of it; what it does not know is kept all the same).
+    pub(crate) async fn request_raw<T: DeserializeOwned>(
+        &self,
+        ctx: &CallCtx<'_>,
+        up: &Upstream,
+        ask: Ask<'_>,
+    ) -> Result<Value, ErrorData> {
         let scope = CallScope::begin(self, ctx, ask.method, ask.name, up.name());
-        let answer = up
-            .request(ask.method, ask.params, ask.target, true, None, &ctx.cancel)
-            .await;
+        let mut params = ask.params;
+        if let (Some(meta), Some(p)) = (&ctx.meta, params.as_object_mut()) {
+            p.insert("_meta".into(), Value::Object(meta.clone()));
+        }
+        let answer = match serving(ctx, up) {
+            Ok(up) => {
+                up.request(ask.method, params, ask.target, true, None, &ctx.cancel)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         match answer {
-            Ok(a) => match serde_json::from_value::<T>(a.result) {
-                Ok(r) => {
+            Ok(a) => match T::deserialize(&a.result) {
+                Ok(_) => {
                     scope.finish(a.replay_attempts, None);
-                    Ok(r)
+                    Ok(a.result)
                 }
                 Err(e) => {
                     let m = format!(
@@ -241,6 +284,24 @@ impl CallBook {
             }
         }
     }
+}
+
+/// The instance of `up` that serves the caller's session: `up` itself unless the server is
+/// isolated (see [`Upstream::for_session`]). An instance started for a session that ended
+/// meanwhile is stopped again: the session's end may have run before it was there.
+fn serving(ctx: &CallCtx<'_>, up: &Upstream) -> Result<Upstream, CallError> {
+    if !up.is_isolated() {
+        return Ok(up.clone());
+    }
+    let session = ctx.session.as_ref();
+    let instance = up.for_session(session.map(|s| (s.id.as_str(), || s.link(up.name()))))?;
+    if let Some(s) = session
+        && s.closed.is_cancelled()
+    {
+        up.end_session(&s.id);
+        return Err(CallError::Cancelled);
+    }
+    Ok(instance)
 }
 
 /// A server's JSON-RPC error (or the client's cancellation) as the client's error; anything

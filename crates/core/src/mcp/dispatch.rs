@@ -6,17 +6,22 @@
 //! into it with rmcp's typed requests; `/ws` and the `/mcp` fast path hand it raw JSON-RPC
 //! through [`Dispatcher::answer`], which answers in the caller's task without any of rmcp's
 //! per-session machinery.
+//!
+//! A per-server endpoint (`/mcp/<server>`, `/ws/<server>`) is the same dispatcher narrowed
+//! with [`Dispatcher::only`]: it shows that one server under the server's own tool and prompt
+//! names and asks no other. Names are made whole (`<server>__<name>`) as they come in, so
+//! roles, routes, telemetry and the call log see exactly what `/mcp` would.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, CompleteRequestParams, CompleteResult, ContentBlock,
-    DiscoverResult, ErrorCode, ErrorData, GetPromptRequestParams, GetPromptResult, Implementation,
-    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, Prompt, ProtocolVersion, ReadResourceRequestParams, ReadResourceResult,
-    Resource, ResourceTemplate, ResultType, ServerCapabilities, ServerConfig, ServerResult, Tool,
-    ToolAnnotations,
+    CustomResult, DiscoverResult, ErrorCode, ErrorData, GetPromptRequestParams, GetPromptResult,
+    Implementation, PaginatedRequestParams, Prompt, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResult, Resource, ResourceTemplate, ServerCapabilities, ServerConfig, ServerResult,
+    Tool, ToolAnnotations,
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -31,7 +36,7 @@ use super::jsonrpc::{
 use super::method::Method;
 use super::names;
 use super::page::{self, List, Page};
-use super::raw::{ToolAnswer, ToolCallIn, result_frame};
+use super::raw::{ToolAnswer, ToolCallIn, for_revision, result_frame};
 use super::session::Session;
 use crate::auth::{Caller, Roles};
 use crate::upstream::{ServerState, Upstream};
@@ -47,6 +52,9 @@ pub(crate) struct Dispatcher {
     /// The gateway's, kept here: every call is recorded in it.
     book: CallBook,
     roles: Arc<Roles>,
+    /// The one server a per-server endpoint shows, under its own names; `None`: every
+    /// server, as `<server>__<name>`.
+    only: Option<Arc<str>>,
 }
 
 /// Protocol revisions the gateway answers `initialize` with, oldest first.
@@ -69,7 +77,60 @@ impl Dispatcher {
             book: gw.book().clone(),
             gw,
             roles: Arc::new(roles),
+            only: None,
         }
+    }
+
+    /// This dispatcher narrowed to `server`'s endpoint: its tools and prompts under their own
+    /// names, its resources, and no other server's anything (no built-in tools either).
+    pub(crate) fn only(&self, server: &str) -> Self {
+        Self {
+            only: Some(Arc::from(server)),
+            ..self.clone()
+        }
+    }
+
+    /// The server this dispatcher is narrowed to, if it is.
+    pub(crate) fn server(&self) -> Option<&str> {
+        self.only.as_deref()
+    }
+
+    /// Whether this dispatcher shows `server` at all.
+    fn shows(&self, server: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == server)
+    }
+
+    /// The exposed name (`<server>__<name>`, what roles check) of a tool or prompt the client
+    /// named `name`: on a per-server endpoint its server's prefix is added.
+    fn exposed<'n>(&self, name: &'n str) -> Cow<'n, str> {
+        match &self.only {
+            Some(server) => Cow::Owned(names::exposed(server, name)),
+            None => Cow::Borrowed(name),
+        }
+    }
+
+    /// The server and that server's own name of a prompt the client named `name`.
+    fn target<'n>(&self, name: &'n str) -> Option<(Upstream, &'n str)> {
+        let (server, own) = match &self.only {
+            Some(server) => (&**server, name),
+            None => names::split(name)?,
+        };
+        Some((self.gw.upstream(server)?, own))
+    }
+
+    /// Where a call of the tool the client named `name` goes.
+    pub(crate) fn route<'n>(&self, name: &'n str) -> Option<Route<'n>> {
+        let Some(server) = &self.only else {
+            return self.gw.route(name);
+        };
+        let upstream = self.gw.upstream(server)?;
+        let replayable = upstream.route(name)?;
+        Some(Route {
+            exposed: Cow::Owned(names::exposed(server, name)),
+            upstream,
+            tool: Cow::Borrowed(name),
+            replayable,
+        })
     }
 
     /// The gateway it answers for.
@@ -93,11 +154,16 @@ impl Dispatcher {
             .build();
         let mut info = ServerConfig::new(capabilities);
         info.server_info = Implementation::new("switchboard", env!("CARGO_PKG_VERSION"));
-        info.instructions = Some(
-            "Switchboard aggregates the user's MCP servers: tools are named <server>__<tool>. \
-             switchboard__health_snapshot shows which servers are running."
+        info.instructions = Some(match &self.only {
+            Some(server) => format!(
+                "Switchboard's endpoint for the user's MCP server '{server}': its tools, prompts \
+                 and resources under their own names."
+            ),
+            None => "Switchboard aggregates the user's MCP servers: tools are named \
+                     <server>__<tool>. switchboard__health_snapshot shows which servers are \
+                     running."
                 .into(),
-        );
+        });
         info
     }
 
@@ -119,8 +185,9 @@ impl Dispatcher {
 
     /// Whether the caller's role grants `server`'s resources and resource templates
     /// ([`Roles::grants_server`]; nothing without a caller).
+    /// On a per-server endpoint, only its server.
     fn grants_server(&self, caller: Option<&Caller>, server: &str) -> bool {
-        caller.is_some_and(|c| self.roles.grants_server(&c.role, server))
+        self.shows(server) && caller.is_some_and(|c| self.roles.grants_server(&c.role, server))
     }
 
     /// What `role` grants now: its patterns, the tools it may see and call, and the servers
@@ -145,7 +212,8 @@ impl Dispatcher {
 
     /// The `field` items of `method` from every running server that offers `capability` and
     /// passes `only` (every page of each, bounded: see [`Upstream::list`]), with the server
-    /// they came from. Servers that fail are skipped; servers `only` turns away are never asked.
+    /// they came from. Servers that fail are skipped; servers `only` turns away (or this
+    /// dispatcher does not show) are never asked.
     async fn gather(
         &self,
         capability: &str,
@@ -159,6 +227,7 @@ impl Dispatcher {
             let status = up.status();
             if status.state != ServerState::Running
                 || !status.has_capability(capability)
+                || !self.shows(up.name())
                 || !only(&up)
             {
                 continue;
@@ -191,25 +260,50 @@ impl Dispatcher {
                 None,
             ));
         };
-        let up = self
+        let grants = |up: &Upstream| self.grants_server(Some(caller), up.name());
+        let offers = |up: &Upstream| {
+            up.status()
+                .capabilities
+                .pointer("/resources/subscribe")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
+        let listed = self
             .gw
             .resource_listers(uri)
             .iter()
             .filter_map(|s| self.gw.upstream(s))
-            .find(|up| self.roles.grants_server(&caller.role, up.name()))
-            .ok_or_else(|| {
-                error_data(
-                    RESOURCE_NOT_FOUND,
-                    format!("no server granted to role '{}' listed '{uri}'", caller.role),
-                    None,
-                )
-            })?;
-        let offers = up
-            .status()
-            .capabilities
-            .pointer("/resources/subscribe")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+            .find(grants);
+        let up = match listed {
+            Some(up) => up,
+            // Not listed (a template's URI, or never listed): the one granted server that
+            // offers subscriptions, as a client of that server alone would have it.
+            None => {
+                let offering: Vec<Upstream> = self
+                    .gw
+                    .upstreams()
+                    .into_iter()
+                    .filter(|u| grants(u) && u.status().state == ServerState::Running && offers(u))
+                    .collect();
+                match <[Upstream; 1]>::try_from(offering) {
+                    Ok([up]) => up,
+                    Err(v) => {
+                        return Err(error_data(
+                            RESOURCE_NOT_FOUND,
+                            format!(
+                                "no server granted to role '{}' listed '{uri}', and {} granted \
+                                 servers offer subscriptions, so which one it belongs to cannot \
+                                 be told",
+                                caller.role,
+                                v.len()
+                            ),
+                            None,
+                        ));
+                    }
+                }
+            }
+        };
+        let offers = offers(&up);
         if !offers {
             return Err(error_data(
                 METHOD_NOT_FOUND,
@@ -217,7 +311,9 @@ impl Dispatcher {
                 None,
             ));
         }
-        let last = !on && !self.gw.sessions().subscribed_elsewhere(uri, &session.id);
+        // an isolated server's subscriptions are each its session's own instance's
+        let last =
+            !on && (up.is_isolated() || !self.gw.sessions().subscribed_elsewhere(uri, &session.id));
         if on || last {
             let method = if on {
                 "resources/subscribe"
@@ -233,7 +329,7 @@ impl Dispatcher {
             };
             self.book.request::<Value>(ctx, &up, ask).await?;
         }
-        session.subscribe_resource(uri, on);
+        session.subscribe_resource(uri, up.name(), on);
         Ok(())
     }
 
@@ -245,7 +341,7 @@ impl Dispatcher {
         &self,
         ctx: &CallCtx<'_>,
         request: CompleteRequestParams,
-    ) -> Result<CompleteResult, ErrorData> {
+    ) -> Result<Value, ErrorData> {
         let Some(caller) = ctx.caller else {
             return Err(error_data(UNAUTHENTICATED, "authentication required", None));
         };
@@ -253,18 +349,18 @@ impl Dispatcher {
         let reference = params.get("ref").cloned().unwrap_or(Value::Null);
         let (up, label) = match reference.get("type").and_then(Value::as_str) {
             Some("ref/prompt") => {
-                let name = reference["name"].as_str().unwrap_or_default().to_owned();
+                let given = reference["name"].as_str().unwrap_or_default();
+                let name = self.exposed(given).into_owned();
                 self.allowed(ctx.caller, &name)?;
                 let unknown =
-                    || error_data(INVALID_PARAMS, format!("unknown prompt '{name}'"), None);
-                let (server, prompt) = names::split(&name).ok_or_else(unknown)?;
-                let up = self.gw.upstream(server).ok_or_else(unknown)?;
+                    || error_data(INVALID_PARAMS, format!("unknown prompt '{given}'"), None);
+                let (up, prompt) = self.target(given).ok_or_else(unknown)?;
                 params["ref"]["name"] = json!(prompt);
                 (up, name)
             }
             Some("ref/resource") => {
                 let uri = reference["uri"].as_str().unwrap_or_default().to_owned();
-                let grants = |up: &Upstream| self.roles.grants_server(&caller.role, up.name());
+                let grants = |up: &Upstream| self.grants_server(Some(caller), up.name());
                 let listed = self
                     .gw
                     .resource_listers(&uri)
@@ -322,7 +418,7 @@ impl Dispatcher {
             params,
             what: "completion",
         };
-        self.book.request::<CompleteResult>(ctx, &up, ask).await
+        self.book.request_raw::<CompleteResult>(ctx, &up, ask).await
     }
 
     /// `logging/setLevel`: the session hears servers' log messages at `level` and above
@@ -386,14 +482,48 @@ impl Dispatcher {
         &self,
         caller: Option<&Caller>,
         cursor: Option<&str>,
-    ) -> Result<ListToolsResult, ErrorData> {
-        let mut tools: Vec<Tool> = self.gw.tools().into_iter().map(|t| t.tool).collect();
-        tools.extend(builtin_tools());
-        tools.retain(|t| self.allowed(caller, &t.name).is_ok());
-        let page = self.page(List::Tools, tools, |t| &t.name, cursor)?;
-        let mut r = ListToolsResult::with_all_items(page.items);
-        r.next_cursor = page.next_cursor;
-        Ok(r)
+    ) -> Result<Value, ErrorData> {
+        let tools: Vec<(String, Value)> = match &self.only {
+            None => {
+                // a client's budget shortens names further; its role still sees the full names
+                let budget = caller
+                    .and_then(|c| c.name_budget)
+                    .unwrap_or(super::names::MAX_LEN);
+                let mut tools: Vec<(String, Value)> = self
+                    .gw
+                    .tools_within(budget)
+                    .into_iter()
+                    .filter(|t| self.allowed(caller, &t.canonical).is_ok())
+                    .map(|t| (t.name, t.def))
+                    .collect();
+                tools.extend(
+                    builtin_tools()
+                        .into_iter()
+                        .filter(|t| self.allowed(caller, &t.name).is_ok())
+                        .map(|t| {
+                            (
+                                t.name.to_string(),
+                                serde_json::to_value(t).unwrap_or_default(),
+                            )
+                        }),
+                );
+                tools
+            }
+            // the server's own names, checked as the exposed ones
+            Some(server) => self
+                .gw
+                .tools()
+                .into_iter()
+                .filter(|t| *t.server == **server && self.allowed(caller, &t.name).is_ok())
+                .map(|t| {
+                    let mut def = t.def;
+                    def["name"] = Value::String(t.original.clone());
+                    (t.original, def)
+                })
+                .collect(),
+        };
+        let page = self.page(List::Tools, tools, |(name, _)| name, cursor)?;
+        Ok(page.into_result("tools", |(_, def)| def))
     }
 
     fn builtin(&self, name: &str, ctx: &CallCtx<'_>) -> CallToolResult {
@@ -441,23 +571,44 @@ impl Dispatcher {
         arguments: Option<&RawValue>,
         route: Option<Route<'_>>,
     ) -> Result<ToolAnswer, ErrorData> {
+        let exposed = self.exposed(name);
+        // the name a client with a shorter budget called, as its full name (the aggregated
+        // endpoint only: a server's own endpoint shows the server's names)
+        let full;
+        let (name, given): (&str, &str) = match ctx.caller.and_then(|c| c.name_budget) {
+            Some(budget) if budget < super::names::MAX_LEN && self.only.is_none() => {
+                full = self.gw.canonical_name(&exposed, budget);
+                (full.as_str(), full.as_str())
+            }
+            _ => (&exposed, name),
+        };
         if let Err(refused) = self.allowed(ctx.caller, name) {
             // refused here: it never reaches a server
             let error = (i64::from(refused.code.0), refused.message.to_string());
             self.book.answered(ctx, name, Err(error));
             return Err(refused);
         }
-        if name == HEALTH_TOOL || name == TELEMETRY_TOOL {
+        if self.only.is_none() && (name == HEALTH_TOOL || name == TELEMETRY_TOOL) {
             return Ok(ToolAnswer::Typed(self.builtin(name, ctx)));
         }
         let route = route
             .filter(|r| r.exposed == name)
-            .or_else(|| self.gw.route(name));
+            .or_else(|| self.route(given));
         let Some(route) = route else {
-            let message = self
-                .gw
-                .waiting_for_login(name)
-                .unwrap_or_else(|| format!("unknown tool '{name}'"));
+            let server = match &self.only {
+                Some(server) => Some(&**server),
+                None => super::names::split(name).map(|(server, _)| server),
+            };
+            let message = match (
+                server.and_then(|s| self.gw.waiting_for_login(s)),
+                &self.only,
+            ) {
+                (Some(waiting), _) => waiting,
+                (None, Some(server)) => {
+                    format!("unknown tool '{given}' (server '{server}' has none)")
+                }
+                (None, None) => format!("unknown tool '{name}'"),
+            };
             self.book
                 .answered(ctx, name, Err((INVALID_PARAMS, message.clone())));
             return Err(error_data(INVALID_PARAMS, message, None));
@@ -471,7 +622,7 @@ impl Dispatcher {
         &self,
         ctx: &CallCtx<'_>,
         cursor: Option<&str>,
-    ) -> Result<ListResourcesResult, ErrorData> {
+    ) -> Result<Value, ErrorData> {
         let mut all = Vec::new();
         let mut listed = Vec::new();
         let mut seen = HashSet::new();
@@ -486,19 +637,18 @@ impl Dispatcher {
             )
             .await
         {
-            if let Ok(res) = serde_json::from_value::<Resource>(r) {
+            // read as rmcp's type only to check it is one; passed on as the server wrote it
+            if let Ok(res) = serde_json::from_value::<Resource>(r.clone()) {
                 listed.push((res.uri.clone(), up.name().to_owned()));
                 // the first server (by name) lists a URI
                 if seen.insert(res.uri.clone()) {
-                    all.push(res);
+                    all.push((res.uri, r));
                 }
             }
         }
         self.gw.learn_resource_owners(listed);
-        let page = self.page(List::Resources, all, |r: &Resource| &r.uri, cursor)?;
-        let mut r = ListResourcesResult::with_all_items(page.items);
-        r.next_cursor = page.next_cursor;
-        Ok(r)
+        let page = self.page(List::Resources, all, |(uri, _)| uri, cursor)?;
+        Ok(page.into_result("resources", |(_, r)| r))
     }
 
     /// The page at `cursor` of the resource templates of the servers the caller's role grants.
@@ -506,9 +656,9 @@ impl Dispatcher {
         &self,
         ctx: &CallCtx<'_>,
         cursor: Option<&str>,
-    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+    ) -> Result<Value, ErrorData> {
         let granted = |up: &Upstream| self.grants_server(ctx.caller, up.name());
-        let all: Vec<ResourceTemplate> = self
+        let all: Vec<(String, Value)> = self
             .gather(
                 "resources",
                 "resources/templates/list",
@@ -518,28 +668,31 @@ impl Dispatcher {
             )
             .await
             .into_iter()
-            .filter_map(|(_, t)| serde_json::from_value::<ResourceTemplate>(t).ok())
+            .filter_map(|(_, t)| {
+                let checked = serde_json::from_value::<ResourceTemplate>(t.clone()).ok()?;
+                Some((checked.uri_template, t))
+            })
             .collect();
-        let page = self.page(List::ResourceTemplates, all, |t| &t.uri_template, cursor)?;
-        let mut r = ListResourceTemplatesResult::with_all_items(page.items);
-        r.next_cursor = page.next_cursor;
-        Ok(r)
+        let page = self.page(List::ResourceTemplates, all, |(uri, _)| uri, cursor)?;
+        Ok(page.into_result("resourceTemplates", |(_, t)| t))
     }
 
     pub(crate) async fn read_resource(
         &self,
         ctx: &CallCtx<'_>,
         uri: String,
-    ) -> Result<ReadResourceResult, ErrorData> {
+    ) -> Result<Value, ErrorData> {
         let Some(caller) = ctx.caller else {
             return Err(error_data(UNAUTHENTICATED, "authentication required", None));
         };
-        let grants = |up: &Upstream| self.roles.grants_server(&caller.role, up.name());
-        // The servers (still configured) that listed it: the first one granted owns it.
+        let grants = |up: &Upstream| self.grants_server(Some(caller), up.name());
+        // The servers (still configured, and shown) that listed it: the first one granted
+        // owns it.
         let listers: Vec<Upstream> = self
             .gw
             .resource_listers(&uri)
             .iter()
+            .filter(|s| self.shows(s))
             .filter_map(|s| self.gw.upstream(s))
             .collect();
         if let Some(owner) = listers.first()
@@ -588,11 +741,12 @@ impl Dispatcher {
                 params: json!({"uri": uri}),
                 what: "resource",
             };
-            match self.book.request::<ReadResourceResult>(ctx, &up, ask).await {
-                Ok(mut r) => {
-                    r.result_type.get_or_insert(ResultType::COMPLETE);
-                    return Ok(r);
-                }
+            match self
+                .book
+                .request_raw::<ReadResourceResult>(ctx, &up, ask)
+                .await
+            {
+                Ok(r) => return Ok(r),
                 Err(e) => last_error = e,
             }
         }
@@ -604,37 +758,39 @@ impl Dispatcher {
         &self,
         ctx: &CallCtx<'_>,
         cursor: Option<&str>,
-    ) -> Result<ListPromptsResult, ErrorData> {
+    ) -> Result<Value, ErrorData> {
         let mut all = Vec::new();
-        for (up, p) in self
+        for (up, mut p) in self
             .gather("prompts", "prompts/list", "prompts", |_| true, &ctx.cancel)
             .await
         {
-            if let Ok(mut prompt) = serde_json::from_value::<Prompt>(p) {
-                prompt.name = names::exposed(up.name(), &prompt.name);
-                if self.allowed(ctx.caller, &prompt.name).is_ok() {
-                    all.push(prompt);
+            if let Ok(prompt) = serde_json::from_value::<Prompt>(p.clone()) {
+                let name = names::exposed(up.name(), &prompt.name);
+                if self.allowed(ctx.caller, &name).is_ok() {
+                    // a per-server endpoint keeps the server's own name
+                    if self.only.is_none() {
+                        p["name"] = Value::String(name.clone());
+                        all.push((name, p));
+                    } else {
+                        all.push((prompt.name.to_string(), p));
+                    }
                 }
             }
         }
-        let page = self.page(List::Prompts, all, |p: &Prompt| &p.name, cursor)?;
-        let mut r = ListPromptsResult::with_all_items(page.items);
-        r.next_cursor = page.next_cursor;
-        Ok(r)
+        let page = self.page(List::Prompts, all, |(name, _)| name, cursor)?;
+        Ok(page.into_result("prompts", |(_, p)| p))
     }
 
     pub(crate) async fn get_prompt(
         &self,
         ctx: &CallCtx<'_>,
         request: GetPromptRequestParams,
-    ) -> Result<GetPromptResult, ErrorData> {
-        let name = request.name;
+    ) -> Result<Value, ErrorData> {
+        let given = request.name;
+        let name = self.exposed(&given);
         self.allowed(ctx.caller, &name)?;
-        let unknown = || error_data(INVALID_PARAMS, format!("unknown prompt '{name}'"), None);
-        let Some((server, prompt)) = names::split(&name) else {
-            return Err(unknown());
-        };
-        let Some(up) = self.gw.upstream(server) else {
+        let unknown = || error_data(INVALID_PARAMS, format!("unknown prompt '{given}'"), None);
+        let Some((up, prompt)) = self.target(&given) else {
             return Err(unknown());
         };
         let mut params = json!({"name": prompt});
@@ -648,9 +804,9 @@ impl Dispatcher {
             params,
             what: "prompt",
         };
-        let mut r = self.book.request::<GetPromptResult>(ctx, &up, ask).await?;
-        r.result_type.get_or_insert(ResultType::COMPLETE);
-        Ok(r)
+        self.book
+            .request_raw::<GetPromptResult>(ctx, &up, ask)
+            .await
     }
 
     /// Answers one JSON-RPC request in the caller's task. `version` is the revision the client
@@ -715,9 +871,11 @@ impl Dispatcher {
                 ProtocolVersion::KNOWN_VERSIONS.to_vec(),
                 self.server_info(),
             )),
-            Method::ToolsList => {
-                ServerResult::ListToolsResult(self.list_tools(ctx.caller, cursor(req)?.as_deref())?)
-            }
+            Method::ToolsList => passed(
+                self.list_tools(ctx.caller, cursor(req)?.as_deref())?,
+                method,
+                stateless,
+            ),
             Method::ToolsCall => match ToolCallIn::read(req.params.as_deref()) {
                 // the usual call: arguments passed on and the result passed back as they came
                 Some(p) => match self.call_tool_raw(ctx, &p.name, p.arguments, route).await? {
@@ -732,23 +890,29 @@ impl Dispatcher {
                     ServerResult::CallToolResult(self.call_tool(ctx, p).await?)
                 }
             },
-            Method::ResourcesList => ServerResult::ListResourcesResult(
+            Method::ResourcesList => passed(
                 self.list_resources(ctx, cursor(req)?.as_deref()).await?,
+                method,
+                stateless,
             ),
-            Method::ResourceTemplatesList => ServerResult::ListResourceTemplatesResult(
+            Method::ResourceTemplatesList => passed(
                 self.list_resource_templates(ctx, cursor(req)?.as_deref())
                     .await?,
+                method,
+                stateless,
             ),
             Method::ResourcesRead => {
                 let p = params::<ReadResourceRequestParams>(req.params_value())?;
-                ServerResult::ReadResourceResult(self.read_resource(ctx, p.uri).await?)
+                passed(self.read_resource(ctx, p.uri).await?, method, stateless)
             }
-            Method::PromptsList => ServerResult::ListPromptsResult(
+            Method::PromptsList => passed(
                 self.list_prompts(ctx, cursor(req)?.as_deref()).await?,
+                method,
+                stateless,
             ),
             Method::PromptsGet => {
                 let p = params::<GetPromptRequestParams>(req.params_value())?;
-                ServerResult::GetPromptResult(self.get_prompt(ctx, p).await?)
+                passed(self.get_prompt(ctx, p).await?, method, stateless)
             }
             Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
                 let uri = req
@@ -761,7 +925,7 @@ impl Dispatcher {
             }
             Method::CompletionComplete => {
                 let p = params::<CompleteRequestParams>(req.params_value())?;
-                ServerResult::CompleteResult(self.complete(ctx, p).await?)
+                passed(self.complete(ctx, p).await?, method, stateless)
             }
             Method::LoggingSetLevel => {
                 let level = req
@@ -811,6 +975,12 @@ impl From<ErrorData> for Untyped {
     fn from(e: ErrorData) -> Self {
         Self::Error(e)
     }
+}
+
+/// A result as its servers wrote it (see `raw::for_revision`), as rmcp's untyped result.
+fn passed(mut result: Value, method: Method, stateless: bool) -> ServerResult {
+    for_revision(&mut result, method.cacheable(), stateless);
+    ServerResult::CustomResult(CustomResult(result))
 }
 
 fn params<T: serde::de::DeserializeOwned>(p: Option<Value>) -> Result<T, ErrorData> {

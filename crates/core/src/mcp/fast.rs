@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::call::{CallCtx, Route};
 use super::dispatch::{Dispatcher, STATELESS_VERSION};
-use super::gateway::McpGateway;
+use super::eras::Bridged;
 use super::jsonrpc::{self, Incoming, Request};
 use super::method::Method;
 use super::session::Session;
@@ -33,7 +33,7 @@ use crate::auth::Caller;
 /// What the fast path reads of the gateway.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Front<'a> {
-    pub(crate) mcp: &'a McpGateway,
+    /// The `/mcp` dispatcher, or a per-server endpoint's (see [`Dispatcher::only`]).
     pub(crate) dispatcher: &'a Dispatcher,
     /// rmcp's own sessions: a session rmcp no longer has is left to rmcp (its 404).
     pub(crate) sessions: &'a LocalSessionManager,
@@ -112,7 +112,7 @@ fn stateless_ok<'p>(
         Method::ToolsCall => params
             .and_then(|p| p.get("name"))
             .and_then(Value::as_str)
-            .and_then(|name| hub.mcp.route(name)),
+            .and_then(|name| hub.dispatcher.route(name)),
         _ => None,
     };
     if let Some(r) = &route
@@ -171,6 +171,11 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
         None if version == STATELESS_VERSION => {
             params = req.params_value();
             route = stateless_ok(hub, headers, &req, method, params.as_ref())?;
+            if method == Method::ToolsCall
+                && let Some(bridged) = Bridged::read(params.as_ref())
+            {
+                return Some(bridge(hub, caller, req, bridged).await);
+            }
             None
         }
         Some(sid) if SESSION_VERSIONS.contains(&version) => {
@@ -210,6 +215,7 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
         request_id,
         progress: None,
         asks: None,
+        meta: req.passed_meta(),
         cancel,
     };
     Some(tokio::select! {
@@ -217,6 +223,33 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
         frame = hub.dispatcher.answer(&ctx, req, version, route) => Fast::Answered(frame),
         () = caller.revoked.cancelled() => Fast::Unpaired,
     })
+}
+
+/// A stateless `tools/call` from a client that may be asked things, or its retry with the
+/// answers: the call runs in a task of its own (see `mcp/eras`), which may outlive this
+/// request when its server asks the client something.
+async fn bridge(hub: Front<'_>, caller: &Caller, req: Request, bridged: Bridged) -> Fast {
+    let id = req.id.clone();
+    let (dispatcher, owned) = (hub.dispatcher.clone(), caller.clone());
+    let call = move |asks, cancel| async move {
+        let ctx = CallCtx {
+            caller: Some(&owned),
+            session_id: None,
+            session: None,
+            request_id: jsonrpc::id_text(&req.id),
+            progress: None,
+            asks: Some(asks),
+            meta: req.passed_meta(),
+            cancel,
+        };
+        dispatcher.answer(&ctx, req, STATELESS_VERSION, None).await
+    };
+    let rounds = hub.dispatcher.gateway().rounds();
+    tokio::select! {
+        biased;
+        frame = rounds.answer(&caller.name, &id, bridged, call) => Fast::Answered(frame),
+        () = caller.revoked.cancelled() => Fast::Unpaired,
+    }
 }
 
 /// A POSTed `notifications/cancelled` (its `params`) for a request the fast path is running in

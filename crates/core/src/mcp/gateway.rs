@@ -17,24 +17,30 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::call::{CallBook, Route};
+use super::eras::Rounds;
 use super::names;
-use super::session::{Note, Sessions};
-use crate::auth::store::Secrets;
+use super::session::{EndFn, Note, Session, Sessions};
+use crate::auth::store::{SecretStore, Secrets};
 use crate::config::{GatewayConfig, ServerConfig as UpstreamConfig};
 use crate::events::EventBus;
 use crate::telemetry::Telemetry;
-use crate::upstream::{ServerNote, ServerState, Upstream};
+use crate::upstream::{ServerState, Upstream};
 
 /// A tool as clients see it.
 #[derive(Debug, Clone)]
 pub(crate) struct ExposedTool {
     /// The name clients call.
     pub(crate) name: String,
+    /// Its name at the full 64 (what roles' allowlists and telemetry use); `name` itself
+    /// unless a client's budget shortened it.
+    pub(crate) canonical: String,
     pub(crate) server: String,
     /// The server's own name for it.
     pub(crate) original: String,
     /// Its definition, renamed to `name`.
     pub(crate) tool: Tool,
+    /// Its definition as the server listed it, renamed to `name`: what clients are shown.
+    pub(crate) def: Value,
 }
 
 /// Cheap handle; clone freely.
@@ -60,6 +66,11 @@ struct Inner {
     started: Instant,
     /// Where every call is recorded (telemetry, the dashboard's call log, the bus).
     book: CallBook,
+    /// The configured servers' names, sorted, sent whenever the set changes (the discovery
+    /// file lists their own endpoints).
+    names: tokio::sync::watch::Sender<Vec<String>>,
+    /// Calls of 2026-07-28 clients waiting for their retries with answers (`mcp/eras`).
+    rounds: Rounds,
 }
 
 impl McpGateway {
@@ -72,6 +83,11 @@ impl McpGateway {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
+        let rounds = Rounds::new(
+            std::time::Duration::from_millis(limits.input_wait_ms),
+            tasks.clone(),
+            shutdown.child_token(),
+        );
         let gw = Self {
             inner: Arc::new(Inner {
                 upstreams: RwLock::new(BTreeMap::new()),
@@ -81,13 +97,73 @@ impl McpGateway {
                 tasks,
                 sessions: Sessions::new(bus.clone()),
                 book: CallBook::new(telemetry, bus.clone()),
+                rounds,
                 bus,
                 resource_owner: Mutex::new(HashMap::new()),
                 started: Instant::now(),
+                names: tokio::sync::watch::Sender::new(Vec::new()),
             }),
         };
+        // A session's end reaches every server (a weak handle: the sessions are the
+        // gateway's, and must not keep it alive).
+        let weak = Arc::downgrade(&gw.inner);
+        gw.inner.sessions.on_end(EndFn(Box::new(move |s| {
+            if let Some(inner) = weak.upgrade() {
+                Self { inner }.session_ended(s);
+            }
+        })));
         gw.apply(servers);
         gw
+    }
+
+    /// Calls of 2026-07-28 clients between rounds (see `mcp/eras`).
+    pub(crate) fn rounds(&self) -> &Rounds {
+        &self.inner.rounds
+    }
+
+    /// Session `s` has ended: every server forgets it (its isolated instances stop), and its
+    /// subscriptions that no other session holds are given up on their servers (in a task,
+    /// each bounded by the server's call timeout).
+    fn session_ended(&self, s: &Arc<Session>) {
+        for up in self.upstreams() {
+            up.end_session(&s.id);
+        }
+        let sessions = &self.inner.sessions;
+        let last: Vec<(String, Upstream)> = s
+            .subscriptions()
+            .into_iter()
+            .filter(|(uri, _)| !sessions.subscribed_elsewhere(uri, &s.id))
+            .filter_map(|(uri, server)| Some((uri, self.upstream(&server)?)))
+            // an isolated server's subscription was its instance's, which is gone with it
+            .filter(|(_, up)| !up.is_isolated())
+            .collect();
+        if last.is_empty() {
+            return;
+        }
+        let cancel = self.inner.shutdown.child_token();
+        self.inner.tasks.spawn(async move {
+            for (uri, up) in last {
+                let params = json!({"uri": uri});
+                match up
+                    .request("resources/unsubscribe", params, &uri, true, None, &cancel)
+                    .await
+                {
+                    Ok(_) => tracing::debug!(server = %up.name(), %uri,
+                        "unsubscribed: its last session ended"),
+                    Err(e) => tracing::warn!(server = %up.name(), %uri, error = %e,
+                        "could not unsubscribe after its last session ended"),
+                }
+            }
+        });
+    }
+
+    /// Client session `session` says its roots changed: tells the servers concerned (its own
+    /// isolated instances, shared servers that asked it for roots). Answers how many were told.
+    pub(crate) fn roots_changed(&self, session: &str) -> usize {
+        self.upstreams()
+            .iter()
+            .filter(|up| up.roots_changed(session))
+            .count()
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {
@@ -113,6 +189,7 @@ impl McpGateway {
             }
         }
         held["calls_in_flight"] = json!(self.calls().in_flight_count());
+        held["calls_awaiting_input"] = json!(self.inner.rounds.waiting());
         held["upstream_pending"] = json!(pending);
         held["upstream_progress"] = json!(progress);
         held
@@ -136,27 +213,13 @@ impl McpGateway {
         let sessions = self.inner.sessions.clone();
         let server = up.name().to_owned();
         up.on_notes(Arc::new(move |note| {
-            let note = match note {
-                ServerNote::ResourcesChanged => Note::ResourcesChanged,
-                ServerNote::PromptsChanged => Note::PromptsChanged,
-                ServerNote::ResourceUpdated(params) => Note::ResourceUpdated(params),
-                ServerNote::Log(mut params) => {
-                    // on the aggregated endpoint the logger names the server
-                    let logger = match params.get("logger").and_then(Value::as_str) {
-                        Some(l) => format!("{server}/{l}"),
-                        None => server.clone(),
-                    };
-                    if let Some(p) = params.as_object_mut() {
-                        p.insert("logger".into(), Value::String(logger));
-                    }
-                    Note::Log(params)
-                }
-            };
-            sessions.tell(&note);
+            let note = Note::raw(note);
+            sessions.tell_from(&server, &note);
         }));
         // Tell client sessions whenever this server's tools appear, change or go away.
         let mut rx = up.watch();
         let gw = self.clone();
+        let name = up.name().to_owned();
         let shutdown = self.inner.shutdown.clone();
         self.inner.tasks.spawn(async move {
             let mut last = (ServerState::Starting, 0usize);
@@ -172,7 +235,8 @@ impl McpGateway {
                 let was_running = last.0 == ServerState::Running;
                 let is_running = key.0 == ServerState::Running;
                 if was_running != is_running || (is_running && key.1 != last.1) {
-                    gw.notify_tools_changed();
+                    // its own endpoint's sessions and the aggregated ones
+                    gw.inner.sessions.tell_from(&name, &Note::ToolsChanged);
                 }
                 last = key;
             }
@@ -215,7 +279,22 @@ impl McpGateway {
         }
         if changed {
             self.notify_tools_changed();
+            let names: Vec<String> = self
+                .upstreams()
+                .iter()
+                .map(|u| u.name().to_owned())
+                .collect();
+            self.inner.names.send_if_modified(|was| {
+                let differs = *was != names;
+                *was = names;
+                differs
+            });
         }
+    }
+
+    /// The configured servers' names (sorted), told whenever the set changes.
+    pub(crate) fn watch_names(&self) -> tokio::sync::watch::Receiver<Vec<String>> {
+        self.inner.names.subscribe()
     }
 
     pub fn upstream(&self, name: &str) -> Option<Upstream> {
@@ -244,6 +323,11 @@ impl McpGateway {
         self.inner.sessions.tools_changed();
     }
 
+    /// Where secrets named in the config are kept (adopt stores what it moves there).
+    pub(crate) fn secrets(&self) -> Arc<dyn SecretStore> {
+        self.inner.secrets.headers.clone()
+    }
+
     /// Items per page of the lists clients are answered (`gateway.page_size`, at least 1).
     pub(crate) fn page_size(&self) -> usize {
         self.inner.limits.page_size.max(1)
@@ -261,6 +345,16 @@ impl McpGateway {
 
     /// Every tool of every running server, sorted, with unique names.
     pub(crate) fn tools(&self) -> Vec<ExposedTool> {
+        self.tools_within(names::MAX_LEN)
+    }
+
+    /// [`tools`](Self::tools) with names of at most `max` characters (a client's budget).
+    pub(crate) fn tools_within(&self, max: usize) -> Vec<ExposedTool> {
+        let canonical = if max < names::MAX_LEN {
+            Some(self.tools_within(names::MAX_LEN))
+        } else {
+            None
+        };
         let mut out: Vec<ExposedTool> = Vec::new();
         for up in self.upstreams() {
             let status = up.status();
@@ -268,14 +362,18 @@ impl McpGateway {
                 continue;
             }
             for tool in status.tools.iter() {
-                let mut t = tool.clone();
-                let name = names::exposed(up.name(), &tool.name);
+                let mut t = tool.tool.clone();
+                let name = names::exposed_within(up.name(), &tool.name, max, 8);
                 t.name = name.clone().into();
+                let mut def = tool.def.clone();
+                def["name"] = Value::String(name.clone());
                 out.push(ExposedTool {
+                    canonical: name.clone(),
                     name,
                     server: up.name().to_owned(),
                     original: tool.name.to_string(),
                     tool: t,
+                    def,
                 });
             }
         }
@@ -285,12 +383,41 @@ impl McpGateway {
             let mut hash_len = 8;
             while seen.contains(&t.name) && hash_len < 32 {
                 hash_len += 4;
-                t.name = names::exposed_with(&t.server, &t.original, hash_len);
+                t.name = names::exposed_within(&t.server, &t.original, max, hash_len);
                 t.tool.name = t.name.clone().into();
+                t.def["name"] = Value::String(t.name.clone());
             }
             seen.insert(t.name.clone());
         }
+        if let Some(full) = canonical {
+            for t in &mut out {
+                if let Some(c) = full
+                    .iter()
+                    .find(|c| c.server == t.server && c.original == t.original)
+                {
+                    t.canonical = c.name.clone();
+                }
+            }
+        } else {
+            for t in &mut out {
+                t.canonical = t.name.clone();
+            }
+        }
         out
+    }
+
+    /// The full (64) name behind `name` as a client with a budget of `max` calls it: the
+    /// name itself when it was not shortened, else looked up in that client's table.
+    pub(crate) fn canonical_name(&self, name: &str, max: usize) -> String {
+        // a shortened name is `max` long, or a little shorter when its cut fell inside a
+        // multi-byte character
+        if max >= names::MAX_LEN || (name.len() < max && name.is_ascii()) {
+            return name.to_owned();
+        }
+        self.tools_within(max)
+            .into_iter()
+            .find(|t| t.name == name)
+            .map_or_else(|| name.to_owned(), |t| t.canonical)
     }
 
     /// The upstream and original tool behind an exposed name.
@@ -299,7 +426,7 @@ impl McpGateway {
             && let Some(up) = self.upstream(server)
             && let Some(t) = up.tool(tool)
         {
-            return Some((up, t));
+            return Some((up, t.tool));
         }
         // A shortened name: look it up in the table.
         let entry = self.tools().into_iter().find(|t| t.name == name)?;
@@ -309,7 +436,7 @@ impl McpGateway {
             .tools
             .iter()
             .find(|t| t.name == entry.original)
-            .cloned()?;
+            .map(|t| t.tool.clone())?;
         Some((up, tool))
     }
 
@@ -321,7 +448,7 @@ impl McpGateway {
             && let Some(replayable) = up.route(tool)
         {
             return Some(Route {
-                exposed: name,
+                exposed: Cow::Borrowed(name),
                 upstream: up,
                 tool: Cow::Borrowed(tool),
                 replayable,
@@ -331,17 +458,16 @@ impl McpGateway {
         let (up, tool) = self.resolve(name)?;
         let replayable = up.route(&tool.name)?;
         Some(Route {
-            exposed: name,
+            exposed: Cow::Borrowed(name),
             upstream: up,
             tool: Cow::Owned(tool.name.into_owned()),
             replayable,
         })
     }
 
-    /// Why a call of `name` finds no tool when its server is parked for a login (its tools
-    /// are unknown until it runs): the server's reason, which says how to log in.
-    pub(crate) fn waiting_for_login(&self, name: &str) -> Option<String> {
-        let (server, _) = names::split(name)?;
+    /// Why a call finds no tool when its server is parked for a login (its tools are unknown
+    /// until it runs): the server's reason, which says how to log in.
+    pub(crate) fn waiting_for_login(&self, server: &str) -> Option<String> {
         let s = self.upstream(server)?.status();
         (s.state == ServerState::NeedsLogin).then(|| {
             format!(
@@ -384,6 +510,8 @@ impl McpGateway {
                     "generation": s.generation,
                     "restarts": s.restarts,
                     "tools": s.tools.len(),
+                    "sessions": if up.is_isolated() { "isolated" } else { "shared" },
+                    "instances": up.instances(),
                     "uptime_ms": s.running_since.map(|t| t.elapsed().as_millis() as u64),
                     "last_error": s.last_error,
                 })

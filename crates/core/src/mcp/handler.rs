@@ -1,6 +1,10 @@
 //! The rmcp `ServerHandler` that rmcp's Streamable HTTP service runs per `/mcp` client session:
 //! rmcp's typed requests, answered by the shared [`Dispatcher`].
 //!
+//! rmcp's service wants its typed answers, which have no room for what rmcp does not know (a
+//! tool's `execution`, extension fields): what reaches rmcp sessions is rmcp's reading of the
+//! servers' answers, where the fast path and `/ws` pass them on as they came.
+//!
 //! What it adds to the dispatcher is rmcp's side of a call: who the caller is (put in the
 //! request by the auth middleware), the session id, progress through rmcp's peer under the
 //! client's own token (in order, before the result), and cancellation by the client's
@@ -22,15 +26,20 @@ use rmcp::model::{
 // Logging is deprecated from 2026-07-28 on (SEP-2577); 2025-11-25 sessions still use it.
 #[allow(deprecated)]
 use rmcp::model::SetLevelRequestParams;
-use rmcp::model::{CustomRequest, ServerRequest};
+use rmcp::model::{
+    CancelledNotification, CancelledNotificationParam, CustomRequest, GetPromptResult,
+    ReadResourceResult, ServerRequest,
+};
+use rmcp::service::PeerRequestOptions;
 use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer, ServiceError};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::call::{CallCtx, ClientProgress, ProgressOut};
 use super::dispatch::Dispatcher;
-use super::jsonrpc::id_text;
+use super::jsonrpc::{INTERNAL_ERROR, error_data, id_text, passed_meta};
 use super::session::{Note, Session, ToolListener};
 use crate::auth::Caller;
 use crate::upstream::{ClientAsks, Progress, RpcError, ServerAsk};
@@ -52,6 +61,19 @@ const NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
 /// away before its response is complete.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientGone(pub(crate) CancellationToken);
+
+/// rmcp's typed copy of a result its servers wrote: rmcp sessions can only answer in rmcp's
+/// types (the fast path and `/ws` send the result as it came; see `mod raw`).
+/// It says `resultType: "complete"`, as rmcp's own constructors do (rmcp drops it again for
+/// clients older than 2026-07-28).
+fn typed<T: DeserializeOwned>(mut result: Value) -> Result<T, ErrorData> {
+    if let Some(r) = result.as_object_mut() {
+        r.entry("resultType")
+            .or_insert_with(|| Value::String("complete".into()));
+    }
+    serde_json::from_value(result)
+        .map_err(|e| error_data(INTERNAL_ERROR, format!("unreadable result: {e}"), None))
+}
 
 /// The rmcp server each `/mcp` client session talks to.
 #[derive(Debug, Clone)]
@@ -85,6 +107,9 @@ impl Handler {
             progress,
             asks: None,
             cancel,
+            meta: serde_json::to_value(&context.meta)
+                .ok()
+                .and_then(passed_meta),
         }
     }
 }
@@ -189,12 +214,21 @@ struct Relay {
 impl Relay {
     /// Runs `call`, relaying meanwhile; then sends what progress is still queued (all of it
     /// came before the result: one reader queues both), bounded by [`PROGRESS_DRAIN`]. A
-    /// server request still unanswered when the result is in is dropped: its server is told
-    /// the call has ended.
+    /// server request still unanswered when the result is in is called off: the client gets
+    /// `notifications/cancelled` for it before the result (also bounded by
+    /// [`PROGRESS_DRAIN`]), its server is told the call has ended. Not so an isolated
+    /// instance's ([`ServerAsk::outlives_call`]): the request is its session's, whatever call
+    /// it came during (a filesystem server asking for roots after `roots/list_changed`), so it
+    /// is still answered after the result.
     async fn during<T>(mut self, call: impl std::future::Future<Output = T>) -> T {
         use futures_util::StreamExt as _;
         tokio::pin!(call);
         let mut asking = futures_util::stream::FuturesUnordered::new();
+        // the call's end: a request of its server still unanswered then is called off with
+        // the client before the result goes out (unless it outlives the call: `kept`, which
+        // is never cancelled)
+        let ended = CancellationToken::new();
+        let kept = CancellationToken::new();
         let answer = loop {
             tokio::select! {
                 biased;
@@ -207,10 +241,26 @@ impl Relay {
                 } => {
                     let _ = self.peer.notify_progress(param).await;
                 }
-                Some(ask) = self.asks.recv() => asking.push(ask_client(self.peer.clone(), ask)),
+                Some(ask) = self.asks.recv() => {
+                    asking.push(self.ask(ask, &ended, &kept));
+                }
                 Some(()) = asking.next(), if !asking.is_empty() => {}
             }
         };
+        // asks queued as the call ended are still sent, on the call's stream (before its result)
+        while let Ok(ask) = self.asks.try_recv() {
+            asking.push(self.ask(ask, &ended, &kept));
+        }
+        ended.cancel();
+        let _ = tokio::time::timeout(PROGRESS_DRAIN, async {
+            while asking.next().await.is_some() {}
+        })
+        .await;
+        if !asking.is_empty() {
+            // an isolated instance's requests outlive the call: answered after its result
+            // (each ends with its answer or the server's bound on it, `ASK_TIMEOUT`)
+            tokio::spawn(async move { while asking.next().await.is_some() {} });
+        }
         if let Some(p) = self.progress.as_mut() {
             let (rx, peer) = (&mut p.rx, &self.peer);
             let _ = tokio::time::timeout(PROGRESS_DRAIN, async {
@@ -222,12 +272,23 @@ impl Relay {
         }
         answer
     }
+
+    fn ask(
+        &self,
+        ask: ServerAsk,
+        ended: &CancellationToken,
+        kept: &CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let ends = if ask.outlives_call { kept } else { ended };
+        ask_client(self.peer.clone(), ask, ends.clone())
+    }
 }
 
 /// Asks the client what its server asked (under rmcp's id for it) and hands the answer back:
 /// a result, the client's error, or an error saying why it could not be asked. A request for
 /// a capability the client did not declare is not sent.
-async fn ask_client(peer: Peer<RoleServer>, ask: ServerAsk) {
+async fn ask_client(peer: Peer<RoleServer>, ask: ServerAsk, ended: CancellationToken) {
+    let cancelled = ask.cancelled.clone();
     let declared = peer.peer_info().map(|info| {
         let c = &info.capabilities;
         match ask.method.as_str() {
@@ -250,7 +311,29 @@ async fn ask_client(peer: Peer<RoleServer>, ask: ServerAsk) {
         ))
     } else {
         let request = ServerRequest::CustomRequest(CustomRequest::new(ask.method, ask.params));
-        match peer.send_request(request).await {
+        let sent = peer
+            .send_cancellable_request(request, PeerRequestOptions::no_options())
+            .await;
+        let answer = match sent {
+            Ok(handle) => {
+                let id = handle.id.clone();
+                tokio::select! {
+                    answer = handle.await_response() => answer,
+                    () = either(&cancelled, &ended) => {
+                        // the server gave up its request (or the call it came with ended):
+                        // the client hears so, under its id
+                        let note = CancelledNotification::new(CancelledNotificationParam::new(
+                            Some(id),
+                            Some("the server cancelled its request".into()),
+                        ));
+                        let _ = peer.send_notification(note.into()).await;
+                        return;
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match answer {
             Ok(result) => serde_json::to_value(result)
                 .map_err(|e| remote(-32603, format!("unreadable answer: {e}"), None)),
             Err(ServiceError::McpError(e)) => {
@@ -264,6 +347,42 @@ async fn ask_client(peer: Peer<RoleServer>, ask: ServerAsk) {
         }
     };
     let _ = ask.reply.send(reply);
+}
+
+/// Resolves when `a` or `b` is cancelled.
+async fn either(a: &CancellationToken, b: &CancellationToken) {
+    tokio::select! {
+        () = a.cancelled() => {}
+        () = b.cancelled() => {}
+    }
+}
+
+/// Where servers' requests to `session`'s client go outside its calls (an isolated instance
+/// asking for roots as it starts): to rmcp's peer, which sends them on the session's own
+/// `GET` stream. Answered concurrently (at most [`ASK_QUEUE`] waiting to be sent, more are
+/// refused by the server's connection) by a task that ends with the session.
+fn session_asker(
+    session: &Arc<Session>,
+    peer: Peer<RoleServer>,
+    tasks: &tokio_util::task::TaskTracker,
+) -> ClientAsks {
+    use futures_util::StreamExt as _;
+    let (tx, mut rx) = mpsc::channel::<ServerAsk>(ASK_QUEUE);
+    let closed = session.closed.clone();
+    tasks.spawn(async move {
+        let mut asking = futures_util::stream::FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                () = closed.cancelled() => break,
+                Some(ask) = rx.recv() => asking.push(ask_client(peer.clone(), ask, closed.clone())),
+                Some(()) = asking.next(), if !asking.is_empty() => {}
+            }
+        }
+    });
+    ClientAsks {
+        session: session.id.clone(),
+        tx,
+    }
 }
 
 /// A `ServerHandler` method answered by the dispatcher `d` for a request that neither reports
@@ -292,6 +411,12 @@ impl ServerHandler for Handler {
         };
         let peer = context.peer;
         let tasks = self.d.gateway().tasks().clone();
+        if let Some(info) = peer.peer_info() {
+            let c = &info.capabilities;
+            if c.elicitation.is_some() || c.sampling.is_some() || c.roots.is_some() {
+                session.set_asker(session_asker(session, peer.clone(), &tasks));
+            }
+        }
         session.on_tools_changed(ToolListener(Box::new(move |note: &Note| {
             if peer.is_transport_closed() {
                 return false;
@@ -321,12 +446,19 @@ impl ServerHandler for Handler {
         })));
     }
 
+    async fn on_roots_list_changed(&self, context: NotificationContext<RoleServer>) {
+        if let Some(session) = session(&context.extensions) {
+            let told = self.d.gateway().roots_changed(&session.id);
+            tracing::debug!(session = %session.id, told, "client roots changed");
+        }
+    }
+
     async fn list_tools(
         &self,
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        self.d.list_tools(caller(&context), cursor(&request))
+        typed(self.d.list_tools(caller(&context), cursor(&request))?)
     }
 
     async fn call_tool(
@@ -387,7 +519,7 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         let ctx = self.ctx(&context, context.ct.clone(), None);
-        self.d.complete(&ctx, request).await
+        typed(self.d.complete(&ctx, request).await?)
     }
 
     #[allow(deprecated)] // see the import
@@ -407,22 +539,24 @@ impl ServerHandler for Handler {
     // The rest is the dispatcher's answer for the request's caller, in rmcp's types.
     answered!(
         list_resources(Option<PaginatedRequestParams>) -> ListResourcesResult,
-        |d, ctx, request| d.list_resources(ctx, cursor(&request)).await
+        |d, ctx, request| typed(d.list_resources(ctx, cursor(&request)).await?)
     );
     answered!(
         list_resource_templates(Option<PaginatedRequestParams>) -> ListResourceTemplatesResult,
-        |d, ctx, request| d.list_resource_templates(ctx, cursor(&request)).await
+        |d, ctx, request| typed(d.list_resource_templates(ctx, cursor(&request)).await?)
     );
     answered!(
         read_resource(ReadResourceRequestParams) -> ReadResourceResponse,
-        |d, ctx, request| d.read_resource(ctx, request.uri).await.map(Into::into)
+        |d, ctx, request| typed::<ReadResourceResult>(d.read_resource(ctx, request.uri).await?)
+            .map(Into::into)
     );
     answered!(
         list_prompts(Option<PaginatedRequestParams>) -> ListPromptsResult,
-        |d, ctx, request| d.list_prompts(ctx, cursor(&request)).await
+        |d, ctx, request| typed(d.list_prompts(ctx, cursor(&request)).await?)
     );
     answered!(
         get_prompt(GetPromptRequestParams) -> GetPromptResponse,
-        |d, ctx, request| d.get_prompt(ctx, request).await.map(Into::into)
+        |d, ctx, request| typed::<GetPromptResult>(d.get_prompt(ctx, request).await?)
+            .map(Into::into)
     );
 }

@@ -207,6 +207,47 @@ impl Request {
     pub(crate) fn progress_token(&self) -> Option<Value> {
         self.meta().progress_token
     }
+
+    /// What of `params._meta` goes on to the server (see [`passed_meta`]).
+    pub(crate) fn passed_meta(&self) -> Option<Map<String, Value>> {
+        #[derive(Deserialize)]
+        struct Params<'a> {
+            #[serde(rename = "_meta", default, borrow)]
+            meta: Option<&'a RawValue>,
+        }
+        let params = self.params.as_deref().filter(|p| is_object(p))?;
+        let meta = match serde_json::from_str::<Params<'_>>(params.get()) {
+            Ok(p) => serde_json::from_str::<Value>(p.meta?.get()).ok()?,
+            // e.g. a key given twice: read as a value tree does (the last one counts)
+            Err(_) => serde_json::from_str::<Value>(params.get())
+                .ok()?
+                .get_mut("_meta")?
+                .take(),
+        };
+        passed_meta(meta)
+    }
+}
+
+/// The keys of a request's `_meta` that belong to the client's own hop to the gateway and are
+/// not passed on: its progress token (the gateway puts its own in, and maps progress back) and
+/// the 2026-07-28 lifecycle keys (the gateway's connection to a server has its own).
+const HOP_META: [&str; 4] = [
+    "progressToken",
+    META_VERSION,
+    "io.modelcontextprotocol/clientInfo",
+    "io.modelcontextprotocol/clientCapabilities",
+];
+
+/// What of a client request's `_meta` (an object) reaches the server: everything but
+/// [`HOP_META`]; `None` when nothing is left.
+pub(crate) fn passed_meta(meta: Value) -> Option<Map<String, Value>> {
+    let Value::Object(mut meta) = meta else {
+        return None;
+    };
+    for key in HOP_META {
+        meta.remove(key);
+    }
+    (!meta.is_empty()).then_some(meta)
 }
 
 /// `params._meta.progressToken` (a string or a number) and whether `params._meta` names a

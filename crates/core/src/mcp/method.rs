@@ -93,6 +93,18 @@ impl Method {
         self.spec().waits
     }
 
+    /// Whether its result may be cached, and so carries caching hints from 2026-07-28 on.
+    pub(crate) fn cacheable(self) -> bool {
+        matches!(
+            self,
+            Self::ToolsList
+                | Self::ResourcesList
+                | Self::ResourceTemplatesList
+                | Self::ResourcesRead
+                | Self::PromptsList
+        )
+    }
+
     /// The param naming its target (`name`, `uri`), for methods that have one.
     pub(crate) fn target_param(self) -> Option<&'static str> {
         self.spec().target

@@ -17,13 +17,21 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The exposed name with a hash of `hash_len` hex digits when shortening is needed.
 pub(crate) fn exposed_with(server: &str, tool: &str, hash_len: usize) -> String {
+    exposed_within(server, tool, MAX_LEN, hash_len)
+}
+
+/// The exposed name of at most `max` characters (a client's budget, `MAX_LEN` or less):
+/// the same deterministic cut and hash as at 64, at a shorter length. The hash is of the
+/// full name, so different tools keep different names at every budget.
+pub(crate) fn exposed_within(server: &str, tool: &str, max: usize, hash_len: usize) -> String {
+    let max = max.min(MAX_LEN);
     let full = format!("{server}{SEPARATOR}{tool}");
-    if full.len() <= MAX_LEN {
+    if full.len() <= max {
         return full;
     }
     let hash = hex(&Sha256::digest(full.as_bytes()));
-    let hash = &hash[..hash_len.min(hash.len())];
-    let mut keep = MAX_LEN - hash.len() - 1;
+    let hash = &hash[..hash_len.min(hash.len()).min(max.saturating_sub(2))];
+    let mut keep = max - hash.len() - 1;
     while !full.is_char_boundary(keep) {
         keep -= 1;
     }
@@ -63,5 +71,21 @@ mod tests {
         // multi-byte characters are never split
         let c = exposed("s", &"é".repeat(60));
         assert!(c.len() <= MAX_LEN);
+    }
+
+    #[test]
+    fn a_budget_cuts_the_same_way_at_a_shorter_length() {
+        let tool = "search_issues_and_pull_requests_everywhere";
+        // fits 64, not Claude Code's 46 (64 - "mcp__switchboard__")
+        assert_eq!(
+            exposed_within("github", tool, 64, 8),
+            exposed("github", tool)
+        );
+        let cut = exposed_within("github", tool, 46, 8);
+        assert_eq!(cut.len(), 46);
+        assert!(cut.starts_with("github__search_issues"), "{cut}");
+        assert_eq!(cut, exposed_within("github", tool, 46, 8), "deterministic");
+        assert_ne!(cut, exposed_within("github", &format!("{tool}2"), 46, 8));
+        assert_eq!(exposed_within("fs", "read", 46, 8), "fs__read");
     }
 }

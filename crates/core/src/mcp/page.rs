@@ -57,6 +57,24 @@ pub(crate) struct Page<T> {
     pub(crate) next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// The page as a list result: its items (each made JSON by `item`) under `field`, and
+    /// `nextCursor` when there is a next page.
+    pub(crate) fn into_result(
+        self,
+        field: &str,
+        item: impl FnMut(T) -> serde_json::Value,
+    ) -> serde_json::Value {
+        let mut r = serde_json::Map::with_capacity(2);
+        let items = self.items.into_iter().map(item).collect();
+        r.insert(field.to_owned(), serde_json::Value::Array(items));
+        if let Some(c) = self.next_cursor {
+            r.insert("nextCursor".into(), serde_json::Value::String(c));
+        }
+        serde_json::Value::Object(r)
+    }
+}
+
 /// The page of `all` (the caller's whole `list`, in its order; `key` names an item) that
 /// `cursor` points at (the first without one, or with `""`), at most `size` items.
 pub(crate) fn page<T>(

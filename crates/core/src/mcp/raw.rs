@@ -82,17 +82,22 @@ pub(crate) enum Checked {
         raw: Box<RawValue>,
         error: Option<String>,
     },
-    /// Valid, but something rmcp's types would write differently: written from those types.
-    Typed(CallToolResult),
+    /// Valid, with more than text: read into rmcp's types (what the call is recorded with), and
+    /// passed on as it came unless it has a `resultType` of its own (then written from those
+    /// types, so that a client is never sent two).
+    Typed {
+        raw: Box<RawValue>,
+        result: CallToolResult,
+    },
     /// Not a tool result: why.
     Invalid(String),
 }
 
-/// Reads a tool result. A result that rmcp's types would read and write back unchanged (an
-/// object with `content`, a list of `{"type":"text","text":…}` blocks, and optionally
-/// `isError` as a boolean, `structuredContent`, `_meta` as an object, nothing else) is
-/// checked in place and passed on as it came; anything else is read into those types, exactly
-/// as before.
+/// Reads a tool result. A plain one (an object with `content`, a list of
+/// `{"type":"text","text":…}` blocks, and optionally `isError` as a boolean,
+/// `structuredContent`, `_meta` as an object, nothing else) is checked in place; anything else
+/// is read into rmcp's types to check it is a tool result. Either way what the client gets is
+/// what the server wrote: rmcp's types would drop what they do not know.
 pub(crate) fn checked_result(raw: Box<RawValue>) -> Checked {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -137,8 +142,31 @@ pub(crate) fn checked_result(raw: Box<RawValue>) -> Checked {
         Err(e) => return Checked::Invalid(e.to_string()),
     };
     match serde_json::from_value::<CallToolResult>(value) {
-        Ok(r) => Checked::Typed(r),
+        Ok(result) => Checked::Typed { raw, result },
         Err(e) => Checked::Invalid(e.to_string()),
+    }
+}
+
+/// Makes a result as its server wrote it (servers speak 2025-11-25) what the client's
+/// revision expects, as rmcp does for its typed results: from 2026-07-28 on (`stateless`) it
+/// carries `resultType` (`"complete"` when the server gave none) and, when `cacheable` and
+/// complete, the caching hints `ttlMs: 0` and `cacheScope: "private"` unless it has its own;
+/// older clients get no `resultType: "complete"`. Nothing else is touched.
+pub(crate) fn for_revision(result: &mut Value, cacheable: bool, stateless: bool) {
+    let Value::Object(r) = result else {
+        return;
+    };
+    if stateless {
+        let kind = r
+            .entry("resultType")
+            .or_insert_with(|| Value::String("complete".into()));
+        if cacheable && kind == "complete" {
+            r.entry("ttlMs").or_insert_with(|| Value::from(0));
+            r.entry("cacheScope")
+                .or_insert_with(|| Value::String("private".into()));
+        }
+    } else if r.get("resultType").is_some_and(|t| t == "complete") {
+        r.remove("resultType");
     }
 }
 
@@ -284,7 +312,7 @@ mod tests {
             panic!()
         };
         assert_eq!(error.as_deref(), Some("tool reported an error"));
-        // valid, but written from rmcp's types as before
+        // valid, read into rmcp's types, kept as written
         for typed in [
             r#"{"content":[{"type":"image","data":"AA==","mimeType":"image/png"}]}"#,
             r#"{"content":[{"type":"text","text":"x","annotations":{"priority":1}}]}"#,
@@ -295,10 +323,10 @@ mod tests {
             r#"{"isError":true}"#,
             r#"{"structuredContent":{"a":1}}"#,
         ] {
-            assert!(
-                matches!(checked_result(raw(typed)), Checked::Typed(_)),
-                "{typed}"
-            );
+            let Checked::Typed { raw: r, .. } = checked_result(raw(typed)) else {
+                panic!("{typed}")
+            };
+            assert_eq!(r.get(), typed, "kept as the server wrote it");
         }
         // not tool results: the same reason as reading them into rmcp's types
         for bad in [

@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventBus, HubEvent};
+use crate::upstream::{ClientAsks, ServerNote, SessionLink};
 
 /// Frames a watcher may fall behind before it loses the oldest.
 const FRAMES: usize = 1024;
@@ -30,7 +31,8 @@ pub(crate) enum Note {
     ResourcesChanged,
     /// `notifications/prompts/list_changed`.
     PromptsChanged,
-    /// `notifications/message`: the params, `logger` naming the server.
+    /// `notifications/message`: the params as the server sent them (sessions of the aggregated
+    /// endpoints hear `logger` as `<server>[/<logger>]`, see [`Sessions::tell_from`]).
     Log(Value),
     /// `notifications/resources/updated`: the params (its `uri`), for the sessions subscribed.
     ResourceUpdated(Value),
@@ -52,6 +54,37 @@ impl Note {
         match self {
             Self::Log(p) | Self::ResourceUpdated(p) => Some(p),
             _ => None,
+        }
+    }
+
+    /// `server`'s notification as its clients hear it: a log message's logger names the
+    /// server (`server/logger`), as the aggregated endpoint needs.
+    /// A server's note as it sent it (the per-server endpoints' sessions hear it so; see
+    /// [`Sessions::tell_from`] for the aggregated ones).
+    pub(crate) fn raw(note: ServerNote) -> Self {
+        match note {
+            ServerNote::ResourcesChanged => Self::ResourcesChanged,
+            ServerNote::PromptsChanged => Self::PromptsChanged,
+            ServerNote::ResourceUpdated(params) => Self::ResourceUpdated(params),
+            ServerNote::Log(params) => Self::Log(params),
+        }
+    }
+
+    pub(crate) fn from_server(server: &str, note: ServerNote) -> Self {
+        match note {
+            ServerNote::ResourcesChanged => Self::ResourcesChanged,
+            ServerNote::PromptsChanged => Self::PromptsChanged,
+            ServerNote::ResourceUpdated(params) => Self::ResourceUpdated(params),
+            ServerNote::Log(mut params) => {
+                let logger = match params.get("logger").and_then(Value::as_str) {
+                    Some(l) => format!("{server}/{l}"),
+                    None => server.to_owned(),
+                };
+                if let Some(p) = params.as_object_mut() {
+                    p.insert("logger".into(), Value::String(logger));
+                }
+                Self::Log(params)
+            }
         }
     }
 }
@@ -111,11 +144,18 @@ pub(crate) struct Session {
     /// The log level its client asked for (`logging/setLevel`), as a rank in [`LEVELS`]:
     /// servers' log messages at or above it reach it; none before it asks.
     log_level: Mutex<Option<usize>>,
-    /// The resource URIs it subscribed to (`resources/subscribe`).
-    subscriptions: Mutex<HashSet<String>>,
+    /// The resource URIs it subscribed to (`resources/subscribe`), with the server each
+    /// subscription was sent to (told `resources/unsubscribe` when the session ends).
+    subscriptions: Mutex<HashMap<String, String>>,
+    /// Where servers' requests to its client go outside any call of it (an isolated instance
+    /// asking for roots as it starts): set by its transport once the client can be asked.
+    asker: Mutex<Option<ClientAsks>>,
     /// Whether its client declared it may be asked things (elicitation, sampling, roots): its
     /// calls then need a stream the server's requests can ride, not the fast path's JSON.
     can_be_asked: std::sync::atomic::AtomicBool,
+    /// The server whose own endpoint (`/mcp/<server>`, `/ws/<server>`) it was opened at, set
+    /// once as it opens: it serves there only. Unset: the aggregated `/mcp` and `/ws`.
+    endpoint: std::sync::OnceLock<String>,
 }
 
 /// The process-wide clock origin for [`Session::seen_ms`].
@@ -142,11 +182,11 @@ impl Session {
         *self.log_level.lock().expect("level lock") = Some(rank);
     }
 
-    /// Subscribes to (or, `on` false, unsubscribes from) updates of `uri`.
-    pub(crate) fn subscribe_resource(&self, uri: &str, on: bool) {
+    /// Subscribes to (or, `on` false, unsubscribes from) updates of `uri` on `server`.
+    pub(crate) fn subscribe_resource(&self, uri: &str, server: &str, on: bool) {
         let mut subs = self.subscriptions.lock().expect("subscriptions lock");
         if on {
-            subs.insert(uri.to_owned());
+            subs.insert(uri.to_owned(), server.to_owned());
         } else {
             subs.remove(uri);
         }
@@ -156,7 +196,74 @@ impl Session {
         self.subscriptions
             .lock()
             .expect("subscriptions lock")
-            .contains(uri)
+            .contains_key(uri)
+    }
+
+    /// Its subscriptions, `(uri, server)`.
+    pub(crate) fn subscriptions(&self) -> Vec<(String, String)> {
+        self.subscriptions
+            .lock()
+            .expect("subscriptions lock")
+            .iter()
+            .map(|(u, s)| (u.clone(), s.clone()))
+            .collect()
+    }
+
+    /// Servers' requests outside calls go to `asks` from now on.
+    pub(crate) fn set_asker(&self, asks: ClientAsks) {
+        *self.asker.lock().expect("asker lock") = Some(asks);
+    }
+
+    /// What an isolated instance of `server` started for this session is told of it: where
+    /// its requests go, and that its notifications are this session's only.
+    pub(crate) fn link(self: &Arc<Self>, server: &str) -> SessionLink {
+        let session = Arc::downgrade(self);
+        let server = server.to_owned();
+        SessionLink {
+            asks: self.asker.lock().expect("asker lock").clone(),
+            notes: Arc::new(move |note| {
+                if let Some(s) = session.upgrade() {
+                    // its own endpoint's session hears the server's own logger names
+                    let note = if s.server().is_some() {
+                        Note::raw(note)
+                    } else {
+                        Note::from_server(&server, note)
+                    };
+                    s.tell(&note);
+                }
+            }),
+        }
+    }
+
+    /// Whether the client asked for log messages at the level of `params`.
+    fn wants_log(&self, params: &Value) -> bool {
+        let rank = params
+            .get("level")
+            .and_then(Value::as_str)
+            .and_then(level_rank)
+            .unwrap_or(0);
+        self.log_level
+            .lock()
+            .expect("level lock")
+            .is_some_and(|asked| rank >= asked)
+    }
+
+    /// Tells this session's client `note` if it is for it: a log message at or above the
+    /// level it asked for, an update of a resource it subscribed to, anything else.
+    pub(crate) fn tell(&self, note: &Note) {
+        match note {
+            Note::ResourceUpdated(p)
+                if !self.subscribed(p.get("uri").and_then(Value::as_str).unwrap_or("")) =>
+            {
+                return;
+            }
+            Note::Log(p) if !self.wants_log(p) => return,
+            _ => {}
+        }
+        let mut tell = self.tools_changed.lock().expect("listener lock");
+        if tell.as_ref().is_some_and(|t| !(t.0)(note)) {
+            tell.take();
+        }
     }
 
     /// Notes whether the client declared elicitation, sampling or roots in `initialize`.
@@ -166,6 +273,25 @@ impl Session {
 
     pub(crate) fn can_be_asked(&self) -> bool {
         self.can_be_asked.load(Ordering::Relaxed)
+    }
+
+    /// Binds a session just opened to `server`'s own endpoint (see [`Session::server`]).
+    pub(crate) fn bind(&self, server: &str) {
+        let _ = self.endpoint.set(server.to_owned());
+    }
+
+    /// The server whose own endpoint the session belongs to; `None`: the aggregated one.
+    pub(crate) fn server(&self) -> Option<&str> {
+        self.endpoint.get().map(String::as_str)
+    }
+
+    /// The endpoint's path on HTTP (`/mcp` or `/mcp/<server>`), for messages and the
+    /// dashboard.
+    pub(crate) fn endpoint(&self) -> String {
+        match self.server() {
+            Some(server) => format!("/mcp/{server}"),
+            None => "/mcp".to_owned(),
+        }
     }
 
     /// A request named this session: its idle time starts again.
@@ -312,10 +438,23 @@ pub(crate) struct Sessions {
     /// Session objects alive anywhere (in the registry, or held by whatever still has one):
     /// what shows a session kept alive by a reference nobody let go of.
     alive: Arc<AtomicUsize>,
+    /// Run for each session that ends (see [`Sessions::on_end`]).
+    ended: Arc<std::sync::OnceLock<EndFn>>,
+}
+
+/// What the gateway does when a session ends.
+pub(crate) struct EndFn(pub(crate) Box<EndHook>);
+
+type EndHook = dyn Fn(&Arc<Session>) + Send + Sync;
+
+impl std::fmt::Debug for EndFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EndFn")
+    }
 }
 
 /// A new random id or token: `prefix` + 32 random bytes in hex.
-fn random(prefix: &str) -> String {
+pub(crate) fn random(prefix: &str) -> String {
     use rand::RngCore as _;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -334,6 +473,7 @@ impl Sessions {
             bus,
             expired: Arc::default(),
             alive: Arc::default(),
+            ended: Arc::default(),
         }
     }
 
@@ -362,7 +502,9 @@ impl Sessions {
             alive: self.alive.clone(),
             can_be_asked: std::sync::atomic::AtomicBool::new(false),
             log_level: Mutex::new(None),
-            subscriptions: Mutex::new(HashSet::new()),
+            subscriptions: Mutex::new(HashMap::new()),
+            endpoint: std::sync::OnceLock::new(),
+            asker: Mutex::new(None),
         });
         self.inner
             .lock()
@@ -380,12 +522,23 @@ impl Sessions {
         self.inner.lock().expect("sessions lock").get(id).cloned()
     }
 
-    /// Ends a session: watchers' streams end, `SessionClosed` is published. `false` if unknown.
+    /// What is done when a session ends (set once, by the gateway: its isolated instances
+    /// stop, its last subscriptions are given up).
+    pub(crate) fn on_end(&self, ended: EndFn) {
+        let _ = self.ended.set(ended);
+    }
+
+    /// Ends a session: watchers' streams end, the [`on_end`](Self::on_end) hook runs,
+    /// `SessionClosed` is published. `false` if unknown. Every way a session ends (DELETE,
+    /// its socket closing, expiry, unpairing) comes here.
     pub(crate) fn close(&self, id: &str, reason: &str) -> bool {
         let Some(s) = self.inner.lock().expect("sessions lock").remove(id) else {
             return false;
         };
         s.closed.cancel();
+        if let Some(ended) = self.ended.get() {
+            (ended.0)(&s);
+        }
         self.bus.publish(HubEvent::SessionClosed {
             session_id: s.id.clone(),
             client: s.client.clone(),
@@ -424,18 +577,41 @@ impl Sessions {
         self.tell(&Note::ToolsChanged);
     }
 
+    /// Tells `note` from `server` to the sessions of the aggregated endpoints and of that
+    /// server's own (never another server's), as [`tell`](Self::tell) does: its own hear a log
+    /// message as the server sent it, the aggregated ones with `logger` naming the server.
+    pub(crate) fn tell_from(&self, server: &str, note: &Note) {
+        let aggregated = match note {
+            Note::Log(params) => {
+                let mut params = params.clone();
+                let logger = match params.get("logger").and_then(Value::as_str) {
+                    Some(l) => format!("{server}/{l}"),
+                    None => server.to_owned(),
+                };
+                if let Some(p) = params.as_object_mut() {
+                    p.insert("logger".into(), Value::String(logger));
+                }
+                Some(Note::Log(params))
+            }
+            _ => None,
+        };
+        let aggregated = aggregated.as_ref().unwrap_or(note);
+        self.tell_where(|s| match s.server() {
+            None => Some(aggregated),
+            Some(own) if own == server => Some(note),
+            Some(_) => None,
+        });
+    }
+
     /// Tells `note` to every session it is for: a log message to the sessions that asked for
     /// its level, anything else to all. A listener whose client is gone is dropped.
     pub(crate) fn tell(&self, note: &Note) {
-        let rank = match note {
-            Note::Log(p) => Some(
-                p.get("level")
-                    .and_then(Value::as_str)
-                    .and_then(level_rank)
-                    .unwrap_or(0),
-            ),
-            _ => None,
-        };
+        self.tell_where(|_| Some(note));
+    }
+
+    /// [`tell`](Self::tell), each session hearing what `what` makes of `note` for it (`None`:
+    /// nothing).
+    fn tell_where<'n>(&self, what: impl Fn(&Session) -> Option<&'n Note>) {
         let all: Vec<Arc<Session>> = self
             .inner
             .lock()
@@ -443,28 +619,9 @@ impl Sessions {
             .values()
             .cloned()
             .collect();
-        let updated = match note {
-            Note::ResourceUpdated(p) => Some(p.get("uri").and_then(Value::as_str).unwrap_or("")),
-            _ => None,
-        };
         for s in all {
-            if let Some(uri) = updated
-                && !s.subscribed(uri)
-            {
-                continue;
-            }
-            if let Some(rank) = rank
-                && !s
-                    .log_level
-                    .lock()
-                    .expect("level lock")
-                    .is_some_and(|asked| rank >= asked)
-            {
-                continue;
-            }
-            let mut tell = s.tools_changed.lock().expect("listener lock");
-            if tell.as_ref().is_some_and(|t| !(t.0)(note)) {
-                tell.take();
+            if let Some(note) = what(&s) {
+                s.tell(note);
             }
         }
     }
@@ -602,8 +759,8 @@ impl Sessions {
             .values()
             .map(|s| {
                 json!({"session_id": s.id, "client": s.client, "transport": s.transport,
-                       "watchers": s.watchers(), "explicit": s.token_hash.is_some(),
-                       "idle_ms": s.idle_ms(now)})
+                       "server": s.server(), "watchers": s.watchers(),
+                       "explicit": s.token_hash.is_some(), "idle_ms": s.idle_ms(now)})
             })
             .collect();
         v.sort_by(|a, b| a["session_id"].as_str().cmp(&b["session_id"].as_str()));

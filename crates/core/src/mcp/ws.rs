@@ -1,5 +1,6 @@
-//! `/ws`: MCP over WebSocket, one JSON-RPC message per text frame, answered by the shared
-//! [`Dispatcher`] (tools, roles, telemetry) that also serves `/mcp`.
+//! `/ws` and `/ws/<server>`: MCP over WebSocket, one JSON-RPC message per text frame,
+//! answered by the shared [`Dispatcher`] (tools, roles, telemetry) that also serves `/mcp`
+//! (for `/ws/<server>`, narrowed to that server).
 //!
 //! One task per socket reads frames, runs the socket's requests concurrently (a slow call never
 //! holds up a fast one; each response carries its own id) and writes their answers, with each
@@ -123,7 +124,13 @@ pub(crate) async fn run(
     let sessions = hub.gw.sessions().clone();
     let (session, owned) = match attach {
         Some(s) => (s, false),
-        None => (sessions.open(None, &caller.name, "ws", false).0, true),
+        None => {
+            let (s, _) = sessions.open(None, &caller.name, "ws", false);
+            if let Some(server) = hub.dispatcher.server() {
+                s.bind(server);
+            }
+            (s, true)
+        }
     };
     let d: Dispatcher = hub.dispatcher.clone();
     let (notify_tx, mut notify_rx) = mpsc::channel::<Message>(NOTIFY_QUEUE);
@@ -157,7 +164,14 @@ pub(crate) async fn run(
     // ids, their answers matched back; what is unanswered when the socket ends is dropped
     // (the server hears the call has ended).
     let (asks_tx, mut asks_rx) = mpsc::channel::<ServerAsk>(ASK_QUEUE);
+    // and outside calls (an isolated instance asking as it starts)
+    session.set_asker(ClientAsks {
+        session: session.id.clone(),
+        tx: asks_tx.clone(),
+    });
     let mut asked: HashMap<String, oneshot::Sender<Result<Value, RpcError>>> = HashMap::new();
+    // each ask's id once its server stops waiting: the client is told if it has not answered
+    let mut ask_ends = FuturesUnordered::new();
     let mut next_ask = 0u64;
     // what the client declared in `initialize`: it is asked only for those
     let mut client_caps: Option<Value> = None;
@@ -195,6 +209,13 @@ pub(crate) async fn run(
                 break End::Close(close_code::POLICY, "client unpaired");
             }
             () = &mut shutdown => break End::Close(close_code::AWAY, "gateway shutting down"),
+            // before results: a server cancels its request before it answers its call
+            Some(id) = ask_ends.next(), if !ask_ends.is_empty() => {
+                if asked.remove::<String>(&id).is_some() {
+                    out = Some(text(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": id, "reason": "the server cancelled its request"}})));
+                }
+            }
             Some((key, frame)) = inflight.next(), if !inflight.is_empty() => {
                 cancels.remove::<String>(&key);
                 // this call's progress first: it is queued already
@@ -227,6 +248,12 @@ pub(crate) async fn run(
                     if let Some(params) = ask.params {
                         frame["params"] = params;
                     }
+                    let end = ask.cancelled.cancelled_owned();
+                    let key = id.clone();
+                    ask_ends.push(async move {
+                        end.await;
+                        key
+                    });
                     asked.insert(id, ask.reply);
                     out = Some(text(&frame));
                 }
@@ -276,7 +303,9 @@ pub(crate) async fn run(
                             }
                         }
                         Incoming::Notification { method, params } => {
-                            if method == "notifications/cancelled"
+                            if method == "notifications/roots/list_changed" {
+                                d_ref.gateway().roots_changed(&session_ref.id);
+                            } else if method == "notifications/cancelled"
                                 && let Some(id) = jsonrpc::cancelled_id(params.as_ref())
                                 && let Some((ct, _)) = cancels.get(&id)
                             {
@@ -304,6 +333,7 @@ pub(crate) async fn run(
                                     out: Some(progress_out.clone()),
                                 });
                                 let v = version.clone();
+                                let meta = req.passed_meta();
                                 let asks = ClientAsks {
                                     session: session_ref.id.clone(),
                                     tx: asks_tx.clone(),
@@ -317,6 +347,7 @@ pub(crate) async fn run(
                                         progress,
                                         asks: Some(asks),
                                         cancel,
+                                        meta,
                                     };
                                     let frame = d_ref.answer(&ctx, req, &v, None).await;
                                     (key, frame)
@@ -403,5 +434,6 @@ fn quick_ctx<'a>(
         progress: None,
         asks: None,
         cancel,
+        meta: req.passed_meta(),
     }
 }

@@ -16,7 +16,7 @@
 //! (a polite stop still runs after shutdown began). The tasks of a stdio connection run on the
 //! gateway's [`TaskTracker`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,6 +98,14 @@ pub(crate) struct ServerAsk {
     pub method: String,
     pub params: Option<Value>,
     pub reply: oneshot::Sender<Result<Value, RpcError>>,
+    /// Cancelled when the server no longer waits for the answer (it cancelled its request
+    /// with `notifications/cancelled`, or the request ended otherwise): a client still asked
+    /// is told so, under the id it saw.
+    pub cancelled: CancellationToken,
+    /// The server is an isolated instance, so the request is its session's whatever the call
+    /// it came during: the call's end does not call it off (it is answered, or ends with the
+    /// server's own bound on it).
+    pub outlives_call: bool,
 }
 
 /// Where the server requests of one call go: the client session it belongs to (requests
@@ -154,6 +162,10 @@ const ASKS_AT_ONCE: usize = 16;
 /// How long a server request waits for the client's answer (a person may be filling in a
 /// form); then the server gets an error. The call it came with ends it sooner.
 const ASK_TIMEOUT: Duration = Duration::from_secs(600);
+/// The largest `params` of a request a server sends a client (JSON text): elicitations,
+/// sampling and roots are small; a larger one is refused before it reaches a client (whose
+/// transport may well close on it: `/ws` closes on messages over its cap).
+const ASK_MAX_BYTES: usize = 1024 * 1024;
 
 /// Why a request got no result.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -224,6 +236,15 @@ pub struct Connection {
     asks: Mutex<HashMap<u64, ClientAsks>>,
     /// Server requests waiting for a client's answer now.
     asking: Arc<std::sync::atomic::AtomicUsize>,
+    /// Those requests' cancellation, by the server's id for them (as JSON text): its
+    /// `notifications/cancelled` ends the wait. At most [`ASKS_AT_ONCE`] entries.
+    waiting: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    /// An isolated instance's session: where the server's requests go when no call of it is
+    /// in flight (see [`on_server_request`](Self::on_server_request)).
+    owner: std::sync::OnceLock<ClientAsks>,
+    /// The sessions this server has asked for their roots: they tell it when their roots
+    /// change. One entry per live session at most (forgotten when it ends).
+    roots_asked: Mutex<HashSet<String>>,
     /// Where notifications for the clients go, once the upstream has been told.
     notes: std::sync::OnceLock<NoteSink>,
     next_id: AtomicU64,
@@ -368,6 +389,9 @@ impl Connection {
             progress: Mutex::new(HashMap::new()),
             asks: Mutex::new(HashMap::new()),
             asking: Arc::default(),
+            waiting: Arc::default(),
+            owner: std::sync::OnceLock::new(),
+            roots_asked: Mutex::new(HashSet::new()),
             notes: std::sync::OnceLock::new(),
             next_id: AtomicU64::new(1),
             closed,
@@ -458,6 +482,36 @@ impl Connection {
     /// Hands notifications for the clients to `notes` from now on.
     pub(crate) fn set_notes(&self, notes: NoteSink) {
         let _ = self.notes.set(notes);
+    }
+
+    /// Makes `asks` the session every request of this server goes to (an isolated instance's).
+    pub(crate) fn set_owner(&self, asks: ClientAsks) {
+        let _ = self.owner.set(asks);
+    }
+
+    /// Whether this server has asked `session` for its roots.
+    pub(crate) fn asked_roots_of(&self, session: &str) -> bool {
+        self.roots_asked
+            .lock()
+            .expect("roots lock")
+            .contains(session)
+    }
+
+    /// Forgets `session` (it ended).
+    pub(crate) fn forget_session(&self, session: &str) {
+        self.roots_asked.lock().expect("roots lock").remove(session);
+    }
+
+    /// Sends a notification if the queue has room now, without waiting; `false` if it was
+    /// dropped (the queue is full, or the connection is gone).
+    pub(crate) fn offer_notification(&self, method: &str, params: Value) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let msg = json!({"jsonrpc": "2.0", "method": method, "params": params});
+        self.out
+            .try_send(serde_json::to_vec(&msg).expect("JSON values serialize"));
+        true
     }
 
     fn note(&self, note: ServerNote) {
@@ -627,7 +681,8 @@ impl Connection {
 
     /// A request from the server: `ping` is answered here; anything else goes to the one
     /// client session with requests in flight on this connection (the session the server is
-    /// working for). With none, or with several (a shared server cannot say whose it is), the
+    /// working for), or, on an isolated instance, to its own session whatever is in flight.
+    /// Otherwise, with none or with several (a shared server cannot say whose it is), the
     /// server gets an error saying so: a request never reaches a client it may not be for.
     fn on_server_request(&self, method: &str, id: &RawValue, params: Option<&RawValue>) {
         let id: Box<RawValue> = id.to_owned();
@@ -635,6 +690,24 @@ impl Connection {
         if method == "ping" {
             self.out
                 .try_send(reply(&json!({"jsonrpc": "2.0", "id": id, "result": {}})));
+            return;
+        }
+        // malformed or oversized: refused at once, naming why (nothing waits on it)
+        let refused = match params {
+            Some(p) if p.get().len() > ASK_MAX_BYTES => Some(format!(
+                "the params of {method:?} are {} bytes, over the {ASK_MAX_BYTES}-byte limit for \
+                 requests to clients",
+                p.get().len()
+            )),
+            Some(p) if !p.get().trim_start().starts_with('{') => Some(format!(
+                "the params of {method:?} must be an object, not {}",
+                p.get().chars().take(40).collect::<String>()
+            )),
+            _ => None,
+        };
+        if let Some(message) = refused {
+            tracing::warn!(server = %self.server, method, "{message}");
+            self.out.try_send(reply(&error_reply(&id, -32602, message)));
             return;
         }
         let target = {
@@ -646,35 +719,38 @@ impl Connection {
                 }
             }
             let in_flight = !self.pending.lock().expect("pending lock").is_empty();
-            match sessions.as_slice() {
-                [one] => Ok((*one).clone()),
-                [] if in_flight => Err((
-                    -32601,
-                    format!(
-                        "the call in flight on '{}' came from a client that cannot be asked \
+            match (sessions.as_slice(), self.owner.get()) {
+                ([one], _) => Ok((*one).clone()),
+                (_, Some(owner)) => Ok(owner.clone()),
+                (sessions, None) => match sessions {
+                    [] if in_flight => Err((
+                        -32601,
+                        format!(
+                            "the call in flight on '{}' came from a client that cannot be asked \
                          {method:?} (it declared no such capability, or its request has no \
                          stream to carry it)",
-                        self.server
-                    ),
-                )),
-                [] => Err((
-                    -32603,
-                    format!(
-                        "no client call is in flight on '{}', so Switchboard cannot tell which \
+                            self.server
+                        ),
+                    )),
+                    [] => Err((
+                        -32603,
+                        format!(
+                            "no client call is in flight on '{}', so Switchboard cannot tell which \
                          client {method:?} is for",
-                        self.server
-                    ),
-                )),
-                many => Err((
-                    -32603,
-                    format!(
-                        "{} client sessions have calls in flight on '{}', so Switchboard cannot \
+                            self.server
+                        ),
+                    )),
+                    many => Err((
+                        -32603,
+                        format!(
+                            "{} client sessions have calls in flight on '{}', so Switchboard cannot \
                          tell which one {method:?} is for (sessions = \"isolated\" gives each \
                          client its own instance of this server)",
-                        many.len(),
-                        self.server
-                    ),
-                )),
+                            many.len(),
+                            self.server
+                        ),
+                    )),
+                },
             }
         };
         let target = match target {
@@ -694,15 +770,30 @@ impl Connection {
             self.out.try_send(reply(&error_reply(&id, -32603, message)));
             return;
         }
+        if method == "roots/list" {
+            self.roots_asked
+                .lock()
+                .expect("roots lock")
+                .insert(target.session.clone());
+        }
         let params = params.and_then(|p| serde_json::from_str(p.get()).ok());
         let (tx, rx) = oneshot::channel();
+        let cancelled = CancellationToken::new();
+        let key = id_key(id.get());
+        self.waiting
+            .lock()
+            .expect("waiting lock")
+            .insert(key.clone(), cancelled.clone());
         let ask = ServerAsk {
             method: method.to_owned(),
             params,
             reply: tx,
+            cancelled: cancelled.clone(),
+            outlives_call: self.owner.get().is_some(),
         };
         if target.tx.try_send(ask).is_err() {
             self.asking.fetch_sub(1, Ordering::Relaxed);
+            self.waiting.lock().expect("waiting lock").remove(&key);
             let message = format!(
                 "the client is not taking requests from '{}' now",
                 self.server
@@ -710,22 +801,30 @@ impl Connection {
             self.out.try_send(reply(&error_reply(&id, -32603, message)));
             return;
         }
-        let (out, asking, server, method, closed) = (
+        let (out, asking, waiting, server, method, closed) = (
             self.out.clone(),
             self.asking.clone(),
+            self.waiting.clone(),
             self.server.clone(),
             method.to_owned(),
             self.closed.clone(),
         );
-        // Ends with the answer, the bound, or the connection (whose token is a child of the
-        // gateway's shutdown): nothing outlives the server it answers.
+        // Ends with the answer, the bound, the server's cancelling it (no answer then), or the
+        // connection (whose token is a child of the gateway's shutdown): nothing outlives the
+        // server it answers.
         tokio::spawn(async move {
+            // however it ends, whoever asked the client stops waiting too (and tells it, if
+            // its answer is still outstanding)
+            let _done = cancelled.clone().drop_guard();
             let waited = tokio::select! {
-                w = tokio::time::timeout(ASK_TIMEOUT, rx) => w,
-                () = closed.cancelled() => {
-                    asking.fetch_sub(1, Ordering::Relaxed);
-                    return;
-                }
+                w = tokio::time::timeout(ASK_TIMEOUT, rx) => Some(w),
+                () = closed.cancelled() => None,
+                () = cancelled.cancelled() => None,
+            };
+            waiting.lock().expect("waiting lock").remove(&key);
+            let Some(waited) = waited else {
+                asking.fetch_sub(1, Ordering::Relaxed);
+                return;
             };
             let answer = match waited {
                 Ok(Ok(Ok(result))) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
@@ -854,9 +953,25 @@ impl Connection {
                 tracing::debug!(server = %self.server, log = %params, "server log");
                 self.note(ServerNote::Log(params));
             }
+            "notifications/cancelled" => {
+                // the server gave up one of its requests to a client
+                let Some(id) = params.get("requestId") else {
+                    return;
+                };
+                let key = id_key(&id.to_string());
+                if let Some(ct) = self.waiting.lock().expect("waiting lock").remove(&key) {
+                    tracing::debug!(server = %self.server, %id, "server cancelled its request");
+                    ct.cancel();
+                }
+            }
             _ => tracing::debug!(server = %self.server, %method, "notification ignored"),
         }
     }
+}
+
+/// A JSON-RPC id as a key that does not depend on how it was spaced (`"a"`, `7`).
+fn id_key(id: &str) -> String {
+    serde_json::from_str::<Value>(id).map_or_else(|_| id.to_owned(), |v| v.to_string())
 }
 
 /// A request as written to the server, serialized straight from borrowed parts.

@@ -83,32 +83,42 @@ impl Remote {
     }
 }
 
+/// A configured value, read now: literal, from the gateway's environment, or from the
+/// secret store (bounded in time). `what` names it in the error ("header Authorization").
+pub(super) async fn resolve_value(
+    inner: &Inner,
+    what: &str,
+    value: &HeaderValue,
+) -> Result<String, String> {
+    Ok(match value {
+        HeaderValue::Plain(v) => v.clone(),
+        HeaderValue::Env { var, prefix } => match std::env::var(var) {
+            Ok(v) => format!("{prefix}{v}"),
+            Err(_) => {
+                return Err(format!(
+                    "{what}: environment variable {var} is not set (or not UTF-8) in the \
+                     gateway's environment"
+                ));
+            }
+        },
+        HeaderValue::Keychain {
+            service,
+            account,
+            prefix,
+        } => {
+            let secret = read_secret(&inner.secrets.headers, service, account)
+                .await
+                .map_err(|e| format!("{what}: {e}"))?;
+            format!("{prefix}{secret}")
+        }
+    })
+}
+
 /// The configured headers with their values, read now.
 async fn resolve_headers(inner: &Inner, cfg: &ServerConfig) -> Result<HeaderMap, String> {
     let mut out = HeaderMap::new();
     for (name, value) in &cfg.headers {
-        let text = match value {
-            HeaderValue::Plain(v) => v.clone(),
-            HeaderValue::Env { var, prefix } => match std::env::var(var) {
-                Ok(v) => format!("{prefix}{v}"),
-                Err(_) => {
-                    return Err(format!(
-                        "header {name}: environment variable {var} is not set (or not UTF-8) \
-                         in the gateway's environment"
-                    ));
-                }
-            },
-            HeaderValue::Keychain {
-                service,
-                account,
-                prefix,
-            } => {
-                let secret = read_secret(&inner.secrets.headers, service, account)
-                    .await
-                    .map_err(|e| format!("header {name}: {e}"))?;
-                format!("{prefix}{secret}")
-            }
-        };
+        let text = resolve_value(inner, &format!("header {name}"), value).await?;
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("{name:?} is not a valid HTTP header name"))?;
         // Never echo the value: it is a credential.

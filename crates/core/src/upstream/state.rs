@@ -3,7 +3,7 @@
 //! of `upstream/`: the other files there import from it; it imports none of them but the
 //! connection and the OAuth state it names.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -14,12 +14,30 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::connection::Connection;
+use super::connection::{ClientAsks, Connection};
 use super::oauth::OAuth;
 use crate::auth::store::Secrets;
 use crate::config::{GatewayConfig, ServerConfig};
 pub use crate::events::ServerState;
 use crate::events::{EventBus, HubEvent};
+
+/// A tool as its server listed it: read into rmcp's [`Tool`] for what the gateway itself looks
+/// at (its name, schema, annotations), and kept as the server wrote it for what clients are
+/// shown, since rmcp's type has no room for fields it does not know (`execution`, extensions).
+#[derive(Debug, Clone)]
+pub struct ServerTool {
+    pub tool: Tool,
+    /// The definition exactly as listed (a JSON object).
+    pub def: Value,
+}
+
+impl std::ops::Deref for ServerTool {
+    type Target = Tool;
+
+    fn deref(&self) -> &Tool {
+        &self.tool
+    }
+}
 
 /// What a server is doing now; published on a watch channel.
 #[derive(Debug, Clone)]
@@ -29,7 +47,7 @@ pub struct Status {
     pub generation: u64,
     /// The child's process id (stdio servers only).
     pub pid: Option<u32>,
-    pub tools: Arc<Vec<Tool>>,
+    pub tools: Arc<Vec<ServerTool>>,
     /// The `capabilities` object of the server's `initialize` result.
     pub capabilities: Arc<Value>,
     pub server_info: Arc<Value>,
@@ -109,6 +127,21 @@ pub(super) struct Inner {
     pub(super) tasks: TaskTracker,
     /// Where its connections hand notifications for the clients (set by the gateway).
     pub(super) notes: super::connection::NoteSink,
+    /// An isolated instance's client session: every request the server sends goes there
+    /// (see [`Instance`]). `None` for a server's own (shared, or template) instance.
+    pub(super) instance: Option<Instance>,
+    /// With `sessions = "isolated"`: the instances running for client sessions, by session id
+    /// (bounded by `max_instances`); empty otherwise.
+    pub(super) instances: Mutex<HashMap<String, Arc<Inner>>>,
+}
+
+/// What makes an upstream one client session's own instance of its server.
+#[derive(Debug)]
+pub(super) struct Instance {
+    pub(super) session: String,
+    /// Where the server's requests go when no call of the session is in flight (`None`: the
+    /// client cannot be asked outside a call; the server hears so).
+    pub(super) asks: Option<ClientAsks>,
 }
 
 impl Inner {
@@ -142,11 +175,19 @@ impl Inner {
             }
         });
         if changed {
-            self.bus.publish(HubEvent::ServerState {
+            self.publish(HubEvent::ServerState {
                 server: self.name.clone(),
                 state,
                 reason: error,
             });
+        }
+    }
+
+    /// Publishes `event` about the server; an isolated instance's are its server's business
+    /// only in the logs (the dashboard shows the server, not each session's copy).
+    pub(super) fn publish(&self, event: HubEvent) {
+        if self.instance.is_none() {
+            self.bus.publish(event);
         }
     }
 

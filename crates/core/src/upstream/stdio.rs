@@ -24,15 +24,18 @@ pub(super) struct Process {
     conn: Arc<Connection>,
 }
 
-/// Spawns `cfg.command` and starts a connection over its stdio.
+/// Spawns `cfg.command` and starts a connection over its stdio; `secret_env` holds the
+/// values of `cfg.secret_env`, read just before.
 pub(super) fn spawn(
     inner: &Arc<Inner>,
     cfg: &ServerConfig,
+    secret_env: &std::collections::BTreeMap<String, String>,
     notices: NoticeSender,
 ) -> Result<(Process, Arc<Connection>), String> {
     let mut cmd = Command::new(&cfg.command);
     cmd.args(&cfg.args)
         .envs(&cfg.env)
+        .envs(secret_env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

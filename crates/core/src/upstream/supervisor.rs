@@ -26,7 +26,7 @@ use super::connection::{Connection, RpcError};
 use super::notice::{self, ListChanged, NoticeReceiver};
 use super::pages;
 use super::remote;
-use super::state::{Inner, Restart, ServerState};
+use super::state::{Inner, Restart, ServerState, ServerTool};
 use super::stdio;
 use crate::config::{GatewayConfig, ServerConfig, Transport};
 use crate::events::HubEvent;
@@ -86,7 +86,12 @@ async fn open(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String> 
     let (notice_tx, notices) = notice::channel();
     let (link, conn) = match cfg.transport() {
         Transport::Stdio { .. } => {
-            let (p, conn) = stdio::spawn(inner, cfg, notice_tx)?;
+            let mut secret_env = std::collections::BTreeMap::new();
+            for (var, value) in &cfg.secret_env {
+                let v = remote::resolve_value(inner, &format!("env {var}"), value).await?;
+                secret_env.insert(var.clone(), v);
+            }
+            let (p, conn) = stdio::spawn(inner, cfg, &secret_env, notice_tx)?;
             (Link::Stdio(p), conn)
         }
         Transport::Http { .. } | Transport::WebSocket { .. } => {
@@ -107,6 +112,9 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String>
     let opened = open(inner, cfg).await?;
     let conn = opened.conn.clone();
     conn.set_notes(inner.notes.clone());
+    if let Some(asks) = inner.instance.as_ref().and_then(|i| i.asks.clone()) {
+        conn.set_owner(asks);
+    }
     let timeout = inner.limits.start_timeout();
     let init = conn
         .request(
@@ -158,7 +166,7 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String>
 
 /// `tools/list`, following cursors (bounded, see `pages`). Tools that do not parse are skipped
 /// with a warning.
-async fn list_tools(inner: &Inner, conn: &Connection) -> Result<Vec<Tool>, String> {
+async fn list_tools(inner: &Inner, conn: &Connection) -> Result<Vec<ServerTool>, String> {
     let fetch = |params| {
         conn.request(
             "tools/list",
@@ -173,7 +181,7 @@ async fn list_tools(inner: &Inner, conn: &Connection) -> Result<Vec<Tool>, Strin
     let mut tools = Vec::with_capacity(listed.len());
     for t in listed {
         match serde_json::from_value::<Tool>(t.clone()) {
-            Ok(tool) => tools.push(tool),
+            Ok(tool) => tools.push(ServerTool { tool, def: t }),
             Err(e) => tracing::warn!(server = %inner.name, tool = %t["name"], error = %e,
                 "tool definition ignored"),
         }
@@ -253,7 +261,8 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
         let reason = match start(&inner, &cfg).await {
             Ok(mut run) => {
                 inner.set_state(ServerState::Running, None);
-                tracing::info!(server = %inner.name, pid = ?run.link.pid(), "running");
+                tracing::info!(server = %inner.name, pid = ?run.link.pid(),
+                    session = ?inner.instance.as_ref().map(|i| &i.session), "running");
                 let up_since = Instant::now();
                 let exit = loop {
                     tokio::select! {
@@ -273,7 +282,7 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
                                     Ok(tools) => {
                                         let count = tools.len();
                                         inner.update(|s| s.tools = Arc::new(tools));
-                                        inner.bus.publish(HubEvent::ServerToolsChanged {
+                                        inner.publish(HubEvent::ServerToolsChanged {
                                             server: inner.name.clone(),
                                             tools: count,
                                         });
@@ -326,7 +335,7 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
         }
 
         tracing::warn!(server = %inner.name, %reason, "server went away");
-        inner.bus.publish(HubEvent::ServerCrashed {
+        inner.publish(HubEvent::ServerCrashed {
             server: inner.name.clone(),
             reason: reason.clone(),
         });

@@ -372,7 +372,8 @@ async fn servers_are_imported_from_a_claude_desktop_config() {
         &claude,
         json!({"mcpServers": {
             "from claude": {"command": FIXTURE, "args": ["--name", "imported"]},
-            "remote": {"url": "https://example.org/mcp"},
+            // remote entries are imported too; only the old SSE transport is not
+            "remote": {"type": "sse", "url": "https://example.org/sse"},
         }})
         .to_string(),
     )
@@ -380,6 +381,13 @@ async fn servers_are_imported_from_a_claude_desktop_config() {
     let body = accepted(&gw, "/api/import", json!({"path": claude})).await;
     assert_eq!(body["added"], json!(["from-claude"]));
     assert_eq!(body["skipped"][0]["name"], "remote");
+    assert!(
+        body["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("SSE"),
+        "{body}"
+    );
     gw.wait_server("from-claude", "running").await;
     assert!(
         std::fs::read_to_string(&path)

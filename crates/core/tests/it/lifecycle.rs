@@ -188,7 +188,12 @@ async fn an_open_stream_or_a_running_call_keeps_a_session_alive() {
 #[tokio::test]
 async fn paths_below_mcp_are_not_found() {
     let gw = TestGateway::start().await;
-    for path in ["/mcp/", "/mcp/x", "/mcp/servers/fx"] {
+    for (path, code) in [
+        ("/mcp/", "unknown_path"),
+        // a server's own endpoint, of a server that is not configured
+        ("/mcp/x", "unknown_server"),
+        ("/mcp/servers/fx", "unknown_path"),
+    ] {
         let r = reqwest::Client::new()
             .post(gw.url(path))
             .bearer_auth(&gw.token)
@@ -200,7 +205,7 @@ async fn paths_below_mcp_are_not_found() {
             .unwrap();
         assert_eq!(r.status(), 404, "{path}");
         let body: Value = r.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "unknown_path", "{body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
         assert!(
             body["error"]["message"].as_str().unwrap().contains(path),
             "{body}"

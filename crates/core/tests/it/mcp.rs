@@ -476,7 +476,7 @@ async fn metrics_expose_counters_per_server_and_method() {
     ));
 }
 
-async fn wait_stderr(gw: &TestGateway, server: &str, needle: &str) {
+pub(crate) async fn wait_stderr(gw: &TestGateway, server: &str, needle: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let tail = gw.server(server).await["stderr_tail"].to_string();
