@@ -117,7 +117,9 @@ def layout(menu) -> dict[str, int]:
 
     def walk(node, parent):
         ident, props, children = node
-        label = (props.get("label", {}).get("data") or "").replace("_", "")
+        # GTK mnemonics: "_x" marks x, "__" is a literal "_" (muda writes a label's own "_"
+        # so: "web: needs__login" is shown as "web: needs_login")
+        label = re.sub(r"_(_?)", r"\1", props.get("label", {}).get("data") or "")
         if label:
             items.setdefault(label, ident)
             items[f"{parent}/{label}"] = ident
