@@ -177,14 +177,18 @@ impl Upstream {
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Self {
-        Self::start(config, limits, secrets, bus, shutdown, tasks, None)
+        let oauth = Arc::new(oauth::OAuth::new(&config.name, secrets.clone()));
+        Self::start(config, limits, secrets, oauth, bus, shutdown, tasks, None)
     }
 
-    /// [`spawn`](Self::spawn), as `instance`'s own copy of the server if given.
+    /// [`spawn`](Self::spawn), as `instance`'s own copy of the server if given; `oauth` is
+    /// the server's login (an isolated server's instances all use the server's own).
+    #[allow(clippy::too_many_arguments)]
     fn start(
         config: ServerConfig,
         limits: GatewayConfig,
         secrets: Secrets,
+        oauth: Arc<oauth::OAuth>,
         bus: EventBus,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
@@ -192,7 +196,6 @@ impl Upstream {
     ) -> Self {
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (status, _) = watch::channel(Status::initial(config.enabled));
-        let oauth = Arc::new(oauth::OAuth::new(&config.name, secrets.clone()));
         let inner = Arc::new(Inner {
             name: config.name.clone(),
             config: Mutex::new(config),
@@ -257,6 +260,8 @@ impl Upstream {
             config,
             self.inner.limits.clone(),
             self.inner.secrets.clone(),
+            // one login for the server: its tokens, refreshes (rotation) and step-ups
+            self.inner.oauth.clone(),
             self.inner.bus.clone(),
             self.inner.shutdown.child_token(),
             &self.inner.tasks,
@@ -317,6 +322,17 @@ impl Upstream {
                 .filter(|c| c.asked_roots_of(session))
         };
         conn.is_some_and(|c| c.offer_notification("notifications/roots/list_changed", json!({})))
+    }
+
+    /// Restarts the isolated instances whose status passes `which` (they share the server's
+    /// login: one that came or went concerns them all).
+    fn restart_instances(&self, which: impl Fn(&Status) -> bool) {
+        let instances = self.inner.instances.lock().expect("instances lock");
+        for inner in instances.values() {
+            if which(&inner.status.borrow()) {
+                inner.restart();
+            }
+        }
     }
 
     /// Stops every isolated instance (the config changed: they start again as needed).
@@ -507,6 +523,8 @@ impl Upstream {
     pub async fn finish_login(&self, query: &oauth::Callback) -> Result<(), String> {
         self.inner.oauth.finish(query).await?;
         self.inner.restart();
+        // isolated instances parked for the login start again with it
+        self.restart_instances(|s| s.state == ServerState::NeedsLogin);
         Ok(())
     }
 
@@ -522,6 +540,7 @@ impl Upstream {
         }
         let had = self.inner.oauth.logout(&cfg).await?;
         self.inner.restart();
+        self.restart_instances(|_| true);
         Ok(had)
     }
 

@@ -110,7 +110,8 @@ pub(super) struct Inner {
     /// Where `{ keychain = ... }` values of a remote server are read, and its OAuth login kept.
     pub(super) secrets: Secrets,
     /// The OAuth side of a remote server (unused by a stdio one): its tokens, a login waiting
-    /// for the browser, what a `401` or `403` said. Shared with the transports.
+    /// for the browser, what a `401` or `403` said. Shared with the transports, and with every
+    /// isolated instance of the server.
     pub(super) oauth: Arc<OAuth>,
     pub(super) status: watch::Sender<Status>,
     /// To the supervisor; bounded by [`CONTROL_QUEUE`] with its overflow rule.

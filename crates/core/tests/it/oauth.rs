@@ -702,3 +702,57 @@ async fn a_fixed_redirect_port_takes_the_callback() {
             .is_err()
     );
 }
+
+/// A server that needs a login behind the gateway's other ways in: a call on its own endpoint
+/// (`/mcp/remote`) says it waits for a login and how to log in; with `sessions = "isolated"`
+/// every client session's own instance connects with the one login, and refreshes with
+/// rotation (single-use refresh tokens) keep all of them running.
+#[tokio::test]
+async fn its_own_endpoint_and_isolated_instances_share_the_one_login() {
+    let srv = Protected::start(json!({"rotate": true})).await;
+    let mut server = srv.server(None);
+    server.sessions = switchboard_core::config::SessionMode::Isolated;
+    let gw = gateway(server, TokenStoreKind::Memory, None).await;
+    gw.wait_server("remote", "needs_login").await;
+    let mut own = McpHttp::to(gw.url("/mcp/remote"), gw.token.clone())
+        .initialize()
+        .await;
+    let refused = own.call("whoami", json!({})).await;
+    let text = error_text(&refused);
+    assert!(
+        text.contains("'remote' is waiting for a login")
+            && text.contains("switchboard login remote"),
+        "{text}"
+    );
+
+    logged_in(&gw, &srv).await;
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        sessions.push(McpHttp::connect(&gw).await);
+    }
+    for round in 0..3 {
+        for (i, mcp) in sessions.iter_mut().enumerate() {
+            let who = mcp.call("remote__whoami", json!({})).await;
+            assert!(
+                who.text().contains("client_id"),
+                "round {round}, session {i}: {who:?}"
+            );
+        }
+        srv.admin("expire-all").await;
+    }
+    let who = own.call("whoami", json!({})).await;
+    assert!(
+        who.text().contains("client_id"),
+        "its own endpoint: {who:?}"
+    );
+    assert_eq!(
+        srv.log("token")
+            .await
+            .iter()
+            .filter(|t| t["grant_type"] == "authorization_code")
+            .count(),
+        1,
+        "one login"
+    );
+    assert_eq!(gw.server("remote").await["state"], "running");
+}
