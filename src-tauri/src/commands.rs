@@ -17,6 +17,10 @@ pub(crate) enum CommandError {
     Pairing(String),
     #[error("server {0:?} is not a remote server that logs in with OAuth")]
     NoLogin(String),
+    #[error("no pending URL elicitation {0:?}")]
+    NoSuchElicitation(String),
+    #[error("could not open the page: {0}")]
+    Open(String),
 }
 
 fn gateway(shell: &Shell) -> Result<&crate::GatewayHandles, CommandError> {
@@ -67,4 +71,18 @@ pub(crate) fn new_pair_code(app: tauri::AppHandle) -> Result<(), CommandError> {
     crate::pairing::pair_new_client(&app)
         .map(|_| ())
         .map_err(CommandError::Pairing)
+}
+
+/// Opens the page of pending URL-mode elicitation `id` with the system opener: called by its
+/// window once the person agreed. The URL is the one the server sent, never the page's.
+#[tauri::command]
+pub(crate) fn open_elicitation_url(
+    shell: State<'_, Shell>,
+    id: String,
+) -> Result<(), CommandError> {
+    let url = shell
+        .elicit_urls
+        .get(&id)
+        .ok_or(CommandError::NoSuchElicitation(id))?;
+    crate::elicit::open_url(&url).map_err(|e| CommandError::Open(e.to_string()))
 }

@@ -6,10 +6,12 @@
 //! - `tray.rs`: the tray icon, its menu (ids are `tray/...` constants) and its state.
 //! - `notify.rs`: desktop notifications, coalesced per subject and rate-capped.
 //! - `pairing.rs`: Pair New Client…, the code and its countdown in a small window.
+//! - `elicit.rs`: elicitations Switchboard answers itself, each in a small window of its own.
 //! - `commands.rs`: the Tauri commands the pages call (the backend seam).
 //! - `login.rs`: OAuth logins to remote servers (tray, dashboard, notification), in the browser.
 
 mod commands;
+mod elicit;
 mod login;
 mod notify;
 mod pairing;
@@ -33,6 +35,8 @@ pub(crate) struct Shell {
     pub(crate) stopped: Arc<Mutex<Option<tauri::async_runtime::JoinHandle<()>>>>,
     /// The pairing code the pairing window shows (the last one the tray issued).
     pub(crate) pair_code: Arc<Mutex<Option<String>>>,
+    /// Pending URL-mode elicitations' URLs, what their windows may ask to open.
+    pub(crate) elicit_urls: elicit::Urls,
 }
 
 /// Cheap handles into the running gateway.
@@ -173,6 +177,7 @@ pub fn run() {
             commands::pair_code,
             commands::new_pair_code,
             commands::log_in,
+            commands::open_elicitation_url,
         ])
         .setup(|app| {
             let mute_file = load_config()
@@ -199,11 +204,18 @@ pub fn run() {
                 notifier,
                 stopped: Arc::new(Mutex::new(stopped)),
                 pair_code: Arc::default(),
+                elicit_urls: elicit::Urls::default(),
             };
             app.manage(shell.clone());
             tray::install(app.handle(), &shell)?;
             if let Some(g) = &shell.gateway {
                 notify::watch(app.handle().clone(), g.bus.clone(), shell.notifier.clone());
+                elicit::watch(
+                    app.handle().clone(),
+                    g.bus.clone(),
+                    shell.notifier.clone(),
+                    shell.elicit_urls.clone(),
+                );
             }
             Ok(())
         })

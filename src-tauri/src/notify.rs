@@ -146,6 +146,15 @@ impl Notifier {
         }
     }
 
+    /// Shows a notification that someone is waiting for an answer (an elicitation), unless
+    /// paused: never coalesced or capped, each is a question of its own (the gateway keeps at
+    /// most 32 pending).
+    pub(crate) fn notify_question(&self, summary: &str, body: &str) {
+        if !self.paused() {
+            show(summary.to_owned(), body.to_owned(), None);
+        }
+    }
+
     /// Shows a notification unless paused, coalesced or over the rate cap.
     pub(crate) fn notify(&self, subject: &str, summary: &str, body: &str) {
         if self.admit(subject) {

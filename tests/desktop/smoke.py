@@ -337,6 +337,68 @@ def pairing_window(call, session, script, log: Path) -> None:
     wait("the client it paired shown live in the dashboard", lambda: "window-test" in text(), timeout=20)
 
 
+def elicitation_windows(call, session, script, log: Path, data_dir: Path) -> None:
+    """A server asks a client that declared no elicitation: the app notifies and opens a small
+    window of its own with the form built from the schema; what is entered there reaches the
+    server; a second one is declined there. Each window closes once answered."""
+    import threading
+    code = subprocess.run([SWITCHBOARD, "pair", "--data-dir", str(data_dir)], capture_output=True,
+                          text=True, timeout=15).stdout.strip().splitlines()[-1]
+    status, body = http("POST", "/pair", {"code": code, "name": "elicit-test"})
+    assert status == 200, (status, body)
+    token = body["token"]
+    main_handle = call("GET", f"/session/{session}/window")
+    schema = {"type": "object", "properties": {
+        "name": {"type": "string", "title": "Your name", "minLength": 2},
+        "size": {"type": "string", "title": "Size", "oneOf": [{"const": "s", "title": "Small"},
+                                                           {"const": "l", "title": "Large"}], "default": "l"}},
+        "required": ["name"]}
+
+    def answered_by_server(body: str) -> dict:
+        lines = [l[5:].strip() for l in body.splitlines() if l.startswith("data:")] or [body]
+        for l in lines:
+            msg = json.loads(l) if l else {}
+            if msg.get("id") == 2:
+                return json.loads(msg["result"]["content"][0]["text"])
+        raise AssertionError(f"no answer in {body[-300:]!r}")
+
+    def one(message: str, answer) -> dict:
+        result = {}
+        before = len([s for s in notifications(log) if s == "fx asks you something"])
+        caller = threading.Thread(target=lambda: result.update(body=mcp_call(
+            token, "fx__ask", {"method": "elicitation/create",
+                               "params": {"message": message, "requestedSchema": schema}}, timeout=60)))
+        caller.start()
+        wait("the elicitation's notification",
+             lambda: len([s for s in notifications(log) if s == "fx asks you something"]) > before, timeout=20)
+        others = wait("the elicitation's own window",
+                      lambda: [h for h in call("GET", f"/session/{session}/window/handles") if h != main_handle], timeout=20)
+        call("POST", f"/session/{session}/window", {"handle": others[0]})
+        wait("the form in it", lambda: message in script("return document.body.innerText"), timeout=20)
+        answer()
+        wait("the window closed once answered",
+             lambda: call("GET", f"/session/{session}/window/handles") == [main_handle], timeout=15)
+        call("POST", f"/session/{session}/window", {"handle": main_handle})
+        caller.join(timeout=60)
+        return answered_by_server(result.get("body", ""))
+
+    def element(css: str) -> str:
+        found = call("POST", f"/session/{session}/element", {"using": "css selector", "value": css})
+        return next(iter(found.values()))
+
+    def fill_and_send():
+        call("POST", f"/session/{session}/element/{element('[data-field=name] input')}/value", {"text": "Grace"})
+        call("POST", f"/session/{session}/element/{element('[data-testid=elicitation-accept]')}/click", {})
+
+    got = one("Desktop asks: your name?", fill_and_send)
+    assert got == {"result": {"action": "accept", "content": {"name": "Grace", "size": "l"}}}, got
+    declined = one("Desktop asks again", lambda: call(
+        "POST", f"/session/{session}/element/{element('[data-testid=elicitation-decline]')}/click", {}))
+    assert declined == {"result": {"action": "decline"}}, declined
+    status, pending = http("GET", "/api/elicitations", token=token)
+    assert status == 200 and pending["elicitations"] == [], pending
+
+
 def check(name: str, fn) -> None:
     global failures, passed
     t0 = time.monotonic()
@@ -752,6 +814,7 @@ def main() -> int:
             assert status == 200, status
             wait("the new client shown live", lambda: "seen-live" in script("return document.body.innerText"), timeout=20)
             pairing_window(call, session, script, log)
+            elicitation_windows(call, session, script, log, tmp / "data")
         finally:
             try:
                 call("DELETE", f"/session/{session}", timeout=30)
@@ -763,7 +826,8 @@ def main() -> int:
                 leftover_apps()
         wait("the app closed with its session", lambda: http("GET", "/healthz")[0] is None, timeout=20)
     check("the real webview (tauri-driver + WebKitWebDriver): its own credential, the gateway's live state; "
-          "the pairing window shows the notified code, counts down, says who paired, closes", webview)
+          "the pairing window shows the notified code, counts down, says who paired, closes; "
+          "an elicitation is answered in its own window and one declined there, each notified", webview)
 
     def desktop_entry():
         """What double-clicking the installed app does: the desktop entry launched by GIO."""

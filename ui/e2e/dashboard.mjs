@@ -134,6 +134,56 @@ try {
     await shot('servers');
   });
 
+  await step('a server asks what its client cannot be asked: answered in the page, and one declined', async () => {
+    // the SDK client declared no elicitation: Switchboard asks the person instead
+    const schema = {
+      type: 'object',
+      properties: {
+        name: { type: 'string', title: 'Your name', minLength: 2 },
+        size: { type: 'string', title: 'Size', oneOf: [{ const: 's', title: 'Small' }, { const: 'l', title: 'Large' }], default: 's' },
+        tags: { type: 'array', title: 'Tags', items: { type: 'string', enum: ['red', 'blue'] } },
+        count: { type: 'integer', title: 'Count', minimum: 1 },
+        ok: { type: 'boolean', title: 'Agree', default: true },
+      },
+      required: ['name'],
+    };
+    const ask = () =>
+      sdk.callTool({ name: 'fx__ask', arguments: { method: 'elicitation/create', params: { message: 'Who is asking?', requestedSchema: schema } } }, undefined, { timeout: 30_000 });
+    await tab('Overview').click();
+    const first = ask();
+    await page.getByTestId('requests-banner').waitFor();
+    await page.getByTestId('requests-banner').getByRole('button', { name: 'Answer' }).click();
+    const card = page.getByTestId('elicitation');
+    await card.getByTestId('elicitation-message').filter({ hasText: 'Who is asking?' }).waitFor();
+    await card.getByLabel('Your name').fill('A');
+    await card.getByTestId('elicitation-accept').click();
+    await card.getByTestId('field-error').filter({ hasText: 'At least 2' }).waitFor();
+    await card.getByLabel('Your name').fill('Ada');
+    await card.getByLabel('Size').selectOption('l');
+    await card.getByLabel('blue').check();
+    await card.getByLabel('Count').fill('3');
+    await shot('elicitation');
+    await card.getByTestId('elicitation-accept').click();
+    const got = JSON.parse((await first).content[0].text);
+    const want = { action: 'accept', content: { count: 3, name: 'Ada', ok: true, size: 'l', tags: ['blue'] } };
+    const sorted = (o) => JSON.stringify(o, Object.keys(o.content ?? {}).concat('action', 'content').sort());
+    if (sorted(got.result ?? {}) !== sorted(want)) throw new Error(`the server got ${JSON.stringify(got)}`);
+    await page.getByTestId('no-requests').waitFor();
+    const second = ask();
+    await card.getByTestId('elicitation-decline').click();
+    const declined = JSON.parse((await second).content[0].text);
+    if (declined?.result?.action !== 'decline') throw new Error(`the server got ${JSON.stringify(declined)}`);
+    await page.getByTestId('no-requests').waitFor();
+  });
+
+  await step("the servers page shows a server's log live", async () => {
+    await tab('Servers').click();
+    await page.locator('tr[data-server=fx]').click();
+    await page.getByTestId('server-log').waitFor();
+    await sdk.callTool({ name: 'fx__log', arguments: { level: 'warning', message: 'disk almost full', logger: 'store' } });
+    await page.getByTestId('server-log').filter({ hasText: 'disk almost full' }).filter({ hasText: 'warning' }).waitFor();
+  });
+
   await step('a registered project goes online and offline, with its live db_operation feed', async () => {
     await tab('Projects').click();
     const dir = projectDir('dashboard-demo');
@@ -215,13 +265,13 @@ try {
     await page.keyboard.press('ArrowRight');
     await page.getByRole('tab', { name: 'Calls', selected: true }).waitFor();
     await page.keyboard.press('End');
-    await page.getByRole('tab', { name: 'Telemetry', selected: true }).waitFor();
+    await page.getByRole('tab', { name: /^Requests/, selected: true }).waitFor();
     await page.keyboard.press('Home');
     await page.getByRole('tab', { name: 'Overview', selected: true }).waitFor();
   });
 
   await step('readable at 200% zoom: no horizontal scrolling of the page', async () => {
-    for (const view of ['Overview', 'Calls', 'Servers', 'Clients', 'Projects', 'Telemetry']) {
+    for (const view of ['Overview', 'Calls', 'Servers', 'Clients', 'Projects', 'Telemetry', 'Requests']) {
       await tab(view).click();
       await page.setViewportSize({ width: 640, height: 430 }); // 1280x860 at 200 %
       await sleep(100);

@@ -563,6 +563,9 @@ pub struct GatewayConfig {
     /// client, waits for the client's retry with the answers; then the server gets an error
     /// and the call is cancelled. (The call itself still ends by `call_timeout_ms`.)
     pub input_wait_ms: u64,
+    /// An elicitation Switchboard shows itself (its client cannot be asked) ends unanswered
+    /// after this long, at most 600,000 (10 min); the server gets an error.
+    pub elicitation_timeout_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -586,6 +589,7 @@ impl Default for GatewayConfig {
             remote_backoff_max_ms: 30_000,
             page_size: 100,
             input_wait_ms: 120_000,
+            elicitation_timeout_ms: 600_000,
         }
     }
 }
@@ -601,6 +605,12 @@ impl GatewayConfig {
 
     pub(crate) fn session_idle(&self) -> Duration {
         ms(self.session_idle_ms)
+    }
+
+    /// `elicitation_timeout_ms`, at most 10 minutes (a server request to its client is
+    /// answered by then anyway).
+    pub(crate) fn elicitation_timeout(&self) -> Duration {
+        ms(self.elicitation_timeout_ms.min(600_000))
     }
 
     pub(crate) fn call_timeout(&self) -> Duration {

@@ -97,8 +97,59 @@ pub enum HubEvent {
     /// waiting are cancelled (whoever was guessing learns nothing more); the owner's next code
     /// works at once. If the owner did not mistype, a local program is guessing codes.
     PairingCodesBurned { wrong_tries: u32, codes: usize },
+    /// A server asked for something the client cannot be asked (`elicitation/create` of a
+    /// client that declared no elicitation): Switchboard shows it and waits for the person.
+    ElicitationPending { elicitation: Elicitation },
+    /// A pending elicitation ended: `outcome` is `accept`, `decline`, `cancel` (answered),
+    /// `timeout` (nobody answered in time) or `gone` (the call it came with ended).
+    ElicitationEnded {
+        id: String,
+        server: String,
+        outcome: &'static str,
+    },
+    /// A server sent a log message (`notifications/message`), as the dashboard's log view
+    /// shows it.
+    ServerLog {
+        server: String,
+        #[serde(flatten)]
+        entry: LogEntry,
+    },
     /// This subscriber fell behind and `missed` events were dropped for it.
     Lagged { missed: u64 },
+}
+
+/// An elicitation Switchboard answers itself, as the dashboard and the desktop show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Elicitation {
+    /// Switchboard's own id (`e1`, `e2`, …): what `POST /api/elicitations/{id}` answers.
+    pub id: String,
+    pub server: String,
+    /// The paired client whose call the server asked during.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    pub message: String,
+    /// `form` or `url`.
+    pub mode: &'static str,
+    /// The form's schema (form mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_schema: Option<serde_json::Value>,
+    /// The page to open (URL mode), only once the person agrees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// RFC 3339: when it was asked, and when it ends unanswered.
+    pub created: String,
+    pub deadline: String,
+}
+
+/// One log message of a server (`notifications/message`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogEntry {
+    /// RFC 3339, when Switchboard received it.
+    pub received: String,
+    pub level: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logger: Option<String>,
+    pub data: serde_json::Value,
 }
 
 impl HubEvent {
@@ -119,6 +170,9 @@ impl HubEvent {
             Self::ClientPaired { .. } => "client_paired",
             Self::ClientUnpaired { .. } => "client_unpaired",
             Self::PairingCodesBurned { .. } => "pairing_codes_burned",
+            Self::ElicitationPending { .. } => "elicitation_pending",
+            Self::ElicitationEnded { .. } => "elicitation_ended",
+            Self::ServerLog { .. } => "server_log",
             Self::Lagged { .. } => "lagged",
         }
     }

@@ -41,6 +41,9 @@ pub(crate) fn router(state: AppState) -> Router {
             get(dashboard::servers).post(api::add_server),
         )
         .route("/api/servers/{name}/{action}", post(api::server_action))
+        .route("/api/servers/{name}/logs", get(api::server_logs))
+        .route("/api/elicitations", get(api::elicitations))
+        .route("/api/elicitations/{id}", post(api::answer_elicitation))
         .route("/api/calls", get(api::calls))
         .route("/api/calls/{id}", get(api::call))
         .route("/api/telemetry", get(api::telemetry))

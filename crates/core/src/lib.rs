@@ -15,9 +15,12 @@
 //! - [`mcp`]: the MCP gateway: one aggregated server, answered by one dispatcher behind `/mcp`
 //!   (rmcp's Streamable HTTP, plus a fast path for plain calls) and `/ws`; MCP sessions (the one
 //!   session registry) and their progress streams.
+//! - [`elicit`]: the elicitations Switchboard answers itself when the client cannot (pending
+//!   ones for the dashboard and the desktop, answers checked against the requested schema).
 //! - [`upstream`]: supervised MCP servers, stdio children and remote endpoints (spawn,
 //!   restart, replay), and OAuth logins to remote ones.
 //! - [`import`]: servers from Claude Desktop / Cursor configs into ours.
+//! - [`logbook`]: servers' recent log messages, a bounded ring each (the dashboard's log view).
 //! - [`calls`]: tool calls in flight and recently finished, with payloads (dashboard).
 //! - [`telemetry`]: per-call records (`telemetry.jsonl`, SQLite), counters, `/metrics`.
 //! - [`store`]: SQLite in the data dir (project registry, call history), one writer thread.
@@ -45,9 +48,11 @@ pub(crate) mod calls;
 pub mod config;
 pub mod connect;
 pub mod discovery;
+pub(crate) mod elicit;
 pub mod events;
 pub(crate) mod http;
 pub mod import;
+pub(crate) mod logbook;
 pub mod mcp;
 pub mod pairing;
 pub mod registration;

@@ -18,6 +18,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 
 import {
+  apiToken,
   connectClient,
   connectStdio,
   connectWsClient,
@@ -401,15 +402,34 @@ describe('server-to-client requests via the TypeScript SDK: gateway against serv
     assert.match(gw.logs(), /no client call is in flight on 'everything'/);
   });
 
-  it('a client that declared none of it is not asked: the call fails, the session goes on', async () => {
+  it('a client that declared none of it is not asked: Switchboard answers the elicitation, sampling fails, the session goes on', async () => {
     // Directly, server-everything would not even list these tools to such a client; through the
-    // gateway they are listed (the gateway declares the capabilities upstream for every client),
-    // and the server's request is refused on the client's behalf.
+    // gateway they are listed (the gateway declares the capabilities upstream for every client).
+    // Its elicitation waits for the person at Switchboard (GET/POST /api/elicitations), and its
+    // sampling request is refused on the client's behalf.
     const plain = await connectClient(gw, 'switchboard-e2e-ts-asks-none');
     gwState.asks = [];
     try {
+      const token = await apiToken(gw);
+      const api = (path, init = {}) =>
+        fetch(`${gw.url}${path}`, {
+          ...init,
+          headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+          signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+        });
+      const call = plain.client.callTool({ name: PREFIX + 'trigger-elicitation-request', arguments: {} }, undefined, { timeout: REQUEST_TIMEOUT_MS });
+      let pending = [];
+      for (const t0 = Date.now(); pending.length === 0; await sleep(50)) {
+        assert.ok(Date.now() - t0 < REQUEST_TIMEOUT_MS, 'the elicitation never reached Switchboard');
+        pending = (await (await api('/api/elicitations')).json()).elicitations;
+      }
+      assert.equal(pending[0].server, 'everything');
+      assert.equal(pending[0].mode, 'form');
+      const posted = await api(`/api/elicitations/${pending[0].id}`, { method: 'POST', body: JSON.stringify({ action: 'decline' }) });
+      assert.equal(posted.status, 200, await posted.text());
+      assert.match(textOf(await call), /User declined to provide the requested information/);
       const asked = [];
-      for (const tool of ['trigger-sampling-request', 'trigger-elicitation-request']) {
+      for (const tool of ['trigger-sampling-request']) {
         let outcome;
         try {
           outcome = { result: await plain.client.callTool({ name: PREFIX + tool, arguments: { prompt: 'x' } }, undefined, { timeout: REQUEST_TIMEOUT_MS }) };

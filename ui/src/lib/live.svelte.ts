@@ -8,7 +8,7 @@
 
 import { ApiError, type GatewayClient } from './backend';
 import { Model, type Refetch } from './model';
-import type { CallsSnapshot, ClientInfo, HubEvent, ProjectInfo, ServersSnapshot, SessionsSnapshot } from './types';
+import type { CallsSnapshot, ClientInfo, Elicitation, HubEvent, LogEntry, ProjectInfo, ServersSnapshot, SessionsSnapshot } from './types';
 
 export type Connection = 'connecting' | 'live' | 'reconnecting' | 'unauthorized';
 
@@ -173,7 +173,27 @@ export class Live {
     if (p.all) jobs.push(c.get<SessionsSnapshot>('/api/sessions').then((s) => this.model.loadSessions(s)));
     if (p.all || p.projects) jobs.push(c.get<ProjectInfo[]>('/api/projects').then((s) => this.model.loadProjects(s)));
     if (p.all) jobs.push(c.get<CallsSnapshot>('/api/calls?limit=1000').then((s) => this.model.loadCalls(s)));
+    if (p.all) jobs.push(c.get<{ elicitations: Elicitation[] }>('/api/elicitations').then((s) => this.model.loadElicitations(s.elicitations)));
+    if (p.all) for (const server of this.model.logs.keys()) jobs.push(this.fetchLogs(server));
     await Promise.all(jobs);
+    this.version++;
+  }
+
+  private async fetchLogs(server: string): Promise<void> {
+    const s = await this.client.get<{ logs: LogEntry[] }>(`/api/servers/${encodeURIComponent(server)}/logs`);
+    this.model.loadLogs(server, s.logs);
+  }
+
+  /** Starts keeping `server`'s log (the servers page's log view): fetched, then live. */
+  async watchLogs(server: string): Promise<void> {
+    await this.fetchLogs(server);
+    this.version++;
+  }
+
+  /** Answers elicitation `id` (`POST /api/elicitations/{id}`); a refused answer throws. */
+  async answerElicitation(id: string, answer: { action: 'accept'; content?: Record<string, unknown> } | { action: 'decline' | 'cancel' }): Promise<void> {
+    await this.client.post(`/api/elicitations/${encodeURIComponent(id)}`, answer);
+    this.model.elicitations.delete(id);
     this.version++;
   }
 

@@ -4,6 +4,8 @@
 
 import type {
   Call,
+  Elicitation,
+  LogEntry,
   CallsSnapshot,
   ClientInfo,
   HubEvent,
@@ -21,6 +23,8 @@ export const DB_FEED = 200;
 /** Seconds of per-second series kept for the plots. */
 export const SERIES_SECONDS = 600;
 export const FAILURES = 50;
+/** Log messages kept per server (as the gateway keeps). */
+export const LOG_LINES = 500;
 
 export interface DbOp {
   seq: number;
@@ -98,6 +102,10 @@ export class Model {
   expiries: { session_id: string; client: string; at: number }[] = [];
   lastSeq = 0;
   eventsApplied = 0;
+  /** Elicitations waiting for the person, by id (oldest first). */
+  elicitations = new Map<string, Elicitation>();
+  /** Servers' recent log messages, oldest first: only for servers whose log was opened. */
+  logs = new Map<string, LogEntry[]>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -108,6 +116,15 @@ export class Model {
       s.servers.map((v) => [v.name, { ...v, running_since: v.uptime_ms == null ? null : now - v.uptime_ms }]),
     );
     this.tools = s.tools;
+  }
+
+  loadElicitations(list: Elicitation[]): void {
+    this.elicitations = new Map(list.map((e) => [e.id, e]));
+  }
+
+  /** `server`'s log as fetched; from now on its `server_log` events are kept too. */
+  loadLogs(server: string, list: LogEntry[]): void {
+    this.logs.set(server, list.slice(-LOG_LINES));
   }
 
   loadClients(list: ClientInfo[]): void {
@@ -268,6 +285,19 @@ export class Model {
         p.online = false;
         p.sockets = 0;
         p.last_seen = ev.timestamp;
+        return null;
+      }
+      case 'elicitation_pending':
+        this.elicitations.set(ev.elicitation.id, ev.elicitation);
+        return null;
+      case 'elicitation_ended':
+        this.elicitations.delete(ev.id);
+        return null;
+      case 'server_log': {
+        const old = this.logs.get(ev.server);
+        if (!old) return null;
+        const next = [...old, { received: ev.received, level: ev.level, logger: ev.logger, data: ev.data }];
+        this.logs.set(ev.server, next.length > LOG_LINES ? next.slice(-LOG_LINES) : next);
         return null;
       }
       case 'db_operation': {

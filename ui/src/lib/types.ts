@@ -175,8 +175,32 @@ export type HubEvent = { seq: number; timestamp: string } & (
   | { type: 'client_unpaired'; name: string }
   | { type: 'session_opened'; session_id: string; client: string; transport: string }
   | { type: 'session_closed'; session_id: string; client: string; transport: string; reason: string }
+  | { type: 'elicitation_pending'; elicitation: Elicitation }
+  | { type: 'elicitation_ended'; id: string; server: string; outcome: 'accept' | 'decline' | 'cancel' | 'timeout' | 'gone' }
+  | ({ type: 'server_log'; server: string } & LogEntry)
   | { type: 'lagged'; missed: number }
 );
+
+/** An elicitation Switchboard answers itself (its client cannot be asked). */
+export interface Elicitation {
+  id: string;
+  server: string;
+  client?: string;
+  message: string;
+  mode: 'form' | 'url';
+  requested_schema?: unknown;
+  url?: string;
+  created: string;
+  deadline: string;
+}
+
+/** One log message of a server (`notifications/message`). */
+export interface LogEntry {
+  received: string;
+  level: string;
+  logger?: string;
+  data: unknown;
+}
 
 /** The desktop app's pairing window: the tray's code and where it stands. */
 export type PairCodeView = { code: string; pair_url: string; ttl_s: number } & (

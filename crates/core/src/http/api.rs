@@ -1,6 +1,7 @@
 //! The dashboard's API (behind the token): calls with their payloads, per-tool statistics,
-//! server actions (restart, enable, disable, add, import), pairing codes for a signed-in page,
-//! and clients with their open sessions.
+//! server actions (restart, enable, disable, add, import), servers' recent log messages,
+//! pairing codes for a signed-in page, clients with their open sessions, and the elicitations
+//! Switchboard answers itself.
 //!
 //! Server changes are written to the config file (comments kept) and applied at once; the
 //! config watcher sees the same file and has nothing left to do.
@@ -40,6 +41,8 @@ pub(crate) enum DashboardError {
     Import(#[from] crate::import::ImportError),
     #[error(transparent)]
     Pair(#[from] crate::auth::PairError),
+    #[error(transparent)]
+    Elicitation(#[from] crate::elicit::AnswerError),
 }
 
 impl IntoResponse for DashboardError {
@@ -58,6 +61,12 @@ impl IntoResponse for DashboardError {
                 (StatusCode::BAD_REQUEST, "unknown_role")
             }
             Self::Pair(_) => (StatusCode::SERVICE_UNAVAILABLE, "pairing"),
+            Self::Elicitation(crate::elicit::AnswerError::Unknown(_)) => {
+                (StatusCode::NOT_FOUND, "no_such_elicitation")
+            }
+            Self::Elicitation(crate::elicit::AnswerError::Invalid(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_answer")
+            }
         };
         ApiError::new(status, code, self.to_string()).into_response()
     }
@@ -366,4 +375,34 @@ pub(crate) async fn clients(State(state): State<AppState>) -> axum::Json<Value> 
         })
         .collect();
     axum::Json(Value::Array(clients))
+}
+
+/// `GET /api/servers/{name}/logs`: the server's recent log messages, oldest first (new ones
+/// come as `server_log` events).
+pub(crate) async fn server_logs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>> {
+    if state.0.mcp.upstream(&name).is_none() {
+        return Err(DashboardError::NoSuchServer(name));
+    }
+    let logs = state.0.mcp.logbook().recent(&name);
+    Ok(axum::Json(json!({"server": name, "logs": logs})))
+}
+
+/// `GET /api/elicitations`: the elicitations waiting for the person, oldest first.
+pub(crate) async fn elicitations(State(state): State<AppState>) -> axum::Json<Value> {
+    axum::Json(json!({"elicitations": state.0.mcp.elicitations().list()}))
+}
+
+/// `POST /api/elicitations/{id}` with `{"action": "accept", "content": {…}}`, `decline` or
+/// `cancel`: answers it. Content that does not fit the form is refused (400 naming the field)
+/// and the elicitation stays pending.
+pub(crate) async fn answer_elicitation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(answer): Body<crate::elicit::Answer>,
+) -> Result<axum::Json<Value>> {
+    state.0.mcp.elicitations().answer(&id, answer)?;
+    Ok(axum::Json(json!({"answered": id})))
 }

@@ -18,6 +18,7 @@ use rmcp::model::{CallToolResult, ContentBlock, ErrorData, ResultType};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{INTERNAL_ERROR, REQUEST_CANCELLED, error_data};
@@ -25,10 +26,11 @@ use super::raw::{Checked, ToolAnswer, checked_result, error_text};
 use super::session::{self, Session};
 use crate::auth::Caller;
 use crate::calls::{CallLog, CallView, PayloadSrc};
+use crate::elicit::Elicitations;
 use crate::events::{EventBus, HubEvent};
 use crate::telemetry::{CallRecord, Telemetry};
 use crate::upstream::{
-    CallError, ClientAsks, ForClient, Progress, ProgressSink, RpcError, Upstream,
+    CallError, ClientAsks, ForClient, Progress, ProgressSink, RpcError, ServerAsk, Upstream,
 };
 
 /// The server name of calls the gateway answers itself (built-in tools, refusals).
@@ -103,16 +105,23 @@ struct Book {
     bus: EventBus,
     /// Numbers call ids (`c1`, `c2`, …) across transports.
     seq: AtomicU64,
+    /// Where the elicitations of calls whose client cannot be asked go.
+    elicitations: Elicitations,
 }
 
 impl CallBook {
-    pub(crate) fn new(telemetry: Telemetry, bus: EventBus) -> Self {
+    pub(crate) fn new(telemetry: Telemetry, bus: EventBus, elicitations: Elicitations) -> Self {
         Self(Arc::new(Book {
             telemetry,
             calls: CallLog::default(),
             bus,
             seq: AtomicU64::new(1),
+            elicitations,
         }))
+    }
+
+    pub(crate) fn elicitations(&self) -> &Elicitations {
+        &self.0.elicitations
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {
@@ -157,20 +166,42 @@ impl CallBook {
         let scope = CallScope::begin(self, ctx, "tools/call", name, up.name());
         scope.arguments(PayloadSrc::Json(arguments.map_or("null", RawValue::get)));
         let relay = ProgressRelay::start(self, &scope.call_id, name, ctx);
+        // A session whose client declared none of elicitation, sampling and roots: what its
+        // server asks goes to Switchboard instead (a stateless request's client is not known
+        // to have declared nothing: its server is told it cannot be asked, as before).
+        let declared_nothing = ctx.session.as_ref().is_some_and(|s| !s.can_be_asked());
+        let (asks, own) = match &ctx.asks {
+            Some(a) => (Some(a.clone()), None),
+            None if !declared_nothing => (None, None),
+            None => {
+                let (tx, rx) = mpsc::channel(OWN_ASKS);
+                let session = ctx
+                    .session_id
+                    .clone()
+                    .unwrap_or_else(|| format!("call {}", scope.call_id));
+                (Some(ClientAsks { session, tx }), Some(rx))
+            }
+        };
         let answer = match serving(ctx, &up) {
             Ok(up) => {
-                up.call_tool(
+                let call = up.call_tool(
                     &tool,
                     arguments,
                     replayable,
                     ForClient {
                         progress: Some(relay),
-                        asks: ctx.asks.clone(),
+                        asks,
                         meta: ctx.meta.clone(),
                     },
                     &ctx.cancel,
-                )
-                .await
+                );
+                match own {
+                    None => call.await,
+                    Some(rx) => {
+                        let client = ctx.caller.map(|c| c.name.as_str());
+                        answering_asks(&self.0.elicitations, rx, client, call).await
+                    }
+                }
             }
             Err(e) => Err(e),
         };
@@ -302,6 +333,43 @@ fn serving(ctx: &CallCtx<'_>, up: &Upstream) -> Result<Upstream, CallError> {
         return Err(CallError::Cancelled);
     }
     Ok(instance)
+}
+
+/// Requests from a server during one call whose client cannot be asked, waiting for Switchboard
+/// or refused; one more is refused by the connection (the server hears the client is busy).
+const OWN_ASKS: usize = 4;
+
+/// Runs `call`, answering meanwhile what its server asks a client that cannot be asked:
+/// elicitations by the person at Switchboard, anything else with an error saying why. When
+/// the call ends, elicitations still pending end with it.
+async fn answering_asks<T>(
+    elicitations: &Elicitations,
+    mut asks: mpsc::Receiver<ServerAsk>,
+    client: Option<&str>,
+    call: impl std::future::Future<Output = T>,
+) -> T {
+    use futures_util::StreamExt as _;
+    tokio::pin!(call);
+    let mut waiting = futures_util::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            answer = &mut call => return answer,
+            Some(ask) = asks.recv() => {
+                if crate::elicit::answerable(&ask) {
+                    waiting.push(elicitations.take(ask, client));
+                } else {
+                    let message = format!(
+                        "the client of this call cannot be asked {:?} (it declared no such \
+                         capability, or its request has no stream to carry it)",
+                        ask.method
+                    );
+                    let _ = ask.reply.send(Err(RpcError::Remote { code: -32601, message, data: None }));
+                }
+            }
+            Some(()) = waiting.next(), if !waiting.is_empty() => {}
+        }
+    }
 }
 
 /// A server's JSON-RPC error (or the client's cancellation) as the client's error; anything

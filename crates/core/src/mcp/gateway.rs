@@ -22,9 +22,11 @@ use super::names;
 use super::session::{EndFn, Note, Session, Sessions};
 use crate::auth::store::{SecretStore, Secrets};
 use crate::config::{GatewayConfig, ServerConfig as UpstreamConfig};
+use crate::elicit::Elicitations;
 use crate::events::EventBus;
+use crate::logbook::Logbook;
 use crate::telemetry::Telemetry;
-use crate::upstream::{ServerState, Upstream};
+use crate::upstream::{ServerNote, ServerState, Upstream};
 
 /// A tool as clients see it.
 #[derive(Debug, Clone)]
@@ -71,6 +73,8 @@ struct Inner {
     names: tokio::sync::watch::Sender<Vec<String>>,
     /// Calls of 2026-07-28 clients waiting for their retries with answers (`mcp/eras`).
     rounds: Rounds,
+    /// Servers' recent log messages (the dashboard's log view).
+    logbook: Logbook,
 }
 
 impl McpGateway {
@@ -88,6 +92,7 @@ impl McpGateway {
             tasks.clone(),
             shutdown.child_token(),
         );
+        let elicitations = Elicitations::new(bus.clone(), limits.elicitation_timeout());
         let gw = Self {
             inner: Arc::new(Inner {
                 upstreams: RwLock::new(BTreeMap::new()),
@@ -96,8 +101,9 @@ impl McpGateway {
                 shutdown,
                 tasks,
                 sessions: Sessions::new(bus.clone()),
-                book: CallBook::new(telemetry, bus.clone()),
+                book: CallBook::new(telemetry, bus.clone(), elicitations),
                 rounds,
+                logbook: Logbook::new(bus.clone()),
                 bus,
                 resource_owner: Mutex::new(HashMap::new()),
                 started: Instant::now(),
@@ -195,6 +201,16 @@ impl McpGateway {
         held
     }
 
+    /// The elicitations Switchboard answers itself (the dashboard's and the desktop's).
+    pub(crate) fn elicitations(&self) -> &Elicitations {
+        self.inner.book.elicitations()
+    }
+
+    /// Servers' recent log messages.
+    pub(crate) fn logbook(&self) -> &Logbook {
+        &self.inner.logbook
+    }
+
     /// Where calls are recorded, for whoever answers them.
     pub(crate) fn book(&self) -> &CallBook {
         &self.inner.book
@@ -211,8 +227,12 @@ impl McpGateway {
         );
         // Its log messages and list changes, for the sessions they are for.
         let sessions = self.inner.sessions.clone();
+        let logbook = self.inner.logbook.clone();
         let server = up.name().to_owned();
         up.on_notes(Arc::new(move |note| {
+            if let ServerNote::Log(params) = &note {
+                logbook.record(&server, params);
+            }
             let note = Note::raw(note);
             sessions.tell_from(&server, &note);
         }));
@@ -257,6 +277,7 @@ impl McpGateway {
                 if !keep {
                     tracing::info!(server = %name, "removed from config; stopping");
                     up.stop();
+                    self.inner.logbook.forget(name);
                     changed = true;
                 }
                 keep

@@ -42,6 +42,7 @@ use super::dispatch::Dispatcher;
 use super::jsonrpc::{INTERNAL_ERROR, error_data, id_text, passed_meta};
 use super::session::{Note, Session, ToolListener};
 use crate::auth::Caller;
+use crate::elicit::Elicitations;
 use crate::upstream::{ClientAsks, Progress, RpcError, ServerAsk};
 
 /// Progress notifications of one call waiting for rmcp's peer. When it is full the client is
@@ -209,6 +210,9 @@ struct Relay {
     peer: Peer<RoleServer>,
     progress: Option<PeerProgress>,
     asks: mpsc::Receiver<ServerAsk>,
+    /// Where an elicitation goes that the client did not declare, and whose call it is.
+    elicitations: Elicitations,
+    client: Option<String>,
 }
 
 impl Relay {
@@ -280,14 +284,27 @@ impl Relay {
         kept: &CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let ends = if ask.outlives_call { kept } else { ended };
-        ask_client(self.peer.clone(), ask, ends.clone())
+        ask_client(
+            self.peer.clone(),
+            ask,
+            ends.clone(),
+            self.elicitations.clone(),
+            self.client.clone(),
+        )
     }
 }
 
 /// Asks the client what its server asked (under rmcp's id for it) and hands the answer back:
 /// a result, the client's error, or an error saying why it could not be asked. A request for
-/// a capability the client did not declare is not sent.
-async fn ask_client(peer: Peer<RoleServer>, ask: ServerAsk, ended: CancellationToken) {
+/// a capability the client did not declare is not sent: an elicitation goes to Switchboard's
+/// own (`elicitations`), anything else is refused.
+async fn ask_client(
+    peer: Peer<RoleServer>,
+    ask: ServerAsk,
+    ended: CancellationToken,
+    elicitations: Elicitations,
+    client: Option<String>,
+) {
     let cancelled = ask.cancelled.clone();
     let declared = peer.peer_info().map(|info| {
         let c = &info.capabilities;
@@ -303,6 +320,9 @@ async fn ask_client(peer: Peer<RoleServer>, ask: ServerAsk, ended: CancellationT
         message,
         data,
     };
+    if declared == Some(false) && crate::elicit::answerable(&ask) {
+        return elicitations.take(ask, client.as_deref()).await;
+    }
     let reply = if declared == Some(false) {
         Err(remote(
             -32601,
@@ -365,16 +385,24 @@ fn session_asker(
     session: &Arc<Session>,
     peer: Peer<RoleServer>,
     tasks: &tokio_util::task::TaskTracker,
+    elicitations: Elicitations,
 ) -> ClientAsks {
     use futures_util::StreamExt as _;
     let (tx, mut rx) = mpsc::channel::<ServerAsk>(ASK_QUEUE);
     let closed = session.closed.clone();
+    let client = Some(session.client.clone());
     tasks.spawn(async move {
         let mut asking = futures_util::stream::FuturesUnordered::new();
         loop {
             tokio::select! {
                 () = closed.cancelled() => break,
-                Some(ask) = rx.recv() => asking.push(ask_client(peer.clone(), ask, closed.clone())),
+                Some(ask) = rx.recv() => asking.push(ask_client(
+                    peer.clone(),
+                    ask,
+                    closed.clone(),
+                    elicitations.clone(),
+                    client.clone(),
+                )),
                 Some(()) = asking.next(), if !asking.is_empty() => {}
             }
         }
@@ -414,7 +442,8 @@ impl ServerHandler for Handler {
         if let Some(info) = peer.peer_info() {
             let c = &info.capabilities;
             if c.elicitation.is_some() || c.sampling.is_some() || c.roots.is_some() {
-                session.set_asker(session_asker(session, peer.clone(), &tasks));
+                let elicitations = self.d.gateway().elicitations().clone();
+                session.set_asker(session_asker(session, peer.clone(), &tasks, elicitations));
             }
         }
         session.on_tools_changed(ToolListener(Box::new(move |note: &Note| {
@@ -490,6 +519,8 @@ impl ServerHandler for Handler {
             peer: context.peer.clone(),
             progress: relay_progress,
             asks,
+            elicitations: self.d.gateway().elicitations().clone(),
+            client: caller(&context).map(|c| c.name.clone()),
         };
         let call = until_gone(self.d.call_tool(&ctx, request), gone, &cancel);
         relay.during(call).await.map(Into::into)

@@ -173,6 +173,10 @@ pub(crate) async fn run(
     // each ask's id once its server stops waiting: the client is told if it has not answered
     let mut ask_ends = FuturesUnordered::new();
     let mut next_ask = 0u64;
+    // Elicitations this client did not declare, waiting for the person at Switchboard: they end
+    // with the socket.
+    let elicitations = d.gateway().elicitations().clone();
+    let mut own_asks = FuturesUnordered::new();
     // what the client declared in `initialize`: it is asked only for those
     let mut client_caps: Option<Value> = None;
     let mut inflight = FuturesUnordered::new();
@@ -227,9 +231,12 @@ pub(crate) async fn run(
                 out = Some(Message::Text(String::into(frame)));
             }
             Some(m) = notify_rx.recv() => out = Some(m),
+            Some(()) = own_asks.next(), if !own_asks.is_empty() => {}
             Some(ask) = asks_rx.recv() => {
                 let declared = declares(client_caps.as_ref(), &ask.method);
-                if !declared {
+                if !declared && crate::elicit::answerable(&ask) {
+                    own_asks.push(elicitations.take(ask, Some(caller.name.as_str())));
+                } else if !declared {
                     let _ = ask.reply.send(Err(RpcError::Remote {
                         code: -32601,
                         message: format!("the client declared no capability for {:?}", ask.method),

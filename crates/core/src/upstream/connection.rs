@@ -95,6 +95,8 @@ pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
 /// own id.
 #[derive(Debug)]
 pub(crate) struct ServerAsk {
+    /// The server asking.
+    pub server: String,
     pub method: String,
     pub params: Option<Value>,
     pub reply: oneshot::Sender<Result<Value, RpcError>>,
@@ -785,6 +787,7 @@ impl Connection {
             .expect("waiting lock")
             .insert(key.clone(), cancelled.clone());
         let ask = ServerAsk {
+            server: self.server.clone(),
             method: method.to_owned(),
             params,
             reply: tx,

@@ -59,7 +59,40 @@ export async function logIn(client: GatewayClient, server: string): Promise<void
     return appLogIn(server);
   }
   const r = await client.post<{ authorization_url: string }>(`/api/servers/${encodeURIComponent(server)}/login`);
-  if (!window.open(r.authorization_url, '_blank', 'noopener')) {
+  // not 'noopener': with it the handle is null even when the tab opened, and a blocked one
+  // could not be told apart; the new tab loses its way back here at once instead
+  const tab = window.open(r.authorization_url, '_blank');
+  if (!tab) {
     throw new ApiError(0, 'popup_blocked', `the browser blocked the login window; open ${r.authorization_url}`);
   }
+  tab.opener = null;
+}
+
+/** The elicitation this page is the desktop app's small window of (`elicit-<id>`), if it is one. */
+export async function elicitWindowId(): Promise<string | null> {
+  if (!inTauri()) return null;
+  const { windowLabel } = await import('./tauri');
+  const label = await windowLabel();
+  return label.startsWith('elicit-') ? label.slice('elicit-'.length) : null;
+}
+
+/**
+ * Opens a URL-mode elicitation's page, after the person agreed: in the desktop app the shell
+ * opens the server's URL with the system opener; in a browser, a new tab without access back.
+ */
+export async function openElicitationUrl(id: string, url: string): Promise<void> {
+  if (inTauri()) {
+    const { openElicitationUrl: open } = await import('./tauri');
+    return open(id);
+  }
+  const w = window.open(url, '_blank', 'noopener,noreferrer');
+  // with noopener the handle is null even when it opened; nothing more to know
+  void w;
+}
+
+/** Closes this window (an elicitation window, once answered). */
+export async function closeThisWindow(): Promise<void> {
+  if (!inTauri()) return;
+  const { closeWindow } = await import('./tauri');
+  await closeWindow();
 }

@@ -43,3 +43,8 @@ export async function closeWindow(): Promise<void> {
 export function logIn(server: string): Promise<void> {
   return invoke<void>('log_in', { server });
 }
+
+/** Opens the page of URL-mode elicitation `id` with the system opener (the person agreed). */
+export function openElicitationUrl(id: string): Promise<void> {
+  return invoke<void>('open_elicitation_url', { id });
+}
