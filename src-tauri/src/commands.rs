@@ -15,6 +15,8 @@ pub(crate) enum CommandError {
     GatewayDown(String),
     #[error("no pairing code: {0}")]
     Pairing(String),
+    #[error("server {0:?} is not a remote server that logs in with OAuth")]
+    NoLogin(String),
     #[error("no pending URL elicitation {0:?}")]
     NoSuchElicitation(String),
     #[error("could not open the page: {0}")]
@@ -45,6 +47,22 @@ pub(crate) fn pair_code(
 ) -> Result<Option<crate::pairing::PairCodeView>, CommandError> {
     gateway(&shell)?;
     Ok(crate::pairing::current(&shell))
+}
+
+/// The dashboard's Log in button for a remote server: the login starts here, the person's
+/// browser opens the authorization page, and a notification tells how it ended.
+#[tauri::command]
+pub(crate) fn log_in(
+    app: tauri::AppHandle,
+    shell: State<'_, Shell>,
+    server: String,
+) -> Result<(), CommandError> {
+    let g = gateway(&shell)?;
+    if g.mcp.upstream(&server).is_none_or(|up| !up.uses_oauth()) {
+        return Err(CommandError::NoLogin(server));
+    }
+    crate::login::log_in(&app, &server);
+    Ok(())
 }
 
 /// A new code for the pairing window (its "New code" button), as the tray's Pair does.

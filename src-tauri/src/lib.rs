@@ -8,9 +8,11 @@
 //! - `pairing.rs`: Pair New Client…, the code and its countdown in a small window.
 //! - `elicit.rs`: elicitations Switchboard answers itself, each in a small window of its own.
 //! - `commands.rs`: the Tauri commands the pages call (the backend seam).
+//! - `login.rs`: OAuth logins to remote servers (tray, dashboard, notification), in the browser.
 
 mod commands;
 mod elicit;
+mod login;
 mod notify;
 mod pairing;
 mod tray;
@@ -41,6 +43,8 @@ pub(crate) struct Shell {
 #[derive(Debug, Clone)]
 pub(crate) struct GatewayHandles {
     pub(crate) url: String,
+    /// The gateway's port: OAuth logins come back to its `/oauth/callback`.
+    pub(crate) port: u16,
     pub(crate) auth: switchboard_core::auth::Auth,
     pub(crate) mcp: switchboard_core::mcp::McpGateway,
     pub(crate) unpairer: switchboard_core::server::Unpairer,
@@ -84,6 +88,7 @@ fn start_gateway() -> anyhow::Result<(GatewayHandles, tauri::async_runtime::Join
         let gateway = Gateway::open(&config, local, shutdown.clone()).await?;
         let handles = GatewayHandles {
             url: format!("http://{local}"),
+            port: local.port(),
             auth: gateway.auth(),
             mcp: gateway.mcp(),
             unpairer: gateway.unpairer(),
@@ -171,6 +176,7 @@ pub fn run() {
             commands::dashboard_credential,
             commands::pair_code,
             commands::new_pair_code,
+            commands::log_in,
             commands::open_elicitation_url,
         ])
         .setup(|app| {

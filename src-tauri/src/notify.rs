@@ -1,5 +1,6 @@
-//! Desktop notifications (notify-rust): crashes, failures, projects going offline, clients
-//! disconnecting, long calls, pairing codes cancelled by wrong tries.
+//! Desktop notifications (notify-rust): crashes, failures, servers that need a login (with a
+//! Log In… action), projects going offline, clients disconnecting, long calls, pairing codes
+//! cancelled by wrong tries.
 //! Reconnect storms and flapping must give one notification, not hundreds: each subject
 //! notifies at most once per [`SUBJECT_QUIET`], and all of them at most [`MAX_PER_MINUTE`].
 
@@ -114,6 +115,37 @@ impl Notifier {
         true
     }
 
+    /// Lets the next notification about `subject` through at once (a login's outcome follows
+    /// its own start within the quiet time).
+    pub(crate) fn forget(&self, subject: &str) {
+        self.state
+            .lock()
+            .expect("notifier lock")
+            .last
+            .remove(subject);
+    }
+
+    /// Like [`notify`](Self::notify), with one action (`label`): `on_action` runs when the
+    /// person clicks it or the notification itself. Where the platform has no actions, the
+    /// body says where to find it instead.
+    pub(crate) fn notify_with_action(
+        &self,
+        subject: &str,
+        summary: &str,
+        body: &str,
+        label: &str,
+        on_action: impl FnOnce() + Send + 'static,
+    ) {
+        if self.admit(subject) {
+            show_with_action(
+                summary.to_owned(),
+                body.to_owned(),
+                label.to_owned(),
+                on_action,
+            );
+        }
+    }
+
     /// Shows a notification that someone is waiting for an answer (an elicitation), unless
     /// paused: never coalesced or capped, each is a question of its own (the gateway keeps at
     /// most 32 pending).
@@ -154,6 +186,44 @@ fn show(summary: String, body: String, replaces: Option<u32>) -> Option<u32> {
             None
         }
     }
+}
+
+/// A notification with an action, on its own thread: shown (bounded like [`show`]), then
+/// waited on until the person acts or it closes (the notification service ends that wait).
+#[cfg(all(unix, not(target_os = "macos")))]
+fn show_with_action(
+    summary: String,
+    body: String,
+    label: String,
+    on_action: impl FnOnce() + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        let shown = notify_rust::Notification::new()
+            .appname("Switchboard")
+            .summary(&summary)
+            .body(&body)
+            .action("default", &label)
+            .action("act", &label)
+            .show();
+        match shown {
+            Ok(handle) => handle.wait_for_action(|action| {
+                if action == "default" || action == "act" {
+                    on_action();
+                }
+            }),
+            Err(e) => tracing::warn!(error = %e, "notification not shown"),
+        }
+    });
+}
+
+#[cfg(not(all(unix, not(target_os = "macos"))))]
+fn show_with_action(
+    summary: String,
+    body: String,
+    label: String,
+    _on_action: impl FnOnce() + Send + 'static,
+) {
+    show(summary, format!("{body} ({label} in the tray)"), None);
 }
 
 /// What the owner reads when wrong codes cancelled the waiting ones.
@@ -225,6 +295,20 @@ pub(crate) fn watch(app: tauri::AppHandle, bus: EventBus, notifier: Notifier) {
                             &format!("{reason}. Switchboard is restarting it."),
                         );
                     }
+                }
+                HubEvent::ServerState {
+                    server,
+                    state: switchboard_core::upstream::ServerState::NeedsLogin,
+                    reason,
+                } => {
+                    let (app, name) = (app.clone(), server.clone());
+                    n.notify_with_action(
+                        &format!("needs-login:{server}"),
+                        &format!("MCP server '{server}' needs a login"),
+                        reason.as_deref().unwrap_or("it asks for an OAuth login"),
+                        "Log In…",
+                        move || crate::login::log_in(&app, &name),
+                    );
                 }
                 HubEvent::ServerState {
                     server,

@@ -25,6 +25,8 @@ pub(crate) const QUIT: &str = "tray/quit";
 pub(crate) const UNPAIR: &str = "tray/unpair/";
 pub(crate) const RESTART: &str = "tray/restart/";
 pub(crate) const MUTE: &str = "tray/mute/";
+pub(crate) const LOG_IN: &str = "tray/log-in/";
+pub(crate) const LOG_OUT: &str = "tray/log-out/";
 
 const IDLE: &[u8] = include_bytes!("../../icons/tray-idle.png");
 const BUSY: &[u8] = include_bytes!("../../icons/tray-busy.png");
@@ -109,6 +111,22 @@ fn build_menu(app: &AppHandle, shell: &Shell) -> tauri::Result<Menu<tauri::Wry>>
                 true,
                 None::<&str>,
             )?)?;
+            if up.uses_oauth() {
+                one.append(&MenuItem::with_id(
+                    app,
+                    format!("{LOG_IN}{name}"),
+                    "Log In…",
+                    true,
+                    None::<&str>,
+                )?)?;
+                one.append(&MenuItem::with_id(
+                    app,
+                    format!("{LOG_OUT}{name}"),
+                    "Log Out",
+                    true,
+                    None::<&str>,
+                )?)?;
+            }
             one.append(&CheckMenuItem::with_id(
                 app,
                 format!("{MUTE}{name}"),
@@ -191,6 +209,8 @@ fn on_menu(app: &AppHandle, id: &str) {
                 .set_muted(server, !shell.notifier.muted(server));
             refresh(app);
         }
+        _ if id.starts_with(LOG_IN) => crate::login::log_in(app, &id[LOG_IN.len()..]),
+        _ if id.starts_with(LOG_OUT) => crate::login::log_out(app, &id[LOG_OUT.len()..]),
         _ if id.starts_with(RESTART) => {
             if let Some(up) = shell
                 .gateway

@@ -21,6 +21,9 @@ import urllib.request
 from pathlib import Path
 
 APP = os.environ["SWITCHBOARD_APP_BIN"]
+REPO = Path(__file__).resolve().parents[2]
+OAUTH_SERVER = REPO / "tests" / "clients" / "ts" / "oauth-server.mjs"
+OAUTH_BROWSER = REPO / "tests" / "clients" / "ts" / "oauth-browser.mjs"
 FIXTURE = os.environ["SWITCHBOARD_FIXTURE_BIN"]
 SWITCHBOARD = os.environ["SWITCHBOARD_BIN"]
 def free_port() -> int:
@@ -114,7 +117,9 @@ def layout(menu) -> dict[str, int]:
 
     def walk(node, parent):
         ident, props, children = node
-        label = (props.get("label", {}).get("data") or "").replace("_", "")
+        # GTK mnemonics: "_x" marks x, "__" is a literal "_" (muda writes a label's own "_"
+        # so: "web: needs__login" is shown as "web: needs_login")
+        label = re.sub(r"_(_?)", r"\1", props.get("label", {}).get("data") or "")
         if label:
             items.setdefault(label, ident)
             items[f"{parent}/{label}"] = ident
@@ -429,7 +434,9 @@ def main() -> int:
     (tmp / "home").mkdir()
     env = {**os.environ, "HOME": str(tmp / "home"), "XDG_CONFIG_HOME": str(tmp / "home" / ".config"),
            "SWITCHBOARD_LISTEN": f"127.0.0.1:{PORT}", "SWITCHBOARD_DATA_DIR": str(tmp / "data"),
-           "SWITCHBOARD_CONFIG": str(tmp / "config.toml"), "SWITCHBOARD_LOG": "info"}
+           "SWITCHBOARD_CONFIG": str(tmp / "config.toml"), "SWITCHBOARD_LOG": "info",
+           # the OAuth check's "browser": follows the authorization URL to the gateway's callback
+           "BROWSER": f"node {OAUTH_BROWSER}", "OAUTH_BROWSER_LOG": str(tmp / "browser.log")}
     t0 = time.monotonic()
     app = subprocess.Popen([APP], env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "app.log").open("w"))
     procs.append(app)
@@ -689,6 +696,37 @@ def main() -> int:
         click(*wait("the Start at Login item", lambda: item(app.pid, "Start at Login")))
         wait("the autostart entry removed", lambda: not entry.exists())
     check("Start at Login (tray) adds and removes the autostart entry", start_at_login)
+
+    def oauth_login():
+        # a real authorization server and the MCP server it protects (tests/clients/ts)
+        srv = subprocess.Popen(["node", str(OAUTH_SERVER), "{}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+        procs.append(srv)
+        info = json.loads(srv.stdout.readline())
+        with (tmp / "config.toml").open("a") as f:
+            f.write(f'\n[[servers]]\nname = "web"\nurl = "{info["mcp"]}"\n')
+        asks = lambda: sum(s == "MCP server 'web' needs a login" for s in notifications(log))
+        wait("the needs-login notification", lambda: asks() == 1, timeout=30)
+        wait("the tray's Log In… item", lambda: item(app.pid, "web: needs_login/Log In…"))
+        logged_in = lambda: sum(s == "Logged in to 'web'" for s in notifications(log))
+        # the notification's action starts the login (dunst invokes its default action)
+        subprocess.run(["dunstctl", "action", "0"], timeout=10, check=True)
+        wait("the login from the notification", lambda: logged_in() == 1, timeout=60)
+        wait("web running", lambda: item(app.pid, "web: running/Log Out"), timeout=30)
+        assert json.loads((tmp / "browser.log").read_text().splitlines()[0])["status"] == 200
+        # Log Out, then Log In… from the tray
+        click(*item(app.pid, "web: running/Log Out"))
+        click(*wait("Log In… once logged out", lambda: item(app.pid, "web: needs_login/Log In…"), timeout=30))
+        wait("the login from the tray", lambda: logged_in() == 2, timeout=60)
+        wait("web running again", lambda: item(app.pid, "web: running/"), timeout=30)
+        assert asks() == 1, f"one needs-login notification, not {asks()}"
+        # Log Out revoked the first login's tokens at the authorization server. (The app keeps
+        # logins in the OS keychain only: a login whose tokens could not be stored there fails.)
+        with urllib.request.urlopen(f"{info['admin']}/admin/log", timeout=10) as r:
+            seen = json.loads(r.read())
+        assert any(e["kind"] == "revoke" for e in seen), "Log Out revokes the tokens"
+    check("a remote server that needs a login: one notification whose action logs in; Log Out and Log In… "
+          "(tray) complete a real OAuth login", oauth_login)
 
     def failed():
         with (tmp / "config.toml").open("a") as f:

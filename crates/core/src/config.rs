@@ -145,6 +145,83 @@ pub struct ServerConfig {
     /// session that used the server); a session past it gets an error saying so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<usize>,
+    /// OAuth towards a remote server (all optional: a server that answers 401 is logged in to
+    /// with discovery and dynamic registration without any of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthConfig>,
+}
+
+/// `[servers.oauth]`: how Switchboard identifies itself to a remote server's authorization
+/// server, and what it asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// A client registered with the authorization server beforehand (first in the order:
+    /// configured credentials, client ID metadata document, dynamic registration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Its secret, for a confidential client: text, `{ keychain = "service/account" }` or
+    /// `{ env = "VAR" }` (a `prefix` makes no sense here and is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<HeaderValue>,
+    /// An `https://` URL of a client ID metadata document, used as the client ID where the
+    /// authorization server supports that (`client_id_metadata_document_supported`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_metadata_url: Option<String>,
+    /// Scopes to ask for; empty: what the server's challenge names, else its
+    /// `scopes_supported`, else none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// A fixed loopback port for the redirect (`http://127.0.0.1:<port>/oauth/callback`), for
+    /// authorization servers where the redirect URI must be registered ahead; without it the
+    /// gateway's own address is the redirect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_port: Option<u16>,
+}
+
+impl OAuthConfig {
+    fn validate(&self, name: &str) -> Result<(), String> {
+        if self.client_secret.is_some() && self.client_id.is_none() {
+            return Err(format!(
+                "server {name:?}: oauth.client_secret needs oauth.client_id (the client it \
+                 belongs to)"
+            ));
+        }
+        if let Some(HeaderValue::Keychain { prefix, .. } | HeaderValue::Env { prefix, .. }) =
+            &self.client_secret
+            && !prefix.is_empty()
+        {
+            return Err(format!(
+                "server {name:?}: oauth.client_secret takes no prefix"
+            ));
+        }
+        if let Some(url) = &self.client_metadata_url {
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| u.scheme() == "https" && u.path() != "/" && !u.path().is_empty());
+            if !ok {
+                return Err(format!(
+                    "server {name:?}: oauth.client_metadata_url {url:?} must be an https:// URL \
+                     with a path (the document's own address is the client ID)"
+                ));
+            }
+        }
+        if self.redirect_port == Some(0) {
+            return Err(format!(
+                "server {name:?}: oauth.redirect_port must be a port number (1-65535); leave it \
+                 out to use the gateway's own address"
+            ));
+        }
+        if let Some(bad) = self.scopes.iter().find(|s| {
+            s.is_empty()
+                || s.chars()
+                    .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+        }) {
+            return Err(format!(
+                "server {name:?}: oauth scope {bad:?} is not a scope token (no spaces or quotes)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn enabled_by_default() -> bool {
@@ -246,6 +323,11 @@ impl ServerConfig {
                      server gets its settings through env"
                 ));
             }
+            if self.oauth.is_some() {
+                return Err(format!(
+                    "server {name:?}: [servers.oauth] applies to remote servers (url = \"…\")"
+                ));
+            }
             return Ok(());
         };
         if !self.command.is_empty() {
@@ -274,6 +356,9 @@ impl ServerConfig {
         }
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(format!("server {name:?}: url {url:?} has no host"));
+        }
+        if let Some(oauth) = &self.oauth {
+            oauth.validate(name)?;
         }
         for (header, value) in &self.headers {
             if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {

@@ -188,6 +188,9 @@ pub enum ServerState {
     Restarting,
     /// Crashed too often; not restarted until asked.
     Failed,
+    /// A remote server that wants an OAuth login (it answered 401, or its tokens could not be
+    /// refreshed): parked until someone logs in (`switchboard login`, the dashboard, the tray).
+    NeedsLogin,
     Disabled,
     Stopped,
 }
@@ -199,6 +202,7 @@ impl ServerState {
             Self::Running => "running",
             Self::Restarting => "restarting",
             Self::Failed => "failed",
+            Self::NeedsLogin => "needs_login",
             Self::Disabled => "disabled",
             Self::Stopped => "stopped",
         }

@@ -89,6 +89,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/healthz", get(dashboard::healthz))
         .route("/ws/mcp", get(crate::registration::upgrade))
         .route("/pair", post(crate::pairing::pair))
+        // The browser comes back here from an OAuth login; the `state` it brings is the
+        // credential (the local-only guard stands in front, as for every route).
+        .route("/oauth/callback", get(api::oauth_callback))
         // These authenticate themselves: a session's own token opens them too.
         .route("/session/{id}/events", get(sessions::sse))
         .route("/ws/mcp/events", get(sessions::ws))

@@ -18,7 +18,7 @@
 //! - [`elicit`]: the elicitations Switchboard answers itself when the client cannot (pending
 //!   ones for the dashboard and the desktop, answers checked against the requested schema).
 //! - [`upstream`]: supervised MCP servers, stdio children and remote endpoints (spawn,
-//!   restart, replay).
+//!   restart, replay), and OAuth logins to remote ones.
 //! - [`import`]: servers from Claude Desktop / Cursor configs into ours.
 //! - [`logbook`]: servers' recent log messages, a bounded ring each (the dashboard's log view).
 //! - [`calls`]: tool calls in flight and recently finished, with payloads (dashboard).
@@ -33,6 +33,7 @@
 //! - [`config`]: the TOML config and the platform directories.
 //! - [`discovery`]: `mcp.json` in the data dir, announcing the running gateway's URL.
 //! - [`connect`]: `switchboard connect`, the stdio bridge for clients that only spawn servers.
+//! - [`browser`]: opening a URL in the person's browser (`$BROWSER`, `xdg-open`), for logins.
 
 /// What every binary linking the core allocates with (the headless gateway, the app, tests):
 /// jemalloc, whose background thread hands freed memory back to the system within seconds, so
@@ -42,6 +43,7 @@
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 pub mod auth;
+pub mod browser;
 pub(crate) mod calls;
 pub mod config;
 pub mod connect;

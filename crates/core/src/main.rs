@@ -47,6 +47,26 @@ enum Command {
         #[command(flatten)]
         place: Place,
     },
+    /// Log in to a remote server with OAuth: prints the authorization URL, opens the browser,
+    /// and waits for the login to come back and the server to run.
+    Login {
+        server: String,
+        /// How long to wait for the browser, in seconds
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Only print the URL; do not open a browser
+        #[arg(long)]
+        no_browser: bool,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Forget a remote server's OAuth login (tokens revoked where offered, deleted from the
+    /// keychain); the server then needs a login again.
+    Logout {
+        server: String,
+        #[command(flatten)]
+        place: Place,
+    },
     /// List paired clients.
     Clients {
         #[command(flatten)]
@@ -189,6 +209,16 @@ fn main() -> ExitCode {
             url,
             place,
         } => runtime.block_on(run_connect(pair, name, role, url, place)),
+        Command::Login {
+            server,
+            timeout,
+            no_browser,
+            place,
+        } => runtime.block_on(run_login(server, timeout, no_browser, place)),
+        Command::Logout { server, place } => runtime.block_on(run_control(
+            &place,
+            serde_json::json!({"op": "logout", "server": server}),
+        )),
         Command::Setup {
             client,
             role,
@@ -297,6 +327,15 @@ async fn run_control(place: &Place, req: serde_json::Value) -> anyhow::Result<()
             "unpaired {}",
             reply["unpaired"].as_str().unwrap_or_default()
         ),
+        "logout" => println!(
+            "{} {}",
+            if reply["logged_out"] == true {
+                "logged out of"
+            } else {
+                "no login was stored for"
+            },
+            reply["server"].as_str().unwrap_or_default()
+        ),
         _ => {
             for c in reply["clients"].as_array().cloned().unwrap_or_default() {
                 println!(
@@ -308,6 +347,53 @@ async fn run_control(place: &Place, req: serde_json::Value) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// `switchboard login`: the URL from the gateway, the browser, then one bounded wait for the
+/// login to end and the server to run.
+#[cfg(unix)]
+async fn run_login(
+    server: String,
+    timeout: u64,
+    no_browser: bool,
+    place: Place,
+) -> anyhow::Result<()> {
+    use std::time::Duration;
+    let data_dir = place.data_dir()?;
+    let timeout = timeout.clamp(1, 1800);
+    let reply = switchboard_core::pairing::control(
+        &data_dir,
+        serde_json::json!({"op": "login", "server": server, "timeout_s": timeout}),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    if reply["ok"] != true {
+        anyhow::bail!("{}", reply["error"].as_str().unwrap_or("login failed"));
+    }
+    let url = reply["authorization_url"].as_str().unwrap_or_default();
+    println!("Log in to {server} in your browser; if it does not open, open this URL:");
+    println!("{url}");
+    if !no_browser && let Err(e) = switchboard_core::browser::open(url) {
+        eprintln!("{e}");
+    }
+    // The gateway bounds the wait itself; a little longer here so that its reason arrives.
+    let reply = switchboard_core::pairing::control_within(
+        &data_dir,
+        serde_json::json!({"op": "login_wait", "server": server, "timeout_s": timeout}),
+        Duration::from_secs(timeout + 15),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    if reply["ok"] != true {
+        anyhow::bail!("{}", reply["error"].as_str().unwrap_or("login failed"));
+    }
+    println!("logged in to {server}; it is running");
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn run_login(_: String, _: u64, _: bool, _place: Place) -> anyhow::Result<()> {
+    anyhow::bail!("the control socket is not available on this platform yet; log in from the tray")
 }
 
 #[cfg(not(unix))]

@@ -1,5 +1,6 @@
 //! Pairing over the wire: `POST /pair` (code → token), unpairing (token revoked, sessions
-//! closed), and the owner's local control socket that issues codes (`switchboard pair`).
+//! closed), and the owner's local control socket that issues codes (`switchboard pair`) and
+//! starts OAuth logins to remote servers (`switchboard login`, `logout`).
 
 use std::net::SocketAddr;
 
@@ -30,21 +31,21 @@ pub struct Pairing {
     rmcp: Arc<LocalSessionManager>,
     /// The gateway's port, for the URLs handed to a new client.
     port: u16,
-    /// The servers whose own endpoints a new client is offered.
+    /// The servers: whose own endpoints a new client is offered, and logins from the control
+    /// socket.
     gw: McpGateway,
 }
 
 impl Pairing {
     pub(crate) fn new(
         auth: Auth,
-        sessions: Sessions,
+        gw: McpGateway,
         rmcp: Arc<LocalSessionManager>,
         port: u16,
-        gw: McpGateway,
     ) -> Self {
         Self {
             auth,
-            sessions,
+            sessions: gw.sessions().clone(),
             rmcp,
             port,
             gw,
@@ -218,9 +219,44 @@ pub(crate) const CONTROL_SOCKET: &str = "control.sock";
 
 /// Answers one control request: `{"op":"pair","role"?}`, `{"op":"unpair","name"}`,
 /// `{"op":"clients"}`, `{"op":"verify","token"}` (which client a token belongs to, if any:
-/// `switchboard setup` asks before it replaces an entry).
+/// `switchboard setup` asks before it replaces an entry), `{"op":"login","server","timeout_s"?}`
+/// (the authorization URL), `{"op":"login_wait","server","timeout_s"}` (answers once the login
+/// ended and the server runs, or why not), `{"op":"logout","server"}`.
 async fn control_request(hub: &Pairing, req: serde_json::Value) -> serde_json::Value {
+    let server = || {
+        let name = req["server"].as_str().unwrap_or_default();
+        hub.gw
+            .upstream(name)
+            .ok_or_else(|| json!({"ok": false, "error": format!("no server named {name:?}")}))
+    };
+    let timeout = req["timeout_s"]
+        .as_u64()
+        .map(std::time::Duration::from_secs);
     match req["op"].as_str() {
+        Some("login") => match server() {
+            Ok(up) => match up.login(hub.port, timeout).await {
+                Ok(url) => json!({"ok": true, "server": up.name(), "authorization_url": url}),
+                Err(e) => json!({"ok": false, "error": e}),
+            },
+            Err(e) => e,
+        },
+        Some("login_wait") => match server() {
+            Ok(up) => {
+                let wait = timeout.unwrap_or(std::time::Duration::from_secs(300));
+                match up.wait_logged_in(wait).await {
+                    Ok(()) => json!({"ok": true, "server": up.name()}),
+                    Err(e) => json!({"ok": false, "error": e}),
+                }
+            }
+            Err(e) => e,
+        },
+        Some("logout") => match server() {
+            Ok(up) => match up.logout().await {
+                Ok(had) => json!({"ok": true, "server": up.name(), "logged_out": had}),
+                Err(e) => json!({"ok": false, "error": e}),
+            },
+            Err(e) => e,
+        },
         Some("pair") => {
             let role = req["role"].as_str().map(str::to_owned);
             match hub.auth.issue_code(role) {
@@ -249,7 +285,7 @@ async fn control_request(hub: &Pairing, req: serde_json::Value) -> serde_json::V
             None => json!({"ok": false, "error": "not a paired client's token"}),
         },
         other => {
-            json!({"ok": false, "error": format!("unknown op {other:?}; use pair, unpair, clients or verify")})
+            json!({"ok": false, "error": format!("unknown op {other:?}; use pair, unpair, clients, verify, login, login_wait or logout")})
         }
     }
 }
@@ -305,11 +341,22 @@ pub(crate) async fn serve_control(
     let _ = std::fs::remove_file(&path);
 }
 
-/// Sends one request to a running gateway's control socket (the CLI side).
+/// Sends one request to a running gateway's control socket (the CLI side), waiting at most
+/// 10 s for the answer.
 #[cfg(unix)]
 pub async fn control(
     data_dir: &std::path::Path,
     req: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    control_within(data_dir, req, std::time::Duration::from_secs(10)).await
+}
+
+/// [`control`], waiting at most `wait` (a login waits for the person).
+#[cfg(unix)]
+pub async fn control_within(
+    data_dir: &std::path::Path,
+    req: serde_json::Value,
+    wait: std::time::Duration,
 ) -> Result<serde_json::Value, String> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let path = data_dir.join(CONTROL_SOCKET);
@@ -331,7 +378,7 @@ pub async fn control(
             .map_err(|e| e.to_string())?;
         serde_json::from_str(&line).map_err(|e| format!("bad answer from Switchboard: {e}"))
     };
-    tokio::time::timeout(std::time::Duration::from_secs(10), talk)
+    tokio::time::timeout(wait, talk)
         .await
-        .map_err(|_| "Switchboard did not answer within 10 s".to_owned())?
+        .map_err(|_| format!("Switchboard did not answer within {} s", wait.as_secs()))?
 }

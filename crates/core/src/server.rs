@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::store::{
-    FileTokenStore, MemoryTokenStore, SecretStore, Stores, TokenStore, TokenStoreError,
+    FileSecrets, FileTokenStore, MemorySecrets, MemoryTokenStore, SecretStore, Secrets, Stores,
+    TokenStore, TokenStoreError,
 };
 use crate::auth::{Auth, Roles};
 use crate::config::{Config, ConfigError, TokenStoreKind};
@@ -105,9 +106,24 @@ impl Gateway {
             Some(tokens) => tokens,
             None => token_store(config, &data_dir, stores.file_fallback).await?,
         };
-        let secrets = stores
+        let headers: Arc<dyn SecretStore> = stores
             .secrets
             .unwrap_or_else(|| Arc::new(crate::auth::keychain::KeychainSecrets));
+        // OAuth logins live beside the paired clients: in the keychain, or in a 0600 file
+        // where those are in one.
+        let oauth: Arc<dyn SecretStore> = match stores.oauth {
+            Some(store) => store,
+            None if tokens.describe().starts_with("file ") => {
+                Arc::new(FileSecrets::new(&data_dir.join(OAUTH_FILE)))
+            }
+            None if tokens.describe().starts_with("memory") => Arc::new(MemorySecrets::default()),
+            None => Arc::new(crate::auth::keychain::KeychainSecrets),
+        };
+        let secrets = Secrets {
+            headers,
+            oauth,
+            oauth_service: format!("{}-oauth", config.auth.keychain_service),
+        };
         let opened = Opened {
             store,
             rows,
@@ -415,8 +431,8 @@ struct Opened {
     rows: Vec<ProjectRow>,
     telemetry: Telemetry,
     tokens: Arc<dyn TokenStore>,
-    /// Where remote servers' header secrets are read from.
-    secrets: Arc<dyn SecretStore>,
+    /// Where remote servers' header secrets are read from and OAuth logins kept.
+    secrets: Secrets,
 }
 
 /// Runs Switchboard on `listener` until `shutdown` is cancelled.
@@ -451,6 +467,8 @@ impl Gateway {
 
 /// The file the token hashes are kept in without a keychain, in the data dir.
 pub(crate) const CLIENTS_FILE: &str = "clients.json";
+/// Where OAuth logins are kept when the token hashes are in [`CLIENTS_FILE`].
+pub(crate) const OAUTH_FILE: &str = "oauth.json";
 
 /// The token store the config asks for; `file_fallback`: see [`Stores::file_fallback`].
 async fn token_store(
@@ -542,7 +560,7 @@ mod tests {
             store,
             rows,
             tokens: Arc::new(MemoryTokenStore::default()),
-            secrets: Arc::new(crate::auth::store::MemorySecrets::default()),
+            secrets: Secrets::in_memory(),
         };
         let local: SocketAddr = "127.0.0.1:11391".parse().unwrap();
         let gateway = Gateway::assemble(

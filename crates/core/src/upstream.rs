@@ -30,6 +30,7 @@
 mod connection;
 mod input;
 mod notice;
+mod oauth;
 mod pages;
 mod remote;
 mod state;
@@ -49,11 +50,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::store::SecretStore;
+use crate::auth::store::Secrets;
 use crate::config::{GatewayConfig, ReplayContract, ServerConfig};
 use crate::events::EventBus;
 pub(crate) use connection::{ClientAsks, NoteFn, ServerAsk, ServerNote};
 pub use connection::{Connection, Progress, ProgressSink, RpcError};
+pub(crate) use oauth::callback_page;
+pub use oauth::{Callback as OAuthCallback, LoginState};
 use state::Instance;
 pub(crate) use state::MODERN_PROTOCOL;
 use state::{CONTROL_QUEUE, Inner};
@@ -185,19 +188,23 @@ impl Upstream {
     pub(crate) fn spawn(
         config: ServerConfig,
         limits: GatewayConfig,
-        secrets: Arc<dyn SecretStore>,
+        secrets: Secrets,
         bus: EventBus,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Self {
-        Self::start(config, limits, secrets, bus, shutdown, tasks, None)
+        let oauth = Arc::new(oauth::OAuth::new(&config.name, secrets.clone()));
+        Self::start(config, limits, secrets, oauth, bus, shutdown, tasks, None)
     }
 
-    /// [`spawn`](Self::spawn), as `instance`'s own copy of the server if given.
+    /// [`spawn`](Self::spawn), as `instance`'s own copy of the server if given; `oauth` is
+    /// the server's login (an isolated server's instances all use the server's own).
+    #[allow(clippy::too_many_arguments)]
     fn start(
         config: ServerConfig,
         limits: GatewayConfig,
-        secrets: Arc<dyn SecretStore>,
+        secrets: Secrets,
+        oauth: Arc<oauth::OAuth>,
         bus: EventBus,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
@@ -210,6 +217,7 @@ impl Upstream {
             config: Mutex::new(config),
             next_config: Mutex::new(None),
             limits,
+            oauth,
             secrets,
             status,
             control,
@@ -268,6 +276,8 @@ impl Upstream {
             config,
             self.inner.limits.clone(),
             self.inner.secrets.clone(),
+            // one login for the server: its tokens, refreshes (rotation) and step-ups
+            self.inner.oauth.clone(),
             self.inner.bus.clone(),
             self.inner.shutdown.child_token(),
             &self.inner.tasks,
@@ -328,6 +338,17 @@ impl Upstream {
                 .filter(|c| c.asked_roots_of(session))
         };
         conn.is_some_and(|c| c.offer_notification("notifications/roots/list_changed", json!({})))
+    }
+
+    /// Restarts the isolated instances whose status passes `which` (they share the server's
+    /// login: one that came or went concerns them all).
+    fn restart_instances(&self, which: impl Fn(&Status) -> bool) {
+        let instances = self.inner.instances.lock().expect("instances lock");
+        for inner in instances.values() {
+            if which(&inner.status.borrow()) {
+                inner.restart();
+            }
+        }
     }
 
     /// Stops every isolated instance (the config changed: they start again as needed).
@@ -397,6 +418,240 @@ impl Upstream {
     /// Restarts the server now (also brings a `failed` one back).
     pub fn restart(&self) {
         self.inner.restart();
+    }
+
+    /// Starts an OAuth login to this remote server: the authorization URL to open in the
+    /// person's browser. It comes back to `http://127.0.0.1:<gateway_port>/oauth/callback`, or
+    /// to the configured `redirect_port` (listened on for the login only); a login that has
+    /// not come back within `timeout` (default 5 minutes, at most 30) is forgotten.
+    pub async fn login(
+        &self,
+        gateway_port: u16,
+        timeout: Option<Duration>,
+    ) -> Result<String, String> {
+        let cfg = self.config();
+        if !cfg.is_remote() {
+            return Err(format!(
+                "server '{}' is a stdio server; OAuth logins are for remote servers",
+                self.name()
+            ));
+        }
+        if !oauth::applies(&cfg) {
+            return Err(format!(
+                "server '{}' sends its own Authorization header (headers in the config);                  remove it to log in with OAuth",
+                self.name()
+            ));
+        }
+        let timeout = timeout
+            .unwrap_or(oauth::LOGIN_TIMEOUT)
+            .clamp(Duration::from_secs(1), oauth::MAX_LOGIN_TIMEOUT);
+        let fixed = cfg.oauth.as_ref().and_then(|o| o.redirect_port);
+        let (redirect, listener) = match fixed {
+            Some(port) => {
+                let stop = self.listen_for_callback(port, timeout).await?;
+                (
+                    format!("http://127.0.0.1:{port}{}", oauth::CALLBACK_PATH),
+                    Some(stop),
+                )
+            }
+            None => (
+                format!("http://127.0.0.1:{gateway_port}{}", oauth::CALLBACK_PATH),
+                None,
+            ),
+        };
+        let stop = listener.clone();
+        let url = match self
+            .inner
+            .oauth
+            .begin(&cfg, &redirect, timeout, listener)
+            .await
+        {
+            Ok(url) => url,
+            Err(e) => {
+                if let Some(stop) = stop {
+                    stop.cancel();
+                }
+                return Err(e);
+            }
+        };
+        if let Some((state, expires)) = self.inner.oauth.pending_state() {
+            let oauth = self.inner.oauth.clone();
+            let shutdown = self.inner.shutdown.clone();
+            self.inner.tasks.spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep_until(expires.into()) => oauth.expire(&state),
+                    () = shutdown.cancelled() => {}
+                }
+            });
+        }
+        Ok(url)
+    }
+
+    /// Listens on `127.0.0.1:port` for this server's callback, until the login ends, times
+    /// out, or the gateway stops; cancel the token to stop it.
+    async fn listen_for_callback(
+        &self,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<CancellationToken, String> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot listen on 127.0.0.1:{port} (oauth.redirect_port of server '{}') for                      the login's callback: {e}",
+                    self.name()
+                )
+            })?;
+        let stop = self.inner.shutdown.child_token();
+        let up = self.clone();
+        let app = axum::Router::new().route(
+            oauth::CALLBACK_PATH,
+            axum::routing::get(
+                move |axum::extract::Query(query): axum::extract::Query<oauth::Callback>| async move {
+                    let result = up.finish_login(&query).await;
+                    oauth::callback_page(up.name(), result)
+                },
+            ),
+        );
+        let until = stop.clone();
+        self.inner.tasks.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(until.clone().cancelled_owned())
+                .into_future();
+            tokio::select! {
+                r = served => if let Err(e) = r {
+                    tracing::warn!(error = %e, "the login's callback listener failed");
+                },
+                () = tokio::time::sleep(timeout) => until.cancel(),
+            }
+        });
+        Ok(stop)
+    }
+
+    /// Whether this is a remote server that logs in with OAuth (no Authorization header of
+    /// its own in the config): where the tray and the dashboard offer Log In and Log Out.
+    pub fn uses_oauth(&self) -> bool {
+        oauth::applies(&self.config())
+    }
+
+    /// Whether the login waiting for the browser is this server's (`state` of the callback).
+    pub fn owns_login(&self, state: &str) -> bool {
+        self.inner.oauth.owns_state(state)
+    }
+
+    /// The browser came back with `query`: tokens exchanged and stored, the server started
+    /// with them. Nothing is stored when it fails.
+    pub async fn finish_login(&self, query: &oauth::Callback) -> Result<(), String> {
+        self.inner.oauth.finish(query).await?;
+        self.inner.restart();
+        // isolated instances parked for the login start again with it
+        self.restart_instances(|s| s.state == ServerState::NeedsLogin);
+        Ok(())
+    }
+
+    /// Forgets the OAuth login (tokens revoked where offered, deleted from the store) and
+    /// restarts the server, which then needs a login. `Ok(false)` if none was stored.
+    pub async fn logout(&self) -> Result<bool, String> {
+        let cfg = self.config();
+        if !oauth::applies(&cfg) {
+            return Err(format!(
+                "server '{}' does not log in with OAuth",
+                self.name()
+            ));
+        }
+        let had = self.inner.oauth.logout(&cfg).await?;
+        self.inner.restart();
+        self.restart_instances(|_| true);
+        Ok(had)
+    }
+
+    /// What its login is doing.
+    pub fn login_state(&self) -> watch::Receiver<oauth::LoginState> {
+        self.inner.oauth.login_state()
+    }
+
+    /// Waits (at most `timeout`) for the login under way to end and the server to be running
+    /// on its tokens; the reason when it does not.
+    pub async fn wait_logged_in(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut login = self.login_state();
+        let generation = self.status().generation;
+        loop {
+            match login.borrow_and_update().clone() {
+                oauth::LoginState::Done => break,
+                oauth::LoginState::Failed(why) => return Err(why),
+                oauth::LoginState::Idle => {
+                    return Err(format!("no login to server '{}' is under way", self.name()));
+                }
+                oauth::LoginState::Waiting => {}
+            }
+            match tokio::time::timeout_at(deadline, login.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err("the gateway is stopping".into()),
+                Err(_) => {
+                    return Err(format!(
+                        "no answer from the browser within {} s; nothing was stored",
+                        timeout.as_secs()
+                    ));
+                }
+            }
+        }
+        let mut rx = self.watch();
+        let mut started = false;
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                match s.state {
+                    ServerState::Running if s.generation > generation => return Ok(()),
+                    ServerState::Starting => started = true,
+                    ServerState::NeedsLogin | ServerState::Failed | ServerState::Restarting
+                        if started =>
+                    {
+                        return Err(format!(
+                            "logged in, but server '{}' did not start: {}",
+                            self.name(),
+                            s.last_error.as_deref().unwrap_or(s.state.as_str())
+                        ));
+                    }
+                    ServerState::Disabled | ServerState::Stopped => {
+                        return Err(format!(
+                            "logged in; server '{}' is {}",
+                            self.name(),
+                            s.state.as_str()
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err("the gateway is stopping".into()),
+                Err(_) => {
+                    return Err(format!(
+                        "logged in, but server '{}' was not running within {} s",
+                        self.name(),
+                        timeout.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The OAuth side for the API: whether it applies, is logged in (read from the store if
+    /// not yet), and what a login under way is doing. Never a token.
+    pub async fn oauth_view(&self) -> Value {
+        let cfg = self.config();
+        if !oauth::applies(&cfg) {
+            return json!({"applies": false});
+        }
+        let logged_in = self.inner.oauth.logged_in(&cfg).await;
+        let login = match &*self.login_state().borrow() {
+            oauth::LoginState::Idle => json!("idle"),
+            oauth::LoginState::Waiting => json!("waiting"),
+            oauth::LoginState::Done => json!("done"),
+            oauth::LoginState::Failed(why) => json!({"failed": why}),
+        };
+        json!({"applies": true, "logged_in": logged_in, "login": login})
     }
 
     /// Applies a changed config: restarts the server with it (or stops it if disabled).
@@ -477,10 +732,19 @@ impl Upstream {
                     {
                         return Ok((conn.clone(), s.generation));
                     }
-                    (ServerState::Failed | ServerState::Disabled | ServerState::Stopped, _) => {
+                    (
+                        ServerState::Failed
+                        | ServerState::Disabled
+                        | ServerState::Stopped
+                        | ServerState::NeedsLogin,
+                        _,
+                    ) => {
                         return Err(CallError::Unavailable {
                             server: self.inner.name.clone(),
-                            state: s.state.as_str(),
+                            state: match s.state {
+                                ServerState::NeedsLogin => "waiting for a login",
+                                other => other.as_str(),
+                            },
                             reason: s.last_error.clone(),
                         });
                     }
@@ -941,7 +1205,6 @@ fn annotated_safe(tool: &Tool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::store::MemorySecrets;
 
     /// An upstream of `command args` (a real child process) and the token that stops it.
     fn supervised(
@@ -961,7 +1224,7 @@ mod tests {
         let up = Upstream::spawn(
             config,
             limits,
-            Arc::new(MemorySecrets::default()),
+            crate::auth::store::Secrets::in_memory(),
             EventBus::new(16),
             shutdown.clone(),
             &TaskTracker::new(),

@@ -1,6 +1,13 @@
 // Wire types of the gateway's API and event stream (crates/core: http.rs, api.rs, events.rs).
 
-export type ServerState = 'starting' | 'running' | 'restarting' | 'failed' | 'disabled' | 'stopped';
+export type ServerState = 'starting' | 'running' | 'restarting' | 'failed' | 'needs_login' | 'disabled' | 'stopped';
+
+/** A remote server's OAuth side (`oauth` in `GET /api/servers`); never a token. */
+export interface OAuthView {
+  applies: boolean;
+  logged_in?: boolean;
+  login?: 'idle' | 'waiting' | 'done' | { failed: string };
+}
 
 export interface ServerInfo {
   name: string;
@@ -13,6 +20,8 @@ export interface ServerInfo {
   last_error: string | null;
   stderr_tail?: string[];
   command?: string;
+  url?: string | null;
+  oauth?: OAuthView;
 }
 
 export interface ToolInfo {

@@ -1,4 +1,5 @@
-//! The paired clients in the OS keychain, via the `keyring` crate: the Secret Service (D-Bus)
+//! The paired clients (and any named secret: header values, OAuth logins) in the OS keychain,
+//! via the `keyring` crate: the Secret Service (D-Bus)
 //! on Linux and the BSDs, the login Keychain on macOS, the Credential Manager on Windows.
 //!
 //! This module owns one keychain entry (service name from the caller, account
@@ -75,26 +76,41 @@ impl super::store::SecretStore for KeychainSecrets {
     }
 
     fn secret(&self, service: &str, account: &str) -> Result<Option<String>, TokenStoreError> {
-        let what = || format!("OS keychain entry {service}/{account}");
-        let entry = Entry::new(service, account).map_err(|e| match (e, Entry::store_status()) {
-            (Error::NoDefaultStore, Err(cause)) => unavailable(cause),
-            (e, _) => map_error(what(), e),
-        })?;
-        match entry.get_password() {
+        match any_entry(service, account)?.get_password() {
             Ok(secret) => Ok(Some(secret)),
             Err(Error::NoEntry) => Ok(None),
-            Err(e) => Err(map_error(what(), e)),
+            Err(e) => Err(map_error(entry_name(service, account), e)),
         }
     }
 
-    fn store(&self, service: &str, account: &str, secret: &str) -> Result<(), TokenStoreError> {
-        let what = || format!("OS keychain entry {service}/{account}");
-        let entry = Entry::new(service, account).map_err(|e| match (e, Entry::store_status()) {
-            (Error::NoDefaultStore, Err(cause)) => unavailable(cause),
-            (e, _) => map_error(what(), e),
-        })?;
-        entry.set_password(secret).map_err(|e| map_error(what(), e))
+    fn set_secret(
+        &self,
+        service: &str,
+        account: &str,
+        secret: &str,
+    ) -> Result<(), TokenStoreError> {
+        any_entry(service, account)?
+            .set_password(secret)
+            .map_err(|e| map_error(entry_name(service, account), e))
     }
+
+    fn delete_secret(&self, service: &str, account: &str) -> Result<(), TokenStoreError> {
+        match any_entry(service, account)?.delete_credential() {
+            Ok(()) | Err(Error::NoEntry) => Ok(()),
+            Err(e) => Err(map_error(entry_name(service, account), e)),
+        }
+    }
+}
+
+fn entry_name(service: &str, account: &str) -> String {
+    format!("OS keychain entry {service}/{account}")
+}
+
+fn any_entry(service: &str, account: &str) -> Result<Entry, TokenStoreError> {
+    Entry::new(service, account).map_err(|e| match (e, Entry::store_status()) {
+        (Error::NoDefaultStore, Err(cause)) => unavailable(cause),
+        (e, _) => map_error(entry_name(service, account), e),
+    })
 }
 
 /// A keychain failure as a [`TokenStoreError`] that says what to do; `what` names the entry.

@@ -28,11 +28,38 @@ pub struct Stores {
     /// Where `{ keychain = "service/account" }` header values are read, instead of the OS
     /// keychain.
     pub secrets: Option<Arc<dyn SecretStore>>,
+    /// Where OAuth logins to remote servers (tokens, registered clients) are kept, instead of
+    /// the store beside the paired clients (the OS keychain, or `oauth.json` where those are
+    /// in `clients.json`).
+    pub oauth: Option<Arc<dyn SecretStore>>,
     /// Whether `token_store = "auto"` (the default) may fall back to the 0600 file
     /// `<data dir>/clients.json` where no OS keychain is on this machine (unavailable, not
     /// locked). The headless binary sets it; the desktop app does not, and insists on the
     /// keychain.
     pub file_fallback: bool,
+}
+
+/// The secret stores a remote server uses, as the gateway hands them to its upstreams.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    /// Where `{ keychain = "service/account" }` values of the config are read (headers, an
+    /// OAuth client secret): always the OS keychain in the product.
+    pub headers: Arc<dyn SecretStore>,
+    /// Where OAuth logins are kept (tokens, registered clients).
+    pub oauth: Arc<dyn SecretStore>,
+    /// The service OAuth logins are kept under; the account is the server's name.
+    pub oauth_service: String,
+}
+
+impl Secrets {
+    /// Both in memory (tests).
+    pub fn in_memory() -> Self {
+        Self {
+            headers: Arc::new(MemorySecrets::default()),
+            oauth: Arc::new(MemorySecrets::default()),
+            oauth_service: "switchboard-oauth".into(),
+        }
+    }
 }
 
 /// Why a blocking call gave no answer.
@@ -138,15 +165,81 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// Where secrets named in the config are read (`headers = { Authorization = { keychain =
-/// "service/account" } }` of remote servers). Blocking, like [`TokenStore`].
+/// "service/account" } }` of remote servers), and where OAuth logins keep their tokens and
+/// registered clients (written by Switchboard). Blocking, like [`TokenStore`].
 pub trait SecretStore: Send + Sync + std::fmt::Debug + 'static {
     /// For messages: "OS keychain (Secret Service)", "memory".
     fn describe(&self) -> String;
     /// The secret of `(service, account)`; `Ok(None)` when there is none.
     fn secret(&self, service: &str, account: &str) -> Result<Option<String>, TokenStoreError>;
-    /// Keeps `secret` under `(service, account)`, replacing what was there
-    /// (`switchboard adopt` moves the secrets it finds in agents' configs here).
-    fn store(&self, service: &str, account: &str, secret: &str) -> Result<(), TokenStoreError>;
+    /// Stores `secret` under `(service, account)`, replacing what was there (an OAuth login;
+    /// `switchboard adopt` moves the secrets it finds in agents' configs here).
+    fn set_secret(&self, service: &str, account: &str, secret: &str)
+    -> Result<(), TokenStoreError>;
+    /// Removes `(service, account)`; succeeds if there was none.
+    fn delete_secret(&self, service: &str, account: &str) -> Result<(), TokenStoreError>;
+}
+
+/// [`SecretStore::set_secret`] off the runtime, bounded by [`STORE_TIMEOUT`].
+pub(crate) async fn write_secret(
+    store: &Arc<dyn SecretStore>,
+    service: &str,
+    account: &str,
+    secret: String,
+) -> Result<(), String> {
+    let describe = store.describe();
+    let (store, s, a) = (store.clone(), service.to_owned(), account.to_owned());
+    match off_runtime(move || store.set_secret(&s, &a, &secret)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "cannot write {service}/{account} to the {describe}: {e}"
+        )),
+        Err(Unanswered::Failed(e)) => Err(format!("cannot write {service}/{account}: {e}")),
+        Err(Unanswered::Timeout) => Err(format!(
+            "the {describe} did not answer within {} s writing {service}/{account}; is it locked?",
+            STORE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// [`SecretStore::delete_secret`] off the runtime, bounded by [`STORE_TIMEOUT`].
+pub(crate) async fn delete_secret(
+    store: &Arc<dyn SecretStore>,
+    service: &str,
+    account: &str,
+) -> Result<(), String> {
+    let describe = store.describe();
+    let (store, s, a) = (store.clone(), service.to_owned(), account.to_owned());
+    match off_runtime(move || store.delete_secret(&s, &a)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "cannot delete {service}/{account} from the {describe}: {e}"
+        )),
+        Err(Unanswered::Failed(e)) => Err(format!("cannot delete {service}/{account}: {e}")),
+        Err(Unanswered::Timeout) => Err(format!(
+            "the {describe} did not answer within {} s deleting {service}/{account}; is it locked?",
+            STORE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// [`read_secret`] that tells "none stored" (`Ok(None)`) from a failure.
+pub(crate) async fn find_secret(
+    store: &Arc<dyn SecretStore>,
+    service: &str,
+    account: &str,
+) -> Result<Option<String>, String> {
+    let describe = store.describe();
+    let (store, s, a) = (store.clone(), service.to_owned(), account.to_owned());
+    match off_runtime(move || store.secret(&s, &a)).await {
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(e)) => Err(format!("cannot read {service}/{account}: {e}")),
+        Err(Unanswered::Failed(e)) => Err(format!("cannot read {service}/{account}: {e}")),
+        Err(Unanswered::Timeout) => Err(format!(
+            "the {describe} did not answer within {} s reading {service}/{account}; is it locked?",
+            STORE_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 /// Secrets held in memory (tests).
@@ -178,10 +271,116 @@ impl SecretStore for MemorySecrets {
             .cloned())
     }
 
-    fn store(&self, service: &str, account: &str, secret: &str) -> Result<(), TokenStoreError> {
+    fn set_secret(
+        &self,
+        service: &str,
+        account: &str,
+        secret: &str,
+    ) -> Result<(), TokenStoreError> {
         self.insert(service, account, secret);
         Ok(())
     }
+
+    fn delete_secret(&self, service: &str, account: &str) -> Result<(), TokenStoreError> {
+        self.secrets
+            .lock()
+            .expect("secrets lock")
+            .remove(&(service.to_owned(), account.to_owned()));
+        Ok(())
+    }
+}
+
+/// Secrets in a JSON file readable by its owner only (`{"service/account": "secret"}`): where
+/// paired clients are kept in a file too (`token_store = "file"`, or no keychain), OAuth logins
+/// are kept in one beside it. Every call reads or rewrites the whole file, under a lock.
+#[derive(Debug)]
+pub struct FileSecrets {
+    path: PathBuf,
+    /// One writer at a time within the process (read, change, write back).
+    lock: Mutex<()>,
+}
+
+impl FileSecrets {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn read(&self) -> Result<std::collections::BTreeMap<String, String>, TokenStoreError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                TokenStoreError::Corrupt(format!(
+                    "{} is not a secret map: {e}",
+                    self.path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(TokenStoreError::Io(format!(
+                "cannot read {}: {e}",
+                self.path.display()
+            ))),
+        }
+    }
+
+    fn write(
+        &self,
+        map: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), TokenStoreError> {
+        let json = serde_json::to_vec_pretty(map).expect("strings serialize");
+        write_private(&self.path, &json)
+    }
+}
+
+impl SecretStore for FileSecrets {
+    fn describe(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+
+    fn secret(&self, service: &str, account: &str) -> Result<Option<String>, TokenStoreError> {
+        let _held = self.lock.lock().expect("file lock");
+        Ok(self.read()?.remove(&format!("{service}/{account}")))
+    }
+
+    fn set_secret(
+        &self,
+        service: &str,
+        account: &str,
+        secret: &str,
+    ) -> Result<(), TokenStoreError> {
+        let _held = self.lock.lock().expect("file lock");
+        let mut map = self.read()?;
+        map.insert(format!("{service}/{account}"), secret.to_owned());
+        self.write(&map)
+    }
+
+    fn delete_secret(&self, service: &str, account: &str) -> Result<(), TokenStoreError> {
+        let _held = self.lock.lock().expect("file lock");
+        let mut map = self.read()?;
+        if map.remove(&format!("{service}/{account}")).is_some() {
+            self.write(&map)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` atomically (a temporary file renamed over it), mode 0600.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TokenStoreError> {
+    let io =
+        |e: std::io::Error| TokenStoreError::Io(format!("cannot write {}: {e}", path.display()));
+    let tmp = path.with_extension("json.tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp).map_err(io)?;
+    std::io::Write::write_all(&mut file, bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 /// For tests and for `token_store = "memory"` (nothing survives a restart).
@@ -242,22 +441,8 @@ impl TokenStore for FileTokenStore {
     }
 
     fn save(&self, clients: &[ClientRecord]) -> Result<(), TokenStoreError> {
-        let io = |e: std::io::Error| {
-            TokenStoreError::Io(format!("cannot write {}: {e}", self.path.display()))
-        };
         let json = serde_json::to_vec_pretty(clients).expect("records serialize");
-        let tmp = self.path.with_extension("json.tmp");
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp).map_err(io)?;
-        std::io::Write::write_all(&mut file, &json).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)
+        write_private(&self.path, &json)
     }
 }
 
@@ -274,6 +459,33 @@ mod tests {
             last_seen_ms: None,
             name_budget: None,
         }
+    }
+
+    #[test]
+    fn file_secrets_round_trip_with_owner_only_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oauth.json");
+        let store = FileSecrets::new(&path);
+        assert_eq!(store.secret("s", "a").unwrap(), None);
+        store.set_secret("s", "a", "one").unwrap();
+        store.set_secret("s", "b", "two").unwrap();
+        store.set_secret("s", "a", "three").unwrap();
+        assert_eq!(store.secret("s", "a").unwrap().as_deref(), Some("three"));
+        assert_eq!(store.secret("s", "b").unwrap().as_deref(), Some("two"));
+        store.delete_secret("s", "a").unwrap();
+        store.delete_secret("s", "nothing").unwrap();
+        assert_eq!(store.secret("s", "a").unwrap(), None);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(&path, "nope").unwrap();
+        assert!(matches!(
+            store.secret("s", "b"),
+            Err(TokenStoreError::Corrupt(_))
+        ));
     }
 
     #[test]

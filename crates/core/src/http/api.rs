@@ -172,11 +172,25 @@ pub(crate) async fn server_action(
             up.restart();
             return Ok(axum::Json(json!({"server": name, "restarting": true})));
         }
+        // The dashboard opens the URL; the login completes at `/oauth/callback`.
+        "login" => {
+            let url = up
+                .login(state.0.guard.port(), None)
+                .await
+                .map_err(DashboardError::BadRequest)?;
+            return Ok(axum::Json(
+                json!({"server": name, "authorization_url": url}),
+            ));
+        }
+        "logout" => {
+            let had = up.logout().await.map_err(DashboardError::BadRequest)?;
+            return Ok(axum::Json(json!({"server": name, "logged_out": had})));
+        }
         "enable" => true,
         "disable" => false,
         other => {
             return Err(DashboardError::BadRequest(format!(
-                "unknown action {other:?}; use restart, enable or disable"
+                "unknown action {other:?}; use restart, enable, disable, login or logout"
             )));
         }
     };
@@ -185,6 +199,36 @@ pub(crate) async fn server_action(
     })
     .await?;
     Ok(axum::Json(json!({"server": name, "enabled": enabled})))
+}
+
+/// `GET /oauth/callback`: the browser back from a server's authorization server. The login
+/// whose `state` it brings finishes (tokens stored, the server started); any other is refused
+/// with nothing stored.
+pub(crate) async fn oauth_callback(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<crate::upstream::OAuthCallback>,
+) -> axum::response::Response {
+    let owner = query.state.as_deref().and_then(|s| {
+        state
+            .0
+            .mcp
+            .upstreams()
+            .into_iter()
+            .find(|up| up.owns_login(s))
+    });
+    match owner {
+        Some(up) => {
+            let result = up.finish_login(&query).await;
+            crate::upstream::callback_page(up.name(), result)
+        }
+        None => crate::upstream::callback_page(
+            "a server",
+            Err(
+                "this login is unknown or over (a wrong or stale state); nothing was stored"
+                    .to_owned(),
+            ),
+        ),
+    }
 }
 
 /// The Add server form.

@@ -70,6 +70,7 @@ pub(crate) async fn servers(State(state): State<AppState>) -> Json<serde_json::V
                 let config = up.config();
                 s["command"] = json!(config.command);
                 s["url"] = json!(config.url);
+                s["oauth"] = up.oauth_view().await;
             }
         }
     }

@@ -81,10 +81,9 @@ impl Hub {
     pub(crate) fn pairing(&self) -> Pairing {
         Pairing::new(
             self.auth.clone(),
-            self.mcp.sessions().clone(),
+            self.mcp.clone(),
             self.rmcp_sessions.clone(),
             self.guard.port(),
-            self.mcp.clone(),
         )
     }
 }

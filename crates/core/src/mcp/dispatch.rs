@@ -609,9 +609,19 @@ impl Dispatcher {
             .filter(|r| r.exposed == name)
             .or_else(|| self.route(given));
         let Some(route) = route else {
-            let message = match &self.only {
-                Some(server) => format!("unknown tool '{given}' (server '{server}' has none)"),
-                None => format!("unknown tool '{name}'"),
+            let server = match &self.only {
+                Some(server) => Some(&**server),
+                None => super::names::split(name).map(|(server, _)| server),
+            };
+            let message = match (
+                server.and_then(|s| self.gw.waiting_for_login(s)),
+                &self.only,
+            ) {
+                (Some(waiting), _) => waiting,
+                (None, Some(server)) => {
+                    format!("unknown tool '{given}' (server '{server}' has none)")
+                }
+                (None, None) => format!("unknown tool '{name}'"),
             };
             self.book
                 .answered(ctx, name, Err((INVALID_PARAMS, message.clone())));

@@ -20,7 +20,7 @@ use super::call::{CallBook, Route};
 use super::eras::Rounds;
 use super::names;
 use super::session::{EndFn, Note, Session, Sessions};
-use crate::auth::store::SecretStore;
+use crate::auth::store::{SecretStore, Secrets};
 use crate::config::{GatewayConfig, ServerConfig as UpstreamConfig};
 use crate::elicit::Elicitations;
 use crate::events::EventBus;
@@ -55,8 +55,8 @@ pub struct McpGateway {
 struct Inner {
     upstreams: RwLock<BTreeMap<String, Upstream>>,
     limits: GatewayConfig,
-    /// Where remote servers' header secrets are read from (the OS keychain, or tests' own).
-    secrets: Arc<dyn SecretStore>,
+    /// Where remote servers' header secrets are read from and OAuth logins kept.
+    secrets: Secrets,
     bus: EventBus,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -81,7 +81,7 @@ impl McpGateway {
     pub(crate) fn new(
         servers: &[UpstreamConfig],
         limits: GatewayConfig,
-        secrets: Arc<dyn SecretStore>,
+        secrets: Secrets,
         bus: EventBus,
         telemetry: Telemetry,
         shutdown: CancellationToken,
@@ -346,7 +346,7 @@ impl McpGateway {
 
     /// Where secrets named in the config are kept (adopt stores what it moves there).
     pub(crate) fn secrets(&self) -> Arc<dyn SecretStore> {
-        self.inner.secrets.clone()
+        self.inner.secrets.headers.clone()
     }
 
     /// Items per page of the lists clients are answered (`gateway.page_size`, at least 1).
@@ -483,6 +483,18 @@ impl McpGateway {
             upstream: up,
             tool: Cow::Owned(tool.name.into_owned()),
             replayable,
+        })
+    }
+
+    /// Why a call finds no tool when its server is parked for a login (its tools are unknown
+    /// until it runs): the server's reason, which says how to log in.
+    pub(crate) fn waiting_for_login(&self, server: &str) -> Option<String> {
+        let s = self.upstream(server)?.status();
+        (s.state == ServerState::NeedsLogin).then(|| {
+            format!(
+                "server '{server}' is waiting for a login: {}",
+                s.last_error.as_deref().unwrap_or("it asks for one")
+            )
         })
     }
 

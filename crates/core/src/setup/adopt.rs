@@ -100,7 +100,7 @@ async fn move_secrets(
         async move {
             let a = account.clone();
             blocking("storing an adopted secret", move || {
-                store.store(SECRET_SERVICE, &a, &secret)
+                store.set_secret(SECRET_SERVICE, &a, &secret)
             })
             .await
             .map_err(|e| {

@@ -13,7 +13,6 @@ use crate::auth::Auth;
 use crate::auth::Roles;
 use crate::auth::store::MemoryTokenStore;
 use crate::events::EventBus;
-use crate::mcp::session::Sessions;
 
 const PORT: u16 = 11391;
 const PROGRAM: &str = "/usr/local/bin/switchboard";
@@ -33,7 +32,7 @@ async fn pairer() -> (Pairer, Auth) {
     let gw = crate::mcp::McpGateway::new(
         &[],
         crate::config::GatewayConfig::default(),
-        Arc::new(crate::auth::store::MemorySecrets::default()),
+        crate::auth::store::Secrets::in_memory(),
         bus.clone(),
         crate::telemetry::Telemetry::in_memory(Arc::new(store)).unwrap(),
         tokio_util::sync::CancellationToken::new(),
@@ -41,10 +40,9 @@ async fn pairer() -> (Pairer, Auth) {
     );
     let pairing = Pairing::new(
         auth.clone(),
-        Sessions::new(bus),
+        gw,
         Arc::new(LocalSessionManager::default()),
         PORT,
-        gw,
     );
     (Pairer::Local(pairing), auth)
 }

@@ -9,7 +9,8 @@
 //! loses its connection calls [`LinkState::lose`]: every caller waiting on it gets
 //! [`RpcError::Closed`] at once, and the supervisor reconnects with the remote backoff. Over Streamable HTTP a broken response
 //! stream is first resumed with `Last-Event-ID` (see [`http`]); only a stream that cannot be
-//! resumed loses the connection.
+//! resumed loses the connection. OAuth (`upstream/oauth`) adds the access token where the
+//! config brings no `Authorization` header of its own.
 
 mod http;
 mod link;
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use super::connection::{Connection, RpcError};
 use super::notice::NoticeSender;
+use super::oauth::{self, Refusal};
 use super::state::Inner;
 use crate::auth::store::read_secret;
 use crate::config::{HeaderValue, ServerConfig, Transport};
@@ -104,7 +106,7 @@ pub(super) async fn resolve_value(
             account,
             prefix,
         } => {
-            let secret = read_secret(&inner.secrets, service, account)
+            let secret = read_secret(&inner.secrets.headers, service, account)
                 .await
                 .map_err(|e| format!("{what}: {e}"))?;
             format!("{prefix}{secret}")
@@ -135,12 +137,28 @@ pub(super) async fn connect(
     notices: NoticeSender,
 ) -> Result<(Remote, Arc<Connection>), String> {
     let headers = resolve_headers(inner, cfg).await?;
+    // OAuth where the config brings no Authorization of its own: the stored token, if any (a
+    // server that wants one and gets none answers 401, and is parked `needs_login`).
+    let oauth = oauth::applies(cfg).then(|| (inner.oauth.clone(), cfg.clone()));
+    let bearer = match &oauth {
+        Some((oauth, cfg)) => match oauth.bearer(cfg).await {
+            Ok(token) => token,
+            Err(Refusal::NeedsLogin(why)) => {
+                oauth.note_unauthorized(None, why.clone());
+                return Err(why);
+            }
+            Err(Refusal::Transient(why)) => return Err(why),
+        },
+        None => None,
+    };
     let (conn, outbox) = Connection::framed(&cfg.name, notices, &inner.shutdown);
     let state = LinkState::new(conn.clone());
     let dial = |url| Dial {
         url,
         headers,
         outbox,
+        bearer,
+        oauth,
         state: &state,
     };
     let (url, task) = match cfg.transport() {

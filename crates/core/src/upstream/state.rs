@@ -1,7 +1,7 @@
 //! What one supervised server is, shared by its handle (`Upstream`), its supervisor and its
 //! transports: the [`Status`] it publishes, and [`Inner`], the state behind the handle. A leaf
 //! of `upstream/`: the other files there import from it; it imports none of them but the
-//! connection it names.
+//! connection and the OAuth state it names.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connection::{ClientAsks, Connection};
-use crate::auth::store::SecretStore;
+use super::oauth::OAuth;
+use crate::auth::store::Secrets;
 use crate::config::{GatewayConfig, ServerConfig};
 pub use crate::events::ServerState;
 use crate::events::{EventBus, HubEvent};
@@ -116,8 +117,12 @@ pub(super) struct Inner {
     /// The newest wins, so the control queue never has to carry configs.
     pub(super) next_config: Mutex<Option<ServerConfig>>,
     pub(super) limits: GatewayConfig,
-    /// Where `{ keychain = ... }` header values of a remote server are read.
-    pub(super) secrets: Arc<dyn SecretStore>,
+    /// Where `{ keychain = ... }` values of a remote server are read, and its OAuth login kept.
+    pub(super) secrets: Secrets,
+    /// The OAuth side of a remote server (unused by a stdio one): its tokens, a login waiting
+    /// for the browser, what a `401` or `403` said. Shared with the transports, and with every
+    /// isolated instance of the server.
+    pub(super) oauth: Arc<OAuth>,
     pub(super) status: watch::Sender<Status>,
     /// To the supervisor; bounded by [`CONTROL_QUEUE`] with its overflow rule.
     pub(super) control: mpsc::Sender<Restart>,

@@ -5,7 +5,8 @@
 //! - stdio: too many crashes in a window mark the server `failed` until someone asks for a
 //!   restart; children are stopped politely (stdin closed, a grace period, then killed).
 //! - remote: a lost connection is reconnected with its own backoff (500 ms doubling to 30 s)
-//!   and never ends `failed`.
+//!   and never ends `failed`; one that wants an OAuth login (a `401` no refresh got past) is
+//!   parked `needs_login` until a login, a restart or a new config.
 //!
 //! Either backoff starts again from its first delay once a run stayed up for
 //! `gateway.healthy_after_ms` (10 s).
@@ -414,6 +415,19 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
             }
             Err(why) => why,
         };
+
+        // A remote server that wants a login does not get better by reconnecting: parked
+        // until a login (or a restart, a new config) asks for another start.
+        if let Some(why) = inner.oauth.take_needs_login() {
+            tracing::warn!(server = %inner.name, reason = %why, "needs a login");
+            inner.set_state(ServerState::NeedsLogin, Some(why));
+            if !wait_for_control(&inner, &mut control).await {
+                return;
+            }
+            crashes.clear();
+            attempt = 0;
+            continue;
+        }
 
         tracing::warn!(server = %inner.name, %reason, "server went away");
         inner.publish(HubEvent::ServerCrashed {

@@ -18,6 +18,7 @@ mod isolated;
 mod lifecycle;
 mod mcp;
 mod notes;
+mod oauth;
 mod pages;
 mod persistence;
 mod registration;

@@ -669,8 +669,11 @@ async fn an_idle_remote_that_goes_away_is_noticed_and_reconnected_and_its_sessio
     }
 }
 
+/// A 401 means a login (OAuth, see `it/oauth.rs`): `needs_login`, not `restarting`. A server
+/// with its own configured `Authorization` header is not logged in to: its 401 is an error
+/// like any other, and the server keeps retrying with the status in its reason.
 #[tokio::test]
-async fn a_remote_that_refuses_us_stays_restarting_with_the_http_status() {
+async fn a_remote_that_refuses_us_needs_login_or_with_its_own_header_stays_restarting() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = axum::Router::new().route(
@@ -678,8 +681,20 @@ async fn a_remote_that_refuses_us_stays_restarting_with_the_http_status() {
         axum::routing::post(|| async { (axum::http::StatusCode::UNAUTHORIZED, "token expired") }),
     );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let gw = gateway(vec![remote_server("denied", &format!("http://{addr}/mcp"))]).await;
-    let s = gw.wait_server("denied", "restarting").await;
+    let url = format!("http://{addr}/mcp");
+    let mut own = remote_server("own", &url);
+    own.headers.insert(
+        "Authorization".into(),
+        switchboard_core::config::HeaderValue::Plain("Bearer stale".into()),
+    );
+    let gw = gateway(vec![remote_server("denied", &url), own]).await;
+    let s = gw.wait_server("denied", "needs_login").await;
+    let reason = s["last_error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("401") && reason.contains("switchboard login denied"),
+        "{reason}"
+    );
+    let s = gw.wait_server("own", "restarting").await;
     let reason = s["last_error"].as_str().unwrap_or_default();
     assert!(
         reason.contains("401") && reason.contains("token expired"),

@@ -50,6 +50,24 @@ export async function isPairWindow(): Promise<boolean> {
   return (await windowLabel()) === 'pair';
 }
 
+/** Starts an OAuth login to a remote server and opens its authorization page: in the desktop
+ * app the app does it (the system browser, then a notification); in a browser tab the gateway
+ * hands back the URL and a new tab opens it. The callback goes to the gateway either way. */
+export async function logIn(client: GatewayClient, server: string): Promise<void> {
+  if (inTauri()) {
+    const { logIn: appLogIn } = await import('./tauri');
+    return appLogIn(server);
+  }
+  const r = await client.post<{ authorization_url: string }>(`/api/servers/${encodeURIComponent(server)}/login`);
+  // not 'noopener': with it the handle is null even when the tab opened, and a blocked one
+  // could not be told apart; the new tab loses its way back here at once instead
+  const tab = window.open(r.authorization_url, '_blank');
+  if (!tab) {
+    throw new ApiError(0, 'popup_blocked', `the browser blocked the login window; open ${r.authorization_url}`);
+  }
+  tab.opener = null;
+}
+
 /** The elicitation this page is the desktop app's small window of (`elicit-<id>`), if it is one. */
 export async function elicitWindowId(): Promise<string | null> {
   if (!inTauri()) return null;

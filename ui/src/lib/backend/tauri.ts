@@ -39,6 +39,11 @@ export async function closeWindow(): Promise<void> {
   await getCurrentWindow().close();
 }
 
+/** The app's own login: it opens the system browser and notifies the outcome. */
+export function logIn(server: string): Promise<void> {
+  return invoke<void>('log_in', { server });
+}
+
 /** Opens the page of URL-mode elicitation `id` with the system opener (the person agreed). */
 export function openElicitationUrl(id: string): Promise<void> {
   return invoke<void>('open_elicitation_url', { id });

@@ -25,6 +25,13 @@
 //! with a 4xx or an empty stream, or attempts used up), or when the server forgets the
 //! session (404). An HTTP error status on one request fails that request only.
 //!
+//! OAuth (`upstream/oauth`), where it applies: every request carries the access token,
+//! refreshed first when it is about to expire. A `401` to a request that carried one is met
+//! with one refresh (rotation kept) and the request sent once more; a `401` that a refresh
+//! cannot get past fails the request with how to log in, and the connection counts as lost
+//! with the server noted as needing a login (the supervisor parks it `needs_login`). A `403`
+//! with `insufficient_scope` fails that request, naming the scope; the next login asks for it.
+//!
 //! The event-stream format itself is read by `remote/sse`. Every task of a session runs on
 //! the gateway's task tracker and ends, at the latest, when the connection's token is
 //! cancelled (the connection ends, or the gateway stops).
@@ -34,7 +41,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, WWW_AUTHENTICATE,
+};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -42,7 +51,9 @@ use tokio::task::JoinHandle;
 
 use super::link::{Dial, LinkState, MAX_MESSAGE, SHORT_REQUEST, error_chain};
 use super::sse::SseReader;
+use crate::config::ServerConfig;
 use crate::upstream::connection::{Connection, Outbox};
+use crate::upstream::oauth::{OAuth, Refusal};
 use crate::upstream::state::Inner;
 
 /// Requests posted at once; more wait for a slot (and, behind them, for the outbox).
@@ -75,6 +86,10 @@ struct Session {
     /// Set from the `initialize` answer; sent on every later request.
     session_id: Mutex<Option<HeaderValue>>,
     protocol: Mutex<Option<HeaderValue>>,
+    /// The server's OAuth, where it applies (with the config its tokens are for).
+    oauth: Option<(Arc<OAuth>, ServerConfig)>,
+    /// `Authorization: Bearer …` with the current access token (sensitive: never logged).
+    bearer: Mutex<Option<HeaderValue>>,
     state: Arc<LinkState>,
     /// The gateway's tracker: every task of the session runs on it (each ends when the
     /// connection's token is cancelled, at the latest).
@@ -84,6 +99,7 @@ struct Session {
 /// Prepares a session with `url`: nothing is sent until the handshake's `initialize`.
 pub(super) fn start(inner: &Inner, dial: Dial<'_>) -> Result<JoinHandle<()>, String> {
     let (url, headers, outbox, state) = (dial.url, dial.headers, dial.outbox, dial.state);
+    let bearer = dial.bearer.as_deref().and_then(bearer_header);
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
     // A fresh client per session: no pooled connection from before a drop is reused.
     let client = reqwest::Client::builder()
@@ -97,6 +113,8 @@ pub(super) fn start(inner: &Inner, dial: Dial<'_>) -> Result<JoinHandle<()>, Str
         headers,
         session_id: Mutex::new(None),
         protocol: Mutex::new(None),
+        oauth: dial.oauth,
+        bearer: Mutex::new(bearer),
         state: state.clone(),
         tasks: inner.tasks.clone(),
     });
@@ -140,7 +158,7 @@ impl Session {
         self.state.lose("session ended");
     }
 
-    fn post(&self, body: Vec<u8>) -> reqwest::RequestBuilder {
+    fn post(&self, body: bytes::Bytes) -> reqwest::RequestBuilder {
         self.with_session(self.client.post(self.url.clone()))
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
@@ -149,6 +167,9 @@ impl Session {
 
     fn with_session(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let mut req = req.headers(self.headers.clone());
+        if let Some(bearer) = self.bearer.lock().expect("bearer lock").clone() {
+            req = req.header(AUTHORIZATION, bearer);
+        }
         if let Some(id) = self.session_id.lock().expect("session lock").clone() {
             req = req.header(SESSION_HEADER, id);
         }
@@ -173,15 +194,52 @@ impl Session {
     }
 
     async fn exchange(&self, id: u64, method: &str, body: Vec<u8>) {
-        let sent = tokio::select! {
-            r = self.post(body).send() => r,
-            () = self.caller_gone(id) => return,
-        };
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => return self.state.lose(format!("POST failed: {}", error_chain(&e))),
+        let body = bytes::Bytes::from(body);
+        self.renew().await;
+        let mut refreshed = false;
+        let resp = loop {
+            let sent = tokio::select! {
+                r = self.post(body.clone()).send() => r,
+                () = self.caller_gone(id) => return,
+            };
+            let resp = match sent {
+                Ok(r) => r,
+                Err(e) => return self.state.lose(format!("POST failed: {}", error_chain(&e))),
+            };
+            if resp.status() != StatusCode::UNAUTHORIZED {
+                break resp;
+            }
+            let Some((oauth, _)) = &self.oauth else {
+                break resp;
+            };
+            // One refresh per request: a token the server refuses right after a refresh is
+            // not a matter of expiry.
+            let carried = self.bearer.lock().expect("bearer lock").is_some();
+            let challenge = challenge(&resp);
+            if refreshed || !carried {
+                return self.unauthorized(id, oauth, challenge);
+            }
+            refreshed = true;
+            match oauth.refresh(challenge).await {
+                Ok(token) => *self.bearer.lock().expect("bearer lock") = bearer_header(&token),
+                Err(Refusal::NeedsLogin(why)) => {
+                    oauth.note_unauthorized(None, why.clone());
+                    self.fail(id, why.clone());
+                    return self.state.lose(why);
+                }
+                Err(Refusal::Transient(why)) => {
+                    self.fail(id, why.clone());
+                    return self.state.lose(why);
+                }
+            }
         };
         let status = resp.status();
+        if status == StatusCode::FORBIDDEN
+            && let Some((oauth, _)) = &self.oauth
+            && let Some(scope) = insufficient_scope(&resp, &self.url)
+        {
+            return self.fail(id, oauth.step_up(scope.as_deref()));
+        }
         if status == StatusCode::NOT_FOUND && self.has_session() {
             return self
                 .state
@@ -352,6 +410,7 @@ impl Session {
 
     /// `GET` with `Last-Event-ID`: the rest of a response stream, if the server can replay it.
     async fn reopen(&self, last_event_id: &str) -> Result<Response, Reopen> {
+        self.renew().await;
         let id = HeaderValue::from_str(last_event_id)
             .map_err(|_| Reopen::Refused("the event id is not a valid header value".into()))?;
         let req = self
@@ -399,6 +458,52 @@ impl Session {
         self.conn().receive(message);
     }
 
+    /// The access token for the next request, refreshed if it is about to expire. A login
+    /// that cannot be refreshed any more loses the connection, with the server noted as
+    /// needing a login; a refresh that failed for now keeps the token (the server will say).
+    async fn renew(&self) {
+        let Some((oauth, cfg)) = &self.oauth else {
+            return;
+        };
+        match oauth.bearer(cfg).await {
+            Ok(Some(token)) => *self.bearer.lock().expect("bearer lock") = bearer_header(&token),
+            Ok(None) => {}
+            Err(Refusal::NeedsLogin(why)) => {
+                oauth.note_unauthorized(None, why.clone());
+                self.state.lose(why);
+            }
+            Err(Refusal::Transient(why)) => {
+                tracing::warn!(url = %self.url, error = %why, "cannot renew the access token");
+            }
+        }
+    }
+
+    /// A `401` no refresh gets past: request `id` fails saying how to log in, and the
+    /// connection is lost with the server noted as needing a login.
+    fn unauthorized(&self, id: u64, oauth: &OAuth, challenge: Option<String>) {
+        let why =
+            oauth.needs_login_reason(&format!("server {} asks for a login (HTTP 401)", self.url));
+        oauth.note_unauthorized(challenge, why.clone());
+        self.fail(id, why.clone());
+        self.state.lose(why);
+    }
+
+    /// A `401` to a notification or the `GET` stream: as [`Self::unauthorized`], no request
+    /// to fail.
+    fn unauthorized_stream(&self, resp: &Response) -> bool {
+        let Some((oauth, _)) = &self.oauth else {
+            return false;
+        };
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return false;
+        }
+        let why =
+            oauth.needs_login_reason(&format!("server {} asks for a login (HTTP 401)", self.url));
+        oauth.note_unauthorized(challenge(resp), why.clone());
+        self.state.lose(why);
+        true
+    }
+
     /// Answers request `id` with an error of our own (the server's HTTP said no).
     fn fail(&self, id: u64, message: String) {
         let reply = json!({"jsonrpc": "2.0", "id": id,
@@ -423,11 +528,13 @@ impl Session {
     /// Posts a notification or a response; waits for the server to take it (not for any
     /// stream it may answer with: that is read on its own task).
     async fn post_in_order(self: &Arc<Self>, body: Vec<u8>) {
+        self.renew().await;
         let sent = tokio::select! {
-            r = tokio::time::timeout(SHORT_REQUEST, self.post(body).send()) => r,
+            r = tokio::time::timeout(SHORT_REQUEST, self.post(body.into()).send()) => r,
             () = self.conn().closed().cancelled() => return,
         };
         match sent {
+            Ok(Ok(resp)) if self.unauthorized_stream(&resp) => {}
             Ok(Ok(resp)) if resp.status() == StatusCode::NOT_FOUND && self.has_session() => {
                 self.state
                     .lose("the server no longer knows the session (404); starting a new one");
@@ -471,6 +578,7 @@ impl Session {
     async fn listen(self: Arc<Self>) {
         let closed = self.conn().closed().clone();
         loop {
+            self.renew().await;
             let req = self
                 .with_session(self.client.get(self.url.clone()))
                 .header(ACCEPT, "text/event-stream");
@@ -484,6 +592,7 @@ impl Session {
                         .state
                         .lose(format!("GET stream failed: {}", error_chain(&e)));
                 }
+                Ok(r) if self.unauthorized_stream(&r) => return,
                 Ok(r) if r.status() == StatusCode::METHOD_NOT_ALLOWED => {
                     tracing::debug!(url = %self.url, "server offers no GET stream");
                     return;
@@ -535,6 +644,30 @@ impl Session {
             Err(_) => tracing::debug!(url = %self.url, "DELETE timed out"),
         }
     }
+}
+
+/// `Bearer <token>` as a header value, marked sensitive; `None` for a token that is no valid
+/// header value (the server then answers 401, and a login replaces it).
+fn bearer_header(token: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+/// The `WWW-Authenticate` of a response, if it has a readable one.
+fn challenge(resp: &Response) -> Option<String> {
+    resp.headers()
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.trim_start().to_ascii_lowercase().starts_with("bearer"))
+        .map(str::to_owned)
+}
+
+/// For a `403` that is an `insufficient_scope` challenge: the scope it names, if any.
+fn insufficient_scope(resp: &Response, url: &reqwest::Url) -> Option<Option<String>> {
+    let params = rmcp::transport::auth::WWWAuthenticateParams::parse(&challenge(resp)?, url);
+    params.is_insufficient_scope().then_some(params.scope)
 }
 
 fn is_event_stream(resp: &Response) -> bool {

@@ -14,6 +14,14 @@ pub(super) struct Dial<'a> {
     pub(super) headers: reqwest::header::HeaderMap,
     /// Messages for the server, written by the link's task.
     pub(super) outbox: Outbox,
+    /// The access token to send first, where OAuth applies.
+    pub(super) bearer: Option<String>,
+    /// The server's OAuth, where it applies (with the config its tokens are for): the HTTP
+    /// transport renews the token and answers `401`s and `403`s with it.
+    pub(super) oauth: Option<(
+        Arc<crate::upstream::oauth::OAuth>,
+        crate::config::ServerConfig,
+    )>,
     pub(super) state: &'a Arc<LinkState>,
 }
 

@@ -39,6 +39,14 @@ pub(super) async fn start(inner: &Inner, dial: Dial<'_>) -> Result<JoinHandle<()
         .into_client_request()
         .map_err(|e| format!("url {url:?}: {e}"))?;
     request.headers_mut().extend(headers);
+    if let Some(token) = &dial.bearer
+        && let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        v.set_sensitive(true);
+        request
+            .headers_mut()
+            .insert(reqwest::header::AUTHORIZATION, v);
+    }
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
@@ -49,6 +57,21 @@ pub(super) async fn start(inner: &Inner, dial: Dial<'_>) -> Result<JoinHandle<()
     );
     let socket = match tokio::time::timeout(inner.limits.start_timeout(), connecting).await {
         Ok(Ok((socket, _))) => socket,
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp)))
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+                && let Some((oauth, _)) = &dial.oauth =>
+        {
+            // The handshake wants a login: noted for the supervisor, like a 401 over HTTP.
+            let challenge = resp
+                .headers()
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let why =
+                oauth.needs_login_reason(&format!("server {url} asks for a login (HTTP 401)"));
+            oauth.note_unauthorized(challenge, why.clone());
+            return Err(why);
+        }
         Ok(Err(e)) => {
             return Err(format!(
                 "cannot connect to {url}: {}",
