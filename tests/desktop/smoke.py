@@ -17,6 +17,7 @@ import tempfile
 import time
 import traceback
 import urllib.error
+from http.client import RemoteDisconnected
 import urllib.request
 from pathlib import Path
 
@@ -827,9 +828,18 @@ def main() -> int:
             if http("GET", "/healthz")[0] is not None and sys.exc_info()[0] is not None:
                 leftover_apps()
         wait("the app closed with its session", lambda: http("GET", "/healthz")[0] is None, timeout=20)
+    def webview_tried_twice():
+        # WebKitWebDriver may also die later in its session (a closed connection, never a page
+        # assertion; seen once at a window switch under load): the tool's fault, so the whole
+        # check runs once more from a new app and driver, and says so.
+        try:
+            webview()
+        except (RemoteDisconnected, ConnectionResetError) as e:
+            print(f"# WebKitWebDriver closed its connection mid-session ({e!r}); the whole check once more")
+            webview()
     check("the real webview (tauri-driver + WebKitWebDriver): its own credential, the gateway's live state; "
           "the pairing window shows the notified code, counts down, says who paired, closes; "
-          "an elicitation is answered in its own window and one declined there, each notified", webview)
+          "an elicitation is answered in its own window and one declined there, each notified", webview_tried_twice)
 
     def desktop_entry():
         """What double-clicking the installed app does: the desktop entry launched by GIO."""
