@@ -105,19 +105,12 @@ pub(crate) async fn read_secret(
     service: &str,
     account: &str,
 ) -> Result<String, String> {
-    let describe = store.describe();
-    let (store, s, a) = (store.clone(), service.to_owned(), account.to_owned());
-    match off_runtime(move || store.secret(&s, &a)).await {
-        Ok(Ok(Some(secret))) => Ok(secret),
-        Ok(Ok(None)) => Err(format!(
-            "no secret {service}/{account} in the {describe}; store it there (service \
-             {service:?}, account {account:?})"
-        )),
-        Ok(Err(e)) => Err(format!("cannot read {service}/{account}: {e}")),
-        Err(Unanswered::Failed(e)) => Err(format!("cannot read {service}/{account}: {e}")),
-        Err(Unanswered::Timeout) => Err(format!(
-            "the {describe} did not answer within {} s reading {service}/{account}; is it locked?",
-            STORE_TIMEOUT.as_secs()
+    match find_secret(store, service, account).await? {
+        Some(secret) => Ok(secret),
+        None => Err(format!(
+            "no secret {service}/{account} in the {}; store it there (service {service:?}, \
+             account {account:?})",
+            store.describe()
         )),
     }
 }
@@ -180,6 +173,30 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug + 'static {
     fn delete_secret(&self, service: &str, account: &str) -> Result<(), TokenStoreError>;
 }
 
+/// One [`SecretStore`] call off the runtime, bounded by [`STORE_TIMEOUT`]; `doing` names it in
+/// the errors ("writing", "deleting", "reading"), which name the secret but never hold it.
+async fn secret_call<T: Send + 'static>(
+    store: &Arc<dyn SecretStore>,
+    service: &str,
+    account: &str,
+    doing: &str,
+    f: impl FnOnce(&dyn SecretStore, &str, &str) -> Result<T, TokenStoreError> + Send + 'static,
+) -> Result<T, String> {
+    let describe = store.describe();
+    let (store, s, a) = (store.clone(), service.to_owned(), account.to_owned());
+    match off_runtime(move || f(store.as_ref(), &s, &a)).await {
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(e)) => Err(format!(
+            "{doing} {service}/{account} in the {describe} failed: {e}"
+        )),
+        Err(Unanswered::Failed(e)) => Err(format!("{doing} {service}/{account} failed: {e}")),
+        Err(Unanswered::Timeout) => Err(format!(
+            "the {describe} did not answer within {} s {doing} {service}/{account}; is it locked?",
+            STORE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 /// [`SecretStore::set_secret`] off the runtime, bounded by [`STORE_TIMEOUT`].
 pub(crate) async fn write_secret(
     store: &Arc<dyn SecretStore>,
@@ -187,19 +204,10 @@ pub(crate) async fn write_secret(
     account: &str,
     secret: String,
 ) -> Result<(), String> {
-    let describe = store.describe();
-    let (store, s, a) = (store.clone(), service.to_owned(), account.to_owned());
-    match off_runtime(move || store.set_secret(&s, &a, &secret)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!(
-            "cannot write {service}/{account} to the {describe}: {e}"
-        )),
-        Err(Unanswered::Failed(e)) => Err(format!("cannot write {service}/{account}: {e}")),
-        Err(Unanswered::Timeout) => Err(format!(
-            "the {describe} did not answer within {} s writing {service}/{account}; is it locked?",
-            STORE_TIMEOUT.as_secs()
-        )),
-    }
+    secret_call(store, service, account, "writing", move |st, s, a| {
+        st.set_secret(s, a, &secret)
+    })
+    .await
 }
 
 /// [`SecretStore::delete_secret`] off the runtime, bounded by [`STORE_TIMEOUT`].
@@ -208,19 +216,10 @@ pub(crate) async fn delete_secret(
     service: &str,
     account: &str,
 ) -> Result<(), String> {
-    let describe = store.describe();
-    let (store, s, a) = (store.clone(), service.to_owned(), account.to_owned());
-    match off_runtime(move || store.delete_secret(&s, &a)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!(
-            "cannot delete {service}/{account} from the {describe}: {e}"
-        )),
-        Err(Unanswered::Failed(e)) => Err(format!("cannot delete {service}/{account}: {e}")),
-        Err(Unanswered::Timeout) => Err(format!(
-            "the {describe} did not answer within {} s deleting {service}/{account}; is it locked?",
-            STORE_TIMEOUT.as_secs()
-        )),
-    }
+    secret_call(store, service, account, "deleting", |st, s, a| {
+        st.delete_secret(s, a)
+    })
+    .await
 }
 
 /// [`read_secret`] that tells "none stored" (`Ok(None)`) from a failure.
@@ -229,17 +228,10 @@ pub(crate) async fn find_secret(
     service: &str,
     account: &str,
 ) -> Result<Option<String>, String> {
-    let describe = store.describe();
-    let (store, s, a) = (store.clone(), service.to_owned(), account.to_owned());
-    match off_runtime(move || store.secret(&s, &a)).await {
-        Ok(Ok(found)) => Ok(found),
-        Ok(Err(e)) => Err(format!("cannot read {service}/{account}: {e}")),
-        Err(Unanswered::Failed(e)) => Err(format!("cannot read {service}/{account}: {e}")),
-        Err(Unanswered::Timeout) => Err(format!(
-            "the {describe} did not answer within {} s reading {service}/{account}; is it locked?",
-            STORE_TIMEOUT.as_secs()
-        )),
-    }
+    secret_call(store, service, account, "reading", |st, s, a| {
+        st.secret(s, a)
+    })
+    .await
 }
 
 /// Secrets held in memory (tests).
