@@ -131,6 +131,8 @@ try {
     await page.getByTestId('failures').filter({ hasText: 'fx crashed' }).waitFor();
     await page.getByTestId('stat-servers').filter({ hasText: '1 / 1' }).waitFor();
     await tab('Servers').click();
+    // the view itself, not the Overview still on screen (it once was, in docs/)
+    await row.getByTestId('state').filter({ hasText: 'running' }).waitFor();
     await shot('servers');
   });
 
