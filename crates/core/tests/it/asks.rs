@@ -17,17 +17,7 @@ async fn gateway() -> TestGateway {
 
 /// A session whose client declared `capabilities`.
 async fn session_with(gw: &TestGateway, capabilities: Value) -> McpHttp {
-    let mut mcp = McpHttp::new(gw);
-    let init = mcp
-        .request(
-            "initialize",
-            json!({"protocolVersion": "2025-11-25", "capabilities": capabilities,
-                   "clientInfo": {"name": "asks", "version": "1"}}),
-        )
-        .await;
-    assert_eq!(init.result()["serverInfo"]["name"], "switchboard");
-    mcp.notify("notifications/initialized", json!({})).await;
-    mcp
+    McpHttp::initialized(gw, capabilities, "asks").await
 }
 
 fn elicitation() -> Value {

@@ -34,17 +34,7 @@ fn form() -> Value {
 
 /// An `/mcp` session whose client declared `capabilities`.
 async fn session_with(gw: &TestGateway, capabilities: Value) -> McpHttp {
-    let mut mcp = McpHttp::new(gw);
-    let init = mcp
-        .request(
-            "initialize",
-            json!({"protocolVersion": "2025-11-25", "capabilities": capabilities,
-                   "clientInfo": {"name": "elicit", "version": "1"}}),
-        )
-        .await;
-    assert_eq!(init.result()["serverInfo"]["name"], "switchboard");
-    mcp.notify("notifications/initialized", json!({})).await;
-    mcp
+    McpHttp::initialized(gw, capabilities, "elicit").await
 }
 
 /// Starts `fx__ask` of `params` on `mcp`; its result is what the server got back.

@@ -104,17 +104,7 @@ async fn gateway() -> TestGateway {
 /// A session whose client declared `capabilities` (sampling: its calls go through rmcp's
 /// session, which can ask it things, not the fast path).
 async fn session_with(gw: &TestGateway, capabilities: Value) -> McpHttp {
-    let mut mcp = McpHttp::new(gw);
-    let init = mcp
-        .request(
-            "initialize",
-            json!({"protocolVersion": "2025-11-25", "capabilities": capabilities,
-                   "clientInfo": {"name": "fidelity", "version": "1"}}),
-        )
-        .await;
-    assert_eq!(init.result()["serverInfo"]["name"], "switchboard");
-    mcp.notify("notifications/initialized", json!({})).await;
-    mcp
+    McpHttp::initialized(gw, capabilities, "fidelity").await
 }
 
 async fn ws_session(gw: &TestGateway) -> Ws {

@@ -523,6 +523,22 @@ impl McpHttp {
         Self::to(gw.url("/mcp"), gw.token.clone())
     }
 
+    /// A session opened and initialized on `gw`'s `/mcp` by a 2025-11-25 client called
+    /// `client` that declared `capabilities`.
+    pub async fn initialized(gw: &TestGateway, capabilities: Value, client: &str) -> Self {
+        let mut mcp = Self::new(gw);
+        let init = mcp
+            .request(
+                "initialize",
+                json!({"protocolVersion": "2025-11-25", "capabilities": capabilities,
+                       "clientInfo": {"name": client, "version": "1"}}),
+            )
+            .await;
+        assert_eq!(init.result()["serverInfo"]["name"], "switchboard");
+        mcp.notify("notifications/initialized", json!({})).await;
+        mcp
+    }
+
     /// A client of the gateway's `/mcp` at `url` (a gateway this process did not start).
     pub fn to(url: String, token: String) -> Self {
         Self {
