@@ -1,10 +1,12 @@
 //! The MCP gateway: every supervised server's tools, resources and prompts as one MCP server,
-//! behind `/mcp` (rmcp's Streamable HTTP, plus a fast path for plain requests) and `/ws`.
+//! behind `/mcp` (Streamable HTTP: its sessions served here, a fast path for plain requests,
+//! rmcp for what else stateless 2026-07-28 requests need) and `/ws`.
 //!
 //! This file only declares the parts and names what the rest of the crate uses. A request
 //! flows one way through them, each file calling only those below it:
-//! - `handler` (rmcp's `ServerHandler` for `/mcp` sessions), `fast` (the `/mcp` fast path),
-//!   `ws` (`/ws`): the transports, each turning its requests into a call context;
+//! - `streamable` (`/mcp` sessions), `fast` (the `/mcp` fast path), `handler` (rmcp's
+//!   `ServerHandler`, for the stateless requests the fast path leaves), `ws` (`/ws`): the
+//!   transports, each turning its requests into a call context;
 //! - `dispatch`: what each method answers, over the gateway; `page`: its lists in pages, with
 //!   opaque cursors;
 //! - `gateway`: [`McpGateway`], the upstreams, the aggregated tool names and where a call goes;
@@ -26,6 +28,7 @@ pub(crate) mod names;
 mod page;
 mod raw;
 pub(crate) mod session;
+pub(crate) mod streamable;
 pub(crate) mod ws;
 
 pub(crate) use dispatch::Dispatcher;

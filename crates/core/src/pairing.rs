@@ -11,9 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use std::sync::Arc;
 
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
 use crate::auth::store::TokenStoreError;
 use crate::auth::{Auth, PairError};
@@ -27,8 +25,6 @@ pub struct Pairing {
     auth: Auth,
     /// Every MCP session (closed on unpair, their watchers' streams end).
     sessions: Sessions,
-    /// rmcp's own `/mcp` sessions, closed too so that the client's streams end.
-    rmcp: Arc<LocalSessionManager>,
     /// The gateway's port, for the URLs handed to a new client.
     port: u16,
     /// The servers: whose own endpoints a new client is offered, and logins from the control
@@ -40,13 +36,11 @@ impl Pairing {
     pub(crate) fn new(
         auth: Auth,
         gw: McpGateway,
-        rmcp: Arc<LocalSessionManager>,
         port: u16,
     ) -> Self {
         Self {
             auth,
             sessions: gw.sessions().clone(),
-            rmcp,
             port,
             gw,
         }
@@ -75,15 +69,7 @@ impl Pairing {
         if !self.auth.unpair(name).await? {
             return Ok(false);
         }
-        use rmcp::transport::streamable_http_server::session::{SessionId, SessionManager as _};
-        for id in self.sessions.close_client(name, "client unpaired") {
-            let id: SessionId = id.into();
-            if self.rmcp.has_session(&id).await.unwrap_or(false)
-                && let Err(e) = self.rmcp.close_session(&id).await
-            {
-                tracing::debug!(session = %id, error = %e, "session already gone");
-            }
-        }
+        self.sessions.close_client(name, "client unpaired");
         Ok(true)
     }
 }

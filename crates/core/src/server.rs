@@ -267,7 +267,6 @@ impl Gateway {
             ));
         }
         self.tasks.spawn(self.hub.mcp.sessions().clone().sweep(
-            self.hub.rmcp_sessions.clone(),
             self.hub.gateway_config.session_idle(),
             session_sweep(self.hub.gateway_config.session_idle()),
             shutdown.clone(),
@@ -373,8 +372,9 @@ fn session_sweep(idle: Duration) -> Duration {
     (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
 }
 
-/// rmcp's session manager for `/mcp`, without its own idle timer: it would end a session with
-/// an open stream that carried nothing for a while. Idle sessions are ended by the sweep.
+/// rmcp's session manager, for the stateless 2026-07-28 requests rmcp still serves on `/mcp`:
+/// it never holds a session (`initialize` and every session's requests are the gateway's own,
+/// see `mcp/streamable`); `held` counts it to show so.
 fn rmcp_sessions() -> rmcp::transport::streamable_http_server::session::local::LocalSessionManager {
     let mut m =
         rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default();

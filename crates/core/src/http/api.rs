@@ -348,14 +348,6 @@ pub(crate) async fn pair_code(
 /// (`grants`: its patterns, the tools it may call, the servers whose resources it may read).
 pub(crate) async fn clients(State(state): State<AppState>) -> axum::Json<Value> {
     let hub = &state.0;
-    let live: std::collections::HashSet<String> = hub
-        .rmcp_sessions
-        .sessions
-        .read()
-        .await
-        .keys()
-        .map(|k| k.to_string())
-        .collect();
     let clients: Vec<Value> = hub
         .auth
         .clients()
@@ -364,10 +356,7 @@ pub(crate) async fn clients(State(state): State<AppState>) -> axum::Json<Value> 
             let open: Vec<String> = hub
                 .mcp
                 .sessions()
-                .ids_of(&c.name)
-                .into_iter()
-                .filter(|s| live.contains(s))
-                .collect();
+                .ids_of(&c.name);
             let mut v = serde_json::to_value(&c).unwrap_or_default();
             v["open_sessions"] = json!(open);
             v["grants"] = json!(hub.dispatcher.grants(&c.role));

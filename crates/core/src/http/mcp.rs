@@ -1,11 +1,13 @@
 //! `/mcp`, the front door of the Streamable HTTP gateway: the token, the client's own
-//! sessions, the body checks and the fast path, in one handler in front of rmcp's service (a
-//! layer per step would clone the stack under it on every request). Every response body is
-//! watched: a client that goes away cancels what it asked for; an unpaired one's stream ends.
+//! sessions, the body checks, the fast path, then the gateway's own sessions
+//! (`mcp/streamable`) or, for stateless 2026-07-28 requests the fast path leaves, rmcp's
+//! service; in one handler (a layer per step would clone the stack under it on every
+//! request). Every response body is watched: a client that goes away cancels what it asked
+//! for; an unpaired one's stream ends.
 //!
 //! `/mcp/<server>` is the same door to one server's own endpoint: the dispatcher narrowed to
-//! it ([`Dispatcher::only`]) behind an rmcp service made for the request (a few `Arc`s; rmcp's
-//! sessions are the shared ones), its sessions bound to it.
+//! it ([`Dispatcher::only`]) (behind an rmcp service made for the request: a few `Arc`s), its
+//! sessions bound to it.
 
 use std::future::Future as _;
 use std::sync::Arc;
@@ -25,8 +27,9 @@ use super::token::authenticate;
 use crate::auth::Caller;
 use crate::mcp::Dispatcher;
 use crate::mcp::fast::{self, Fast};
-use crate::mcp::jsonrpc::{INVALID_REQUEST, PARSE_ERROR};
+use crate::mcp::jsonrpc::{self, INVALID_REQUEST, Incoming, PARSE_ERROR};
 use crate::mcp::session::Session;
+use crate::mcp::streamable;
 
 /// The rmcp service behind `/mcp`.
 pub(crate) type McpService = StreamableHttpService<crate::mcp::Handler, LocalSessionManager>;
@@ -117,9 +120,12 @@ fn service_with(state: &AppState, d: Dispatcher) -> McpService {
     )
 }
 
-/// Checks a POST to `/mcp` before rmcp sees it: a body over the limit is 413, a body that is
-/// not JSON is 400 with a JSON-RPC parse error (id null), both with a message that says so.
-/// Every response (POST answers and the GET stream) is watched by a [`GuardedBody`].
+/// Checks a POST to `/mcp` before anything reads it: a body over the limit is 413, a body that
+/// is not JSON is 400 with a JSON-RPC parse error (id null), both with a message that says so.
+/// Then: the fast path; a session's requests, notifications and answers, and `initialize`,
+/// go to the gateway's own sessions (`mcp/streamable`); stateless 2026-07-28 requests the fast
+/// path left go to rmcp. Every response (POST answers and the GET stream) is watched by a
+/// [`GuardedBody`].
 async fn precheck(
     state: &AppState,
     req: Request,
@@ -145,11 +151,25 @@ async fn precheck(
             }),
         )
     };
+    let hub = &state.0;
     if req.method() != axum::http::Method::POST {
         let revoked = revoked(&req);
-        return guard(rmcp(req).await, None, revoked);
+        let Some(s) = session else {
+            return guard(rmcp(req).await, None, revoked); // stateless: rmcp's answer
+        };
+        let resp = match *req.method() {
+            axum::http::Method::GET => streamable::listen(req.headers(), s),
+            axum::http::Method::DELETE => streamable::end(hub.mcp.sessions(), s),
+            _ => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, "GET, POST, DELETE")],
+                "Method Not Allowed",
+            )
+                .into_response(),
+        };
+        return guard(resp, None, revoked);
     }
-    let limit = state.0.gateway_config.max_body_bytes;
+    let limit = hub.gateway_config.max_body_bytes;
     let rpc_error = |status: StatusCode, code: i64, message: String| {
         (
             status,
@@ -178,14 +198,19 @@ async fn precheck(
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return too_big();
     };
-    // Plain request/response: answered here, without rmcp's session machinery (it takes
-    // only valid JSON-RPC requests, and says when what it declined was JSON).
-    let hub = &state.0;
+    // Plain request/response: answered here, in the request's own task.
     let front = fast::Front {
         dispatcher: d,
-        sessions: &hub.rmcp_sessions,
         shutdown: &hub.shutdown,
         session,
+    };
+    let unpaired = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "token_invalid",
+            "this client was unpaired",
+        )
+        .into_response()
     };
     let json = match fast::answer(front, &parts, &bytes).await {
         Ok(Fast::Answered(frame)) => {
@@ -196,17 +221,9 @@ async fn precheck(
             )
                 .into_response();
         }
-        Ok(Fast::Unpaired) => {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "token_invalid",
-                "this client was unpaired",
-            )
-            .into_response();
-        }
+        Ok(Fast::Unpaired) => return unpaired(),
         Err(declined) => matches!(declined, fast::Declined::Json),
     };
-    let can_be_asked = session.is_none() && json && initialize_may_ask(&bytes);
     if !json && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
         return rpc_error(
             StatusCode::BAD_REQUEST,
@@ -216,53 +233,37 @@ async fn precheck(
     }
     // A client that goes away before its response is complete cancels what it asked for.
     let gone = hub.shutdown.child_token();
+    let Some(caller) = parts.extensions.get::<Caller>().cloned() else {
+        return unpaired();
+    };
+    let revoked = Some(Box::pin(caller.revoked.clone().cancelled_owned()));
+    let door = streamable::Door {
+        dispatcher: d,
+        gone: &gone,
+    };
+    if let Some(s) = session {
+        let resp = streamable::post(door, &caller, &parts.headers, &bytes, s.clone()).await;
+        return guard(resp, Some(gone), revoked);
+    }
+    if let Incoming::Request(r) = jsonrpc::parse(&bytes)
+        && r.method == "initialize"
+    {
+        let resp = streamable::initialize(door, &caller, &parts.headers, r).await;
+        return guard(resp, Some(gone), revoked);
+    }
     let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
     req.extensions_mut()
         .insert(crate::mcp::ClientGone(gone.clone()));
-    let revoked = revoked(&req);
-    let mut resp = guard(rmcp(req).await, Some(gone), revoked);
-    if can_be_asked {
-        resp.extensions_mut().insert(CanBeAsked);
-    }
-    resp
+    guard(rmcp(req).await, Some(gone), revoked)
 }
 
-/// Put on the answer to an `initialize` whose client declared elicitation, sampling or roots.
-#[derive(Debug, Clone, Copy)]
-struct CanBeAsked;
-
-/// Whether `body` is an `initialize` whose client declared it may be asked things.
-fn initialize_may_ask(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Init {
-        method: Option<String>,
-        params: Option<InitParams>,
-    }
-    #[derive(serde::Deserialize)]
-    struct InitParams {
-        #[serde(default)]
-        capabilities: serde_json::Map<String, serde_json::Value>,
-    }
-    match serde_json::from_slice::<Init>(body) {
-        Ok(Init {
-            method: Some(m),
-            params: Some(p),
-        }) if m == "initialize" => ["elicitation", "sampling", "roots"]
-            .iter()
-            .any(|k| p.capabilities.contains_key(*k)),
-        _ => false,
-    }
-}
-
-/// Ties `/mcp` sessions to the client and the endpoint that opened them: another client's
-/// session id is refused (404, as if unknown), and so is one opened at another endpoint (404,
-/// saying where it belongs); a new session is registered (under its client, so that
-/// unpairing closes it, and bound to a per-server endpoint's server) as soon as rmcp hands
-/// out its id.
+/// Ties `/mcp` sessions to the client and the endpoint that opened them: an unknown session
+/// id is 404 (the client starts over, as the spec says), another client's too (as if
+/// unknown), and one opened at another endpoint (404, saying where it belongs).
 async fn sessions(
     state: &AppState,
     caller: Caller,
-    mut req: Request,
+    req: Request,
     svc: &McpService,
     d: &Dispatcher,
 ) -> Response {
@@ -270,15 +271,19 @@ async fn sessions(
     let asked = req
         .headers()
         .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .and_then(|v| v.to_str().ok());
     // looked up once, here: the fast path takes it from here
-    let named = asked.as_deref().and_then(|sid| sessions.get(sid));
+    let named = match asked {
+        None => None,
+        Some(sid) => match sessions.get(sid) {
+            Some(s) if s.client == caller.name => Some(s),
+            _ => {
+                return ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "Session not found")
+                    .into_response();
+            }
+        },
+    };
     if let Some(s) = &named {
-        if s.client != caller.name {
-            return ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "no such session")
-                .into_response();
-        }
         if s.server() != d.server() {
             let here = match d.server() {
                 Some(server) => format!("/mcp/{server}"),
@@ -296,35 +301,8 @@ async fn sessions(
             .into_response();
         }
         s.touch();
-        // for rmcp's handler, which tells this session of tool list changes
-        req.extensions_mut().insert(s.clone());
     }
-    let deleting = req.method() == axum::http::Method::DELETE;
-    let name = caller.name.clone();
-    let resp = precheck(state, req, svc, d, named.as_ref()).await;
-    if let Some(sid) = resp
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        && sessions.get(sid).is_none()
-    {
-        let (s, _) = sessions.open(Some(sid.to_owned()), &name, "http", false);
-        if let Some(server) = d.server() {
-            s.bind(server);
-        }
-        s.set_can_be_asked(resp.extensions().get::<CanBeAsked>().is_some());
-    }
-    let mut resp = resp;
-    if deleting
-        && let Some(sid) = &asked
-        && resp.status().is_success()
-    {
-        sessions.close(sid, "deleted");
-        // rmcp answers 202; a session's termination is done, not pending, and the official
-        // Python SDK reports anything but 200 as a failed termination
-        *resp.status_mut() = StatusCode::OK;
-    }
-    resp
+    precheck(state, req, svc, d, named.as_ref()).await
 }
 
 /// A `/mcp` response body that watches its client: dropped before its last frame (the client

@@ -82,7 +82,6 @@ impl Hub {
         Pairing::new(
             self.auth.clone(),
             self.mcp.clone(),
-            self.rmcp_sessions.clone(),
             self.guard.port(),
         )
     }

@@ -18,7 +18,6 @@
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, header, request::Parts};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -35,8 +34,6 @@ use crate::auth::Caller;
 pub(crate) struct Front<'a> {
     /// The `/mcp` dispatcher, or a per-server endpoint's (see [`Dispatcher::only`]).
     pub(crate) dispatcher: &'a Dispatcher,
-    /// rmcp's own sessions: a session rmcp no longer has is left to rmcp (its 404).
-    pub(crate) sessions: &'a LocalSessionManager,
     /// Per-call cancellation derives from it.
     pub(crate) shutdown: &'a CancellationToken,
     /// The session the request's `Mcp-Session-Id` names, if we know it (looked up once, by
@@ -192,14 +189,6 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
             }
             if s.can_be_asked() && method == Method::ToolsCall {
                 return None; // its server may ask the client things: that needs a stream
-            }
-            {
-                use rmcp::transport::streamable_http_server::session::SessionManager as _;
-                let id: rmcp::transport::streamable_http_server::session::SessionId =
-                    sid.to_owned().into();
-                if !hub.sessions.has_session(&id).await.unwrap_or(false) {
-                    return None; // rmcp answers 404
-                }
             }
             Some(s)
         }

@@ -1,5 +1,7 @@
-//! The rmcp `ServerHandler` that rmcp's Streamable HTTP service runs per `/mcp` client session:
-//! rmcp's typed requests, answered by the shared [`Dispatcher`].
+//! The rmcp `ServerHandler` for the stateless 2026-07-28 requests on `/mcp` that the fast path
+//! leaves to rmcp (a progress token, `Mcp-Param-*` headers, anything unusual): rmcp's typed
+//! requests, answered by the shared [`Dispatcher`]. Sessions are not rmcp's (see
+//! `mcp/streamable`).
 //!
 //! rmcp's service wants its typed answers, which have no room for what rmcp does not know (a
 //! tool's `execution`, extension fields): what reaches rmcp sessions is rmcp's reading of the
@@ -31,7 +33,7 @@ use rmcp::model::{
     ReadResourceResult, ServerRequest,
 };
 use rmcp::service::PeerRequestOptions;
-use rmcp::service::{NotificationContext, Peer, RequestContext, RoleServer, ServiceError};
+use rmcp::service::{Peer, RequestContext, RoleServer, ServiceError};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -40,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use super::call::{CallCtx, ClientProgress, ProgressOut};
 use super::dispatch::Dispatcher;
 use super::jsonrpc::{INTERNAL_ERROR, error_data, id_text, passed_meta};
-use super::session::{Note, Session, ToolListener};
+use super::session::Session;
 use crate::auth::Caller;
 use crate::elicit::Elicitations;
 use crate::upstream::{ClientAsks, Progress, RpcError, ServerAsk};
@@ -55,8 +57,6 @@ const ASK_QUEUE: usize = 8;
 
 /// How long a call's result waits for its progress notifications to be out.
 const PROGRESS_DRAIN: Duration = Duration::from_secs(2);
-/// How long a tool-list change may wait for a session's stream before it is given up.
-const NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Put into a `/mcp` request's extensions by the HTTP layer: cancelled when the client goes
 /// away before its response is complete.
@@ -377,42 +377,6 @@ async fn either(a: &CancellationToken, b: &CancellationToken) {
     }
 }
 
-/// Where servers' requests to `session`'s client go outside its calls (an isolated instance
-/// asking for roots as it starts): to rmcp's peer, which sends them on the session's own
-/// `GET` stream. Answered concurrently (at most [`ASK_QUEUE`] waiting to be sent, more are
-/// refused by the server's connection) by a task that ends with the session.
-fn session_asker(
-    session: &Arc<Session>,
-    peer: Peer<RoleServer>,
-    tasks: &tokio_util::task::TaskTracker,
-    elicitations: Elicitations,
-) -> ClientAsks {
-    use futures_util::StreamExt as _;
-    let (tx, mut rx) = mpsc::channel::<ServerAsk>(ASK_QUEUE);
-    let closed = session.closed.clone();
-    let client = Some(session.client.clone());
-    tasks.spawn(async move {
-        let mut asking = futures_util::stream::FuturesUnordered::new();
-        loop {
-            tokio::select! {
-                () = closed.cancelled() => break,
-                Some(ask) = rx.recv() => asking.push(ask_client(
-                    peer.clone(),
-                    ask,
-                    closed.clone(),
-                    elicitations.clone(),
-                    client.clone(),
-                )),
-                Some(()) = asking.next(), if !asking.is_empty() => {}
-            }
-        }
-    });
-    ClientAsks {
-        session: session.id.clone(),
-        tx,
-    }
-}
-
 /// A `ServerHandler` method answered by the dispatcher `d` for a request that neither reports
 /// progress nor outlives rmcp's `ct` (its context `ctx`); every one but `call_tool`.
 macro_rules! answered {
@@ -431,55 +395,6 @@ macro_rules! answered {
 impl ServerHandler for Handler {
     fn get_info(&self) -> ServerConfig {
         self.d.server_info()
-    }
-
-    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        let Some(session) = session(&context.extensions) else {
-            return; // stateless: no session to tell
-        };
-        let peer = context.peer;
-        let tasks = self.d.gateway().tasks().clone();
-        if let Some(info) = peer.peer_info() {
-            let c = &info.capabilities;
-            if c.elicitation.is_some() || c.sampling.is_some() || c.roots.is_some() {
-                let elicitations = self.d.gateway().elicitations().clone();
-                session.set_asker(session_asker(session, peer.clone(), &tasks, elicitations));
-            }
-        }
-        session.on_tools_changed(ToolListener(Box::new(move |note: &Note| {
-            if peer.is_transport_closed() {
-                return false;
-            }
-            let (peer, note) = (peer.clone(), note.clone());
-            // told from under the listeners' lock: sent from a task, tracked and bounded
-            tasks.spawn(async move {
-                let sent = async {
-                    match note {
-                        Note::ToolsChanged => peer.notify_tool_list_changed().await,
-                        Note::ResourcesChanged => peer.notify_resource_list_changed().await,
-                        Note::PromptsChanged => peer.notify_prompt_list_changed().await,
-                        Note::ResourceUpdated(params) => match serde_json::from_value(params) {
-                            Ok(param) => peer.notify_resource_updated(param).await,
-                            Err(_) => Ok(()),
-                        },
-                        #[allow(deprecated)] // logging is part of 2025-11-25, which sessions speak
-                        Note::Log(params) => match serde_json::from_value(params) {
-                            Ok(param) => peer.notify_logging_message(param).await,
-                            Err(_) => Ok(()), // not a log message rmcp can carry
-                        },
-                    }
-                };
-                let _ = tokio::time::timeout(NOTIFY_TIMEOUT, sent).await;
-            });
-            true
-        })));
-    }
-
-    async fn on_roots_list_changed(&self, context: NotificationContext<RoleServer>) {
-        if let Some(session) = session(&context.extensions) {
-            let told = self.d.gateway().roots_changed(&session.id);
-            tracing::debug!(session = %session.id, told, "client roots changed");
-        }
     }
 
     async fn list_tools(

@@ -5,22 +5,41 @@
 //! frames. Watchers (`GET /session/<id>/events`, `GET /ws/mcp/events?session_id=`) subscribe
 //! to it; one that falls behind loses its oldest frames, the call never waits for it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rmcp::transport::streamable_http_server::session::SessionManager as _;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventBus, HubEvent};
-use crate::upstream::{ClientAsks, ServerNote, SessionLink};
+use crate::upstream::{ClientAsks, RpcError, ServerNote, SessionLink};
 
 /// Frames a watcher may fall behind before it loses the oldest.
 const FRAMES: usize = 1024;
+
+/// Messages for a Streamable HTTP session's `GET` stream (notifications, servers' requests
+/// outside calls) kept while no such stream is open; beyond this the oldest is lost.
+const OUTBOX: usize = 64;
+/// Messages waiting on an open `GET` stream for a client that is slow to read; beyond this
+/// notifications are lost (a request is answered with an error by its waiter's bound).
+const OUTBOX_STREAM: usize = 256;
+/// Servers' requests a session's client was sent over HTTP and has not answered yet; more
+/// are refused (the server hears why).
+pub(crate) const ASKED_MAX: usize = 16;
+
+/// What waits for a Streamable HTTP session's `GET` stream, or goes to the open one.
+#[derive(Debug, Default)]
+struct Outbox {
+    stream: Option<mpsc::Sender<Arc<str>>>,
+    waiting: VecDeque<Arc<str>>,
+}
+
+/// The answer a server waits for from a session's client, as it comes back (a POSTed result
+/// or error).
+pub(crate) type Answer = Result<Value, RpcError>;
 
 /// A notification for a session's client, sent by whatever carries the session.
 #[derive(Debug, Clone)]
@@ -156,6 +175,14 @@ pub(crate) struct Session {
     /// The server whose own endpoint (`/mcp/<server>`, `/ws/<server>`) it was opened at, set
     /// once as it opens: it serves there only. Unset: the aggregated `/mcp` and `/ws`.
     endpoint: std::sync::OnceLock<String>,
+    /// HTTP: what its client declared in `initialize` (`/ws` keeps its own).
+    caps: std::sync::OnceLock<Value>,
+    /// HTTP: what goes to its `GET` stream.
+    outbox: Mutex<Outbox>,
+    /// HTTP: servers' requests sent to its client, by the id they were sent under, waiting
+    /// for the answer it POSTs.
+    asked: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
+    next_ask: AtomicU64,
 }
 
 /// The process-wide clock origin for [`Session::seen_ms`].
@@ -348,6 +375,103 @@ impl Session {
         }
     }
 
+    /// HTTP: what the client declared in `initialize` (also whether it can be asked things).
+    pub(crate) fn set_caps(&self, caps: Value) {
+        let asks = ["elicitation", "sampling", "roots"]
+            .iter()
+            .any(|k| caps.get(k).is_some());
+        self.set_can_be_asked(asks);
+        let _ = self.caps.set(caps);
+    }
+
+    /// Whether the client declared the capability a server's request `method` needs
+    /// (anything but elicitation, sampling and roots is passed on as it is).
+    pub(crate) fn declares(&self, method: &str) -> bool {
+        let needs = match method {
+            "elicitation/create" => "elicitation",
+            "sampling/createMessage" => "sampling",
+            "roots/list" => "roots",
+            _ => return true,
+        };
+        self.caps.get().and_then(|c| c.get(needs)).is_some()
+    }
+
+    /// HTTP: sends `frame` on the session's `GET` stream, or keeps it for the next one (at
+    /// most [`OUTBOX`], the oldest lost first). `false`: it was lost (the stream is full).
+    pub(crate) fn send_out(&self, frame: Arc<str>) -> bool {
+        let mut out = self.outbox.lock().expect("outbox lock");
+        if let Some(tx) = &out.stream {
+            match tx.try_send(frame) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Full(_)) => return false,
+                Err(mpsc::error::TrySendError::Closed(frame)) => {
+                    out.stream = None;
+                    return Self::keep(&mut out, frame);
+                }
+            }
+        }
+        Self::keep(&mut out, frame)
+    }
+
+    fn keep(out: &mut Outbox, frame: Arc<str>) -> bool {
+        if out.waiting.len() >= OUTBOX {
+            out.waiting.pop_front();
+        }
+        out.waiting.push_back(frame);
+        true
+    }
+
+    /// HTTP: a `GET` stream opens: what waited for it first, then what comes. `None` while
+    /// another is open (a session has one).
+    pub(crate) fn listen(&self) -> Option<mpsc::Receiver<Arc<str>>> {
+        let mut out = self.outbox.lock().expect("outbox lock");
+        if out.stream.as_ref().is_some_and(|tx| !tx.is_closed()) {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(OUTBOX_STREAM);
+        for frame in out.waiting.drain(..) {
+            let _ = tx.try_send(frame);
+        }
+        out.waiting = VecDeque::new();
+        out.stream = Some(tx);
+        Some(rx)
+    }
+
+    /// HTTP: a server's request is about to be sent to the client: the id to send it under,
+    /// whose answer goes to `reply`. `None` when [`ASKED_MAX`] are waiting already.
+    pub(crate) fn sent_ask(&self, reply: oneshot::Sender<Answer>) -> Option<String> {
+        let mut asked = self.asked.lock().expect("asked lock");
+        if asked.len() >= ASKED_MAX {
+            return None;
+        }
+        let id = format!("sb-{}", self.next_ask.fetch_add(1, Ordering::Relaxed) + 1);
+        asked.insert(id.clone(), reply);
+        Some(id)
+    }
+
+    /// HTTP: the client answered `id`; `false` if nothing waits for that id.
+    pub(crate) fn answered(&self, id: &str, answer: Answer) -> bool {
+        let reply = self.asked.lock().expect("asked lock").remove(id);
+        reply.is_some_and(|r| r.send(answer).is_ok())
+    }
+
+    /// HTTP: nothing waits for `id` any more; `true` if it was still unanswered.
+    pub(crate) fn unask(&self, id: &str) -> bool {
+        self.asked.lock().expect("asked lock").remove(id).is_some()
+    }
+
+    /// The session ends: its requests in flight are cancelled, what waits for its client's
+    /// answers hears it will not come, its `GET` stream ends.
+    fn end(&self) {
+        self.closed.cancel();
+        for ct in self.inflight.lock().expect("inflight lock").values() {
+            ct.cancel();
+        }
+        self.asked.lock().expect("asked lock").clear();
+        *self.outbox.lock().expect("outbox lock") = Outbox::default();
+        self.tools_changed.lock().expect("listener lock").take();
+    }
+
     pub(crate) fn watchers(&self) -> usize {
         self.frames
             .get()
@@ -415,18 +539,6 @@ pub(crate) fn progress_frame(token: &Value, p: &crate::upstream::Progress, tool:
     m.insert("timestamp".into(), json!(crate::now_rfc3339()));
     Value::Object(m)
 }
-
-/// Ends rmcp's session `id` (bounded: its worker is told and not waited for long).
-async fn close_rmcp(rmcp: &LocalSessionManager, id: &str) {
-    let id = rmcp::transport::streamable_http_server::session::SessionId::from(id.to_owned());
-    let closed = tokio::time::timeout(CLOSE_WAIT, rmcp.close_session(&id)).await;
-    if !matches!(closed, Ok(Ok(()))) {
-        tracing::warn!(session = %id, "rmcp did not close the session in time");
-    }
-}
-
-/// How long a sweep waits for rmcp to close one session.
-const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Every live session. Cheap handle; clone freely.
 #[derive(Debug, Clone)]
@@ -505,6 +617,10 @@ impl Sessions {
             subscriptions: Mutex::new(HashMap::new()),
             endpoint: std::sync::OnceLock::new(),
             asker: Mutex::new(None),
+            caps: std::sync::OnceLock::new(),
+            outbox: Mutex::new(Outbox::default()),
+            asked: Mutex::new(HashMap::new()),
+            next_ask: AtomicU64::new(0),
         });
         self.inner
             .lock()
@@ -535,7 +651,7 @@ impl Sessions {
         let Some(s) = self.inner.lock().expect("sessions lock").remove(id) else {
             return false;
         };
-        s.closed.cancel();
+        s.end();
         if let Some(ended) = self.ended.get() {
             (ended.0)(&s);
         }
@@ -639,6 +755,11 @@ impl Sessions {
             "streams": sum(&|s| s.streams.load(Ordering::Relaxed)),
             "watchers": sum(&|s| s.watchers()),
             "listeners": sum(&|s| usize::from(s.tools_changed.lock().expect("listener lock").is_some())),
+            "asked": sum(&|s| s.asked.lock().expect("asked lock").len()),
+            "outboxes": sum(&|s| {
+                let out = s.outbox.lock().expect("outbox lock");
+                usize::from(out.stream.is_some()) + out.waiting.len()
+            }),
         })
     }
 
@@ -657,82 +778,43 @@ impl Sessions {
     }
 
     /// Every `every`, until `stop`: ends the Streamable HTTP sessions idle (no request, no open
-    /// stream, no watcher, no call) for `idle` (`expired`: rmcp's session too, so the client
-    /// gets 404 and starts over), the ones rmcp ended on its own (`ended`), and rmcp's sessions
-    /// that no session of ours stands for on two sweeps running (their `initialize` answer
-    /// never reached the client).
+    /// stream, no watcher, no call) for `idle`, so that their clients get 404 and start over.
     pub(crate) async fn sweep(
         self,
-        rmcp: Arc<LocalSessionManager>,
         idle: std::time::Duration,
         every: std::time::Duration,
         stop: CancellationToken,
     ) {
-        let mut orphans = HashSet::new();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
-            orphans = self.sweep_once(&rmcp, idle, orphans).await;
+            self.sweep_once(idle);
         }
     }
 
-    /// One sweep (see [`sweep`](Self::sweep)); returns the rmcp sessions found orphaned.
-    pub(crate) async fn sweep_once(
-        &self,
-        rmcp: &LocalSessionManager,
-        idle: std::time::Duration,
-        orphans_before: HashSet<String>,
-    ) -> HashSet<String> {
+    /// One sweep (see [`sweep`](Self::sweep)); returns how many sessions it ended.
+    pub(crate) fn sweep_once(&self, idle: std::time::Duration) -> usize {
         let now = epoch_ms();
         let idle_ms = idle.as_millis() as u64;
-        let (expired, implicit): (Vec<Arc<Session>>, HashSet<String>) = {
-            let inner = self.inner.lock().expect("sessions lock");
-            let http = || inner.values().filter(|s| s.transport == "http");
-            (
-                http()
-                    .filter(|s| s.idle_ms(now).is_some_and(|ms| ms >= idle_ms))
-                    .cloned()
-                    .collect(),
-                http()
-                    .filter(|s| s.token_hash.is_none())
-                    .map(|s| s.id.clone())
-                    .collect(),
-            )
-        };
+        let expired: Vec<Arc<Session>> = self
+            .inner
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .filter(|s| s.transport == "http" && s.idle_ms(now).is_some_and(|ms| ms >= idle_ms))
+            .cloned()
+            .collect();
+        let mut ended = 0;
         for s in expired {
-            if implicit.contains(&s.id) {
-                close_rmcp(rmcp, &s.id).await;
-            }
             if self.close(&s.id, "expired") {
+                ended += 1;
                 self.expired.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(session = %s.id, client = %s.client, idle_ms, "session expired");
             }
         }
-        let live: Vec<String> = rmcp
-            .sessions
-            .read()
-            .await
-            .keys()
-            .map(|id| id.to_string())
-            .collect();
-        let live_set: HashSet<&str> = live.iter().map(String::as_str).collect();
-        for id in implicit.iter().filter(|id| !live_set.contains(id.as_str())) {
-            self.close(id, "ended");
-        }
-        let mut orphans = HashSet::new();
-        for id in live {
-            if self.get(&id).is_some() {
-                continue;
-            }
-            if orphans_before.contains(&id) {
-                close_rmcp(rmcp, &id).await;
-            } else {
-                orphans.insert(id);
-            }
-        }
-        orphans
+        ended
     }
 
     /// The session `id` if `client` (a paired client's name) owns it or `token` is its watch

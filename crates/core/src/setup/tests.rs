@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
 use super::*;
 use crate::auth::Auth;
@@ -38,12 +37,7 @@ async fn pairer() -> (Pairer, Auth) {
         tokio_util::sync::CancellationToken::new(),
         tokio_util::task::TaskTracker::new(),
     );
-    let pairing = Pairing::new(
-        auth.clone(),
-        gw,
-        Arc::new(LocalSessionManager::default()),
-        PORT,
-    );
+    let pairing = Pairing::new(auth.clone(), gw, PORT);
     (Pairer::Local(pairing), auth)
 }
 

@@ -62,14 +62,15 @@ async fn slow_call(mcp: &mut McpHttp) {
 async fn delete_and_closed_sockets_leave_nothing_held() {
     let gw = fixture_gateway(60_000).await;
 
-    // Streamable HTTP: the session, rmcp's session and its tool list listener, then DELETE
+    // Streamable HTTP: the session (the gateway's own: rmcp holds none) and its tool list
+    // listener, then DELETE
     let mut mcp = McpHttp::connect(&gw).await;
     slow_call(&mut mcp).await;
     assert_eq!(mcp.call("fx__echo", json!({"text": "x"})).await.text(), "x");
     let h = held(&gw).await;
     assert_eq!(
         (&h["sessions"], &h["rmcp_sessions"], &h["listeners"]),
-        (&json!(1), &json!(1), &json!(1)),
+        (&json!(1), &json!(0), &json!(1)),
         "{h}"
     );
     assert_eq!(delete_session(&gw, &mcp).await.status(), 200);
