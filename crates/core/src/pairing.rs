@@ -11,8 +11,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-
-
 use crate::auth::store::TokenStoreError;
 use crate::auth::{Auth, PairError};
 use crate::http::error::ApiError;
@@ -33,11 +31,7 @@ pub struct Pairing {
 }
 
 impl Pairing {
-    pub(crate) fn new(
-        auth: Auth,
-        gw: McpGateway,
-        port: u16,
-    ) -> Self {
+    pub(crate) fn new(auth: Auth, gw: McpGateway, port: u16) -> Self {
         Self {
             auth,
             sessions: gw.sessions().clone(),

@@ -353,10 +353,7 @@ pub(crate) async fn clients(State(state): State<AppState>) -> axum::Json<Value> 
         .clients()
         .into_iter()
         .map(|c| {
-            let open: Vec<String> = hub
-                .mcp
-                .sessions()
-                .ids_of(&c.name);
+            let open: Vec<String> = hub.mcp.sessions().ids_of(&c.name);
             let mut v = serde_json::to_value(&c).unwrap_or_default();
             v["open_sessions"] = json!(open);
             v["grants"] = json!(hub.dispatcher.grants(&c.role));

@@ -278,8 +278,12 @@ async fn sessions(
         Some(sid) => match sessions.get(sid) {
             Some(s) if s.client == caller.name => Some(s),
             _ => {
-                return ApiError::new(StatusCode::NOT_FOUND, "unknown_session", "Session not found")
-                    .into_response();
+                return ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_session",
+                    "Session not found",
+                )
+                .into_response();
             }
         },
     };

@@ -79,10 +79,6 @@ impl FromRef<AppState> for LocalGuard {
 impl Hub {
     /// Pairing and unpairing (`POST /pair`, the control socket, the tray).
     pub(crate) fn pairing(&self) -> Pairing {
-        Pairing::new(
-            self.auth.clone(),
-            self.mcp.clone(),
-            self.guard.port(),
-        )
+        Pairing::new(self.auth.clone(), self.mcp.clone(), self.guard.port())
     }
 }

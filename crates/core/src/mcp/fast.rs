@@ -154,7 +154,15 @@ async fn answer_request(hub: Front<'_>, parts: &Parts, req: Request) -> Option<F
     let headers = &parts.headers;
     let accept = single(headers, header::ACCEPT.as_str())?;
     if !accept.contains("application/json") || !accept.contains("text/event-stream") {
-        return None; // rmcp tells the client what it must accept
+        return None; // the session layer (or rmcp) tells the client what it must accept
+    }
+    let json = single(headers, header::CONTENT_TYPE.as_str()).is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !json {
+        return None; // 415, from whoever takes it
     }
     let version = single(headers, "mcp-protocol-version")?;
     let method = Method::parse(&req.method).filter(|m| m.fast_path())?;

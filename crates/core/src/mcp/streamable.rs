@@ -99,10 +99,13 @@ fn accepts(headers: &HeaderMap, mime: &str) -> bool {
     })
 }
 
+/// Why a request cannot be served: its status and what it says.
+type Refused = (StatusCode, &'static str);
+
 /// 406 / 415 / 400 for a POST that cannot be served, as the spec has it; else its revision.
-fn post_checks(headers: &HeaderMap) -> Result<&str, Response> {
+fn post_checks(headers: &HeaderMap) -> Result<&str, Refused> {
     if !accepts(headers, "application/json") || !accepts(headers, "text/event-stream") {
-        return Err(plain(
+        return Err((
             StatusCode::NOT_ACCEPTABLE,
             "Not Acceptable: Client must accept both application/json and text/event-stream",
         ));
@@ -118,7 +121,7 @@ fn post_checks(headers: &HeaderMap) -> Result<&str, Response> {
                 .eq_ignore_ascii_case("application/json")
         });
     if !json {
-        return Err(plain(
+        return Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Unsupported Media Type: Content-Type must be application/json",
         ));
@@ -126,12 +129,12 @@ fn post_checks(headers: &HeaderMap) -> Result<&str, Response> {
     version(headers)
 }
 
-fn version(headers: &HeaderMap) -> Result<&str, Response> {
+fn version(headers: &HeaderMap) -> Result<&str, Refused> {
     match headers.get("mcp-protocol-version") {
         None => Ok(DEFAULT_VERSION),
         Some(v) => match v.to_str() {
             Ok(v) if KNOWN.contains(&v) => Ok(v),
-            _ => Err(plain(
+            _ => Err((
                 StatusCode::BAD_REQUEST,
                 "Bad Request: Unsupported MCP-Protocol-Version",
             )),
@@ -172,7 +175,7 @@ pub(crate) async fn initialize(
 ) -> Response {
     let version = match post_checks(headers) {
         Ok(v) => v,
-        Err(refused) => return refused,
+        Err((status, text)) => return plain(status, text),
     };
     let d = door.dispatcher;
     let sessions = d.gateway().sessions();
@@ -250,10 +253,16 @@ fn ask_outside_calls(s: &Arc<Session>, d: &Dispatcher) {
 }
 
 /// A `POST` in session `s` that the fast path left: a request, a notification or an answer.
-pub(crate) async fn post(door: Door<'_>, caller: &Caller, headers: &HeaderMap, body: &[u8], s: Arc<Session>) -> Response {
+pub(crate) async fn post(
+    door: Door<'_>,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &[u8],
+    s: Arc<Session>,
+) -> Response {
     let version = match post_checks(headers) {
         Ok(v) => v,
-        Err(refused) => return refused,
+        Err((status, text)) => return plain(status, text),
     };
     let d = door.dispatcher;
     match jsonrpc::parse(body) {
@@ -287,8 +296,11 @@ pub(crate) async fn post(door: Door<'_>, caller: &Caller, headers: &HeaderMap, b
         }
         Incoming::Request(req) => {
             if req.method == "initialize" {
-                let e = error_frame(req.id, INVALID_REQUEST,
-                    "Invalid Request: this session is initialized already");
+                let e = error_frame(
+                    req.id,
+                    INVALID_REQUEST,
+                    "Invalid Request: this session is initialized already",
+                );
                 return json_response(e.to_string());
             }
             let waits = Method::parse(&req.method).is_some_and(Method::waits);
@@ -377,10 +389,8 @@ fn streamed_call(
         // the client before the result (an isolated instance's outlives it: `kept`)
         let ended = CancellationToken::new();
         let kept = CancellationToken::new();
-        let mut keep_alive = tokio::time::interval_at(
-            tokio::time::Instant::now() + KEEP_ALIVE,
-            KEEP_ALIVE,
-        );
+        let mut keep_alive =
+            tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         let mut session_open = true;
         let frame = loop {
             tokio::select! {
@@ -404,13 +414,17 @@ fn streamed_call(
         // asked as the call ended: still sent, on the call's stream, before its result
         while let Ok(ask) = asks_rx.try_recv() {
             let ends = if ask.outlives_call { &kept } else { &ended };
-            asking.push(ask_client(s.clone(), ask, Some(out.clone()), ends.clone(), elicitations.clone()));
+            asking.push(ask_client(
+                s.clone(),
+                ask,
+                Some(out.clone()),
+                ends.clone(),
+                elicitations.clone(),
+            ));
         }
         ended.cancel();
-        let _ = tokio::time::timeout(ASK_DRAIN, async {
-            while asking.next().await.is_some() {}
-        })
-        .await;
+        let _ =
+            tokio::time::timeout(ASK_DRAIN, async { while asking.next().await.is_some() {} }).await;
         if !asking.is_empty() {
             // an isolated instance's requests outlive the call: answered after its result
             // (each ends with its answer, the server's bound on it or the session)
@@ -531,8 +545,8 @@ pub(crate) fn listen(headers: &HeaderMap, s: &Arc<Session>) -> Response {
             "Not Acceptable: Client must accept text/event-stream",
         );
     }
-    if let Err(refused) = version(headers) {
-        return refused;
+    if let Err((status, text)) = version(headers) {
+        return plain(status, text);
     }
     let Some(rx) = s.listen() else {
         return plain(

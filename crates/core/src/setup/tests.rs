@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-
 use super::*;
 use crate::auth::Auth;
 use crate::auth::Roles;

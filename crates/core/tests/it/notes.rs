@@ -251,3 +251,113 @@ async fn resource_updates_reach_the_subscribed_sessions_only() {
         .is_none()
     );
 }
+
+/// What comes for a session while it has no `GET` stream waits for the next one (bounded);
+/// a session has one stream at a time; bad requests get the spec's status codes.
+#[tokio::test]
+async fn a_sessions_get_stream_is_one_at_a_time_and_gets_what_waited() {
+    let gw = gateway().await;
+    let mut mcp = McpHttp::connect(&gw).await;
+    let r = mcp
+        .request("logging/setLevel", json!({"level": "info"}))
+        .await;
+    assert!(r.response().get("error").is_none(), "{:?}", r.messages);
+    // no stream open: the message waits for one
+    mcp.call("fx__log", json!({"level": "error", "message": "waited"}))
+        .await;
+    let waiting = gw.json("/api/sessions").await;
+    assert_eq!(waiting["held"]["outboxes"], 1, "{waiting}");
+    let mut stream = listen(&gw, &mcp).await;
+    let m = next_method(&mut stream, "notifications/message", WAIT)
+        .await
+        .expect("what waited comes first");
+    assert_eq!(m["params"]["data"], "waited", "{m}");
+
+    let get = |accept: &'static str| {
+        mcp.client
+            .get(&mcp.url)
+            .bearer_auth(&gw.token)
+            .header("accept", accept)
+            .header("mcp-session-id", mcp.session.as_deref().unwrap())
+    };
+    assert_eq!(get("text/event-stream").send().await.unwrap().status(), 409);
+    assert_eq!(get("application/json").send().await.unwrap().status(), 406);
+    let post = |ct: &'static str, accept: &'static str, version: &'static str| {
+        mcp.client
+            .post(&mcp.url)
+            .bearer_auth(&gw.token)
+            .header("content-type", ct)
+            .header("accept", accept)
+            .header("mcp-protocol-version", version)
+            .header("mcp-session-id", mcp.session.as_deref().unwrap())
+            .body(r#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#)
+    };
+    let ok = "application/json, text/event-stream";
+    assert_eq!(
+        post("application/json", "application/json", "2025-11-25")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        406
+    );
+    assert_eq!(
+        post("text/plain", ok, "2025-11-25")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        415
+    );
+    assert_eq!(
+        post("application/json", ok, "1999-01-01")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        post("application/json", ok, "2025-11-25")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // the stream goes on after the second was refused; DELETE ends it, and the session
+    mcp.call("fx__log", json!({"level": "error", "message": "live"}))
+        .await;
+    let m = next_method(&mut stream, "notifications/message", WAIT)
+        .await
+        .expect("the open stream still carries the session's messages");
+    assert_eq!(m["params"]["data"], "live", "{m}");
+    let deleted = mcp
+        .client
+        .delete(&mcp.url)
+        .bearer_auth(&gw.token)
+        .header("mcp-session-id", mcp.session.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert!(
+        stream.next_within(WAIT).await.is_none(),
+        "the GET stream ends with its session"
+    );
+    let keys = ["sessions", "outboxes", "asked", "streams", "listeners"];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let after = gw.json("/api/sessions").await;
+        if keys.iter().all(|k| after["held"][k] == 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still held: {after}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(mcp.call("fx__echo", json!({"text": "x"})).await.status, 404);
+}
