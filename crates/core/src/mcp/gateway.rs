@@ -183,11 +183,13 @@ impl McpGateway {
 
     /// What sessions and calls hold now, counted from the structures (see
     /// [`Sessions::held`]): plus calls in the call log's in-flight list, and requests waiting on
-    /// servers' connections with their progress tokens.
+    /// servers' connections with their progress tokens, and isolated instances running (one
+    /// per session that uses an isolated server).
     pub(crate) fn held(&self) -> Value {
         let mut held = self.inner.sessions.held();
-        let (mut pending, mut progress) = (0, 0);
+        let (mut pending, mut progress, mut instances) = (0, 0, 0);
         for up in self.upstreams() {
+            instances += up.instances();
             if let Some(conn) = up.status().conn {
                 let (p, t) = conn.held();
                 pending += p;
@@ -198,6 +200,7 @@ impl McpGateway {
         held["calls_awaiting_input"] = json!(self.inner.rounds.waiting());
         held["upstream_pending"] = json!(pending);
         held["upstream_progress"] = json!(progress);
+        held["isolated_instances"] = json!(instances);
         held
     }
 

@@ -187,12 +187,22 @@ async fn each_session_gets_its_own_instance_and_roots_asked_before_any_call_reac
     assert!(deleted.status().is_success(), "{}", deleted.status());
     wait_gone(a_pid as u32).await;
     wait_instances(&gw, "iso", 1).await;
+    let held = gw.json("/api/sessions").await["held"].clone();
+    assert_eq!(
+        held["isolated_instances"], 1,
+        "held counts the one left: {held}"
+    );
     assert_eq!(roots_of(&mut b, "iso").await["pid"].as_u64(), Some(b_pid));
     assert_eq!(
         gw.server("iso").await["pid"].as_u64(),
         Some(template_pid),
         "the template runs on"
     );
+    let deleted = delete_session(&gw, &b).await;
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    wait_gone(b_pid as u32).await;
+    let held = gw.json("/api/sessions").await["held"].clone();
+    assert_eq!(held["isolated_instances"], 0, "{held}");
 }
 
 /// Calls `server__ask` (detached: the tool answers at once) for `roots/list` on its own stream:

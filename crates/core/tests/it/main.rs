@@ -14,6 +14,7 @@ mod eras;
 mod fast_path;
 mod fidelity;
 mod http;
+mod interleave;
 mod isolated;
 mod lifecycle;
 mod mcp;
