@@ -155,7 +155,7 @@ async fn a_client_without_elicitation_gets_switchboards_form_and_the_answer_reac
 #[tokio::test]
 async fn declined_and_cancelled_reach_the_server_over_mcp_streams_and_ws() {
     let gw = gateway(60_000).await;
-    // a client that declared sampling but not elicitation: its call has a stream (rmcp)
+    // a client that declared sampling but not elicitation: its call has a stream of its own
     let call = ask(session_with(&gw, json!({"sampling": {}})).await, form());
     let id = pending(&gw, 1).await[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(answer(&gw, &id, json!({"action": "decline"})).await.0, 200);

@@ -1,4 +1,4 @@
-//! Per-server endpoints: `/mcp/<server>` (rmcp's sessions, the fast path, 2026-07-28
+//! Per-server endpoints: `/mcp/<server>` (its sessions, the fast path, 2026-07-28
 //! stateless requests) and `/ws/<server>` show one server under its own tool and prompt names,
 //! with the same tokens, roles (which still name `<server>__<tool>`), telemetry, progress and
 //! server requests as `/mcp`. A session serves only the endpoint it was opened at; an unknown
@@ -104,7 +104,7 @@ async fn a_servers_endpoint_shows_that_server_alone_under_its_own_names() {
     fx_there.sort();
     assert_eq!(tools, fx_there, "exactly fx's tools, as /mcp shows them");
 
-    // a call by the server's own name, on the fast path and on rmcp's stream
+    // a call by the server's own name, on the fast path and on a stream of its own
     let r = fx.call("echo", json!({"text": "own name"})).await;
     assert_eq!(r.text(), "own name");
     let r = fx

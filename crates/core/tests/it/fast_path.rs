@@ -1,5 +1,5 @@
-//! The `/mcp` fast path: plain request/response POSTs answered as JSON without rmcp's session
-//! workers, while everything that needs a stream still goes through rmcp.
+//! The `/mcp` fast path: plain request/response POSTs answered as JSON in the request's own
+//! task, while everything that needs a stream goes to the session layer (or, stateless, rmcp).
 
 use std::time::{Duration, Instant};
 
@@ -61,7 +61,7 @@ async fn in_session_calls_are_json_and_progress_still_streams() {
         "2025-11-25 has no resultType: {v}"
     );
 
-    // a call that asks for progress needs a stream: rmcp answers it as SSE, progress first
+    // a call that asks for progress needs a stream: answered as SSE, progress first
     let reply = mcp
         .request(
             "tools/call",

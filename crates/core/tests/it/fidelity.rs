@@ -1,5 +1,5 @@
-//! Nothing lost in passing: what a client gets through the gateway (`/mcp`'s fast path, rmcp's
-//! sessions, `/ws`) is what the server wrote, compared with the same requests sent to the
+//! Nothing lost in passing: what a client gets through the gateway (`/mcp`'s fast path, its
+//! streamed calls, `/ws`) is what the server wrote, compared with the same requests sent to the
 //! server directly (the fixture with `--rich`, spoken to over its own stdio): every field of
 //! tools, resources, templates and prompts, every content type with its annotations and
 //! `_meta`, `structuredContent`, the request's own `_meta` on the way in, and `ping` both ways.
@@ -101,8 +101,8 @@ async fn gateway() -> TestGateway {
     gw
 }
 
-/// A session whose client declared `capabilities` (sampling: its calls go through rmcp's
-/// session, which can ask it things, not the fast path).
+/// A session whose client declared `capabilities` (sampling: its calls are answered on streams
+/// of their own, which can carry its server's requests, not the fast path's JSON).
 async fn session_with(gw: &TestGateway, capabilities: Value) -> McpHttp {
     McpHttp::initialized(gw, capabilities, "fidelity").await
 }
@@ -253,11 +253,11 @@ async fn results_carry_every_content_type_byte_for_byte() {
     let on_ws = ws_raw(&mut ws, 4, "tools/call", json!({"name": "fx__rich"})).await;
     assert_eq!(result_text(&on_ws), own, "/ws");
 
-    // a client that can be asked things: rmcp's session carries the call (the same JSON)
+    // a client that can be asked things: its call has a stream of its own (the same JSON)
     let own_value: Value = serde_json::from_str(&own).unwrap();
     let mut askable = session_with(&gw, json!({"sampling": {}, "roots": {}})).await;
     let reply = askable.call("fx__rich", json!({})).await;
-    assert_eq!(reply.result(), &own_value, "/mcp through rmcp's session");
+    assert_eq!(reply.result(), &own_value, "/mcp on the call's own stream");
     // and with a progress token (a stream of its own)
     let reply = mcp
         .request(
@@ -316,11 +316,11 @@ async fn the_requests_own_meta_reaches_the_server() {
                       "progressToken": "client-token"});
     let params = json!({"name": "fx__meta_echo", "arguments": {}, "_meta": meta});
     let fast = mcp.request("tools/call", params.clone()).await;
-    let rmcp = askable.request("tools/call", params.clone()).await;
+    let streamed = askable.request("tools/call", params.clone()).await;
     let on_ws = rpc_result(&mut ws, 6, "tools/call", params).await;
     for (path, result) in [
         ("/mcp", fast.result().clone()),
-        ("/mcp rmcp", rmcp.result().clone()),
+        ("/mcp streamed", streamed.result().clone()),
         ("/ws", on_ws),
     ] {
         let seen = &result["structuredContent"]["meta"];
@@ -446,7 +446,7 @@ async fn a_malformed_or_oversized_server_request_is_refused_at_once() {
 }
 
 #[tokio::test]
-async fn a_clients_cancel_reaches_the_server_from_ws_and_from_rmcps_sessions() {
+async fn a_clients_cancel_reaches_the_server_from_ws_and_from_streamed_calls() {
     let gw = gateway().await;
     // /ws
     let mut ws = ws_session(&gw).await;
@@ -468,7 +468,7 @@ async fn a_clients_cancel_reaches_the_server_from_ws_and_from_rmcps_sessions() {
     // still usable
     assert_eq!(rpc_result(&mut ws, 42, "ping", json!({})).await, json!({}));
 
-    // rmcp's session (a client that can be asked: its calls are rmcp's)
+    // a streamed call (a client that can be asked: its calls have streams of their own)
     let askable = session_with(&gw, json!({"sampling": {}})).await;
     let mut caller = McpHttp {
         session: askable.session.clone(),

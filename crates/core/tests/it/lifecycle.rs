@@ -45,7 +45,7 @@ async fn fixture_gateway(idle_ms: u64) -> TestGateway {
     gw
 }
 
-/// A call with a progress token: it goes through rmcp's session machinery, streams, and
+/// A call with a progress token: it is answered on a stream of its own, and
 /// registers the progress token on the server's connection.
 async fn slow_call(mcp: &mut McpHttp) {
     let reply = mcp

@@ -1,7 +1,7 @@
 //! Pagination both ways: the gateway follows a server's `nextCursor` for tools, resources,
 //! resource templates and prompts (bounded: a repeating cursor, or more pages than allowed, is
 //! cut off keeping what was read), and answers its own lists in pages of `gateway.page_size`
-//! with opaque cursors on every transport (the `/mcp` fast path, rmcp's `/mcp` sessions, `/ws`),
+//! with opaque cursors on every transport (the `/mcp` fast path, `/mcp` streamed calls, `/ws`),
 //! after the caller's role has filtered them; a stale or made-up cursor is a clear -32602.
 //! The servers are real fixture processes listing in pages (`--many`, `--page-size`).
 
@@ -15,8 +15,8 @@ use crate::ws::{Ws, initialized, open, rpc};
 enum Via {
     /// `/mcp`, answered by the fast path (`application/json`).
     Fast,
-    /// `/mcp` with a progress token: rmcp's session handler answers (`text/event-stream`).
-    Rmcp,
+    /// `/mcp` with a progress token: answered on a stream of its own (`text/event-stream`).
+    Streamed,
     Ws,
 }
 
@@ -29,7 +29,7 @@ enum Client {
 impl Client {
     async fn open(gw: &TestGateway, via: Via, token: &str) -> Self {
         match via {
-            Via::Fast | Via::Rmcp => {
+            Via::Fast | Via::Streamed => {
                 let mut c = McpHttp::new(gw);
                 c.token = Some(token.to_owned());
                 Self::Http(c.initialize().await, via)
@@ -46,7 +46,7 @@ impl Client {
     async fn request(&mut self, method: &str, mut params: Value) -> Value {
         match self {
             Self::Http(c, via) => {
-                if *via == Via::Rmcp {
+                if *via == Via::Streamed {
                     params["_meta"] = json!({"progressToken": format!("p{}", c.next_id)});
                 }
                 c.request(method, params).await.response().clone()
@@ -251,7 +251,7 @@ async fn small_pages() -> (TestGateway, usize) {
 #[tokio::test]
 async fn lists_come_in_pages_on_every_transport() {
     let (gw, total) = small_pages().await;
-    for via in [Via::Fast, Via::Rmcp, Via::Ws] {
+    for via in [Via::Fast, Via::Streamed, Via::Ws] {
         let mut c = Client::open(&gw, via, &gw.token).await;
         let (tools, sizes) = c.walk("tools/list", "tools", "name").await;
         assert_eq!(sizes, pages_of(total, 10), "{via:?}");
@@ -275,7 +275,7 @@ async fn a_role_is_filtered_before_its_pages_are_cut() {
     let (gw, _) = small_pages().await;
     let many = gw.pair_client("many", Some("many")).await;
     let locked = gw.pair_client("locked", Some("locked")).await;
-    for via in [Via::Fast, Via::Rmcp, Via::Ws] {
+    for via in [Via::Fast, Via::Streamed, Via::Ws] {
         let mut c = Client::open(&gw, via, &many).await;
         let (tools, sizes) = c.walk("tools/list", "tools", "name").await;
         assert_eq!(sizes, [10, 10, 5], "{via:?}: {tools:?}");
@@ -302,7 +302,7 @@ async fn a_role_is_filtered_before_its_pages_are_cut() {
 #[tokio::test]
 async fn stale_and_invalid_cursors_are_refused_clearly() {
     let (gw, _) = small_pages().await;
-    for via in [Via::Fast, Via::Rmcp, Via::Ws] {
+    for via in [Via::Fast, Via::Streamed, Via::Ws] {
         let mut c = Client::open(&gw, via, &gw.token).await;
         let first = c.page("tools/list", None).await;
         let cursor = first["result"]["nextCursor"].as_str().unwrap().to_owned();
@@ -325,11 +325,8 @@ async fn stale_and_invalid_cursors_are_refused_clearly() {
         assert_eq!(r["error"]["code"], -32602, "{via:?}: {r}");
         let message = r["error"]["message"].as_str().unwrap();
         assert!(message.contains("tools/list"), "{via:?}: {message}");
-        // (rmcp's session reads params it cannot type as none: its first page)
-        if via != Via::Rmcp {
-            let r = c.request("tools/list", json!({"cursor": 7})).await;
-            assert_eq!(r["error"]["code"], -32602, "{via:?}: {r}");
-        }
+        let r = c.request("tools/list", json!({"cursor": 7})).await;
+        assert_eq!(r["error"]["code"], -32602, "{via:?}: {r}");
 
         // the list changes under the cursor: a new tool
         let new = format!("added_{via:?}").to_lowercase();

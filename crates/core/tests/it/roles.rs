@@ -1,6 +1,6 @@
 //! Roles over resources: a role lists and reads only the resources and resource templates of
 //! the servers it grants (a pattern matching `<server>__`), on every transport (the `/mcp`
-//! fast path, rmcp's `/mcp` sessions, `/ws`), and a refused read never reaches the server.
+//! fast path, `/mcp` streamed calls, `/ws`), and a refused read never reaches the server.
 //! The dashboard's `/api/clients` says what each client's role grants.
 
 use std::time::{Duration, Instant};
@@ -50,7 +50,7 @@ async fn client(gw: &TestGateway, name: &str, role: &str) -> McpHttp {
 enum Path {
     /// Answered in the request's task, as `application/json`.
     Fast,
-    /// A progress token needs a stream: rmcp's session answers, as `text/event-stream`.
+    /// A progress token needs a stream: answered as `text/event-stream`.
     Rmcp,
 }
 

@@ -172,7 +172,7 @@ async fn server_discover_answers_as_on_mcp() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    // (rmcp answers as an event stream: the one `data:` line is the response)
+    // (a stream, when it is one: the one `data:` line is the response)
     let body = resp.text().await.unwrap();
     let data = body
         .lines()
