@@ -648,8 +648,18 @@ impl Sessions {
     /// `SessionClosed` is published. `false` if unknown. Every way a session ends (DELETE,
     /// its socket closing, expiry, unpairing) comes here.
     pub(crate) fn close(&self, id: &str, reason: &str) -> bool {
-        let Some(s) = self.inner.lock().expect("sessions lock").remove(id) else {
-            return false;
+        let s = {
+            let mut inner = self.inner.lock().expect("sessions lock");
+            let Some(s) = inner.remove(id) else {
+                return false;
+            };
+            // a map that held many sessions once keeps its table: handed back once it is
+            // mostly empty (amortized: each shrink follows at least as many closes as it keeps)
+            if inner.capacity() > 256 && inner.len() * 4 < inner.capacity() {
+                let keep = inner.len() * 2;
+                inner.shrink_to(keep);
+            }
+            s
         };
         s.end();
         if let Some(ended) = self.ended.get() {
