@@ -49,6 +49,8 @@ pub(crate) struct GatewayHandles {
     pub(crate) mcp: switchboard_core::mcp::McpGateway,
     pub(crate) unpairer: switchboard_core::server::Unpairer,
     pub(crate) bus: switchboard_core::EventBus,
+    /// The agents' Connect and Disconnect (the tray's Pair menu), as the dashboard does them.
+    pub(crate) agents: switchboard_core::setup::agents::Agents,
     pub(crate) shutdown: CancellationToken,
     /// The webview's own credential: held in memory by the gateway, never stored.
     pub(crate) webview_token: String,
@@ -93,6 +95,7 @@ fn start_gateway() -> anyhow::Result<(GatewayHandles, tauri::async_runtime::Join
             mcp: gateway.mcp(),
             unpairer: gateway.unpairer(),
             bus: gateway.bus(),
+            agents: gateway.agents(),
             shutdown: shutdown.clone(),
             webview_token: gateway.auth().issue_ephemeral("switchboard-app"),
         };

@@ -309,7 +309,7 @@ def pairing_window(call, session, script, log: Path) -> None:
     pid = int(out.stdout.split()[0])
     before = len([s for s in notifications(log) if s.startswith("Pairing code")])
     main_handle = call("GET", f"/session/{session}/window")
-    click(*wait("the Pair item", lambda: item(pid, "Pair New Client")))
+    click(*wait("the Pair item", lambda: item(pid, "Pair/New Client")))
     notified = wait("a pairing notification", lambda: [s for s in notifications(log) if s.startswith("Pairing code")][before:])
     code = notified[-1].split()[-1]
     others = wait("the pairing window's webview",
@@ -431,8 +431,11 @@ def main() -> int:
     bg(["dbus-monitor", "--session", "interface='org.freedesktop.Notifications',member='Notify'"], stdout=log.open("w"))
     wait("the notification service", lambda: "org.freedesktop.Notifications" in busctl("list", "--no-pager"))
 
-    # a throwaway home: Start at Login writes $HOME/.config/autostart
-    (tmp / "home").mkdir()
+    # a throwaway home: Start at Login writes $HOME/.config/autostart; Cursor and Claude Code
+    # look installed in it (the tray's Pair menu lists them; Connect edits Cursor's file)
+    (tmp / "home" / ".cursor").mkdir(parents=True)
+    (tmp / "home" / ".cursor" / "mcp.json").write_text(json.dumps({"mcpServers": {"notes": {"command": "notes-mcp"}}}))
+    (tmp / "home" / ".claude").mkdir()
     env = {**os.environ, "HOME": str(tmp / "home"), "XDG_CONFIG_HOME": str(tmp / "home" / ".config"),
            "SWITCHBOARD_LISTEN": f"127.0.0.1:{PORT}", "SWITCHBOARD_DATA_DIR": str(tmp / "data"),
            "SWITCHBOARD_CONFIG": str(tmp / "config.toml"), "SWITCHBOARD_LOG": "info",
@@ -452,9 +455,14 @@ def main() -> int:
         # the servers are still starting when the tray first appears
         wait("the idle state in words", lambda: status_line(app.pid) == "Idle, 2 server(s) up", timeout=30)
         items = layout(find_menu(app.pid))
-        for label in ["Open Dashboard", "Pair New Client…", "Paired Clients", "Servers", "Pause Notifications",
+        for label in ["Open Dashboard", "Pair/New Client…", "Paired Clients", "Servers", "Pause Notifications",
                       "Start at Login", "Quit", "fx: running/Restart", "fx: running/Mute Notifications"]:
             assert label in items, f"{label!r} not in the tray menu {sorted(items)}"
+        # one entry per agent found in the home (read after start: the menu is rebuilt then)
+        items = wait("the agents in the Pair menu", lambda: (i := layout(find_menu(app.pid))) and
+                     "Pair/Connect Cursor" in i and i, timeout=15)
+        assert "Pair/Connect Claude Code" in items, sorted(items)
+        assert not any(k.startswith("Pair/Connect Zed") for k in items), "an agent not installed is listed"
         assert tray_icon(app.pid) == "idle", tray_icon(app.pid)
     check("the app starts: gateway answers, tray menu published on D-Bus, state idle (words and icon)", started)
     if "menu" not in state:
@@ -480,7 +488,7 @@ def main() -> int:
     def pair():
         for w in x_windows("^Switchboard$")[:1]:
             hide_window(w)  # (the second launch above showed it)
-        click(*wait("the Pair item", lambda: item(app.pid, "Pair New Client")))
+        click(*wait("the Pair item", lambda: item(app.pid, "Pair/New Client")))
         summary = wait("a pairing notification", lambda: next((s for s in notifications(log) if s.startswith("Pairing code")), None))
         code = summary.split()[-1]
         # the code with its countdown, in a small window of its own (read in it by the webview check)
@@ -530,9 +538,33 @@ def main() -> int:
     if "token" in state:
         check("Unpair (tray) asks first; Cancel keeps the client, Unpair revokes it and ends its stream", unpair)
 
+    def agents():
+        cursor = tmp / "home" / ".cursor" / "mcp.json"
+        entries = lambda: json.loads(cursor.read_text())["mcpServers"]
+        said = lambda summary: [b for s, b in notifications_full(log) if s == summary]
+        click(*wait("Pair ▸ Connect Cursor", lambda: item(app.pid, "Pair/Connect Cursor")))
+        wait("Switchboard's entry in Cursor's config", lambda: "switchboard" in entries(), timeout=20)
+        entry = entries()["switchboard"]
+        assert entry["url"] == BASE + "/mcp", entry
+        assert entries()["notes"] == {"command": "notes-mcp"}, "Connect lost Cursor's own server"
+        token = entry["headers"]["Authorization"].removeprefix("Bearer ")
+        status, clients = http("GET", "/api/clients", token=token)
+        assert status == 200 and "cursor" in [c["name"] for c in clients], (status, clients)
+        body = wait("the notification saying what changed", lambda: said("Cursor connected"), timeout=15)[0]
+        assert "paired as cursor" in body and str(cursor) in body, body
+        # the menu now offers the opposite, and it undoes it
+        click(*wait("Pair ▸ Disconnect Cursor", lambda: item(app.pid, "Pair/Disconnect Cursor"), timeout=15))
+        wait("the entry taken out", lambda: "switchboard" not in entries(), timeout=20)
+        assert entries()["notes"] == {"command": "notes-mcp"}
+        wait("its token revoked", lambda: http("GET", "/api/clients", token=token)[0] == 401)
+        wait("the disconnect notification", lambda: said("Cursor disconnected"), timeout=15)
+        wait("Connect offered again", lambda: item(app.pid, "Pair/Connect Cursor"), timeout=15)
+    check("Pair ▸ Connect Cursor (tray) writes Switchboard's entry into Cursor's config through the core, "
+          "with a notification; Pair ▸ Disconnect Cursor takes it out and revokes the token", agents)
+
     def crash():
         before = len([s for s in notifications(log) if s.startswith("Pairing code")])
-        click(*wait("the Pair item", lambda: item(app.pid, "Pair New Client")))
+        click(*wait("the Pair item", lambda: item(app.pid, "Pair/New Client")))
         codes = wait("a second pairing notification",
                      lambda: [s for s in notifications(log) if s.startswith("Pairing code")][before:])
         status, body = http("POST", "/pair", {"code": codes[0].split()[-1], "name": "crash-test"})
