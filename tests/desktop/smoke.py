@@ -162,6 +162,34 @@ def tray_icon(pid: int) -> str | None:
     return "unknown"
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it (WebKit's web and network processes are children of
+    the app; MCP servers too)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def web_processes(pid: int) -> list[int]:
+    """The app's WebKitWebProcess children: one per open webview, none when no window is open."""
+    def name(p):
+        try:
+            return Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].decode().rsplit("/", 1)[-1]
+        except OSError:
+            return ""
+    return [p for p in process_tree(pid) if name(p) == "WebKitWebProcess"]
+
+
 def x_windows(name: str, visible: bool = True) -> list[str]:
     args = ["xdotool", "search"] + (["--onlyvisible"] if visible else []) + ["--name", name]
     return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.split()
@@ -400,6 +428,26 @@ def elicitation_windows(call, session, script, log: Path, data_dir: Path) -> Non
     assert status == 200 and pending["elicitations"] == [], pending
 
 
+def reopened_dashboard(call, session, script, data_dir: Path) -> None:
+    """Closing the dashboard destroys its webview; opened again from the tray, the new one
+    shows what happened while it was closed (the state lives in the gateway, not the page)."""
+    out = subprocess.run(["pgrep", "-n", "-f", "^" + re.escape(APP)], capture_output=True, text=True, timeout=10)
+    pid = int(out.stdout.split()[0])
+    main_handle = call("GET", f"/session/{session}/window")
+    hide_window(wait("the dashboard window", lambda: (x_windows("^Switchboard$") or [None])[0]))
+    wait("its webview gone", lambda: main_handle not in call("GET", f"/session/{session}/window/handles"), timeout=15)
+    code = subprocess.run([SWITCHBOARD, "pair", "--data-dir", str(data_dir)], capture_output=True,
+                          text=True, timeout=15).stdout.strip().splitlines()[-1]
+    status, _ = http("POST", "/pair", {"code": code, "name": "paired-while-closed"})
+    assert status == 200, status
+    click(*wait("the Open Dashboard item", lambda: item(pid, "Open Dashboard")))
+    fresh = wait("a new dashboard webview",
+                 lambda: [h for h in call("GET", f"/session/{session}/window/handles") if h != main_handle], timeout=20)
+    call("POST", f"/session/{session}/window", {"handle": fresh[0]})
+    wait("the client paired while it was closed, shown", lambda: "paired-while-closed" in script(
+        "return document.body.innerText"), timeout=20)
+
+
 def check(name: str, fn) -> None:
     global failures, passed
     t0 = time.monotonic()
@@ -469,21 +517,29 @@ def main() -> int:
         return finish(app, tmp)
 
     def window():
-        assert not x_windows("^Switchboard$"), "a tray app starts without its window"
+        assert not x_windows("^Switchboard$", visible=False), "a tray app starts without its window"
+        assert not web_processes(app.pid), "a web process runs though no window was ever opened"
         click(*wait("the Open Dashboard item", lambda: item(app.pid, "Open Dashboard")))
         main_window = wait("the dashboard window", lambda: (x_windows("^Switchboard$") or [None])[0])
+        first = wait("the dashboard's web process", lambda: web_processes(app.pid), timeout=20)
         hide_window(main_window)
-        time.sleep(0.5)
+        # the window is destroyed, not hidden: its web process ends
+        wait("the dashboard's web process gone", lambda: not web_processes(app.pid), timeout=20, every=0.25)
+        assert not x_windows("^Switchboard$", visible=False), "the closed window still exists (hidden)"
         assert app.poll() is None and http("GET", "/healthz")[0] == 200, "closing the window quit the app"
         assert find_menu(app.pid), "the tray went away with the window"
         click(*wait("the Open Dashboard item", lambda: item(app.pid, "Open Dashboard")))
         wait("the window shown again", lambda: x_windows("^Switchboard$"))
+        again = wait("a new web process", lambda: web_processes(app.pid), timeout=20)
+        assert not set(again) & set(first), (first, again)
         hide_window(x_windows("^Switchboard$")[0])
+        wait("that web process gone too", lambda: not web_processes(app.pid), timeout=20, every=0.25)
         second = subprocess.run([APP], env=env, capture_output=True, timeout=30)
         assert second.returncode == 0, second
         wait("the running app's window shown by the second launch", lambda: x_windows("^Switchboard$"))
         assert app.poll() is None
-    check("closing the window keeps Switchboard in the tray; a second launch opens the running one", window)
+    check("the dashboard window exists only while open: opening it starts a web process, closing it ends it; "
+          "the app stays in the tray; a second launch opens the running one's", window)
 
     def pair():
         for w in x_windows("^Switchboard$")[:1]:
@@ -518,6 +574,10 @@ def main() -> int:
         assert status == 200 and [c["name"] for c in clients] == ["desktop-test"], clients
         hide_window(win, "^Pair New Client$")  # closing it keeps the app
         assert app.poll() is None and http("GET", "/healthz")[0] == 200, "closing the pairing window quit the app"
+        for w in x_windows("^Switchboard$"):
+            hide_window(w)  # (the screenshot opened the dashboard)
+        wait("no web process left once the windows are closed", lambda: not web_processes(app.pid), timeout=20,
+             every=0.25)
     check("Pair (tray) shows a code in a small window and a notification; the code pairs a client", pair)
 
     def unpair():
@@ -850,6 +910,7 @@ def main() -> int:
             wait("the new client shown live", lambda: "seen-live" in script("return document.body.innerText"), timeout=20)
             pairing_window(call, session, script, log)
             elicitation_windows(call, session, script, log, tmp / "data")
+            reopened_dashboard(call, session, script, tmp / "data")
         finally:
             try:
                 call("DELETE", f"/session/{session}", timeout=30)
@@ -871,7 +932,8 @@ def main() -> int:
             webview()
     check("the real webview (tauri-driver + WebKitWebDriver): its own credential, the gateway's live state; "
           "the pairing window shows the notified code, counts down, says who paired, closes; "
-          "an elicitation is answered in its own window and one declined there, each notified", webview_tried_twice)
+          "an elicitation is answered in its own window and one declined there, each notified; "
+          "the dashboard closed and opened again from the tray shows what changed meanwhile", webview_tried_twice)
 
     def desktop_entry():
         """What double-clicking the installed app does: the desktop entry launched by GIO."""
