@@ -19,6 +19,7 @@ impl IntoResponse for AgentError {
             Self::Unknown(_) | Self::Action(_) => (StatusCode::NOT_FOUND, "no_such_agent"),
             Self::NoHome => (StatusCode::CONFLICT, "no_home"),
             Self::NoConfigFile => (StatusCode::CONFLICT, "no_config_file"),
+            Self::NoBridge => (StatusCode::CONFLICT, "no_bridge"),
             Self::Setup(SetupError::Pairing(_)) => (StatusCode::SERVICE_UNAVAILABLE, "pairing"),
             Self::Setup(_) => (StatusCode::UNPROCESSABLE_ENTITY, "setup_failed"),
         };

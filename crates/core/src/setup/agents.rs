@@ -7,7 +7,8 @@
 //! Every action that ran is announced on the bus ([`HubEvent::AgentChanged`]), so that other
 //! open dashboards and the tray show the agent's new state without asking.
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -62,8 +63,34 @@ pub enum AgentError {
          --config <file>"
     )]
     NoConfigFile,
+    #[error(
+        "Claude Desktop starts `switchboard connect`, and there is no `switchboard` program \
+         beside this one or on PATH (the desktop app's own program cannot bridge); install \
+         Switchboard's command-line program, then connect again"
+    )]
+    NoBridge,
     #[error(transparent)]
     Setup(#[from] SetupError),
+}
+
+/// The `switchboard` program that Claude Desktop's entry starts (`switchboard connect`):
+/// `exe` itself when it is that program (`switchboard serve`), else one beside it, else one
+/// on `path`. The desktop app is `switchboard-app`: its `connect` would only open its window.
+fn bridge_program(exe: Option<&Path>, path: Option<&OsStr>) -> Option<PathBuf> {
+    let cli = format!("switchboard{}", std::env::consts::EXE_SUFFIX);
+    if let Some(exe) = exe
+        && exe.file_name() == Some(OsStr::new(&cli))
+    {
+        return Some(exe.to_path_buf());
+    }
+    exe.and_then(Path::parent)
+        .map(|dir| dir.join(&cli))
+        .filter(|p| p.is_file())
+        .or_else(|| {
+            std::env::split_paths(path?)
+                .map(|d| d.join(&cli))
+                .find(|p| p.is_file())
+        })
 }
 
 /// How an action is done (the API's optional body): which config file, the entry's name,
@@ -178,6 +205,12 @@ impl Agents {
         if let Some(name) = req.name {
             opts.entry = name;
         }
+        if client == Client::ClaudeDesktop && matches!(action, Action::Connect | Action::Adopt) {
+            let exe = std::env::current_exe().ok();
+            let path = std::env::var_os("PATH");
+            opts.program =
+                bridge_program(exe.as_deref(), path.as_deref()).ok_or(AgentError::NoBridge)?;
+        }
         let target = || -> Result<adopt::Target, AgentError> {
             Ok(adopt::Target {
                 config: self.config.clone().ok_or(AgentError::NoConfigFile)?,
@@ -212,5 +245,33 @@ impl Agents {
             action: action.as_str(),
         });
         Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claude_desktops_bridge_is_the_switchboard_program_never_the_apps() {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = dir
+            .path()
+            .join(format!("switchboard{}", std::env::consts::EXE_SUFFIX));
+        let app = dir.path().join("switchboard-app");
+        // the headless gateway is the program itself
+        assert_eq!(bridge_program(Some(&cli), None), Some(cli.clone()));
+        // the app: nothing beside it, nothing on PATH
+        assert_eq!(bridge_program(Some(&app), None), None);
+        let elsewhere = tempfile::tempdir().unwrap();
+        let on_path = elsewhere
+            .path()
+            .join(format!("switchboard{}", std::env::consts::EXE_SUFFIX));
+        std::fs::write(&on_path, "").unwrap();
+        let path = std::env::join_paths([elsewhere.path()]).unwrap();
+        assert_eq!(bridge_program(Some(&app), Some(&path)), Some(on_path));
+        // the one beside the app comes first
+        std::fs::write(&cli, "").unwrap();
+        assert_eq!(bridge_program(Some(&app), Some(&path)), Some(cli));
     }
 }
