@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchboard_core::{Config, Gateway};
-use tauri::{Manager, RunEvent, WindowEvent};
+use tauri::{Manager, RunEvent};
 use tokio_util::sync::CancellationToken;
 
 /// What the shell keeps about the embedded gateway.
@@ -49,6 +49,8 @@ pub(crate) struct GatewayHandles {
     pub(crate) mcp: switchboard_core::mcp::McpGateway,
     pub(crate) unpairer: switchboard_core::server::Unpairer,
     pub(crate) bus: switchboard_core::EventBus,
+    /// The agents' Connect and Disconnect (the tray's Pair menu), as the dashboard does them.
+    pub(crate) agents: switchboard_core::setup::agents::Agents,
     pub(crate) shutdown: CancellationToken,
     /// The webview's own credential: held in memory by the gateway, never stored.
     pub(crate) webview_token: String,
@@ -93,6 +95,7 @@ fn start_gateway() -> anyhow::Result<(GatewayHandles, tauri::async_runtime::Join
             mcp: gateway.mcp(),
             unpairer: gateway.unpairer(),
             bus: gateway.bus(),
+            agents: gateway.agents(),
             shutdown: shutdown.clone(),
             webview_token: gateway.auth().issue_ephemeral("switchboard-app"),
         };
@@ -148,13 +151,37 @@ pub(crate) fn quit(app: &tauri::AppHandle) {
     });
 }
 
-/// Shows the dashboard window.
+/// The dashboard window's label (its capability depends on it).
+pub(crate) const DASHBOARD: &str = "main";
+
+/// Shows the dashboard window, creating it: it exists only while it is open. Closing it
+/// destroys it and its webview (its WebKit web process ends), so a closed window costs
+/// nothing; everything it shows lives in the gateway, and a new window reads it afresh.
 pub(crate) fn open_dashboard(app: &tauri::AppHandle) {
-    if let Some(w) = app.get_webview_window("main") {
+    if let Some(w) = app.get_webview_window(DASHBOARD) {
         let _ = w.show();
         let _ = w.unminimize();
         let _ = w.set_focus();
+        return;
     }
+    let built = tauri::WebviewWindowBuilder::new(
+        app,
+        DASHBOARD,
+        tauri::WebviewUrl::App("index.html".into()),
+    )
+    .title("Switchboard")
+    .inner_size(1000.0, 700.0)
+    .focused(true)
+    .build();
+    if let Err(e) = built {
+        tracing::error!(error = %e, "could not open the dashboard window");
+    }
+}
+
+/// Whether a WebDriver session drives the app (`tauri-driver` sets this): WebKit's
+/// automation drives the first webview the app creates, so the dashboard opens at start.
+fn under_webdriver() -> bool {
+    std::env::var("TAURI_WEBVIEW_AUTOMATION").as_deref() == Ok("true")
 }
 
 /// Builds and runs the app.
@@ -217,6 +244,9 @@ pub fn run() {
                     shell.elicit_urls.clone(),
                 );
             }
+            if under_webdriver() {
+                open_dashboard(app.handle());
+            }
             Ok(())
         })
         .build(tauri::generate_context!())
@@ -224,23 +254,15 @@ pub fn run() {
             eprintln!("error: Switchboard could not start: {e}");
             std::process::exit(1);
         });
-    app.run(|app, event| match event {
-        // Closing the window keeps Switchboard in the tray.
-        RunEvent::WindowEvent {
-            label,
-            event: WindowEvent::CloseRequested { api, .. },
-            ..
-        } if label == "main" => {
-            api.prevent_close();
-            if let Some(w) = app.get_webview_window("main") {
-                let _ = w.hide();
-            }
-        }
-        RunEvent::ExitRequested { api, code, .. } if code.is_none() => {
-            // the last window closing is not a reason to quit a tray app
+    app.run(|_app, event| {
+        // Closing a window destroys it (the dashboard, the pairing and elicitation windows
+        // alike); Switchboard stays in the tray: the last window closing is not a reason to
+        // quit a tray app. Quit exits with a code, which is let through.
+        if let RunEvent::ExitRequested { api, code, .. } = event
+            && code.is_none()
+        {
             api.prevent_exit();
         }
-        _ => {}
     });
 }
 

@@ -1,10 +1,14 @@
 //! The tray icon: its state (idle, calls running, a server failed, gateway down) in the icon
 //! and the tooltip, and its menu. Menu ids are the `tray/...` constants, matched in one place.
+//! Pair ▸ lists the agents found on this computer with Connect or Disconnect, run by the
+//! core's [`Agents`] exactly as the dashboard's buttons run them.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 
 use switchboard_core::HubEvent;
+use switchboard_core::setup::Client;
+use switchboard_core::setup::agents::{Action, ActionRequest, Agents};
 use switchboard_core::upstream::ServerState;
 use tauri::image::Image;
 use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
@@ -19,6 +23,9 @@ pub(crate) const TRAY_ID: &str = "main";
 pub(crate) const STATUS: &str = "tray/status";
 pub(crate) const OPEN: &str = "tray/open";
 pub(crate) const PAIR: &str = "tray/pair";
+pub(crate) const PAIR_NEW: &str = "tray/pair/new";
+pub(crate) const AGENT_CONNECT: &str = "tray/agent/connect/";
+pub(crate) const AGENT_DISCONNECT: &str = "tray/agent/disconnect/";
 pub(crate) const PAUSE: &str = "tray/pause-notifications";
 pub(crate) const LOGIN: &str = "tray/start-at-login";
 pub(crate) const QUIT: &str = "tray/quit";
@@ -42,6 +49,18 @@ struct TrayState {
 
 static STATE: Mutex<Option<TrayState>> = Mutex::new(None);
 
+/// An agent found on this computer, as the Pair menu shows it.
+#[derive(Debug, Clone)]
+struct FoundAgent {
+    client: Client,
+    label: &'static str,
+    connected: bool,
+}
+
+/// The agents the Pair menu lists, as last read (reading them is async: files and token
+/// checks, so the menu, which is built synchronously, shows this copy; see [`reload_agents`]).
+static AGENTS: Mutex<Vec<FoundAgent>> = Mutex::new(Vec::new());
+
 fn build_menu(app: &AppHandle, shell: &Shell) -> tauri::Result<Menu<tauri::Wry>> {
     let menu = Menu::new(app)?;
     menu.append(&MenuItem::with_id(
@@ -60,13 +79,33 @@ fn build_menu(app: &AppHandle, shell: &Shell) -> tauri::Result<Menu<tauri::Wry>>
         None::<&str>,
     )?)?;
     let up = shell.gateway.is_some();
-    menu.append(&MenuItem::with_id(
+    let pair = Submenu::with_id(app, PAIR, "Pair", up)?;
+    pair.append(&MenuItem::with_id(
         app,
-        PAIR,
-        "Pair New Client…",
+        PAIR_NEW,
+        "New Client…",
         up,
         None::<&str>,
     )?)?;
+    let agents = AGENTS.lock().expect("agents lock").clone();
+    if !agents.is_empty() {
+        pair.append(&PredefinedMenuItem::separator(app)?)?;
+    }
+    for a in agents {
+        let (prefix, verb) = if a.connected {
+            (AGENT_DISCONNECT, "Disconnect")
+        } else {
+            (AGENT_CONNECT, "Connect")
+        };
+        pair.append(&MenuItem::with_id(
+            app,
+            format!("{prefix}{}", a.client.id()),
+            format!("{verb} {}", a.label),
+            up,
+            None::<&str>,
+        )?)?;
+    }
+    menu.append(&pair)?;
     let clients = Submenu::with_id(app, "tray/clients", "Paired Clients", up)?;
     let servers = Submenu::with_id(app, "tray/servers", "Servers", up)?;
     if let Some(g) = &shell.gateway {
@@ -166,7 +205,7 @@ fn on_menu(app: &AppHandle, id: &str) {
     let shell = app.state::<Shell>().inner().clone();
     match id {
         OPEN => crate::open_dashboard(app),
-        PAIR => {
+        PAIR_NEW => {
             if let Err(e) = crate::pairing::pair_new_client(app) {
                 tracing::error!(error = %e, "no pairing code");
                 shell
@@ -196,6 +235,12 @@ fn on_menu(app: &AppHandle, id: &str) {
             refresh(app);
         }
         QUIT => crate::quit(app),
+        _ if id.starts_with(AGENT_CONNECT) => {
+            agent_action(app, &id[AGENT_CONNECT.len()..], Action::Connect);
+        }
+        _ if id.starts_with(AGENT_DISCONNECT) => {
+            agent_action(app, &id[AGENT_DISCONNECT.len()..], Action::Disconnect);
+        }
         _ if id.starts_with(UNPAIR) => {
             let name = id[UNPAIR.len()..].to_owned();
             if let Some(g) = shell.gateway.clone() {
@@ -222,6 +267,82 @@ fn on_menu(app: &AppHandle, id: &str) {
         }
         _ => {}
     }
+}
+
+/// Connects or disconnects agent `id` through the core, and says in a notification what it
+/// changed or why it could not. The core announces the change (`AgentChanged`), which
+/// reloads the menu here and the agents of every open dashboard.
+fn agent_action(app: &AppHandle, id: &str, action: Action) {
+    let shell = app.state::<Shell>().inner().clone();
+    let (Some(g), Some(client)) = (shell.gateway.clone(), Client::from_id(id)) else {
+        return;
+    };
+    tauri::async_runtime::spawn(async move {
+        let subject = format!("agent:{}", client.id());
+        let verb = match action {
+            Action::Connect => "connected",
+            _ => "disconnected",
+        };
+        let outcome = g.agents.act(client, action, ActionRequest::default()).await;
+        // the answer to something the person just asked for: never coalesced with the last
+        shell.notifier.forget(&subject);
+        match outcome {
+            Ok(outcome) => {
+                let lines: Vec<&str> = outcome["lines"]
+                    .as_array()
+                    .map(|l| l.iter().filter_map(|v| v.as_str()).collect())
+                    .unwrap_or_default();
+                shell.notifier.notify(
+                    &subject,
+                    &format!("{} {verb}", client.label()),
+                    &lines.join("\n"),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(agent = client.id(), error = %e, "agent action failed");
+                shell.notifier.notify(
+                    &subject,
+                    &format!("{} could not be {verb}", client.label()),
+                    &e.to_string(),
+                );
+            }
+        }
+    });
+}
+
+/// Reads the agents found on this computer again and rebuilds the menu with them; returns
+/// at once.
+pub(crate) fn reload_agents(app: &AppHandle) {
+    let Some(agents) = app
+        .state::<Shell>()
+        .gateway
+        .as_ref()
+        .map(|g| g.agents.clone())
+    else {
+        return;
+    };
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move { read_agents(&app, &agents).await });
+}
+
+async fn read_agents(app: &AppHandle, agents: &Agents) {
+    match agents.list().await {
+        Ok(listing) => {
+            let found = listing
+                .agents
+                .into_iter()
+                .filter(|a| a.detected.installed)
+                .map(|a| FoundAgent {
+                    client: a.detected.client,
+                    label: a.detected.label,
+                    connected: a.detected.connected,
+                })
+                .collect();
+            *AGENTS.lock().expect("agents lock") = found;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list the agents for the tray"),
+    }
+    refresh(app);
 }
 
 /// Unpairing cuts a client off at once, so the person is asked first.
@@ -334,8 +455,13 @@ pub(crate) fn on_event(app: &AppHandle, ev: &HubEvent) {
             _ => false,
         }
     };
-    if changed {
-        refresh(app);
+    match ev {
+        // which agents are connected may have changed: read them again (that refreshes)
+        HubEvent::AgentChanged { .. }
+        | HubEvent::ClientPaired { .. }
+        | HubEvent::ClientUnpaired { .. } => reload_agents(app),
+        _ if changed => refresh(app),
+        _ => {}
     }
 }
 
@@ -354,5 +480,6 @@ pub(crate) fn install(app: &AppHandle, shell: &Shell) -> tauri::Result<()> {
         .on_menu_event(|app, event| on_menu(app, event.id().as_ref()))
         .build(app)?;
     refresh(app);
+    reload_agents(app);
     Ok(())
 }

@@ -162,6 +162,34 @@ def tray_icon(pid: int) -> str | None:
     return "unknown"
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it (WebKit's web and network processes are children of
+    the app; MCP servers too)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def web_processes(pid: int) -> list[int]:
+    """The app's WebKitWebProcess children: one per open webview, none when no window is open."""
+    def name(p):
+        try:
+            return Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].decode().rsplit("/", 1)[-1]
+        except OSError:
+            return ""
+    return [p for p in process_tree(pid) if name(p) == "WebKitWebProcess"]
+
+
 def x_windows(name: str, visible: bool = True) -> list[str]:
     args = ["xdotool", "search"] + (["--onlyvisible"] if visible else []) + ["--name", name]
     return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.split()
@@ -309,7 +337,7 @@ def pairing_window(call, session, script, log: Path) -> None:
     pid = int(out.stdout.split()[0])
     before = len([s for s in notifications(log) if s.startswith("Pairing code")])
     main_handle = call("GET", f"/session/{session}/window")
-    click(*wait("the Pair item", lambda: item(pid, "Pair New Client")))
+    click(*wait("the Pair item", lambda: item(pid, "Pair/New Client")))
     notified = wait("a pairing notification", lambda: [s for s in notifications(log) if s.startswith("Pairing code")][before:])
     code = notified[-1].split()[-1]
     others = wait("the pairing window's webview",
@@ -387,17 +415,46 @@ def elicitation_windows(call, session, script, log: Path, data_dir: Path) -> Non
         found = call("POST", f"/session/{session}/element", {"using": "css selector", "value": css})
         return next(iter(found.values()))
 
+    def answer_click(css: str) -> None:
+        # the answer ends the elicitation, whose window then closes, and WebKitWebDriver may
+        # answer the click only after that ("no such window", as for the pairing window's
+        # Done): the window-closed check that follows is what says it was answered
+        try:
+            call("POST", f"/session/{session}/element/{element(css)}/click", {})
+        except AssertionError as e:
+            if "no such window" not in str(e):
+                raise
+
     def fill_and_send():
         call("POST", f"/session/{session}/element/{element('[data-field=name] input')}/value", {"text": "Grace"})
-        call("POST", f"/session/{session}/element/{element('[data-testid=elicitation-accept]')}/click", {})
+        answer_click("[data-testid=elicitation-accept]")
 
     got = one("Desktop asks: your name?", fill_and_send)
     assert got == {"result": {"action": "accept", "content": {"name": "Grace", "size": "l"}}}, got
-    declined = one("Desktop asks again", lambda: call(
-        "POST", f"/session/{session}/element/{element('[data-testid=elicitation-decline]')}/click", {}))
+    declined = one("Desktop asks again", lambda: answer_click("[data-testid=elicitation-decline]"))
     assert declined == {"result": {"action": "decline"}}, declined
     status, pending = http("GET", "/api/elicitations", token=token)
     assert status == 200 and pending["elicitations"] == [], pending
+
+
+def reopened_dashboard(call, session, script, data_dir: Path) -> None:
+    """Closing the dashboard destroys its webview; opened again from the tray, the new one
+    shows what happened while it was closed (the state lives in the gateway, not the page)."""
+    out = subprocess.run(["pgrep", "-n", "-f", "^" + re.escape(APP)], capture_output=True, text=True, timeout=10)
+    pid = int(out.stdout.split()[0])
+    main_handle = call("GET", f"/session/{session}/window")
+    hide_window(wait("the dashboard window", lambda: (x_windows("^Switchboard$") or [None])[0]))
+    wait("its webview gone", lambda: main_handle not in call("GET", f"/session/{session}/window/handles"), timeout=15)
+    code = subprocess.run([SWITCHBOARD, "pair", "--data-dir", str(data_dir)], capture_output=True,
+                          text=True, timeout=15).stdout.strip().splitlines()[-1]
+    status, _ = http("POST", "/pair", {"code": code, "name": "paired-while-closed"})
+    assert status == 200, status
+    click(*wait("the Open Dashboard item", lambda: item(pid, "Open Dashboard")))
+    fresh = wait("a new dashboard webview",
+                 lambda: [h for h in call("GET", f"/session/{session}/window/handles") if h != main_handle], timeout=20)
+    call("POST", f"/session/{session}/window", {"handle": fresh[0]})
+    wait("the client paired while it was closed, shown", lambda: "paired-while-closed" in script(
+        "return document.body.innerText"), timeout=20)
 
 
 def check(name: str, fn) -> None:
@@ -431,8 +488,11 @@ def main() -> int:
     bg(["dbus-monitor", "--session", "interface='org.freedesktop.Notifications',member='Notify'"], stdout=log.open("w"))
     wait("the notification service", lambda: "org.freedesktop.Notifications" in busctl("list", "--no-pager"))
 
-    # a throwaway home: Start at Login writes $HOME/.config/autostart
-    (tmp / "home").mkdir()
+    # a throwaway home: Start at Login writes $HOME/.config/autostart; Cursor and Claude Code
+    # look installed in it (the tray's Pair menu lists them; Connect edits Cursor's file)
+    (tmp / "home" / ".cursor").mkdir(parents=True)
+    (tmp / "home" / ".cursor" / "mcp.json").write_text(json.dumps({"mcpServers": {"notes": {"command": "notes-mcp"}}}))
+    (tmp / "home" / ".claude").mkdir()
     env = {**os.environ, "HOME": str(tmp / "home"), "XDG_CONFIG_HOME": str(tmp / "home" / ".config"),
            "SWITCHBOARD_LISTEN": f"127.0.0.1:{PORT}", "SWITCHBOARD_DATA_DIR": str(tmp / "data"),
            "SWITCHBOARD_CONFIG": str(tmp / "config.toml"), "SWITCHBOARD_LOG": "info",
@@ -452,35 +512,48 @@ def main() -> int:
         # the servers are still starting when the tray first appears
         wait("the idle state in words", lambda: status_line(app.pid) == "Idle, 2 server(s) up", timeout=30)
         items = layout(find_menu(app.pid))
-        for label in ["Open Dashboard", "Pair New Client…", "Paired Clients", "Servers", "Pause Notifications",
+        for label in ["Open Dashboard", "Pair/New Client…", "Paired Clients", "Servers", "Pause Notifications",
                       "Start at Login", "Quit", "fx: running/Restart", "fx: running/Mute Notifications"]:
             assert label in items, f"{label!r} not in the tray menu {sorted(items)}"
+        # one entry per agent found in the home (read after start: the menu is rebuilt then)
+        items = wait("the agents in the Pair menu", lambda: (i := layout(find_menu(app.pid))) and
+                     "Pair/Connect Cursor" in i and i, timeout=15)
+        assert "Pair/Connect Claude Code" in items, sorted(items)
+        assert not any(k.startswith("Pair/Connect Zed") for k in items), "an agent not installed is listed"
         assert tray_icon(app.pid) == "idle", tray_icon(app.pid)
     check("the app starts: gateway answers, tray menu published on D-Bus, state idle (words and icon)", started)
     if "menu" not in state:
         return finish(app, tmp)
 
     def window():
-        assert not x_windows("^Switchboard$"), "a tray app starts without its window"
+        assert not x_windows("^Switchboard$", visible=False), "a tray app starts without its window"
+        assert not web_processes(app.pid), "a web process runs though no window was ever opened"
         click(*wait("the Open Dashboard item", lambda: item(app.pid, "Open Dashboard")))
         main_window = wait("the dashboard window", lambda: (x_windows("^Switchboard$") or [None])[0])
+        first = wait("the dashboard's web process", lambda: web_processes(app.pid), timeout=20)
         hide_window(main_window)
-        time.sleep(0.5)
+        # the window is destroyed, not hidden: its web process ends
+        wait("the dashboard's web process gone", lambda: not web_processes(app.pid), timeout=20, every=0.25)
+        assert not x_windows("^Switchboard$", visible=False), "the closed window still exists (hidden)"
         assert app.poll() is None and http("GET", "/healthz")[0] == 200, "closing the window quit the app"
         assert find_menu(app.pid), "the tray went away with the window"
         click(*wait("the Open Dashboard item", lambda: item(app.pid, "Open Dashboard")))
         wait("the window shown again", lambda: x_windows("^Switchboard$"))
+        again = wait("a new web process", lambda: web_processes(app.pid), timeout=20)
+        assert not set(again) & set(first), (first, again)
         hide_window(x_windows("^Switchboard$")[0])
+        wait("that web process gone too", lambda: not web_processes(app.pid), timeout=20, every=0.25)
         second = subprocess.run([APP], env=env, capture_output=True, timeout=30)
         assert second.returncode == 0, second
         wait("the running app's window shown by the second launch", lambda: x_windows("^Switchboard$"))
         assert app.poll() is None
-    check("closing the window keeps Switchboard in the tray; a second launch opens the running one", window)
+    check("the dashboard window exists only while open: opening it starts a web process, closing it ends it; "
+          "the app stays in the tray; a second launch opens the running one's", window)
 
     def pair():
         for w in x_windows("^Switchboard$")[:1]:
             hide_window(w)  # (the second launch above showed it)
-        click(*wait("the Pair item", lambda: item(app.pid, "Pair New Client")))
+        click(*wait("the Pair item", lambda: item(app.pid, "Pair/New Client")))
         summary = wait("a pairing notification", lambda: next((s for s in notifications(log) if s.startswith("Pairing code")), None))
         code = summary.split()[-1]
         # the code with its countdown, in a small window of its own (read in it by the webview check)
@@ -510,6 +583,10 @@ def main() -> int:
         assert status == 200 and [c["name"] for c in clients] == ["desktop-test"], clients
         hide_window(win, "^Pair New Client$")  # closing it keeps the app
         assert app.poll() is None and http("GET", "/healthz")[0] == 200, "closing the pairing window quit the app"
+        for w in x_windows("^Switchboard$"):
+            hide_window(w)  # (the screenshot opened the dashboard)
+        wait("no web process left once the windows are closed", lambda: not web_processes(app.pid), timeout=20,
+             every=0.25)
     check("Pair (tray) shows a code in a small window and a notification; the code pairs a client", pair)
 
     def unpair():
@@ -530,9 +607,33 @@ def main() -> int:
     if "token" in state:
         check("Unpair (tray) asks first; Cancel keeps the client, Unpair revokes it and ends its stream", unpair)
 
+    def agents():
+        cursor = tmp / "home" / ".cursor" / "mcp.json"
+        entries = lambda: json.loads(cursor.read_text())["mcpServers"]
+        said = lambda summary: [b for s, b in notifications_full(log) if s == summary]
+        click(*wait("Pair ▸ Connect Cursor", lambda: item(app.pid, "Pair/Connect Cursor")))
+        wait("Switchboard's entry in Cursor's config", lambda: "switchboard" in entries(), timeout=20)
+        entry = entries()["switchboard"]
+        assert entry["url"] == BASE + "/mcp", entry
+        assert entries()["notes"] == {"command": "notes-mcp"}, "Connect lost Cursor's own server"
+        token = entry["headers"]["Authorization"].removeprefix("Bearer ")
+        status, clients = http("GET", "/api/clients", token=token)
+        assert status == 200 and "cursor" in [c["name"] for c in clients], (status, clients)
+        body = wait("the notification saying what changed", lambda: said("Cursor connected"), timeout=15)[0]
+        assert "paired as cursor" in body and str(cursor) in body, body
+        # the menu now offers the opposite, and it undoes it
+        click(*wait("Pair ▸ Disconnect Cursor", lambda: item(app.pid, "Pair/Disconnect Cursor"), timeout=15))
+        wait("the entry taken out", lambda: "switchboard" not in entries(), timeout=20)
+        assert entries()["notes"] == {"command": "notes-mcp"}
+        wait("its token revoked", lambda: http("GET", "/api/clients", token=token)[0] == 401)
+        wait("the disconnect notification", lambda: said("Cursor disconnected"), timeout=15)
+        wait("Connect offered again", lambda: item(app.pid, "Pair/Connect Cursor"), timeout=15)
+    check("Pair ▸ Connect Cursor (tray) writes Switchboard's entry into Cursor's config through the core, "
+          "with a notification; Pair ▸ Disconnect Cursor takes it out and revokes the token", agents)
+
     def crash():
         before = len([s for s in notifications(log) if s.startswith("Pairing code")])
-        click(*wait("the Pair item", lambda: item(app.pid, "Pair New Client")))
+        click(*wait("the Pair item", lambda: item(app.pid, "Pair/New Client")))
         codes = wait("a second pairing notification",
                      lambda: [s for s in notifications(log) if s.startswith("Pairing code")][before:])
         status, body = http("POST", "/pair", {"code": codes[0].split()[-1], "name": "crash-test"})
@@ -818,6 +919,7 @@ def main() -> int:
             wait("the new client shown live", lambda: "seen-live" in script("return document.body.innerText"), timeout=20)
             pairing_window(call, session, script, log)
             elicitation_windows(call, session, script, log, tmp / "data")
+            reopened_dashboard(call, session, script, tmp / "data")
         finally:
             try:
                 call("DELETE", f"/session/{session}", timeout=30)
@@ -839,7 +941,8 @@ def main() -> int:
             webview()
     check("the real webview (tauri-driver + WebKitWebDriver): its own credential, the gateway's live state; "
           "the pairing window shows the notified code, counts down, says who paired, closes; "
-          "an elicitation is answered in its own window and one declined there, each notified", webview_tried_twice)
+          "an elicitation is answered in its own window and one declined there, each notified; "
+          "the dashboard closed and opened again from the tray shows what changed meanwhile", webview_tried_twice)
 
     def desktop_entry():
         """What double-clicking the installed app does: the desktop entry launched by GIO."""

@@ -6,6 +6,7 @@ import { chromium } from 'playwright-core';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import WebSocket from 'ws';
+import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Gateway, envelope, projectDir, projectInfo, sleep, until, within } from './gateway.mjs';
@@ -224,10 +225,10 @@ try {
     const first = Number(await page.getByTestId('countdown').textContent());
     await until('the countdown to tick', async () => Number(await page.getByTestId('countdown').textContent()) < first, 5000);
     await shot('clients');
-    await page.getByLabel('Client name').fill('cursor');
+    await page.getByLabel('Client name').fill('my-editor');
     await page.getByRole('button', { name: 'Make its configuration' }).click();
     await page.getByTestId('mcp-json').filter({ hasText: 'Bearer sb_' }).waitFor();
-    await page.locator('tr[data-client=cursor]').waitFor();
+    await page.locator('tr[data-client=my-editor]').waitFor();
     await page.getByRole('button', { name: 'Done' }).click();
 
     await row.getByRole('button', { name: 'Unpair' }).click();
@@ -239,6 +240,54 @@ try {
     );
     if (!refused) throw new Error('the unpaired client can still list tools');
     console.log(`     the unpaired SDK client now gets: ${refused.slice(0, 120)}`);
+  });
+
+  await step("an agent is connected and disconnected from the Clients view: its config file says so", async () => {
+    await tab('Clients').click();
+    const cursorFile = join(gw.home, '.cursor', 'mcp.json');
+    const entries = () => JSON.parse(readFileSync(cursorFile, 'utf8')).mcpServers;
+    const row = page.locator('tr[data-agent=cursor]');
+    await row.getByTestId('agent-state').filter({ hasText: 'not connected' }).waitFor();
+    // an agent that is not installed is only named
+    await page.getByText(/Not found here: .*Windsurf/).waitFor();
+    await row.getByRole('button', { name: 'Connect' }).click();
+    const outcome = page.getByTestId('agent-outcome');
+    await outcome.filter({ hasText: 'Connect Cursor: done' }).filter({ hasText: `wrote entry "switchboard" in ${cursorFile}` }).waitFor();
+    await outcome.filter({ hasText: 'paired as cursor' }).waitFor();
+    await row.getByTestId('agent-state').filter({ hasText: /^connected as switchboard/ }).waitFor();
+    const written = entries();
+    if (written.switchboard?.url !== `${gw.url}/mcp` || !JSON.stringify(written.switchboard).includes('Bearer sb_')) {
+      throw new Error(`Cursor's file after Connect: ${JSON.stringify(written)}`);
+    }
+    if (written.notes?.command !== 'notes-mcp') throw new Error(`Connect lost Cursor's own server: ${JSON.stringify(written)}`);
+    // the token Connect paired works, and the paired clients list shows it
+    const token = written.switchboard.headers.Authorization.replace('Bearer ', '');
+    await gw.api('/api/clients', token);
+    await page.locator('tr[data-client=cursor]').waitFor();
+    await shot('connect');
+
+    // another dashboard (here: the API called from outside the page) connects Gemini CLI:
+    // this page shows it without a reload (agent_changed event)
+    const r = await fetch(`${gw.url}/api/agents/gemini-cli/connect`, { method: 'POST', headers: { authorization: `Bearer ${await gw.adminToken()}` } });
+    if (!r.ok) throw new Error(`connect gemini-cli: ${r.status} ${await r.text()}`);
+    await page.locator('tr[data-agent=gemini-cli]').getByTestId('agent-state').filter({ hasText: /^connected/ }).waitFor();
+
+    // an agent whose config is malformed: the error says which file, nothing changes
+    const codexFile = join(gw.home, '.codex', 'config.toml');
+    const codexBefore = readFileSync(codexFile, 'utf8');
+    await page.locator('tr[data-agent=codex]').getByRole('button', { name: 'Connect' }).click();
+    await page.getByTestId('agent-error').filter({ hasText: 'Connect Codex CLI failed; nothing was changed.' }).filter({ hasText: codexFile }).waitFor();
+    if (readFileSync(codexFile, 'utf8') !== codexBefore) throw new Error('a failed Connect changed the file');
+    await page.locator('tr[data-agent=codex]').getByTestId('agent-state').filter({ hasText: 'not connected' }).waitFor();
+
+    await row.getByRole('button', { name: 'Disconnect' }).click();
+    await outcome.filter({ hasText: 'Disconnect Cursor: done' }).filter({ hasText: 'revoked the token of cursor' }).waitFor();
+    await row.getByTestId('agent-state').filter({ hasText: 'not connected' }).waitFor();
+    const after = entries();
+    if ('switchboard' in after || after.notes?.command !== 'notes-mcp') throw new Error(`Cursor's file after Disconnect: ${JSON.stringify(after)}`);
+    await page.locator('tr[data-client=cursor]').waitFor({ state: 'detached' });
+    const refused = await fetch(`${gw.url}/api/clients`, { headers: { authorization: `Bearer ${token}` } });
+    if (refused.status !== 401) throw new Error(`the disconnected agent's token still answers ${refused.status}`);
   });
 
   await step('overview and telemetry show the traffic', async () => {

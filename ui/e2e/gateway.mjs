@@ -79,6 +79,13 @@ export class Gateway {
     this.dir = mkdtempSync(join(tmpdir(), 'switchboard-ui-'));
     this.dataDir = join(this.dir, 'data');
     this.config = join(this.dir, 'switchboard.toml');
+    // a throwaway home with agents' configs in it: what the Clients view's Connect edits
+    this.home = join(this.dir, 'home');
+    mkdirSync(join(this.home, '.cursor'), { recursive: true });
+    writeFileSync(join(this.home, '.cursor', 'mcp.json'), JSON.stringify({ mcpServers: { notes: { command: 'notes-mcp', args: ['--stdio'] } } }, null, 2) + '\n');
+    mkdirSync(join(this.home, '.gemini'), { recursive: true });
+    mkdirSync(join(this.home, '.codex'), { recursive: true });
+    writeFileSync(join(this.home, '.codex', 'config.toml'), '[mcp_servers.broken\nurl = \n');
     this.proc = null;
     this.port = 0;
     this.log = [];
@@ -99,7 +106,7 @@ export class Gateway {
     this.started = true;
     this.proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${this.port}`, '--config', this.config, '--data-dir', this.dataDir], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, SWITCHBOARD_LOG: process.env.SWITCHBOARD_LOG ?? 'warn' },
+      env: { ...process.env, HOME: this.home, XDG_CONFIG_HOME: join(this.home, '.config'), SWITCHBOARD_LOG: process.env.SWITCHBOARD_LOG ?? 'warn' },
     });
     running.add(this.proc);
     this.proc.once('exit', ((p) => () => running.delete(p))(this.proc));

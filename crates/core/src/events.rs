@@ -114,6 +114,10 @@ pub enum HubEvent {
         #[serde(flatten)]
         entry: LogEntry,
     },
+    /// The dashboard or the tray ran `action` (`connect`, `disconnect`, `adopt`, `undo`) on
+    /// agent `agent` (`claude-code`, `cursor`, …): its config file and its connected state
+    /// may have changed, so whoever shows the agents reads them again.
+    AgentChanged { agent: String, action: &'static str },
     /// This subscriber fell behind and `missed` events were dropped for it.
     Lagged { missed: u64 },
 }
@@ -173,6 +177,7 @@ impl HubEvent {
             Self::ElicitationPending { .. } => "elicitation_pending",
             Self::ElicitationEnded { .. } => "elicitation_ended",
             Self::ServerLog { .. } => "server_log",
+            Self::AgentChanged { .. } => "agent_changed",
             Self::Lagged { .. } => "lagged",
         }
     }

@@ -510,34 +510,13 @@ async fn run_adopt(
     };
     if undo {
         let done = adopt::undo(client, &opts, &pairer, &target).await?;
-        println!(
-            "{}: {} restored as it was",
-            client.label(),
-            done.path.display()
-        );
-        for s in &done.servers {
-            println!("removed {s} from {}", target.config.display());
-        }
-        if let Some(r) = &done.revoked {
-            println!("revoked the token of {r}");
+        for line in done.lines(&target.config) {
+            println!("{line}");
         }
         return Ok(());
     }
     let done = adopt::adopt(&places()?, client, &opts, &pairer, &target).await?;
-    for (from, to) in &done.servers {
-        println!("adopted {from} as {to}");
-    }
-    for (from, why) in &done.skipped {
-        println!("left {from} in {}: {why}", done.path.display());
-    }
-    println!(
-        "{} secret(s) moved to the OS keychain; {} now runs them (backup: {}; undo: switchboard adopt {} --undo)",
-        done.secrets,
-        target.config.display(),
-        done.backup.display(),
-        client.id()
-    );
-    for line in done.setup.lines(&opts.entry) {
+    for line in done.lines(&opts.entry, &target.config) {
         println!("{line}");
     }
     Ok(())

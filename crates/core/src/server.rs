@@ -216,7 +216,7 @@ impl Gateway {
             config_path: config.source.clone(),
             data_dir: data_dir.clone(),
             agents_home: config.agents_home.clone(),
-            config_edit: tokio::sync::Mutex::new(()),
+            config_edit: Default::default(),
             shutdown,
             tasks: tasks.clone(),
         });
@@ -242,6 +242,12 @@ impl Gateway {
     /// A handle that unpairs a client and closes its sessions, usable after `run` started.
     pub fn unpairer(&self) -> Unpairer {
         Unpairer(self.hub.pairing())
+    }
+
+    /// The agents (Claude Code, Cursor, …): list them, connect and disconnect them (the
+    /// tray's Pair menu), as the dashboard does.
+    pub fn agents(&self) -> crate::setup::agents::Agents {
+        self.hub.agents()
     }
 
     /// The event bus, for consumers outside the HTTP API (tray, notifications).

@@ -9,10 +9,12 @@
 //! ours whose token still works is left as it is. Claude Code is configured through its own
 //! CLI (`claude mcp add-json`) when that is on `PATH`, else through its file.
 //!
-//! Below: [`clients`] (each agent's file, format and entry), `edit` (the edits), and
-//! [`adopt`] (moving an agent's own servers into Switchboard).
+//! Below: [`clients`] (each agent's file, format and entry), `edit` (the edits),
+//! [`adopt`] (moving an agent's own servers into Switchboard), and [`agents`] (what a running
+//! gateway's dashboard and tray do with all of these).
 
 pub mod adopt;
+pub mod agents;
 mod clients;
 mod edit;
 

@@ -8,7 +8,7 @@
 
 import { ApiError, type GatewayClient } from './backend';
 import { Model, type Refetch } from './model';
-import type { CallsSnapshot, ClientInfo, Elicitation, HubEvent, LogEntry, ProjectInfo, ServersSnapshot, SessionsSnapshot } from './types';
+import type { AgentAction, AgentOutcome, CallsSnapshot, ClientInfo, Elicitation, HubEvent, LogEntry, ProjectInfo, ServersSnapshot, SessionsSnapshot } from './types';
 
 export type Connection = 'connecting' | 'live' | 'reconnecting' | 'unauthorized';
 
@@ -173,10 +173,31 @@ export class Live {
     if (p.all) jobs.push(c.get<SessionsSnapshot>('/api/sessions').then((s) => this.model.loadSessions(s)));
     if (p.all || p.projects) jobs.push(c.get<ProjectInfo[]>('/api/projects').then((s) => this.model.loadProjects(s)));
     if (p.all) jobs.push(c.get<CallsSnapshot>('/api/calls?limit=1000').then((s) => this.model.loadCalls(s)));
+    if (p.all || p.agents) jobs.push(this.fetchAgents());
     if (p.all) jobs.push(c.get<{ elicitations: Elicitation[] }>('/api/elicitations').then((s) => this.model.loadElicitations(s.elicitations)));
     if (p.all) for (const server of this.model.logs.keys()) jobs.push(this.fetchLogs(server));
     await Promise.all(jobs);
     this.version++;
+  }
+
+  /** The agents; a failure to read them (no home directory) is shown in their place, the
+   * rest of the snapshot stands. */
+  private async fetchAgents(): Promise<void> {
+    try {
+      this.model.agents = await this.client.agents();
+      this.model.agentsError = '';
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) throw e;
+      this.model.agentsError = (e as Error).message;
+    }
+  }
+
+  /** Runs an agent action and reads the agents again at once (its event does the same for
+   * every other open dashboard). */
+  async agentAction(id: string, action: AgentAction): Promise<AgentOutcome> {
+    const outcome = await this.client.agentAction(id, action);
+    await this.refetch({ agents: true, clients: true });
+    return outcome;
   }
 
   private async fetchLogs(server: string): Promise<void> {

@@ -106,11 +106,16 @@ describe('Model', () => {
     expect(m.expiredSessions).toBe(4);
     expect(m.expiries[0]).toMatchObject({ session_id: 's2', client: 'cli' });
     expect(m.openSessions('cli')).toBe(0);
-    expect(m.apply(ev('client_paired', { name: 'new', role: 'default' }))).toEqual({ clients: true });
+    expect(m.apply(ev('client_paired', { name: 'new', role: 'default' }))).toEqual({ clients: true, agents: true });
     expect(m.clients.has('new')).toBe(true);
-    m.apply(ev('client_unpaired', { name: 'cli' }));
+    expect(m.apply(ev('client_unpaired', { name: 'cli' }))).toEqual({ agents: true });
     expect(m.clients.has('cli')).toBe(false);
     expect(m.apply(ev('lagged', { missed: 10 }))).toEqual({ all: true });
+  });
+
+  it("an agent changed by another dashboard or the tray: the agents and clients are read again", () => {
+    const m = model();
+    expect(m.apply(ev('agent_changed', { agent: 'cursor', action: 'connect' }))).toEqual({ agents: true, clients: true });
   });
 });
 

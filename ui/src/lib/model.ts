@@ -3,6 +3,7 @@
 // Svelte side re-reads it once per animation frame.
 
 import type {
+  AgentsListing,
   Call,
   Elicitation,
   LogEntry,
@@ -55,6 +56,7 @@ export interface Refetch {
   servers?: boolean;
   clients?: boolean;
   projects?: boolean;
+  agents?: boolean;
   all?: boolean;
 }
 
@@ -106,6 +108,10 @@ export class Model {
   elicitations = new Map<string, Elicitation>();
   /** Servers' recent log messages, oldest first: only for servers whose log was opened. */
   logs = new Map<string, LogEntry[]>();
+  /** The agents on this computer, as last read (`null` before the first read). */
+  agents: AgentsListing | null = null;
+  /** Why the agents could not be read, if they could not (the rest of the page still works). */
+  agentsError = '';
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -247,11 +253,15 @@ export class Model {
         if (!this.clients.has(ev.name)) {
           this.clients.set(ev.name, { name: ev.name, role: ev.role, created_ms: now, last_seen_ms: null, open_sessions: [] });
         }
-        return { clients: true };
+        // an agent connected elsewhere (`switchboard setup`) pairs a client
+        return { clients: true, agents: true };
       case 'client_unpaired':
         this.clients.delete(ev.name);
         for (const [id, s] of this.sessions) if (s.client === ev.name) this.sessions.delete(id);
-        return null;
+        // an agent whose token this was is no longer connected
+        return { agents: true };
+      case 'agent_changed':
+        return { agents: true, clients: true };
       case 'session_opened': {
         this.sessionEvents = true;
         this.sessions.set(ev.session_id, { session_id: ev.session_id, client: ev.client, transport: ev.transport });

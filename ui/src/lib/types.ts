@@ -160,6 +160,39 @@ export interface PairResult {
   client_config: { url: string; claude_code: string; mcp_json: unknown };
 }
 
+/** What can be done to an agent (`POST /api/agents/{id}/{action}`). */
+export type AgentAction = 'connect' | 'disconnect' | 'adopt' | 'undo';
+
+/** An agent Switchboard can connect (`GET /api/agents`). */
+export interface AgentInfo {
+  /** Its id: `claude-code`, `cursor`, … */
+  client: string;
+  label: string;
+  /** Its config file or directory exists here. */
+  installed: boolean;
+  /** Its config has an entry naming this gateway whose token is paired. */
+  connected: boolean;
+  entry: string | null;
+  path: string | null;
+  /** Servers of its own (outside our entry) that Adopt would move. */
+  own_servers: number;
+  /** Its servers were adopted; Undo puts them back. */
+  adopted: boolean;
+}
+
+export interface AgentsListing {
+  url: string;
+  agents: AgentInfo[];
+}
+
+/** What an agent action did: `lines` in words, and the details of the one that ran. */
+export interface AgentOutcome {
+  lines: string[];
+  report?: { path: string; changed: boolean; backup: string | null; paired: string | null; revoked: string | null; via: string };
+  adopted?: { path: string; backup: string; servers: [string, string][] };
+  undone?: { path: string; servers: string[] };
+}
+
 /** Every HubEvent as stamped by the bus (`type` is the tag). */
 export type HubEvent = { seq: number; timestamp: string } & (
   | { type: 'project_online'; path: string; name: string; sockets: number }
@@ -178,6 +211,7 @@ export type HubEvent = { seq: number; timestamp: string } & (
   | { type: 'elicitation_pending'; elicitation: Elicitation }
   | { type: 'elicitation_ended'; id: string; server: string; outcome: 'accept' | 'decline' | 'cancel' | 'timeout' | 'gone' }
   | ({ type: 'server_log'; server: string } & LogEntry)
+  | { type: 'agent_changed'; agent: string; action: AgentAction }
   | { type: 'lagged'; missed: number }
 );
 

@@ -47,7 +47,7 @@ pub(crate) struct Hub {
     /// Where agents' configs are looked for (`Config::agents_home`; `None`: this user's).
     pub(crate) agents_home: Option<PathBuf>,
     /// One config edit at a time: read, change, write must not interleave.
-    pub(crate) config_edit: tokio::sync::Mutex<()>,
+    pub(crate) config_edit: Arc<tokio::sync::Mutex<()>>,
     /// Root of the shutdown tree: streams and sockets watch it.
     pub(crate) shutdown: CancellationToken,
     /// Every task the handlers start (`/ws` sockets, watch streams): drained on shutdown.
@@ -80,5 +80,18 @@ impl Hub {
     /// Pairing and unpairing (`POST /pair`, the control socket, the tray).
     pub(crate) fn pairing(&self) -> Pairing {
         Pairing::new(self.auth.clone(), self.mcp.clone(), self.guard.port())
+    }
+
+    /// The agents' Connect, Disconnect, Adopt and Undo (the dashboard, the tray).
+    pub(crate) fn agents(&self) -> crate::setup::agents::Agents {
+        crate::setup::agents::Agents::new(
+            self.agents_home.clone(),
+            self.pairing(),
+            self.config_path.clone(),
+            self.data_dir.clone(),
+            self.mcp.secrets(),
+            self.config_edit.clone(),
+            self.bus.clone(),
+        )
     }
 }

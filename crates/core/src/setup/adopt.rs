@@ -66,6 +66,51 @@ pub struct Undone {
     pub revoked: Option<String>,
 }
 
+impl Adopted {
+    /// What adopt did, in words (`config`: Switchboard's config file it wrote to).
+    pub fn lines(&self, entry: &str, config: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for (from, to) in &self.servers {
+            out.push(format!("adopted {from} as {to}"));
+        }
+        for (from, why) in &self.skipped {
+            out.push(format!("left {from} in {}: {why}", self.path.display()));
+        }
+        out.push(format!(
+            "{} secret(s) moved to the OS keychain; {} now runs them (backup: {}; undo: switchboard adopt {} --undo)",
+            self.secrets,
+            config.display(),
+            self.backup.display(),
+            self.client.id()
+        ));
+        out.extend(self.setup.lines(entry));
+        out
+    }
+}
+
+impl Undone {
+    /// What undo did, in words (`config`: Switchboard's config file it took servers out of).
+    pub fn lines(&self, config: &Path) -> Vec<String> {
+        let mut out = vec![format!(
+            "{}: {} restored as it was",
+            self.client.label(),
+            self.path.display()
+        )];
+        for s in &self.servers {
+            out.push(format!("removed {s} from {}", config.display()));
+        }
+        if let Some(r) = &self.revoked {
+            out.push(format!("revoked the token of {r}"));
+        }
+        out
+    }
+}
+
+/// The agents (ids) whose servers were adopted and not undone yet.
+pub fn adopted(state_dir: &Path) -> Result<BTreeSet<String>, SetupError> {
+    Ok(load_state(state_dir)?.into_keys().collect())
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     path: PathBuf,

@@ -5,8 +5,9 @@
 //! gateway with the token setup gave it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::*;
 
@@ -477,10 +478,30 @@ async fn the_dashboard_lists_agents_and_its_connect_button_connects_and_disconne
             .post(gw.url(path))
             .bearer_auth(&gw.token)
     };
+    // another open dashboard is told, so that it reads the agents again
+    let mut events = gw.events().await;
     let r = post("/api/agents/gemini-cli/connect").send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["report"]["paired"], "gemini-cli", "{body}");
+    assert!(
+        body["lines"][0].as_str().unwrap().contains("wrote entry"),
+        "{body}"
+    );
+    let changed = loop {
+        let (name, data) = events
+            .next_within(Duration::from_secs(5))
+            .await
+            .expect("an agent_changed event within 5 s");
+        if name == "agent_changed" {
+            break data;
+        }
+    };
+    assert_eq!(
+        (&changed["agent"], &changed["action"]),
+        (&json!("gemini-cli"), &json!("connect")),
+        "{changed}"
+    );
     assert!(agent(&gw.json("/api/agents").await, "gemini-cli")["connected"] == true);
     let text = std::fs::read_to_string(home.path().join(".gemini/settings.json")).unwrap();
     assert!(text.contains("\"httpUrl\""), "{text}");
@@ -490,6 +511,16 @@ async fn the_dashboard_lists_agents_and_its_connect_button_connects_and_disconne
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let changed = loop {
+        let (name, data) = events
+            .next_within(Duration::from_secs(5))
+            .await
+            .expect("an agent_changed event within 5 s");
+        if name == "agent_changed" {
+            break data;
+        }
+    };
+    assert_eq!(changed["action"], "disconnect", "{changed}");
     assert!(agent(&gw.json("/api/agents").await, "gemini-cli")["connected"] == false);
 
     // unknown agents and actions, and adopt without a config file, are explained

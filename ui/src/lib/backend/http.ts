@@ -1,7 +1,7 @@
 // The gateway's HTTP API and its event stream, with a bearer token. Used in the browser
 // (same origin) and by the desktop app (its webview gets the URL and token from Tauri).
 
-import type { HubEvent } from '../types';
+import type { AgentAction, AgentOutcome, AgentsListing, HubEvent } from '../types';
 
 /** An API failure: HTTP status and the gateway's `{error: {code, message}}`. */
 export class ApiError extends Error {
@@ -65,6 +65,17 @@ export class GatewayClient {
   }
   del<T>(path: string): Promise<T> {
     return this.request<T>('DELETE', path);
+  }
+
+  /** The agents on this computer (Claude Code, Cursor, …): installed, connected, adopted. */
+  agents(): Promise<AgentsListing> {
+    return this.get<AgentsListing>('/api/agents');
+  }
+
+  /** Connects, disconnects, adopts or undoes agent `id`; says what it changed (or throws
+   * the gateway's error: a malformed or read-only config, nothing to undo, …). */
+  agentAction(id: string, action: AgentAction): Promise<AgentOutcome> {
+    return this.post<AgentOutcome>(`/api/agents/${encodeURIComponent(id)}/${action}`);
   }
 
   /**
