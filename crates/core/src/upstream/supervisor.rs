@@ -449,13 +449,21 @@ async fn idle(
     }
     tracing::debug!(server = %inner.name, tools = listing.tools.len(), "idle (on demand)");
     inner.set_state(ServerState::Idle, error);
-    tokio::select! {
-        () = inner.wake.notified() => Idled::Woken,
-        () = inner.shutdown.cancelled() => {
-            inner.set_state(ServerState::Stopped, None);
-            Idled::Shutdown
+    loop {
+        tokio::select! {
+            // A wake left over (its call was cancelled, or it was started meanwhile for
+            // another) finds nothing in flight, and it stays idle.
+            () = inner.wake.notified() => if inner.in_use() {
+                return Idled::Woken;
+            },
+            () = inner.shutdown.cancelled() => {
+                inner.set_state(ServerState::Stopped, None);
+                return Idled::Shutdown;
+            }
+            msg = control.recv() => {
+                return if inner.on_control(msg) { Idled::Control } else { Idled::Shutdown };
+            }
         }
-        msg = control.recv() => if inner.on_control(msg) { Idled::Control } else { Idled::Shutdown },
     }
 }
 
