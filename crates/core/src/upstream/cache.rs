@@ -26,7 +26,8 @@ pub(crate) struct Listing {
     pub(crate) protocol: String,
     pub(crate) capabilities: Value,
     pub(crate) server_info: Value,
-    /// Tool definitions as the server wrote them.
+    /// Tool definitions as the server wrote them (stored; in memory the server's status holds
+    /// them, and this is empty).
     pub(crate) tools: Vec<Value>,
     /// `None`: the server offers no such list (or it could not be read on that run).
     pub(crate) prompts: Option<Vec<Value>>,
@@ -35,11 +36,11 @@ pub(crate) struct Listing {
 }
 
 impl Listing {
-    /// The items of list `method` (`tools/list`, `prompts/list`, `resources/list`,
-    /// `resources/templates/list`), if it was listed.
+    /// The items of list `method` (`prompts/list`, `resources/list`,
+    /// `resources/templates/list`), if it was listed. Tools are not answered from here: the
+    /// gateway lists them from the server's status.
     pub(crate) fn items(&self, method: &str) -> Option<&[Value]> {
         match method {
-            "tools/list" => Some(&self.tools),
             "prompts/list" => self.prompts.as_deref(),
             "resources/list" => self.resources.as_deref(),
             "resources/templates/list" => self.resource_templates.as_deref(),

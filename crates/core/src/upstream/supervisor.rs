@@ -331,7 +331,6 @@ async fn refresh_listing(inner: &Inner, cfg: &ServerConfig, conn: &Connection) {
             protocol: s.protocol.to_owned(),
             capabilities: (*s.capabilities).clone(),
             server_info: (*s.server_info).clone(),
-            tools: s.tools.iter().map(|t| t.def.clone()).collect(),
             ..Default::default()
         }
     };
@@ -352,9 +351,19 @@ async fn refresh_listing(inner: &Inner, cfg: &ServerConfig, conn: &Connection) {
     save_listing(inner, listing).await;
 }
 
-/// `listing` becomes the server's: in its status and in the store.
-async fn save_listing(inner: &Inner, listing: Listing) {
+/// `listing`, with the server's tools as its status has them now, becomes the server's: in
+/// the store whole, and in its status without the tools (the status has them already: one
+/// copy of each definition in memory).
+async fn save_listing(inner: &Inner, mut listing: Listing) {
+    listing.tools = inner
+        .status
+        .borrow()
+        .tools
+        .iter()
+        .map(|t| t.def.clone())
+        .collect();
     cache::save(&inner.store, &inner.name, &listing).await;
+    listing.tools = Vec::new();
     let listing = Arc::new(listing);
     inner.update(|s| s.listing = Some(listing));
 }
@@ -365,15 +374,8 @@ async fn relist(inner: &Inner, conn: &Connection, kind: ListChanged) {
         return;
     };
     match kind {
-        ListChanged::Tools => {
-            listing.tools = inner
-                .status
-                .borrow()
-                .tools
-                .iter()
-                .map(|t| t.def.clone())
-                .collect();
-        }
+        // the status has the new tools: saving takes them from there
+        ListChanged::Tools => {}
         ListChanged::Prompts | ListChanged::Resources => {
             for (method, field, _) in OTHER_LISTS {
                 let wanted = match kind {
@@ -424,9 +426,10 @@ async fn idle(
     let listing = match known {
         Some(l) => l,
         None => match cache::load(&inner.store, cfg).await {
-            Some(l) => {
+            Some(mut l) => {
+                // the tools live in the status only
+                let tools = Arc::new(parse_tools(&inner.name, std::mem::take(&mut l.tools)));
                 let l = Arc::new(l);
-                let tools = Arc::new(parse_tools(&inner.name, l.tools.clone()));
                 let protocol = if l.protocol == MODERN_PROTOCOL {
                     MODERN_PROTOCOL
                 } else {
@@ -447,7 +450,7 @@ async fn idle(
     if error.is_none() && inner.in_use() {
         return Idled::Woken;
     }
-    tracing::debug!(server = %inner.name, tools = listing.tools.len(), "idle (on demand)");
+    tracing::debug!(server = %inner.name, protocol = %listing.protocol, "idle (on demand)");
     inner.set_state(ServerState::Idle, error);
     loop {
         tokio::select! {
