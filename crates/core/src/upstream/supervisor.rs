@@ -560,8 +560,10 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
             }
         }
         let policy = Policy::for_server(&inner.limits, &cfg);
-        inner.update(|s| s.starts += 1);
+        // `Starting` before the count goes up: a call that woke the server idle must never see
+        // it idle with the higher count unless that attempt has failed
         inner.set_state(ServerState::Starting, None);
+        inner.update(|s| s.starts += 1);
         let mut ran = false;
         let reason = match start(&inner, &cfg).await {
             Ok(mut run) => {
