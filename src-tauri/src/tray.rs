@@ -141,7 +141,10 @@ fn build_menu(app: &AppHandle, shell: &Shell) -> tauri::Result<Menu<tauri::Wry>>
         }
         for up in ups {
             let name = up.name();
-            let label = format!("{name}: {}", up.status().state.as_str());
+            let label = match up.status().state {
+                ServerState::Idle => format!("{name}: idle (on demand)"),
+                state => format!("{name}: {}", state.as_str()),
+            };
             let one = Submenu::with_id(app, format!("tray/server/{name}"), label, true)?;
             one.append(&MenuItem::with_id(
                 app,

@@ -149,6 +149,25 @@ pub struct ServerConfig {
     /// with discovery and dynamic registration without any of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth: Option<OAuthConfig>,
+    /// When the server runs: `"always"` (from the gateway's start) or `"on_demand"` (its
+    /// tools, prompts and resources come from the last run's listing, kept in SQLite; it
+    /// starts on the first call and stops after `idle_stop_ms` unused). Unset: the
+    /// gateway's `default_start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartMode>,
+    /// An on-demand server stops after this long with no call in flight, no subscription
+    /// and no isolated instance; unset: the gateway's `idle_stop_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop_ms: Option<u64>,
+}
+
+/// When a server runs (see [`ServerConfig::start`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartMode {
+    #[default]
+    Always,
+    OnDemand,
 }
 
 /// `[servers.oauth]`: how Switchboard identifies itself to a remote server's authorization
@@ -284,6 +303,16 @@ impl ServerConfig {
 
     pub fn is_remote(&self) -> bool {
         self.url.is_some()
+    }
+
+    /// Whether the server starts only when a call needs it, given the gateway's `limits`.
+    pub fn is_on_demand(&self, limits: &GatewayConfig) -> bool {
+        self.start.unwrap_or(limits.default_start) == StartMode::OnDemand
+    }
+
+    /// How long an on-demand server may sit unused before it is stopped.
+    pub fn idle_stop(&self, limits: &GatewayConfig) -> Duration {
+        ms(self.idle_stop_ms.unwrap_or(limits.idle_stop_ms))
     }
 
     /// Checks the parts that serde cannot: one of command/url, a usable URL, header names.
@@ -566,6 +595,11 @@ pub struct GatewayConfig {
     /// An elicitation Switchboard shows itself (its client cannot be asked) ends unanswered
     /// after this long, at most 600,000 (10 min); the server gets an error.
     pub elicitation_timeout_ms: u64,
+    /// When servers without a `start` of their own run: `"always"` or `"on_demand"`.
+    pub default_start: StartMode,
+    /// An on-demand server with no call in flight, subscription or isolated instance for
+    /// this long is stopped (a server's own `idle_stop_ms` overrides it).
+    pub idle_stop_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -590,6 +624,8 @@ impl Default for GatewayConfig {
             page_size: 100,
             input_wait_ms: 120_000,
             elicitation_timeout_ms: 600_000,
+            default_start: StartMode::Always,
+            idle_stop_ms: 300_000,
         }
     }
 }

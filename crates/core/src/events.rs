@@ -198,6 +198,9 @@ pub enum ServerState {
     NeedsLogin,
     Disabled,
     Stopped,
+    /// An on-demand server that is not running: its tools, prompts and resources are its
+    /// last run's; the next call starts it.
+    Idle,
 }
 
 impl ServerState {
@@ -210,6 +213,7 @@ impl ServerState {
             Self::NeedsLogin => "needs_login",
             Self::Disabled => "disabled",
             Self::Stopped => "stopped",
+            Self::Idle => "idle",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Switchboard's state on disk: SQLite (WAL) in the data dir, written by one thread.
 //!
-//! Tables: `projects` (the registration server's registry) and `calls` (one row per tool call,
-//! for the dashboard). Async code never touches the connection: it sends whole rows over a
+//! Tables: `projects` (the registration server's registry), `calls` (one row per tool call,
+//! for the dashboard) and `server_lists` (what each on-demand server listed on its last run,
+//! so that its tools are known while it is not running). Async code never touches the connection: it sends whole rows over a
 //! bounded channel to the writer thread, which commits them in batches. For projects a full
 //! channel makes the sender wait (a register waits for its commit); call rows are telemetry
 //! and are dropped, counted, when the writer is behind, so a slow disk never slows a call.
@@ -54,6 +55,16 @@ pub struct ProjectRow {
     pub last_db_operation_ms: Option<i64>,
 }
 
+/// What a server listed on its last run (tools, prompts, resources, as JSON), and the
+/// fingerprint of the config it ran with: a listing of another config is not its own.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ListingRow {
+    pub server: String,
+    pub fingerprint: String,
+    pub listing: String,
+    pub saved_ms: i64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create the data directory {path}: {source}")]
@@ -84,6 +95,10 @@ enum Job {
     Save(Box<ProjectRow>, Option<Ack>),
     /// A burst of call rows (the telemetry writer's), committed in one transaction.
     Calls(Vec<CallRow>),
+    /// A server's listing, replacing the one before.
+    SaveListing(Box<ListingRow>),
+    /// Reads a server's listing (the writer owns the connection, so it reads too).
+    LoadListing(String, oneshot::Sender<Option<ListingRow>>),
 }
 
 /// Handle to the registry database; cheap to share behind an `Arc`.
@@ -190,7 +205,13 @@ impl Store {
                 error_code INTEGER,
                 error_message TEXT
             );
-            CREATE INDEX IF NOT EXISTS calls_ts ON calls (ts_unix_ms);",
+            CREATE INDEX IF NOT EXISTS calls_ts ON calls (ts_unix_ms);
+            CREATE TABLE IF NOT EXISTS server_lists (
+                server TEXT PRIMARY KEY,
+                fingerprint TEXT NOT NULL,
+                listing TEXT NOT NULL,
+                saved_ms INTEGER NOT NULL
+            );",
         )
         .map_err(fail)?;
         let rows = load(&conn).map_err(fail)?;
@@ -253,7 +274,7 @@ impl Store {
         if let Err(e) = tx.try_send(Job::Calls(rows)) {
             let lost = match e.into_inner() {
                 Job::Calls(rows) => rows.len() as u64,
-                Job::Save(..) => 0,
+                _ => 0,
             };
             let n = self
                 .dropped_calls
@@ -266,6 +287,27 @@ impl Store {
                 );
             }
         }
+    }
+
+    /// Queues `row` as its server's listing (waits while the queue is full; a failed write is
+    /// logged by the writer, and the listing is made again at the server's next run).
+    pub(crate) async fn save_listing(&self, row: ListingRow) {
+        if let Some(tx) = self.sender()
+            && tx.send(Job::SaveListing(Box::new(row))).await.is_err()
+        {
+            tracing::warn!("registry writer has stopped; server listing not saved");
+        }
+    }
+
+    /// `server`'s saved listing, if any (`None` too when the writer has stopped or the read
+    /// failed, which it logs).
+    pub(crate) async fn load_listing(&self, server: &str) -> Option<ListingRow> {
+        let tx = self.sender()?;
+        let (reply, answer) = oneshot::channel();
+        tx.send(Job::LoadListing(server.to_owned(), reply))
+            .await
+            .ok()?;
+        answer.await.ok().flatten()
     }
 
     pub(crate) fn dropped_calls(&self) -> u64 {
@@ -333,6 +375,36 @@ fn upsert(conn: &Connection, row: &ProjectRow) -> rusqlite::Result<()> {
     Ok(())
 }
 
+fn upsert_listing(conn: &Connection, row: &ListingRow) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO server_lists (server, fingerprint, listing, saved_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(server) DO UPDATE SET fingerprint = excluded.fingerprint,
+            listing = excluded.listing, saved_ms = excluded.saved_ms",
+    )?;
+    stmt.execute(params![
+        row.server,
+        row.fingerprint,
+        row.listing,
+        row.saved_ms
+    ])?;
+    Ok(())
+}
+
+fn load_listing(conn: &Connection, server: &str) -> rusqlite::Result<Option<ListingRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT server, fingerprint, listing, saved_ms FROM server_lists WHERE server = ?1",
+    )?;
+    let mut rows = stmt.query_map([server], |r| {
+        Ok(ListingRow {
+            server: r.get(0)?,
+            fingerprint: r.get(1)?,
+            listing: r.get(2)?,
+            saved_ms: r.get(3)?,
+        })
+    })?;
+    rows.next().transpose()
+}
+
 fn insert_call(conn: &Connection, row: &CallRow) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO calls (ts_unix_ms, request_id, session_id, tool_name, server, latency_ms,
@@ -365,6 +437,8 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let mut results = Vec::with_capacity(batch.len());
+        // what each LoadListing of the batch read, in order
+        let mut loaded: Vec<Option<ListingRow>> = Vec::new();
         let committed = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
             for job in &batch {
@@ -383,6 +457,17 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
                         }
                         first_error
                     }
+                    Job::SaveListing(row) => upsert_listing(&tx, row).map_err(|e| e.to_string()),
+                    Job::LoadListing(server, _) => match load_listing(&tx, server) {
+                        Ok(found) => {
+                            loaded.push(found);
+                            Ok(())
+                        }
+                        Err(e) => {
+                            loaded.push(None);
+                            Err(e.to_string())
+                        }
+                    },
                 });
             }
             if calls_since_trim >= 1000 {
@@ -397,6 +482,7 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
         if let Err(e) = &committed {
             tracing::error!(error = %e, "project registry commit failed");
         }
+        let mut loaded = loaded.into_iter();
         for (i, job) in batch.into_iter().enumerate() {
             let result = match (&committed, results.get(i)) {
                 (Err(e), _) => Err(e.to_string()),
@@ -416,6 +502,19 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
                     if let Err(e) = result {
                         tracing::warn!(rows = rows.len(), error = %e, "call history write failed");
                     }
+                }
+                Job::SaveListing(row) => {
+                    if let Err(e) = result {
+                        tracing::warn!(server = %row.server, error = %e, "server listing write failed");
+                    }
+                }
+                Job::LoadListing(server, reply) => {
+                    let found = loaded.next().flatten();
+                    if let Err(e) = &result {
+                        tracing::warn!(%server, error = %e, "server listing read failed");
+                    }
+                    // read inside a transaction that did not commit: not to be trusted
+                    let _ = reply.send(found.filter(|_| result.is_ok()));
                 }
             }
         }
@@ -461,6 +560,29 @@ mod tests {
         assert_eq!(rows[0].last_seen_ms, 50);
         assert!(!rows[0].online);
         assert_eq!(rows[0].sockets, 0);
+    }
+
+    #[tokio::test]
+    async fn a_server_listing_survives_reopen_and_the_newest_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load_listing("fx").await, None);
+        let listing = |fp: &str, json: &str| ListingRow {
+            server: "fx".into(),
+            fingerprint: fp.into(),
+            listing: json.into(),
+            saved_ms: 7,
+        };
+        store.save_listing(listing("a", "{\"tools\":[]}")).await;
+        store.save_listing(listing("b", "{\"tools\":[1]}")).await;
+        store.close().await;
+
+        let (store, _) = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.load_listing("fx").await,
+            Some(listing("b", "{\"tools\":[1]}"))
+        );
+        assert_eq!(store.load_listing("other").await, None);
     }
 
     #[test]

@@ -114,6 +114,12 @@ impl Telemetry {
         })
     }
 
+    /// The database its call rows go to (the gateway keeps on-demand servers' listings
+    /// there too).
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
     pub(crate) fn record(&self, rec: CallRecord) {
         {
             let mut counters = self.inner.counters.lock().expect("counters lock");

@@ -11,7 +11,15 @@
 //!   and a [`Connection`];
 //! - `upstream/connection`: one JSON-RPC connection; `upstream/notice`: its list-changed
 //!   notices to the supervisor, on a queue that cannot grow;
-//! - `upstream/pages`: a server's whole list, its cursors followed (bounded).
+//! - `upstream/pages`: a server's whole list, its cursors followed (bounded);
+//! - `upstream/cache`: an on-demand server's last listing, kept in SQLite.
+//!
+//! A server with `start = "on_demand"` is `idle` while no one uses it: its lists come from
+//! its last run's listing, and the first request that needs it (a call, a read, a prompt, a
+//! completion, a subscription) wakes it and waits for it, bounded by the start timeout (or
+//! `restart_wait_ms` if longer), telling a caller with a progress token that it is starting
+//! it. The supervisor stops it again once no request, subscription or isolated instance has
+//! used it for its idle time.
 //!
 //! A server with `sessions = "isolated"` runs one instance of its own (the *template*: its
 //! tools, resources and prompts are what every list shows, its status is the server's) and,
@@ -27,6 +35,7 @@
 //! at most `gateway.restart_wait_ms`, telling a caller with a progress token what it waits
 //! for, and fails at once, naming the state, if the next attempt comes later than that.
 
+mod cache;
 mod connection;
 mod input;
 mod notice;
@@ -53,13 +62,14 @@ use tokio_util::task::TaskTracker;
 use crate::auth::store::Secrets;
 use crate::config::{GatewayConfig, ReplayContract, ServerConfig};
 use crate::events::EventBus;
+use crate::store::Store;
 pub(crate) use connection::{ClientAsks, NoteFn, ServerAsk, ServerNote};
 pub use connection::{Connection, Progress, ProgressSink, RpcError};
 pub(crate) use oauth::callback_page;
 pub use oauth::{Callback as OAuthCallback, LoginState};
 use state::Instance;
 pub(crate) use state::MODERN_PROTOCOL;
-use state::{CONTROL_QUEUE, Inner};
+use state::{CONTROL_QUEUE, InUse, Inner};
 pub use state::{ServerState, ServerTool, Status};
 
 /// Why a call through an upstream failed.
@@ -94,6 +104,8 @@ pub(crate) enum CallError {
          this request belongs to no session (initialize one, with its Mcp-Session-Id)"
     )]
     NoSession { server: String },
+    #[error("server '{server}' (on demand) could not be started: {reason}")]
+    StartFailed { server: String, reason: String },
     #[error(
         "server '{server}' has {max} instances running already, one per client session \
          (sessions = \"isolated\", max_instances = {max}); this session gets one once another \
@@ -185,16 +197,21 @@ impl Upstream {
     /// Starts supervising `config`; `secrets` is where its `{ keychain = ... }` header values
     /// are read. The task ends when `shutdown` is cancelled, after the child has been stopped;
     /// it and the transport's tasks run on `tasks`, which lets the caller wait for that.
+    /// `store` keeps its listing between runs when it runs on demand.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn spawn(
         config: ServerConfig,
         limits: GatewayConfig,
         secrets: Secrets,
+        store: Arc<Store>,
         bus: EventBus,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Self {
         let oauth = Arc::new(oauth::OAuth::new(&config.name, secrets.clone()));
-        Self::start(config, limits, secrets, oauth, bus, shutdown, tasks, None)
+        Self::start(
+            config, limits, secrets, store, oauth, bus, shutdown, tasks, None,
+        )
     }
 
     /// [`spawn`](Self::spawn), as `instance`'s own copy of the server if given; `oauth` is
@@ -204,6 +221,7 @@ impl Upstream {
         config: ServerConfig,
         limits: GatewayConfig,
         secrets: Secrets,
+        store: Arc<Store>,
         oauth: Arc<oauth::OAuth>,
         bus: EventBus,
         shutdown: CancellationToken,
@@ -229,6 +247,11 @@ impl Upstream {
             notes: Default::default(),
             instance,
             instances: Mutex::default(),
+            store,
+            on_demand: Default::default(),
+            activity: Default::default(),
+            wake: Default::default(),
+            released: Default::default(),
         });
         tasks.spawn(supervisor::supervise(inner.clone(), control_rx));
         Self { inner }
@@ -276,6 +299,7 @@ impl Upstream {
             config,
             self.inner.limits.clone(),
             self.inner.secrets.clone(),
+            self.inner.store.clone(),
             // one login for the server: its tokens, refreshes (rotation) and step-ups
             self.inner.oauth.clone(),
             self.inner.bus.clone(),
@@ -308,6 +332,8 @@ impl Upstream {
         if let Some(inner) = ended {
             tracing::info!(server = %self.inner.name, session, "session ended; stopping its instance");
             inner.shutdown.cancel();
+            // an on-demand server's idle time may start now
+            self.inner.released.notify_one();
         }
     }
 
@@ -379,6 +405,12 @@ impl Upstream {
     /// Whether the server speaks 2026-07-28 now (it answered `server/discover` at its start).
     pub(crate) fn is_modern(&self) -> bool {
         self.inner.status.borrow().protocol == MODERN_PROTOCOL
+    }
+
+    /// Whether this server starts only when a request needs it (`start = "on_demand"`; an
+    /// isolated instance never does: it runs for its session).
+    pub fn is_on_demand(&self) -> bool {
+        self.inner.instance.is_none() && self.config().is_on_demand(&self.inner.limits)
     }
 
     pub fn status(&self) -> Status {
@@ -718,10 +750,18 @@ impl Upstream {
         reports: Option<&Reports>,
     ) -> Result<(Arc<Connection>, u64), CallError> {
         let since = Instant::now();
-        let until = deadline.min(since + self.restart_wait());
+        // a start on demand may take the whole start timeout
+        let wait = if self.inner.on_demand.load(Ordering::Acquire) {
+            self.restart_wait().max(self.inner.limits.start_timeout())
+        } else {
+            self.restart_wait()
+        };
+        let until = deadline.min(since + wait);
         let mut rx = self.inner.status.subscribe();
         // What the client was last told, so that it hears of each new attempt once.
         let mut told: Option<(ServerState, Option<std::time::Instant>)> = None;
+        // The start attempts of an idle on-demand server when this call woke it.
+        let mut woke: Option<u64> = None;
         loop {
             // Decided under the watch's lock, acted on after it: telling runs the client's sink.
             let notice = {
@@ -731,6 +771,16 @@ impl Upstream {
                         if s.generation >= generation && !conn.is_closed() =>
                     {
                         return Ok((conn.clone(), s.generation));
+                    }
+                    // idle again after the attempt this call asked for: it failed
+                    (ServerState::Idle, _) if woke.is_some_and(|n| s.starts > n) => {
+                        return Err(CallError::StartFailed {
+                            server: self.inner.name.clone(),
+                            reason: s
+                                .last_error
+                                .clone()
+                                .unwrap_or_else(|| "it did not start".into()),
+                        });
                     }
                     (
                         ServerState::Failed
@@ -755,9 +805,14 @@ impl Upstream {
                     return Err(self.not_back(&s, since, until, now, true));
                 }
                 let key = (s.state, s.next_attempt);
+                if s.state == ServerState::Idle && woke.is_none() {
+                    woke = Some(s.starts);
+                    self.inner.wake.notify_one();
+                    tracing::debug!(server = %self.inner.name, "a call wakes the on-demand server");
+                }
                 let tell = match s.state {
                     ServerState::Restarting => told != Some(key),
-                    ServerState::Starting => told.is_none(),
+                    ServerState::Starting | ServerState::Idle => told.is_none(),
                     _ => false,
                 };
                 (tell && reports.is_some()).then(|| {
@@ -844,6 +899,13 @@ impl Upstream {
         field: &str,
         cancel: &CancellationToken,
     ) -> Result<Vec<Value>, CallError> {
+        // an on-demand server that does not run answers from its last listing (and an idle
+        // one stays idle)
+        if let Some(listing) = self.inner.status.borrow().cached_listing()
+            && let Some(items) = listing.items(method)
+        {
+            return Ok(items.to_vec());
+        }
         let fetch = |params| async move {
             let a = self
                 .request(method, params, method, true, None, cancel)
@@ -931,6 +993,8 @@ impl Upstream {
             modern,
             meta,
         } = client;
+        // counted from before it looks at the server: see `Inner::stop_if_idle`
+        let _in_use = InUse::new(&self.inner);
         let timeout = self.call_timeout();
         let deadline = Instant::now() + timeout;
         let reports = progress.map(Reports::new);
@@ -1016,10 +1080,16 @@ impl Upstream {
                 }
             };
             return match result {
-                Ok(result) => Ok(Answer {
-                    result,
-                    replay_attempts,
-                }),
+                Ok(result) => {
+                    if method == "resources/subscribe" || method == "resources/unsubscribe" {
+                        self.inner
+                            .subscribed(target, method == "resources/subscribe");
+                    }
+                    Ok(Answer {
+                        result,
+                        replay_attempts,
+                    })
+                }
                 Err(RpcError::Closed) if replayable && replay_attempts == 0 => {
                     tracing::warn!(server = %self.inner.name, %target, loss = %loss(),
                         "server went away during a call; replaying it once it is back");
@@ -1096,6 +1166,12 @@ fn attempt_at(s: &Status) -> Option<std::time::Instant> {
 
 /// What a call tells its client at `now` while it waits (at most `left` more) for `s`.
 fn waiting_notice(server: &str, s: &Status, now: Instant, left: Duration) -> String {
+    if s.state == ServerState::Idle {
+        return format!(
+            "starting {server} (on demand; this call waits at most {} for it)",
+            secs(left)
+        );
+    }
     let what = if s.generation == 0 && s.restarts == 0 {
         "start"
     } else {
@@ -1225,6 +1301,7 @@ mod tests {
             config,
             limits,
             crate::auth::store::Secrets::in_memory(),
+            Arc::new(Store::in_memory().expect("in-memory store").0),
             EventBus::new(16),
             shutdown.clone(),
             &TaskTracker::new(),

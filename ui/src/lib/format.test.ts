@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ago, bytes, duration, fraction, payloadText, percent, percentile } from './format';
+import { ago, bytes, duration, fraction, payloadText, percent, percentile, serverState } from './format';
 
 describe('format', () => {
   it('durations read naturally at every scale', () => {
@@ -12,6 +12,11 @@ describe('format', () => {
     expect(duration(3 * 86400_000 + 4 * 3600_000)).toBe('3 d 4 h');
     expect(duration(null)).toBe('–');
     expect(duration(-5)).toBe('–');
+  });
+  it('server states in words', () => {
+    expect(serverState('idle')).toBe('idle (on demand)');
+    expect(serverState('needs_login')).toBe('needs_login');
+    expect(serverState('running')).toBe('running');
   });
   it('ago', () => {
     expect(ago(null, 1000)).toBe('never');

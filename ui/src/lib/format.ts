@@ -14,6 +14,12 @@ export function duration(ms: number | null | undefined): string {
   return `${Math.floor(h / 24)} d ${h % 24} h`;
 }
 
+/** A server's state in words: an idle server is an on-demand one between runs. */
+export function serverState(state: string): string {
+  if (state === 'idle') return 'idle (on demand)';
+  return state;
+}
+
 /** How long ago `then` was, relative to `now` (both ms since the epoch). */
 export function ago(then: number | null | undefined, now: number): string {
   if (then == null) return 'never';

@@ -1,6 +1,6 @@
 // Wire types of the gateway's API and event stream (crates/core: http.rs, api.rs, events.rs).
 
-export type ServerState = 'starting' | 'running' | 'restarting' | 'failed' | 'needs_login' | 'disabled' | 'stopped';
+export type ServerState = 'starting' | 'running' | 'restarting' | 'failed' | 'needs_login' | 'disabled' | 'stopped' | 'idle';
 
 /** A remote server's OAuth side (`oauth` in `GET /api/servers`); never a token. */
 export interface OAuthView {
@@ -16,6 +16,8 @@ export interface ServerInfo {
   generation: number;
   restarts: number;
   tools: number;
+  /** `on_demand`: started by the first call, stopped when idle (`idle` between runs). */
+  start?: 'always' | 'on_demand';
   uptime_ms: number | null;
   last_error: string | null;
   stderr_tail?: string[];

@@ -280,8 +280,9 @@ impl CallBook {
         })
     }
 
-    /// `ask` on `up` (replayable, no progress): its result as the server wrote it, once it is
-    /// checked to read as a `T` (rmcp's type of it; what it does not know is kept all the same).
+    /// `ask` on `up` (replayable; progress relayed to a caller that asked for it): its result
+    /// as the server wrote it, once it is checked to read as a `T` (rmcp's type of it; what it
+    /// does not know is kept all the same).
     pub(crate) async fn request_raw<T: DeserializeOwned>(
         &self,
         ctx: &CallCtx<'_>,
@@ -293,9 +294,15 @@ impl CallBook {
         if let (Some(meta), Some(p)) = (&ctx.meta, params.as_object_mut()) {
             p.insert("_meta".into(), Value::Object(meta.clone()));
         }
+        // a caller with a progress token hears the server's progress, and the gateway's own
+        // (an on-demand server starting for it)
+        let progress = ctx
+            .progress
+            .is_some()
+            .then(|| ProgressRelay::start(self, &scope.call_id, ask.name, ctx));
         let answer = match serving(ctx, up) {
             Ok(up) => {
-                up.request(ask.method, params, ask.target, true, None, &ctx.cancel)
+                up.request(ask.method, params, ask.target, true, progress, &ctx.cancel)
                     .await
             }
             Err(e) => Err(e),

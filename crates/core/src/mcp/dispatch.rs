@@ -225,7 +225,8 @@ impl Dispatcher {
         let mut items = Vec::new();
         for up in self.gw.upstreams() {
             let status = up.status();
-            if status.state != ServerState::Running
+            // an idle on-demand server answers from its last listing
+            if !status.is_listed()
                 || !status.has_capability(capability)
                 || !self.shows(up.name())
                 || !only(&up)
@@ -283,7 +284,7 @@ impl Dispatcher {
                     .gw
                     .upstreams()
                     .into_iter()
-                    .filter(|u| grants(u) && u.status().state == ServerState::Running && offers(u))
+                    .filter(|u| grants(u) && u.status().is_listed() && offers(u))
                     .collect();
                 match <[Upstream; 1]>::try_from(offering) {
                     Ok([up]) => up,

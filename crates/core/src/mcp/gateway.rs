@@ -25,6 +25,7 @@ use crate::config::{GatewayConfig, ServerConfig as UpstreamConfig};
 use crate::elicit::Elicitations;
 use crate::events::EventBus;
 use crate::logbook::Logbook;
+use crate::store::Store;
 use crate::telemetry::Telemetry;
 use crate::upstream::{ServerNote, ServerState, Upstream};
 
@@ -57,6 +58,8 @@ struct Inner {
     limits: GatewayConfig,
     /// Where remote servers' header secrets are read from and OAuth logins kept.
     secrets: Secrets,
+    /// Where on-demand servers' listings are kept between runs.
+    store: Arc<Store>,
     bus: EventBus,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -98,6 +101,7 @@ impl McpGateway {
                 upstreams: RwLock::new(BTreeMap::new()),
                 limits,
                 secrets,
+                store: telemetry.store().clone(),
                 shutdown,
                 tasks,
                 sessions: Sessions::new(bus.clone()),
@@ -224,6 +228,7 @@ impl McpGateway {
             cfg,
             self.inner.limits.clone(),
             self.inner.secrets.clone(),
+            self.inner.store.clone(),
             self.inner.bus.clone(),
             self.inner.shutdown.child_token(),
             &self.inner.tasks,
@@ -245,7 +250,8 @@ impl McpGateway {
         let name = up.name().to_owned();
         let shutdown = self.inner.shutdown.clone();
         self.inner.tasks.spawn(async move {
-            let mut last = (ServerState::Starting, 0usize);
+            // whether its tools are shown (running, or idle on demand), and which list
+            let mut last = (false, 0usize);
             loop {
                 tokio::select! {
                     changed = rx.changed() => if changed.is_err() { break },
@@ -253,11 +259,10 @@ impl McpGateway {
                 }
                 let key = {
                     let s = rx.borrow_and_update();
-                    (s.state, Arc::as_ptr(&s.tools) as usize)
+                    (s.is_listed(), Arc::as_ptr(&s.tools) as usize)
                 };
-                let was_running = last.0 == ServerState::Running;
-                let is_running = key.0 == ServerState::Running;
-                if was_running != is_running || (is_running && key.1 != last.1) {
+                let (was_listed, is_listed) = (last.0, key.0);
+                if was_listed != is_listed || (is_listed && key.1 != last.1) {
                     // its own endpoint's sessions and the aggregated ones
                     gw.inner.sessions.tell_from(&name, &Note::ToolsChanged);
                 }
@@ -382,7 +387,7 @@ impl McpGateway {
         let mut out: Vec<ExposedTool> = Vec::new();
         for up in self.upstreams() {
             let status = up.status();
-            if status.state != ServerState::Running {
+            if !status.is_listed() {
                 continue;
             }
             for tool in status.tools.iter() {
@@ -491,12 +496,26 @@ impl McpGateway {
 
     /// Why a call finds no tool when its server is parked for a login (its tools are unknown
     /// until it runs): the server's reason, which says how to log in.
+    /// Likewise for an on-demand server that has never listed (no run of it has got that
+    /// far): its state and why.
     pub(crate) fn waiting_for_login(&self, server: &str) -> Option<String> {
-        let s = self.upstream(server)?.status();
-        (s.state == ServerState::NeedsLogin).then(|| {
-            format!(
+        let up = self.upstream(server)?;
+        let s = up.status();
+        if s.state == ServerState::NeedsLogin {
+            return Some(format!(
                 "server '{server}' is waiting for a login: {}",
                 s.last_error.as_deref().unwrap_or("it asks for one")
+            ));
+        }
+        let unlisted = up.is_on_demand() && s.listing.is_none() && !s.is_listed();
+        unlisted.then(|| {
+            format!(
+                "server '{server}' (on demand) has not listed its tools yet: it is {}{}",
+                s.state.as_str(),
+                s.last_error
+                    .as_deref()
+                    .map(|e| format!("; it could not be started: {e}"))
+                    .unwrap_or_default()
             )
         })
     }
@@ -536,6 +555,7 @@ impl McpGateway {
                     "protocol": s.protocol,
                     "tools": s.tools.len(),
                     "sessions": if up.is_isolated() { "isolated" } else { "shared" },
+                    "start": if up.is_on_demand() { "on_demand" } else { "always" },
                     "instances": up.instances(),
                     "uptime_ms": s.running_since.map(|t| t.elapsed().as_millis() as u64),
                     "last_error": s.last_error,

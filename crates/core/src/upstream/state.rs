@@ -1,12 +1,12 @@
 //! What one supervised server is, shared by its handle (`Upstream`), its supervisor and its
 //! transports: the [`Status`] it publishes, and [`Inner`], the state behind the handle. A leaf
 //! of `upstream/`: the other files there import from it; it imports none of them but the
-//! connection and the OAuth state it names.
+//! connection, the OAuth state and the cached listing it names.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicU64;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rmcp::model::Tool;
 use serde_json::Value;
@@ -14,12 +14,14 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::cache::Listing;
 use super::connection::{ClientAsks, Connection};
 use super::oauth::OAuth;
 use crate::auth::store::Secrets;
 use crate::config::{GatewayConfig, ServerConfig};
 pub use crate::events::ServerState;
 use crate::events::{EventBus, HubEvent};
+use crate::store::Store;
 
 /// The protocol revision we ask upstream servers for in the `initialize` handshake.
 pub(crate) const UPSTREAM_PROTOCOL: &str = "2025-11-25";
@@ -68,6 +70,12 @@ pub struct Status {
     /// call can say how long it would wait, and not wait for an attempt beyond its bound.
     pub next_attempt: Option<Instant>,
     pub conn: Option<Arc<Connection>>,
+    /// An on-demand server's last listing (what it shows while `Idle`); `None` for a server
+    /// that always runs, or one that has not listed yet.
+    pub(crate) listing: Option<Arc<Listing>>,
+    /// Start attempts so far: a call that woke an idle server knows the attempt it waited
+    /// for has failed when the server is idle again with a higher count.
+    pub starts: u64,
 }
 
 impl Status {
@@ -89,11 +97,29 @@ impl Status {
             running_since: None,
             next_attempt: None,
             conn: None,
+            listing: None,
+            starts: 0,
         }
     }
 
     pub(crate) fn has_capability(&self, name: &str) -> bool {
         self.capabilities.get(name).is_some()
+    }
+
+    /// Whether what it lists is known now: it runs, or it is an on-demand server between runs
+    /// (idle, starting, waiting to restart) answering from its last listing.
+    pub(crate) fn is_listed(&self) -> bool {
+        self.state == ServerState::Running || self.cached_listing().is_some()
+    }
+
+    /// The listing an on-demand server answers lists from while it does not run.
+    pub(crate) fn cached_listing(&self) -> Option<&Arc<Listing>> {
+        self.listing.as_ref().filter(|_| {
+            matches!(
+                self.state,
+                ServerState::Idle | ServerState::Starting | ServerState::Restarting
+            )
+        })
     }
 }
 
@@ -144,6 +170,69 @@ pub(super) struct Inner {
     /// With `sessions = "isolated"`: the instances running for client sessions, by session id
     /// (bounded by `max_instances`); empty otherwise.
     pub(super) instances: Mutex<HashMap<String, Arc<Inner>>>,
+    /// Where an on-demand server's listing is kept between runs.
+    pub(super) store: Arc<Store>,
+    /// Whether the server runs on demand now (set by the supervisor from the config it runs
+    /// with): calls count themselves in [`Inner::activity`] only then, so a server that
+    /// always runs pays one atomic load per call for this.
+    pub(super) on_demand: AtomicBool,
+    /// What uses an on-demand server; the supervisor stops it once nothing has for its idle
+    /// time. Taken together with the status's write when it stops it (see
+    /// [`Inner::stop_if_idle`]).
+    pub(super) activity: Mutex<Activity>,
+    /// A call found the on-demand server idle: the supervisor starts it. One stored permit at
+    /// most (`Notify`), so this cannot queue up.
+    pub(super) wake: tokio::sync::Notify,
+    /// The last call, subscription or instance of an on-demand server went away: the
+    /// supervisor times its idle stop from now.
+    pub(super) released: tokio::sync::Notify,
+}
+
+/// What keeps an on-demand server running.
+#[derive(Debug)]
+pub(super) struct Activity {
+    /// Requests in flight (waiting for it to start, or sent).
+    pub(super) in_flight: usize,
+    /// Resource URIs clients are subscribed to on it.
+    pub(super) subscriptions: HashSet<String>,
+    /// When the last of them went away (or the run began).
+    pub(super) since: Instant,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            in_flight: 0,
+            subscriptions: HashSet::new(),
+            since: Instant::now(),
+        }
+    }
+}
+
+/// A request counted in an on-demand server's [`Activity`] for as long as it lives.
+pub(super) struct InUse<'a>(Option<&'a Inner>);
+
+impl<'a> InUse<'a> {
+    pub(super) fn new(inner: &'a Inner) -> Self {
+        if !inner.on_demand.load(Ordering::Acquire) {
+            return Self(None);
+        }
+        inner.activity.lock().expect("activity lock").in_flight += 1;
+        Self(Some(inner))
+    }
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0 {
+            let mut a = inner.activity.lock().expect("activity lock");
+            a.in_flight -= 1;
+            if a.in_flight == 0 {
+                a.since = Instant::now();
+                inner.released.notify_one();
+            }
+        }
+    }
 }
 
 /// What makes an upstream one client session's own instance of its server.
@@ -200,6 +289,49 @@ impl Inner {
         if self.instance.is_none() {
             self.bus.publish(event);
         }
+    }
+
+    /// Whether a request is in flight on the server or a client is subscribed to it.
+    pub(super) fn in_use(&self) -> bool {
+        let a = self.activity.lock().expect("activity lock");
+        a.in_flight > 0 || !a.subscriptions.is_empty()
+    }
+
+    /// Stops counting as idle from now (a run begins).
+    pub(super) fn touch(&self) {
+        self.activity.lock().expect("activity lock").since = Instant::now();
+    }
+
+    /// Resource `uri` was subscribed to (`on`) or unsubscribed on this server.
+    pub(super) fn subscribed(&self, uri: &str, on: bool) {
+        let mut a = self.activity.lock().expect("activity lock");
+        if on {
+            a.subscriptions.insert(uri.to_owned());
+        } else if a.subscriptions.remove(uri) && a.subscriptions.is_empty() {
+            a.since = Instant::now();
+            self.released.notify_one();
+        }
+    }
+
+    /// An on-demand server that nothing has used for `after`: turned `Idle` (its connection
+    /// taken out of the status) in one step with the check, under the activity lock, so that
+    /// a call either counted itself before (and the server stays) or finds it idle after (and
+    /// wakes it again). `Some(t)` if it stays: its idle time counts from `t`.
+    pub(super) fn stop_if_idle(&self, after: Duration) -> Option<Instant> {
+        let a = self.activity.lock().expect("activity lock");
+        let now = Instant::now();
+        let isolated = !self.instances.lock().expect("instances lock").is_empty();
+        if a.in_flight > 0 || !a.subscriptions.is_empty() || isolated {
+            return Some(now);
+        }
+        if now.duration_since(a.since) < after {
+            return Some(a.since);
+        }
+        self.set_state(ServerState::Idle, None);
+        drop(a);
+        tracing::info!(server = %self.name, idle_ms = after.as_millis() as u64,
+            "on-demand server unused; stopping it");
+        None
     }
 
     pub(super) fn push_stderr(&self, line: String) {

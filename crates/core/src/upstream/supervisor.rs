@@ -11,6 +11,14 @@
 //! Either backoff starts again from its first delay once a run stayed up for
 //! `gateway.healthy_after_ms` (10 s).
 //!
+//! An on-demand server (`start = "on_demand"`) is `idle` between runs, showing its last
+//! listing (`upstream/cache`, kept in SQLite): a call wakes it, it lists everything again
+//! once it runs, and it stops once nothing has used it for its idle time. One with no
+//! listing of its config runs once to make one (start, list, stop). A start a call woke that
+//! fails counts as a crash (crash loops still end in `failed`) and leaves it idle with the
+//! error, which the waiting calls are told: the next call is the next attempt. A crash while
+//! it runs follows the rules above, and it is idle again after the backoff.
+//!
 //! It owns the server's `Status` (through [`Inner`]); callers only read it. Restarts and
 //! config changes reach it on the bounded control queue (`state::CONTROL_QUEUE`).
 
@@ -22,6 +30,7 @@ use rmcp::model::Tool;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::cache::{self, Listing};
 use super::connection::{Connection, RpcError};
 use super::notice::{self, ListChanged, NoticeReceiver};
 use super::pages;
@@ -249,7 +258,12 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String>
     inner.update(|s| {
         s.generation += 1;
         s.pid = pid;
-        s.tools = Arc::new(tools);
+        // the same tools as before keep their list: clients are told of changes only
+        let same =
+            s.tools.len() == tools.len() && s.tools.iter().zip(&tools).all(|(a, b)| a.def == b.def);
+        if !same {
+            s.tools = Arc::new(tools);
+        }
         s.capabilities = Arc::new(capabilities);
         s.server_info = Arc::new(server_info);
         s.protocol = protocol;
@@ -259,29 +273,201 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String>
     Ok(opened)
 }
 
-/// `tools/list`, following cursors (bounded, see `pages`). Tools that do not parse are skipped
-/// with a warning.
-async fn list_tools(inner: &Inner, conn: &Connection) -> Result<Vec<ServerTool>, String> {
+/// Every item of list `method` (the `field` of each page), following cursors (bounded, see
+/// `pages`), each page bounded by the start timeout.
+async fn list_all(
+    inner: &Inner,
+    conn: &Connection,
+    method: &'static str,
+    field: &str,
+) -> Result<Vec<Value>, String> {
     let fetch = |params| {
         conn.request(
-            "tools/list",
+            method,
             params,
             inner.limits.start_timeout(),
             Some(&inner.shutdown),
         )
     };
-    let listed = pages::collect(&inner.name, "tools/list", "tools", pages::BOUNDS, fetch)
+    pages::collect(&inner.name, method, field, pages::BOUNDS, fetch)
         .await
-        .map_err(|e| format!("tools/list failed: {e}"))?;
+        .map_err(|e| format!("{method} failed: {e}"))
+}
+
+/// `tools/list`, following cursors (bounded, see `pages`). Tools that do not parse are skipped
+/// with a warning.
+async fn list_tools(inner: &Inner, conn: &Connection) -> Result<Vec<ServerTool>, String> {
+    let listed = list_all(inner, conn, "tools/list", "tools").await?;
+    Ok(parse_tools(&inner.name, listed))
+}
+
+/// Tool definitions as listed, read; those that do not parse are skipped with a warning.
+fn parse_tools(server: &str, listed: Vec<Value>) -> Vec<ServerTool> {
     let mut tools = Vec::with_capacity(listed.len());
     for t in listed {
         match serde_json::from_value::<Tool>(t.clone()) {
             Ok(tool) => tools.push(ServerTool { tool, def: t }),
-            Err(e) => tracing::warn!(server = %inner.name, tool = %t["name"], error = %e,
+            Err(e) => tracing::warn!(%server, tool = %t["name"], error = %e,
                 "tool definition ignored"),
         }
     }
-    Ok(tools)
+    tools
+}
+
+/// The lists beside tools an on-demand server's listing keeps: method, field, capability.
+const OTHER_LISTS: [(&str, &str, &str); 3] = [
+    ("prompts/list", "prompts", "prompts"),
+    ("resources/list", "resources", "resources"),
+    ("resources/templates/list", "resourceTemplates", "resources"),
+];
+
+/// An on-demand server just started: everything it lists now, read and saved as its
+/// listing (a list that fails is left out, and asked live while it runs).
+async fn refresh_listing(inner: &Inner, cfg: &ServerConfig, conn: &Connection) {
+    let mut listing = {
+        let s = inner.status.borrow();
+        Listing {
+            fingerprint: cache::fingerprint(cfg),
+            protocol: s.protocol.to_owned(),
+            capabilities: (*s.capabilities).clone(),
+            server_info: (*s.server_info).clone(),
+            ..Default::default()
+        }
+    };
+    for (method, field, capability) in OTHER_LISTS {
+        if listing.capabilities.get(capability).is_none() {
+            continue;
+        }
+        match list_all(inner, conn, method, field).await {
+            Ok(items) => {
+                if let Some(slot) = listing.items_mut(method) {
+                    *slot = Some(items);
+                }
+            }
+            Err(e) => tracing::warn!(server = %inner.name, error = %e,
+                "not kept for while the server is idle"),
+        }
+    }
+    save_listing(inner, listing).await;
+}
+
+/// `listing`, with the server's tools as its status has them now, becomes the server's: in
+/// the store whole, and in its status without the tools (the status has them already: one
+/// copy of each definition in memory).
+async fn save_listing(inner: &Inner, mut listing: Listing) {
+    listing.tools = inner
+        .status
+        .borrow()
+        .tools
+        .iter()
+        .map(|t| t.def.clone())
+        .collect();
+    cache::save(&inner.store, &inner.name, &listing).await;
+    listing.tools = Vec::new();
+    let listing = Arc::new(listing);
+    inner.update(|s| s.listing = Some(listing));
+}
+
+/// A list of a running on-demand server changed: its listing is made again with it.
+async fn relist(inner: &Inner, conn: &Connection, kind: ListChanged) {
+    let Some(mut listing) = inner.status.borrow().listing.as_deref().cloned() else {
+        return;
+    };
+    match kind {
+        // the status has the new tools: saving takes them from there
+        ListChanged::Tools => {}
+        ListChanged::Prompts | ListChanged::Resources => {
+            for (method, field, _) in OTHER_LISTS {
+                let wanted = match kind {
+                    ListChanged::Prompts => method == "prompts/list",
+                    _ => method != "prompts/list",
+                };
+                if !wanted {
+                    continue;
+                }
+                let items = list_all(inner, conn, method, field).await.ok();
+                if let Some(slot) = listing.items_mut(method) {
+                    *slot = items;
+                }
+            }
+        }
+    }
+    save_listing(inner, listing).await;
+}
+
+/// How an on-demand server's wait between runs ended.
+enum Idled {
+    /// A call wants it.
+    Woken,
+    /// It has no listing of this config: it runs once to list.
+    Fetch,
+    /// A restart or a new config: the supervisor looks again.
+    Control,
+    Shutdown,
+}
+
+/// An on-demand server between runs: `Idle`, answering lists from its listing (loaded from
+/// the store when it has none of `cfg` in memory), until a call wakes it. `error`: why the
+/// start a call asked for failed (it is then not started again for calls still counted in
+/// flight, which are about to hear of the failure; only a new wake starts it).
+async fn idle(
+    inner: &Inner,
+    cfg: &ServerConfig,
+    control: &mut mpsc::Receiver<Restart>,
+    error: Option<String>,
+) -> Idled {
+    let fingerprint = cache::fingerprint(cfg);
+    let known = inner
+        .status
+        .borrow()
+        .listing
+        .clone()
+        .filter(|l| l.fingerprint == fingerprint);
+    let listing = match known {
+        Some(l) => l,
+        None => match cache::load(&inner.store, cfg).await {
+            Some(mut l) => {
+                // the tools live in the status only
+                let tools = Arc::new(parse_tools(&inner.name, std::mem::take(&mut l.tools)));
+                let l = Arc::new(l);
+                let protocol = if l.protocol == MODERN_PROTOCOL {
+                    MODERN_PROTOCOL
+                } else {
+                    UPSTREAM_PROTOCOL
+                };
+                inner.update(|s| {
+                    s.tools = tools;
+                    s.capabilities = Arc::new(l.capabilities.clone());
+                    s.server_info = Arc::new(l.server_info.clone());
+                    s.protocol = protocol;
+                    s.listing = Some(l.clone());
+                });
+                l
+            }
+            None => return Idled::Fetch,
+        },
+    };
+    if error.is_none() && inner.in_use() {
+        return Idled::Woken;
+    }
+    tracing::debug!(server = %inner.name, protocol = %listing.protocol, "idle (on demand)");
+    inner.set_state(ServerState::Idle, error);
+    loop {
+        tokio::select! {
+            // A wake left over (its call was cancelled, or it was started meanwhile for
+            // another) finds nothing in flight, and it stays idle.
+            () = inner.wake.notified() => if inner.in_use() {
+                return Idled::Woken;
+            },
+            () = inner.shutdown.cancelled() => {
+                inner.set_state(ServerState::Stopped, None);
+                return Idled::Shutdown;
+            }
+            msg = control.recv() => {
+                return if inner.on_control(msg) { Idled::Control } else { Idled::Shutdown };
+            }
+        }
+    }
 }
 
 /// When to try again after a crash or a lost connection.
@@ -329,6 +515,8 @@ enum Exit {
     Crashed(String),
     Shutdown,
     Restart,
+    /// An on-demand server nothing used for its idle time (it is `Idle` already).
+    Idle,
 }
 
 /// Runs one server until its shutdown token is cancelled: starts it, watches it, restarts it
@@ -336,6 +524,8 @@ enum Exit {
 pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Restart>) {
     let mut crashes: VecDeque<Instant> = VecDeque::new();
     let mut attempt: u32 = 0;
+    // Why the last start a call asked an on-demand server for failed.
+    let mut start_failed: Option<String> = None;
     loop {
         if inner.shutdown.is_cancelled() {
             inner.set_state(ServerState::Stopped, None);
@@ -351,14 +541,46 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
             attempt = 0;
             continue;
         }
+        // an isolated instance runs for its session, however its server starts
+        let on_demand = inner.instance.is_none() && cfg.is_on_demand(&inner.limits);
+        inner
+            .on_demand
+            .store(on_demand, std::sync::atomic::Ordering::Release);
+        let mut fetch = false;
+        if on_demand {
+            match idle(&inner, &cfg, &mut control, start_failed.take()).await {
+                Idled::Woken => {}
+                Idled::Fetch => fetch = true,
+                Idled::Control => {
+                    crashes.clear();
+                    attempt = 0;
+                    continue;
+                }
+                Idled::Shutdown => return,
+            }
+        }
         let policy = Policy::for_server(&inner.limits, &cfg);
+        // `Starting` before the count goes up: a call that woke the server idle must never see
+        // it idle with the higher count unless that attempt has failed
         inner.set_state(ServerState::Starting, None);
+        inner.update(|s| s.starts += 1);
+        let mut ran = false;
         let reason = match start(&inner, &cfg).await {
             Ok(mut run) => {
+                ran = true;
+                inner.touch();
                 inner.set_state(ServerState::Running, None);
                 tracing::info!(server = %inner.name, pid = ?run.link.pid(),
-                    session = ?inner.instance.as_ref().map(|i| &i.session), "running");
+                    session = ?inner.instance.as_ref().map(|i| &i.session), on_demand,
+                    "running");
                 let up_since = Instant::now();
+                if on_demand {
+                    refresh_listing(&inner, &cfg, &run.conn).await;
+                }
+                let idle_stop = cfg.idle_stop(&inner.limits);
+                // a run only to list stops as soon as nothing uses it
+                let mut idle_after = if fetch { Duration::ZERO } else { idle_stop };
+                let mut check_at = tokio::time::Instant::now() + idle_after;
                 let exit = loop {
                     tokio::select! {
                         // Shutdown first: it also ends a remote link (its token is a child of
@@ -371,6 +593,18 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
                         } else {
                             Exit::Shutdown
                         },
+                        () = tokio::time::sleep_until(check_at), if on_demand => {
+                            match inner.stop_if_idle(idle_after) {
+                                None => break Exit::Idle,
+                                Some(since) => {
+                                    idle_after = idle_stop;
+                                    check_at = tokio::time::Instant::from_std(since) + idle_stop;
+                                }
+                            }
+                        }
+                        () = inner.released.notified(), if on_demand => {
+                            check_at = tokio::time::Instant::now() + idle_after;
+                        }
                         Some(notice) = run.notices.recv() => {
                             if notice == ListChanged::Tools {
                                 match list_tools(&inner, &run.conn).await {
@@ -385,6 +619,9 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
                                     Err(e) => tracing::warn!(server = %inner.name, error = %e,
                                         "could not refresh tools"),
                                 }
+                            }
+                            if on_demand {
+                                relist(&inner, &run.conn, notice).await;
                             }
                         }
                     }
@@ -409,6 +646,11 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
                         crashes.clear();
                         attempt = 0;
                         inner.update(|s| s.restarts += 1);
+                        continue;
+                    }
+                    Exit::Idle => {
+                        run.link.stop(&inner).await;
+                        run.conn.mark_closed();
                         continue;
                     }
                 }
@@ -455,6 +697,12 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
             }
             crashes.clear();
             attempt = 0;
+            continue;
+        }
+        // A start a call asked for: the calls waiting hear why at once, and the next call is
+        // the next attempt (no backoff to wait out while nobody needs the server).
+        if on_demand && !fetch && !ran {
+            start_failed = Some(reason);
             continue;
         }
         let delay = policy.delay(attempt);

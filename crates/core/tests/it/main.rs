@@ -20,6 +20,7 @@ mod lifecycle;
 mod mcp;
 mod notes;
 mod oauth;
+mod on_demand;
 mod pages;
 mod persistence;
 mod registration;
