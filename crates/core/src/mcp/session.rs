@@ -185,6 +185,32 @@ pub(crate) struct Session {
     next_ask: AtomicU64,
 }
 
+/// Whether a client's `initialize` capabilities cover a server's request `method` (anything
+/// but elicitation, sampling and roots is passed on as it is).
+pub(crate) fn declares(caps: Option<&Value>, method: &str) -> bool {
+    let needs = match method {
+        "elicitation/create" => "elicitation",
+        "sampling/createMessage" => "sampling",
+        "roots/list" => "roots",
+        _ => return true,
+    };
+    caps.and_then(|c| c.get(needs)).is_some()
+}
+
+/// A client's JSON-RPC error object (as text), answering a server's request, as an error for
+/// that server.
+pub(crate) fn client_error(error: &str) -> RpcError {
+    let e: Value = serde_json::from_str(error).unwrap_or(Value::Null);
+    RpcError::Remote {
+        code: e.get("code").and_then(Value::as_i64).unwrap_or(-32603),
+        message: e
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("the client answered: {error}"), str::to_owned),
+        data: e.get("data").cloned(),
+    }
+}
+
 /// The process-wide clock origin for [`Session::seen_ms`].
 fn epoch_ms() -> u64 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -384,16 +410,10 @@ impl Session {
         let _ = self.caps.set(caps);
     }
 
-    /// Whether the client declared the capability a server's request `method` needs
-    /// (anything but elicitation, sampling and roots is passed on as it is).
+    /// Whether the client declared the capability a server's request `method` needs (see
+    /// [`declares`]).
     pub(crate) fn declares(&self, method: &str) -> bool {
-        let needs = match method {
-            "elicitation/create" => "elicitation",
-            "sampling/createMessage" => "sampling",
-            "roots/list" => "roots",
-            _ => return true,
-        };
-        self.caps.get().and_then(|c| c.get(needs)).is_some()
+        declares(self.caps.get(), method)
     }
 
     /// HTTP: sends `frame` on the session's `GET` stream, or keeps it for the next one (at

@@ -36,7 +36,7 @@ use super::call::{CallCtx, ClientProgress, ProgressOut};
 use super::dispatch::Dispatcher;
 use super::jsonrpc::{self, INVALID_REQUEST, Incoming, Request, error_frame};
 use super::method::Method;
-use super::session::{Note, Session, Sessions, ToolListener};
+use super::session::{Note, Session, Sessions, ToolListener, client_error};
 use crate::auth::Caller;
 use crate::elicit::Elicitations;
 use crate::upstream::{ClientAsks, RpcError, ServerAsk};
@@ -436,19 +436,6 @@ fn streamed_call(
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
     sse(Body::from_stream(body))
-}
-
-/// The client's JSON-RPC error object (as text) as an error for the server.
-fn client_error(error: &str) -> RpcError {
-    let e: Value = serde_json::from_str(error).unwrap_or(Value::Null);
-    RpcError::Remote {
-        code: e.get("code").and_then(Value::as_i64).unwrap_or(-32603),
-        message: e
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("the client answered: {error}"), str::to_owned),
-        data: e.get("data").cloned(),
-    }
 }
 
 fn remote(code: i64, message: impl Into<String>) -> RpcError {

@@ -28,7 +28,7 @@ use super::dispatch::Dispatcher;
 use super::gateway::McpGateway;
 use super::jsonrpc::{self, INVALID_REQUEST, Incoming, Request, UNAUTHENTICATED, error_frame};
 use super::method::Method;
-use super::session::{Note, Session, ToolListener};
+use super::session::{Note, Session, ToolListener, client_error, declares};
 use crate::auth::Caller;
 use crate::upstream::{ClientAsks, RpcError, ServerAsk};
 
@@ -400,31 +400,6 @@ pub(crate) async fn run(
 
 /// Server requests waiting to be sent to a `/ws` client, and waiting for its answers.
 const ASK_QUEUE: usize = 16;
-
-/// Whether the client's `initialize` capabilities cover `method` (anything but elicitation,
-/// sampling and roots is passed on as it is).
-fn declares(caps: Option<&Value>, method: &str) -> bool {
-    let needs = match method {
-        "elicitation/create" => "elicitation",
-        "sampling/createMessage" => "sampling",
-        "roots/list" => "roots",
-        _ => return true,
-    };
-    caps.and_then(|c| c.get(needs)).is_some()
-}
-
-/// The client's JSON-RPC error object (as text) as an error for the server.
-fn client_error(error: &str) -> RpcError {
-    let e: Value = serde_json::from_str(error).unwrap_or(Value::Null);
-    RpcError::Remote {
-        code: e.get("code").and_then(Value::as_i64).unwrap_or(-32603),
-        message: e
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("the client answered: {error}"), str::to_owned),
-        data: e.get("data").cloned(),
-    }
-}
 
 /// Context for a request answered at once (it never waits on an upstream).
 fn quick_ctx<'a>(
