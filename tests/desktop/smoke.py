@@ -951,6 +951,11 @@ def main() -> int:
         assert fields.get("Exec", "").split()[0] == "switchboard-app", fields
         icon = fields.get("Icon", "")
         assert icon and list(Path("/usr/share/icons/hicolor").glob(f"*/apps/{icon}.png")), f"no icon {icon!r} installed"
+        # the command-line program comes with it, beside the app: Claude Desktop's bridge
+        cli = Path("/usr/bin/switchboard")
+        assert os.access(cli, os.X_OK), "the package ships /usr/bin/switchboard"
+        out = subprocess.run([str(cli), "connect", "--help"], capture_output=True, text=True, timeout=10)
+        assert out.returncode == 0 and "connect" in out.stdout, out
         before = set(subprocess.run(["pgrep", "-x", "switchboard-app"], capture_output=True, text=True).stdout.split())
         subprocess.run(["gio", "launch", str(entry)], env=env, timeout=15, check=True)
         pid = int(wait("the launched app", lambda: next(iter(set(subprocess.run(
