@@ -118,6 +118,12 @@ pub enum HubEvent {
     /// agent `agent` (`claude-code`, `cursor`, …): its config file and its connected state
     /// may have changed, so whoever shows the agents reads them again.
     AgentChanged { agent: String, action: &'static str },
+    /// The machine woke up (the wall clock jumped ahead of the monotonic one by `slept_s`):
+    /// the remote servers in `reconnecting` were waiting out a backoff and try again now.
+    Resumed {
+        slept_s: u64,
+        reconnecting: Vec<String>,
+    },
     /// This subscriber fell behind and `missed` events were dropped for it.
     Lagged { missed: u64 },
 }
@@ -178,6 +184,7 @@ impl HubEvent {
             Self::ElicitationEnded { .. } => "elicitation_ended",
             Self::ServerLog { .. } => "server_log",
             Self::AgentChanged { .. } => "agent_changed",
+            Self::Resumed { .. } => "resumed",
             Self::Lagged { .. } => "lagged",
         }
     }

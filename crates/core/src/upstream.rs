@@ -252,9 +252,22 @@ impl Upstream {
             activity: Default::default(),
             wake: Default::default(),
             released: Default::default(),
+            retry_now: Default::default(),
         });
         tasks.spawn(supervisor::supervise(inner.clone(), control_rx));
         Self { inner }
+    }
+
+    /// After a resume from sleep: a remote server waiting out its reconnect backoff tries
+    /// again now, from its first delay. `true` if it was waiting (a stdio child did not lose
+    /// its pipes to the sleep; it is left alone).
+    pub(crate) fn retry_now(&self) -> bool {
+        let waiting = self.config().is_remote()
+            && self.inner.status.borrow().state == ServerState::Restarting;
+        if waiting {
+            self.inner.retry_now.notify_waiters();
+        }
+        waiting
     }
 
     /// Whether each client session gets its own instance of this server (and this handle is

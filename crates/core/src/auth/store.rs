@@ -37,6 +37,19 @@ pub struct Stores {
     /// locked). The headless binary sets it; the desktop app does not, and insists on the
     /// keychain.
     pub file_fallback: bool,
+    /// The wall clock the gateway compares with the monotonic one to notice that the machine
+    /// slept (tests move it on), instead of the system's.
+    pub wall_clock: Option<WallClock>,
+}
+
+/// A wall clock: `SystemTime::now` unless a test hands in another.
+#[derive(Clone)]
+pub struct WallClock(pub Arc<dyn Fn() -> std::time::SystemTime + Send + Sync>);
+
+impl std::fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WallClock")
+    }
 }
 
 /// The secret stores a remote server uses, as the gateway hands them to its upstreams.

@@ -208,6 +208,28 @@ impl McpGateway {
         held
     }
 
+    /// The machine woke up after `slept`: every remote server waiting out its reconnect
+    /// backoff tries again now (sessions it lost meanwhile are opened anew on its 404), and a
+    /// [`HubEvent::Resumed`] says which. Answers their names.
+    pub(crate) fn resumed(&self, slept: std::time::Duration) -> Vec<String> {
+        let reconnecting: Vec<String> = self
+            .upstreams()
+            .iter()
+            .filter(|up| up.retry_now())
+            .map(|up| up.name().to_owned())
+            .collect();
+        tracing::info!(
+            slept_s = slept.as_secs(),
+            ?reconnecting,
+            "resumed from sleep"
+        );
+        self.inner.bus.publish(crate::events::HubEvent::Resumed {
+            slept_s: slept.as_secs(),
+            reconnecting: reconnecting.clone(),
+        });
+        reconnecting
+    }
+
     /// The elicitations Switchboard answers itself (the dashboard's and the desktop's).
     pub(crate) fn elicitations(&self) -> &Elicitations {
         self.inner.book.elicitations()

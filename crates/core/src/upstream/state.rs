@@ -186,6 +186,9 @@ pub(super) struct Inner {
     /// The last call, subscription or instance of an on-demand server went away: the
     /// supervisor times its idle stop from now.
     pub(super) released: tokio::sync::Notify,
+    /// The machine woke up (see [`Upstream::retry_now`](super::Upstream::retry_now)): a
+    /// remote server waiting out its reconnect backoff tries again at once.
+    pub(super) retry_now: tokio::sync::Notify,
 }
 
 /// What keeps an on-demand server running.

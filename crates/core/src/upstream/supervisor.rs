@@ -710,6 +710,11 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut control: mpsc::Receiver<Res
         inner.set_restarting(reason, Instant::now() + delay);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
+            () = inner.retry_now.notified() => {
+                // the machine woke up: the network may be back; no backoff left to wait out
+                tracing::info!(server = %inner.name, "resumed: reconnecting now");
+                attempt = 0;
+            }
             () = inner.shutdown.cancelled() => {
                 inner.set_state(ServerState::Stopped, None);
                 return;

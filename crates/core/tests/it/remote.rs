@@ -1019,3 +1019,53 @@ async fn the_reconnect_delay_grows_to_remote_backoff_max_ms_and_no_further() {
         .to_owned();
     assert!(reason.contains(&url), "{reason}");
 }
+
+/// After the machine sleeps (simulated: the gateway's wall clock moved an hour ahead of its
+/// monotonic one), a remote server waiting out a long reconnect backoff tries again at once,
+/// and a `resumed` event names it.
+#[tokio::test]
+async fn after_a_sleep_a_remote_in_backoff_reconnects_at_once() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let ahead = Arc::new(AtomicU64::new(0));
+    let clock = {
+        let ahead = ahead.clone();
+        switchboard_core::auth::store::WallClock(Arc::new(move || {
+            std::time::SystemTime::now() + Duration::from_secs(ahead.load(Ordering::Relaxed))
+        }))
+    };
+    let mut peer = Peer::start(Kind::Ws);
+    let stores = Stores {
+        wall_clock: Some(clock),
+        ..Stores::default()
+    };
+    let url = peer.url();
+    let gw = TestGateway::with_stores(stores, |c| {
+        c.servers = vec![remote_server("far", &url)];
+        // without the wake-up, the first reconnect would come after a minute
+        c.gateway.remote_backoff_initial_ms = 60_000;
+        c.gateway.remote_backoff_max_ms = 60_000;
+    })
+    .await;
+    let mut events = gw.events().await;
+    gw.wait_server("far", "running").await;
+    peer.kill();
+    gw.wait_server("far", "restarting").await;
+    peer.restart();
+    // the server is back, but the backoff has most of its minute to go
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(gw.server("far").await["state"], "restarting");
+    let woke = Instant::now();
+    ahead.store(3600, Ordering::Relaxed);
+    let resumed = events.next_named("resumed").await;
+    assert_eq!(resumed["reconnecting"], json!(["far"]), "{resumed}");
+    assert!(resumed["slept_s"].as_u64().unwrap() >= 3590, "{resumed}");
+    gw.wait_server("far", "running").await;
+    let took = woke.elapsed();
+    eprintln!("reconnected {took:?} after the simulated wake-up");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let mut mcp = McpHttp::connect(&gw).await;
+    assert_eq!(
+        mcp.call("far__echo", json!({"text": "up"})).await.text(),
+        "up"
+    );
+}
