@@ -805,6 +805,9 @@ def main() -> int:
                                stderr=subprocess.DEVNULL, text=True)
         procs.append(srv)
         info = json.loads(srv.stdout.readline())
+        # `dunstctl action 0` acts on the top notification shown: none of the earlier checks'
+        # may be left above this one's
+        subprocess.run(["dunstctl", "close-all"], timeout=10, check=True)
         with (tmp / "config.toml").open("a") as f:
             f.write(f'\n[[servers]]\nname = "web"\nurl = "{info["mcp"]}"\n')
         asks = lambda: sum(s == "MCP server 'web' needs a login" for s in notifications(log))
