@@ -378,6 +378,7 @@ fn streamed_call(
     let version = version.to_owned();
     let elicitations = d.gateway().elicitations().clone();
     let tasks = d.gateway().tasks().clone();
+    let later = tasks.clone();
     tasks.spawn(async move {
         let request_id = jsonrpc::id_text(&req.id);
         let _tracked = s.track(request_id, cancel.clone());
@@ -428,7 +429,7 @@ fn streamed_call(
         if !asking.is_empty() {
             // an isolated instance's requests outlive the call: answered after its result
             // (each ends with its answer, the server's bound on it or the session)
-            tokio::spawn(async move { while asking.next().await.is_some() {} });
+            later.spawn(async move { while asking.next().await.is_some() {} });
         }
         let _ = tokio::time::timeout(RESULT_WAIT, out.send(event(&frame))).await;
     });
