@@ -276,16 +276,29 @@ async fn fanout_lags(url: &str, token: &str) -> Vec<Duration> {
 /// Set in the environment of this bench binary started again as the WebSocket floor.
 const WS_FLOOR_ENV: &str = "SWITCHBOARD_BENCH_WS_FLOOR";
 
-/// The WebSocket floor, for reference: a bare tokio-tungstenite server on a multi-thread tokio
-/// runtime (as the gateway runs), in a process of its own, that answers every JSON-RPC
-/// request with an empty result and does nothing else. Prints its address, then serves.
+/// The transport floors, for reference, in a process of their own on a multi-thread tokio
+/// runtime (as the gateway runs) that does nothing else: a bare tokio-tungstenite server, and a
+/// bare axum `POST` handler (no auth, no middleware, no session table: an `initialize` is
+/// answered with a fixed `mcp-session-id`, a notification with 202). Each answers every
+/// JSON-RPC request with an empty result. Prints `<ws address> <http address>`, then serves.
 fn ws_floor_server() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let rt = common::runtime();
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        println!("{}", listener.local_addr().unwrap());
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!(
+            "{} {}",
+            listener.local_addr().unwrap(),
+            http.local_addr().unwrap()
+        );
+        tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            let app = axum::Router::new().route("/", axum::routing::post(http_floor_answer));
+            let http = http.tap_io(|tcp| tcp.set_nodelay(true).unwrap());
+            axum::serve(http, app).await.unwrap();
+        });
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
             tcp.set_nodelay(true).unwrap();
@@ -307,11 +320,85 @@ fn ws_floor_server() {
     });
 }
 
-/// Starts [`ws_floor_server`] (this binary again) and returns it with its `ws://` URL.
-fn start_ws_floor() -> (Running, String) {
-    let (running, addr) =
+/// The bare HTTP floor's one handler (see [`ws_floor_server`]).
+async fn http_floor_answer(body: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    if v.get("id").is_none() {
+        return axum::http::StatusCode::ACCEPTED.into_response();
+    }
+    let reply = json!({"jsonrpc": "2.0", "id": v["id"], "result": {}}).to_string();
+    let mut r = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        reply,
+    )
+        .into_response();
+    if v["method"] == "initialize" {
+        r.headers_mut().insert(
+            "mcp-session-id",
+            axum::http::HeaderValue::from_static("floor"),
+        );
+    }
+    r
+}
+
+/// Starts [`ws_floor_server`] (this binary again): answers it with its `ws://` URL and its
+/// HTTP URL.
+fn start_ws_floor() -> (Running, String, String) {
+    let (running, line) =
         first_line(Command::new(std::env::current_exe().unwrap()).env(WS_FLOOR_ENV, "1"));
-    (running, format!("ws://{addr}/"))
+    let (ws, http) = line.split_once(' ').expect("two addresses");
+    (running, format!("ws://{ws}/"), format!("http://{http}/"))
+}
+
+/// `--load ws|mcp --seconds S`: only 16 clients calling through one path for `S` seconds, for a
+/// profiler attached to the gateway (its pid is printed first, then a 2 s pause); prints the
+/// calls per second and the gateway's CPU per call.
+async fn load_only(path: &str, secs: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, url) = start_gateway(dir.path(), 1, "");
+    let token = pair(dir.path(), &url).await;
+    let http = Http::connect(&url, &token).await;
+    wait_tool(&http, "__echo", 1).await;
+    let ws_url = url.replace("http://", "ws://").replace("/mcp", "/ws");
+    eprintln!("gateway pid {}", gw.0.id());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu0 = cpu_time(gw.0.id());
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (url, ws_url, token, path) =
+            (url.clone(), ws_url.clone(), token.clone(), path.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            if path == "ws" {
+                let mut w = Ws::connect(&ws_url, &token).await;
+                while Instant::now() < end {
+                    w.request(ws_echo()).await;
+                    n += 1;
+                }
+            } else {
+                let c = Http::connect(&url, &token).await;
+                while Instant::now() < end {
+                    c.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
+                        "params":{"name":"s0__echo","arguments":{"text":"ping"}}}))
+                        .await;
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    let mut calls = 0;
+    for t in tasks {
+        calls += t.await.unwrap();
+    }
+    let cpu = cpu_time(gw.0.id()).saturating_sub(cpu0);
+    println!(
+        "{path}: {:.0} calls/s, gateway CPU {:.1} µs per call",
+        calls as f64 / secs as f64,
+        us(cpu) / calls as f64
+    );
 }
 
 /// Sessions the isolated-session figure is measured over.
@@ -389,6 +476,9 @@ fn main() {
         );
         return;
     }
+    if let Some(path) = std::env::args().skip_while(|a| a != "--load").nth(1) {
+        return common::runtime().block_on(load_only(&path, arg("--seconds", 10)));
+    }
     let calls: u64 = arg("--calls", 5000);
     let secs: u64 = arg("--seconds", 5);
     let quick = std::env::args().any(|a| a == "--quick");
@@ -405,8 +495,9 @@ fn main() {
         wait_tool(&http, "__echo", 1).await;
         let ws_url = url.replace("http://", "ws://").replace("/mcp", "/ws");
         let mut ws = Ws::connect(&ws_url, &token).await;
-        let (_ws_floor_server, ws_floor_url) = start_ws_floor();
+        let (floor_server, ws_floor_url, http_floor_url) = start_ws_floor();
         let mut ws_floor = Ws::connect(&ws_floor_url, "").await;
+        let http_floor = Http::connect(&http_floor_url, "").await;
         let health = url.replace("/mcp", "/healthz");
         let hc = http.client.clone();
         let mcp_echo = || json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
@@ -415,7 +506,7 @@ fn main() {
         // The paths take turns, a tenth of the calls at a time, so that whatever else the
         // machine is doing falls on all of them alike.
         eprintln!("latency: {calls} sequential echo calls per path, in 10 interleaved rounds…");
-        const PATHS: usize = 8;
+        const PATHS: usize = 9;
         let mut t: [Vec<Duration>; PATHS] = Default::default();
         for round in 0..=10 {
             let n = if round == 0 { 200 } else { calls / 10 }; // round 0 warms up
@@ -438,6 +529,7 @@ fn main() {
                                 .request(json!({"jsonrpc":"2.0","id":0,"method":"ping"}))
                                 .await
                         }
+                        8 => http_floor.request(mcp_echo()).await,
                         _ => {
                             let body = hc.get(&health).send().await.unwrap().text().await.unwrap();
                             json!({"result": body})
@@ -454,7 +546,7 @@ fn main() {
         for times in &mut t {
             times.sort();
         }
-        let [t_direct, t_gw, t_stateless, t_ws, t_relay, t_floor, t_ws_floor, t_ws_bare] = t;
+        let [t_direct, t_gw, t_stateless, t_ws, t_relay, t_floor, t_ws_floor, t_ws_bare, t_http_bare] = t;
         drop(ws);
 
         // Like the latency rounds, the paths take turns (one second each, `secs` rounds), so
@@ -469,23 +561,36 @@ fn main() {
         for _ in 0..16 {
             sockets.push(Arc::new(Mutex::new(Ws::connect(&ws_url16, &token).await)));
         }
-        // calls and seconds per path: direct, /ws, /mcp, relay floor
-        let mut done = [(0u64, 0f64); 4];
+        // the transport floors under the same load: bare servers, nothing behind them
+        let mut floor_sockets = Vec::new();
+        let mut floor_clients = Vec::new();
+        for _ in 0..16 {
+            floor_sockets.push(Arc::new(Mutex::new(Ws::connect(&ws_floor_url, "").await)));
+            floor_clients.push(Arc::new(Http::connect(&http_floor_url, "").await));
+        }
+        const LOADED: usize = 6;
+        // calls and seconds per path: direct, /ws, /mcp, relay floor, bare WebSocket server,
+        // bare HTTP server
+        let mut done = [(0u64, 0f64); LOADED];
+        // every call's latency under this load, per path
+        let mut loaded: [Vec<Duration>; LOADED] = Default::default();
         // CPU used during each path's turns: the bench (all clients), the process in between
-        // (gateway or relay), the server process
+        // (gateway or relay, or the bare server), the server process
         let bench_pid = std::process::id();
         let direct_fixture = direct.pid();
         let relay_pid = relay.pid();
         let relay_fixture = children(relay_pid)[0];
         let gw_fixture = children(gw.0.id())[0];
+        let floor_pid = floor_server.0.id();
         let procs = |path: usize| -> [Option<u32>; 3] {
             match path {
                 0 => [Some(bench_pid), None, Some(direct_fixture)],
                 1 | 2 => [Some(bench_pid), Some(gw.0.id()), Some(gw_fixture)],
-                _ => [Some(bench_pid), Some(relay_pid), Some(relay_fixture)],
+                3 => [Some(bench_pid), Some(relay_pid), Some(relay_fixture)],
+                _ => [Some(bench_pid), Some(floor_pid), None],
             }
         };
-        let mut cpu = [[Duration::ZERO; 3]; 4];
+        let mut cpu = [[Duration::ZERO; 3]; LOADED];
         for _round in 0..secs {
             for (path, slot) in done.iter_mut().enumerate() {
                 let end = Instant::now() + Duration::from_secs(1);
@@ -494,27 +599,36 @@ fn main() {
                 let handles: Vec<_> = (0..16)
                     .map(|i| {
                         let d = if path == 3 { relay.clone() } else { direct.clone() };
-                        let c = clients[i].clone();
-                        let w = sockets[i].clone();
+                        let c = match path {
+                            5 => floor_clients[i].clone(),
+                            _ => clients[i].clone(),
+                        };
+                        let w = match path {
+                            4 => floor_sockets[i].clone(),
+                            _ => sockets[i].clone(),
+                        };
                         tokio::spawn(async move {
-                            let mut n = 0u64;
+                            let mut times = Vec::with_capacity(8192);
                             let mut w = w.lock().await;
                             while Instant::now() < end {
+                                let t0 = Instant::now();
                                 match path {
                                     0 | 3 => { d.request(echo_call(0)).await; }
-                                    1 => { w.request(ws_echo()).await; }
-                                    2 => { c.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
+                                    1 | 4 => { w.request(ws_echo()).await; }
+                                    2 | 5 => { c.request(json!({"jsonrpc":"2.0","id":0,"method":"tools/call",
                                         "params":{"name":"s0__echo","arguments":{"text":"ping"}}})).await; }
                                     _ => unreachable!(),
                                 }
-                                n += 1;
+                                times.push(t0.elapsed());
                             }
-                            n
+                            times
                         })
                     })
                     .collect();
                 for h in handles {
-                    slot.0 += h.await.unwrap();
+                    let times = h.await.unwrap();
+                    slot.0 += times.len() as u64;
+                    loaded[path].extend(times);
                 }
                 slot.1 += start.elapsed().as_secs_f64();
                 let cpu_after = procs(path).map(|p| p.map(cpu_time).unwrap_or_default());
@@ -523,6 +637,11 @@ fn main() {
                 }
             }
         }
+        for times in &mut loaded {
+            times.sort();
+        }
+        drop(floor_sockets);
+        drop(floor_clients);
         drop(sockets);
         let rate = |(n, t): (u64, f64)| n as f64 / t;
         let (tp_direct, tp_ws, tp_gw, tp_relay) =
@@ -583,12 +702,14 @@ fn main() {
             us(percentile(&t_floor, 0.5)), us(percentile(&t_floor, 0.99)));
         println!("| /ws floor: MCP `ping` answered by the gateway p50 / p99 (no upstream, same socket) | — | {:.0} / {:.0} µs | — | — | |",
             us(percentile(&t_ws_floor, 0.5)), us(percentile(&t_ws_floor, 0.99)));
+        println!("| HTTP floor: the same `tools/call` POST answered by a bare axum server process p50 / p99 (same client) | — | {:.0} / {:.0} µs | — | — | |",
+            us(percentile(&t_http_bare, 0.5)), us(percentile(&t_http_bare, 0.99)));
         println!("| WebSocket floor: a bare tokio-tungstenite server process answering each request p50 / p99 (same client) | — | {:.0} / {:.0} µs | — | — | |",
             us(percentile(&t_ws_bare, 0.5)), us(percentile(&t_ws_bare, 0.99)));
         let pct_mcp = 100.0 * tp_gw / tp_direct;
         let pct_ws = 100.0 * tp_ws / tp_direct;
-        println!("| throughput, 16 clients, /mcp | {tp_direct:.0} calls/s | {tp_gw:.0} calls/s | {pct_mcp:.1}% of direct | ≥ 25% | {} |",
-            verdict(pct_mcp >= 25.0));
+        println!("| throughput, 16 clients, /mcp | {tp_direct:.0} calls/s | {tp_gw:.0} calls/s | {pct_mcp:.1}% of direct | ≥ 35% | {} |",
+            verdict(pct_mcp >= 35.0));
         println!("| throughput, 16 clients, /ws | {tp_direct:.0} calls/s | {tp_ws:.0} calls/s | {pct_ws:.1}% of direct | ≥ 50% | {} |",
             verdict(pct_ws >= 50.0));
         let pct_relay = 100.0 * tp_relay / tp_direct;
@@ -598,14 +719,51 @@ fn main() {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
         println!("| path | calls/s | bench clients | in between | server (fixture) | total |");
         println!("|---|---|---|---|---|---|");
-        for (path, name) in [(0, "direct stdio"), (3, "relay floor"), (1, "/ws"), (2, "/mcp")] {
+        for (path, name) in [(0, "direct stdio"), (3, "relay floor"), (4, "bare WebSocket server (floor)"),
+            (5, "bare HTTP server (floor)"), (1, "/ws"), (2, "/mcp")] {
             let calls = done[path].0.max(1) as f64;
             let per = |d: Duration| us(d) / calls;
             let between = if path == 0 { "—".to_owned() } else { format!("{:.1} µs", per(cpu[path][1])) };
-            println!("| {name} | {:.0} | {:.1} µs | {between} | {:.1} µs | {:.1} µs |",
-                rate(done[path]), per(cpu[path][0]), per(cpu[path][2]),
+            let server = if path >= 4 { "—".to_owned() } else { format!("{:.1} µs", per(cpu[path][2])) };
+            println!("| {name} | {:.0} | {:.1} µs | {between} | {server} | {:.1} µs |",
+                rate(done[path]), per(cpu[path][0]),
                 per(cpu[path][0] + cpu[path][1] + cpu[path][2]));
         }
+        // Issue 19's targets, beside the floors they are bounded by.
+        let per_call = |path: usize| us(cpu[path][1]) / done[path].0.max(1) as f64;
+        let pcts = |path: usize| {
+            let v = &loaded[path];
+            (us(percentile(v, 0.5)), us(percentile(v, 0.99)), v.last().map_or(0.0, |d| us(*d)))
+        };
+        println!();
+        println!("per-call targets (16 clients unless said; floors measured in the same turns)");
+        println!("| figure | measured | floor | target | |");
+        println!("|---|---|---|---|---|");
+        println!("| gateway CPU per call, /ws | {:.1} µs | {:.1} µs (bare WebSocket server) | ≤ 11 µs | {} |",
+            per_call(1), per_call(4), verdict(per_call(1) <= 11.0));
+        println!("| gateway CPU per call, /mcp | {:.1} µs | {:.1} µs (bare HTTP server) | ≤ 15 µs | {} |",
+            per_call(2), per_call(5), verdict(per_call(2) <= 15.0));
+        let (pct_ws, pct_mcp) = (100.0 * tp_ws / tp_direct, 100.0 * tp_gw / tp_direct);
+        let pct_ws_floor = 100.0 * rate(done[4]) / tp_direct;
+        let pct_http_floor = 100.0 * rate(done[5]) / tp_direct;
+        println!("| throughput /ws, % of direct stdio | {pct_ws:.1}% | {pct_ws_floor:.1}% (bare WebSocket server, nothing behind it) | ≥ 50% | {} |",
+            verdict(pct_ws >= 50.0));
+        println!("| throughput /mcp, % of direct stdio | {pct_mcp:.1}% | {pct_http_floor:.1}% (bare HTTP server, nothing behind it) | ≥ 35% | {} |",
+            verdict(pct_mcp >= 35.0));
+        for (path, name, target) in [(1, "/ws", Some(1.5)), (2, "/mcp", None), (4, "bare WebSocket server", None), (5, "bare HTTP server", None)] {
+            let (p50, p99, max) = pcts(path);
+            let (t, v) = match target {
+                Some(x) => (format!("p99 ≤ {x}× p50, max ≤ 10 ms"), verdict(p99 <= x * p50 && max <= 10_000.0).to_owned()),
+                None => ("max ≤ 10 ms".to_owned(), if path < 4 { verdict(max <= 10_000.0).to_owned() } else { String::new() }),
+            };
+            println!("| latency under load, {name}: p50 / p99 / max | {p50:.0} / {p99:.0} / {max:.0} µs (p99 = {:.2}× p50) | | {t} | {v} |", p99 / p50);
+        }
+        let one = |g: &[Duration]| us(percentile(g, 0.5)) - us(percentile(&t_direct, 0.5));
+        let (ws_bare, http_bare) = (us(percentile(&t_ws_bare, 0.5)), us(percentile(&t_http_bare, 0.5)));
+        println!("| added latency, one client, /ws p50 | {:.0} µs | {ws_bare:.0} µs (bare WebSocket round trip) | ≤ 1.2× floor = {:.0} µs | {} |",
+            one(&t_ws), 1.2 * ws_bare, verdict(one(&t_ws) <= 1.2 * ws_bare));
+        println!("| added latency, one client, /mcp session p50 | {:.0} µs | {http_bare:.0} µs (bare HTTP round trip, same client) | ≤ 1.2× floor = {:.0} µs | {} |",
+            one(&t_gw), 1.2 * http_bare, verdict(one(&t_gw) <= 1.2 * http_bare));
         println!();
         println!("| memory per isolated session ({iso_kids} sessions, a fixture child each): gateway / child RSS | — | {iso_gw:.0} KiB / {iso_child:.0} KiB | — | — | |");
         let Some((fanout, rss_before, rss_10k, held, rss10)) = extra else {
