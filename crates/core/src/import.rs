@@ -231,6 +231,15 @@ fn server_table(name: &str, server: &ServerConfig) -> Table {
     if !server.enabled {
         t.insert("enabled", value(false));
     }
+    match server.start {
+        Some(crate::config::StartMode::Always) => {
+            t.insert("start", value("always"));
+        }
+        Some(crate::config::StartMode::OnDemand) => {
+            t.insert("start", value("on_demand"));
+        }
+        None => {}
+    }
     t
 }
 

@@ -253,9 +253,16 @@ impl Upstream {
             wake: Default::default(),
             released: Default::default(),
             retry_now: Default::default(),
+            log_level: Default::default(),
         });
         tasks.spawn(supervisor::supervise(inner.clone(), control_rx));
         Self { inner }
+    }
+
+    /// A client asked for log messages at `level` (`logging/setLevel`): remembered, and sent
+    /// again whenever the server starts (the caller tells a running one itself).
+    pub(crate) fn remember_log_level(&self, level: &str) {
+        *self.inner.log_level.lock().expect("log level lock") = Some(level.to_owned());
     }
 
     /// After a resume from sleep: a remote server waiting out its reconnect backoff tries

@@ -246,6 +246,8 @@ pub(crate) struct NewServer {
     #[serde(default)]
     env: std::collections::BTreeMap<String, String>,
     cwd: Option<PathBuf>,
+    /// When it runs: `"always"` or `"on_demand"` (absent: the gateway's `default_start`).
+    start: Option<String>,
 }
 
 /// `POST /api/servers`: adds a server (stdio or remote) to the config file and starts it.
@@ -253,6 +255,16 @@ pub(crate) async fn add_server(
     State(state): State<AppState>,
     Body(new): Body<NewServer>,
 ) -> Result<(StatusCode, axum::Json<Value>)> {
+    let start = match new.start.as_deref().map(str::trim) {
+        None => None,
+        Some("always") => Some(crate::config::StartMode::Always),
+        Some("on_demand") => Some(crate::config::StartMode::OnDemand),
+        Some(other) => {
+            return Err(DashboardError::BadRequest(format!(
+                "start must be \"always\" or \"on_demand\", not {other:?}"
+            )));
+        }
+    };
     let server = ServerConfig {
         name: new.name.trim().to_owned(),
         command: new.command.trim().to_owned(),
@@ -264,6 +276,7 @@ pub(crate) async fn add_server(
         env: new.env,
         cwd: new.cwd,
         enabled: true,
+        start,
         ..ServerConfig::default()
     };
     server.validate().map_err(DashboardError::BadRequest)?;

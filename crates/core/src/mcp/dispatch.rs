@@ -424,7 +424,9 @@ impl Dispatcher {
 
     /// `logging/setLevel`: the session hears servers' log messages at `level` and above
     /// from now on, and every running server the caller's role grants that logs is told the
-    /// level (one that refuses is left as it is: the others still are told).
+    /// level (one that refuses is left as it is: the others still are told). Every server
+    /// granted remembers it, and is told when it next starts (an idle on-demand one, one
+    /// restarting).
     pub(crate) async fn set_level(&self, ctx: &CallCtx<'_>, level: &str) -> Result<(), ErrorData> {
         let Some(rank) = super::session::level_rank(level) else {
             return Err(error_data(
@@ -443,11 +445,12 @@ impl Dispatcher {
             s.set_log_level(rank);
         }
         for up in self.gw.upstreams() {
+            if !self.grants_server(ctx.caller, up.name()) {
+                continue;
+            }
+            up.remember_log_level(level);
             let status = up.status();
-            if status.state != ServerState::Running
-                || !status.has_capability("logging")
-                || !self.grants_server(ctx.caller, up.name())
-            {
+            if status.state != ServerState::Running || !status.has_capability("logging") {
                 continue;
             }
             let sent = up

@@ -189,6 +189,10 @@ pub(super) struct Inner {
     /// The machine woke up (see [`Upstream::retry_now`](super::Upstream::retry_now)): a
     /// remote server waiting out its reconnect backoff tries again at once.
     pub(super) retry_now: tokio::sync::Notify,
+    /// The last level a client asked for with `logging/setLevel`: sent again on every start
+    /// (an on-demand server asked while idle, a restarted one), since a new process or session
+    /// knows nothing of it.
+    pub(super) log_level: Mutex<Option<String>>,
 }
 
 /// What keeps an on-demand server running.

@@ -253,6 +253,24 @@ async fn start(inner: &Arc<Inner>, cfg: &ServerConfig) -> Result<Opened, String>
     } else {
         Vec::new()
     };
+    if capabilities.get("logging").is_some() {
+        let level = inner.log_level.lock().expect("log level lock").clone();
+        if let Some(level) = level {
+            // a refusal leaves the server at its own level; it still runs
+            let told = conn
+                .request(
+                    "logging/setLevel",
+                    json!({"level": level}),
+                    inner.limits.start_timeout(),
+                    Some(&inner.shutdown),
+                )
+                .await;
+            if let Err(e) = told {
+                tracing::warn!(server = %inner.name, error = %e, %level,
+                    "server refused the remembered logging/setLevel");
+            }
+        }
+    }
     let pid = opened.link.pid();
     tracing::debug!(server = %inner.name, protocol, "opened");
     inner.update(|s| {

@@ -297,6 +297,28 @@ async fn servers_are_restarted_disabled_enabled_and_added_through_the_config_fil
         "{text}"
     );
 
+    // `start` is written like the rest: an on-demand server is listed, idle, not running
+    let (status, body) = json_of(
+        post(
+            &gw,
+            "/api/servers",
+            json!({"name": "fz", "command": FIXTURE, "start": "on_demand"}),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let fz = gw.wait_server("fz", "idle").await;
+    assert_eq!(fz["start"], "on_demand", "{fz}");
+    let loaded = switchboard_core::Config::load(Some(&path)).unwrap();
+    let fz = loaded.servers.iter().find(|s| s.name == "fz").unwrap();
+    assert_eq!(
+        fz.start,
+        Some(switchboard_core::config::StartMode::OnDemand)
+    );
+
     // errors: a taken name, a bad name, a bad body, an unknown server or action
     for (path, body, status, code, says) in [
         (
@@ -322,6 +344,13 @@ async fn servers_are_restarted_disabled_enabled_and_added_through_the_config_fil
         ),
         ("/api/servers", json!({"nme": "x"}), 400, "bad_request", ""),
         (
+            "/api/servers",
+            json!({"name": "fw", "command": FIXTURE, "start": "sometimes"}),
+            400,
+            "bad_request",
+            "start must be \"always\" or \"on_demand\", not \"sometimes\"",
+        ),
+        (
             "/api/servers/nope/restart",
             json!({}),
             404,
@@ -339,7 +368,7 @@ async fn servers_are_restarted_disabled_enabled_and_added_through_the_config_fil
             .unwrap()
             .servers
             .len(),
-        2
+        3
     );
     gw.stop().await.unwrap();
 }

@@ -362,3 +362,33 @@ async fn a_subscription_keeps_it_running_until_it_is_given_up() {
     gw.wait_server("fx", "idle").await;
     gone(&mark).await;
 }
+
+/// A `logging/setLevel` sent while an on-demand server is idle starts nothing, and the level
+/// reaches it when a call starts it, and again when it starts after its idle stop (a new
+/// process knows nothing of the last one's level).
+#[tokio::test]
+async fn a_log_level_set_while_it_is_idle_reaches_it_when_it_starts() {
+    let mark = marker("level");
+    let gw = TestGateway::with(|c| c.servers = vec![on_demand(FIXTURE, &mark, 300)]).await;
+    gw.wait_server("fx", "idle").await;
+    gone(&mark).await;
+    let mut mcp = McpHttp::connect(&gw).await;
+    let r = mcp
+        .request("logging/setLevel", json!({"level": "warning"}))
+        .await;
+    assert!(r.response().get("error").is_none(), "{:?}", r.messages);
+    assert!(processes_with(&mark).is_empty(), "setLevel started it");
+    assert_eq!(gw.server("fx").await["state"], "idle");
+
+    assert_eq!(mcp.call("fx__log_level", json!({})).await.text(), "warning");
+    let first = processes_with(&mark);
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // stopped after its idle time, started again by the next call: told again
+    gw.wait_server("fx", "idle").await;
+    gone(&mark).await;
+    assert_eq!(mcp.call("fx__log_level", json!({})).await.text(), "warning");
+    let second = processes_with(&mark);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(first, second, "the same process: it never stopped");
+}
