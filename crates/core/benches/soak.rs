@@ -165,18 +165,39 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
-/// `/api/sessions` as (sessions listed, `/ws` sockets open, the gateway's tasks alive).
-async fn count(ctx: &Ctx) -> (usize, u64, u64) {
+/// What `/api/sessions` says at one moment.
+#[derive(Clone)]
+struct Count {
+    sessions: usize,
+    sockets: u64,
+    tasks: u64,
+    /// The allocator's `allocated / active / resident`, in MiB.
+    allocator: String,
+}
+
+async fn count(ctx: &Ctx) -> Count {
     let v = api_sessions(&ctx.client, &ctx.url, &ctx.token).await;
-    (
-        v["sessions"].as_array().map(Vec::len).unwrap_or(0),
-        v["ws"].as_u64().unwrap_or(0),
-        v["tasks_alive"].as_u64().unwrap_or(0),
-    )
+    let a = &v["allocator"];
+    let m = |k: &str| a[k].as_u64().unwrap_or(0) as f64 / (1 << 20) as f64;
+    Count {
+        sessions: v["sessions"].as_array().map(Vec::len).unwrap_or(0),
+        sockets: v["ws"].as_u64().unwrap_or(0),
+        tasks: v["tasks_alive"].as_u64().unwrap_or(0),
+        allocator: if a.is_object() {
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                m("allocated"),
+                m("active"),
+                m("resident")
+            )
+        } else {
+            "—".to_owned()
+        },
+    }
 }
 
 /// Polls `/api/sessions` until it lists none, at most the idle time plus a sweep's slack.
-async fn wait_expiry(ctx: &Ctx, idle_ms: u64) -> ((usize, u64, u64), Duration) {
+async fn wait_expiry(ctx: &Ctx, idle_ms: u64) -> (Count, Duration) {
     let bound = Duration::from_millis(idle_ms) + Duration::from_secs(10);
     eprintln!(
         "waiting up to {:.0} s for the sessions to expire…",
@@ -184,7 +205,7 @@ async fn wait_expiry(ctx: &Ctx, idle_ms: u64) -> ((usize, u64, u64), Duration) {
     );
     let started = Instant::now();
     let mut left = count(ctx).await;
-    while left.0 > 0 && started.elapsed() < bound {
+    while left.sessions > 0 && started.elapsed() < bound {
         tokio::time::sleep(Duration::from_millis(500)).await;
         left = count(ctx).await;
     }
@@ -253,6 +274,7 @@ fn main() {
             latencies.push((kind, times));
         }
         let (after_run, run_settled) = settle(&ctx, idle).await;
+        counts.push(("after those settled".to_owned(), count(&ctx).await));
         // sessions left to expire, twice: the second round shows whether what the first took
         // is reused (the allocator keeps it) or kept (a leak)
         let mut rounds = Vec::new();
@@ -269,10 +291,14 @@ fn main() {
             let (left, waited) = wait_expiry(&ctx, idle_ms).await;
             counts.push((
                 format!("after the expiry wait of round {round} ({:.0} s)", waited.as_secs_f64()),
-                left,
+                left.clone(),
             ));
             let (after, settled) = settle(&ctx, idle).await;
-            rounds.push((peak, after, left.0, settled));
+            rounds.push((peak, after, left.sessions, settled));
+            counts.push((
+                format!("after round {round} settled ({:.0} s more)", settled.as_secs_f64()),
+                count(&ctx).await,
+            ));
         }
         let run_time = started.elapsed();
         let held = api_sessions(&ctx.client, &ctx.url, &ctx.token).await["held"].clone();
@@ -351,10 +377,15 @@ fn main() {
             }
         }
         println!();
-        println!("| `/api/sessions` | sessions listed | `/ws` sockets open | gateway tasks alive |");
-        println!("|---|---|---|---|");
-        for (when, (sessions, sockets, tasks)) in &counts {
-            println!("| {when} | {sessions} | {sockets} | {tasks} |");
+        println!(
+            "| `/api/sessions` | sessions listed | `/ws` sockets open | gateway tasks alive | allocator: allocated / active / resident MiB |"
+        );
+        println!("|---|---|---|---|---|");
+        for (when, c) in &counts {
+            println!(
+                "| {when} | {} | {} | {} | {} |",
+                c.sessions, c.sockets, c.tasks, c.allocator
+            );
         }
     });
 }

@@ -118,9 +118,12 @@ pub enum HubEvent {
     /// agent `agent` (`claude-code`, `cursor`, …): its config file and its connected state
     /// may have changed, so whoever shows the agents reads them again.
     AgentChanged { agent: String, action: &'static str },
-    /// The machine woke up (the wall clock jumped ahead of the monotonic one by `slept_s`):
-    /// the remote servers in `reconnecting` were waiting out a backoff and try again now.
+    /// The machine woke up after `slept_s` or its network came back (`why`: `clock`, the wall
+    /// clock jumped ahead of the monotonic one; `logind`, logind said so; `network`, a default
+    /// route appeared or changed): the remote servers in `reconnecting` were waiting out a
+    /// backoff and try again now.
     Resumed {
+        why: String,
         slept_s: u64,
         reconnecting: Vec<String>,
     },

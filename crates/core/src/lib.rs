@@ -5,6 +5,8 @@
 //! that imports it (`scripts/check-layers` checks both, in CI).
 //! - [`server`]: [`serve`], the single entry point (headless binary, desktop shell, tests):
 //!   opens the stores, assembles the state, serves and drains.
+//! - [`wake`]: sleep, wake-up and network changes (the clock, logind, the routing table),
+//!   which send remote servers waiting out a backoff back at once.
 //! - [`http`]: the router and everything HTTP: the local-only guard, token middleware, the
 //!   `/mcp` front door, the dashboard's API and pages, session routes, the shared state.
 //! - [`setup`]: connecting agents in one step (`switchboard setup`, the Connect button):
@@ -42,6 +44,28 @@
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// What the allocator holds now, in bytes: `allocated` (live allocations), `active` (the
+/// pages they sit on), `resident` (what the allocator has mapped and touched, freed pages not
+/// yet handed back and its own `metadata` included). The gap between `allocated` and `active` is fragmentation:
+/// pages pinned by a few live allocations among freed ones. `None` where jemalloc is not used.
+pub fn allocator_stats() -> Option<serde_json::Value> {
+    #[cfg(not(target_env = "msvc"))]
+    {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        // the figures are cached; advancing the epoch refreshes them
+        epoch::advance().ok()?;
+        Some(serde_json::json!({
+            "allocated": stats::allocated::read().ok()?,
+            "active": stats::active::read().ok()?,
+            "resident": stats::resident::read().ok()?,
+            "retained": stats::retained::read().ok()?,
+            "metadata": stats::metadata::read().ok()?,
+        }))
+    }
+    #[cfg(target_env = "msvc")]
+    None
+}
+
 pub mod auth;
 pub mod browser;
 pub(crate) mod calls;
@@ -61,6 +85,7 @@ pub mod setup;
 pub(crate) mod store;
 pub(crate) mod telemetry;
 pub mod upstream;
+pub(crate) mod wake;
 
 pub use config::Config;
 pub use events::{EventBus, HubEvent};

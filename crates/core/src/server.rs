@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::store::{
     FileSecrets, FileTokenStore, MemorySecrets, MemoryTokenStore, SecretStore, Secrets, Stores,
-    TokenStore, TokenStoreError, WallClock,
+    TokenStore, TokenStoreError,
 };
 use crate::auth::{Auth, Roles};
 use crate::config::{Config, ConfigError, TokenStoreKind};
@@ -65,8 +65,8 @@ pub struct Gateway {
     /// Bound in `open`, so that `switchboard pair` works as soon as the gateway is announced.
     #[cfg(unix)]
     control: Option<tokio::net::UnixListener>,
-    /// Compared with the monotonic clock to notice the machine slept (see [`watch_clock`]).
-    wall_clock: WallClock,
+    /// Where sleeps, wake-ups and network changes are noticed (see [`crate::wake`]).
+    wake: crate::wake::Sources,
 }
 
 impl Gateway {
@@ -135,8 +135,12 @@ impl Gateway {
         };
         let mut gateway = Self::assemble(config, local, opened, data_dir, shutdown).await?;
         if let Some(clock) = stores.wall_clock {
-            gateway.wall_clock = clock;
+            gateway.wake.wall = clock;
         }
+        if let Some(routes) = stores.routes {
+            gateway.wake.routes = routes;
+        }
+        gateway.wake.system_bus = stores.system_bus;
         #[cfg(unix)]
         {
             let path = gateway.data_dir.join(crate::pairing::CONTROL_SOCKET);
@@ -230,7 +234,7 @@ impl Gateway {
             data_dir,
             #[cfg(unix)]
             control: None,
-            wall_clock: WallClock(Arc::new(std::time::SystemTime::now)),
+            wake: crate::wake::Sources::default(),
         })
     }
 
@@ -277,11 +281,12 @@ impl Gateway {
                 self.tasks.clone(),
             ));
         }
-        self.tasks.spawn(watch_clock(
+        crate::wake::watch(
             self.hub.mcp.clone(),
-            self.wall_clock.clone(),
-            shutdown.clone(),
-        ));
+            self.wake.clone(),
+            &shutdown,
+            &self.tasks,
+        );
         self.tasks.spawn(self.hub.mcp.sessions().clone().sweep(
             self.hub.gateway_config.session_idle(),
             session_sweep(self.hub.gateway_config.session_idle()),
@@ -379,36 +384,6 @@ impl Gateway {
         }
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// How often the wall clock is compared with the monotonic one.
-const CLOCK_CHECK: Duration = Duration::from_secs(2);
-/// How far the wall clock must have run ahead of the monotonic one between two looks for the
-/// machine to have slept (the monotonic clock stops while it sleeps; the wall clock does not).
-const RESUME_JUMP: Duration = Duration::from_secs(5);
-
-/// How long the machine slept between two looks, `mono` and `wall` apart on each clock
-/// (`None` for `wall`: it went back, as when it is set back by hand, which is no sleep).
-fn slept(mono: Duration, wall: Option<Duration>) -> Option<Duration> {
-    wall?.checked_sub(mono).filter(|d| *d >= RESUME_JUMP)
-}
-
-/// Every [`CLOCK_CHECK`] until `stop`: when the machine has slept, the remote servers waiting
-/// out a reconnect backoff try again at once ([`McpGateway::resumed`]).
-async fn watch_clock(mcp: McpGateway, wall: WallClock, stop: CancellationToken) {
-    let mut before = (Instant::now(), (wall.0)());
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(CLOCK_CHECK) => {}
-        }
-        let now = (Instant::now(), (wall.0)());
-        let mono = now.0.duration_since(before.0);
-        if let Some(asleep) = slept(mono, now.1.duration_since(before.1).ok()) {
-            mcp.resumed(asleep);
-        }
-        before = now;
     }
 }
 
@@ -596,28 +571,6 @@ mod tests {
 
     use super::*;
     use crate::auth::store::MemoryTokenStore;
-
-    #[test]
-    fn a_wall_clock_ahead_of_the_monotonic_one_is_a_sleep() {
-        let s = Duration::from_secs;
-        assert_eq!(slept(s(2), Some(s(2))), None, "both clocks ran");
-        assert_eq!(
-            slept(s(2), Some(s(6))),
-            None,
-            "4 s ahead is drift or a small set"
-        );
-        assert_eq!(slept(s(2), Some(s(3602))), Some(s(3600)), "an hour asleep");
-        assert_eq!(
-            slept(s(2), None),
-            None,
-            "the wall clock set back is no sleep"
-        );
-        assert_eq!(
-            slept(s(9), Some(s(2))),
-            None,
-            "the monotonic clock ahead: no sleep"
-        );
-    }
 
     /// The router over in-memory stores: no data dir, no keychain, no child process.
     async fn app() -> (axum::Router, Auth) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ago, bytes, duration, fraction, payloadText, percent, percentile, serverState } from './format';
+import { ago, bytes, duration, fraction, payloadText, percent, percentile, serverState, wakeup } from './format';
 
 describe('format', () => {
   it('durations read naturally at every scale', () => {
@@ -18,6 +18,12 @@ describe('format', () => {
     expect(serverState('needs_login')).toBe('needs_login');
     expect(serverState('running')).toBe('running');
   });
+  it('wake-ups in words', () => {
+    expect(wakeup({ why: 'clock', slept_s: 3600, reconnecting: ['far'] })).toBe('Woke after 1 h 00 min asleep: far reconnecting');
+    expect(wakeup({ why: 'logind', slept_s: 0, reconnecting: ['a', 'b'] })).toBe('Woke from sleep: a, b reconnecting');
+    expect(wakeup({ why: 'network', slept_s: 0, reconnecting: [] })).toBe('Network back: no server was waiting to reconnect');
+  });
+
   it('ago', () => {
     expect(ago(null, 1000)).toBe('never');
     expect(ago(1000, 3000)).toBe('just now');

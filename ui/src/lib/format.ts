@@ -28,6 +28,13 @@ export function ago(then: number | null | undefined, now: number): string {
   return `${duration(d).replace(/ \d+ (s|min)$/, '')} ago`;
 }
 
+/** A wake-up in words: `Woke after 1 h 00 min asleep: far reconnecting`, `Network back: nothing waiting`. */
+export function wakeup(w: { why: string; slept_s: number; reconnecting: string[] }): string {
+  const what = w.why === 'network' ? 'Network back' : w.slept_s > 0 ? `Woke after ${duration(w.slept_s * 1000)} asleep` : 'Woke from sleep';
+  const who = w.reconnecting.length ? `${w.reconnecting.join(', ')} reconnecting` : 'no server was waiting to reconnect';
+  return `${what}: ${who}`;
+}
+
 export function clock(ms: number | null | undefined): string {
   if (ms == null) return '–';
   const d = new Date(ms);

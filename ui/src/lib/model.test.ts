@@ -115,6 +115,10 @@ describe('Model', () => {
 
   it("an agent changed by another dashboard or the tray: the agents and clients are read again", () => {
     const m = model();
+    expect(m.apply(ev('resumed', { why: 'network', slept_s: 0, reconnecting: ['far'] }))).toBeNull();
+    for (let i = 0; i < 12; i++) m.apply(ev('resumed', { why: 'clock', slept_s: 3600 + i, reconnecting: [] }));
+    expect(m.wakeups).toHaveLength(10);
+    expect(m.wakeups[0]).toMatchObject({ why: 'clock', slept_s: 3611 });
     expect(m.apply(ev('agent_changed', { agent: 'cursor', action: 'connect' }))).toEqual({ agents: true, clients: true });
   });
 });

@@ -15,6 +15,7 @@ import type {
   ServersSnapshot,
   SessionsSnapshot,
   ToolInfo,
+  Wakeup,
 } from './types';
 
 /** Finished calls kept in the page. */
@@ -102,6 +103,8 @@ export class Model {
   sessionIdleMs: number | null = null;
   /** The latest expiries, newest first (at most 20). */
   expiries: { session_id: string; client: string; at: number }[] = [];
+  /** The latest wake-ups (sleep over, network back), newest first (at most 10). */
+  wakeups: Wakeup[] = [];
   lastSeq = 0;
   eventsApplied = 0;
   /** Elicitations waiting for the person, by id (oldest first). */
@@ -260,6 +263,10 @@ export class Model {
         for (const [id, s] of this.sessions) if (s.client === ev.name) this.sessions.delete(id);
         // an agent whose token this was is no longer connected
         return { agents: true };
+      case 'resumed':
+        this.wakeups = [{ why: ev.why, slept_s: ev.slept_s, reconnecting: ev.reconnecting, at: now }, ...this.wakeups].slice(0, 10);
+        // the servers named reconnect now: their states follow as server_state events
+        return null;
       case 'agent_changed':
         return { agents: true, clients: true };
       case 'session_opened': {

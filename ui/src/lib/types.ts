@@ -195,6 +195,17 @@ export interface AgentOutcome {
   undone?: { path: string; servers: string[] };
 }
 
+/** What woke remote servers out of their backoff: a sleep seen by the clock or logind, or the network back. */
+export type WakeReason = 'clock' | 'logind' | 'network';
+
+/** A wake-up as the dashboard keeps it. */
+export interface Wakeup {
+  why: WakeReason;
+  slept_s: number;
+  reconnecting: string[];
+  at: number;
+}
+
 /** Every HubEvent as stamped by the bus (`type` is the tag). */
 export type HubEvent = { seq: number; timestamp: string } & (
   | { type: 'project_online'; path: string; name: string; sockets: number }
@@ -214,6 +225,7 @@ export type HubEvent = { seq: number; timestamp: string } & (
   | { type: 'elicitation_ended'; id: string; server: string; outcome: 'accept' | 'decline' | 'cancel' | 'timeout' | 'gone' }
   | ({ type: 'server_log'; server: string } & LogEntry)
   | { type: 'agent_changed'; agent: string; action: AgentAction }
+  | { type: 'resumed'; why: WakeReason; slept_s: number; reconnecting: string[] }
   | { type: 'lagged'; missed: number }
 );
 

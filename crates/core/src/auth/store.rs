@@ -40,6 +40,12 @@ pub struct Stores {
     /// The wall clock the gateway compares with the monotonic one to notice that the machine
     /// slept (tests move it on), instead of the system's.
     pub wall_clock: Option<WallClock>,
+    /// The routing table the gateway watches for a network coming back (tests change it),
+    /// instead of `/proc/net/route`.
+    pub routes: Option<RouteTable>,
+    /// The D-Bus address where logind's `PrepareForSleep` is listened for (tests run their
+    /// own bus), instead of the system bus.
+    pub system_bus: Option<String>,
 }
 
 /// A wall clock: `SystemTime::now` unless a test hands in another.
@@ -49,6 +55,16 @@ pub struct WallClock(pub Arc<dyn Fn() -> std::time::SystemTime + Send + Sync>);
 impl std::fmt::Debug for WallClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("WallClock")
+    }
+}
+
+/// A routing table in `/proc/net/route`'s format: the system's unless a test hands in another.
+#[derive(Clone)]
+pub struct RouteTable(pub Arc<dyn Fn() -> std::io::Result<String> + Send + Sync>);
+
+impl std::fmt::Debug for RouteTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteTable")
     }
 }
 

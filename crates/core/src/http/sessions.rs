@@ -62,7 +62,8 @@ pub(crate) async fn create(
 
 /// `GET /api/sessions`: every session, how many `/ws` sockets are open, and how many sessions
 /// expired (idle for `session_idle_ms`) since start; `held` counts what every per-session and
-/// per-call structure holds (all zero with nothing open and nothing running).
+/// per-call structure holds (all zero with nothing open and nothing running); `allocator` what
+/// the allocator holds, to tell memory kept from memory pinned.
 pub(crate) async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
     let hub = &state.0;
     let mut held = hub.mcp.held();
@@ -76,6 +77,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<serde_json::Valu
         "sessions": hub.mcp.sessions().list(),
         "expired": hub.mcp.sessions().expired(),
         "session_idle_ms": hub.gateway_config.session_idle_ms,
+        "allocator": crate::allocator_stats(),
     }))
 }
 

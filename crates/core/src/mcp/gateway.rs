@@ -211,7 +211,7 @@ impl McpGateway {
     /// The machine woke up after `slept`: every remote server waiting out its reconnect
     /// backoff tries again now (sessions it lost meanwhile are opened anew on its 404), and a
     /// [`HubEvent::Resumed`] says which. Answers their names.
-    pub(crate) fn resumed(&self, slept: std::time::Duration) -> Vec<String> {
+    pub(crate) fn resumed(&self, why: &str, slept: std::time::Duration) -> Vec<String> {
         let reconnecting: Vec<String> = self
             .upstreams()
             .iter()
@@ -219,11 +219,13 @@ impl McpGateway {
             .map(|up| up.name().to_owned())
             .collect();
         tracing::info!(
+            why,
             slept_s = slept.as_secs(),
             ?reconnecting,
-            "resumed from sleep"
+            "resumed from sleep or the network came back"
         );
         self.inner.bus.publish(crate::events::HubEvent::Resumed {
+            why: why.to_owned(),
             slept_s: slept.as_secs(),
             reconnecting: reconnecting.clone(),
         });

@@ -1020,6 +1020,55 @@ async fn the_reconnect_delay_grows_to_remote_backoff_max_ms_and_no_further() {
     assert!(reason.contains(&url), "{reason}");
 }
 
+/// A remote server waiting out a minute-long reconnect backoff although it is back: the stage
+/// on which a wake-up (`wake`) should send it back at once. `stores` hand in the clock, routing
+/// table or bus the wake-up comes from.
+async fn remote_in_backoff(stores: Stores) -> (TestGateway, Peer, SseClient) {
+    let mut peer = Peer::start(Kind::Ws);
+    let url = peer.url();
+    let gw = TestGateway::with_stores(stores, |c| {
+        c.servers = vec![remote_server("far", &url)];
+        // without the wake-up, the first reconnect would come after a minute
+        c.gateway.remote_backoff_initial_ms = 60_000;
+        c.gateway.remote_backoff_max_ms = 60_000;
+    })
+    .await;
+    let events = gw.events().await;
+    gw.wait_server("far", "running").await;
+    peer.kill();
+    gw.wait_server("far", "restarting").await;
+    peer.restart();
+    // the server is back, but the backoff has most of its minute to go
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(gw.server("far").await["state"], "restarting");
+    (gw, peer, events)
+}
+
+/// After `wake` woke the gateway: a `resumed` event that says `why` and names the server, which
+/// is running again well before its backoff would have ended, and answers calls.
+async fn reconnects_at_once(
+    gw: &TestGateway,
+    events: &mut SseClient,
+    why: &str,
+    wake: impl FnOnce(),
+) -> Value {
+    let woke = Instant::now();
+    wake();
+    let resumed = events.next_named("resumed").await;
+    assert_eq!(resumed["why"], why, "{resumed}");
+    assert_eq!(resumed["reconnecting"], json!(["far"]), "{resumed}");
+    gw.wait_server("far", "running").await;
+    let took = woke.elapsed();
+    eprintln!("reconnected {took:?} after the {why} wake-up");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let mut mcp = McpHttp::connect(gw).await;
+    assert_eq!(
+        mcp.call("far__echo", json!({"text": "up"})).await.text(),
+        "up"
+    );
+    resumed
+}
+
 /// After the machine sleeps (simulated: the gateway's wall clock moved an hour ahead of its
 /// monotonic one), a remote server waiting out a long reconnect backoff tries again at once,
 /// and a `resumed` event names it.
@@ -1033,39 +1082,82 @@ async fn after_a_sleep_a_remote_in_backoff_reconnects_at_once() {
             std::time::SystemTime::now() + Duration::from_secs(ahead.load(Ordering::Relaxed))
         }))
     };
-    let mut peer = Peer::start(Kind::Ws);
     let stores = Stores {
         wall_clock: Some(clock),
         ..Stores::default()
     };
-    let url = peer.url();
-    let gw = TestGateway::with_stores(stores, |c| {
-        c.servers = vec![remote_server("far", &url)];
-        // without the wake-up, the first reconnect would come after a minute
-        c.gateway.remote_backoff_initial_ms = 60_000;
-        c.gateway.remote_backoff_max_ms = 60_000;
+    let (gw, _peer, mut events) = remote_in_backoff(stores).await;
+    let resumed = reconnects_at_once(&gw, &mut events, "clock", || {
+        ahead.store(3600, Ordering::Relaxed);
     })
     .await;
-    let mut events = gw.events().await;
-    gw.wait_server("far", "running").await;
-    peer.kill();
-    gw.wait_server("far", "restarting").await;
-    peer.restart();
-    // the server is back, but the backoff has most of its minute to go
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(gw.server("far").await["state"], "restarting");
-    let woke = Instant::now();
-    ahead.store(3600, Ordering::Relaxed);
-    let resumed = events.next_named("resumed").await;
-    assert_eq!(resumed["reconnecting"], json!(["far"]), "{resumed}");
     assert!(resumed["slept_s"].as_u64().unwrap() >= 3590, "{resumed}");
-    gw.wait_server("far", "running").await;
-    let took = woke.elapsed();
-    eprintln!("reconnected {took:?} after the simulated wake-up");
-    assert!(took < Duration::from_secs(10), "{took:?}");
-    let mut mcp = McpHttp::connect(&gw).await;
-    assert_eq!(
-        mcp.call("far__echo", json!({"text": "up"})).await.text(),
-        "up"
+}
+
+/// When the network comes back (simulated: the routing table the gateway reads gains a
+/// default route), a remote server waiting out its backoff tries again at once.
+#[tokio::test]
+async fn when_the_network_comes_back_a_remote_in_backoff_reconnects_at_once() {
+    const HEADER: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+    let table = Arc::new(Mutex::new(HEADER.to_owned()));
+    let routes = {
+        let table = table.clone();
+        switchboard_core::auth::store::RouteTable(Arc::new(move || {
+            Ok(table.lock().unwrap().clone())
+        }))
+    };
+    let stores = Stores {
+        routes: Some(routes),
+        ..Stores::default()
+    };
+    let (gw, _peer, mut events) = remote_in_backoff(stores).await;
+    let resumed = reconnects_at_once(&gw, &mut events, "network", || {
+        table
+            .lock()
+            .unwrap()
+            .push_str("wlan0\t00000000\t0102A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n");
+    })
+    .await;
+    assert_eq!(resumed["slept_s"], 0, "{resumed}");
+}
+
+/// When logind says the machine resumed (`PrepareForSleep(false)`, sent here on a private bus
+/// by `dbus-send`, as logind sends it on the system bus), a remote server waiting out its
+/// backoff tries again at once.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn when_logind_says_the_machine_resumed_a_remote_in_backoff_reconnects_at_once() {
+    use std::io::BufRead as _;
+    let mut bus = ChildGuard::spawn(
+        std::process::Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address"])
+            .stdout(std::process::Stdio::piped()),
     );
+    let mut address = String::new();
+    std::io::BufReader::new(bus.stdout.take().unwrap())
+        .read_line(&mut address)
+        .expect("the bus's address");
+    let address = address.trim().to_owned();
+    assert!(address.starts_with("unix:"), "{address}");
+    let stores = Stores {
+        system_bus: Some(address.clone()),
+        ..Stores::default()
+    };
+    let (gw, _peer, mut events) = remote_in_backoff(stores).await;
+    let signal = |asleep: &str| {
+        let status = std::process::Command::new("dbus-send")
+            .arg(format!("--bus={address}"))
+            .args([
+                "--type=signal",
+                "/org/freedesktop/login1",
+                "org.freedesktop.login1.Manager.PrepareForSleep",
+            ])
+            .arg(format!("boolean:{asleep}"))
+            .status()
+            .expect("dbus-send");
+        assert!(status.success(), "dbus-send {asleep}: {status}");
+    };
+    signal("true");
+    reconnects_at_once(&gw, &mut events, "logind", || signal("false")).await;
 }
