@@ -1,8 +1,9 @@
 //! Soak: many short MCP sessions against the real `switchboard` binary (one fixture server),
 //! and whether the gateway gives back what they took.
 //!
-//! 1. idle RSS, after start, 1,500 warm-up sessions over each of `/mcp` and `/ws` (they fill the
-//!    bounded call history and event ring) and 15 s of rest;
+//! 1. idle RSS, after start, 1,500 warm-up sessions of each kind below (they fill the bounded
+//!    call history and event ring, and take every path once, one expiry included) and 15 s
+//!    of rest;
 //! 2. N sessions over `/mcp`: `initialize`, `notifications/initialized`, one `tools/call` of
 //!    `s0__echo`, `DELETE /mcp`;
 //! 3. N sessions over `/ws`: connect, the same three messages, a proper close; and N whose TCP
@@ -173,6 +174,8 @@ struct Count {
     tasks: u64,
     /// The allocator's `allocated / active / resident`, in MiB.
     allocator: String,
+    /// jemalloc's arenas.
+    arenas: Option<u64>,
 }
 
 async fn count(ctx: &Ctx) -> Count {
@@ -183,6 +186,7 @@ async fn count(ctx: &Ctx) -> Count {
         sessions: v["sessions"].as_array().map(Vec::len).unwrap_or(0),
         sockets: v["ws"].as_u64().unwrap_or(0),
         tasks: v["tasks_alive"].as_u64().unwrap_or(0),
+        arenas: a["arenas"].as_u64(),
         allocator: if a.is_object() {
             format!(
                 "{:.1} / {:.1} / {:.1}",
@@ -254,12 +258,17 @@ fn main() {
         drop(probe);
 
         let mut counts = Vec::new();
+        let fresh = rss_kib(ctx.pid);
         // The warm-up fills what is bounded but kept on purpose: the dashboard's call history
-        // (2,000 calls), the event ring (4,096 events), the HTTP connections' buffers. The
-        // idle baseline is a hub that has served a while, then rested.
-        for kind in [Kind::Mcp, Kind::Ws] {
+        // (2,000 calls), the event ring (4,096 events), the HTTP connections' buffers; and it
+        // takes every path the run takes once (sessions of each kind, one expiry), so that the
+        // code and the one-time state those paths bring in are in the baseline. The idle
+        // baseline is a hub that has served a while, then rested.
+        for kind in [Kind::Mcp, Kind::Ws, Kind::WsAbandoned, Kind::McpAbandoned] {
             phase(&ctx, kind, WARM_UP, workers).await;
         }
+        let (left, _) = wait_expiry(&ctx, idle_ms).await;
+        assert_eq!(left.sessions, 0, "the warm-up's abandoned sessions did not expire");
         tokio::time::sleep(Duration::from_secs(15)).await;
         let idle = rss_kib(ctx.pid);
         counts.push(("after start and warm-up".to_owned(), count(&ctx).await));
@@ -306,12 +315,17 @@ fn main() {
         let pct = |kib: u64| 100.0 * (kib as f64 - idle as f64) / idle as f64;
         println!();
         println!(
-            "soak bench ({n} sessions of each kind, {workers} workers, {:.0} s; session_idle_ms = {idle_ms})",
+            "soak bench ({n} sessions of each kind, {workers} workers, {:.0} s; session_idle_ms = {idle_ms}; jemalloc arenas: {})",
             run_time.as_secs_f64(),
+            counts[0].1.arenas.map_or("?".to_owned(), |n| n.to_string()),
         );
         println!("| figure | measured | target | |");
         println!("|---|---|---|---|");
-        println!("| idle RSS (after warm-up) | {:.1} MiB | — | |", mib(idle));
+        println!(
+            "| RSS after start (before the warm-up) | {:.1} MiB | — | |",
+            mib(fresh)
+        );
+        println!("| idle RSS (after the warm-up and its expiry) | {:.1} MiB | — | |", mib(idle));
         println!(
             "| RSS after {n} sessions of each kind that end (deleted, closed, dropped) | {:.1} MiB ({:+.1}% of idle, {:.0} s after) | within 10% of idle | {} |",
             mib(after_run),

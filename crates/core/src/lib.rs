@@ -40,6 +40,9 @@
 /// What every binary linking the core allocates with (the headless gateway, the app, tests):
 /// jemalloc, whose background thread hands freed memory back to the system within seconds, so
 /// RSS comes back down after thousands of sessions have ended (glibc's malloc kept the peak).
+/// It runs with one arena (`narenas:1`, built in by `.cargo/config.toml`; `_RJEM_MALLOC_CONF`
+/// in the environment overrides it): with jemalloc's default of four per core, what ended
+/// sessions freed stays spread over half-empty pages in every arena (README, issue 14).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -60,6 +63,8 @@ pub fn allocator_stats() -> Option<serde_json::Value> {
             "resident": stats::resident::read().ok()?,
             "retained": stats::retained::read().ok()?,
             "metadata": stats::metadata::read().ok()?,
+            // the option: jemalloc adds one arena of its own for huge allocations
+            "arenas": tikv_jemalloc_ctl::opt::narenas::read().ok()?,
         }))
     }
     #[cfg(target_env = "msvc")]
@@ -106,4 +111,21 @@ pub fn init_logging() {
 /// Now, as RFC 3339 with nanoseconds (the format the real clients send).
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339()
+}
+
+#[cfg(all(test, not(target_env = "msvc")))]
+mod tests {
+    #[test]
+    fn the_allocator_runs_with_the_built_in_options() {
+        let stats = super::allocator_stats().expect("jemalloc's figures");
+        if std::env::var_os("_RJEM_MALLOC_CONF").is_none() {
+            // `.cargo/config.toml` builds jemalloc with `narenas:1`
+            assert_eq!(stats["arenas"], 1, "{stats}");
+        }
+        assert!(stats["allocated"].as_u64().unwrap() > 0, "{stats}");
+        assert!(
+            stats["resident"].as_u64() >= stats["active"].as_u64(),
+            "{stats}"
+        );
+    }
 }
