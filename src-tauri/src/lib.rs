@@ -184,6 +184,36 @@ fn under_webdriver() -> bool {
     std::env::var("TAURI_WEBVIEW_AUTOMATION").as_deref() == Ok("true")
 }
 
+/// On Linux, starts this program again (same pid, arguments and environment) with `GDK_GL=disable`
+/// unless `GDK_GL` is set already, and returns only if that cannot be done.
+///
+/// GTK 3 loads OpenGL as it opens the display, only to choose its visuals: under Mesa that maps
+/// the GL driver and LLVM into the tray process for good, ~31 MiB PSS of the ~105 MiB the app
+/// costs with its window never opened (`scripts/bench-app`). Without GDK's GL, the dashboard
+/// still renders (WebKit draws with its own EGL, and presents without GDK's GL; the desktop
+/// test and the bench's screenshot show the same page), and its web process costs less while
+/// the window is open. The environment has to say so before GTK starts, and setting it from
+/// within needs `unsafe` (another thread may read it), hence the one `exec`. Anyone who wants
+/// GDK's GL sets `GDK_GL` themselves (any value, e.g. `GDK_GL=gles`), which is kept.
+pub fn without_gdk_gl() {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt as _;
+        if std::env::var_os("GDK_GL").is_some() {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let err = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("GDK_GL", "disable")
+            .exec();
+        // only on failure (the binary replaced by an upgrade, say): run as we are
+        eprintln!("switchboard-app: could not restart without GDK's GL ({err}); going on with it");
+    }
+}
+
 /// Builds and runs the app.
 pub fn run() {
     switchboard_core::init_logging();

@@ -158,6 +158,7 @@ def main() -> int:
     ap.add_argument("--app", default=os.environ.get("SWITCHBOARD_APP_BIN"))
     ap.add_argument("--settle", type=float, default=8.0, help="seconds to let each phase settle before measuring")
     ap.add_argument("--fixture", help="a stdio MCP server to run twice (e.g. switchboard-fixture); none by default")
+    ap.add_argument("--screenshot", help="a PNG of the screen with the dashboard open, to look at")
     args = ap.parse_args()
     app_bin = args.app
     if not app_bin or not Path(app_bin).is_file():
@@ -207,6 +208,11 @@ def main() -> int:
     wait("its web process", lambda: web_processes(app.pid), timeout=20)
     time.sleep(args.settle)  # the page loads, reads its snapshots and goes live
     results["open"] = report("dashboard open", memory(app.pid))
+    if args.screenshot:
+        from PIL import ImageGrab
+        subprocess.run(["xdotool", "windowraise", wid], timeout=10)
+        ImageGrab.grab(xdisplay=env["DISPLAY"]).save(args.screenshot)
+        print(f"(the screen with the dashboard open: {args.screenshot})")
 
     def closed():
         if not x_windows("^Switchboard$") and not web_processes(app.pid):
