@@ -915,6 +915,16 @@ def main() -> int:
             stored = script("return JSON.stringify(window.localStorage) + JSON.stringify(window.sessionStorage)")
             assert "sb_" not in stored, "the webview's token was written to storage"
             wait("live server state in the page", lambda: "fx2" in script("return document.body.innerText"), timeout=20)
+            # the Overview's figures from the snapshots: the gateway's uptime, the sessions' idle time
+            try:
+                wait("the gateway's uptime and the session idle time on the Overview",
+                     lambda: re.search(r"up \d", script("return document.body.innerText"))
+                     and "sessions expired (idle" in script("return document.body.innerText"), timeout=10)
+            except AssertionError:
+                seen = script("return JSON.stringify({gateway: window.__switchboard.model.gateway, "
+                              "idle: window.__switchboard.model.sessionIdleMs, now: Date.now(), "
+                              "text: document.body.innerText.slice(0, 400)})")
+                raise AssertionError(f"the Overview lacks its snapshot figures: {seen}") from None
             code = subprocess.run([SWITCHBOARD, "pair", "--data-dir", str(tmp / "data")], capture_output=True,
                                   text=True, timeout=15).stdout.strip().splitlines()[-1]
             status, _ = http("POST", "/pair", {"code": code, "name": "seen-live"})
