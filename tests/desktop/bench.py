@@ -7,7 +7,6 @@ app owns (the app and all its descendants: WebKit's web and network processes, M
 if configured), RSS and PSS from /proc/<pid>/smaps_rollup. Every wait is bounded."""
 
 import argparse
-import json
 import os
 import re
 import socket
@@ -18,109 +17,31 @@ import time
 import urllib.request
 from pathlib import Path
 
-MENU_PATH = "/org/ayatana/NotificationItem/tray_icon_tray_app_main/Menu"
-procs: list[subprocess.Popen] = []
-
-
-def wait(what, pred, timeout=15.0, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(every)
-    raise SystemExit(f"timed out after {timeout} s waiting for {what}")
-
-
-def busctl(*args) -> str:
-    return subprocess.run(["busctl", "--user", "--timeout=5", *args], capture_output=True, text=True, timeout=10).stdout
-
-
-def find_menu(pid: int):
-    for line in busctl("list", "--no-pager").splitlines()[1:]:
-        cols = line.split()
-        if len(cols) < 2 or not cols[0].startswith(":") or cols[1] != str(pid):
-            continue
-        probe = subprocess.run(["busctl", "--user", "--timeout=2", "call", cols[0], MENU_PATH, "com.canonical.dbusmenu",
-                                "GetLayout", "iias", "0", "0", "0"], capture_output=True, text=True, timeout=10)
-        if probe.returncode == 0:
-            return cols[0]
-    return None
+from desk import click, close_window, find_menu, layout, process_name, process_tree, wait, web_processes, x_windows
 
 
 def menu_item(pid: int, label: str):
-    conn = find_menu(pid)
-    if not conn:
+    """`(menu, id)` of the tray menu's item `label`, or None."""
+    menu = find_menu(pid)
+    if not menu:
         return None
-    data = json.loads(busctl("--json=short", "call", conn, MENU_PATH, "com.canonical.dbusmenu", "GetLayout",
-                             "iias", "0", "10", "0"))["data"]
-    found = []
-
-    def walk(node):
-        ident, props, children = node
-        if re.sub(r"_(_?)", r"\1", props.get("label", {}).get("data") or "") == label:
-            found.append(ident)
-        for c in children:
-            walk(c["data"])
-    walk(data[1])
-    return (conn, found[0]) if found else None
+    ident = layout(menu).get(label)
+    return (menu, ident) if ident is not None else None
 
 
-def click(conn: str, ident: int) -> None:
-    busctl("call", conn, MENU_PATH, "com.canonical.dbusmenu", "Event", "isvu", str(ident), "clicked", "s", "", "0")
-
-
-def x_windows(name: str) -> list[str]:
-    return subprocess.run(["xdotool", "search", "--onlyvisible", "--name", name], capture_output=True, text=True,
-                          timeout=10).stdout.split()
-
-
-def close_window(wid: str) -> None:
-    """WM_DELETE_WINDOW, what a window manager sends for the close button."""
-    from Xlib import X, display, protocol
-    d = display.Display()
-    w = d.create_resource_object("window", int(wid))
-    proto, delete = d.intern_atom("WM_PROTOCOLS"), d.intern_atom("WM_DELETE_WINDOW")
-    w.send_event(protocol.event.ClientMessage(window=w, client_type=proto, data=(32, [delete, X.CurrentTime, 0, 0, 0])),
-                 event_mask=X.NoEventMask)
-    d.flush()
-    d.close()
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def name(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode().rsplit("/", 1)[-1]
-    except OSError:
-        return "?"
+procs: list[subprocess.Popen] = []
 
 
 def memory(pid: int) -> list[tuple[int, str, int, int]]:
     """(pid, name, RSS KiB, PSS KiB) of every process the app owns."""
     rows = []
-    for p in tree(pid):
+    for p in process_tree(pid):
         try:
             text = Path(f"/proc/{p}/smaps_rollup").read_text()
         except OSError:
             continue  # gone meanwhile
         field = lambda k: int(re.search(rf"^{k}:\s+(\d+) kB", text, re.M).group(1))
-        rows.append((p, name(p), field("Rss"), field("Pss")))
+        rows.append((p, process_name(p), field("Rss"), field("Pss")))
     return rows
 
 
@@ -138,10 +59,6 @@ def mappings(pid: int, top: int = 8) -> list[tuple[str, int]]:
     except OSError:
         return []
     return sorted(per.items(), key=lambda kv: -kv[1])[:top]
-
-
-def web_processes(pid: int) -> list[int]:
-    return [p for p in tree(pid) if name(p) == "WebKitWebProcess"]
 
 
 def report(phase: str, rows) -> tuple[float, float]:
