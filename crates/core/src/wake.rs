@@ -11,8 +11,9 @@
 //!   [`ROUTE_CHECK`]; when one appears or they change (a network came back, another was
 //!   joined), the remotes' connections are likely new too.
 //!
-//! One wake-up is told once: the watchers share the time of the last one and stay quiet for
-//! [`WAKE_QUIET`] after it (a resume is seen by the clock and logind both).
+//! One sleep is told once: the clock and logind share the time of the last one told and stay
+//! quiet for [`WAKE_QUIET`] after it (a resume is seen by both); a network coming back is
+//! always told (see [`is_repeat`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -84,16 +85,32 @@ struct Teller {
 
 impl Teller {
     fn tell(&self, why: Why, slept: Duration) {
-        {
-            let mut last = self.last.lock().expect("wake lock");
-            if last.is_some_and(|t| t.elapsed() < WAKE_QUIET) {
-                tracing::debug!(why = why.as_str(), "wake-up already told");
-                return;
-            }
-            *last = Some(Instant::now());
+        let repeat = is_repeat(
+            &mut self.last.lock().expect("wake lock"),
+            why,
+            Instant::now(),
+        );
+        if repeat {
+            tracing::debug!(why = why.as_str(), "wake-up already told");
+            return;
         }
         self.mcp.resumed(why.as_str(), slept);
     }
+}
+
+/// Whether a wake-up of `why` at `now` is one already told: a sleep seen by the clock and by
+/// logind both, within [`WAKE_QUIET`] of the last sleep told (`last`, updated here). A network
+/// coming back is never a repeat: it often comes seconds after the resume, when the first
+/// reconnects have already failed for want of it.
+fn is_repeat(last: &mut Option<Instant>, why: Why, now: Instant) -> bool {
+    if why == Why::Network {
+        return false;
+    }
+    if last.is_some_and(|t| now.saturating_duration_since(t) < WAKE_QUIET) {
+        return true;
+    }
+    *last = Some(now);
+    false
 }
 
 /// Starts the watchers on `tasks`; they end when `stop` is cancelled.
@@ -264,6 +281,29 @@ mod tests {
         wlan0\t00000000\t0102A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n\
         wlan0\t0002A8C0\t00000000\t0001\t0\t0\t600\t00FFFFFF\t0\t0\t0\n\
         docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+
+    #[test]
+    fn a_sleep_is_told_once_and_the_network_always() {
+        let t0 = Instant::now();
+        let mut last = None;
+        assert!(!is_repeat(&mut last, Why::Logind, t0), "the first");
+        assert!(
+            is_repeat(&mut last, Why::Clock, t0 + Duration::from_secs(2)),
+            "the clock seeing the same sleep"
+        );
+        assert!(
+            !is_repeat(&mut last, Why::Network, t0 + Duration::from_secs(5)),
+            "the network back after the resume"
+        );
+        assert!(
+            !is_repeat(
+                &mut last,
+                Why::Clock,
+                t0 + WAKE_QUIET + Duration::from_secs(1)
+            ),
+            "another sleep"
+        );
+    }
 
     #[test]
     fn the_default_routes_of_a_table() {
