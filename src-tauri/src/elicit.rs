@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use switchboard_core::{EventBus, HubEvent};
-use tauri::{AppHandle, Manager, WebviewUrl, WebviewWindowBuilder};
-
+use crate::host::WindowSpec;
 use crate::notify::Notifier;
+use crate::windows::Windows;
+use switchboard_core::{EventBus, HubEvent};
 
 /// Labels of elicitation windows start with this (their capability matches it).
 pub(crate) const WINDOW_PREFIX: &str = "elicit-";
@@ -28,7 +28,7 @@ impl Urls {
 }
 
 /// Opens a window and notifies for each pending elicitation, closes it when it ends.
-pub(crate) fn watch(app: AppHandle, bus: EventBus, notifier: Notifier, urls: Urls) {
+pub(crate) fn watch(windows: Windows, bus: EventBus, notifier: Notifier, urls: Urls) {
     let mut events = bus.subscribe();
     tauri::async_runtime::spawn(async move {
         while let Some(ev) = events.recv().await {
@@ -42,13 +42,11 @@ pub(crate) fn watch(app: AppHandle, bus: EventBus, notifier: Notifier, urls: Url
                     }
                     notifier
                         .notify_question(&format!("{} asks you something", e.server), &e.message);
-                    open_window(&app, &e.id);
+                    windows.open(window(&e.id));
                 }
                 HubEvent::ElicitationEnded { id, .. } => {
                     urls.0.lock().expect("urls lock").remove(id);
-                    if let Some(w) = app.get_webview_window(&format!("{WINDOW_PREFIX}{id}")) {
-                        let _ = w.close();
-                    }
+                    windows.close(&format!("{WINDOW_PREFIX}{id}"));
                 }
                 _ => {}
             }
@@ -56,22 +54,16 @@ pub(crate) fn watch(app: AppHandle, bus: EventBus, notifier: Notifier, urls: Url
     });
 }
 
-fn open_window(app: &AppHandle, id: &str) {
-    let label = format!("{WINDOW_PREFIX}{id}");
-    if let Some(w) = app.get_webview_window(&label) {
-        let _ = w.show();
-        let _ = w.set_focus();
-        return;
-    }
-    let built = WebviewWindowBuilder::new(app, &label, WebviewUrl::App("index.html".into()))
-        .title("Switchboard: a server asks")
-        .inner_size(460.0, 520.0)
-        .always_on_top(true)
-        .center()
-        .focused(true)
-        .build();
-    if let Err(e) = built {
-        tracing::error!(error = %e, "could not open the elicitation window");
+/// Elicitation `id`'s window, in the window host.
+fn window(id: &str) -> WindowSpec {
+    WindowSpec {
+        label: format!("{WINDOW_PREFIX}{id}"),
+        title: "Switchboard: a server asks".into(),
+        width: 460.0,
+        height: 520.0,
+        fixed: false,
+        on_top: true,
+        center: true,
     }
 }
 

@@ -7,15 +7,19 @@
 //! - `notify.rs`: desktop notifications, coalesced per subject and rate-capped.
 //! - `pairing.rs`: Pair New Client…, the code and its countdown in a small window.
 //! - `elicit.rs`: elicitations Switchboard answers itself, each in a small window of its own.
-//! - `commands.rs`: the Tauri commands the pages call (the backend seam).
+//! - `host.rs`: the window host, the child process the windows live in (`--window-host`).
+//! - `windows.rs`: the tray's side of it: starting it, telling it what to show, ending it.
+//! - `commands.rs`: the commands the pages call (the backend seam), forwarded by the host.
 //! - `login.rs`: OAuth logins to remote servers (tray, dashboard, notification), in the browser.
 
 mod commands;
 mod elicit;
+mod host;
 mod login;
 mod notify;
 mod pairing;
 mod tray;
+mod windows;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +41,8 @@ pub(crate) struct Shell {
     pub(crate) pair_code: Arc<Mutex<Option<String>>>,
     /// Pending URL-mode elicitations' URLs, what their windows may ask to open.
     pub(crate) elicit_urls: elicit::Urls,
+    /// The windows, in the window host.
+    pub(crate) windows: windows::Windows,
 }
 
 /// Cheap handles into the running gateway.
@@ -151,31 +157,25 @@ pub(crate) fn quit(app: &tauri::AppHandle) {
     });
 }
 
-/// The dashboard window's label (its capability depends on it).
-pub(crate) const DASHBOARD: &str = "main";
-
-/// Shows the dashboard window, creating it: it exists only while it is open. Closing it
-/// destroys it and its webview (its WebKit web process ends), so a closed window costs
-/// nothing; everything it shows lives in the gateway, and a new window reads it afresh.
+/// Shows the dashboard window, in the window host: the window exists only while it is open,
+/// and the host only while a window is. Closing the last window ends the host and its WebKit
+/// processes, so a closed window costs nothing; everything it shows lives in the gateway, and
+/// a new window reads it afresh.
 pub(crate) fn open_dashboard(app: &tauri::AppHandle) {
-    if let Some(w) = app.get_webview_window(DASHBOARD) {
-        let _ = w.show();
-        let _ = w.unminimize();
-        let _ = w.set_focus();
-        return;
-    }
-    let built = tauri::WebviewWindowBuilder::new(
-        app,
-        DASHBOARD,
-        tauri::WebviewUrl::App("index.html".into()),
-    )
-    .title("Switchboard")
-    .inner_size(1000.0, 700.0)
-    .focused(true)
-    .build();
-    if let Err(e) = built {
-        tracing::error!(error = %e, "could not open the dashboard window");
-    }
+    app.state::<Shell>().windows.open(windows::dashboard());
+}
+
+/// The app's Tauri context (its config and embedded pages), for the tray and the window host.
+fn context() -> tauri::Context {
+    tauri::generate_context!()
+}
+
+/// The argument that makes `switchboard-app` the window host.
+pub const WINDOW_HOST_ARG: &str = host::ARG;
+
+/// Runs this process as the window host, the child the tray starts to show its windows.
+pub fn run_window_host() {
+    host::run();
 }
 
 /// Whether a WebDriver session drives the app (`tauri-driver` sets this): WebKit's
@@ -229,13 +229,6 @@ pub fn run() {
             None,
         ))
         .plugin(tauri_plugin_dialog::init())
-        .invoke_handler(tauri::generate_handler![
-            commands::dashboard_credential,
-            commands::pair_code,
-            commands::new_pair_code,
-            commands::log_in,
-            commands::open_elicitation_url,
-        ])
         .setup(|app| {
             let mute_file = load_config()
                 .ok()
@@ -255,6 +248,8 @@ pub fn run() {
                     (None, Some(message), None)
                 }
             };
+            let (windows, calls) = windows::Windows::new();
+            tauri::async_runtime::spawn(commands::serve(app.handle().clone(), calls));
             let shell = Shell {
                 gateway,
                 startup_error,
@@ -262,13 +257,14 @@ pub fn run() {
                 stopped: Arc::new(Mutex::new(stopped)),
                 pair_code: Arc::default(),
                 elicit_urls: elicit::Urls::default(),
+                windows,
             };
             app.manage(shell.clone());
             tray::install(app.handle(), &shell)?;
             if let Some(g) = &shell.gateway {
                 notify::watch(app.handle().clone(), g.bus.clone(), shell.notifier.clone());
                 elicit::watch(
-                    app.handle().clone(),
+                    shell.windows.clone(),
                     g.bus.clone(),
                     shell.notifier.clone(),
                     shell.elicit_urls.clone(),
@@ -279,15 +275,14 @@ pub fn run() {
             }
             Ok(())
         })
-        .build(tauri::generate_context!())
+        .build(context())
         .unwrap_or_else(|e| {
             eprintln!("error: Switchboard could not start: {e}");
             std::process::exit(1);
         });
     app.run(|_app, event| {
-        // Closing a window destroys it (the dashboard, the pairing and elicitation windows
-        // alike); Switchboard stays in the tray: the last window closing is not a reason to
-        // quit a tray app. Quit exits with a code, which is let through.
+        // The windows live in the window host; should anything make the tray process want
+        // to exit without a code, it stays: only Quit (which exits with one) ends a tray app.
         if let RunEvent::ExitRequested { api, code, .. } = event
             && code.is_none()
         {

@@ -3,5 +3,9 @@
 
 fn main() {
     switchboard_app::without_gdk_gl();
-    switchboard_app::run();
+    if std::env::args().nth(1).as_deref() == Some(switchboard_app::WINDOW_HOST_ARG) {
+        switchboard_app::run_window_host();
+    } else {
+        switchboard_app::run();
+    }
 }

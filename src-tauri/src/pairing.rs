@@ -5,7 +5,9 @@
 
 use serde::Serialize;
 use switchboard_core::auth::CodeState;
-use tauri::{AppHandle, Emitter, Manager, WebviewUrl, WebviewWindowBuilder};
+use tauri::{AppHandle, Manager};
+
+use crate::host::WindowSpec;
 
 use crate::Shell;
 
@@ -43,8 +45,10 @@ pub(crate) fn pair_new_client(app: &AppHandle) -> Result<String, String> {
             g.url
         ),
     );
-    show_window(app);
-    let _ = app.emit_to(WINDOW, "pair-code", &code);
+    shell.windows.open(window());
+    shell
+        .windows
+        .emit(WINDOW, "pair-code", serde_json::Value::String(code.clone()));
     Ok(code)
 }
 
@@ -60,25 +64,15 @@ pub(crate) fn current(shell: &Shell) -> Option<PairCodeView> {
     })
 }
 
-/// Brings the pairing window up, creating it the first time (and after it was closed).
-fn show_window(app: &AppHandle) {
-    if let Some(w) = app.get_webview_window(WINDOW) {
-        let _ = w.show();
-        let _ = w.unminimize();
-        let _ = w.set_focus();
-        return;
-    }
-    let built = WebviewWindowBuilder::new(app, WINDOW, WebviewUrl::App("index.html".into()))
-        .title(TITLE)
-        .inner_size(380.0, 280.0)
-        .resizable(false)
-        .maximizable(false)
-        .minimizable(false)
-        .always_on_top(true)
-        .center()
-        .focused(true)
-        .build();
-    if let Err(e) = built {
-        tracing::error!(error = %e, "could not open the pairing window");
+/// The pairing window, in the window host.
+fn window() -> WindowSpec {
+    WindowSpec {
+        label: WINDOW.into(),
+        title: TITLE.into(),
+        width: 380.0,
+        height: 280.0,
+        fixed: true,
+        on_top: true,
+        center: true,
     }
 }

@@ -17,7 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from desk import click, close_window, find_menu, layout, process_name, process_tree, wait, web_processes, x_windows
+from desk import (click, close_window, find_menu, layout, process_name, process_tree, wait, web_processes,
+                  window_hosts, x_windows)
 
 
 def menu_item(pid: int, label: str):
@@ -132,14 +133,14 @@ def main() -> int:
         print(f"(the screen with the dashboard open: {args.screenshot})")
 
     def closed():
-        if not x_windows("^Switchboard$") and not web_processes(app.pid):
+        if not x_windows("^Switchboard$") and not web_processes(app.pid) and not window_hosts(app.pid):
             return True
         if x_windows("^Switchboard$"):
             close_window(wid)
         return False
     t0 = time.monotonic()
-    wait("the window and its web process gone", closed, timeout=30, every=0.5)
-    print(f"\n(the web process ended {time.monotonic() - t0:.1f} s after the close request)")
+    wait("the window, its host and web process gone", closed, timeout=30, every=0.5)
+    print(f"\n(the window host and its web process ended {time.monotonic() - t0:.1f} s after the close request)")
     time.sleep(args.settle)
     results["closed"] = report("dashboard closed again", memory(app.pid))
     print("  the app process's largest mappings now (PSS):")

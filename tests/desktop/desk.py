@@ -87,6 +87,16 @@ def process_name(pid: int) -> str:
         return "?"
 
 
+def window_hosts(pid: int) -> list[int]:
+    """The app's window host (`switchboard-app --window-host`): it runs while a window is open."""
+    def is_host(p: int) -> bool:
+        try:
+            return b"--window-host" in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+    return [p for p in process_tree(pid) if is_host(p)]
+
+
 def web_processes(pid: int) -> list[int]:
     """The app's WebKitWebProcess children: one per open webview, none when no window is open."""
     return [p for p in process_tree(pid) if process_name(p) == "WebKitWebProcess"]

@@ -21,8 +21,8 @@ from http.client import RemoteDisconnected
 import urllib.request
 from pathlib import Path
 
-from desk import (MENU_PATH, busctl, click, close_window, find_menu, layout, process_tree, wait,  # noqa: F401
-                  web_processes, x_windows)
+from desk import (MENU_PATH, busctl, click, close_window, find_menu, layout, process_name, process_tree, wait,  # noqa: F401
+                  web_processes, window_hosts, x_windows)
 
 APP = os.environ["SWITCHBOARD_APP_BIN"]
 REPO = Path(__file__).resolve().parents[2]
@@ -432,9 +432,17 @@ def main() -> int:
         click(*wait("the Open Dashboard item", lambda: item(app.pid, "Open Dashboard")))
         main_window = wait("the dashboard window", lambda: (x_windows("^Switchboard$") or [None])[0])
         first = wait("the dashboard's web process", lambda: web_processes(app.pid), timeout=20)
+        hosts = window_hosts(app.pid)
+        assert len(hosts) == 1 and set(first) <= set(process_tree(hosts[0])), \
+            f"the web process {first} runs in one window host ({hosts}), not in the tray process"
+        tray_names = {process_name(p) for p in process_tree(app.pid) if p not in process_tree(hosts[0])}
+        assert not tray_names & {"WebKitWebProcess", "WebKitNetworkProcess"}, tray_names
         hide_window(main_window)
-        # the window is destroyed, not hidden: its web process ends
-        wait("the dashboard's web process gone", lambda: not web_processes(app.pid), timeout=20, every=0.25)
+        # the window is destroyed, not hidden: its host ends, and WebKit's processes with it
+        wait("the window host and the dashboard's web process gone",
+             lambda: not web_processes(app.pid) and not window_hosts(app.pid), timeout=20, every=0.25)
+        left = {process_name(p) for p in process_tree(app.pid)} & {"WebKitWebProcess", "WebKitNetworkProcess"}
+        assert not left, f"WebKit's processes outlived the window: {left}"
         assert not x_windows("^Switchboard$", visible=False), "the closed window still exists (hidden)"
         assert app.poll() is None and http("GET", "/healthz")[0] == 200, "closing the window quit the app"
         assert find_menu(app.pid), "the tray went away with the window"
@@ -442,8 +450,10 @@ def main() -> int:
         wait("the window shown again", lambda: x_windows("^Switchboard$"))
         again = wait("a new web process", lambda: web_processes(app.pid), timeout=20)
         assert not set(again) & set(first), (first, again)
+        assert window_hosts(app.pid) and not set(window_hosts(app.pid)) & set(hosts), "a new window host"
         hide_window(x_windows("^Switchboard$")[0])
-        wait("that web process gone too", lambda: not web_processes(app.pid), timeout=20, every=0.25)
+        wait("that web process and its host gone too",
+             lambda: not web_processes(app.pid) and not window_hosts(app.pid), timeout=20, every=0.25)
         second = subprocess.run([APP], env=env, capture_output=True, timeout=30)
         assert second.returncode == 0, second
         wait("the running app's window shown by the second launch", lambda: x_windows("^Switchboard$"))
