@@ -179,8 +179,10 @@ pub fn run_window_host() {
 }
 
 /// Whether a WebDriver session drives the app (`tauri-driver` sets this): WebKit's
-/// automation drives the first webview the app creates, so the dashboard opens at start.
-fn under_webdriver() -> bool {
+/// automation drives the first webview the app creates, so the dashboard opens at start. The
+/// session lives in the window host (the tray process makes no webview), so under WebDriver
+/// the host stays when its last window closes; the session would end with it.
+pub(crate) fn under_webdriver() -> bool {
     std::env::var("TAURI_WEBVIEW_AUTOMATION").as_deref() == Ok("true")
 }
 
@@ -248,7 +250,7 @@ pub fn run() {
                     (None, Some(message), None)
                 }
             };
-            let (windows, calls) = windows::Windows::new();
+            let (windows, calls) = windows::Windows::new(under_webdriver());
             tauri::async_runtime::spawn(commands::serve(app.handle().clone(), calls));
             let shell = Shell {
                 gateway,

@@ -64,15 +64,20 @@ struct State {
 pub(crate) struct Windows {
     state: Arc<Mutex<State>>,
     calls: mpsc::Sender<HostCall>,
+    /// Whether a host with no window left stays: under WebDriver it must, since the session
+    /// that drives the windows lives in it (see [`crate::under_webdriver`]).
+    keep_host: bool,
 }
 
 impl Windows {
-    /// The windows, and the queue of pages' commands the shell is to answer.
-    pub(crate) fn new() -> (Self, mpsc::Receiver<HostCall>) {
+    /// The windows, and the queue of pages' commands the shell is to answer. With `keep_host`
+    /// a host stays when its last window closes (for WebDriver); it still ends with the tray.
+    pub(crate) fn new(keep_host: bool) -> (Self, mpsc::Receiver<HostCall>) {
         let (calls, rx) = mpsc::channel(CALL_QUEUE);
         let w = Self {
             state: Arc::default(),
             calls,
+            keep_host,
         };
         (w, rx)
     }
@@ -179,7 +184,6 @@ impl Windows {
         let reader = Reader {
             windows: self.clone(),
             generation,
-            to: to.clone(),
         };
         std::thread::Builder::new()
             .name("window-host-reader".into())
@@ -196,11 +200,12 @@ impl Windows {
     }
 }
 
-/// Reads one host's messages until its stdout ends, then reaps it.
+/// Reads one host's messages until its stdout ends, then reaps it. It holds no sender of the
+/// host's queue: once the tray forgets a host (or is gone), the queue's writer ends and closes
+/// the host's stdin, which ends the host.
 struct Reader {
     windows: Windows,
     generation: u64,
-    to: SyncSender<ToHost>,
 }
 
 impl Reader {
@@ -237,7 +242,7 @@ impl Reader {
         };
         h.handled = seq;
         h.labels = labels;
-        if h.labels.is_empty() && h.handled == h.sent {
+        if h.labels.is_empty() && h.handled == h.sent && !self.windows.keep_host {
             let h = state.host.take().expect("the host");
             // its queue may be full of a stuck host's messages: then its stdin closes as the
             // queue's last sender goes, which ends it as well
@@ -246,12 +251,18 @@ impl Reader {
     }
 
     fn call(&self, id: u64, cmd: String, args: Value) {
-        let call = HostCall {
-            cmd,
-            args,
-            id,
-            to: self.to.clone(),
+        let to = {
+            let state = self.windows.state.lock().expect("windows lock");
+            match state
+                .host
+                .as_ref()
+                .filter(|h| h.generation == self.generation)
+            {
+                Some(h) => h.to.clone(),
+                None => return, // a host on its way out: its pages are closing
+            }
         };
+        let call = HostCall { cmd, args, id, to };
         if let Err(e) = self.windows.calls.try_send(call) {
             let call = match e {
                 mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
@@ -325,7 +336,7 @@ done
     fn a_host_starts_with_a_window_answers_calls_and_ends_with_its_last_window() {
         let dir = std::env::temp_dir().join(format!("sb-windows-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (windows, mut calls) = Windows::new();
+        let (windows, mut calls) = Windows::new(false);
         let host = windows.spawn_command(&mut fake_host(&dir), 1).unwrap();
         let pid = host.pid;
         {
@@ -358,8 +369,41 @@ done
     }
 
     #[test]
+    fn under_webdriver_a_host_stays_without_windows_and_ends_with_the_tray() {
+        let dir = std::env::temp_dir().join(format!("sb-windows-kept-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (windows, mut calls) = Windows::new(true);
+        let host = windows.spawn_command(&mut fake_host(&dir), 1).unwrap();
+        let pid = host.pid;
+        {
+            let mut s = windows.state.lock().unwrap();
+            s.generations = 1;
+            s.host = Some(host);
+        }
+        windows.open(dashboard());
+        wait_call(&mut calls).answer(Ok(Value::Null));
+        windows.close(DASHBOARD);
+        wait_for("the host saying it has no window", || {
+            let s = windows.state.lock().unwrap();
+            s.host
+                .as_ref()
+                .is_some_and(|h| h.labels.is_empty() && h.handled == 1)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(windows.host_pid(), Some(pid), "the host was told to go");
+        // the tray going (here: forgetting it) closes the host's stdin: it ends
+        drop(windows.state.lock().unwrap().host.take());
+        wait_for("the host gone with the tray", || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                s.rsplit(')').next().unwrap().trim_start().starts_with('Z')
+            })
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_host_that_dies_by_itself_is_forgotten() {
-        let (windows, _calls) = Windows::new();
+        let (windows, _calls) = Windows::new(false);
         let host = windows
             .spawn_command(Command::new("sh").args(["-c", "exit 3"]), 1)
             .unwrap();

@@ -230,12 +230,19 @@ def mcp_call(token: str, tool: str, arguments: dict, timeout: float) -> str:
                  "params": {"name": tool, "arguments": arguments}}, session)[1]
 
 
+def tray_process() -> int:
+    """The newest app process that is the tray app (not a window host)."""
+    out = subprocess.run(["pgrep", "-f", "^" + re.escape(APP)], capture_output=True, text=True, timeout=10)
+    trays = [int(p) for p in out.stdout.split() if int(p) not in window_hosts(int(p))]
+    assert trays, f"no tray app running ({out.stdout.split()} are window hosts)"
+    return max(trays, key=lambda p: int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[19]))
+
+
 def pairing_window(call, session, script, log: Path) -> None:
     """In the app the webview check drives: the tray's Pair shows the notified code in the
     small window with a running countdown; using the code turns it into who paired; its
     Done button closes it (the app stays)."""
-    out = subprocess.run(["pgrep", "-n", "-f", "^" + re.escape(APP)], capture_output=True, text=True, timeout=10)
-    pid = int(out.stdout.split()[0])
+    pid = tray_process()
     before = len([s for s in notifications(log) if s.startswith("Pairing code")])
     main_handle = call("GET", f"/session/{session}/window")
     click(*wait("the Pair item", lambda: item(pid, "Pair/New Client")))
@@ -340,9 +347,10 @@ def elicitation_windows(call, session, script, log: Path, data_dir: Path) -> Non
 
 def reopened_dashboard(call, session, script, data_dir: Path) -> None:
     """Closing the dashboard destroys its webview; opened again from the tray, the new one
-    shows what happened while it was closed (the state lives in the gateway, not the page)."""
-    out = subprocess.run(["pgrep", "-n", "-f", "^" + re.escape(APP)], capture_output=True, text=True, timeout=10)
-    pid = int(out.stdout.split()[0])
+    shows what happened while it was closed (the state lives in the gateway, not the page).
+    Under WebDriver the window host stays without windows (the session lives in it); that it
+    ends with its last window otherwise is the `window` check's."""
+    pid = tray_process()
     main_handle = call("GET", f"/session/{session}/window")
     hide_window(wait("the dashboard window", lambda: (x_windows("^Switchboard$") or [None])[0]))
     wait("its webview gone", lambda: main_handle not in call("GET", f"/session/{session}/window/handles"), timeout=15)
@@ -458,7 +466,8 @@ def main() -> int:
         assert second.returncode == 0, second
         wait("the running app's window shown by the second launch", lambda: x_windows("^Switchboard$"))
         assert app.poll() is None
-    check("the dashboard window exists only while open: opening it starts a web process, closing it ends it; "
+    check("the dashboard window exists only while open: opening it starts the window host and its web process "
+          "(none in the tray process), closing it ends both; "
           "the app stays in the tray; a second launch opens the running one's", window)
 
     def pair():
