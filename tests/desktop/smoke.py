@@ -762,11 +762,22 @@ def main() -> int:
     check("a server that keeps crashing: the tray shows it failed (words and icon) and a notification says so", failed)
 
     def quit_():
+        # with the dashboard open: its window host and WebKit's processes go with the app
+        click(*wait("the Open Dashboard item", lambda: item(app.pid, "Open Dashboard")))
+        wait("the dashboard's web process", lambda: web_processes(app.pid), timeout=20)
+        owned = [p for p in process_tree(app.pid) if p != app.pid]
         click(*wait("the Quit item", lambda: item(app.pid, "Quit")))
         code = app.wait(timeout=15)
         assert code == 0, f"exit code {code}"
         if "child" in state:
             assert not Path(f"/proc/{state['child']}").exists(), "the MCP server outlived the app"
+        def running(p):  # an orphan's zombie is its new parent's to reap, not the app's
+            try:
+                return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            except OSError:
+                return False
+        wait("the window host and WebKit's processes gone with the app",
+             lambda: not [p for p in owned if running(p)], timeout=15)
         assert http("GET", "/healthz")[0] is None, "the gateway still answers"
     check("Quit (tray) exits cleanly and leaves no child process", quit_)
 
