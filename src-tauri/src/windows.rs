@@ -332,18 +332,22 @@ done
         c
     }
 
+    /// Starts `cmd` as the host of `windows` (as its first `open` would); returns its pid.
+    fn install(windows: &Windows, cmd: &mut Command) -> u32 {
+        let host = windows.spawn_command(cmd, 1).unwrap();
+        let pid = host.pid;
+        let mut s = windows.state.lock().unwrap();
+        s.generations = 1;
+        s.host = Some(host);
+        pid
+    }
+
     #[test]
     fn a_host_starts_with_a_window_answers_calls_and_ends_with_its_last_window() {
         let dir = std::env::temp_dir().join(format!("sb-windows-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (windows, mut calls) = Windows::new(false);
-        let host = windows.spawn_command(&mut fake_host(&dir), 1).unwrap();
-        let pid = host.pid;
-        {
-            let mut s = windows.state.lock().unwrap();
-            s.generations = 1;
-            s.host = Some(host);
-        }
+        let pid = install(&windows, &mut fake_host(&dir));
         windows.open(dashboard());
         // the page's command reaches the shell's queue, and its answer the host
         let call = wait_call(&mut calls);
@@ -373,13 +377,7 @@ done
         let dir = std::env::temp_dir().join(format!("sb-windows-kept-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (windows, mut calls) = Windows::new(true);
-        let host = windows.spawn_command(&mut fake_host(&dir), 1).unwrap();
-        let pid = host.pid;
-        {
-            let mut s = windows.state.lock().unwrap();
-            s.generations = 1;
-            s.host = Some(host);
-        }
+        let pid = install(&windows, &mut fake_host(&dir));
         windows.open(dashboard());
         wait_call(&mut calls).answer(Ok(Value::Null));
         windows.close(DASHBOARD);
@@ -404,14 +402,7 @@ done
     #[test]
     fn a_host_that_dies_by_itself_is_forgotten() {
         let (windows, _calls) = Windows::new(false);
-        let host = windows
-            .spawn_command(Command::new("sh").args(["-c", "exit 3"]), 1)
-            .unwrap();
-        {
-            let mut s = windows.state.lock().unwrap();
-            s.generations = 1;
-            s.host = Some(host);
-        }
+        install(&windows, Command::new("sh").args(["-c", "exit 3"]));
         wait_for("the dead host forgotten", || windows.host_pid().is_none());
     }
 
