@@ -223,8 +223,9 @@ fn read_tray(app: AppHandle, link: Link) {
     app.exit(0);
 }
 
-/// Runs this process as the window host (see the module's documentation).
-pub(crate) fn run() {
+/// Runs this process as the window host (see the module's documentation), with the app's
+/// Tauri `context` (its config and pages).
+pub(crate) fn run(context: tauri::Context) {
     switchboard_core::init_logging();
     let link = Link {
         out: Arc::new(Mutex::new(std::io::stdout())),
@@ -252,7 +253,7 @@ pub(crate) fn run() {
                 Ok(())
             }
         })
-        .build(crate::context())
+        .build(context)
         .unwrap_or_else(|e| {
             eprintln!("error: Switchboard's window host could not start: {e}");
             std::process::exit(1);

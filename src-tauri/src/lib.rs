@@ -175,7 +175,7 @@ pub const WINDOW_HOST_ARG: &str = host::ARG;
 
 /// Runs this process as the window host, the child the tray starts to show its windows.
 pub fn run_window_host() {
-    host::run();
+    host::run(context());
 }
 
 /// Whether a WebDriver session drives the app (`tauri-driver` sets this): WebKit's
