@@ -42,7 +42,9 @@ pub(crate) fn watch(windows: Windows, bus: EventBus, notifier: Notifier, urls: U
                     }
                     notifier
                         .notify_question(&format!("{} asks you something", e.server), &e.message);
-                    windows.open(window(&e.id));
+                    // notified above, and answerable in a paired browser: a window that
+                    // cannot open is only logged
+                    let _ = windows.open(window(&e.id));
                 }
                 HubEvent::ElicitationEnded { id, .. } => {
                     urls.0.lock().expect("urls lock").remove(id);

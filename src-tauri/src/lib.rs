@@ -162,7 +162,12 @@ pub(crate) fn quit(app: &tauri::AppHandle) {
 /// processes, so a closed window costs nothing; everything it shows lives in the gateway, and
 /// a new window reads it afresh.
 pub(crate) fn open_dashboard(app: &tauri::AppHandle) {
-    app.state::<Shell>().windows.open(windows::dashboard());
+    let shell = app.state::<Shell>();
+    if let Err(e) = shell.windows.open(windows::dashboard()) {
+        shell
+            .notifier
+            .notify("window", "Switchboard could not open its dashboard", &e);
+    }
 }
 
 /// The app's Tauri context (its config and embedded pages), for the tray and the window host.

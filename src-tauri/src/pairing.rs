@@ -45,7 +45,8 @@ pub(crate) fn pair_new_client(app: &AppHandle) -> Result<String, String> {
             g.url
         ),
     );
-    shell.windows.open(window());
+    // the code is in the notification too: a window that cannot open is only logged
+    let _ = shell.windows.open(window());
     shell
         .windows
         .emit(WINDOW, "pair-code", serde_json::Value::String(code.clone()));

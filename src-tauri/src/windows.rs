@@ -82,8 +82,8 @@ impl Windows {
         (w, rx)
     }
 
-    /// Shows `window`, starting the host if none runs.
-    pub(crate) fn open(&self, window: WindowSpec) {
+    /// Shows `window`, starting the host if none runs; says why if it cannot (also logged).
+    pub(crate) fn open(&self, window: WindowSpec) -> Result<(), String> {
         let mut state = self.state.lock().expect("windows lock");
         // a host whose queue is gone (it died) is replaced; one more try
         for _ in 0..2 {
@@ -93,7 +93,7 @@ impl Windows {
                     Ok(h) => state.host = Some(h),
                     Err(e) => {
                         tracing::error!(error = %e, label = %window.label, "could not start the window host");
-                        return;
+                        return Err(format!("the window host could not start: {e}"));
                     }
                 }
             }
@@ -105,15 +105,16 @@ impl Windows {
             }) {
                 Ok(()) => {
                     h.sent = seq;
-                    return;
+                    return Ok(());
                 }
                 Err(TrySendError::Full(_)) => {
                     tracing::warn!(pid = h.pid, label = %window.label, "the window host is not reading: the window was not opened");
-                    return;
+                    return Err(format!("the window host (pid {}) is not answering", h.pid));
                 }
                 Err(TrySendError::Disconnected(_)) => state.host = None,
             }
         }
+        Err("the window host ended twice as it was asked to open the window".into())
     }
 
     /// Closes window `label` if it is open.
@@ -348,7 +349,7 @@ done
         std::fs::create_dir_all(&dir).unwrap();
         let (windows, mut calls) = Windows::new(false);
         let pid = install(&windows, &mut fake_host(&dir));
-        windows.open(dashboard());
+        windows.open(dashboard()).unwrap();
         // the page's command reaches the shell's queue, and its answer the host
         let call = wait_call(&mut calls);
         assert_eq!(call.cmd, "pair_code");
@@ -378,7 +379,7 @@ done
         std::fs::create_dir_all(&dir).unwrap();
         let (windows, mut calls) = Windows::new(true);
         let pid = install(&windows, &mut fake_host(&dir));
-        windows.open(dashboard());
+        windows.open(dashboard()).unwrap();
         wait_call(&mut calls).answer(Ok(Value::Null));
         windows.close(DASHBOARD);
         wait_for("the host saying it has no window", || {
