@@ -223,9 +223,11 @@ pub(crate) struct CallLog {
 #[derive(Debug, Default)]
 struct Log {
     /// By call id; ids are `c<n>` in start order, so a map keeps them findable and bounded.
-    in_flight: BTreeMap<u64, CallView>,
+    /// Boxed, here and in `recent`: a map's insert and remove shift its nodes' values, and a
+    /// call moves from one to the other without being copied.
+    in_flight: BTreeMap<u64, Box<CallView>>,
     /// Newest last.
-    recent: VecDeque<CallView>,
+    recent: VecDeque<Box<CallView>>,
 }
 
 fn id_num(call_id: &str) -> u64 {
@@ -238,6 +240,7 @@ fn id_num(call_id: &str) -> u64 {
 impl CallLog {
     pub(crate) fn started(&self, mut call: CallView) {
         call.outcome = "running";
+        let call = Box::new(call); // outside the lock
         let mut log = self.inner.lock().expect("call log lock");
         if log.in_flight.len() >= IN_FLIGHT_MAX {
             log.in_flight.pop_first();
@@ -304,7 +307,7 @@ impl CallLog {
 
     pub(crate) fn in_flight(&self) -> Vec<CallView> {
         let log = self.inner.lock().expect("call log lock");
-        log.in_flight.values().map(CallView::summary).collect()
+        log.in_flight.values().map(|c| c.summary()).collect()
     }
 
     /// Finished calls matching `filter`, newest first (without payloads).
@@ -316,7 +319,7 @@ impl CallLog {
             .rev()
             .filter(|c| filter.matches(c))
             .take(limit)
-            .map(CallView::summary)
+            .map(|c| c.summary())
             .collect()
     }
 
@@ -327,7 +330,7 @@ impl CallLog {
             log.in_flight
                 .get(&id_num(call_id))
                 .or_else(|| log.recent.iter().rev().find(|c| c.call_id == call_id))
-                .cloned()
+                .map(|c| CallView::clone(c))
         };
         found.map(|c| c.detailed()) // pretty-printed outside the lock
     }

@@ -375,6 +375,13 @@ impl Gateway {
                 "sockets still closing after the drain timeout"
             );
         }
+        // the call rows the telemetry writer holds go to the store before it closes
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.hub.mcp.telemetry().flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("telemetry writer did not finish in time");
+        }
         let store = self.hub.registration.registry().store();
         if tokio::time::timeout(DRAIN_TIMEOUT, store.close())
             .await
