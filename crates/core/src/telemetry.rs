@@ -3,12 +3,10 @@
 //! `/metrics`.
 //!
 //! Recording never waits on the disk: lines go through a bounded queue to a writer thread and
-//! are dropped (and counted) if it falls behind. The thread writes the lines of a burst at once
-//! ([`COALESCE`]) and hands their rows to SQLite every other burst or so ([`ROWS_EVERY`],
-//! [`ROWS_MAX`]); while it holds rows it polls the queue rather than waits on it, so under
-//! steady load a call seldom has to wake it. (Commits every 250 ms were tried: a commit of thousands of rows at once
-//! stalled calls on 2 cores, longer tails and less throughput in the gateway bench.)
-//! [`Telemetry::flush`] hands over what is held (the gateway does before it closes the store).
+//! are dropped (and counted) if it falls behind. [`Telemetry::flush`] hands over what it holds
+//! (the gateway does before it closes the store). Handing rows to SQLite less often (every
+//! 250 ms, or every other burst) was tried: fewer, larger commits made the gateway bench worse
+//! on 2 cores (longer tail, less throughput, more CPU per call with the release build).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -284,49 +282,24 @@ enum Line {
     Flush(oneshot::Sender<()>),
 }
 
-/// How long the writer lets calls gather after the first of a burst: one wake-up and one write
-/// per burst instead of per call (a wake-up is a context switch on the caller's path).
+/// How long the writer lets calls gather after the first of a burst: one wake-up, one write and
+/// one hand-over to SQLite per burst instead of per call (a wake-up is a context switch on the
+/// caller's path).
 const COALESCE: std::time::Duration = std::time::Duration::from_millis(10);
-/// Rows are handed to SQLite at the end of the first burst that finds the oldest of them held
-/// this long (so every second burst under steady load: one commit per ~20 ms)…
-const ROWS_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
-/// …or once this many are held (and so at most this many are held).
-const ROWS_MAX: usize = 4096;
 
-/// Appends queued lines, one write per burst (flushed each time), and hands their rows to the
-/// store in batches (see [`ROWS_EVERY`]); what is held when the queue closes is handed over.
+/// Appends queued lines, one write per burst (flushed each time), and hands the burst's rows to
+/// the store as one job (one transaction).
 fn write_lines(file: impl std::io::Write, mut rx: mpsc::Receiver<Line>, store: &Store) {
     use std::io::Write as _;
-    use tokio::sync::mpsc::error::TryRecvError;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
-    let mut rows: Vec<CallRow> = Vec::new();
-    // when the first of `rows` was taken
-    let mut held_since: Option<std::time::Instant> = None;
-    let mut open = true;
     // one line, made here and reused
     let mut text = Vec::with_capacity(512);
-    while open {
-        // nothing held: sleep until something comes; rows held: look again soon
-        let mut next = if rows.is_empty() {
-            match rx.blocking_recv() {
-                Some(line) => Some(line),
-                None => break,
-            }
-        } else {
-            None
-        };
+    while let Some(first) = rx.blocking_recv() {
         std::thread::sleep(COALESCE);
         let mut result = Ok(());
+        let mut rows = Vec::new();
         let mut flushes = Vec::new();
-        loop {
-            let line = match next.take().map_or_else(|| rx.try_recv(), Ok) {
-                Ok(line) => line,
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            };
+        for line in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
             let rec = match line {
                 Line::Call(rec) => rec,
                 Line::Flush(done) => {
@@ -340,7 +313,6 @@ fn write_lines(file: impl std::io::Write, mut rx: mpsc::Receiver<Line>, store: &
             }
             text.push(b'\n');
             result = result.and_then(|()| out.write_all(&text));
-            held_since.get_or_insert_with(std::time::Instant::now);
             rows.push(CallRow {
                 ts_unix_ms: rec.ts_unix_ms,
                 request_id: rec.request_id,
@@ -353,25 +325,16 @@ fn write_lines(file: impl std::io::Write, mut rx: mpsc::Receiver<Line>, store: &
                 error_code: rec.error_code,
                 error_message: rec.error_message,
             });
-            if rows.len() >= ROWS_MAX {
-                store.record_calls(std::mem::take(&mut rows));
-                held_since = None;
-            }
         }
+        store.record_calls(rows);
         if let Err(e) = result.and_then(|()| out.flush()) {
             tracing::warn!(error = %e, "telemetry.jsonl write failed");
         }
-        let due = held_since.is_some_and(|t| t.elapsed() >= ROWS_EVERY);
-        if due || !open || !flushes.is_empty() {
-            // one job (one transaction) per batch
-            store.record_calls(std::mem::take(&mut rows));
-            held_since = None;
-        }
+        // what came before a flush has been handed over
         for done in flushes {
             let _ = done.send(());
         }
     }
-    store.record_calls(rows);
 }
 
 /// Counters as (server, method, counters), in order.
@@ -418,7 +381,7 @@ mod tests {
         let (store, _) = Store::open(dir.path()).unwrap();
         let store = Arc::new(store);
         let t = Telemetry::open(dir.path(), store.clone()).unwrap();
-        // without a flush: handed over a burst or two later (bounded wait here)
+        // without a flush: handed over with their burst (bounded wait here)
         for n in 0..3 {
             t.record(call(n));
         }
