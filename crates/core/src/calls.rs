@@ -7,6 +7,12 @@
 //!
 //! Payloads are kept as the compact JSON text they came as and pretty-printed only when the
 //! dashboard asks for the call ([`CallLog::get`]); one over [`PAYLOAD_CAP`] is cut at once.
+//!
+//! A call's record is reused: the one the finished list lets go of becomes the next call's
+//! (its strings refilled in place), so that once the list is full a call allocates nothing
+//! here. That keeps the log's memory where it was first allocated: records allocated anew
+//! during a burst of sessions sat among the sessions' own allocations and, kept after the
+//! sessions ended, held their pages (README, issue 14).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -41,17 +47,55 @@ pub(crate) enum PayloadSrc<'a> {
 /// A payload as kept until someone asks: small JSON text as it came, or already cut.
 #[derive(Debug, Clone, PartialEq)]
 enum Kept {
-    Json(Box<str>),
+    Json(String),
     Shown(Payload),
 }
 
+/// Spare room a reused string may keep beyond what it holds (a record that once held a big
+/// payload does not keep that much for every later call).
+const SPARE_BYTES: usize = 1024;
+
+/// `s` becomes `text`, in its own allocation when that fits.
+fn refill(s: &mut String, text: &str) {
+    s.clear();
+    if s.capacity() > text.len() + SPARE_BYTES {
+        *s = text.to_owned();
+    } else {
+        s.push_str(text);
+    }
+}
+
+/// [`refill`] for an optional string: `None` lets go of it.
+fn refill_opt(s: &mut Option<String>, text: Option<&str>) {
+    match (s.as_mut(), text) {
+        (Some(s), Some(text)) => refill(s, text),
+        (None, Some(text)) => *s = Some(text.to_owned()),
+        (_, None) => *s = None,
+    }
+}
+
 impl Kept {
-    fn of(src: PayloadSrc<'_>) -> Self {
+    /// What the log keeps of `src` if it is more than text to copy (pretty-printed or cut):
+    /// made outside the log's lock. `None`: `src` is kept as its text ([`Kept::put`]).
+    fn prepare(src: PayloadSrc<'_>) -> Option<Self> {
         match src {
             // pretty text is never shorter than compact text: under the cap, it may fit whole
-            PayloadSrc::Json(text) if text.len() <= PAYLOAD_CAP => Self::Json(text.into()),
-            PayloadSrc::Json(text) => Self::Shown(Payload::of_json(text)),
-            PayloadSrc::Value(v) => Self::Shown(Payload::of(v)),
+            PayloadSrc::Json(text) if text.len() <= PAYLOAD_CAP => None,
+            PayloadSrc::Json(text) => Some(Self::Shown(Payload::of_json(text))),
+            PayloadSrc::Value(v) => Some(Self::Shown(Payload::of(v))),
+        }
+    }
+
+    /// Puts `src` (made [`prepare`](Self::prepare)d as `made`) into `slot`, reusing the
+    /// text the slot holds.
+    fn put(slot: &mut Option<Self>, src: PayloadSrc<'_>, made: Option<Self>) {
+        match (made, src) {
+            (Some(kept), _) => *slot = Some(kept),
+            (None, PayloadSrc::Json(text)) => match slot {
+                Some(Self::Json(s)) => refill(s, text),
+                _ => *slot = Some(Self::Json(text.to_owned())),
+            },
+            (None, PayloadSrc::Value(v)) => *slot = Some(Self::Shown(Payload::of(v))),
         }
     }
 
@@ -66,8 +110,32 @@ impl Kept {
 /// A call's payloads, kept out of sight of lists.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Payloads {
-    arguments: Option<Kept>,
-    result: Option<Kept>,
+    arguments: KeptSlot,
+    result: KeptSlot,
+}
+
+/// Where one payload is kept: its text stays when the record is reused for another call
+/// (to be refilled), so whether it belongs to this call is said apart.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct KeptSlot {
+    kept: Option<Kept>,
+    this_call: bool,
+}
+
+impl KeptSlot {
+    fn get(&self) -> Option<&Kept> {
+        self.kept.as_ref().filter(|_| self.this_call)
+    }
+
+    /// Puts `src` (made [`prepare`](Kept::prepare)d as `made`) here, reusing the text held.
+    fn put(&mut self, src: PayloadSrc<'_>, made: Option<Kept>) {
+        Kept::put(&mut self.kept, src, made);
+        self.this_call = true;
+    }
+
+    fn clear(&mut self) {
+        self.this_call = false;
+    }
 }
 
 impl Payload {
@@ -134,23 +202,26 @@ pub(crate) struct CallView {
     pub kept: Payloads,
 }
 
+/// A call as it starts, for [`CallLog::started`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewCall<'a> {
+    pub call_id: &'a str,
+    pub tool: &'a str,
+    pub server: &'a str,
+    pub client: Option<&'a str>,
+    pub session_id: Option<&'a str>,
+    pub started_ms: i64,
+}
+
 impl CallView {
-    /// A call that has just started.
-    pub(crate) fn running(
-        call_id: String,
-        tool: String,
-        server: String,
-        client: Option<String>,
-        session_id: Option<String>,
-        started_ms: i64,
-    ) -> Self {
+    fn blank() -> Self {
         Self {
-            call_id,
-            tool,
-            server,
-            client,
-            session_id,
-            started_ms,
+            call_id: String::new(),
+            tool: String::new(),
+            server: String::new(),
+            client: None,
+            session_id: None,
+            started_ms: 0,
             finished_ms: None,
             latency_ms: None,
             outcome: "running",
@@ -163,6 +234,29 @@ impl CallView {
             result: None,
             kept: Payloads::default(),
         }
+    }
+
+    /// This record, reused for a call that has just started: its strings refilled in place.
+    fn start(&mut self, call: &NewCall<'_>) {
+        refill(&mut self.call_id, call.call_id);
+        refill(&mut self.tool, call.tool);
+        refill(&mut self.server, call.server);
+        refill_opt(&mut self.client, call.client);
+        refill_opt(&mut self.session_id, call.session_id);
+        self.started_ms = call.started_ms;
+        self.finished_ms = None;
+        self.latency_ms = None;
+        self.outcome = "running";
+        self.error = None;
+        self.replay_attempts = 0;
+        self.progress = None;
+        self.total = None;
+        self.message = None;
+        self.arguments = None;
+        self.result = None;
+        // the payloads' text stays, to be refilled by this call's
+        self.kept.arguments.clear();
+        self.kept.result.clear();
     }
 
     fn summary(&self) -> Self {
@@ -184,8 +278,8 @@ impl CallView {
     /// With its payloads, pretty-printed.
     fn detailed(&self) -> Self {
         Self {
-            arguments: self.kept.arguments.as_ref().map(Kept::shown),
-            result: self.kept.result.as_ref().map(Kept::shown),
+            arguments: self.kept.arguments.get().map(Kept::shown),
+            result: self.kept.result.get().map(Kept::shown),
             ..self.summary()
         }
     }
@@ -228,6 +322,21 @@ struct Log {
     in_flight: BTreeMap<u64, Box<CallView>>,
     /// Newest last.
     recent: VecDeque<Box<CallView>>,
+    /// Records of forgotten calls, for the next calls (at most [`SPARE_MAX`]); boxed as in the
+    /// lists, so that a record moves between them and here without being copied.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<CallView>>,
+}
+
+/// Records kept for reuse beyond those in the lists.
+const SPARE_MAX: usize = 64;
+
+impl Log {
+    fn forget(&mut self, record: Box<CallView>) {
+        if self.spare.len() < SPARE_MAX {
+            self.spare.push(record);
+        }
+    }
 }
 
 fn id_num(call_id: &str) -> u64 {
@@ -238,21 +347,26 @@ fn id_num(call_id: &str) -> u64 {
 }
 
 impl CallLog {
-    pub(crate) fn started(&self, mut call: CallView) {
-        call.outcome = "running";
-        let call = Box::new(call); // outside the lock
+    pub(crate) fn started(&self, call: NewCall<'_>) {
         let mut log = self.inner.lock().expect("call log lock");
-        if log.in_flight.len() >= IN_FLIGHT_MAX {
-            log.in_flight.pop_first();
+        if log.in_flight.len() >= IN_FLIGHT_MAX
+            && let Some((_, oldest)) = log.in_flight.pop_first()
+        {
+            log.forget(oldest);
         }
-        log.in_flight.insert(id_num(&call.call_id), call);
+        let mut record = log
+            .spare
+            .pop()
+            .unwrap_or_else(|| Box::new(CallView::blank()));
+        record.start(&call);
+        log.in_flight.insert(id_num(call.call_id), record);
     }
 
     pub(crate) fn arguments(&self, call_id: &str, arguments: PayloadSrc<'_>) {
-        let kept = Kept::of(arguments); // outside the lock
+        let made = Kept::prepare(arguments); // outside the lock
         let mut log = self.inner.lock().expect("call log lock");
         if let Some(c) = log.in_flight.get_mut(&id_num(call_id)) {
-            c.kept.arguments = Some(kept);
+            c.kept.arguments.put(arguments, made);
         }
     }
 
@@ -282,7 +396,7 @@ impl CallLog {
         error: Option<String>,
         result: Option<PayloadSrc<'_>>,
     ) {
-        let kept = result.map(Kept::of); // outside the lock
+        let made = result.and_then(Kept::prepare); // outside the lock
         let mut log = self.inner.lock().expect("call log lock");
         let Some(mut c) = log.in_flight.remove(&id_num(call_id)) else {
             return;
@@ -292,9 +406,14 @@ impl CallLog {
         c.outcome = if error.is_some() { "error" } else { "ok" };
         c.error = error;
         c.replay_attempts = replay_attempts;
-        c.kept.result = kept;
-        if log.recent.len() >= RECENT_MAX {
-            log.recent.pop_front();
+        match result {
+            Some(src) => c.kept.result.put(src, made),
+            None => c.kept.result.clear(),
+        }
+        if log.recent.len() >= RECENT_MAX
+            && let Some(oldest) = log.recent.pop_front()
+        {
+            log.forget(oldest);
         }
         log.recent.push_back(c);
     }
@@ -386,15 +505,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn call(id: &str, tool: &str) -> CallView {
-        CallView::running(
-            id.into(),
-            tool.into(),
-            "s".into(),
-            Some("cli".into()),
-            None,
-            1000,
-        )
+    fn call<'a>(id: &'a str, tool: &'a str) -> NewCall<'a> {
+        NewCall {
+            call_id: id,
+            tool,
+            server: "s",
+            client: Some("cli"),
+            session_id: None,
+            started_ms: 1000,
+        }
     }
 
     #[test]
@@ -505,5 +624,94 @@ mod tests {
         });
         assert_eq!(all.len(), RECENT_MAX);
         assert!(log.get("c0").is_none());
+    }
+
+    #[test]
+    fn a_forgotten_call_s_record_and_text_are_the_next_call_s() {
+        let log = CallLog::default();
+        let args = r#"{"text":"hello"}"#;
+        let finish = |i: usize| {
+            let id = format!("c{i:05}");
+            log.started(NewCall {
+                session_id: Some("0123456789abcdef0123456789abcdef"),
+                ..call(&id, "t")
+            });
+            log.arguments(&id, PayloadSrc::Json(args));
+            log.finished(&id, 1, 0, None, Some(PayloadSrc::Json(args)));
+        };
+        for i in 0..RECENT_MAX {
+            finish(i);
+        }
+        let oldest = {
+            let log = log.inner.lock().unwrap();
+            let c = &log.recent[0];
+            (
+                &**c as *const CallView,
+                c.call_id.as_ptr(),
+                c.session_id.as_ref().unwrap().as_ptr(),
+            )
+        };
+        // the list is full: the next call takes the oldest one's place, and the record the
+        // oldest let go of is the call after it's
+        finish(RECENT_MAX);
+        finish(RECENT_MAX + 1);
+        let inner = log.inner.lock().unwrap();
+        let newest = inner.recent.back().unwrap();
+        assert_eq!(newest.call_id, format!("c{:05}", RECENT_MAX + 1));
+        assert_eq!(
+            &**newest as *const CallView, oldest.0,
+            "the record is reused"
+        );
+        assert_eq!(
+            newest.call_id.as_ptr(),
+            oldest.1,
+            "its strings are refilled in place"
+        );
+        assert_eq!(newest.session_id.as_ref().unwrap().as_ptr(), oldest.2);
+        assert_eq!(inner.recent.len(), RECENT_MAX);
+        assert!(inner.spare.len() <= SPARE_MAX);
+        drop(inner);
+        let got = log.get(&format!("c{:05}", RECENT_MAX + 1)).unwrap();
+        assert_eq!(got.outcome, "ok");
+        assert_eq!(got.tool, "t");
+        assert!(got.arguments.unwrap().json.contains("hello"));
+        assert!(log.get("c00000").is_none() && log.get("c00001").is_none());
+    }
+
+    #[test]
+    fn a_reused_record_keeps_nothing_of_its_last_call() {
+        let log = CallLog::default();
+        for i in 0..RECENT_MAX + 2 {
+            let id = format!("c{i}");
+            log.started(NewCall {
+                session_id: (i == 0).then_some("s-old"),
+                ..call(&id, "t")
+            });
+            if i == 0 {
+                log.arguments(&id, PayloadSrc::Json("[1]"));
+                log.progress(&id, 1.0, Some(2.0), Some("half".into()));
+                log.finished(
+                    &id,
+                    5,
+                    2,
+                    Some("boom".into()),
+                    Some(PayloadSrc::Json("[2]")),
+                );
+            } else {
+                log.finished(&id, 1, 0, None, None);
+            }
+        }
+        // c0 was forgotten, its record went to the call after the next
+        let c = log.get(&format!("c{}", RECENT_MAX + 1)).unwrap();
+        assert_eq!(c.session_id, None);
+        assert_eq!(
+            (c.progress, c.total, c.message.as_deref()),
+            (None, None, None)
+        );
+        assert_eq!(
+            (c.error.as_deref(), c.replay_attempts, c.outcome),
+            (None, 0, "ok")
+        );
+        assert!(c.arguments.is_none() && c.result.is_none());
     }
 }

@@ -25,7 +25,7 @@ use super::jsonrpc::{INTERNAL_ERROR, REQUEST_CANCELLED, error_data};
 use super::raw::{Checked, ToolAnswer, checked_result, error_text, is_input_required};
 use super::session::{self, Session};
 use crate::auth::Caller;
-use crate::calls::{CallLog, CallView, PayloadSrc};
+use crate::calls::{CallLog, NewCall, PayloadSrc};
 use crate::elicit::Elicitations;
 use crate::events::{EventBus, HubEvent};
 use crate::telemetry::{CallRecord, Telemetry};
@@ -425,22 +425,21 @@ impl CallScope {
         let b = &book.0;
         let call_id = format!("c{}", b.seq.fetch_add(1, Ordering::Relaxed));
         if method == "tools/call" {
-            let client = ctx.caller.map(|c| c.name.clone());
-            b.calls.started(CallView::running(
-                call_id.clone(),
-                tool.to_owned(),
-                server.to_owned(),
-                client.clone(),
-                ctx.session_id.clone(),
-                chrono::Utc::now().timestamp_millis(),
-            ));
+            b.calls.started(NewCall {
+                call_id: &call_id,
+                tool,
+                server,
+                client: ctx.caller.map(|c| c.name.as_str()),
+                session_id: ctx.session_id.as_deref(),
+                started_ms: chrono::Utc::now().timestamp_millis(),
+            });
             if b.bus.has_subscribers() {
                 b.bus.publish(HubEvent::CallStarted {
                     call_id: call_id.clone(),
                     tool: tool.to_owned(),
                     server: server.to_owned(),
                     session_id: ctx.session_id.clone(),
-                    client,
+                    client: ctx.caller.map(|c| c.name.clone()),
                 });
             }
             if let Some(s) = &ctx.session
