@@ -40,9 +40,11 @@
 /// What every binary linking the core allocates with (the headless gateway, the app, tests):
 /// jemalloc, whose background thread hands freed memory back to the system within seconds, so
 /// RSS comes back down after thousands of sessions have ended (glibc's malloc kept the peak).
-/// It runs with one arena (`narenas:1`, built in by `.cargo/config.toml`; `_RJEM_MALLOC_CONF`
-/// in the environment overrides it): with jemalloc's default of four per core, what ended
-/// sessions freed stays spread over half-empty pages in every arena (README, issue 14).
+/// It runs with one arena and a small thread cache (`narenas:1,tcache_nslots_small_max:32`,
+/// built in by `.cargo/config.toml`; `_RJEM_MALLOC_CONF` in the environment overrides it):
+/// with jemalloc's defaults (four arenas per core, up to 200 freed allocations of each size
+/// cached per thread), what ended sessions freed stays spread over half-empty pages that
+/// those arenas and caches pin (README, issue 14).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -119,8 +121,14 @@ mod tests {
     fn the_allocator_runs_with_the_built_in_options() {
         let stats = super::allocator_stats().expect("jemalloc's figures");
         if std::env::var_os("_RJEM_MALLOC_CONF").is_none() {
-            // `.cargo/config.toml` builds jemalloc with `narenas:1`
+            // `.cargo/config.toml` builds jemalloc with `narenas:1` (and a small thread cache)
             assert_eq!(stats["arenas"], 1, "{stats}");
+        }
+        // as built, with the allocator crate's own options (`background_thread:true`) first
+        let built = tikv_jemalloc_ctl::config::malloc_conf::read().expect("jemalloc's options");
+        let built: Vec<&str> = built.trim_end_matches('\0').split(',').collect();
+        for option in ["narenas:1", "tcache_nslots_small_max:32"] {
+            assert!(built.contains(&option), "{option} not in {built:?}");
         }
         assert!(stats["allocated"].as_u64().unwrap() > 0, "{stats}");
         assert!(
