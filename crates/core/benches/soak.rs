@@ -172,7 +172,7 @@ struct Count {
     sessions: usize,
     sockets: u64,
     tasks: u64,
-    /// The allocator's `allocated / active / resident`, in MiB.
+    /// The allocator's `allocated / active / resident / metadata`, in MiB.
     allocator: String,
     /// jemalloc's arenas.
     arenas: Option<u64>,
@@ -189,10 +189,11 @@ async fn count(ctx: &Ctx) -> Count {
         arenas: a["arenas"].as_u64(),
         allocator: if a.is_object() {
             format!(
-                "{:.1} / {:.1} / {:.1}",
+                "{:.1} / {:.1} / {:.1} / {:.1}",
                 m("allocated"),
                 m("active"),
-                m("resident")
+                m("resident"),
+                m("metadata")
             )
         } else {
             "—".to_owned()
@@ -392,7 +393,7 @@ fn main() {
         }
         println!();
         println!(
-            "| `/api/sessions` | sessions listed | `/ws` sockets open | gateway tasks alive | allocator: allocated / active / resident MiB |"
+            "| `/api/sessions` | sessions listed | `/ws` sockets open | gateway tasks alive | allocator: allocated / active / resident / its own metadata MiB |"
         );
         println!("|---|---|---|---|---|");
         for (when, c) in &counts {
