@@ -233,7 +233,8 @@ async fn settle(ctx: &Ctx, idle: u64) -> (u64, Duration) {
 fn main() {
     let n: usize = arg("--sessions", 100_000);
     let workers: usize = arg("--workers", 8);
-    let idle_ms: u64 = arg("--idle-ms", 20_000);
+    // long enough that a round's sessions are all alive at once (100,000 take 20–35 s here)
+    let idle_ms: u64 = arg("--idle-ms", 45_000);
     let rounds_n: usize = arg("--rounds", 2).max(2);
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let rt = common::runtime();

@@ -23,6 +23,11 @@ const QUEUE: usize = 1024;
 const BATCH: usize = 512;
 /// Call rows kept; older ones are deleted as new ones arrive.
 const CALLS_KEPT: i64 = 100_000;
+/// SQLite's page cache for the one connection, as `PRAGMA cache_size` takes it (negative:
+/// KiB). The writer appends call rows and trims the oldest, touching a few pages at each end
+/// of two trees; SQLite's default (2,000 KiB, in the C allocator's memory, outside jemalloc)
+/// filled up over the first hundred thousand calls and stayed: 1.8 MiB more RSS for good.
+const CACHE_KIB: i64 = -512;
 
 /// One tool call as recorded for the dashboard (same fields as a `telemetry.jsonl` line).
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +138,14 @@ fn failure(path: &Path, source: rusqlite::Error) -> StoreError {
     }
 }
 
+/// How the connection runs: write-ahead log, `NORMAL` syncs, a small page cache.
+fn settings(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "cache_size", CACHE_KIB)
+}
+
 impl Store {
     /// Opens (or creates) `dir/registry.db`, marks every project offline (nothing is connected
     /// to a process that just started) and returns the rows it holds.
@@ -163,12 +176,7 @@ impl Store {
     /// Checks and prepares an open database, loads its rows and starts the writer.
     fn start(path: PathBuf, conn: Connection) -> Result<(Self, Vec<ProjectRow>), StoreError> {
         let fail = |source: rusqlite::Error| failure(&path, source);
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(fail)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(fail)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(fail)?;
+        settings(&conn).map_err(fail)?;
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(fail)?;
@@ -583,6 +591,23 @@ mod tests {
             Some(listing("b", "{\"tools\":[1]}"))
         );
         assert_eq!(store.load_listing("other").await, None);
+    }
+
+    #[test]
+    fn the_connection_keeps_a_small_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        settings(&conn).unwrap();
+        let pragma = |name: &str| -> String {
+            conn.query_row(&format!("PRAGMA {name}"), [], |r| {
+                r.get::<_, rusqlite::types::Value>(0)
+            })
+            .map(|v| format!("{v:?}"))
+            .unwrap()
+        };
+        assert_eq!(pragma("cache_size"), format!("Integer({CACHE_KIB})"));
+        assert_eq!(pragma("journal_mode"), "Text(\"wal\")");
+        assert_eq!(pragma("synchronous"), "Integer(1)", "NORMAL");
     }
 
     #[test]

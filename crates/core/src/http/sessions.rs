@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 use super::error::{ApiError, bearer};
 use super::state::{AppState, Hub};
 use crate::auth::Caller;
-use crate::mcp::session::Session;
+use crate::mcp::session::{Session, SessionList};
 
 /// How often an idle SSE stream sends a comment so proxies and clients keep it open.
 pub(crate) const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -64,21 +64,36 @@ pub(crate) async fn create(
 /// expired (idle for `session_idle_ms`) since start; `held` counts what every per-session and
 /// per-call structure holds (all zero with nothing open and nothing running); `allocator` what
 /// the allocator holds, to tell memory kept from memory pinned.
-pub(crate) async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
+pub(crate) async fn list(State(state): State<AppState>) -> Json<Listing> {
     let hub = &state.0;
     let mut held = hub.mcp.held();
     held["rmcp_sessions"] = json!(hub.rmcp_sessions.sessions.read().await.len());
-    Json(json!({
-        "held": held,
+    Json(Listing {
+        held,
         // not zero at rest (the gateway's own tasks), but back where it was once sessions end
-        "tasks_alive": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
-        "ws": hub.ws_sockets.get(),
-        "ws_max": hub.gateway_config.ws_max_connections,
-        "sessions": hub.mcp.sessions().list(),
-        "expired": hub.mcp.sessions().expired(),
-        "session_idle_ms": hub.gateway_config.session_idle_ms,
-        "allocator": crate::allocator_stats(),
-    }))
+        tasks_alive: tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        ws: hub.ws_sockets.get(),
+        ws_max: hub.gateway_config.ws_max_connections,
+        sessions: hub.mcp.sessions().list(),
+        expired: hub.mcp.sessions().expired(),
+        session_idle_ms: hub.gateway_config.session_idle_ms,
+        allocator: crate::allocator_stats(),
+    })
+}
+
+/// What `GET /api/sessions` answers (the sessions written row by row, see [`SessionList`]).
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Listing {
+    held: serde_json::Value,
+    tasks_alive: usize,
+    ws: usize,
+    ws_max: usize,
+    sessions: SessionList,
+    expired: u64,
+    session_idle_ms: u64,
+    allocator: Option<serde_json::Value>,
 }
 
 /// `DELETE /session/<id>`: only its owner may end it.

@@ -5,9 +5,9 @@
 //! frames. Watchers (`GET /session/<id>/events`, `GET /ws/mcp/events?session_id=`) subscribe
 //! to it; one that falls behind loses its oldest frames, the call never waits for it.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -35,6 +35,74 @@ pub(crate) const ASKED_MAX: usize = 16;
 struct Outbox {
     stream: Option<mpsc::Sender<Arc<str>>>,
     waiting: VecDeque<Arc<str>>,
+}
+
+/// A session's fast-path requests in flight, by id. Most clients send one request at a time:
+/// that one is kept inline, so a session that has made calls keeps no table for them; the
+/// table holds the others and is handed back once it empties.
+#[derive(Debug, Default)]
+struct Inflight {
+    first: Option<(String, CancellationToken)>,
+    rest: HashMap<String, CancellationToken>,
+}
+
+impl Inflight {
+    /// Tracks `id` (a request reusing an id in flight replaces it, as a map's insert does).
+    fn insert(&mut self, id: String, cancel: CancellationToken) {
+        match &mut self.first {
+            Some((first, ct)) if *first == id => *ct = cancel,
+            Some(_) => {
+                self.rest.insert(id, cancel);
+            }
+            None => self.first = Some((id, cancel)),
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if self.first.as_ref().is_some_and(|(first, _)| first == id) {
+            self.first = None;
+        } else if self.rest.remove(id).is_some() && self.rest.is_empty() {
+            self.rest = HashMap::new();
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<&CancellationToken> {
+        match &self.first {
+            Some((first, ct)) if first == id => Some(ct),
+            _ => self.rest.get(id),
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &CancellationToken> {
+        self.first.iter().map(|(_, ct)| ct).chain(self.rest.values())
+    }
+}
+
+/// What few sessions use, allocated when one first does (most sessions never do): a watch
+/// token, a server's own endpoint, resource subscriptions, servers' requests waiting for the
+/// client's answer over HTTP.
+#[derive(Debug, Default)]
+struct Extras {
+    /// `sha256` of the watch token handed out by `POST /session`.
+    token_hash: Option<[u8; 32]>,
+    /// The server whose own endpoint (`/mcp/<server>`, `/ws/<server>`) it was opened at, set
+    /// once as it opens: it serves there only. Unset: the aggregated `/mcp` and `/ws`.
+    endpoint: OnceLock<String>,
+    /// The resource URIs it subscribed to (`resources/subscribe`), with the server each
+    /// subscription was sent to (told `resources/unsubscribe` when the session ends).
+    subscriptions: Mutex<HashMap<String, String>>,
+    /// HTTP: servers' requests sent to its client, by the id they were sent under, waiting
+    /// for the answer it POSTs.
+    asked: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
+    next_ask: AtomicU64,
 }
 
 /// The answer a server waits for from a session's client, as it comes back (a POSTed result
@@ -142,47 +210,37 @@ pub(crate) struct Session {
     pub client: String,
     /// `http` or `ws`.
     pub transport: &'static str,
-    /// `sha256` of the watch token handed out by `POST /session` (none for implicit sessions).
-    token_hash: Option<[u8; 32]>,
+    /// What few sessions use (see [`Extras`]): made when first needed.
+    extras: OnceLock<Box<Extras>>,
     /// Progress and call frames, serialized once, shared by every watcher. Made when the first
     /// watcher comes: the ring is allocated whole, and most sessions are never watched.
-    frames: std::sync::OnceLock<broadcast::Sender<Arc<str>>>,
+    frames: OnceLock<broadcast::Sender<Arc<str>>>,
     /// Cancelled when the session ends: its watchers' streams end too.
     pub closed: CancellationToken,
     /// `/mcp` requests of this session answered on the fast path, by id: its
     /// `notifications/cancelled` (which rmcp never sees the request of) cancels them here.
-    inflight: Mutex<HashMap<String, CancellationToken>>,
+    inflight: Mutex<Inflight>,
     /// When a request last named this session (ms since [`epoch_ms`]).
     seen_ms: AtomicU64,
     /// Its responses still streaming (`GET` streams, SSE answers): see [`Session::stream`].
-    streams: AtomicUsize,
+    streams: AtomicU32,
     /// Told when the tool list changes; dropped with the session.
     tools_changed: Mutex<Option<ToolListener>>,
     /// Its registry's count of session objects alive, less one when this one goes.
     alive: Arc<AtomicUsize>,
-    /// The log level its client asked for (`logging/setLevel`), as a rank in [`LEVELS`]:
-    /// servers' log messages at or above it reach it; none before it asks.
-    log_level: Mutex<Option<usize>>,
-    /// The resource URIs it subscribed to (`resources/subscribe`), with the server each
-    /// subscription was sent to (told `resources/unsubscribe` when the session ends).
-    subscriptions: Mutex<HashMap<String, String>>,
+    /// The log level its client asked for (`logging/setLevel`), as one more than its rank in
+    /// [`LEVELS`]: servers' log messages at or above it reach it; 0 (none) before it asks.
+    log_level: AtomicU8,
     /// Where servers' requests to its client go outside any call of it (an isolated instance
     /// asking for roots as it starts): set by its transport once the client can be asked.
     asker: Mutex<Option<ClientAsks>>,
     /// Whether its client declared it may be asked things (elicitation, sampling, roots): its
     /// calls then need a stream the server's requests can ride, not the fast path's JSON.
     can_be_asked: std::sync::atomic::AtomicBool,
-    /// The server whose own endpoint (`/mcp/<server>`, `/ws/<server>`) it was opened at, set
-    /// once as it opens: it serves there only. Unset: the aggregated `/mcp` and `/ws`.
-    endpoint: std::sync::OnceLock<String>,
     /// HTTP: what its client declared in `initialize` (`/ws` keeps its own).
-    caps: std::sync::OnceLock<Value>,
+    caps: OnceLock<Value>,
     /// HTTP: what goes to its `GET` stream.
     outbox: Mutex<Outbox>,
-    /// HTTP: servers' requests sent to its client, by the id they were sent under, waiting
-    /// for the answer it POSTs.
-    asked: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
-    next_ask: AtomicU64,
 }
 
 /// Whether a client's `initialize` capabilities cover a server's request `method` (anything
@@ -232,12 +290,21 @@ impl Session {
 
     /// The client asked for log messages at `rank` and above.
     pub(crate) fn set_log_level(&self, rank: usize) {
-        *self.log_level.lock().expect("level lock") = Some(rank);
+        let rank = u8::try_from(rank).unwrap_or(u8::MAX - 1);
+        self.log_level.store(rank + 1, Ordering::Relaxed);
+    }
+
+    /// What few sessions use, made now if it was not.
+    fn extras(&self) -> &Extras {
+        self.extras.get_or_init(Box::default)
     }
 
     /// Subscribes to (or, `on` false, unsubscribes from) updates of `uri` on `server`.
     pub(crate) fn subscribe_resource(&self, uri: &str, server: &str, on: bool) {
-        let mut subs = self.subscriptions.lock().expect("subscriptions lock");
+        if !on && self.extras.get().is_none() {
+            return;
+        }
+        let mut subs = self.extras().subscriptions.lock().expect("subscriptions lock");
         if on {
             subs.insert(uri.to_owned(), server.to_owned());
         } else {
@@ -246,20 +313,24 @@ impl Session {
     }
 
     fn subscribed(&self, uri: &str) -> bool {
-        self.subscriptions
-            .lock()
-            .expect("subscriptions lock")
-            .contains_key(uri)
+        self.extras.get().is_some_and(|e| {
+            e.subscriptions
+                .lock()
+                .expect("subscriptions lock")
+                .contains_key(uri)
+        })
     }
 
     /// Its subscriptions, `(uri, server)`.
     pub(crate) fn subscriptions(&self) -> Vec<(String, String)> {
-        self.subscriptions
-            .lock()
-            .expect("subscriptions lock")
-            .iter()
-            .map(|(u, s)| (u.clone(), s.clone()))
-            .collect()
+        self.extras.get().map_or_else(Vec::new, |e| {
+            e.subscriptions
+                .lock()
+                .expect("subscriptions lock")
+                .iter()
+                .map(|(u, s)| (u.clone(), s.clone()))
+                .collect()
+        })
     }
 
     /// Servers' requests outside calls go to `asks` from now on.
@@ -295,10 +366,8 @@ impl Session {
             .and_then(Value::as_str)
             .and_then(level_rank)
             .unwrap_or(0);
-        self.log_level
-            .lock()
-            .expect("level lock")
-            .is_some_and(|asked| rank >= asked)
+        let asked = usize::from(self.log_level.load(Ordering::Relaxed));
+        asked != 0 && rank + 1 >= asked
     }
 
     /// Tells this session's client `note` if it is for it: a log message at or above the
@@ -330,12 +399,15 @@ impl Session {
 
     /// Binds a session just opened to `server`'s own endpoint (see [`Session::server`]).
     pub(crate) fn bind(&self, server: &str) {
-        let _ = self.endpoint.set(server.to_owned());
+        let _ = self.extras().endpoint.set(server.to_owned());
     }
 
     /// The server whose own endpoint the session belongs to; `None`: the aggregated one.
     pub(crate) fn server(&self) -> Option<&str> {
-        self.endpoint.get().map(String::as_str)
+        self.extras
+            .get()
+            .and_then(|e| e.endpoint.get())
+            .map(String::as_str)
     }
 
     /// The endpoint's path on HTTP (`/mcp` or `/mcp/<server>`), for messages and the
@@ -460,24 +532,30 @@ impl Session {
     /// HTTP: a server's request is about to be sent to the client: the id to send it under,
     /// whose answer goes to `reply`. `None` when [`ASKED_MAX`] are waiting already.
     pub(crate) fn sent_ask(&self, reply: oneshot::Sender<Answer>) -> Option<String> {
-        let mut asked = self.asked.lock().expect("asked lock");
+        let extras = self.extras();
+        let mut asked = extras.asked.lock().expect("asked lock");
         if asked.len() >= ASKED_MAX {
             return None;
         }
-        let id = format!("sb-{}", self.next_ask.fetch_add(1, Ordering::Relaxed) + 1);
+        let id = format!("sb-{}", extras.next_ask.fetch_add(1, Ordering::Relaxed) + 1);
         asked.insert(id.clone(), reply);
         Some(id)
     }
 
     /// HTTP: the client answered `id`; `false` if nothing waits for that id.
     pub(crate) fn answered(&self, id: &str, answer: Answer) -> bool {
-        let reply = self.asked.lock().expect("asked lock").remove(id);
+        let reply = self
+            .extras
+            .get()
+            .and_then(|e| e.asked.lock().expect("asked lock").remove(id));
         reply.is_some_and(|r| r.send(answer).is_ok())
     }
 
     /// HTTP: nothing waits for `id` any more; `true` if it was still unanswered.
     pub(crate) fn unask(&self, id: &str) -> bool {
-        self.asked.lock().expect("asked lock").remove(id).is_some()
+        self.extras
+            .get()
+            .is_some_and(|e| e.asked.lock().expect("asked lock").remove(id).is_some())
     }
 
     /// The session ends: its requests in flight are cancelled, what waits for its client's
@@ -487,7 +565,9 @@ impl Session {
         for ct in self.inflight.lock().expect("inflight lock").values() {
             ct.cancel();
         }
-        self.asked.lock().expect("asked lock").clear();
+        if let Some(e) = self.extras.get() {
+            e.asked.lock().expect("asked lock").clear();
+        }
         *self.outbox.lock().expect("outbox lock") = Outbox::default();
         self.tools_changed.lock().expect("listener lock").take();
     }
@@ -506,7 +586,7 @@ impl Session {
 
     /// Whether `token` is this session's watch token (constant time).
     fn token_is(&self, token: &str) -> bool {
-        let Some(hash) = &self.token_hash else {
+        let Some(hash) = self.extras.get().and_then(|e| e.token_hash.as_ref()) else {
             return false;
         };
         let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -560,10 +640,35 @@ pub(crate) fn progress_frame(token: &Value, p: &crate::upstream::Progress, tool:
     Value::Object(m)
 }
 
+/// A registry entry: the session, found by its id (no second copy of the id as the key).
+#[derive(Debug)]
+struct ById(Arc<Session>);
+
+impl std::borrow::Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl std::hash::Hash for ById {
+    // as `str` hashes, so that a lookup by `&str` finds it
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.id.as_str().hash(state);
+    }
+}
+
 /// Every live session. Cheap handle; clone freely.
 #[derive(Debug, Clone)]
 pub(crate) struct Sessions {
-    inner: Arc<Mutex<HashMap<String, Arc<Session>>>>,
+    inner: Arc<Mutex<HashSet<ById>>>,
     bus: EventBus,
     /// Sessions ended for being idle, since start (for the dashboard).
     expired: Arc<AtomicU64>,
@@ -618,34 +723,37 @@ impl Sessions {
         with_token: bool,
     ) -> (Arc<Session>, Option<String>) {
         let token = with_token.then(|| random("sbw_"));
+        let extras = OnceLock::new();
+        if let Some(t) = &token {
+            let _ = extras.set(Box::new(Extras {
+                token_hash: Some(Sha256::digest(t.as_bytes()).into()),
+                ..Extras::default()
+            }));
+        }
         let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         self.alive.fetch_add(1, Ordering::Relaxed);
         let session = Arc::new(Session {
             id: id.clone(),
             client: client.to_owned(),
             transport,
-            token_hash: token.as_ref().map(|t| Sha256::digest(t.as_bytes()).into()),
-            frames: std::sync::OnceLock::new(),
+            extras,
+            frames: OnceLock::new(),
             closed: CancellationToken::new(),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::default(),
             seen_ms: AtomicU64::new(epoch_ms()),
-            streams: AtomicUsize::new(0),
+            streams: AtomicU32::new(0),
             tools_changed: Mutex::new(None),
             alive: self.alive.clone(),
             can_be_asked: std::sync::atomic::AtomicBool::new(false),
-            log_level: Mutex::new(None),
-            subscriptions: Mutex::new(HashMap::new()),
-            endpoint: std::sync::OnceLock::new(),
+            log_level: AtomicU8::new(0),
             asker: Mutex::new(None),
-            caps: std::sync::OnceLock::new(),
+            caps: OnceLock::new(),
             outbox: Mutex::new(Outbox::default()),
-            asked: Mutex::new(HashMap::new()),
-            next_ask: AtomicU64::new(0),
         });
         self.inner
             .lock()
             .expect("sessions lock")
-            .insert(id.clone(), session.clone());
+            .replace(ById(session.clone()));
         self.bus.publish(HubEvent::SessionOpened {
             session_id: id,
             client: client.to_owned(),
@@ -655,7 +763,11 @@ impl Sessions {
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.inner.lock().expect("sessions lock").get(id).cloned()
+        self.inner
+            .lock()
+            .expect("sessions lock")
+            .get(id)
+            .map(|e| e.0.clone())
     }
 
     /// What is done when a session ends (set once, by the gateway: its isolated instances
@@ -670,7 +782,7 @@ impl Sessions {
     pub(crate) fn close(&self, id: &str, reason: &str) -> bool {
         let s = {
             let mut inner = self.inner.lock().expect("sessions lock");
-            let Some(s) = inner.remove(id) else {
+            let Some(ById(s)) = inner.take(id) else {
                 return false;
             };
             // a map that held many sessions once keeps its table: handed back once it is
@@ -700,7 +812,8 @@ impl Sessions {
             .inner
             .lock()
             .expect("sessions lock")
-            .values()
+            .iter()
+            .map(|e| &e.0)
             .filter(|s| s.client == client)
             .map(|s| s.id.clone())
             .collect();
@@ -762,7 +875,8 @@ impl Sessions {
             .inner
             .lock()
             .expect("sessions lock")
-            .values()
+            .iter()
+            .map(|e| &e.0)
             .cloned()
             .collect();
         for s in all {
@@ -777,15 +891,19 @@ impl Sessions {
     /// session is open.
     pub(crate) fn held(&self) -> Value {
         let inner = self.inner.lock().expect("sessions lock");
-        let sum = |f: &dyn Fn(&Session) -> usize| inner.values().map(|s| f(s)).sum::<usize>();
+        let sum = |f: &dyn Fn(&Session) -> usize| inner.iter().map(|e| f(&e.0)).sum::<usize>();
         json!({
             "sessions": inner.len(),
             "session_objects": self.alive.load(Ordering::Relaxed),
             "inflight": sum(&|s| s.inflight.lock().expect("inflight lock").len()),
-            "streams": sum(&|s| s.streams.load(Ordering::Relaxed)),
+            "streams": sum(&|s| s.streams.load(Ordering::Relaxed) as usize),
             "watchers": sum(&|s| s.watchers()),
             "listeners": sum(&|s| usize::from(s.tools_changed.lock().expect("listener lock").is_some())),
-            "asked": sum(&|s| s.asked.lock().expect("asked lock").len()),
+            "asked": sum(&|s| {
+                s.extras
+                    .get()
+                    .map_or(0, |e| e.asked.lock().expect("asked lock").len())
+            }),
             "outboxes": sum(&|s| {
                 let out = s.outbox.lock().expect("outbox lock");
                 usize::from(out.stream.is_some()) + out.waiting.len()
@@ -798,7 +916,8 @@ impl Sessions {
         self.inner
             .lock()
             .expect("sessions lock")
-            .values()
+            .iter()
+            .map(|e| &e.0)
             .any(|s| s.id != except && s.subscribed(uri))
     }
 
@@ -832,7 +951,8 @@ impl Sessions {
             .inner
             .lock()
             .expect("sessions lock")
-            .values()
+            .iter()
+            .map(|e| &e.0)
             .filter(|s| s.transport == "http" && s.idle_ms(now).is_some_and(|ms| ms >= idle_ms))
             .cloned()
             .collect();
@@ -861,22 +981,55 @@ impl Sessions {
         (owner || by_token).then_some(s)
     }
 
-    /// Every session, for the dashboard.
-    pub(crate) fn list(&self) -> Vec<Value> {
-        let now = epoch_ms();
-        let mut v: Vec<Value> = self
+    /// Every session, for the dashboard, sorted by id: written out as it is serialized, one
+    /// row at a time, not built as a JSON tree (a tree of 100,000 sessions is over 100 MB).
+    pub(crate) fn list(&self) -> SessionList {
+        let mut all: Vec<Arc<Session>> = self
             .inner
             .lock()
             .expect("sessions lock")
-            .values()
-            .map(|s| {
-                json!({"session_id": s.id, "client": s.client, "transport": s.transport,
-                       "server": s.server(), "watchers": s.watchers(),
-                       "explicit": s.token_hash.is_some(), "idle_ms": s.idle_ms(now)})
-            })
+            .iter()
+            .map(|e| e.0.clone())
             .collect();
-        v.sort_by(|a, b| a["session_id"].as_str().cmp(&b["session_id"].as_str()));
-        v
+        all.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        SessionList {
+            all,
+            now: epoch_ms(),
+        }
+    }
+}
+
+/// The sessions of [`Sessions::list`], each serialized as
+/// `{session_id, client, transport, server, watchers, explicit, idle_ms}`.
+#[derive(Debug)]
+pub(crate) struct SessionList {
+    all: Vec<Arc<Session>>,
+    now: u64,
+}
+
+/// One row of a [`SessionList`].
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    session_id: &'a str,
+    client: &'a str,
+    transport: &'static str,
+    server: Option<&'a str>,
+    watchers: usize,
+    explicit: bool,
+    idle_ms: Option<u64>,
+}
+
+impl serde::Serialize for SessionList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.all.iter().map(|s| Listed {
+            session_id: &s.id,
+            client: &s.client,
+            transport: s.transport,
+            server: s.server(),
+            watchers: s.watchers(),
+            explicit: s.extras.get().is_some_and(|e| e.token_hash.is_some()),
+            idle_ms: s.idle_ms(self.now),
+        }))
     }
 }
 
@@ -911,5 +1064,116 @@ mod tests {
         assert!(sessions.close(&s.id, "deleted"));
         assert!(s.closed.is_cancelled());
         assert!(!sessions.close(&s.id, "deleted"), "closed once");
+    }
+
+    #[test]
+    fn a_session_s_calls_one_at_a_time_keep_no_table() {
+        let sessions = Sessions::new(EventBus::new(16));
+        let (s, _) = sessions.open(None, "c", "http", false);
+        for i in 0..3 {
+            let call = s.track(format!("{i}"), CancellationToken::new());
+            assert!(s.cancel(&format!("{i}")));
+            drop(call);
+        }
+        let inflight = s.inflight.lock().unwrap();
+        assert!(inflight.is_empty());
+        assert_eq!(inflight.rest.capacity(), 0, "one call at a time needs no table");
+    }
+
+    #[test]
+    fn concurrent_calls_are_all_tracked_and_their_table_is_handed_back() {
+        let sessions = Sessions::new(EventBus::new(16));
+        let (s, _) = sessions.open(None, "c", "http", false);
+        let tokens: Vec<CancellationToken> = (0..5).map(|_| CancellationToken::new()).collect();
+        let calls: Vec<Tracked> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, ct)| s.track(format!("{i}"), ct.clone()))
+            .collect();
+        assert_eq!(s.inflight.lock().unwrap().len(), 5);
+        assert!(s.cancel("3") && tokens[3].is_cancelled());
+        assert!(!tokens[2].is_cancelled(), "only the one named");
+        assert!(!s.cancel("9"), "an id not in flight");
+        // a request reusing an id in flight replaces it, as before
+        let again = CancellationToken::new();
+        let reused = s.track("0".into(), again.clone());
+        assert_eq!(s.inflight.lock().unwrap().len(), 5);
+        assert!(s.cancel("0") && again.is_cancelled() && !tokens[0].is_cancelled());
+        drop(reused);
+        drop(calls);
+        let inflight = s.inflight.lock().unwrap();
+        assert!(inflight.is_empty());
+        assert_eq!(inflight.rest.capacity(), 0, "the table is handed back once empty");
+        drop(inflight);
+        // the session ending cancels what is in flight
+        let last = CancellationToken::new();
+        let _call = s.track("7".into(), last.clone());
+        assert!(sessions.close(&s.id, "deleted"));
+        assert!(last.is_cancelled());
+    }
+
+    #[test]
+    fn the_registry_finds_a_session_by_its_id_and_forgets_it_when_it_ends() {
+        let sessions = Sessions::new(EventBus::new(16));
+        let (a, _) = sessions.open(None, "c", "http", false);
+        let (b, _) = sessions.open(Some("given".into()), "d", "ws", false);
+        assert!(Arc::ptr_eq(&sessions.get(&a.id).unwrap(), &a));
+        assert!(Arc::ptr_eq(&sessions.get("given").unwrap(), &b));
+        assert!(sessions.get("nope").is_none());
+        // the listing is sorted by id, one row per session, as the dashboard reads it
+        let mut ids = [a.id.clone(), "given".to_owned()];
+        ids.sort();
+        let listed = serde_json::to_value(sessions.list()).unwrap();
+        let rows = listed.as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["session_id"], ids[0]);
+        assert_eq!(rows[1]["session_id"], ids[1]);
+        let row_b = rows.iter().find(|r| r["session_id"] == "given").unwrap();
+        assert_eq!(
+            row_b,
+            &json!({"session_id": "given", "client": "d", "transport": "ws", "server": null,
+                    "watchers": 0, "explicit": false, "idle_ms": row_b["idle_ms"]})
+        );
+        assert!(row_b["idle_ms"].is_u64());
+        assert!(sessions.close("given", "deleted"));
+        assert!(sessions.get("given").is_none());
+        assert_eq!(sessions.held()["sessions"], 1);
+        drop(b);
+        assert!(sessions.close(&a.id, "deleted"));
+        drop(a);
+        assert_eq!(sessions.held()["sessions"], 0);
+        assert_eq!(sessions.held()["session_objects"], 0);
+    }
+
+    #[test]
+    fn what_few_sessions_use_is_made_only_for_them() {
+        let sessions = Sessions::new(EventBus::new(16));
+        let (plain, _) = sessions.open(None, "c", "http", false);
+        plain.set_caps(json!({}));
+        plain.set_log_level(2);
+        plain.subscribe_resource("file:///x", "s", false);
+        assert!(!plain.answered("sb-1", Ok(json!({}))));
+        assert!(plain.server().is_none() && plain.subscriptions().is_empty());
+        assert!(plain.extras.get().is_none(), "a plain session has no extras");
+        let (explicit, token) = sessions.open(None, "c", "http", true);
+        assert!(explicit.token_is(token.as_deref().unwrap()));
+        assert!(!explicit.token_is("sbw_other") && !plain.token_is(token.as_deref().unwrap()));
+        plain.bind("srv");
+        assert_eq!(plain.server(), Some("srv"));
+        plain.subscribe_resource("file:///x", "srv", true);
+        assert_eq!(plain.subscriptions(), [("file:///x".to_owned(), "srv".to_owned())]);
+        // log levels: at or above the one asked for
+        assert!(plain.wants_log(&json!({"level": "notice"})));
+        assert!(plain.wants_log(&json!({"level": "error"})));
+        assert!(!plain.wants_log(&json!({"level": "info"})));
+        assert!(!explicit.wants_log(&json!({"level": "emergency"})), "none before asking");
+    }
+
+    #[test]
+    fn a_live_session_fits_a_small_allocation() {
+        // an `Arc<Session>` is one allocation: its size class is what every live session
+        // costs before anything else (jemalloc's classes here: 320, 384, 448, 512, 640)
+        let arc_inner = std::mem::size_of::<Session>() + 2 * std::mem::size_of::<usize>();
+        assert!(arc_inner <= 384, "a session is {arc_inner} bytes");
     }
 }
