@@ -82,7 +82,10 @@ impl Inflight {
     }
 
     fn values(&self) -> impl Iterator<Item = &CancellationToken> {
-        self.first.iter().map(|(_, ct)| ct).chain(self.rest.values())
+        self.first
+            .iter()
+            .map(|(_, ct)| ct)
+            .chain(self.rest.values())
     }
 }
 
@@ -304,7 +307,11 @@ impl Session {
         if !on && self.extras.get().is_none() {
             return;
         }
-        let mut subs = self.extras().subscriptions.lock().expect("subscriptions lock");
+        let mut subs = self
+            .extras()
+            .subscriptions
+            .lock()
+            .expect("subscriptions lock");
         if on {
             subs.insert(uri.to_owned(), server.to_owned());
         } else {
@@ -1077,7 +1084,11 @@ mod tests {
         }
         let inflight = s.inflight.lock().unwrap();
         assert!(inflight.is_empty());
-        assert_eq!(inflight.rest.capacity(), 0, "one call at a time needs no table");
+        assert_eq!(
+            inflight.rest.capacity(),
+            0,
+            "one call at a time needs no table"
+        );
     }
 
     #[test]
@@ -1103,7 +1114,11 @@ mod tests {
         drop(calls);
         let inflight = s.inflight.lock().unwrap();
         assert!(inflight.is_empty());
-        assert_eq!(inflight.rest.capacity(), 0, "the table is handed back once empty");
+        assert_eq!(
+            inflight.rest.capacity(),
+            0,
+            "the table is handed back once empty"
+        );
         drop(inflight);
         // the session ending cancels what is in flight
         let last = CancellationToken::new();
@@ -1154,19 +1169,28 @@ mod tests {
         plain.subscribe_resource("file:///x", "s", false);
         assert!(!plain.answered("sb-1", Ok(json!({}))));
         assert!(plain.server().is_none() && plain.subscriptions().is_empty());
-        assert!(plain.extras.get().is_none(), "a plain session has no extras");
+        assert!(
+            plain.extras.get().is_none(),
+            "a plain session has no extras"
+        );
         let (explicit, token) = sessions.open(None, "c", "http", true);
         assert!(explicit.token_is(token.as_deref().unwrap()));
         assert!(!explicit.token_is("sbw_other") && !plain.token_is(token.as_deref().unwrap()));
         plain.bind("srv");
         assert_eq!(plain.server(), Some("srv"));
         plain.subscribe_resource("file:///x", "srv", true);
-        assert_eq!(plain.subscriptions(), [("file:///x".to_owned(), "srv".to_owned())]);
+        assert_eq!(
+            plain.subscriptions(),
+            [("file:///x".to_owned(), "srv".to_owned())]
+        );
         // log levels: at or above the one asked for
         assert!(plain.wants_log(&json!({"level": "notice"})));
         assert!(plain.wants_log(&json!({"level": "error"})));
         assert!(!plain.wants_log(&json!({"level": "info"})));
-        assert!(!explicit.wants_log(&json!({"level": "emergency"})), "none before asking");
+        assert!(
+            !explicit.wants_log(&json!({"level": "emergency"})),
+            "none before asking"
+        );
     }
 
     #[test]
