@@ -575,7 +575,8 @@ pub struct GatewayConfig {
     pub stderr_lines: usize,
     /// Open `/ws` sockets at most; one more is closed with 1013 "Server at capacity".
     pub ws_max_connections: usize,
-    /// `/ws` heartbeat: a ping this often; a peer that has not answered by the next is dropped.
+    /// `/ws` heartbeat: a ping this often to a peer that sent no message since the last one; a
+    /// peer that has not answered by the next is dropped.
     pub ws_heartbeat_ms: u64,
     /// A Streamable HTTP session with no request, no open stream and no call for this long is
     /// closed and forgotten; its client's next request gets 404 and starts a new one.

@@ -9,7 +9,7 @@
 //! Closes: over the connection cap 1013, a message over the size cap 1009, unpaired 1008 (calls
 //! in flight are answered -32001 first), gateway shutdown 1001. A peer that does not answer a
 //! WebSocket ping before the next one (every [`heartbeat`](crate::config::GatewayConfig)) is
-//! dropped.
+//! dropped; a peer that sent a message since the last ping time is alive and is not pinged.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -186,6 +186,8 @@ pub(crate) async fn run(
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut awaiting_pong = false;
+    // a message from the peer since the last tick: it is alive, and is not pinged (see below)
+    let mut heard = false;
     let caller_ref = &caller;
     let d_ref = &d;
     let session_ref = &session;
@@ -266,12 +268,19 @@ pub(crate) async fn run(
                 }
             }
             _ = heartbeat.tick() => {
-                if awaiting_pong {
+                if std::mem::take(&mut heard) {
+                    // A peer that sent a message this period is alive and is not pinged: its
+                    // pong would go out with its next request, and a client with Nagle's
+                    // algorithm on holds that request until we ACK the pong (our delayed ACK,
+                    // 40 ms): the slowest call of every busy socket's period, in the bench.
+                    awaiting_pong = false;
+                } else if awaiting_pong {
                     tracing::debug!(client = %caller.name, "WebSocket peer did not answer ping; dropping it");
                     break End::Closed("no answer to ping");
+                } else {
+                    awaiting_pong = true;
+                    out = Some(Message::Ping(Default::default()));
                 }
-                awaiting_pong = true;
-                out = Some(Message::Ping(Default::default()));
             }
             frame = socket.recv() => {
                 let frame = match frame {
@@ -285,6 +294,7 @@ pub(crate) async fn run(
                     Some(Ok(f)) => f,
                 };
                 awaiting_pong = false; // any frame shows the peer is alive
+                heard |= matches!(frame, Message::Text(_));
                 let bytes = match &frame {
                     Message::Text(t) => t.as_bytes(),
                     Message::Binary(_) => {
