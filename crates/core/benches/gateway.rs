@@ -576,10 +576,14 @@ fn start_ws_floor() -> (Running, Floors) {
     (running, floors)
 }
 
-/// `--load ws|mcp --seconds S`: only 16 clients calling through one path for `S` seconds, for a
-/// profiler attached to the gateway (its pid is printed first, then a 2 s pause); prints the
-/// calls per second and the gateway's CPU per call.
+/// `--load ws|mcp|bridge --seconds S`: only 16 clients calling through one path for `S` seconds,
+/// for a profiler attached to the gateway (or, with `bridge`, the floor process whose bare
+/// bridge they call over WebSocket); its pid is printed first, then a 2 s pause. Prints the
+/// calls per second and that process's CPU per call.
 async fn load_only(path: &str, secs: u64) {
+    if path == "bridge" {
+        return load_bridge(secs).await;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (gw, url) = start_gateway(dir.path(), 1, "");
     let token = pair(dir.path(), &url).await;
@@ -621,6 +625,39 @@ async fn load_only(path: &str, secs: u64) {
     let cpu = cpu_time(gw.0.id()).saturating_sub(cpu0);
     println!(
         "{path}: {:.0} calls/s, gateway CPU {:.1} µs per call",
+        calls as f64 / secs as f64,
+        us(cpu) / calls as f64
+    );
+}
+
+/// `--load bridge`: 16 clients calling the bare bridge over WebSocket (see [`load_only`]).
+async fn load_bridge(secs: u64) {
+    let (floor, floors) = start_ws_floor();
+    let pid = floor.pid();
+    eprintln!("floor process pid {pid}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu0 = cpu_time(pid);
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let url = floors.bridge_ws.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut w = Ws::connect(&url, "").await;
+            let mut n = 0u64;
+            while Instant::now() < end {
+                w.request(ws_echo()).await;
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut calls = 0;
+    for t in tasks {
+        calls += t.await.unwrap();
+    }
+    let cpu = cpu_time(pid).saturating_sub(cpu0);
+    println!(
+        "bridge: {:.0} calls/s, floor process CPU {:.1} µs per call",
         calls as f64 / secs as f64,
         us(cpu) / calls as f64
     );
